@@ -1,0 +1,181 @@
+//! Building blocks for consolidators: choosing a consistent, ordered set of moves.
+
+use crate::{Action, ConsolidationRound, DisruptionReason, Kept, Move};
+
+/// Settings of [`balanced`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct BalancedOptions {
+    /// A consolidation move must save at least this many USD per hour.
+    pub min_savings_per_hour: f64,
+    /// A replacement must cost at most `(1 - replace_margin)` of the nodes it replaces, so a
+    /// node is not churned for a cent.
+    pub replace_margin: f64,
+    /// Whether under-used nodes are consolidated (Karpenter's `WhenEmptyOrUnderutilized`), or only
+    /// empty ones (`WhenEmpty`).
+    pub underutilized: bool,
+}
+
+impl Default for BalancedOptions {
+    fn default() -> Self {
+        Self { min_savings_per_hour: 0.0, replace_margin: 0.05, underutilized: true }
+    }
+}
+
+/// Karpenter-like selection: empty nodes first, then drifted and expired nodes (least disruptive
+/// first), then consolidation moves by savings per unit of disruption. Moves that touch a node an
+/// earlier chosen move already disrupts are skipped; moves that do not pay are kept with a reason.
+pub fn balanced(round: &ConsolidationRound, opts: &BalancedOptions) -> Vec<Action> {
+    let mut order: Vec<usize> = (0..round.moves.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (ma, mb) = (&round.moves[a], &round.moves[b]);
+        class(ma).cmp(&class(mb)).then_with(|| match class(ma) {
+            Class::Empty => mb.nodes.len().cmp(&ma.nodes.len()),
+            Class::Required => ma.disruption_cost.total_cmp(&mb.disruption_cost),
+            Class::Consolidate => value(mb).total_cmp(&value(ma)),
+        })
+        .then_with(|| a.cmp(&b))
+    });
+
+    let mut taken = vec![false; round.candidates.len()];
+    let mut actions = Vec::new();
+    for i in order {
+        let m = &round.moves[i];
+        if class(m) == Class::Consolidate {
+            if let Some(reason) = refuse(round, m, opts) {
+                actions.push(Action::Keep(Kept { move_index: i as u32, reason }));
+                continue;
+            }
+        }
+        let nodes = m.nodes.iter().map(|&n| n as usize);
+        if nodes.clone().any(|n| taken.get(n).copied().unwrap_or(true)) {
+            continue;
+        }
+        nodes.for_each(|n| taken[n] = true);
+        actions.push(Action::Execute(i as u32));
+    }
+    actions
+}
+
+/// Keeps every move with the same reason.
+pub fn keep_all(round: &ConsolidationRound, reason: &str) -> Vec<Action> {
+    (0..round.moves.len())
+        .map(|i| Action::Keep(Kept { move_index: i as u32, reason: reason.to_string() }))
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Class {
+    Empty,
+    Required,
+    Consolidate,
+}
+
+fn class(m: &Move) -> Class {
+    match m.reason {
+        DisruptionReason::Empty if m.replacement.is_none() => Class::Empty,
+        DisruptionReason::Drifted | DisruptionReason::Expired => Class::Required,
+        _ => Class::Consolidate,
+    }
+}
+
+/// Savings per unit of disruption.
+fn value(m: &Move) -> f64 {
+    m.savings_per_hour / (1.0 + m.disruption_cost.max(0.0))
+}
+
+fn refuse(round: &ConsolidationRound, m: &Move, opts: &BalancedOptions) -> Option<String> {
+    if !opts.underutilized {
+        return Some("consolidation of under-used nodes is disabled (WhenEmpty)".into());
+    }
+    if !(m.savings_per_hour > 0.0 && m.savings_per_hour >= opts.min_savings_per_hour) {
+        return Some(format!(
+            "saves ${:.4}/h, less than the ${:.4}/h minimum",
+            m.savings_per_hour, opts.min_savings_per_hour
+        ));
+    }
+    if let Some(r) = &m.replacement {
+        let replaced: f64 = m
+            .nodes
+            .iter()
+            .filter_map(|&n| round.candidates.get(n as usize))
+            .map(|c| c.price)
+            .sum();
+        if r.price > replaced * (1.0 - opts.replace_margin) {
+            return Some(format!(
+                "replacement {} at ${:.4}/h is not {:.0}% cheaper than ${:.4}/h",
+                r.instance_type,
+                r.price,
+                opts.replace_margin * 100.0,
+                replaced
+            ));
+        }
+        let same_type = m
+            .nodes
+            .iter()
+            .filter_map(|&n| round.candidates.get(n as usize))
+            .any(|c| c.instance_type == r.instance_type);
+        if same_type {
+            return Some(format!("replacement is the same instance type {}", r.instance_type));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{executed, ConsolidationRoundBuilder};
+    use crate::DisruptionReason::*;
+
+
+    #[test]
+    fn orders_empty_then_required_then_value_and_skips_overlaps() {
+        let round = ConsolidationRoundBuilder::new()
+            .node("a", "m5.large", 0.096, Underutilized)
+            .node("b", "m5.large", 0.096, Underutilized)
+            .node("c", "m5.large", 0.096, Empty)
+            .node("d", "m5.large", 0.096, Drifted)
+            .delete(&[0], 0.096, 3.0) // 0: low value
+            .delete(&[0, 1], 0.192, 1.0) // 1: best value, overlaps 0
+            .delete(&[2], 0.096, 0.0) // 2: empty
+            .replace(&[3], "m6g.large", 0.077, 2.0) // 3: drift
+            .build();
+        let actions = balanced(&round, &BalancedOptions::default());
+        assert_eq!(executed(&actions), vec![2, 3, 1]);
+    }
+
+    #[test]
+    fn keeps_moves_that_do_not_pay() {
+        let round = ConsolidationRoundBuilder::new()
+            .node("a", "m5.large", 0.096, Underutilized)
+            .node("b", "m5.large", 0.096, Underutilized)
+            .replace(&[0], "m5a.large", 0.094, 1.0) // 2% cheaper: below 5% margin
+            .replace(&[1], "m5.large", 0.05, 1.0) // same type
+            .build();
+        let actions = balanced(&round, &BalancedOptions::default());
+        assert!(executed(&actions).is_empty());
+        let reason = |i: u32| {
+            actions
+                .iter()
+                .find_map(|a| match a {
+                    Action::Keep(k) if k.move_index == i => Some(k.reason.clone()),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        assert!(reason(0).contains("not 5% cheaper"), "{}", reason(0));
+        assert!(reason(1).contains("same instance type"), "{}", reason(1));
+    }
+
+    #[test]
+    fn when_empty_keeps_underutilized() {
+        let round = ConsolidationRoundBuilder::new()
+            .node("a", "m5.large", 0.096, Underutilized)
+            .node("b", "m5.large", 0.096, Empty)
+            .delete(&[0], 0.096, 1.0)
+            .delete(&[1], 0.096, 0.0)
+            .build();
+        let opts = BalancedOptions { underutilized: false, ..Default::default() };
+        assert_eq!(executed(&balanced(&round, &opts)), vec![1]);
+    }
+}
