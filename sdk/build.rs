@@ -36,13 +36,14 @@ macro_rules! {macro_name} {{
             $crate::__wit_bindgen::generate!({{
                 inline: r###"{wit}"###,
                 world: "{world}",
-                runtime_path: "::dovetail_policy_sdk::__wit_bindgen",
+                runtime_path: "::dovetail_policy_sdk::__wit_bindgen::rt",
                 with: {{
                     "dovetail:policy/types@{WIT_VERSION}": ::dovetail_policy_sdk::wit::types,
                     "dovetail:policy/log@{WIT_VERSION}": ::dovetail_policy_sdk::wit::log,
                 }},
             }});
             $crate::__guest_impls!({guests}, $policy);
+            #[cfg(target_arch = "wasm32")]
             export!(Adapter);
         }}
     }};
