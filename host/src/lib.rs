@@ -1,1 +1,5 @@
+//! Dovetail: a Kubernetes node autoscaler for AWS whose scoring and consolidation decisions are
+//! sandboxed WebAssembly policies.
 
+pub mod catalog;
+pub mod policy;

@@ -1,0 +1,23 @@
+//! Policies: sandboxed WebAssembly components that rank launch options and choose consolidation
+//! moves.
+//!
+//! - [`engine`]: one wasmtime `Engine`, components compiled once per digest, a fresh `Store` per
+//!   decision round, deadline and memory cap, output contract checks.
+//! - [`registry`]: Policy name → live component, swapped atomically, last good version kept.
+//! - [`builtin`]: the policies shipped inside the controller.
+//! - [`inspect`]: what a component is and which WIT version it targets.
+
+pub mod bindings;
+pub mod builtin;
+mod contract;
+pub mod engine;
+pub mod error;
+pub mod inspect;
+pub mod registry;
+mod sandbox;
+
+pub use bindings::types;
+pub use engine::{EngineConfig, Limits, LoadedPolicy, PolicyEngine};
+pub use error::PolicyError;
+pub use inspect::ComponentInfo;
+pub use registry::PolicyRegistry;

@@ -1,0 +1,375 @@
+//! The wasmtime engine that runs policies: compiled once per content digest, instantiated fresh
+//! for every decision round, stopped at a deadline and a memory cap.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
+
+use super::bindings::consolidator::{Consolidator, ConsolidatorPre};
+use super::bindings::scorer::{Scorer, ScorerPre};
+use super::bindings::types::{Action, ConsolidationRound, ScoringRound, Verdict};
+use super::contract;
+use super::error::{PolicyError, Result};
+use super::inspect::{self, ComponentInfo};
+use super::sandbox::Sandbox;
+
+/// Settings of the engine, the same for every policy.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Deadline of a decision round (instantiate, init and the call) when the Policy sets none.
+    pub default_timeout: Duration,
+    /// Memory cap of an instance when the Policy sets none, in MiB.
+    pub default_memory_mib: u64,
+    /// Ceiling on any Policy's memory cap, in MiB.
+    pub max_memory_mib: u64,
+    /// Use the pooling allocator: instance slots are reserved once and reused, which makes
+    /// instantiation several times cheaper (see `dovetail bench policy`).
+    pub pooling: bool,
+    /// Instances that may run at once with pooling.
+    pub max_instances: u32,
+    /// How often the deadline clock ticks; deadlines are precise to about one tick.
+    pub epoch_tick: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            default_timeout: Duration::from_millis(250),
+            default_memory_mib: 64,
+            max_memory_mib: 512,
+            pooling: true,
+            max_instances: 32,
+            epoch_tick: Duration::from_millis(2),
+        }
+    }
+}
+
+/// Per-policy overrides, from the Policy resource's `spec.limits`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Limits {
+    /// Deadline of one decision round.
+    pub timeout: Option<Duration>,
+    /// Memory cap in MiB (clamped to the engine's ceiling).
+    pub memory_mib: Option<u64>,
+}
+
+/// Loads and runs policy components. Cheap to clone; all clones share one engine and cache.
+#[derive(Clone)]
+pub struct PolicyEngine {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    engine: Engine,
+    linker: Linker<Sandbox>,
+    config: EngineConfig,
+    /// Compiled components by digest. Weak: a component no policy uses any more is freed.
+    cache: Mutex<HashMap<String, Weak<Compiled>>>,
+    _ticker: EpochTicker,
+}
+
+/// A compiled, linked component, shared by every policy that uses the same bytes.
+struct Compiled {
+    info: ComponentInfo,
+    scorer: Option<ScorerPre<Sandbox>>,
+    consolidator: Option<ConsolidatorPre<Sandbox>>,
+}
+
+impl PolicyEngine {
+    /// Builds the engine and starts its deadline clock.
+    pub fn new(config: EngineConfig) -> Result<Self> {
+        let engine_err = |e: wasmtime::Error| PolicyError::Engine(format!("{e:#}"));
+        let mut wasm = Config::new();
+        wasm.epoch_interruption(true);
+        wasm.wasm_component_model(true);
+        if config.pooling {
+            let mut pool = PoolingAllocationConfig::default();
+            let max_bytes = usize::try_from(config.max_memory_mib << 20).unwrap_or(usize::MAX);
+            pool.total_component_instances(config.max_instances)
+                .total_core_instances(config.max_instances * 8)
+                .total_memories(config.max_instances * 2)
+                .total_tables(config.max_instances * 8)
+                .total_stacks(config.max_instances)
+                .max_memories_per_component(4)
+                .max_tables_per_component(16)
+                .max_core_instances_per_component(32)
+                .max_memory_size(max_bytes)
+                .max_unused_warm_slots(config.max_instances);
+            wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        }
+        let engine = Engine::new(&wasm).map_err(engine_err)?;
+
+        let mut linker = Linker::<Sandbox>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_err)?;
+        super::bindings::scorer::dovetail::policy::log::add_to_linker::<
+            Sandbox,
+            wasmtime::component::HasSelf<Sandbox>,
+        >(&mut linker, |s| s)
+        .map_err(engine_err)?;
+
+        let ticker = EpochTicker::start(engine.clone(), config.epoch_tick);
+        Ok(PolicyEngine {
+            shared: Arc::new(Shared {
+                engine,
+                linker,
+                config,
+                cache: Mutex::new(HashMap::new()),
+                _ticker: ticker,
+            }),
+        })
+    }
+
+    /// The engine's settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.shared.config
+    }
+
+    /// Compiles (or reuses, by digest) a component and checks that it is a policy this
+    /// controller can run. Nothing of the policy runs yet; see [`LoadedPolicy::validate`].
+    pub fn load(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        config: Vec<(String, String)>,
+        limits: Limits,
+    ) -> Result<LoadedPolicy> {
+        inspect::check_header(name, bytes)?;
+        let digest = inspect::digest(bytes);
+        let cached = self.shared.cache.lock().unwrap().get(&digest).and_then(Weak::upgrade);
+        let compiled = match cached {
+            Some(c) => c,
+            None => {
+                let c = Arc::new(self.compile(name, bytes)?);
+                let mut cache = self.shared.cache.lock().unwrap();
+                cache.retain(|_, w| w.strong_count() > 0);
+                cache.insert(digest, Arc::downgrade(&c));
+                c
+            }
+        };
+        let cfg = &self.shared.config;
+        let memory_mib = limits.memory_mib.unwrap_or(cfg.default_memory_mib).min(cfg.max_memory_mib);
+        Ok(LoadedPolicy {
+            name: Arc::from(name),
+            compiled,
+            config,
+            timeout: limits.timeout.unwrap_or(cfg.default_timeout),
+            memory_cap_bytes: usize::try_from(memory_mib << 20).unwrap_or(usize::MAX),
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// Reads a component's facts without keeping it.
+    pub fn inspect(&self, name: &str, bytes: &[u8]) -> Result<ComponentInfo> {
+        Ok(self.load(name, bytes, Vec::new(), Limits::default())?.compiled.info.clone())
+    }
+
+    fn compile(&self, name: &str, bytes: &[u8]) -> Result<Compiled> {
+        let engine = &self.shared.engine;
+        let component = Component::new(engine, bytes).map_err(|e| PolicyError::Compile {
+            policy: name.to_string(),
+            detail: format!("{e:#}"),
+        })?;
+        let info = inspect::inspect(name, engine, &component, bytes)?;
+        let instance_pre = self.shared.linker.instantiate_pre(&component).map_err(|e| {
+            PolicyError::Link { policy: name.to_string(), detail: format!("{e:#}") }
+        })?;
+        let bind = |e: wasmtime::Error| PolicyError::Link {
+            policy: name.to_string(),
+            detail: format!("{e:#}"),
+        };
+        let scorer =
+            if info.scoring { Some(ScorerPre::new(instance_pre.clone()).map_err(bind)?) } else { None };
+        let consolidator = if info.consolidation {
+            Some(ConsolidatorPre::new(instance_pre.clone()).map_err(bind)?)
+        } else {
+            None
+        };
+        Ok(Compiled { info, scorer, consolidator })
+    }
+}
+
+/// A policy ready to run: compiled component, its configuration and its limits.
+///
+/// Every call gets a fresh instance in a fresh `Store`, so no state leaks between rounds and a
+/// policy cannot accumulate memory. Cheap to share behind an `Arc`; calls may run concurrently.
+pub struct LoadedPolicy {
+    name: Arc<str>,
+    compiled: Arc<Compiled>,
+    config: Vec<(String, String)>,
+    timeout: Duration,
+    memory_cap_bytes: usize,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for LoadedPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPolicy")
+            .field("name", &self.name)
+            .field("digest", &self.compiled.info.digest)
+            .field("timeout", &self.timeout)
+            .field("memory_cap_bytes", &self.memory_cap_bytes)
+            .finish()
+    }
+}
+
+impl LoadedPolicy {
+    /// The Policy's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Facts about the component.
+    pub fn info(&self) -> &ComponentInfo {
+        &self.compiled.info
+    }
+
+    /// Instantiates the policy and runs `init` with its configuration, so a broken component or a
+    /// rejected configuration is found before the policy serves a decision.
+    pub fn validate(&self) -> Result<()> {
+        let mut store = self.store(0);
+        if let Some(pre) = &self.compiled.scorer {
+            self.instantiate_scorer(&mut store, pre)?;
+        } else if let Some(pre) = &self.compiled.consolidator {
+            self.instantiate_consolidator(&mut store, pre)?;
+        }
+        Ok(())
+    }
+
+    /// Ranks the options of every claim of a provisioning round: one verdict per option, checked
+    /// against the output contract.
+    pub fn score(&self, round: &ScoringRound) -> Result<Vec<Vec<Verdict>>> {
+        let pre = self.compiled.scorer.as_ref().ok_or_else(|| self.missing("scoring"))?;
+        let mut store = self.store(round.now);
+        let scorer = self.instantiate_scorer(&mut store, pre)?;
+        let verdicts = scorer
+            .dovetail_policy_scoring()
+            .call_score(&mut store, round)
+            .map_err(|e| self.runtime_error(&store, e))?
+            .map_err(|message| PolicyError::Failed { policy: self.name.to_string(), message })?;
+        contract::check_verdicts(round, &verdicts).map_err(|detail| self.contract(detail))?;
+        Ok(verdicts)
+    }
+
+    /// Chooses consolidation moves, checked against the output contract.
+    pub fn consolidate(&self, round: &ConsolidationRound) -> Result<Vec<Action>> {
+        let pre = self.compiled.consolidator.as_ref().ok_or_else(|| self.missing("consolidation"))?;
+        let mut store = self.store(round.now);
+        let consolidator = self.instantiate_consolidator(&mut store, pre)?;
+        let actions = consolidator
+            .dovetail_policy_consolidation()
+            .call_consolidate(&mut store, round)
+            .map_err(|e| self.runtime_error(&store, e))?
+            .map_err(|message| PolicyError::Failed { policy: self.name.to_string(), message })?;
+        contract::check_actions(round, &actions).map_err(|detail| self.contract(detail))?;
+        Ok(actions)
+    }
+
+    fn store(&self, now: i64) -> Store<Sandbox> {
+        let mut store = Store::new(
+            &self.shared.engine,
+            Sandbox::new(self.name.clone(), self.memory_cap_bytes, now),
+        );
+        store.limiter(|s| &mut s.limiter);
+        let tick = self.shared.config.epoch_tick.as_nanos().max(1);
+        // One extra tick: the deadline may start just before a tick.
+        store.set_epoch_deadline((self.timeout.as_nanos().div_ceil(tick) + 1) as u64);
+        store.epoch_deadline_trap();
+        store
+    }
+
+    fn instantiate_scorer(&self, store: &mut Store<Sandbox>, pre: &ScorerPre<Sandbox>) -> Result<Scorer> {
+        let scorer = pre.instantiate(&mut *store).map_err(|e| self.runtime_error(store, e))?;
+        let init = scorer.dovetail_policy_lifecycle().call_init(&mut *store, &self.config);
+        self.check_init(store, init)?;
+        Ok(scorer)
+    }
+
+    fn instantiate_consolidator(
+        &self,
+        store: &mut Store<Sandbox>,
+        pre: &ConsolidatorPre<Sandbox>,
+    ) -> Result<Consolidator> {
+        let consolidator = pre.instantiate(&mut *store).map_err(|e| self.runtime_error(store, e))?;
+        let init = consolidator.dovetail_policy_lifecycle().call_init(&mut *store, &self.config);
+        self.check_init(store, init)?;
+        Ok(consolidator)
+    }
+
+    fn check_init(
+        &self,
+        store: &Store<Sandbox>,
+        init: wasmtime::Result<std::result::Result<(), String>>,
+    ) -> Result<()> {
+        init.map_err(|e| self.runtime_error(store, e))?
+            .map_err(|message| PolicyError::ConfigRejected { policy: self.name.to_string(), message })
+    }
+
+    /// Names what stopped a call: the memory cap, the deadline, or a trap (with the guest's own
+    /// panic message when it wrote one).
+    fn runtime_error(&self, store: &Store<Sandbox>, err: wasmtime::Error) -> PolicyError {
+        let policy = self.name.to_string();
+        if store.data().limiter.exceeded {
+            return PolicyError::MemoryCap { policy, cap_mib: (self.memory_cap_bytes >> 20) as u64 };
+        }
+        match err.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => {
+                PolicyError::Timeout { policy, timeout_ms: self.timeout.as_millis() as u64 }
+            }
+            Some(trap) => {
+                let stderr = store.data().stderr();
+                let detail = if stderr.is_empty() { trap.to_string() } else { format!("{trap}: {stderr}") };
+                PolicyError::Trap { policy, detail }
+            }
+            None => PolicyError::Instantiate { policy, detail: format!("{err:#}") },
+        }
+    }
+
+    fn missing(&self, iface: &str) -> PolicyError {
+        PolicyError::MissingExport {
+            policy: self.name.to_string(),
+            missing: format!("{}/{iface}", inspect::WIT_PACKAGE),
+            exports: self.compiled.info.exports.join(", "),
+        }
+    }
+
+    fn contract(&self, detail: String) -> PolicyError {
+        PolicyError::Contract { policy: self.name.to_string(), detail }
+    }
+}
+
+/// Advances the engine's epoch every tick on a background thread; stops when dropped.
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine, tick: Duration) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("policy-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    engine.increment_epoch();
+                }
+            })
+            .expect("spawning the policy deadline thread");
+        EpochTicker { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

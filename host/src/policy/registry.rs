@@ -1,0 +1,135 @@
+//! Policy name → the live component that serves it.
+//!
+//! Applying a Policy loads and validates the new component (compile, version check, instantiate,
+//! `init` with its configuration) *before* it replaces anything. A broken one is refused with a
+//! reason and the last good version keeps serving. The swap is one pointer write: a round that
+//! already holds the old version finishes on it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+
+use super::builtin;
+use super::engine::{Limits, LoadedPolicy, PolicyEngine};
+use super::error::{PolicyError, Result};
+
+/// What the controller reports in a Policy's status.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PolicyStatus {
+    /// Whether a version of the policy is serving decisions.
+    pub ready: bool,
+    /// CamelCase reason: `Loaded`, or the last error's reason.
+    pub reason: String,
+    /// Human-readable detail.
+    pub message: String,
+    /// Digest of the serving version, if any.
+    pub serving_digest: Option<String>,
+    /// WIT version of the serving version, if any.
+    pub wit_version: Option<String>,
+    /// Exports of the serving version.
+    pub exports: Vec<String>,
+}
+
+/// The live policies of the controller, built-ins included.
+pub struct PolicyRegistry {
+    engine: PolicyEngine,
+    live: RwLock<HashMap<String, Arc<LoadedPolicy>>>,
+    status: RwLock<HashMap<String, PolicyStatus>>,
+}
+
+impl PolicyRegistry {
+    /// An empty registry; built-in policies load on first use.
+    pub fn new(engine: PolicyEngine) -> Self {
+        PolicyRegistry { engine, live: RwLock::default(), status: RwLock::default() }
+    }
+
+    /// The engine policies run on.
+    pub fn engine(&self) -> &PolicyEngine {
+        &self.engine
+    }
+
+    /// Loads, validates and swaps in a new version of a Policy. On error the previous version (if
+    /// any) keeps serving and the status records why the new one was refused.
+    pub fn apply(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        config: Vec<(String, String)>,
+        limits: Limits,
+    ) -> Result<Arc<LoadedPolicy>> {
+        let loaded = self.engine.load(name, bytes, config, limits).and_then(|p| {
+            p.validate()?;
+            Ok(Arc::new(p))
+        });
+        match loaded {
+            Ok(policy) => {
+                self.live.write().unwrap().insert(name.to_string(), policy.clone());
+                self.set_status(name, "Loaded", format!("serving {}", policy.info().digest));
+                tracing::info!(policy = name, digest = %policy.info().digest, "policy loaded");
+                Ok(policy)
+            }
+            Err(err) => {
+                let keeps = self.live.read().unwrap().contains_key(name);
+                tracing::warn!(policy = name, reason = err.reason(), error = %err, keeps_last_good = keeps, "policy refused");
+                self.set_status(name, err.reason(), err.to_string());
+                Err(err)
+            }
+        }
+    }
+
+    /// Records that a live policy failed a decision (it keeps its place: the NodePool's
+    /// `onFailure` decides what to do with the round).
+    pub fn report_failure(&self, name: &str, err: &PolicyError) {
+        tracing::warn!(policy = name, reason = err.reason(), error = %err, "policy decision failed");
+        self.set_status(name, err.reason(), err.to_string());
+    }
+
+    /// The version serving `name`: an applied Policy, else the built-in of that name.
+    pub fn get(&self, name: &str) -> Result<Arc<LoadedPolicy>> {
+        if let Some(p) = self.live.read().unwrap().get(name) {
+            return Ok(p.clone());
+        }
+        let Some(b) = builtin::find(name) else {
+            return Err(PolicyError::MissingExport {
+                policy: name.to_string(),
+                missing: "a Policy of that name".into(),
+                exports: format!("no Policy applied and no built-in; built-ins: {}", builtin::names().join(", ")),
+            });
+        };
+        let mut live = self.live.write().unwrap();
+        if let Some(p) = live.get(name) {
+            return Ok(p.clone());
+        }
+        let policy = Arc::new(self.engine.load(name, b.wasm, Vec::new(), Limits::default())?);
+        live.insert(name.to_string(), policy.clone());
+        Ok(policy)
+    }
+
+    /// Stops serving `name`.
+    pub fn remove(&self, name: &str) {
+        self.live.write().unwrap().remove(name);
+        self.status.write().unwrap().remove(name);
+    }
+
+    /// The status to report for `name`.
+    pub fn status(&self, name: &str) -> Option<PolicyStatus> {
+        self.status.read().unwrap().get(name).cloned()
+    }
+
+    fn set_status(&self, name: &str, reason: &str, message: String) {
+        let serving = self.live.read().unwrap().get(name).cloned();
+        let info = serving.as_ref().map(|p| p.info());
+        self.status.write().unwrap().insert(
+            name.to_string(),
+            PolicyStatus {
+                ready: serving.is_some(),
+                reason: reason.to_string(),
+                message,
+                serving_digest: info.map(|i| i.digest.clone()),
+                wit_version: info.map(|i| i.wit_version.clone()),
+                exports: info.map(|i| i.exports.clone()).unwrap_or_default(),
+            },
+        );
+    }
+}

@@ -1,0 +1,94 @@
+//! A policy that misbehaves on request (`config: {mode: …}`), so the sandbox is tested against
+//! real compiled components. Modes: `good` (default, cheapest), `spin`, `spin-init`, `bomb`,
+//! `trap`, `nan`, `short`, `reject`, `error`, `bad-index`, `twice`, `probe`.
+
+use dovetail_policy_sdk::{
+    Action, Claim, ConsolidationRound, Consolidator, LaunchCandidate, Params, Policy, Scorer,
+    ScoringRound, Verdict,
+};
+
+pub struct Hostile {
+    mode: String,
+}
+
+impl Policy for Hostile {
+    fn new(params: &Params) -> Result<Self, String> {
+        let mode = params.get("mode").unwrap_or("good").to_string();
+        match mode.as_str() {
+            "reject" => Err("mode=reject: this configuration is refused on purpose".into()),
+            "spin-init" => spin(),
+            _ => Ok(Hostile { mode }),
+        }
+    }
+}
+
+fn spin() -> ! {
+    let mut x: u64 = 1;
+    loop {
+        x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+    }
+}
+
+fn bomb() -> ! {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        hoard.push(vec![1u8; 1 << 20]);
+        std::hint::black_box(&hoard);
+    }
+}
+
+fn probe() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let env = std::env::vars().count();
+    let fs = std::fs::read_dir("/").map(|_| "open").unwrap_or("denied");
+    let net = std::net::TcpStream::connect("127.0.0.1:1").map(|_| "open").unwrap_or("denied");
+    format!("now={now} env={env} fs={fs} net={net}")
+}
+
+impl Scorer for Hostile {
+    fn score_option(&self, _claim: &Claim, option: LaunchCandidate<'_>) -> Verdict {
+        Verdict::Score(-option.offering.price)
+    }
+
+    fn score(&self, round: &ScoringRound) -> Result<Vec<Vec<Verdict>>, String> {
+        let good = || round.claims.iter().map(|c| self.score_claim(round, c)).collect::<Result<Vec<_>, _>>();
+        match self.mode.as_str() {
+            "spin" => spin(),
+            "bomb" => bomb(),
+            "trap" => panic!("hostile policy panicked on purpose"),
+            "error" => Err("mode=error: no ranking today".into()),
+            "nan" => {
+                let mut v = good()?;
+                v[0][0] = Verdict::Score(f64::NAN);
+                Ok(v)
+            }
+            "short" => {
+                let mut v = good()?;
+                v[0].pop();
+                Ok(v)
+            }
+            "probe" => Ok(round
+                .claims
+                .iter()
+                .map(|c| c.options.iter().map(|_| Verdict::Veto(probe())).collect())
+                .collect()),
+            _ => good(),
+        }
+    }
+}
+
+impl Consolidator for Hostile {
+    fn consolidate(&self, round: &ConsolidationRound) -> Result<Vec<Action>, String> {
+        match self.mode.as_str() {
+            "spin" => spin(),
+            "bad-index" => Ok(vec![Action::Execute(round.moves.len() as u32 + 7)]),
+            "twice" => Ok(vec![Action::Execute(0), Action::Execute(0)]),
+            _ => Ok((0..round.moves.len() as u32).map(Action::Execute).collect()),
+        }
+    }
+}
+
+dovetail_policy_sdk::export_policy!(Hostile);
