@@ -163,6 +163,13 @@ impl PolicyEngine {
         })
     }
 
+    /// How many distinct components are compiled and in use.
+    pub fn compiled_components(&self) -> usize {
+        let mut cache = self.shared.cache.lock().unwrap();
+        cache.retain(|_, w| w.strong_count() > 0);
+        cache.len()
+    }
+
     /// Reads a component's facts without keeping it.
     pub fn inspect(&self, name: &str, bytes: &[u8]) -> Result<ComponentInfo> {
         Ok(self.load(name, bytes, Vec::new(), Limits::default())?.compiled.info.clone())
