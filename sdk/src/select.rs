@@ -1,6 +1,6 @@
 //! Building blocks for consolidators: choosing a consistent, ordered set of moves.
 
-use crate::{Action, ConsolidationRound, DisruptionReason, Kept, Move};
+use crate::{Action, ConsolidationRound, DisruptionReason, Kept, Move, Params};
 
 /// Settings of [`balanced`].
 #[derive(Debug, Clone, PartialEq)]
@@ -18,6 +18,29 @@ pub struct BalancedOptions {
 impl Default for BalancedOptions {
     fn default() -> Self {
         Self { min_savings_per_hour: 0.0, replace_margin: 0.05, underutilized: true }
+    }
+}
+
+impl BalancedOptions {
+    /// Config keys [`BalancedOptions::from_params`] reads.
+    pub const KEYS: &'static [&'static str] = &["min-savings-per-hour", "replace-margin"];
+
+    /// Reads `min-savings-per-hour` and `replace-margin` (a fraction, e.g. `0.1`), defaults
+    /// otherwise.
+    pub fn from_params(params: &Params, underutilized: bool) -> Result<Self, String> {
+        let d = BalancedOptions::default();
+        let opts = BalancedOptions {
+            min_savings_per_hour: params.parse_or("min-savings-per-hour", d.min_savings_per_hour)?,
+            replace_margin: params.parse_or("replace-margin", d.replace_margin)?,
+            underutilized,
+        };
+        if !(opts.min_savings_per_hour.is_finite() && opts.min_savings_per_hour >= 0.0) {
+            return Err(format!("config min-savings-per-hour={}: must be ≥ 0", opts.min_savings_per_hour));
+        }
+        if !(0.0..1.0).contains(&opts.replace_margin) {
+            return Err(format!("config replace-margin={}: must be in [0, 1)", opts.replace_margin));
+        }
+        Ok(opts)
     }
 }
 
