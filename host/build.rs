@@ -38,7 +38,14 @@ fn main() {
 
     let mut cmd = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(&workspace)
-        .args(["build", "--release", "--locked", "--target", TARGET, "--target-dir"])
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            TARGET,
+            "--target-dir",
+        ])
         .arg(&guest_target);
     for g in &guests {
         cmd.args(["-p", &g.package]);
@@ -58,7 +65,9 @@ fn main() {
     ] {
         cmd.env_remove(var);
     }
-    let status = cmd.status().expect("running cargo to build the policy components");
+    let status = cmd
+        .status()
+        .expect("running cargo to build the policy components");
     if !status.success() {
         if !target_installed() {
             panic!(
@@ -84,13 +93,20 @@ fn main() {
         .unwrap();
     }
     code.push_str("];\n");
-    writeln!(code, "const GUEST_DIR: &str = {:?};", wasm_dir.display().to_string()).unwrap();
+    writeln!(
+        code,
+        "const GUEST_DIR: &str = {:?};",
+        wasm_dir.display().to_string()
+    )
+    .unwrap();
     fs::write(out_dir.join("guests.rs"), code).unwrap();
 }
 
 /// Every crate directory under `dir`, with its package name and description.
 fn discover(dir: &Path, builtin: bool) -> Vec<Guest> {
-    let Ok(entries) = fs::read_dir(dir) else { return Vec::new() };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
     let mut guests: Vec<Guest> = entries
         .filter_map(|e| {
             let path = e.ok()?.path();
@@ -117,6 +133,10 @@ fn target_installed() -> bool {
     Command::new("rustup")
         .args(["target", "list", "--installed"])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == TARGET))
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == TARGET)
+        })
         .unwrap_or(true)
 }

@@ -8,21 +8,41 @@ use dovetail::policy::{Limits, PolicyRegistry};
 #[test]
 fn a_broken_policy_is_refused_and_the_last_good_one_keeps_serving() {
     let registry = PolicyRegistry::new(engine());
-    let good = registry.apply("team-a", builtin_wasm("cheapest"), vec![], Limits::default()).unwrap();
+    let good = registry
+        .apply(
+            "team-a",
+            builtin_wasm("cheapest"),
+            vec![],
+            Limits::default(),
+        )
+        .unwrap();
 
     // A core module, a future WIT version, a rejected config: each refused with its reason.
     for (bytes, config, reason) in [
         (b"\0asm\x01\0\0\0".to_vec(), vec![], "NotAComponent"),
         (fixture("wit-mismatch"), vec![], "IncompatibleWitVersion"),
-        (fixture("hostile"), vec![("mode".to_string(), "reject".to_string())], "ConfigRejected"),
-        (fixture("hostile"), vec![("mode".to_string(), "spin-init".to_string())], "DeadlineExceeded"),
+        (
+            fixture("hostile"),
+            vec![("mode".to_string(), "reject".to_string())],
+            "ConfigRejected",
+        ),
+        (
+            fixture("hostile"),
+            vec![("mode".to_string(), "spin-init".to_string())],
+            "DeadlineExceeded",
+        ),
     ] {
-        let err = registry.apply("team-a", &bytes, config, limits(50, 64)).unwrap_err();
+        let err = registry
+            .apply("team-a", &bytes, config, limits(50, 64))
+            .unwrap_err();
         assert_eq!(err.reason(), reason);
         let status = registry.status("team-a").unwrap();
         assert_eq!(status.reason, reason);
         assert!(status.ready, "last good version still serving");
-        assert_eq!(status.serving_digest.as_deref(), Some(good.info().digest.as_str()));
+        assert_eq!(
+            status.serving_digest.as_deref(),
+            Some(good.info().digest.as_str())
+        );
         let serving = registry.get("team-a").unwrap();
         assert_eq!(serving.info().digest, good.info().digest);
         assert!(serving.score(&scoring_round(30, 2)).is_ok());
@@ -32,15 +52,31 @@ fn a_broken_policy_is_refused_and_the_last_good_one_keeps_serving() {
 #[test]
 fn a_swap_takes_effect_for_the_next_round_while_held_rounds_finish_on_the_old_one() {
     let registry = PolicyRegistry::new(engine());
-    registry.apply("p", builtin_wasm("cheapest"), vec![], Limits::default()).unwrap();
+    registry
+        .apply("p", builtin_wasm("cheapest"), vec![], Limits::default())
+        .unwrap();
     let in_flight = registry.get("p").unwrap();
     registry
-        .apply("p", &fixture("hostile"), vec![("mode".into(), "error".into())], Limits::default())
+        .apply(
+            "p",
+            &fixture("hostile"),
+            vec![("mode".into(), "error".into())],
+            Limits::default(),
+        )
         .unwrap();
     let round = scoring_round(30, 2);
-    assert!(in_flight.score(&round).is_ok(), "the round holding the old version finishes on it");
-    assert!(registry.get("p").unwrap().score(&round).is_err(), "the next round uses the new version");
-    assert_ne!(in_flight.info().digest, registry.get("p").unwrap().info().digest);
+    assert!(
+        in_flight.score(&round).is_ok(),
+        "the round holding the old version finishes on it"
+    );
+    assert!(
+        registry.get("p").unwrap().score(&round).is_err(),
+        "the next round uses the new version"
+    );
+    assert_ne!(
+        in_flight.info().digest,
+        registry.get("p").unwrap().info().digest
+    );
 }
 
 #[test]
@@ -49,6 +85,9 @@ fn built_ins_are_served_by_name_without_a_policy_resource() {
     let cheapest = registry.get("cheapest").unwrap();
     assert!(cheapest.info().scoring);
     let err = registry.get("no-such-policy").unwrap_err().to_string();
-    assert!(err.contains("built-ins: ") && err.contains("cheapest"), "{err}");
+    assert!(
+        err.contains("built-ins: ") && err.contains("cheapest"),
+        "{err}"
+    );
     assert!(registry.status("no-such-policy").is_none());
 }

@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::policy::types::{Arch, CapacityType, InstanceType, Offering, Resources};
+use crate::policy::types::{
+    Arch, CapacityType, Claim, InstanceType, LaunchOption, Offering, Pod, Resources, ScoringRound,
+};
 
 /// The catalog shipped with the controller (a copy of the project's reference data).
 const EMBEDDED: &str = include_str!("../data/ec2-instance-types.json");
@@ -20,7 +22,10 @@ const EMBEDDED: &str = include_str!("../data/ec2-instance-types.json");
 pub enum CatalogError {
     /// The JSON does not have the catalog's shape.
     #[error("instance-type catalog {source_name}: {error}")]
-    Parse { source_name: String, error: serde_json::Error },
+    Parse {
+        source_name: String,
+        error: serde_json::Error,
+    },
 }
 
 /// One instance type of the catalog.
@@ -74,13 +79,19 @@ pub fn embedded() -> Vec<CatalogEntry> {
 /// Parses a catalog file in the reference data's format.
 pub fn parse(source_name: &str, json: &str) -> Result<Vec<CatalogEntry>, CatalogError> {
     let json = null_non_finite(json);
-    let raw: RawFile = serde_json::from_str(&json)
-        .map_err(|error| CatalogError::Parse { source_name: source_name.to_string(), error })?;
+    let raw: RawFile = serde_json::from_str(&json).map_err(|error| CatalogError::Parse {
+        source_name: source_name.to_string(),
+        error,
+    })?;
     Ok(raw
         .instance_types
         .into_iter()
         .map(|t| CatalogEntry {
-            arch: if t.arch == "arm64" { Arch::Arm64 } else { Arch::Amd64 },
+            arch: if t.arch == "arm64" {
+                Arch::Arm64
+            } else {
+                Arch::Amd64
+            },
             allocatable: Resources {
                 cpu_millis: t.allocatable.cpu_millis,
                 memory_bytes: t.allocatable.memory_mib << 20,
@@ -129,7 +140,10 @@ impl CatalogEntry {
             arch: self.arch,
             category: self.category(),
             family: text("family"),
-            generation: self.attribute("generation").and_then(|g| g.parse().ok()).unwrap_or(0),
+            generation: self
+                .attribute("generation")
+                .and_then(|g| g.parse().ok())
+                .unwrap_or(0),
             size: text("size"),
             cpu_manufacturer: text("cpu-manufacturer"),
             vcpus: self.vcpus,
@@ -143,7 +157,9 @@ impl CatalogEntry {
     /// Simulated offerings in `zones`: on-demand at the catalog price and spot at a derived one.
     /// Empty when the catalog has no price for the type.
     pub fn simulated_offerings(&self, zones: &[&str]) -> Vec<Offering> {
-        let Some(od) = self.ondemand_price else { return Vec::new() };
+        let Some(od) = self.ondemand_price else {
+            return Vec::new();
+        };
         let mut out = Vec::with_capacity(zones.len() * 2);
         for zone in zones {
             let h = fnv(&[self.name.as_bytes(), b"/", zone.as_bytes()]);
@@ -187,7 +203,10 @@ fn null_non_finite(json: &str) -> std::borrow::Cow<'_, str> {
             }
         } else if c == '"' {
             in_string = true;
-        } else if let Some(token) = ["-Infinity", "Infinity", "NaN"].iter().find(|t| rest.starts_with(**t)) {
+        } else if let Some(token) = ["-Infinity", "Infinity", "NaN"]
+            .iter()
+            .find(|t| rest.starts_with(**t))
+        {
             out.push_str("null");
             rest = &rest[token.len()..];
             continue;
@@ -196,6 +215,82 @@ fn null_non_finite(json: &str) -> std::borrow::Cow<'_, str> {
         rest = &rest[c.len_utf8()..];
     }
     out.into()
+}
+
+/// The priced entries of a catalog as policies see them, with simulated offerings in `zones`.
+pub fn policy_catalog(entries: &[CatalogEntry], zones: &[&str]) -> Vec<InstanceType> {
+    entries
+        .iter()
+        .filter(|e| e.ondemand_price.is_some())
+        .map(|e| e.to_policy_type(e.simulated_offerings(zones)))
+        .collect()
+}
+
+/// Sums pod requests into what a node must hold (pods counted).
+pub fn total_requests(pods: &[Pod]) -> Resources {
+    pods.iter().fold(
+        Resources {
+            cpu_millis: 0,
+            memory_bytes: 0,
+            ephemeral_storage_bytes: 0,
+            pods: 0,
+            gpus: 0,
+        },
+        |acc, p| Resources {
+            cpu_millis: acc.cpu_millis + p.requests.cpu_millis,
+            memory_bytes: acc.memory_bytes + p.requests.memory_bytes,
+            ephemeral_storage_bytes: acc.ephemeral_storage_bytes
+                + p.requests.ephemeral_storage_bytes,
+            pods: acc.pods + 1,
+            gpus: acc.gpus + p.requests.gpus,
+        },
+    )
+}
+
+/// Whether `requests` fit in `allocatable` on every dimension.
+pub fn fits(requests: &Resources, allocatable: &Resources) -> bool {
+    requests.cpu_millis <= allocatable.cpu_millis
+        && requests.memory_bytes <= allocatable.memory_bytes
+        && requests.ephemeral_storage_bytes <= allocatable.ephemeral_storage_bytes
+        && requests.pods <= allocatable.pods
+        && requests.gpus <= allocatable.gpus
+}
+
+/// A claim for `pods` offered every (type, offering) of `catalog` that holds them.
+pub fn claim_for(catalog: &[InstanceType], node_pool: &str, pods: Vec<Pod>) -> Claim {
+    let requests = total_requests(&pods);
+    let options = catalog
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| fits(&requests, &t.allocatable))
+        .flat_map(|(ti, t)| {
+            (0..t.offerings.len()).map(move |oi| LaunchOption {
+                instance_type: ti as u32,
+                offering: oi as u32,
+            })
+        })
+        .collect();
+    Claim {
+        node_pool: node_pool.to_string(),
+        pods,
+        requests,
+        options,
+    }
+}
+
+/// A one-claim round.
+pub fn scoring_round(
+    now: i64,
+    catalog: Vec<InstanceType>,
+    node_pool: &str,
+    pods: Vec<Pod>,
+) -> ScoringRound {
+    let claim = claim_for(&catalog, node_pool, pods);
+    ScoringRound {
+        now,
+        catalog,
+        claims: vec![claim],
+    }
 }
 
 fn round4(x: f64) -> f64 {
@@ -233,8 +328,10 @@ mod tests {
         let cat = embedded();
         let inf = cat.iter().find(|t| t.name == "inf1.xlarge").unwrap();
         assert_eq!(inf.category(), "inf");
-        assert_eq!(null_non_finite(r#"{"a": Infinity, "b": "NaN Infinity", "c": -Infinity}"#),
-                   r#"{"a": null, "b": "NaN Infinity", "c": null}"#);
+        assert_eq!(
+            null_non_finite(r#"{"a": Infinity, "b": "NaN Infinity", "c": -Infinity}"#),
+            r#"{"a": null, "b": "NaN Infinity", "c": null}"#
+        );
     }
 
     #[test]

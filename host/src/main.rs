@@ -1,1 +1,352 @@
-fn main(){}
+//! The `dovetail` command: the controller's tools for policy authors and operators.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+use dovetail::bench;
+use dovetail::catalog;
+use dovetail::policy::types::{Arch, CapacityType, Pod, Resources};
+use dovetail::policy::{EngineConfig, Limits, PolicyEngine, builtin, ranking};
+use dovetail::quantity;
+
+#[derive(Parser)]
+#[command(
+    name = "dovetail",
+    version,
+    about = "Kubernetes node autoscaler with WebAssembly policies"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Work with policy components.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Print benchmark figures.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// List the built-in policies.
+    List,
+    /// Show a component's exports, WIT version, size and digest.
+    Inspect {
+        /// A `.wasm` file, or the name of a built-in policy.
+        policy: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rank launch options for some pods with a scoring policy.
+    Score(ScoreArgs),
+}
+
+#[derive(Args)]
+struct ScoreArgs {
+    /// A `.wasm` file, or the name of a built-in policy.
+    policy: String,
+    /// Instance-type catalog (JSON in the reference data's format); the embedded one by default.
+    #[arg(long)]
+    catalog: Option<PathBuf>,
+    /// Pods as COUNTxCPU/MEMORY, e.g. `10x500m/512Mi`; repeatable.
+    #[arg(long = "pods", default_value = "10x500m/512Mi")]
+    pods: Vec<String>,
+    /// Zones to offer.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "us-east-1a,us-east-1b,us-east-1c"
+    )]
+    zones: Vec<String>,
+    /// Only spot or only on-demand offerings.
+    #[arg(long, value_parser = ["spot", "on-demand"])]
+    capacity_type: Option<String>,
+    /// Policy configuration, KEY=VALUE; repeatable.
+    #[arg(long = "config", value_parser = parse_key_value)]
+    config: Vec<(String, String)>,
+    /// How many ranked options to print.
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+    /// Deadline of the call in milliseconds.
+    #[arg(long)]
+    timeout_ms: Option<u64>,
+    /// Memory cap in MiB.
+    #[arg(long)]
+    memory_mib: Option<u64>,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Score a catalog through the `cheapest` component and natively; print instantiate and
+    /// call times and the WASM/native ratio.
+    Policy {
+        #[arg(long, default_value_t = 800)]
+        types: usize,
+        #[arg(long, default_value_t = 50)]
+        pods: usize,
+        #[arg(long, default_value_t = 2000)]
+        iterations: usize,
+    },
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("{s:?}: expected KEY=VALUE"))
+}
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Policy(PolicyCommand::List) => {
+            for b in builtin::all() {
+                println!("{:<16} {}", b.name, b.summary);
+            }
+        }
+        Command::Policy(PolicyCommand::Inspect { policy, json }) => inspect(&policy, json)?,
+        Command::Policy(PolicyCommand::Score(args)) => score(args)?,
+        Command::Bench(BenchCommand::Policy {
+            types,
+            pods,
+            iterations,
+        }) => bench_policy(bench::ScoringBench {
+            types,
+            pods,
+            iterations,
+        })?,
+    }
+    Ok(())
+}
+
+/// The bytes of a `.wasm` file or a built-in, and a display name.
+fn component(policy: &str) -> Result<(String, Vec<u8>)> {
+    if let Some(b) = builtin::find(policy) {
+        return Ok((b.name.to_string(), b.wasm.to_vec()));
+    }
+    let bytes = std::fs::read(policy).with_context(|| {
+        format!(
+            "{policy} is neither a readable file nor a built-in ({})",
+            builtin::names().join(", ")
+        )
+    })?;
+    let name = std::path::Path::new(policy)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| policy.to_string());
+    Ok((name, bytes))
+}
+
+fn inspect(policy: &str, json: bool) -> Result<()> {
+    let (name, bytes) = component(policy)?;
+    let info = PolicyEngine::new(EngineConfig::default())?.inspect(&name, &bytes)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(());
+    }
+    let kinds: Vec<&str> = [
+        (info.scoring, "scoring"),
+        (info.consolidation, "consolidation"),
+    ]
+    .iter()
+    .filter_map(|(has, k)| has.then_some(*k))
+    .collect();
+    println!("policy:      {name}");
+    println!("digest:      {}", info.digest);
+    println!(
+        "size:        {} bytes ({:.1} KiB)",
+        info.size,
+        info.size as f64 / 1024.0
+    );
+    println!("wit:         dovetail:policy@{}", info.wit_version);
+    println!("decides:     {}", kinds.join(", "));
+    println!("exports:");
+    info.exports.iter().for_each(|e| println!("  {e}"));
+    println!("imports:");
+    info.imports.iter().for_each(|i| println!("  {i}"));
+    Ok(())
+}
+
+/// `COUNTxCPU/MEMORY` → that many pods.
+fn parse_pods(spec: &str, first: usize) -> Result<Vec<Pod>> {
+    let (count, rest) = spec.split_once('x').unwrap_or(("1", spec));
+    let (cpu, mem) = rest.split_once('/').with_context(|| {
+        format!("--pods {spec:?}: expected COUNTxCPU/MEMORY, e.g. 10x500m/512Mi")
+    })?;
+    let count: usize = count
+        .trim()
+        .parse()
+        .with_context(|| format!("--pods {spec:?}: bad count"))?;
+    let requests = Resources {
+        cpu_millis: quantity::cpu_millis(cpu).with_context(|| format!("--pods {spec:?}"))?,
+        memory_bytes: quantity::bytes(mem).with_context(|| format!("--pods {spec:?}"))?,
+        ephemeral_storage_bytes: 0,
+        pods: 1,
+        gpus: 0,
+    };
+    Ok((first..first + count)
+        .map(|i| Pod {
+            namespace: "default".into(),
+            name: format!("pod-{i}"),
+            requests,
+            priority: 0,
+            labels: Vec::new(),
+        })
+        .collect())
+}
+
+fn score(args: ScoreArgs) -> Result<()> {
+    let (name, bytes) = component(&args.policy)?;
+    let entries = match &args.catalog {
+        None => catalog::embedded(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            catalog::parse(&path.display().to_string(), &text)?
+        }
+    };
+    let zones: Vec<&str> = args.zones.iter().map(String::as_str).collect();
+    let mut cat = catalog::policy_catalog(&entries, &zones);
+    if let Some(ct) = &args.capacity_type {
+        let want = if ct == "spot" {
+            CapacityType::Spot
+        } else {
+            CapacityType::OnDemand
+        };
+        cat.iter_mut()
+            .for_each(|t| t.offerings.retain(|o| o.capacity_type == want));
+    }
+    let mut pods = Vec::new();
+    for spec in &args.pods {
+        let more = parse_pods(spec, pods.len())?;
+        pods.extend(more);
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
+    let round = catalog::scoring_round(now, cat, "default", pods);
+    let claim = &round.claims[0];
+    if claim.options.is_empty() {
+        bail!(
+            "no instance type of the catalog holds {} pods needing {}m CPU and {} MiB",
+            claim.pods.len(),
+            claim.requests.cpu_millis,
+            claim.requests.memory_bytes >> 20
+        );
+    }
+    let engine = PolicyEngine::new(EngineConfig::default())?;
+    let limits = Limits {
+        timeout: args.timeout_ms.map(Duration::from_millis),
+        memory_mib: args.memory_mib,
+    };
+    let policy = engine.load(&name, &bytes, args.config.clone(), limits)?;
+    let (verdicts, stats) = policy.score_timed(&round)?;
+    let ranking = ranking::rank(&round, 0, &verdicts[0]);
+
+    println!(
+        "{} pods ({}m CPU, {} MiB) → {} feasible options of {} instance types; policy {name}",
+        claim.pods.len(),
+        claim.requests.cpu_millis,
+        claim.requests.memory_bytes >> 20,
+        claim.options.len(),
+        round.catalog.len()
+    );
+    println!(
+        "{:>4}  {:<18} {:<6} {:<12} {:<10} {:>10} {:>14}",
+        "rank", "instance type", "arch", "zone", "capacity", "$/hour", "score"
+    );
+    for (i, r) in ranking.ranked.iter().take(args.top).enumerate() {
+        let t = &round.catalog[r.option.instance_type as usize];
+        let o = &t.offerings[r.option.offering as usize];
+        println!(
+            "{:>4}  {:<18} {:<6} {:<12} {:<10} {:>10.4} {:>14.4}",
+            i + 1,
+            t.name,
+            match t.arch {
+                Arch::Amd64 => "amd64",
+                Arch::Arm64 => "arm64",
+            },
+            o.zone,
+            match o.capacity_type {
+                CapacityType::Spot => "spot",
+                CapacityType::OnDemand => "on-demand",
+                CapacityType::Reserved => "reserved",
+            },
+            o.price,
+            r.score
+        );
+    }
+    if !ranking.vetoed.is_empty() {
+        println!(
+            "vetoed: {} options (e.g. {:?})",
+            ranking.vetoed.len(),
+            ranking.vetoed[0].1
+        );
+    }
+    println!(
+        "instantiate {:.3} ms, call {:.3} ms",
+        stats.instantiate.as_secs_f64() * 1e3,
+        stats.call.as_secs_f64() * 1e3
+    );
+    Ok(())
+}
+
+fn bench_policy(opts: bench::ScoringBench) -> Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "note: a debug build; run `cargo run --release -p dovetail -- bench policy` for real figures"
+        );
+    }
+    let (timings, options) = bench::scoring(&opts)?;
+    println!(
+        "scoring {} instance types ({} feasible options) for a {}-pod decision, {} iterations",
+        opts.types, options, opts.pods, opts.iterations
+    );
+    println!(
+        "{:<28} {:>16} {:>16} {:>16} {:>12}",
+        "variant", "instantiate p50", "call p50", "total p50", "total p99"
+    );
+    let ms = |d: Duration| format!("{:.3} ms", d.as_secs_f64() * 1e3);
+    for t in &timings {
+        println!(
+            "{:<28} {:>16} {:>16} {:>16} {:>12}",
+            t.label,
+            ms(t.instantiate.p50),
+            ms(t.call.p50),
+            ms(t.total.p50),
+            ms(t.total.p99)
+        );
+    }
+    let native = timings.last().unwrap().total.p50.as_secs_f64();
+    for t in &timings[..timings.len() - 1] {
+        println!(
+            "{}: WASM/native = {:.1}x for the call, {:.1}x for instantiate + call",
+            t.label,
+            t.call.p50.as_secs_f64() / native,
+            t.total.p50.as_secs_f64() / native
+        );
+    }
+    Ok(())
+}

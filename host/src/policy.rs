@@ -6,6 +6,7 @@
 //! - [`registry`]: Policy name → live component, swapped atomically, last good version kept.
 //! - [`builtin`]: the policies shipped inside the controller.
 //! - [`inspect`]: what a component is and which WIT version it targets.
+//! - [`ranking`]: verdicts → launch order.
 
 pub mod bindings;
 pub mod builtin;
@@ -13,11 +14,12 @@ mod contract;
 pub mod engine;
 pub mod error;
 pub mod inspect;
+pub mod ranking;
 pub mod registry;
 mod sandbox;
 
 pub use bindings::types;
-pub use engine::{EngineConfig, Limits, LoadedPolicy, PolicyEngine};
+pub use engine::{CallStats, EngineConfig, Limits, LoadedPolicy, PolicyEngine};
 pub use error::PolicyError;
 pub use inspect::ComponentInfo;
 pub use registry::PolicyRegistry;

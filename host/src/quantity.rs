@@ -11,7 +11,10 @@ pub struct QuantityError {
 /// Parses a quantity into units × `scale` (CPU in millicores: `scale` 1000), exactly, rounding
 /// up as Kubernetes does for requests.
 fn parse_scaled(input: &str, scale: u128) -> Result<u64, QuantityError> {
-    let err = |why| QuantityError { input: input.to_string(), why };
+    let err = |why| QuantityError {
+        input: input.to_string(),
+        why,
+    };
     let s = input.trim();
     if s.is_empty() {
         return Err(err("empty"));
@@ -19,7 +22,9 @@ fn parse_scaled(input: &str, scale: u128) -> Result<u64, QuantityError> {
     if s.starts_with('-') {
         return Err(err("must be a finite, non-negative number"));
     }
-    let split = s.find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E').unwrap_or(s.len());
+    let split = s
+        .find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
+        .unwrap_or(s.len());
     // "1e3" has an exponent; in "1E" (exa) the E is a suffix: it is an exponent only if digits follow.
     let (number, suffix) = match s[..split].rfind(['e', 'E']) {
         Some(i) if i + 1 == split => (&s[..i], &s[i..]),
@@ -30,10 +35,14 @@ fn parse_scaled(input: &str, scale: u128) -> Result<u64, QuantityError> {
         None => (number, 0),
     };
     let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    if int.is_empty() && frac.is_empty() || !(int.chars().chain(frac.chars())).all(|c| c.is_ascii_digit()) {
+    if int.is_empty() && frac.is_empty()
+        || !(int.chars().chain(frac.chars())).all(|c| c.is_ascii_digit())
+    {
         return Err(err("not a number"));
     }
-    let digits: u128 = format!("{int}{frac}").parse().map_err(|_| err("too large"))?;
+    let digits: u128 = format!("{int}{frac}")
+        .parse()
+        .map_err(|_| err("too large"))?;
     let (pow10, binary): (i32, u128) = match suffix {
         "" => (0, 1),
         "m" => (-3, 1),
@@ -54,7 +63,10 @@ fn parse_scaled(input: &str, scale: u128) -> Result<u64, QuantityError> {
     let exp10 = exponent + pow10 - frac.len() as i32;
     let big = || err("too large");
     let ten = |e: i32| 10u128.checked_pow(e as u32).ok_or_else(big);
-    let numerator = digits.checked_mul(binary).and_then(|v| v.checked_mul(scale)).ok_or_else(big)?;
+    let numerator = digits
+        .checked_mul(binary)
+        .and_then(|v| v.checked_mul(scale))
+        .ok_or_else(big)?;
     let value = if exp10 >= 0 {
         numerator.checked_mul(ten(exp10)?).ok_or_else(big)?
     } else if exp10 < -38 {
@@ -110,7 +122,10 @@ mod tests {
     fn errors_say_what_is_wrong() {
         assert_eq!(bytes("12Qi").unwrap_err().why, "unknown suffix");
         assert_eq!(bytes("").unwrap_err().why, "empty");
-        assert_eq!(cpu_millis("-1").unwrap_err().why, "must be a finite, non-negative number");
+        assert_eq!(
+            cpu_millis("-1").unwrap_err().why,
+            "must be a finite, non-negative number"
+        );
         assert_eq!(cpu_millis("lots").unwrap_err().why, "not a number");
         assert!(bytes("1Mi ").is_ok(), "surrounding space is fine");
         assert_eq!(bytes("99999999999Ei").unwrap_err().why, "too large");

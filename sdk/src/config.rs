@@ -14,13 +14,20 @@ pub struct Params {
 
 impl From<Config> for Params {
     fn from(config: Config) -> Self {
-        Self { values: config.into_iter().collect() }
+        Self {
+            values: config.into_iter().collect(),
+        }
     }
 }
 
 impl<const N: usize> From<[(&str, &str); N]> for Params {
     fn from(pairs: [(&str, &str); N]) -> Self {
-        Self { values: pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() }
+        Self {
+            values: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
     }
 }
 
@@ -49,8 +56,13 @@ impl Params {
     pub fn only(&self, known: &[&str]) -> Result<(), String> {
         match self.values.keys().find(|k| !known.contains(&k.as_str())) {
             None => Ok(()),
-            Some(k) if known.is_empty() => Err(format!("unknown config key {k:?}: this policy takes no configuration")),
-            Some(k) => Err(format!("unknown config key {k:?} (known: {})", known.join(", "))),
+            Some(k) if known.is_empty() => Err(format!(
+                "unknown config key {k:?}: this policy takes no configuration"
+            )),
+            Some(k) => Err(format!(
+                "unknown config key {k:?} (known: {})",
+                known.join(", ")
+            )),
         }
     }
 }
@@ -72,7 +84,15 @@ mod tests {
         let err = p.parse_or("weight", 1.0f64).unwrap_err();
         assert!(err.contains("weight=\"heavy\""), "{err}");
         let err = p.only(&["margin"]).unwrap_err();
-        assert!(err.contains("\"weight\"") && err.contains("margin"), "{err}");
-        assert!(Params::from([("x", "1")]).only(&[]).unwrap_err().contains("no configuration"));
+        assert!(
+            err.contains("\"weight\"") && err.contains("margin"),
+            "{err}"
+        );
+        assert!(
+            Params::from([("x", "1")])
+                .only(&[])
+                .unwrap_err()
+                .contains("no configuration")
+        );
     }
 }

@@ -150,9 +150,15 @@ impl ScoringRound {
             .offerings
             .get(option.offering as usize)
             .ok_or_else(|| {
-                format!("option refers to offering #{} of {}", option.offering, instance_type.name)
+                format!(
+                    "option refers to offering #{} of {}",
+                    option.offering, instance_type.name
+                )
             })?;
-        Ok(LaunchCandidate { instance_type, offering })
+        Ok(LaunchCandidate {
+            instance_type,
+            offering,
+        })
     }
 }
 

@@ -17,7 +17,11 @@ pub struct BalancedOptions {
 
 impl Default for BalancedOptions {
     fn default() -> Self {
-        Self { min_savings_per_hour: 0.0, replace_margin: 0.05, underutilized: true }
+        Self {
+            min_savings_per_hour: 0.0,
+            replace_margin: 0.05,
+            underutilized: true,
+        }
     }
 }
 
@@ -30,15 +34,22 @@ impl BalancedOptions {
     pub fn from_params(params: &Params, underutilized: bool) -> Result<Self, String> {
         let d = BalancedOptions::default();
         let opts = BalancedOptions {
-            min_savings_per_hour: params.parse_or("min-savings-per-hour", d.min_savings_per_hour)?,
+            min_savings_per_hour: params
+                .parse_or("min-savings-per-hour", d.min_savings_per_hour)?,
             replace_margin: params.parse_or("replace-margin", d.replace_margin)?,
             underutilized,
         };
         if !(opts.min_savings_per_hour.is_finite() && opts.min_savings_per_hour >= 0.0) {
-            return Err(format!("config min-savings-per-hour={}: must be ≥ 0", opts.min_savings_per_hour));
+            return Err(format!(
+                "config min-savings-per-hour={}: must be ≥ 0",
+                opts.min_savings_per_hour
+            ));
         }
         if !(0.0..1.0).contains(&opts.replace_margin) {
-            return Err(format!("config replace-margin={}: must be in [0, 1)", opts.replace_margin));
+            return Err(format!(
+                "config replace-margin={}: must be in [0, 1)",
+                opts.replace_margin
+            ));
         }
         Ok(opts)
     }
@@ -51,12 +62,14 @@ pub fn balanced(round: &ConsolidationRound, opts: &BalancedOptions) -> Vec<Actio
     let mut order: Vec<usize> = (0..round.moves.len()).collect();
     order.sort_by(|&a, &b| {
         let (ma, mb) = (&round.moves[a], &round.moves[b]);
-        class(ma).cmp(&class(mb)).then_with(|| match class(ma) {
-            Class::Empty => mb.nodes.len().cmp(&ma.nodes.len()),
-            Class::Required => ma.disruption_cost.total_cmp(&mb.disruption_cost),
-            Class::Consolidate => value(mb).total_cmp(&value(ma)),
-        })
-        .then_with(|| a.cmp(&b))
+        class(ma)
+            .cmp(&class(mb))
+            .then_with(|| match class(ma) {
+                Class::Empty => mb.nodes.len().cmp(&ma.nodes.len()),
+                Class::Required => ma.disruption_cost.total_cmp(&mb.disruption_cost),
+                Class::Consolidate => value(mb).total_cmp(&value(ma)),
+            })
+            .then_with(|| a.cmp(&b))
     });
 
     let mut taken = vec![false; round.candidates.len()];
@@ -65,7 +78,10 @@ pub fn balanced(round: &ConsolidationRound, opts: &BalancedOptions) -> Vec<Actio
         let m = &round.moves[i];
         if class(m) == Class::Consolidate {
             if let Some(reason) = refuse(round, m, opts) {
-                actions.push(Action::Keep(Kept { move_index: i as u32, reason }));
+                actions.push(Action::Keep(Kept {
+                    move_index: i as u32,
+                    reason,
+                }));
                 continue;
             }
         }
@@ -82,7 +98,12 @@ pub fn balanced(round: &ConsolidationRound, opts: &BalancedOptions) -> Vec<Actio
 /// Keeps every move with the same reason.
 pub fn keep_all(round: &ConsolidationRound, reason: &str) -> Vec<Action> {
     (0..round.moves.len())
-        .map(|i| Action::Keep(Kept { move_index: i as u32, reason: reason.to_string() }))
+        .map(|i| {
+            Action::Keep(Kept {
+                move_index: i as u32,
+                reason: reason.to_string(),
+            })
+        })
         .collect()
 }
 
@@ -138,7 +159,10 @@ fn refuse(round: &ConsolidationRound, m: &Move, opts: &BalancedOptions) -> Optio
             .filter_map(|&n| round.candidates.get(n as usize))
             .any(|c| c.instance_type == r.instance_type);
         if same_type {
-            return Some(format!("replacement is the same instance type {}", r.instance_type));
+            return Some(format!(
+                "replacement is the same instance type {}",
+                r.instance_type
+            ));
         }
     }
     None
@@ -147,9 +171,8 @@ fn refuse(round: &ConsolidationRound, m: &Move, opts: &BalancedOptions) -> Optio
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testing::{executed, ConsolidationRoundBuilder};
     use crate::DisruptionReason::*;
-
+    use crate::testing::{ConsolidationRoundBuilder, executed};
 
     #[test]
     fn orders_empty_then_required_then_value_and_skips_overlaps() {
@@ -198,7 +221,10 @@ mod tests {
             .delete(&[0], 0.096, 1.0)
             .delete(&[1], 0.096, 0.0)
             .build();
-        let opts = BalancedOptions { underutilized: false, ..Default::default() };
+        let opts = BalancedOptions {
+            underutilized: false,
+            ..Default::default()
+        };
         assert_eq!(executed(&balanced(&round, &opts)), vec![1]);
     }
 }

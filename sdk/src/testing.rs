@@ -8,14 +8,17 @@
 use crate::{
     Action, Arch, Candidate, CapacityType, Claim, ConsolidationRound, Consolidator,
     DisruptionReason, InstanceType, LaunchOption, Move, Offering, Pod, Replacement, Resources,
-    ScoringRound, Scorer, Verdict,
+    Scorer, ScoringRound, Verdict,
 };
 
 /// Starts an instance type for a test catalog. Category, family, generation and size come from
 /// the name (`m7g.large`); allocatable is approximated from capacity unless set.
 pub fn catalog_type(name: &str, arch: Arch, vcpus: u32, memory_gib: u64) -> InstanceTypeBuilder {
     let (family, size) = name.split_once('.').unwrap_or((name, ""));
-    let category: String = family.chars().take_while(|c| c.is_ascii_alphabetic()).collect();
+    let category: String = family
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect();
     let generation = family[category.len()..]
         .chars()
         .take_while(|c| c.is_ascii_digit())
@@ -149,7 +152,10 @@ impl ScoringRoundBuilder {
                     pods: 1,
                     gpus: total.gpus / n64 as u32,
                 };
-                let requests = Resources { pods: n as u32, ..total };
+                let requests = Resources {
+                    pods: n as u32,
+                    ..total
+                };
                 let options = self
                     .catalog
                     .iter()
@@ -178,7 +184,11 @@ impl ScoringRoundBuilder {
                 }
             })
             .collect();
-        ScoringRound { now: self.now, catalog: self.catalog, claims }
+        ScoringRound {
+            now: self.now,
+            catalog: self.catalog,
+            claims,
+        }
     }
 }
 
@@ -202,7 +212,11 @@ pub struct Ranked {
 pub fn rank<S: Scorer>(scorer: &S, round: &ScoringRound) -> Result<Vec<Vec<Ranked>>, String> {
     let verdicts = scorer.score(round)?;
     if verdicts.len() != round.claims.len() {
-        return Err(format!("{} verdict lists for {} claims", verdicts.len(), round.claims.len()));
+        return Err(format!(
+            "{} verdict lists for {} claims",
+            verdicts.len(),
+            round.claims.len()
+        ));
     }
     round
         .claims
@@ -219,7 +233,9 @@ pub fn rank<S: Scorer>(scorer: &S, round: &ScoringRound) -> Result<Vec<Vec<Ranke
             }
             let mut ranked = Vec::new();
             for (option, verdict) in claim.options.iter().zip(verdicts) {
-                let Verdict::Score(score) = verdict else { continue };
+                let Verdict::Score(score) = verdict else {
+                    continue;
+                };
                 if !score.is_finite() {
                     return Err(format!("claim {ci}: score {score} is not finite"));
                 }
@@ -251,7 +267,11 @@ pub struct ConsolidationRoundBuilder {
 
 impl Default for ConsolidationRound {
     fn default() -> Self {
-        ConsolidationRound { now: 0, candidates: Vec::new(), moves: Vec::new() }
+        ConsolidationRound {
+            now: 0,
+            candidates: Vec::new(),
+            moves: Vec::new(),
+        }
     }
 }
 
@@ -268,8 +288,17 @@ impl ConsolidationRoundBuilder {
     }
 
     /// Adds a candidate node: on-demand, in `us-east-1a`, a day old, half used.
-    pub fn node(mut self, name: &str, instance_type: &str, price: f64, reason: DisruptionReason) -> Self {
-        let allocatable = Resources { pods: 110, ..Resources::cpu_mem(2000, 8 << 30) };
+    pub fn node(
+        mut self,
+        name: &str,
+        instance_type: &str,
+        price: f64,
+        reason: DisruptionReason,
+    ) -> Self {
+        let allocatable = Resources {
+            pods: 110,
+            ..Resources::cpu_mem(2000, 8 << 30)
+        };
         self.round.candidates.push(Candidate {
             name: name.into(),
             node_pool: "default".into(),
@@ -279,8 +308,15 @@ impl ConsolidationRoundBuilder {
             price,
             age_seconds: 86_400,
             allocatable,
-            requested: Resources { pods: 3, ..Resources::cpu_mem(1000, 4 << 30) },
-            pods: if reason == DisruptionReason::Empty { 0 } else { 3 },
+            requested: Resources {
+                pods: 3,
+                ..Resources::cpu_mem(1000, 4 << 30)
+            },
+            pods: if reason == DisruptionReason::Empty {
+                0
+            } else {
+                3
+            },
             reasons: vec![reason],
         });
         self
@@ -300,9 +336,18 @@ impl ConsolidationRoundBuilder {
     }
 
     /// Adds a move that replaces `nodes` with one on-demand `instance_type` node.
-    pub fn replace(mut self, nodes: &[u32], instance_type: &str, price: f64, disruption_cost: f64) -> Self {
+    pub fn replace(
+        mut self,
+        nodes: &[u32],
+        instance_type: &str,
+        price: f64,
+        disruption_cost: f64,
+    ) -> Self {
         let reason = self.reason_of(nodes);
-        let replaced: f64 = nodes.iter().map(|&n| self.round.candidates[n as usize].price).sum();
+        let replaced: f64 = nodes
+            .iter()
+            .map(|&n| self.round.candidates[n as usize].price)
+            .sum();
         self.round.moves.push(Move {
             nodes: nodes.to_vec(),
             replacement: Some(Replacement {
@@ -333,7 +378,10 @@ impl ConsolidationRoundBuilder {
 }
 
 /// Runs a consolidator and checks its answer against the controller's contract.
-pub fn decide<C: Consolidator>(policy: &C, round: &ConsolidationRound) -> Result<Vec<Action>, String> {
+pub fn decide<C: Consolidator>(
+    policy: &C,
+    round: &ConsolidationRound,
+) -> Result<Vec<Action>, String> {
     let actions = policy.consolidate(round)?;
     let mut seen = vec![false; round.moves.len()];
     for action in &actions {
@@ -342,7 +390,12 @@ pub fn decide<C: Consolidator>(policy: &C, round: &ConsolidationRound) -> Result
             Action::Keep(k) => k.move_index,
         } as usize;
         match seen.get_mut(i) {
-            None => return Err(format!("action refers to move #{i} of {}", round.moves.len())),
+            None => {
+                return Err(format!(
+                    "action refers to move #{i} of {}",
+                    round.moves.len()
+                ));
+            }
             Some(true) => return Err(format!("move #{i} mentioned twice")),
             Some(s) => *s = true,
         }

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use dovetail::catalog;
 use dovetail::policy::types::{
-    Candidate, CapacityType, Claim, ConsolidationRound, DisruptionReason, LaunchOption, Move, Pod,
-    Resources, ScoringRound,
+    Candidate, CapacityType, ConsolidationRound, DisruptionReason, Move, Pod, Resources,
+    ScoringRound,
 };
 use dovetail::policy::{EngineConfig, Limits, LoadedPolicy, PolicyEngine, builtin};
 
@@ -25,66 +25,55 @@ pub fn fixture(name: &str) -> Vec<u8> {
 
 /// The bytes of a built-in policy.
 pub fn builtin_wasm(name: &str) -> &'static [u8] {
-    builtin::find(name).unwrap_or_else(|| panic!("no built-in {name}")).wasm
+    builtin::find(name)
+        .unwrap_or_else(|| panic!("no built-in {name}"))
+        .wasm
 }
 
 /// The hostile fixture in one mode.
 pub fn hostile(engine: &PolicyEngine, mode: &str, limits: Limits) -> LoadedPolicy {
     engine
-        .load(&format!("hostile-{mode}"), &fixture("hostile"), vec![("mode".into(), mode.into())], limits)
+        .load(
+            &format!("hostile-{mode}"),
+            &fixture("hostile"),
+            vec![("mode".into(), mode.into())],
+            limits,
+        )
         .expect("hostile fixture loads")
 }
 
 pub fn limits(timeout_ms: u64, memory_mib: u64) -> Limits {
-    Limits { timeout: Some(Duration::from_millis(timeout_ms)), memory_mib: Some(memory_mib) }
+    Limits {
+        timeout: Some(Duration::from_millis(timeout_ms)),
+        memory_mib: Some(memory_mib),
+    }
 }
 
 /// A round over the first `types` priced catalog entries (3 zones, spot and on-demand) with one
 /// claim of `pods` pods of 250m / 512Mi, offered every option that fits.
 pub fn scoring_round(types: usize, pods: usize) -> ScoringRound {
-    let catalog: Vec<_> = catalog::embedded()
-        .into_iter()
-        .filter(|t| t.ondemand_price.is_some())
-        .take(types)
-        .map(|t| {
-            let offerings = t.simulated_offerings(ZONES);
-            t.to_policy_type(offerings)
-        })
+    let mut policy_catalog = catalog::policy_catalog(&catalog::embedded(), ZONES);
+    policy_catalog.truncate(types);
+    let pods = (0..pods)
+        .map(|i| pod(&format!("inflate-{i}"), 250, 512 << 20))
         .collect();
-    let pod_requests = Resources { cpu_millis: 250, memory_bytes: 512 << 20, ephemeral_storage_bytes: 0, pods: 1, gpus: 0 };
-    let requests = Resources {
-        cpu_millis: 250 * pods as u64,
-        memory_bytes: (512u64 << 20) * pods as u64,
-        ephemeral_storage_bytes: 0,
-        pods: pods as u32,
-        gpus: 0,
-    };
-    let fits = |a: &Resources| {
-        requests.cpu_millis <= a.cpu_millis && requests.memory_bytes <= a.memory_bytes && requests.pods <= a.pods
-    };
-    let options = catalog
-        .iter()
-        .enumerate()
-        .filter(|(_, t)| fits(&t.allocatable))
-        .flat_map(|(ti, t)| {
-            (0..t.offerings.len()).map(move |oi| LaunchOption { instance_type: ti as u32, offering: oi as u32 })
-        })
-        .collect();
-    let claim = Claim {
-        node_pool: "default".into(),
-        pods: (0..pods)
-            .map(|i| Pod {
-                namespace: "default".into(),
-                name: format!("inflate-{i}"),
-                requests: pod_requests,
-                priority: 0,
-                labels: vec![("app".into(), "inflate".into())],
-            })
-            .collect(),
-        requests,
-        options,
-    };
-    ScoringRound { now: 1_790_000_000, catalog, claims: vec![claim] }
+    catalog::scoring_round(1_790_000_000, policy_catalog, "default", pods)
+}
+
+pub fn pod(name: &str, cpu_millis: u64, memory_bytes: u64) -> Pod {
+    Pod {
+        namespace: "default".into(),
+        name: name.into(),
+        requests: Resources {
+            cpu_millis,
+            memory_bytes,
+            ephemeral_storage_bytes: 0,
+            pods: 1,
+            gpus: 0,
+        },
+        priority: 0,
+        labels: vec![("app".into(), "inflate".into())],
+    }
 }
 
 /// Two under-used nodes, one empty node, and a move for each.
@@ -97,12 +86,30 @@ pub fn consolidation_round() -> ConsolidationRound {
         zone: "us-east-1a".into(),
         price: 0.096,
         age_seconds: 7200,
-        allocatable: Resources { cpu_millis: 1930, memory_bytes: 7 << 30, ephemeral_storage_bytes: 0, pods: 29, gpus: 0 },
-        requested: Resources { cpu_millis: 500, memory_bytes: 1 << 30, ephemeral_storage_bytes: 0, pods: 2, gpus: 0 },
+        allocatable: Resources {
+            cpu_millis: 1930,
+            memory_bytes: 7 << 30,
+            ephemeral_storage_bytes: 0,
+            pods: 29,
+            gpus: 0,
+        },
+        requested: Resources {
+            cpu_millis: 500,
+            memory_bytes: 1 << 30,
+            ephemeral_storage_bytes: 0,
+            pods: 2,
+            gpus: 0,
+        },
         pods: 2,
         reasons: vec![reason],
     };
-    let mv = |nodes: Vec<u32>, reason| Move { nodes, replacement: None, savings_per_hour: 0.096, disruption_cost: 1.0, reason };
+    let mv = |nodes: Vec<u32>, reason| Move {
+        nodes,
+        replacement: None,
+        savings_per_hour: 0.096,
+        disruption_cost: 1.0,
+        reason,
+    };
     ConsolidationRound {
         now: 1_790_000_000,
         candidates: vec![

@@ -32,5 +32,6 @@ pub fn names() -> Vec<&'static str> {
 /// Path of a test fixture component (a hostile or mismatched policy from `tests/policies/`).
 #[doc(hidden)]
 pub fn fixture_path(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(GUEST_DIR).join(format!("dovetail_fixture_{}.wasm", name.replace('-', "_")))
+    std::path::Path::new(GUEST_DIR)
+        .join(format!("dovetail_fixture_{}.wasm", name.replace('-', "_")))
 }

@@ -7,9 +7,16 @@ use super::bindings::types::{Action, ConsolidationRound, ScoringRound, Verdict};
 const MAX_REASON: usize = 256;
 
 /// One verdict list per claim, one verdict per option, every score finite.
-pub(crate) fn check_verdicts(round: &ScoringRound, verdicts: &[Vec<Verdict>]) -> Result<(), String> {
+pub(crate) fn check_verdicts(
+    round: &ScoringRound,
+    verdicts: &[Vec<Verdict>],
+) -> Result<(), String> {
     if verdicts.len() != round.claims.len() {
-        return Err(format!("{} verdict lists for {} claims", verdicts.len(), round.claims.len()));
+        return Err(format!(
+            "{} verdict lists for {} claims",
+            verdicts.len(),
+            round.claims.len()
+        ));
     }
     for (ci, (claim, list)) in round.claims.iter().zip(verdicts).enumerate() {
         if list.len() != claim.options.len() {
@@ -23,10 +30,14 @@ pub(crate) fn check_verdicts(round: &ScoringRound, verdicts: &[Vec<Verdict>]) ->
         for (oi, v) in list.iter().enumerate() {
             match v {
                 Verdict::Score(s) if !s.is_finite() => {
-                    return Err(format!("claim {ci}, option {oi}: score {s} is not a finite number"));
+                    return Err(format!(
+                        "claim {ci}, option {oi}: score {s} is not a finite number"
+                    ));
                 }
                 Verdict::Veto(reason) if reason.len() > MAX_REASON => {
-                    return Err(format!("claim {ci}, option {oi}: veto reason longer than {MAX_REASON} bytes"));
+                    return Err(format!(
+                        "claim {ci}, option {oi}: veto reason longer than {MAX_REASON} bytes"
+                    ));
                 }
                 _ => {}
             }
@@ -44,13 +55,20 @@ pub(crate) fn check_actions(round: &ConsolidationRound, actions: &[Action]) -> R
             Action::Keep(k) => k.move_index,
         };
         match seen.get_mut(index as usize) {
-            None => return Err(format!("action refers to move #{index}; the round has {}", round.moves.len())),
+            None => {
+                return Err(format!(
+                    "action refers to move #{index}; the round has {}",
+                    round.moves.len()
+                ));
+            }
             Some(true) => return Err(format!("move #{index} is mentioned twice")),
             Some(s) => *s = true,
         }
         if let Action::Keep(k) = action {
             if k.reason.len() > MAX_REASON {
-                return Err(format!("keep reason of move #{index} longer than {MAX_REASON} bytes"));
+                return Err(format!(
+                    "keep reason of move #{index} longer than {MAX_REASON} bytes"
+                ));
             }
         }
     }

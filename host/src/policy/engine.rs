@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
@@ -56,6 +56,16 @@ pub struct Limits {
     pub timeout: Option<Duration>,
     /// Memory cap in MiB (clamped to the engine's ceiling).
     pub memory_mib: Option<u64>,
+}
+
+/// Where the time of one decision went.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CallStats {
+    /// Fresh store, instantiation and `init`.
+    pub instantiate: Duration,
+    /// The decision call: passing the round in, running the policy, the answer out, the
+    /// contract check.
+    pub call: Duration,
 }
 
 /// Loads and runs policy components. Cheap to clone; all clones share one engine and cache.
@@ -140,7 +150,13 @@ impl PolicyEngine {
     ) -> Result<LoadedPolicy> {
         inspect::check_header(name, bytes)?;
         let digest = inspect::digest(bytes);
-        let cached = self.shared.cache.lock().unwrap().get(&digest).and_then(Weak::upgrade);
+        let cached = self
+            .shared
+            .cache
+            .lock()
+            .unwrap()
+            .get(&digest)
+            .and_then(Weak::upgrade);
         let compiled = match cached {
             Some(c) => c,
             None => {
@@ -152,7 +168,10 @@ impl PolicyEngine {
             }
         };
         let cfg = &self.shared.config;
-        let memory_mib = limits.memory_mib.unwrap_or(cfg.default_memory_mib).min(cfg.max_memory_mib);
+        let memory_mib = limits
+            .memory_mib
+            .unwrap_or(cfg.default_memory_mib)
+            .min(cfg.max_memory_mib);
         Ok(LoadedPolicy {
             name: Arc::from(name),
             compiled,
@@ -172,7 +191,11 @@ impl PolicyEngine {
 
     /// Reads a component's facts without keeping it.
     pub fn inspect(&self, name: &str, bytes: &[u8]) -> Result<ComponentInfo> {
-        Ok(self.load(name, bytes, Vec::new(), Limits::default())?.compiled.info.clone())
+        Ok(self
+            .load(name, bytes, Vec::new(), Limits::default())?
+            .compiled
+            .info
+            .clone())
     }
 
     fn compile(&self, name: &str, bytes: &[u8]) -> Result<Compiled> {
@@ -182,21 +205,33 @@ impl PolicyEngine {
             detail: format!("{e:#}"),
         })?;
         let info = inspect::inspect(name, engine, &component, bytes)?;
-        let instance_pre = self.shared.linker.instantiate_pre(&component).map_err(|e| {
-            PolicyError::Link { policy: name.to_string(), detail: format!("{e:#}") }
-        })?;
+        let instance_pre = self
+            .shared
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| PolicyError::Link {
+                policy: name.to_string(),
+                detail: format!("{e:#}"),
+            })?;
         let bind = |e: wasmtime::Error| PolicyError::Link {
             policy: name.to_string(),
             detail: format!("{e:#}"),
         };
-        let scorer =
-            if info.scoring { Some(ScorerPre::new(instance_pre.clone()).map_err(bind)?) } else { None };
+        let scorer = if info.scoring {
+            Some(ScorerPre::new(instance_pre.clone()).map_err(bind)?)
+        } else {
+            None
+        };
         let consolidator = if info.consolidation {
             Some(ConsolidatorPre::new(instance_pre.clone()).map_err(bind)?)
         } else {
             None
         };
-        Ok(Compiled { info, scorer, consolidator })
+        Ok(Compiled {
+            info,
+            scorer,
+            consolidator,
+        })
     }
 }
 
@@ -250,28 +285,53 @@ impl LoadedPolicy {
     /// Ranks the options of every claim of a provisioning round: one verdict per option, checked
     /// against the output contract.
     pub fn score(&self, round: &ScoringRound) -> Result<Vec<Vec<Verdict>>> {
-        let pre = self.compiled.scorer.as_ref().ok_or_else(|| self.missing("scoring"))?;
+        self.score_timed(round).map(|(verdicts, _)| verdicts)
+    }
+
+    /// [`LoadedPolicy::score`], also returning where the time went.
+    pub fn score_timed(&self, round: &ScoringRound) -> Result<(Vec<Vec<Verdict>>, CallStats)> {
+        let pre = self
+            .compiled
+            .scorer
+            .as_ref()
+            .ok_or_else(|| self.missing("scoring"))?;
+        let started = Instant::now();
         let mut store = self.store(round.now);
         let scorer = self.instantiate_scorer(&mut store, pre)?;
+        let instantiated = Instant::now();
         let verdicts = scorer
             .dovetail_policy_scoring()
             .call_score(&mut store, round)
             .map_err(|e| self.runtime_error(&store, e))?
-            .map_err(|message| PolicyError::Failed { policy: self.name.to_string(), message })?;
+            .map_err(|message| PolicyError::Failed {
+                policy: self.name.to_string(),
+                message,
+            })?;
         contract::check_verdicts(round, &verdicts).map_err(|detail| self.contract(detail))?;
-        Ok(verdicts)
+        let stats = CallStats {
+            instantiate: instantiated - started,
+            call: instantiated.elapsed(),
+        };
+        Ok((verdicts, stats))
     }
 
     /// Chooses consolidation moves, checked against the output contract.
     pub fn consolidate(&self, round: &ConsolidationRound) -> Result<Vec<Action>> {
-        let pre = self.compiled.consolidator.as_ref().ok_or_else(|| self.missing("consolidation"))?;
+        let pre = self
+            .compiled
+            .consolidator
+            .as_ref()
+            .ok_or_else(|| self.missing("consolidation"))?;
         let mut store = self.store(round.now);
         let consolidator = self.instantiate_consolidator(&mut store, pre)?;
         let actions = consolidator
             .dovetail_policy_consolidation()
             .call_consolidate(&mut store, round)
             .map_err(|e| self.runtime_error(&store, e))?
-            .map_err(|message| PolicyError::Failed { policy: self.name.to_string(), message })?;
+            .map_err(|message| PolicyError::Failed {
+                policy: self.name.to_string(),
+                message,
+            })?;
         contract::check_actions(round, &actions).map_err(|detail| self.contract(detail))?;
         Ok(actions)
     }
@@ -289,9 +349,17 @@ impl LoadedPolicy {
         store
     }
 
-    fn instantiate_scorer(&self, store: &mut Store<Sandbox>, pre: &ScorerPre<Sandbox>) -> Result<Scorer> {
-        let scorer = pre.instantiate(&mut *store).map_err(|e| self.runtime_error(store, e))?;
-        let init = scorer.dovetail_policy_lifecycle().call_init(&mut *store, &self.config);
+    fn instantiate_scorer(
+        &self,
+        store: &mut Store<Sandbox>,
+        pre: &ScorerPre<Sandbox>,
+    ) -> Result<Scorer> {
+        let scorer = pre
+            .instantiate(&mut *store)
+            .map_err(|e| self.runtime_error(store, e))?;
+        let init = scorer
+            .dovetail_policy_lifecycle()
+            .call_init(&mut *store, &self.config);
         self.check_init(store, init)?;
         Ok(scorer)
     }
@@ -301,8 +369,12 @@ impl LoadedPolicy {
         store: &mut Store<Sandbox>,
         pre: &ConsolidatorPre<Sandbox>,
     ) -> Result<Consolidator> {
-        let consolidator = pre.instantiate(&mut *store).map_err(|e| self.runtime_error(store, e))?;
-        let init = consolidator.dovetail_policy_lifecycle().call_init(&mut *store, &self.config);
+        let consolidator = pre
+            .instantiate(&mut *store)
+            .map_err(|e| self.runtime_error(store, e))?;
+        let init = consolidator
+            .dovetail_policy_lifecycle()
+            .call_init(&mut *store, &self.config);
         self.check_init(store, init)?;
         Ok(consolidator)
     }
@@ -313,7 +385,10 @@ impl LoadedPolicy {
         init: wasmtime::Result<std::result::Result<(), String>>,
     ) -> Result<()> {
         init.map_err(|e| self.runtime_error(store, e))?
-            .map_err(|message| PolicyError::ConfigRejected { policy: self.name.to_string(), message })
+            .map_err(|message| PolicyError::ConfigRejected {
+                policy: self.name.to_string(),
+                message,
+            })
     }
 
     /// Names what stopped a call: the memory cap, the deadline, or a trap (with the guest's own
@@ -321,18 +396,29 @@ impl LoadedPolicy {
     fn runtime_error(&self, store: &Store<Sandbox>, err: wasmtime::Error) -> PolicyError {
         let policy = self.name.to_string();
         if store.data().limiter.exceeded {
-            return PolicyError::MemoryCap { policy, cap_mib: (self.memory_cap_bytes >> 20) as u64 };
+            return PolicyError::MemoryCap {
+                policy,
+                cap_mib: (self.memory_cap_bytes >> 20) as u64,
+            };
         }
         match err.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => {
-                PolicyError::Timeout { policy, timeout_ms: self.timeout.as_millis() as u64 }
-            }
+            Some(Trap::Interrupt) => PolicyError::Timeout {
+                policy,
+                timeout_ms: self.timeout.as_millis() as u64,
+            },
             Some(trap) => {
                 let stderr = store.data().stderr();
-                let detail = if stderr.is_empty() { trap.to_string() } else { format!("{trap}: {stderr}") };
+                let detail = if stderr.is_empty() {
+                    trap.to_string()
+                } else {
+                    format!("{trap}: {stderr}")
+                };
                 PolicyError::Trap { policy, detail }
             }
-            None => PolicyError::Instantiate { policy, detail: format!("{err:#}") },
+            None => PolicyError::Instantiate {
+                policy,
+                detail: format!("{err:#}"),
+            },
         }
     }
 
@@ -345,7 +431,10 @@ impl LoadedPolicy {
     }
 
     fn contract(&self, detail: String) -> PolicyError {
-        PolicyError::Contract { policy: self.name.to_string(), detail }
+        PolicyError::Contract {
+            policy: self.name.to_string(),
+            detail,
+        }
     }
 }
 
@@ -368,7 +457,10 @@ impl EpochTicker {
                 }
             })
             .expect("spawning the policy deadline thread");
-        EpochTicker { stop, thread: Some(thread) }
+        EpochTicker {
+            stop,
+            thread: Some(thread),
+        }
     }
 }
 

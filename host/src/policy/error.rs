@@ -14,11 +14,21 @@ pub enum PolicyError {
     #[error("policy {policy}: the component does not compile: {detail}")]
     Compile { policy: String, detail: String },
     /// The component targets a WIT package version this controller does not support.
-    #[error("policy {policy} targets dovetail:policy@{found}; this controller supports dovetail:policy@{supported}")]
-    IncompatibleVersion { policy: String, found: String, supported: String },
+    #[error(
+        "policy {policy} targets dovetail:policy@{found}; this controller supports dovetail:policy@{supported}"
+    )]
+    IncompatibleVersion {
+        policy: String,
+        found: String,
+        supported: String,
+    },
     /// The component is not a Dovetail policy, or lacks an interface it needs.
     #[error("policy {policy} does not export {missing} (it exports: {exports})")]
-    MissingExport { policy: String, missing: String, exports: String },
+    MissingExport {
+        policy: String,
+        missing: String,
+        exports: String,
+    },
     /// The component imports something the sandbox does not provide.
     #[error("policy {policy} cannot be linked: {detail}")]
     Link { policy: String, detail: String },

@@ -40,9 +40,15 @@ pub fn digest(bytes: &[u8]) -> String {
 
 /// Rejects bytes that are not a component, with a reason that says what they are instead.
 pub(crate) fn check_header(policy: &str, bytes: &[u8]) -> Result<()> {
-    let not = |detail: String| PolicyError::NotAComponent { policy: policy.to_string(), detail };
+    let not = |detail: String| PolicyError::NotAComponent {
+        policy: policy.to_string(),
+        detail,
+    };
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-        return Err(not(format!("{} bytes that are not WebAssembly", bytes.len())));
+        return Err(not(format!(
+            "{} bytes that are not WebAssembly",
+            bytes.len()
+        )));
     }
     match &bytes[4..8] {
         // Component-model layer: version 0x0d, layer 1.
@@ -56,28 +62,53 @@ pub(crate) fn check_header(policy: &str, bytes: &[u8]) -> Result<()> {
 }
 
 /// Reads exports and imports and checks the `dovetail:policy` version.
-pub(crate) fn inspect(policy: &str, engine: &Engine, component: &Component, bytes: &[u8]) -> Result<ComponentInfo> {
+pub(crate) fn inspect(
+    policy: &str,
+    engine: &Engine,
+    component: &Component,
+    bytes: &[u8],
+) -> Result<ComponentInfo> {
     let ty = component.component_type();
-    let exports: Vec<String> = ty.exports(engine).map(|(name, _)| name.to_string()).collect();
-    let imports: Vec<String> = ty.imports(engine).map(|(name, _)| name.to_string()).collect();
+    let exports: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let imports: Vec<String> = ty
+        .imports(engine)
+        .map(|(name, _)| name.to_string())
+        .collect();
 
     let ours: Vec<(&str, &str)> = exports
         .iter()
-        .filter_map(|e| e.strip_prefix(WIT_PACKAGE)?.strip_prefix('/')?.split_once('@'))
+        .filter_map(|e| {
+            e.strip_prefix(WIT_PACKAGE)?
+                .strip_prefix('/')?
+                .split_once('@')
+        })
         .collect();
     let missing = |what: &str| PolicyError::MissingExport {
         policy: policy.to_string(),
         missing: what.to_string(),
-        exports: if exports.is_empty() { "nothing".into() } else { exports.join(", ") },
+        exports: if exports.is_empty() {
+            "nothing".into()
+        } else {
+            exports.join(", ")
+        },
     };
     let Some(&(_, version)) = ours.first() else {
-        return Err(missing(&format!("any {WIT_PACKAGE} interface: it is not a Dovetail policy")));
+        return Err(missing(&format!(
+            "any {WIT_PACKAGE} interface: it is not a Dovetail policy"
+        )));
     };
     if !is_supported(version) {
         return Err(PolicyError::IncompatibleVersion {
             policy: policy.to_string(),
             found: version.to_string(),
-            supported: SUPPORTED_WIT.iter().map(|v| format!("{v}.x")).collect::<Vec<_>>().join(", "),
+            supported: SUPPORTED_WIT
+                .iter()
+                .map(|v| format!("{v}.x"))
+                .collect::<Vec<_>>()
+                .join(", "),
         });
     }
     let has = |iface: &str| ours.iter().any(|&(i, v)| i == iface && is_supported(v));
@@ -86,7 +117,9 @@ pub(crate) fn inspect(policy: &str, engine: &Engine, component: &Component, byte
     }
     let (scoring, consolidation) = (has("scoring"), has("consolidation"));
     if !scoring && !consolidation {
-        return Err(missing(&format!("{WIT_PACKAGE}/scoring or {WIT_PACKAGE}/consolidation")));
+        return Err(missing(&format!(
+            "{WIT_PACKAGE}/scoring or {WIT_PACKAGE}/consolidation"
+        )));
     }
     Ok(ComponentInfo {
         digest: digest(bytes),
@@ -117,7 +150,9 @@ mod tests {
         let core = b"\0asm\x01\0\0\0";
         let err = check_header("p", core).unwrap_err().to_string();
         assert!(err.contains("core WebAssembly module"), "{err}");
-        let err = check_header("p", b"#!/bin/sh\necho hi").unwrap_err().to_string();
+        let err = check_header("p", b"#!/bin/sh\necho hi")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("not WebAssembly"), "{err}");
         assert!(check_header("p", b"\0asm\x0d\0\x01\0").is_ok());
     }

@@ -41,7 +41,11 @@ pub struct PolicyRegistry {
 impl PolicyRegistry {
     /// An empty registry; built-in policies load on first use.
     pub fn new(engine: PolicyEngine) -> Self {
-        PolicyRegistry { engine, live: RwLock::default(), status: RwLock::default() }
+        PolicyRegistry {
+            engine,
+            live: RwLock::default(),
+            status: RwLock::default(),
+        }
     }
 
     /// The engine policies run on.
@@ -64,7 +68,10 @@ impl PolicyRegistry {
         });
         match loaded {
             Ok(policy) => {
-                self.live.write().unwrap().insert(name.to_string(), policy.clone());
+                self.live
+                    .write()
+                    .unwrap()
+                    .insert(name.to_string(), policy.clone());
                 self.set_status(name, "Loaded", format!("serving {}", policy.info().digest));
                 tracing::info!(policy = name, digest = %policy.info().digest, "policy loaded");
                 Ok(policy)
@@ -94,14 +101,20 @@ impl PolicyRegistry {
             return Err(PolicyError::MissingExport {
                 policy: name.to_string(),
                 missing: "a Policy of that name".into(),
-                exports: format!("no Policy applied and no built-in; built-ins: {}", builtin::names().join(", ")),
+                exports: format!(
+                    "no Policy applied and no built-in; built-ins: {}",
+                    builtin::names().join(", ")
+                ),
             });
         };
         let mut live = self.live.write().unwrap();
         if let Some(p) = live.get(name) {
             return Ok(p.clone());
         }
-        let policy = Arc::new(self.engine.load(name, b.wasm, Vec::new(), Limits::default())?);
+        let policy = Arc::new(
+            self.engine
+                .load(name, b.wasm, Vec::new(), Limits::default())?,
+        );
         live.insert(name.to_string(), policy.clone());
         Ok(policy)
     }

@@ -50,7 +50,10 @@ impl Sandbox {
             wasi,
             stderr,
             table: ResourceTable::new(),
-            limiter: MemoryCap { cap: memory_cap_bytes, exceeded: false },
+            limiter: MemoryCap {
+                cap: memory_cap_bytes,
+                exceeded: false,
+            },
             policy,
             log_lines: 0,
         }
@@ -60,13 +63,18 @@ impl Sandbox {
 impl Sandbox {
     /// What the policy wrote to stderr (its panic message, typically), trimmed.
     pub(crate) fn stderr(&self) -> String {
-        String::from_utf8_lossy(&self.stderr.contents()).trim().to_string()
+        String::from_utf8_lossy(&self.stderr.contents())
+            .trim()
+            .to_string()
     }
 }
 
 impl WasiView for Sandbox {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 

@@ -23,7 +23,9 @@ impl Policy for ArmFirst {
         params.only(&["tolerance"])?;
         let tolerance: f64 = params.parse_or("tolerance", 0.0)?;
         if !(tolerance.is_finite() && tolerance >= 0.0) {
-            return Err(format!("config tolerance={tolerance}: must be a finite number ≥ 0"));
+            return Err(format!(
+                "config tolerance={tolerance}: must be a finite number ≥ 0"
+            ));
         }
         Ok(ArmFirst { tolerance })
     }
@@ -51,7 +53,11 @@ impl Scorer for ArmFirst {
             .iter()
             .map(|c| {
                 let t = tier(c);
-                let bonus = if arch(c) == 1 && arm_wins(t) { ARCH } else { 0.0 };
+                let bonus = if arch(c) == 1 && arm_wins(t) {
+                    ARCH
+                } else {
+                    0.0
+                };
                 Verdict::Score(t as f64 * TIER + bonus - c.offering.price)
             })
             .collect())
@@ -71,8 +77,8 @@ dovetail_policy_sdk::export_scorer!(ArmFirst);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dovetail_policy_sdk::testing::{catalog_type, rank, ScoringRoundBuilder};
     use dovetail_policy_sdk::Resources;
+    use dovetail_policy_sdk::testing::{ScoringRoundBuilder, catalog_type, rank};
 
     fn round(arm_price: f64) -> ScoringRound {
         ScoringRoundBuilder::new()
@@ -95,9 +101,15 @@ mod tests {
     #[test]
     fn amd_wins_when_arm_is_dearer_beyond_tolerance() {
         let p = ArmFirst::new(&Params::default()).unwrap();
-        assert_eq!(rank(&p, &round(0.11)).unwrap()[0][0].instance_type, "m5.large");
+        assert_eq!(
+            rank(&p, &round(0.11)).unwrap()[0][0].instance_type,
+            "m5.large"
+        );
         let lenient = ArmFirst::new(&Params::from([("tolerance", "0.2")])).unwrap();
-        assert_eq!(rank(&lenient, &round(0.11)).unwrap()[0][0].instance_type, "m7g.large");
+        assert_eq!(
+            rank(&lenient, &round(0.11)).unwrap()[0][0].instance_type,
+            "m7g.large"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! must be at least `replace-margin` (default 5 %) cheaper and of another instance type, and a
 //! move must save at least `min-savings-per-hour` (default 0) — no churn for a cent.
 
-use dovetail_policy_sdk::select::{balanced, BalancedOptions};
+use dovetail_policy_sdk::select::{BalancedOptions, balanced};
 use dovetail_policy_sdk::{Action, ConsolidationRound, Consolidator, Params, Policy};
 
 /// See the crate documentation.
@@ -16,7 +16,9 @@ pub struct Balanced {
 impl Policy for Balanced {
     fn new(params: &Params) -> Result<Self, String> {
         params.only(BalancedOptions::KEYS)?;
-        Ok(Balanced { opts: BalancedOptions::from_params(params, true)? })
+        Ok(Balanced {
+            opts: BalancedOptions::from_params(params, true)?,
+        })
     }
 }
 
@@ -31,8 +33,8 @@ dovetail_policy_sdk::export_consolidator!(Balanced);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dovetail_policy_sdk::testing::{decide, executed, ConsolidationRoundBuilder};
     use dovetail_policy_sdk::DisruptionReason::*;
+    use dovetail_policy_sdk::testing::{ConsolidationRoundBuilder, decide, executed};
 
     #[test]
     fn consolidates_underused_nodes_that_pay() {

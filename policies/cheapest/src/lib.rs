@@ -17,7 +17,9 @@ const TIER: f64 = 1.0e6;
 impl Policy for Cheapest {
     fn new(params: &Params) -> Result<Self, String> {
         params.only(&["spot-first"])?;
-        Ok(Self { spot_first: params.parse_or("spot-first", true)? })
+        Ok(Self {
+            spot_first: params.parse_or("spot-first", true)?,
+        })
     }
 }
 
@@ -37,13 +39,21 @@ dovetail_policy_sdk::export_scorer!(Cheapest);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dovetail_policy_sdk::testing::{catalog_type, rank, ScoringRoundBuilder};
+    use dovetail_policy_sdk::testing::{ScoringRoundBuilder, catalog_type, rank};
     use dovetail_policy_sdk::{Arch, CapacityType, Resources};
 
     fn round() -> dovetail_policy_sdk::ScoringRound {
         ScoringRoundBuilder::new()
-            .instance_type(catalog_type("m5.large", Arch::Amd64, 2, 8).on_demand("a", 0.096).spot("a", 0.045))
-            .instance_type(catalog_type("c5.large", Arch::Amd64, 2, 4).on_demand("a", 0.085).spot("b", 0.038))
+            .instance_type(
+                catalog_type("m5.large", Arch::Amd64, 2, 8)
+                    .on_demand("a", 0.096)
+                    .spot("a", 0.045),
+            )
+            .instance_type(
+                catalog_type("c5.large", Arch::Amd64, 2, 4)
+                    .on_demand("a", 0.085)
+                    .spot("b", 0.038),
+            )
             .instance_type(catalog_type("m5.xlarge", Arch::Amd64, 4, 16).on_demand("a", 0.192))
             .instance_type(catalog_type("t3.small", Arch::Amd64, 2, 2).on_demand("a", 0.0208))
             .claim_for_pods(2, Resources::cpu_mem(1000, 2 << 30))
@@ -53,7 +63,10 @@ mod tests {
     #[test]
     fn spot_before_on_demand_then_lowest_price() {
         let ranked = rank(&Cheapest::new(&Params::default()).unwrap(), &round()).unwrap();
-        let order: Vec<_> = ranked[0].iter().map(|r| (r.instance_type.as_str(), r.capacity_type)).collect();
+        let order: Vec<_> = ranked[0]
+            .iter()
+            .map(|r| (r.instance_type.as_str(), r.capacity_type))
+            .collect();
         assert_eq!(
             order,
             vec![
@@ -78,7 +91,9 @@ mod tests {
     #[test]
     fn rejects_unknown_and_malformed_config() {
         assert!(Cheapest::new(&Params::from([("spot-frist", "true")])).is_err());
-        let err = Cheapest::new(&Params::from([("spot-first", "yes")])).err().unwrap();
+        let err = Cheapest::new(&Params::from([("spot-first", "yes")]))
+            .err()
+            .unwrap();
         assert!(err.contains("spot-first"), "{err}");
     }
 }

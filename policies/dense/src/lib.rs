@@ -20,7 +20,9 @@ impl Policy for Dense {
         if !(pct.is_finite() && pct > 0.0 && pct <= 100.0) {
             return Err(format!("config bucket-percent={pct}: must be in (0, 100]"));
         }
-        Ok(Dense { bucket: pct / 100.0 })
+        Ok(Dense {
+            bucket: pct / 100.0,
+        })
     }
 }
 
@@ -38,7 +40,7 @@ dovetail_policy_sdk::export_scorer!(Dense);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dovetail_policy_sdk::testing::{catalog_type, rank, ScoringRoundBuilder};
+    use dovetail_policy_sdk::testing::{ScoringRoundBuilder, catalog_type, rank};
     use dovetail_policy_sdk::{Arch, Resources};
 
     #[test]
@@ -47,17 +49,26 @@ mod tests {
             .instance_type(
                 catalog_type("c5.xlarge", Arch::Amd64, 4, 8)
                     .on_demand("a", 0.17)
-                    .allocatable(Resources { pods: 58, ..Resources::cpu_mem(4000, 8 << 30) }),
+                    .allocatable(Resources {
+                        pods: 58,
+                        ..Resources::cpu_mem(4000, 8 << 30)
+                    }),
             )
             .instance_type(
                 catalog_type("m5.xlarge", Arch::Amd64, 4, 16)
                     .on_demand("a", 0.192)
-                    .allocatable(Resources { pods: 58, ..Resources::cpu_mem(4000, 16 << 30) }),
+                    .allocatable(Resources {
+                        pods: 58,
+                        ..Resources::cpu_mem(4000, 16 << 30)
+                    }),
             )
             .instance_type(
                 catalog_type("c5a.xlarge", Arch::Amd64, 4, 8)
                     .on_demand("a", 0.154)
-                    .allocatable(Resources { pods: 58, ..Resources::cpu_mem(4000, 8 << 30) }),
+                    .allocatable(Resources {
+                        pods: 58,
+                        ..Resources::cpu_mem(4000, 8 << 30)
+                    }),
             )
             .claim_for_pods(4, Resources::cpu_mem(3600, 7 << 30))
             .build();

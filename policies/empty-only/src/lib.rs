@@ -1,7 +1,7 @@
 //! `empty-only`: Karpenter's `WhenEmpty` consolidation as a policy. Empty nodes are removed; drifted
 //! and expired nodes are still replaced (that is not consolidation); under-used nodes are kept.
 
-use dovetail_policy_sdk::select::{balanced, BalancedOptions};
+use dovetail_policy_sdk::select::{BalancedOptions, balanced};
 use dovetail_policy_sdk::{Action, ConsolidationRound, Consolidator, Params, Policy};
 
 /// See the crate documentation.
@@ -12,7 +12,9 @@ pub struct EmptyOnly {
 impl Policy for EmptyOnly {
     fn new(params: &Params) -> Result<Self, String> {
         params.only(BalancedOptions::KEYS)?;
-        Ok(EmptyOnly { opts: BalancedOptions::from_params(params, false)? })
+        Ok(EmptyOnly {
+            opts: BalancedOptions::from_params(params, false)?,
+        })
     }
 }
 
@@ -27,8 +29,8 @@ dovetail_policy_sdk::export_consolidator!(EmptyOnly);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dovetail_policy_sdk::testing::{decide, executed, ConsolidationRoundBuilder};
     use dovetail_policy_sdk::DisruptionReason::*;
+    use dovetail_policy_sdk::testing::{ConsolidationRoundBuilder, decide, executed};
 
     #[test]
     fn removes_empty_and_drifted_keeps_underused() {

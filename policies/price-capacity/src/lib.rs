@@ -23,7 +23,11 @@ pub struct PriceCapacity {
 
 impl Policy for PriceCapacity {
     fn new(params: &Params) -> Result<Self, String> {
-        params.only(&["interruption-weight", "capacity-weight", "max-interruption-rate"])?;
+        params.only(&[
+            "interruption-weight",
+            "capacity-weight",
+            "max-interruption-rate",
+        ])?;
         let p = PriceCapacity {
             interruption_weight: params.parse_or("interruption-weight", 2.0)?,
             capacity_weight: params.parse_or("capacity-weight", 0.5)?,
@@ -59,7 +63,9 @@ impl PriceCapacity {
 impl Scorer for PriceCapacity {
     fn score_option(&self, _claim: &Claim, option: LaunchCandidate<'_>) -> Verdict {
         let o = option.offering;
-        if o.capacity_type == CapacityType::Spot && f64::from(o.interruption_rate) > self.max_interruption_rate {
+        if o.capacity_type == CapacityType::Spot
+            && f64::from(o.interruption_rate) > self.max_interruption_rate
+        {
             return Verdict::Veto(format!(
                 "spot interruption rate {:.0}% above the {:.0}% maximum",
                 o.interruption_rate * 100.0,
@@ -75,15 +81,27 @@ dovetail_policy_sdk::export_scorer!(PriceCapacity);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dovetail_policy_sdk::testing::{catalog_type, rank, ScoringRoundBuilder};
+    use dovetail_policy_sdk::testing::{ScoringRoundBuilder, catalog_type, rank};
     use dovetail_policy_sdk::{Arch, Resources};
 
     fn round() -> dovetail_policy_sdk::ScoringRound {
         ScoringRoundBuilder::new()
             // Cheapest spot, but risky and shallow.
-            .instance_type(catalog_type("c5.large", Arch::Amd64, 2, 4).offering("a", CapacityType::Spot, 0.030, 0.20, 0.1))
+            .instance_type(catalog_type("c5.large", Arch::Amd64, 2, 4).offering(
+                "a",
+                CapacityType::Spot,
+                0.030,
+                0.20,
+                0.1,
+            ))
             // A little dearer spot in a deep, calm pool.
-            .instance_type(catalog_type("c6i.large", Arch::Amd64, 2, 4).offering("a", CapacityType::Spot, 0.036, 0.03, 0.95))
+            .instance_type(catalog_type("c6i.large", Arch::Amd64, 2, 4).offering(
+                "a",
+                CapacityType::Spot,
+                0.036,
+                0.03,
+                0.95,
+            ))
             .instance_type(catalog_type("c6i.xlarge", Arch::Amd64, 4, 8).on_demand("a", 0.17))
             .claim_for_pods(2, Resources::cpu_mem(1000, 1 << 30))
             .build()
@@ -99,7 +117,11 @@ mod tests {
 
     #[test]
     fn with_zero_weights_it_is_price_only() {
-        let p = PriceCapacity::new(&Params::from([("interruption-weight", "0"), ("capacity-weight", "0")])).unwrap();
+        let p = PriceCapacity::new(&Params::from([
+            ("interruption-weight", "0"),
+            ("capacity-weight", "0"),
+        ]))
+        .unwrap();
         let ranked = rank(&p, &round()).unwrap();
         assert_eq!(ranked[0][0].instance_type, "c5.large");
     }

@@ -12,10 +12,10 @@
 //! Saturday 06:00). `24:00` ends a range at midnight. Daylight-saving changes follow the zone.
 //! Inside a window every move is kept, with the window as the reason.
 
-use dovetail_policy_sdk::select::{balanced, keep_all, BalancedOptions};
+use dovetail_policy_sdk::select::{BalancedOptions, balanced, keep_all};
 use dovetail_policy_sdk::{Action, ConsolidationRound, Consolidator, Params, Policy};
-use jiff::tz::TimeZone;
 use jiff::Timestamp;
+use jiff::tz::TimeZone;
 
 /// See the crate documentation.
 pub struct QuietHours {
@@ -42,21 +42,30 @@ impl Policy for QuietHours {
         known.extend_from_slice(BalancedOptions::KEYS);
         params.only(&known)?;
         let tz_name = params.get("timezone").unwrap_or("UTC").trim().to_string();
-        let tz = TimeZone::get(&tz_name).map_err(|e| format!("config timezone={tz_name:?}: {e}"))?;
+        let tz =
+            TimeZone::get(&tz_name).map_err(|e| format!("config timezone={tz_name:?}: {e}"))?;
         let spec = params
             .get("windows")
             .ok_or("config windows is required, e.g. \"Mon-Fri 08:00-18:00\"")?
             .trim()
             .to_string();
         let windows = parse_windows(&spec).map_err(|e| format!("config windows={spec:?}: {e}"))?;
-        Ok(QuietHours { tz, tz_name, windows, spec, opts: BalancedOptions::from_params(params, true)? })
+        Ok(QuietHours {
+            tz,
+            tz_name,
+            windows,
+            spec,
+            opts: BalancedOptions::from_params(params, true)?,
+        })
     }
 }
 
 impl QuietHours {
     /// Whether `now` (Unix seconds) falls inside a window.
     pub fn is_quiet(&self, now: i64) -> Result<bool, String> {
-        let local = Timestamp::from_second(now).map_err(|e| format!("round time {now}: {e}"))?.to_zoned(self.tz.clone());
+        let local = Timestamp::from_second(now)
+            .map_err(|e| format!("round time {now}: {e}"))?
+            .to_zoned(self.tz.clone());
         let day = local.weekday().to_monday_zero_offset() as u8;
         let minute = local.hour() as u16 * 60 + local.minute() as u16;
         let yesterday = (day + 6) % 7;
@@ -74,7 +83,10 @@ impl QuietHours {
 impl Consolidator for QuietHours {
     fn consolidate(&self, round: &ConsolidationRound) -> Result<Vec<Action>, String> {
         if self.is_quiet(round.now)? {
-            Ok(keep_all(round, &format!("inside quiet hours ({} {})", self.spec, self.tz_name)))
+            Ok(keep_all(
+                round,
+                &format!("inside quiet hours ({} {})", self.spec, self.tz_name),
+            ))
         } else {
             Ok(balanced(round, &self.opts))
         }
@@ -109,7 +121,11 @@ fn parse_window(w: &str) -> Result<Window, String> {
     if start >= 24 * 60 {
         return Err(format!("{w:?}: a window cannot start at 24:00"));
     }
-    Ok(Window { days: parse_days(days)?, start, end })
+    Ok(Window {
+        days: parse_days(days)?,
+        start,
+        end,
+    })
 }
 
 fn minutes(hhmm: &str) -> Result<u16, String> {
@@ -126,7 +142,13 @@ fn parse_days(spec: &str) -> Result<u8, String> {
     let day = |d: &str| {
         let d = d.trim().to_ascii_lowercase();
         DAYS.iter()
-            .position(|&n| d.len() >= 3 && (n == d || (d.starts_with(n) && "monday tuesday wednesday thursday friday saturday sunday".contains(&d))))
+            .position(|&n| {
+                d.len() >= 3
+                    && (n == d
+                        || (d.starts_with(n)
+                            && "monday tuesday wednesday thursday friday saturday sunday"
+                                .contains(&d)))
+            })
             .ok_or_else(|| format!("{d:?} is not a day (Mon, Tue, … or daily)"))
     };
     if matches!(spec.trim().to_ascii_lowercase().as_str(), "daily" | "*") {
@@ -157,13 +179,16 @@ dovetail_policy_sdk::export_consolidator!(QuietHours);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dovetail_policy_sdk::testing::{decide, executed, ConsolidationRoundBuilder};
     use dovetail_policy_sdk::DisruptionReason::*;
+    use dovetail_policy_sdk::testing::{ConsolidationRoundBuilder, decide, executed};
 
     /// 2026-11-23 is a Monday.
     fn at(local: &str, tz: &str) -> i64 {
         let zdt: jiff::civil::DateTime = local.parse().unwrap();
-        zdt.to_zoned(TimeZone::get(tz).unwrap()).unwrap().timestamp().as_second()
+        zdt.to_zoned(TimeZone::get(tz).unwrap())
+            .unwrap()
+            .timestamp()
+            .as_second()
     }
 
     fn policy(tz: &str, windows: &str) -> QuietHours {
@@ -194,16 +219,28 @@ mod tests {
         let p = policy("America/New_York", "Mon-Fri 09:00-17:00");
         // 09:30 in Berlin is 03:30 in New York: outside.
         assert!(!p.is_quiet(at("2026-11-23T09:30", "Europe/Berlin")).unwrap());
-        assert!(p.is_quiet(at("2026-11-23T09:30", "America/New_York")).unwrap());
+        assert!(
+            p.is_quiet(at("2026-11-23T09:30", "America/New_York"))
+                .unwrap()
+        );
     }
 
     #[test]
     fn overnight_windows_run_into_the_next_day() {
         let p = policy("UTC", "Fri 22:00-06:00");
-        assert!(p.is_quiet(at("2026-11-27T23:00", "UTC")).unwrap(), "Friday night");
-        assert!(p.is_quiet(at("2026-11-28T05:59", "UTC")).unwrap(), "Saturday early");
+        assert!(
+            p.is_quiet(at("2026-11-27T23:00", "UTC")).unwrap(),
+            "Friday night"
+        );
+        assert!(
+            p.is_quiet(at("2026-11-28T05:59", "UTC")).unwrap(),
+            "Saturday early"
+        );
         assert!(!p.is_quiet(at("2026-11-28T06:00", "UTC")).unwrap());
-        assert!(!p.is_quiet(at("2026-11-27T05:00", "UTC")).unwrap(), "Friday early is Thursday's night");
+        assert!(
+            !p.is_quiet(at("2026-11-27T05:00", "UTC")).unwrap(),
+            "Friday early is Thursday's night"
+        );
     }
 
     #[test]
@@ -219,9 +256,16 @@ mod tests {
             ("UTC", "Mon 10:00-10:00", "empty"),
             ("UTC", "Mon 25:00-26:00", "HH:MM"),
         ] {
-            let err = QuietHours::new(&Params::from([("timezone", tz), ("windows", windows)])).err().unwrap();
+            let err = QuietHours::new(&Params::from([("timezone", tz), ("windows", windows)]))
+                .err()
+                .unwrap();
             assert!(err.contains(needle), "{windows}: {err}");
         }
-        assert!(QuietHours::new(&Params::default()).err().unwrap().contains("windows is required"));
+        assert!(
+            QuietHours::new(&Params::default())
+                .err()
+                .unwrap()
+                .contains("windows is required")
+        );
     }
 }

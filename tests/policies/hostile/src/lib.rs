@@ -44,7 +44,9 @@ fn probe() -> String {
         .unwrap_or(0);
     let env = std::env::vars().count();
     let fs = std::fs::read_dir("/").map(|_| "open").unwrap_or("denied");
-    let net = std::net::TcpStream::connect("127.0.0.1:1").map(|_| "open").unwrap_or("denied");
+    let net = std::net::TcpStream::connect("127.0.0.1:1")
+        .map(|_| "open")
+        .unwrap_or("denied");
     format!("now={now} env={env} fs={fs} net={net}")
 }
 
@@ -54,7 +56,13 @@ impl Scorer for Hostile {
     }
 
     fn score(&self, round: &ScoringRound) -> Result<Vec<Vec<Verdict>>, String> {
-        let good = || round.claims.iter().map(|c| self.score_claim(round, c)).collect::<Result<Vec<_>, _>>();
+        let good = || {
+            round
+                .claims
+                .iter()
+                .map(|c| self.score_claim(round, c))
+                .collect::<Result<Vec<_>, _>>()
+        };
         match self.mode.as_str() {
             "spin" => spin(),
             "bomb" => bomb(),

@@ -1,0 +1,216 @@
+//! The built-in policies as the controller runs them: real components on the real catalog.
+
+mod common;
+
+use common::*;
+use dovetail::catalog;
+use dovetail::policy::ranking::rank;
+use dovetail::policy::types::{Action, Arch, CapacityType, ScoringRound};
+use dovetail::policy::{Limits, PolicyError, builtin};
+
+fn top(
+    engine: &dovetail::policy::PolicyEngine,
+    name: &str,
+    config: &[(&str, &str)],
+    round: &ScoringRound,
+) -> (String, Arch, CapacityType, f64) {
+    let config = config
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let p = engine
+        .load(name, builtin_wasm(name), config, Limits::default())
+        .unwrap();
+    let verdicts = p.score(round).unwrap();
+    let best = rank(round, 0, &verdicts[0]).ranked[0].option;
+    let t = &round.catalog[best.instance_type as usize];
+    let o = &t.offerings[best.offering as usize];
+    (t.name.clone(), t.arch, o.capacity_type, o.price)
+}
+
+/// 10 pods × 2 CPU / 2 GiB on the full catalog.
+fn two_cpu_round() -> ScoringRound {
+    let cat = catalog::policy_catalog(&catalog::embedded(), ZONES);
+    let pods = (0..10)
+        .map(|i| pod(&format!("p{i}"), 2000, 2 << 30))
+        .collect();
+    catalog::scoring_round(1_790_000_000, cat, "default", pods)
+}
+
+#[test]
+fn every_builtin_loads_and_exports_what_it_claims() {
+    let engine = engine();
+    for b in builtin::all() {
+        let p = engine
+            .load(b.name, b.wasm, vec![], Limits::default())
+            .unwrap();
+        let info = p.info();
+        assert_eq!(info.wit_version, "0.1.0", "{}", b.name);
+        assert_eq!(info.scoring, b.summary.starts_with("Scorer"), "{}", b.name);
+        assert_eq!(
+            info.consolidation,
+            b.summary.starts_with("Consolidator"),
+            "{}",
+            b.name
+        );
+        if b.name != "quiet-hours" {
+            p.validate().unwrap_or_else(|e| panic!("{}: {e}", b.name));
+        }
+    }
+}
+
+#[test]
+fn cheapest_picks_the_lowest_spot_price_that_fits() {
+    let round = two_cpu_round();
+    let min_spot = round.claims[0]
+        .options
+        .iter()
+        .map(|o| &round.catalog[o.instance_type as usize].offerings[o.offering as usize])
+        .filter(|o| o.capacity_type == CapacityType::Spot)
+        .map(|o| o.price)
+        .fold(f64::INFINITY, f64::min);
+    let (_, _, capacity, price) = top(&engine(), "cheapest", &[], &round);
+    assert_eq!((capacity, price), (CapacityType::Spot, min_spot));
+    let (_, _, capacity, _) = top(&engine(), "cheapest", &[("spot-first", "false")], &round);
+    assert_eq!(
+        capacity,
+        CapacityType::Spot,
+        "spot is also the cheapest outright"
+    );
+}
+
+#[test]
+fn arm_first_changes_the_architecture_when_arm_is_close_enough() {
+    let engine = engine();
+    let round = two_cpu_round();
+    let (amd_name, amd_arch, _, amd_price) = top(&engine, "cheapest", &[], &round);
+    assert_eq!(
+        amd_arch,
+        Arch::Amd64,
+        "{amd_name}: on this catalog the cheapest node is amd64"
+    );
+    let (arm_name, arm_arch, _, arm_price) =
+        top(&engine, "arm-first", &[("tolerance", "0.1")], &round);
+    assert_eq!(arm_arch, Arch::Arm64, "{arm_name}");
+    assert!(arm_price <= amd_price * 1.1 && arm_price > amd_price);
+    let (_, strict_arch, _, _) = top(&engine, "arm-first", &[], &round);
+    assert_eq!(
+        strict_arch,
+        Arch::Amd64,
+        "no tolerance: arm64 costs more here, so amd64"
+    );
+}
+
+#[test]
+fn dense_and_price_capacity_rank_real_catalogs() {
+    let engine = engine();
+    let round = two_cpu_round();
+    let (name, ..) = top(&engine, "dense", &[], &round);
+    let t = round.catalog.iter().find(|t| t.name == name).unwrap();
+    let waste = |a: &dovetail::policy::types::Resources| {
+        let r = &round.claims[0].requests;
+        (1.0 - r.cpu_millis as f64 / a.cpu_millis as f64 + 1.0
+            - r.memory_bytes as f64 / a.memory_bytes as f64)
+            / 2.0
+    };
+    let best = round.claims[0]
+        .options
+        .iter()
+        .map(|o| waste(&round.catalog[o.instance_type as usize].allocatable))
+        .fold(f64::INFINITY, f64::min);
+    assert!(
+        waste(&t.allocatable) < best + 0.01,
+        "dense picked {name}, within 1% of the least waste"
+    );
+
+    let (_, _, capacity, _) = top(
+        &engine,
+        "price-capacity",
+        &[("max-interruption-rate", "0")],
+        &round,
+    );
+    assert_eq!(
+        capacity,
+        CapacityType::OnDemand,
+        "every spot offering vetoed"
+    );
+}
+
+#[test]
+fn quiet_hours_runs_its_time_zone_database_inside_the_sandbox() {
+    let engine = engine();
+    let config = vec![
+        ("timezone".to_string(), "Europe/Berlin".to_string()),
+        ("windows".to_string(), "Mon-Fri 08:00-18:00".to_string()),
+    ];
+    let p = engine
+        .load(
+            "quiet",
+            builtin_wasm("quiet-hours"),
+            config,
+            Limits::default(),
+        )
+        .unwrap();
+    let mut round = consolidation_round();
+    round.now = 1_795_392_000 + 9 * 3600; // Monday 2026-11-23 09:00 UTC = 10:00 in Berlin
+    let inside = p.consolidate(&round).unwrap();
+    assert!(
+        inside
+            .iter()
+            .all(|a| matches!(a, Action::Keep(k) if k.reason.contains("Europe/Berlin"))),
+        "{inside:?}"
+    );
+    round.now = 1_795_392_000 + 20 * 3600; // 21:00 in Berlin
+    let outside = p.consolidate(&round).unwrap();
+    assert_eq!(
+        outside.first(),
+        Some(&Action::Execute(2)),
+        "the empty node first: {outside:?}"
+    );
+
+    let bad = engine
+        .load(
+            "quiet",
+            builtin_wasm("quiet-hours"),
+            vec![
+                ("timezone".into(), "Mars/Olympus".into()),
+                ("windows".into(), "Mon 09:00-10:00".into()),
+            ],
+            Limits::default(),
+        )
+        .unwrap();
+    let err = bad.validate().unwrap_err();
+    assert!(
+        matches!(&err, PolicyError::ConfigRejected { message, .. } if message.contains("Mars/Olympus")),
+        "{err}"
+    );
+}
+
+#[test]
+fn balanced_and_empty_only_differ_on_underused_nodes() {
+    let engine = engine();
+    let round = consolidation_round();
+    let balanced = engine
+        .load("b", builtin_wasm("balanced"), vec![], Limits::default())
+        .unwrap();
+    let empty_only = engine
+        .load("e", builtin_wasm("empty-only"), vec![], Limits::default())
+        .unwrap();
+    let executed = |actions: Vec<Action>| -> Vec<u32> {
+        actions
+            .into_iter()
+            .filter_map(|a| {
+                if let Action::Execute(i) = a {
+                    Some(i)
+                } else {
+                    None
+                }
+            })
+            .collect()
+    };
+    assert_eq!(
+        executed(balanced.consolidate(&round).unwrap()),
+        vec![2, 0, 1]
+    );
+    assert_eq!(executed(empty_only.consolidate(&round).unwrap()), vec![2]);
+}
