@@ -3,7 +3,7 @@
 //!
 //! NB: the guests are built by a nested `cargo build` into their own target directory
 //! (`<target>/guests`): the outer build holds the lock of its own, and the guests need a different
-//! target triple and the release profile.
+//! target triple and their own optimised profile.
 
 use std::env;
 use std::fmt::Write as _;
@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const TARGET: &str = "wasm32-wasip2";
+/// Cargo profile of the guests (see the workspace `Cargo.toml`).
+const PROFILE: &str = "guest";
 
 struct Guest {
     /// Directory name: the built-in's name.
@@ -40,7 +42,8 @@ fn main() {
     cmd.current_dir(&workspace)
         .args([
             "build",
-            "--release",
+            "--profile",
+            PROFILE,
             "--locked",
             "--target",
             TARGET,
@@ -78,7 +81,7 @@ fn main() {
         panic!("building the policy components failed; see the cargo output above");
     }
 
-    let wasm_dir = guest_target.join(TARGET).join("release");
+    let wasm_dir = guest_target.join(TARGET).join(PROFILE);
     let mut code = String::from("pub(crate) static BUILTINS: &[Builtin] = &[\n");
     for g in guests.iter().filter(|g| g.builtin) {
         let file = wasm_dir.join(format!("{}.wasm", g.package.replace('-', "_")));

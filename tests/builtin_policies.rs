@@ -5,8 +5,8 @@ mod common;
 use common::*;
 use dovetail::catalog;
 use dovetail::policy::ranking::rank;
-use dovetail::policy::types::{Action, Arch, CapacityType, ScoringRound};
-use dovetail::policy::{Limits, PolicyError, builtin};
+use dovetail::policy::types::{Action, Arch, CapacityType};
+use dovetail::policy::{Limits, PolicyError, ScoringRound, builtin};
 
 fn top(
     engine: &dovetail::policy::PolicyEngine,
@@ -21,20 +21,17 @@ fn top(
     let p = engine
         .load(name, builtin_wasm(name), config, Limits::default())
         .unwrap();
-    let verdicts = p.score(round).unwrap();
-    let best = rank(round, 0, &verdicts[0]).ranked[0].option;
-    let t = &round.catalog[best.instance_type as usize];
-    let o = &t.offerings[best.offering as usize];
+    let scores = p.score(round).unwrap();
+    let best = rank(round, 0, &scores[0]).ranked[0].option;
+    let (t, o, _) = round.resolve(best);
     (t.name.clone(), t.arch, o.capacity_type, o.price)
 }
 
 /// 10 pods × 2 CPU / 2 GiB on the full catalog.
 fn two_cpu_round() -> ScoringRound {
     let cat = catalog::policy_catalog(&catalog::embedded(), ZONES);
-    let pods = (0..10)
-        .map(|i| pod(&format!("p{i}"), 2000, 2 << 30))
-        .collect();
-    catalog::scoring_round(1_790_000_000, cat, "default", pods)
+    let pods = vec![pod(2000, 2 << 30); 10];
+    catalog::scoring_round(1_790_000_000, cat, "default", vec![workload("big")], pods)
 }
 
 #[test]
@@ -65,7 +62,7 @@ fn cheapest_picks_the_lowest_spot_price_that_fits() {
     let min_spot = round.claims[0]
         .options
         .iter()
-        .map(|o| &round.catalog[o.instance_type as usize].offerings[o.offering as usize])
+        .map(|&o| round.resolve(o).1)
         .filter(|o| o.capacity_type == CapacityType::Spot)
         .map(|o| o.price)
         .fold(f64::INFINITY, f64::min);
@@ -106,7 +103,12 @@ fn dense_and_price_capacity_rank_real_catalogs() {
     let engine = engine();
     let round = two_cpu_round();
     let (name, ..) = top(&engine, "dense", &[], &round);
-    let t = round.catalog.iter().find(|t| t.name == name).unwrap();
+    let t = round
+        .catalog
+        .instance_types
+        .iter()
+        .find(|t| t.name == name)
+        .unwrap();
     let waste = |a: &dovetail::policy::types::Resources| {
         let r = &round.claims[0].requests;
         (1.0 - r.cpu_millis as f64 / a.cpu_millis as f64 + 1.0
@@ -116,7 +118,7 @@ fn dense_and_price_capacity_rank_real_catalogs() {
     let best = round.claims[0]
         .options
         .iter()
-        .map(|o| waste(&round.catalog[o.instance_type as usize].allocatable))
+        .map(|&o| waste(&round.resolve(o).0.allocatable))
         .fold(f64::INFINITY, f64::min);
     assert!(
         waste(&t.allocatable) < best + 0.01,

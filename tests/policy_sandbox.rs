@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use dovetail::policy::types::{Action, Verdict};
+use dovetail::policy::types::Action;
 use dovetail::policy::{Limits, PolicyError};
 
 /// After any failure, a good policy on the same engine still answers.
@@ -14,7 +14,7 @@ fn assert_engine_still_serves(engine: &dovetail::policy::PolicyEngine) {
     let good = hostile(engine, "good", Limits::default());
     let round = scoring_round(50, 4);
     let verdicts = good.score(&round).expect("a good policy still scores");
-    assert_eq!(verdicts[0].len(), round.claims[0].options.len());
+    assert_eq!(verdicts[0].scores.len(), round.claims[0].options.len());
 }
 
 #[test]
@@ -87,7 +87,7 @@ fn a_trap_is_an_error_that_carries_the_panic_message() {
 fn nan_and_wrong_length_scores_break_the_contract() {
     let engine = engine();
     let round = scoring_round(50, 4);
-    for mode in ["nan", "short"] {
+    for mode in ["nan", "short", "bad-veto"] {
         let err = hostile(&engine, mode, Limits::default())
             .score(&round)
             .unwrap_err();
@@ -104,8 +104,16 @@ fn nan_and_wrong_length_scores_break_the_contract() {
         .to_string();
     let n = round.claims[0].options.len();
     assert!(
-        short.contains(&format!("{} verdicts for {n} options", n - 1)),
+        short.contains(&format!("{} scores for {n} options", n - 1)),
         "{short}"
+    );
+    let veto = hostile(&engine, "bad-veto", Limits::default())
+        .score(&round)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        veto.contains(&format!("veto of option #{}", n + 3)),
+        "{veto}"
     );
     assert_engine_still_serves(&engine);
 }
@@ -157,9 +165,7 @@ fn the_sandbox_grants_no_capability_and_only_the_rounds_clock() {
     let verdicts = hostile(&engine, "probe", Limits::default())
         .score(&round)
         .unwrap();
-    let Verdict::Veto(report) = &verdicts[0][0] else {
-        panic!("probe answers with a veto")
-    };
+    let report = &verdicts[0].vetoes[0].reason;
     assert_eq!(
         report,
         &format!("now={} env=0 fs=denied net=denied", round.now)

@@ -10,8 +10,10 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
+use crate::policy::round::{MAX_OFFERINGS, ScoringRound, pack};
 use crate::policy::types::{
-    Arch, CapacityType, Claim, InstanceType, LaunchOption, Offering, Pod, Resources, ScoringRound,
+    Arch, CapacityType, Catalog, Claim, CpuManufacturer, InstanceType, Offering, Pod, Resources,
+    Workload,
 };
 
 /// The catalog shipped with the controller (a copy of the project's reference data).
@@ -134,18 +136,16 @@ impl CatalogEntry {
 
     /// The instance type as a policy sees it, with the given offerings.
     pub fn to_policy_type(&self, offerings: Vec<Offering>) -> InstanceType {
-        let text = |key: &str| self.attribute(key).unwrap_or_default();
+        let cpu_manufacturer = match self.attribute("cpu-manufacturer").as_deref() {
+            Some("intel") => CpuManufacturer::Intel,
+            Some("amd") => CpuManufacturer::Amd,
+            Some("aws") => CpuManufacturer::Aws,
+            _ => CpuManufacturer::Other,
+        };
         InstanceType {
             name: self.name.clone(),
             arch: self.arch,
-            category: self.category(),
-            family: text("family"),
-            generation: self
-                .attribute("generation")
-                .and_then(|g| g.parse().ok())
-                .unwrap_or(0),
-            size: text("size"),
-            cpu_manufacturer: text("cpu-manufacturer"),
+            cpu_manufacturer,
             vcpus: self.vcpus,
             memory_mib: self.memory_mib,
             allocatable: self.allocatable,
@@ -154,25 +154,26 @@ impl CatalogEntry {
         }
     }
 
-    /// Simulated offerings in `zones`: on-demand at the catalog price and spot at a derived one.
+    /// Simulated offerings in `zones` (offerings refer to them by index): on-demand at the
+    /// catalog price and spot at a derived one.
     /// Empty when the catalog has no price for the type.
     pub fn simulated_offerings(&self, zones: &[&str]) -> Vec<Offering> {
         let Some(od) = self.ondemand_price else {
             return Vec::new();
         };
         let mut out = Vec::with_capacity(zones.len() * 2);
-        for zone in zones {
+        for (zi, zone) in zones.iter().enumerate() {
             let h = fnv(&[self.name.as_bytes(), b"/", zone.as_bytes()]);
             let unit = |shift: u32| ((h >> shift) & 0xffff) as f64 / 65535.0;
             out.push(Offering {
-                zone: zone.to_string(),
+                zone: zi as u32,
                 capacity_type: CapacityType::Spot,
                 price: round4(od * (0.30 + 0.40 * unit(0))),
                 interruption_rate: (0.02 + 0.18 * unit(16)) as f32,
                 capacity_score: (0.30 + 0.70 * unit(32)) as f32,
             });
             out.push(Offering {
-                zone: zone.to_string(),
+                zone: zi as u32,
                 capacity_type: CapacityType::OnDemand,
                 price: od,
                 interruption_rate: 0.0,
@@ -218,12 +219,19 @@ fn null_non_finite(json: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// The priced entries of a catalog as policies see them, with simulated offerings in `zones`.
-pub fn policy_catalog(entries: &[CatalogEntry], zones: &[&str]) -> Vec<InstanceType> {
-    entries
-        .iter()
-        .filter(|e| e.ondemand_price.is_some())
-        .map(|e| e.to_policy_type(e.simulated_offerings(zones)))
-        .collect()
+pub fn policy_catalog(entries: &[CatalogEntry], zones: &[&str]) -> Catalog {
+    assert!(
+        zones.len() * 2 <= MAX_OFFERINGS,
+        "too many zones for packed launch options"
+    );
+    Catalog {
+        zones: zones.iter().map(|z| z.to_string()).collect(),
+        instance_types: entries
+            .iter()
+            .filter(|e| e.ondemand_price.is_some())
+            .map(|e| e.to_policy_type(e.simulated_offerings(zones)))
+            .collect(),
+    }
 }
 
 /// Sums pod requests into what a node must hold (pods counted).
@@ -256,22 +264,24 @@ pub fn fits(requests: &Resources, allocatable: &Resources) -> bool {
         && requests.gpus <= allocatable.gpus
 }
 
-/// A claim for `pods` offered every (type, offering) of `catalog` that holds them.
-pub fn claim_for(catalog: &[InstanceType], node_pool: &str, pods: Vec<Pod>) -> Claim {
+/// A claim for `pods` (of `workloads`) offered every (type, offering) of `catalog` that holds them.
+pub fn claim_for(
+    catalog: &Catalog,
+    node_pool: &str,
+    workloads: Vec<Workload>,
+    pods: Vec<Pod>,
+) -> Claim {
     let requests = total_requests(&pods);
     let options = catalog
+        .instance_types
         .iter()
         .enumerate()
         .filter(|(_, t)| fits(&requests, &t.allocatable))
-        .flat_map(|(ti, t)| {
-            (0..t.offerings.len()).map(move |oi| LaunchOption {
-                instance_type: ti as u32,
-                offering: oi as u32,
-            })
-        })
+        .flat_map(|(ti, t)| (0..t.offerings.len()).map(move |oi| pack(ti, oi)))
         .collect();
     Claim {
         node_pool: node_pool.to_string(),
+        workloads,
         pods,
         requests,
         options,
@@ -281,11 +291,12 @@ pub fn claim_for(catalog: &[InstanceType], node_pool: &str, pods: Vec<Pod>) -> C
 /// A one-claim round.
 pub fn scoring_round(
     now: i64,
-    catalog: Vec<InstanceType>,
+    catalog: Catalog,
     node_pool: &str,
+    workloads: Vec<Workload>,
     pods: Vec<Pod>,
 ) -> ScoringRound {
-    let claim = claim_for(&catalog, node_pool, pods);
+    let claim = claim_for(&catalog, node_pool, workloads, pods);
     ScoringRound {
         now,
         catalog,

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use dovetail::bench;
 use dovetail::catalog;
-use dovetail::policy::types::{Arch, CapacityType, Pod, Resources};
+use dovetail::policy::types::{Arch, CapacityType, Pod, Resources, Workload};
 use dovetail::policy::{EngineConfig, Limits, PolicyEngine, builtin, ranking};
 use dovetail::quantity;
 
@@ -189,8 +189,8 @@ fn inspect(policy: &str, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// `COUNTxCPU/MEMORY` → that many pods.
-fn parse_pods(spec: &str, first: usize) -> Result<Vec<Pod>> {
+/// `COUNTxCPU/MEMORY` → that many pods of workload `workload`.
+fn parse_pods(spec: &str, workload: u32) -> Result<Vec<Pod>> {
     let (count, rest) = spec.split_once('x').unwrap_or(("1", spec));
     let (cpu, mem) = rest.split_once('/').with_context(|| {
         format!("--pods {spec:?}: expected COUNTxCPU/MEMORY, e.g. 10x500m/512Mi")
@@ -206,15 +206,14 @@ fn parse_pods(spec: &str, first: usize) -> Result<Vec<Pod>> {
         pods: 1,
         gpus: 0,
     };
-    Ok((first..first + count)
-        .map(|i| Pod {
-            namespace: "default".into(),
-            name: format!("pod-{i}"),
+    Ok(vec![
+        Pod {
+            workload,
             requests,
-            priority: 0,
-            labels: Vec::new(),
-        })
-        .collect())
+            priority: 0
+        };
+        count
+    ])
 }
 
 fn score(args: ScoreArgs) -> Result<()> {
@@ -235,18 +234,24 @@ fn score(args: ScoreArgs) -> Result<()> {
         } else {
             CapacityType::OnDemand
         };
-        cat.iter_mut()
+        cat.instance_types
+            .iter_mut()
             .for_each(|t| t.offerings.retain(|o| o.capacity_type == want));
     }
     let mut pods = Vec::new();
-    for spec in &args.pods {
-        let more = parse_pods(spec, pods.len())?;
-        pods.extend(more);
+    let mut workloads = Vec::new();
+    for (i, spec) in args.pods.iter().enumerate() {
+        pods.extend(parse_pods(spec, i as u32)?);
+        workloads.push(Workload {
+            namespace: "default".into(),
+            owner: format!("Deployment/pods-{i}"),
+            labels: Vec::new(),
+        });
     }
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs() as i64;
-    let round = catalog::scoring_round(now, cat, "default", pods);
+    let round = catalog::scoring_round(now, cat, "default", workloads, pods);
     let claim = &round.claims[0];
     if claim.options.is_empty() {
         bail!(
@@ -262,8 +267,8 @@ fn score(args: ScoreArgs) -> Result<()> {
         memory_mib: args.memory_mib,
     };
     let policy = engine.load(&name, &bytes, args.config.clone(), limits)?;
-    let (verdicts, stats) = policy.score_timed(&round)?;
-    let ranking = ranking::rank(&round, 0, &verdicts[0]);
+    let (scores, stats) = policy.score_timed(&round)?;
+    let ranking = ranking::rank(&round, 0, &scores[0]);
 
     println!(
         "{} pods ({}m CPU, {} MiB) → {} feasible options of {} instance types; policy {name}",
@@ -271,15 +276,14 @@ fn score(args: ScoreArgs) -> Result<()> {
         claim.requests.cpu_millis,
         claim.requests.memory_bytes >> 20,
         claim.options.len(),
-        round.catalog.len()
+        round.catalog.instance_types.len()
     );
     println!(
         "{:>4}  {:<18} {:<6} {:<12} {:<10} {:>10} {:>14}",
         "rank", "instance type", "arch", "zone", "capacity", "$/hour", "score"
     );
     for (i, r) in ranking.ranked.iter().take(args.top).enumerate() {
-        let t = &round.catalog[r.option.instance_type as usize];
-        let o = &t.offerings[r.option.offering as usize];
+        let (t, o, zone) = round.resolve(r.option);
         println!(
             "{:>4}  {:<18} {:<6} {:<12} {:<10} {:>10.4} {:>14.4}",
             i + 1,
@@ -288,7 +292,7 @@ fn score(args: ScoreArgs) -> Result<()> {
                 Arch::Amd64 => "amd64",
                 Arch::Arm64 => "arm64",
             },
-            o.zone,
+            zone,
             match o.capacity_type {
                 CapacityType::Spot => "spot",
                 CapacityType::OnDemand => "on-demand",
@@ -306,8 +310,9 @@ fn score(args: ScoreArgs) -> Result<()> {
         );
     }
     println!(
-        "instantiate {:.3} ms, call {:.3} ms",
+        "instantiate {:.3} ms, begin-round (catalog) {:.3} ms, score {:.3} ms",
         stats.instantiate.as_secs_f64() * 1e3,
+        stats.begin_round.as_secs_f64() * 1e3,
         stats.call.as_secs_f64() * 1e3
     );
     Ok(())
@@ -321,28 +326,29 @@ fn bench_policy(opts: bench::ScoringBench) -> Result<()> {
     }
     let (timings, options) = bench::scoring(&opts)?;
     println!(
-        "scoring {} instance types ({} feasible options) for a {}-pod decision, {} iterations",
+        "scoring {} instance types ({} feasible options) for a {}-pod decision, {} iterations, p50 per round",
         opts.types, options, opts.pods, opts.iterations
     );
     println!(
-        "{:<28} {:>16} {:>16} {:>16} {:>12}",
-        "variant", "instantiate p50", "call p50", "total p50", "total p99"
+        "{:<28} {:>12} {:>12} {:>12} {:>12} {:>12}",
+        "variant", "instantiate", "begin-round", "score call", "total", "total p99"
     );
     let ms = |d: Duration| format!("{:.3} ms", d.as_secs_f64() * 1e3);
     for t in &timings {
         println!(
-            "{:<28} {:>16} {:>16} {:>16} {:>12}",
+            "{:<28} {:>12} {:>12} {:>12} {:>12} {:>12}",
             t.label,
             ms(t.instantiate.p50),
+            ms(t.begin_round.p50),
             ms(t.call.p50),
             ms(t.total.p50),
             ms(t.total.p99)
         );
     }
-    let native = timings.last().unwrap().total.p50.as_secs_f64();
+    let native = timings.last().unwrap().call.p50.as_secs_f64();
     for t in &timings[..timings.len() - 1] {
         println!(
-            "{}: WASM/native = {:.1}x for the call, {:.1}x for instantiate + call",
+            "{}: WASM/native = {:.1}x for the score call, {:.1}x for the whole round",
             t.label,
             t.call.p50.as_secs_f64() / native,
             t.total.p50.as_secs_f64() / native

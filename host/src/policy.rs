@@ -6,7 +6,8 @@
 //! - [`registry`]: Policy name → live component, swapped atomically, last good version kept.
 //! - [`builtin`]: the policies shipped inside the controller.
 //! - [`inspect`]: what a component is and which WIT version it targets.
-//! - [`ranking`]: verdicts → launch order.
+//! - [`round`]: a scoring round and its packed launch options.
+//! - [`ranking`]: scores → launch order.
 
 pub mod bindings;
 pub mod builtin;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod inspect;
 pub mod ranking;
 pub mod registry;
+pub mod round;
 mod sandbox;
 
 pub use bindings::types;
@@ -23,3 +25,4 @@ pub use engine::{CallStats, EngineConfig, Limits, LoadedPolicy, PolicyEngine};
 pub use error::PolicyError;
 pub use inspect::ComponentInfo;
 pub use registry::PolicyRegistry;
+pub use round::ScoringRound;

@@ -25,7 +25,7 @@
 //!
 //! impl Scorer for NoBurstable {
 //!     fn score_option(&self, claim: &Claim, option: LaunchCandidate<'_>) -> Verdict {
-//!         if option.instance_type.category == "t" && claim.pods.len() > self.max_pods {
+//!         if option.instance_type.category() == "t" && claim.pods.len() > self.max_pods {
 //!             return Verdict::Veto("burstable type for a large claim".into());
 //!         }
 //!         Verdict::Score(-option.offering.price)
@@ -39,13 +39,13 @@
 //! use dovetail_policy_sdk::testing::{catalog_type, ScoringRoundBuilder};
 //! use dovetail_policy_sdk::{Arch, CapacityType, Resources};
 //!
-//! let round = ScoringRoundBuilder::new()
+//! let test = ScoringRoundBuilder::new()
 //!     .instance_type(catalog_type("t3.large", Arch::Amd64, 2, 8).on_demand("us-east-1a", 0.0832))
 //!     .instance_type(catalog_type("m5.large", Arch::Amd64, 2, 8).on_demand("us-east-1a", 0.096))
 //!     .claim_for_pods(6, Resources::cpu_mem(1200, 3 << 30))
 //!     .build();
-//! let policy = NoBurstable::new(&Params::default()).unwrap();
-//! let ranked = dovetail_policy_sdk::testing::rank(&policy, &round).unwrap();
+//! let mut policy = NoBurstable::new(&Params::default()).unwrap();
+//! let ranked = dovetail_policy_sdk::testing::rank(&mut policy, &test).unwrap();
 //! assert_eq!(ranked[0][0].instance_type, "m5.large");
 //! assert_eq!(ranked[0].len(), 1); // t3.large was vetoed
 //! ```
@@ -57,6 +57,7 @@
 //! Karpenter-like default that most consolidators start from.
 
 mod config;
+mod instance;
 pub mod resources;
 #[doc(hidden)]
 pub mod runtime;
@@ -78,9 +79,9 @@ pub mod wit {
 }
 
 pub use wit::types::{
-    Action, Arch, Candidate, CapacityType, Claim, Config, ConsolidationRound, DisruptionReason,
-    InstanceType, Kept, LaunchOption, LogLevel, Move, Offering, Pod, Replacement, Resources,
-    ScoringRound, Verdict,
+    Action, Arch, Candidate, CapacityType, Catalog, Claim, ClaimScores, Config, ConsolidationRound,
+    CpuManufacturer, DisruptionReason, InstanceType, Kept, LaunchOption, LogLevel, Move, Offering,
+    Pod, Replacement, Resources, Veto, Workload,
 };
 
 /// The WIT package version this SDK builds components for.
@@ -96,6 +97,24 @@ pub trait Policy: Sized + 'static {
     fn new(params: &Params) -> Result<Self, String>;
 }
 
+/// What a policy says of one launch option.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    /// A preference: higher is better. Must be finite.
+    Score(f64),
+    /// Never launch this option for this claim; the reason is reported.
+    Veto(String),
+}
+
+/// A scoring round: its time and the catalog every claim of the round refers to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Round {
+    /// The decision's time in seconds since the Unix epoch.
+    pub now: i64,
+    /// The instance types the round's claims may launch.
+    pub catalog: Catalog,
+}
+
 /// One launch option resolved against the round's catalog.
 #[derive(Debug, Clone, Copy)]
 pub struct LaunchCandidate<'a> {
@@ -103,33 +122,112 @@ pub struct LaunchCandidate<'a> {
     pub instance_type: &'a InstanceType,
     /// Where and how to buy it.
     pub offering: &'a Offering,
+    /// Name of the offering's zone.
+    pub zone: &'a str,
+}
+
+/// Packs an (instance type, offering) pair into a [`LaunchOption`].
+pub fn launch_option(instance_type: usize, offering: usize) -> LaunchOption {
+    ((instance_type as u32) << 8) | (offering as u32 & 0xff)
+}
+
+impl Round {
+    /// Resolves a packed option against the catalog.
+    pub fn resolve(&self, option: LaunchOption) -> Result<LaunchCandidate<'_>, String> {
+        let (ti, oi) = ((option >> 8) as usize, (option & 0xff) as usize);
+        let instance_type = self
+            .catalog
+            .instance_types
+            .get(ti)
+            .ok_or_else(|| format!("option refers to instance type #{ti}"))?;
+        let offering = instance_type
+            .offerings
+            .get(oi)
+            .ok_or_else(|| format!("option refers to offering #{oi} of {}", instance_type.name))?;
+        let zone = self
+            .catalog
+            .zones
+            .get(offering.zone as usize)
+            .ok_or_else(|| {
+                format!(
+                    "offering of {} refers to zone #{}",
+                    instance_type.name, offering.zone
+                )
+            })?;
+        Ok(LaunchCandidate {
+            instance_type,
+            offering,
+            zone,
+        })
+    }
 }
 
 /// Ranks launch options. Higher scores win; `Verdict::Veto` removes an option.
 ///
 /// Implement [`Scorer::score_option`] for independent per-option scores, or override
 /// [`Scorer::score_claim`] when an option's score depends on the others (e.g. "cheapest arm64
-/// versus cheapest amd64").
+/// versus cheapest amd64"). [`Scorer::begin_round`] sees the catalog once per round, before any
+/// claim: the place to precompute per-type figures.
 pub trait Scorer: Policy {
+    /// Called once per round with the catalog, before any claim is scored.
+    fn begin_round(&mut self, _round: &Round) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Scores one option of a claim.
     fn score_option(&self, claim: &Claim, option: LaunchCandidate<'_>) -> Verdict;
 
     /// Scores every option of one claim, in `claim.options` order.
-    fn score_claim(&self, round: &ScoringRound, claim: &Claim) -> Result<Vec<Verdict>, String> {
-        claim
-            .options
-            .iter()
-            .map(|o| Ok(self.score_option(claim, round.resolve(o)?)))
-            .collect()
+    fn score_claim(&self, round: &Round, claim: &Claim) -> Result<ClaimScores, String> {
+        let mut scores = ClaimScores::with_capacity(claim.options.len());
+        for &o in &claim.options {
+            scores.push(self.score_option(claim, round.resolve(o)?));
+        }
+        Ok(scores)
+    }
+}
+
+impl ClaimScores {
+    /// Empty, with room for `options` entries.
+    pub fn with_capacity(options: usize) -> Self {
+        ClaimScores {
+            scores: Vec::with_capacity(options),
+            vetoes: Vec::new(),
+        }
     }
 
-    /// Scores every claim of a round, in `round.claims` order.
-    fn score(&self, round: &ScoringRound) -> Result<Vec<Vec<Verdict>>, String> {
-        round
-            .claims
-            .iter()
-            .map(|c| self.score_claim(round, c))
-            .collect()
+    /// Appends the verdict on the next option.
+    pub fn push(&mut self, verdict: Verdict) {
+        match verdict {
+            Verdict::Score(s) => self.scores.push(s),
+            Verdict::Veto(reason) => {
+                self.vetoes.push(Veto {
+                    option_index: self.scores.len() as u32,
+                    reason,
+                });
+                self.scores.push(0.0);
+            }
+        }
+    }
+
+    /// The verdict on option `i`.
+    pub fn verdict(&self, i: usize) -> Option<Verdict> {
+        let score = *self.scores.get(i)?;
+        Some(
+            match self.vetoes.iter().find(|v| v.option_index as usize == i) {
+                Some(v) => Verdict::Veto(v.reason.clone()),
+                None => Verdict::Score(score),
+            },
+        )
+    }
+}
+
+impl FromIterator<Verdict> for ClaimScores {
+    fn from_iter<I: IntoIterator<Item = Verdict>>(iter: I) -> Self {
+        let iter = iter.into_iter();
+        let mut scores = ClaimScores::with_capacity(iter.size_hint().0);
+        iter.for_each(|v| scores.push(v));
+        scores
     }
 }
 
@@ -137,29 +235,6 @@ pub trait Scorer: Policy {
 pub trait Consolidator: Policy {
     /// Returns the moves to carry out, in order. Moves not mentioned are kept.
     fn consolidate(&self, round: &ConsolidationRound) -> Result<Vec<Action>, String>;
-}
-
-impl ScoringRound {
-    /// Resolves an option's indices against the catalog.
-    pub fn resolve(&self, option: &LaunchOption) -> Result<LaunchCandidate<'_>, String> {
-        let instance_type = self
-            .catalog
-            .get(option.instance_type as usize)
-            .ok_or_else(|| format!("option refers to instance type #{}", option.instance_type))?;
-        let offering = instance_type
-            .offerings
-            .get(option.offering as usize)
-            .ok_or_else(|| {
-                format!(
-                    "option refers to offering #{} of {}",
-                    option.offering, instance_type.name
-                )
-            })?;
-        Ok(LaunchCandidate {
-            instance_type,
-            offering,
-        })
-    }
 }
 
 impl CapacityType {
@@ -218,10 +293,11 @@ macro_rules! __guest_impls {
     };
     (@scoring $p:ty) => {
         impl exports::dovetail::policy::scoring::Guest for Adapter {
-            fn score(
-                round: $crate::ScoringRound,
-            ) -> ::core::result::Result<::std::vec::Vec<::std::vec::Vec<$crate::Verdict>>, ::std::string::String> {
-                $crate::__rt::with::<$p, _>(|p| $crate::Scorer::score(p, &round))
+            fn begin_round(now: i64, catalog: $crate::Catalog) -> ::core::result::Result<(), ::std::string::String> {
+                $crate::__rt::begin_round::<$p>(now, catalog)
+            }
+            fn score(claim: $crate::Claim) -> ::core::result::Result<$crate::ClaimScores, ::std::string::String> {
+                $crate::__rt::score::<$p>(&claim)
             }
         }
     };
@@ -230,7 +306,7 @@ macro_rules! __guest_impls {
             fn consolidate(
                 round: $crate::ConsolidationRound,
             ) -> ::core::result::Result<::std::vec::Vec<$crate::Action>, ::std::string::String> {
-                $crate::__rt::with::<$p, _>(|p| $crate::Consolidator::consolidate(p, &round))
+                $crate::__rt::with::<$p, _>(|p| $crate::Consolidator::consolidate(&*p, &round))
             }
         }
     };

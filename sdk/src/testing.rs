@@ -6,57 +6,50 @@
 //! fails a unit test instead of a production round.
 
 use crate::{
-    Action, Arch, Candidate, CapacityType, Claim, ConsolidationRound, Consolidator,
-    DisruptionReason, InstanceType, LaunchOption, Move, Offering, Pod, Replacement, Resources,
-    Scorer, ScoringRound, Verdict,
+    Action, Arch, Candidate, CapacityType, Catalog, Claim, ConsolidationRound, Consolidator,
+    CpuManufacturer, DisruptionReason, InstanceType, Move, Offering, Pod, Replacement, Resources,
+    Round, Scorer, Verdict, Workload, launch_option,
 };
 
-/// Starts an instance type for a test catalog. Category, family, generation and size come from
-/// the name (`m7g.large`); allocatable is approximated from capacity unless set.
+/// Starts an instance type for a test catalog; allocatable is approximated from capacity unless
+/// set.
 pub fn catalog_type(name: &str, arch: Arch, vcpus: u32, memory_gib: u64) -> InstanceTypeBuilder {
-    let (family, size) = name.split_once('.').unwrap_or((name, ""));
-    let category: String = family
-        .chars()
-        .take_while(|c| c.is_ascii_alphabetic())
-        .collect();
-    let generation = family[category.len()..]
-        .chars()
-        .take_while(|c| c.is_ascii_digit())
-        .collect::<String>()
-        .parse()
-        .unwrap_or(0);
-    let suffix = &family[category.len()..];
+    let family = name.split_once('.').map_or(name, |(f, _)| f);
+    let suffix = family.trim_start_matches(|c: char| c.is_ascii_alphabetic());
     let cpu_manufacturer = match arch {
-        Arch::Arm64 => "aws",
-        Arch::Amd64 if suffix.contains('a') => "amd",
-        Arch::Amd64 => "intel",
+        Arch::Arm64 => CpuManufacturer::Aws,
+        Arch::Amd64 if suffix.contains('a') => CpuManufacturer::Amd,
+        Arch::Amd64 => CpuManufacturer::Intel,
     };
     let memory_mib = memory_gib * 1024;
-    InstanceTypeBuilder(InstanceType {
-        name: name.to_string(),
-        arch,
-        category,
-        family: family.to_string(),
-        generation,
-        size: size.to_string(),
-        cpu_manufacturer: cpu_manufacturer.to_string(),
-        vcpus,
-        memory_mib,
-        allocatable: Resources {
-            cpu_millis: u64::from(vcpus) * 950,
-            memory_bytes: memory_mib * 9 / 10 * (1 << 20),
-            ephemeral_storage_bytes: 17 << 30,
-            pods: 110,
-            gpus: 0,
+    InstanceTypeBuilder {
+        instance_type: InstanceType {
+            name: name.to_string(),
+            arch,
+            cpu_manufacturer,
+            vcpus,
+            memory_mib,
+            allocatable: Resources {
+                cpu_millis: u64::from(vcpus) * 950,
+                memory_bytes: memory_mib * 9 / 10 * (1 << 20),
+                ephemeral_storage_bytes: 17 << 30,
+                pods: 110,
+                gpus: 0,
+            },
+            gpu_name: None,
+            offerings: Vec::new(),
         },
-        gpu_name: None,
-        offerings: Vec::new(),
-    })
+        zones: Vec::new(),
+    }
 }
 
 /// Builder returned by [`catalog_type`].
 #[derive(Debug, Clone)]
-pub struct InstanceTypeBuilder(InstanceType);
+pub struct InstanceTypeBuilder {
+    instance_type: InstanceType,
+    /// Zone name of each offering, in order.
+    zones: Vec<String>,
+}
 
 impl InstanceTypeBuilder {
     /// Adds an on-demand offering.
@@ -78,39 +71,57 @@ impl InstanceTypeBuilder {
         interruption_rate: f32,
         capacity_score: f32,
     ) -> Self {
-        self.0.offerings.push(Offering {
-            zone: zone.to_string(),
+        self.instance_type.offerings.push(Offering {
+            zone: 0,
             capacity_type,
             price,
             interruption_rate,
             capacity_score,
         });
+        self.zones.push(zone.to_string());
         self
     }
 
     /// Sets what pods can use.
     pub fn allocatable(mut self, allocatable: Resources) -> Self {
-        self.0.allocatable = allocatable;
+        self.instance_type.allocatable = allocatable;
         self
     }
 
-    /// The finished instance type.
+    /// The instance type alone; zone indices count the zones in the order they were added.
     pub fn build(self) -> InstanceType {
-        self.0
+        let mut zones = Vec::new();
+        self.into_catalog_entry(&mut zones)
+    }
+
+    fn into_catalog_entry(mut self, zones: &mut Vec<String>) -> InstanceType {
+        for (offering, zone) in self.instance_type.offerings.iter_mut().zip(self.zones) {
+            offering.zone = match zones.iter().position(|z| *z == zone) {
+                Some(i) => i as u32,
+                None => {
+                    zones.push(zone);
+                    (zones.len() - 1) as u32
+                }
+            };
+        }
+        self.instance_type
     }
 }
 
-impl From<InstanceTypeBuilder> for InstanceType {
-    fn from(b: InstanceTypeBuilder) -> Self {
-        b.0
-    }
+/// A scoring round and its claims, as the controller would hand them to a policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TestRound {
+    /// The round: time and catalog.
+    pub round: Round,
+    /// Claims, each offered every option that fits.
+    pub claims: Vec<Claim>,
 }
 
-/// Builds a [`ScoringRound`] whose claims get every option that fits, as the controller would.
+/// Builds a [`TestRound`] whose claims get every option that fits, as the controller would.
 #[derive(Debug, Clone, Default)]
 pub struct ScoringRoundBuilder {
     now: i64,
-    catalog: Vec<InstanceType>,
+    types: Vec<InstanceTypeBuilder>,
     claims: Vec<(usize, Resources)>,
 }
 
@@ -127,19 +138,25 @@ impl ScoringRoundBuilder {
     }
 
     /// Adds an instance type to the catalog.
-    pub fn instance_type(mut self, t: impl Into<InstanceType>) -> Self {
-        self.catalog.push(t.into());
+    pub fn instance_type(mut self, t: InstanceTypeBuilder) -> Self {
+        self.types.push(t);
         self
     }
 
-    /// Adds a claim of `pods` equal pods whose requests add up to `total`.
+    /// Adds a claim of `pods` equal pods of one Deployment whose requests add up to `total`.
     pub fn claim_for_pods(mut self, pods: usize, total: Resources) -> Self {
         self.claims.push((pods, total));
         self
     }
 
-    /// The round, each claim with every (type, offering) whose allocatable holds its requests.
-    pub fn build(self) -> ScoringRound {
+    /// The round and its claims.
+    pub fn build(self) -> TestRound {
+        let mut zones = Vec::new();
+        let instance_types: Vec<InstanceType> = self
+            .types
+            .into_iter()
+            .map(|t| t.into_catalog_entry(&mut zones))
+            .collect();
         let claims = self
             .claims
             .iter()
@@ -156,27 +173,24 @@ impl ScoringRoundBuilder {
                     pods: n as u32,
                     ..total
                 };
-                let options = self
-                    .catalog
+                let options = instance_types
                     .iter()
                     .enumerate()
                     .filter(|(_, t)| requests.fits_in(&t.allocatable))
-                    .flat_map(|(ti, t)| {
-                        (0..t.offerings.len()).map(move |oi| LaunchOption {
-                            instance_type: ti as u32,
-                            offering: oi as u32,
-                        })
-                    })
+                    .flat_map(|(ti, t)| (0..t.offerings.len()).map(move |oi| launch_option(ti, oi)))
                     .collect();
                 Claim {
                     node_pool: "default".into(),
+                    workloads: vec![Workload {
+                        namespace: "default".into(),
+                        owner: "Deployment/test".into(),
+                        labels: vec![("app".into(), "test".into())],
+                    }],
                     pods: (0..n)
-                        .map(|i| Pod {
-                            namespace: "default".into(),
-                            name: format!("pod-{i}"),
+                        .map(|_| Pod {
+                            workload: 0,
                             requests: per_pod,
                             priority: 0,
-                            labels: vec![("app".into(), "test".into())],
                         })
                         .collect(),
                     requests,
@@ -184,9 +198,14 @@ impl ScoringRoundBuilder {
                 }
             })
             .collect();
-        ScoringRound {
-            now: self.now,
-            catalog: self.catalog,
+        TestRound {
+            round: Round {
+                now: self.now,
+                catalog: Catalog {
+                    zones,
+                    instance_types,
+                },
+            },
             claims,
         }
     }
@@ -207,42 +226,35 @@ pub struct Ranked {
     pub score: f64,
 }
 
-/// Scores a round and returns each claim's non-vetoed options, best first, in the controller's
-/// order (score, then lower price, then name). Contract violations are errors.
-pub fn rank<S: Scorer>(scorer: &S, round: &ScoringRound) -> Result<Vec<Vec<Ranked>>, String> {
-    let verdicts = scorer.score(round)?;
-    if verdicts.len() != round.claims.len() {
-        return Err(format!(
-            "{} verdict lists for {} claims",
-            verdicts.len(),
-            round.claims.len()
-        ));
-    }
-    round
-        .claims
+/// Runs a round through a scorer as the controller does (`begin_round`, then each claim) and
+/// returns each claim's non-vetoed options, best first, in the controller's order (score, then
+/// lower price, then name, then zone). Contract violations are errors.
+pub fn rank<S: Scorer>(scorer: &mut S, test: &TestRound) -> Result<Vec<Vec<Ranked>>, String> {
+    scorer.begin_round(&test.round)?;
+    test.claims
         .iter()
-        .zip(verdicts)
         .enumerate()
-        .map(|(ci, (claim, verdicts))| {
-            if verdicts.len() != claim.options.len() {
+        .map(|(ci, claim)| {
+            let scores = scorer.score_claim(&test.round, claim)?;
+            if scores.scores.len() != claim.options.len() {
                 return Err(format!(
-                    "claim {ci}: {} verdicts for {} options",
-                    verdicts.len(),
+                    "claim {ci}: {} scores for {} options",
+                    scores.scores.len(),
                     claim.options.len()
                 ));
             }
             let mut ranked = Vec::new();
-            for (option, verdict) in claim.options.iter().zip(verdicts) {
-                let Verdict::Score(score) = verdict else {
+            for (i, &option) in claim.options.iter().enumerate() {
+                let Some(Verdict::Score(score)) = scores.verdict(i) else {
                     continue;
                 };
                 if !score.is_finite() {
                     return Err(format!("claim {ci}: score {score} is not finite"));
                 }
-                let c = round.resolve(option)?;
+                let c = test.round.resolve(option)?;
                 ranked.push(Ranked {
                     instance_type: c.instance_type.name.clone(),
-                    zone: c.offering.zone.clone(),
+                    zone: c.zone.to_string(),
                     capacity_type: c.offering.capacity_type,
                     price: c.offering.price,
                     score,
@@ -253,6 +265,7 @@ pub fn rank<S: Scorer>(scorer: &S, round: &ScoringRound) -> Result<Vec<Vec<Ranke
                     .total_cmp(&a.score)
                     .then(a.price.total_cmp(&b.price))
                     .then_with(|| a.instance_type.cmp(&b.instance_type))
+                    .then_with(|| a.zone.cmp(&b.zone))
             });
             Ok(ranked)
         })

@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use dovetail::catalog;
+use dovetail::policy::ScoringRound;
 use dovetail::policy::types::{
-    Candidate, CapacityType, ConsolidationRound, DisruptionReason, Move, Pod, Resources,
-    ScoringRound,
+    Candidate, CapacityType, ConsolidationRound, DisruptionReason, Move, Pod, Resources, Workload,
 };
 use dovetail::policy::{EngineConfig, Limits, LoadedPolicy, PolicyEngine, builtin};
 
@@ -53,17 +53,28 @@ pub fn limits(timeout_ms: u64, memory_mib: u64) -> Limits {
 /// claim of `pods` pods of 250m / 512Mi, offered every option that fits.
 pub fn scoring_round(types: usize, pods: usize) -> ScoringRound {
     let mut policy_catalog = catalog::policy_catalog(&catalog::embedded(), ZONES);
-    policy_catalog.truncate(types);
-    let pods = (0..pods)
-        .map(|i| pod(&format!("inflate-{i}"), 250, 512 << 20))
-        .collect();
-    catalog::scoring_round(1_790_000_000, policy_catalog, "default", pods)
+    policy_catalog.instance_types.truncate(types);
+    let pods = vec![pod(250, 512 << 20); pods];
+    catalog::scoring_round(
+        1_790_000_000,
+        policy_catalog,
+        "default",
+        vec![workload("inflate")],
+        pods,
+    )
 }
 
-pub fn pod(name: &str, cpu_millis: u64, memory_bytes: u64) -> Pod {
-    Pod {
+pub fn workload(name: &str) -> Workload {
+    Workload {
         namespace: "default".into(),
-        name: name.into(),
+        owner: format!("Deployment/{name}"),
+        labels: vec![("app".into(), name.into())],
+    }
+}
+
+pub fn pod(cpu_millis: u64, memory_bytes: u64) -> Pod {
+    Pod {
+        workload: 0,
         requests: Resources {
             cpu_millis,
             memory_bytes,
@@ -72,7 +83,6 @@ pub fn pod(name: &str, cpu_millis: u64, memory_bytes: u64) -> Pod {
             gpus: 0,
         },
         priority: 0,
-        labels: vec![("app".into(), "inflate".into())],
     }
 }
 

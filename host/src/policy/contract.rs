@@ -1,46 +1,39 @@
 //! The output contract: what a policy's answer must look like before the controller uses it.
 //! A policy that breaks it is treated as failed, never half-trusted.
 
-use super::bindings::types::{Action, ConsolidationRound, ScoringRound, Verdict};
+use super::bindings::types::{Action, Claim, ClaimScores, ConsolidationRound};
 
-/// Longest veto reason kept.
+/// Longest veto or keep reason kept.
 const MAX_REASON: usize = 256;
 
-/// One verdict list per claim, one verdict per option, every score finite.
-pub(crate) fn check_verdicts(
-    round: &ScoringRound,
-    verdicts: &[Vec<Verdict>],
-) -> Result<(), String> {
-    if verdicts.len() != round.claims.len() {
-        return Err(format!(
-            "{} verdict lists for {} claims",
-            verdicts.len(),
-            round.claims.len()
-        ));
+/// One finite score per option; vetoes name existing options, once each.
+pub(crate) fn check_scores(claim: &Claim, scores: &ClaimScores) -> Result<(), String> {
+    let n = claim.options.len();
+    if scores.scores.len() != n {
+        return Err(format!("{} scores for {n} options", scores.scores.len()));
     }
-    for (ci, (claim, list)) in round.claims.iter().zip(verdicts).enumerate() {
-        if list.len() != claim.options.len() {
-            return Err(format!(
-                "claim {ci} ({}): {} verdicts for {} options",
-                claim.node_pool,
-                list.len(),
-                claim.options.len()
-            ));
-        }
-        for (oi, v) in list.iter().enumerate() {
-            match v {
-                Verdict::Score(s) if !s.is_finite() => {
-                    return Err(format!(
-                        "claim {ci}, option {oi}: score {s} is not a finite number"
-                    ));
-                }
-                Verdict::Veto(reason) if reason.len() > MAX_REASON => {
-                    return Err(format!(
-                        "claim {ci}, option {oi}: veto reason longer than {MAX_REASON} bytes"
-                    ));
-                }
-                _ => {}
+    if let Some((i, s)) = scores
+        .scores
+        .iter()
+        .enumerate()
+        .find(|(_, s)| !s.is_finite())
+    {
+        return Err(format!("score of option {i} is {s}, not a finite number"));
+    }
+    let mut vetoed = vec![false; n];
+    for veto in &scores.vetoes {
+        match vetoed.get_mut(veto.option_index as usize) {
+            None => {
+                return Err(format!(
+                    "veto of option #{}; the claim has {n}",
+                    veto.option_index
+                ));
             }
+            Some(true) => return Err(format!("option #{} vetoed twice", veto.option_index)),
+            Some(v) => *v = true,
+        }
+        if veto.reason.len() > MAX_REASON {
+            return Err(format!("veto reason longer than {MAX_REASON} bytes"));
         }
     }
     Ok(())

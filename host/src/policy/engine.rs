@@ -12,10 +12,11 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use super::bindings::consolidator::{Consolidator, ConsolidatorPre};
 use super::bindings::scorer::{Scorer, ScorerPre};
-use super::bindings::types::{Action, ConsolidationRound, ScoringRound, Verdict};
+use super::bindings::types::{Action, ClaimScores, ConsolidationRound};
 use super::contract;
 use super::error::{PolicyError, Result};
 use super::inspect::{self, ComponentInfo};
+use super::round::ScoringRound;
 use super::sandbox::Sandbox;
 
 /// Settings of the engine, the same for every policy.
@@ -49,6 +50,9 @@ impl Default for EngineConfig {
     }
 }
 
+/// Bytes of linear memory kept resident per pooled slot (a round's catalog and claims fit).
+const KEEP_RESIDENT: usize = 4 << 20;
+
 /// Per-policy overrides, from the Policy resource's `spec.limits`.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Limits {
@@ -63,8 +67,9 @@ pub struct Limits {
 pub struct CallStats {
     /// Fresh store, instantiation and `init`.
     pub instantiate: Duration,
-    /// The decision call: passing the round in, running the policy, the answer out, the
-    /// contract check.
+    /// `begin-round`: handing the catalog over.
+    pub begin_round: Duration,
+    /// The `score` calls: each claim in, the policy's work, the scores out, the contract check.
     pub call: Duration,
 }
 
@@ -109,7 +114,10 @@ impl PolicyEngine {
                 .max_tables_per_component(16)
                 .max_core_instances_per_component(32)
                 .max_memory_size(max_bytes)
-                .max_unused_warm_slots(config.max_instances);
+                .max_unused_warm_slots(config.max_instances)
+                // Zero reused memory with memset instead of madvise: a fresh instance per round
+                // then reuses resident pages instead of faulting them in again.
+                .linear_memory_keep_resident(KEEP_RESIDENT);
             wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         }
         let engine = Engine::new(&wasm).map_err(engine_err)?;
@@ -282,14 +290,14 @@ impl LoadedPolicy {
         Ok(())
     }
 
-    /// Ranks the options of every claim of a provisioning round: one verdict per option, checked
-    /// against the output contract.
-    pub fn score(&self, round: &ScoringRound) -> Result<Vec<Vec<Verdict>>> {
-        self.score_timed(round).map(|(verdicts, _)| verdicts)
+    /// Scores the options of every claim of a provisioning round, in one instance: the catalog
+    /// is handed over once, then each claim. Every answer is checked against the output contract.
+    pub fn score(&self, round: &ScoringRound) -> Result<Vec<ClaimScores>> {
+        self.score_timed(round).map(|(scores, _)| scores)
     }
 
     /// [`LoadedPolicy::score`], also returning where the time went.
-    pub fn score_timed(&self, round: &ScoringRound) -> Result<(Vec<Vec<Verdict>>, CallStats)> {
+    pub fn score_timed(&self, round: &ScoringRound) -> Result<(Vec<ClaimScores>, CallStats)> {
         let pre = self
             .compiled
             .scorer
@@ -299,20 +307,38 @@ impl LoadedPolicy {
         let mut store = self.store(round.now);
         let scorer = self.instantiate_scorer(&mut store, pre)?;
         let instantiated = Instant::now();
-        let verdicts = scorer
-            .dovetail_policy_scoring()
-            .call_score(&mut store, round)
+        let scoring = scorer.dovetail_policy_scoring();
+        scoring
+            .call_begin_round(&mut store, round.now, &round.catalog)
             .map_err(|e| self.runtime_error(&store, e))?
             .map_err(|message| PolicyError::Failed {
                 policy: self.name.to_string(),
                 message,
             })?;
-        contract::check_verdicts(round, &verdicts).map_err(|detail| self.contract(detail))?;
+        let began = Instant::now();
+        let mut out = Vec::with_capacity(round.claims.len());
+        for (i, claim) in round.claims.iter().enumerate() {
+            let scores = scoring
+                .call_score(&mut store, claim)
+                .map_err(|e| self.runtime_error(&store, e))?
+                .map_err(|message| PolicyError::Failed {
+                    policy: self.name.to_string(),
+                    message: format!("claim {i} of NodePool {}: {message}", claim.node_pool),
+                })?;
+            contract::check_scores(claim, &scores).map_err(|detail| {
+                self.contract(format!(
+                    "claim {i} of NodePool {}: {detail}",
+                    claim.node_pool
+                ))
+            })?;
+            out.push(scores);
+        }
         let stats = CallStats {
             instantiate: instantiated - started,
-            call: instantiated.elapsed(),
+            begin_round: began - instantiated,
+            call: began.elapsed(),
         };
-        Ok((verdicts, stats))
+        Ok((out, stats))
     }
 
     /// Chooses consolidation moves, checked against the output contract.

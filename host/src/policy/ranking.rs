@@ -1,11 +1,12 @@
 //! Turning a policy's verdicts into the order the controller launches in.
 
-use super::types::{LaunchOption, ScoringRound, Verdict};
+use super::round::ScoringRound;
+use super::types::{ClaimScores, LaunchOption};
 
 /// One option of a claim, in launch order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ranked {
-    /// The option (indices into the round's catalog).
+    /// The packed option (see [`super::round::unpack`]).
     pub option: LaunchOption,
     /// The policy's score.
     pub score: f64,
@@ -22,30 +23,31 @@ pub struct Ranking {
 
 /// Orders one claim's options by score (higher first), breaking ties by lower price, then
 /// instance-type name, then zone, so that equal scores give the same launch on every run.
-/// `verdicts` must have passed the output contract (one per option, finite).
-pub fn rank(round: &ScoringRound, claim: usize, verdicts: &[Verdict]) -> Ranking {
+/// `scores` must have passed the output contract.
+pub fn rank(round: &ScoringRound, claim: usize, scores: &ClaimScores) -> Ranking {
+    let options = &round.claims[claim].options;
+    let mut vetoed = vec![false; options.len()];
     let mut out = Ranking::default();
-    for (option, verdict) in round.claims[claim].options.iter().zip(verdicts) {
-        match verdict {
-            Verdict::Score(score) => out.ranked.push(Ranked {
-                option: *option,
-                score: *score,
-            }),
-            Verdict::Veto(reason) => out.vetoed.push((*option, reason.clone())),
-        }
+    for veto in &scores.vetoes {
+        vetoed[veto.option_index as usize] = true;
+        out.vetoed
+            .push((options[veto.option_index as usize], veto.reason.clone()));
     }
-    let key = |o: &LaunchOption| {
-        let t = &round.catalog[o.instance_type as usize];
-        let off = &t.offerings[o.offering as usize];
-        (off.price, t.name.as_str(), off.zone.as_str())
-    };
+    out.ranked = options
+        .iter()
+        .zip(&scores.scores)
+        .zip(vetoed)
+        .filter(|(_, vetoed)| !vetoed)
+        .map(|((&option, &score), _)| Ranked { option, score })
+        .collect();
     out.ranked.sort_by(|a, b| {
-        let (ka, kb) = (key(&a.option), key(&b.option));
+        let (ta, oa, za) = round.resolve(a.option);
+        let (tb, ob, zb) = round.resolve(b.option);
         b.score
             .total_cmp(&a.score)
-            .then(ka.0.total_cmp(&kb.0))
-            .then_with(|| ka.1.cmp(kb.1))
-            .then_with(|| ka.2.cmp(kb.2))
+            .then(oa.price.total_cmp(&ob.price))
+            .then_with(|| ta.name.cmp(&tb.name))
+            .then_with(|| za.cmp(zb))
     });
     out
 }
@@ -53,7 +55,11 @@ pub fn rank(round: &ScoringRound, claim: usize, verdicts: &[Verdict]) -> Ranking
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::types::{Arch, CapacityType, Claim, InstanceType, Offering, Resources};
+    use crate::policy::round::pack;
+    use crate::policy::types::{
+        Arch, CapacityType, Catalog, Claim, CpuManufacturer, InstanceType, Offering, Resources,
+        Veto,
+    };
 
     fn it(name: &str, prices: &[f64]) -> InstanceType {
         let r = Resources {
@@ -66,11 +72,7 @@ mod tests {
         InstanceType {
             name: name.into(),
             arch: Arch::Amd64,
-            category: String::new(),
-            family: String::new(),
-            generation: 0,
-            size: String::new(),
-            cpu_manufacturer: String::new(),
+            cpu_manufacturer: CpuManufacturer::Intel,
             vcpus: 2,
             memory_mib: 1024,
             allocatable: r,
@@ -78,7 +80,7 @@ mod tests {
             offerings: prices
                 .iter()
                 .map(|&price| Offering {
-                    zone: "z".into(),
+                    zone: 0,
                     capacity_type: CapacityType::OnDemand,
                     price,
                     interruption_rate: 0.0,
@@ -90,45 +92,46 @@ mod tests {
 
     #[test]
     fn score_then_price_then_name_and_vetoes_apart() {
-        let opt = |t, o| LaunchOption {
-            instance_type: t,
-            offering: o,
-        };
         let round = ScoringRound {
             now: 0,
-            catalog: vec![it("b", &[0.2, 0.1]), it("a", &[0.2])],
+            catalog: Catalog {
+                zones: vec!["z".into()],
+                instance_types: vec![it("b", &[0.2, 0.1]), it("a", &[0.2])],
+            },
             claims: vec![Claim {
                 node_pool: "p".into(),
+                workloads: vec![],
                 pods: vec![],
                 requests: it("x", &[]).allocatable,
-                options: vec![opt(0, 0), opt(0, 1), opt(1, 0)],
+                options: vec![pack(0, 0), pack(0, 1), pack(1, 0)],
             }],
         };
-        let verdicts = [
-            Verdict::Score(1.0),
-            Verdict::Score(1.0),
-            Verdict::Score(1.0),
-        ];
-        let order: Vec<_> = rank(&round, 0, &verdicts)
+        let scores = |scores: Vec<f64>, vetoes: Vec<Veto>| ClaimScores { scores, vetoes };
+        let order: Vec<_> = rank(&round, 0, &scores(vec![1.0; 3], vec![]))
             .ranked
             .iter()
             .map(|r| r.option)
             .collect();
         assert_eq!(
             order,
-            vec![opt(0, 1), opt(1, 0), opt(0, 0)],
+            vec![pack(0, 1), pack(1, 0), pack(0, 0)],
             "price, then name"
         );
-        let verdicts = [
-            Verdict::Score(2.0),
-            Verdict::Veto("no".into()),
-            Verdict::Score(3.0),
-        ];
-        let r = rank(&round, 0, &verdicts);
+        let r = rank(
+            &round,
+            0,
+            &scores(
+                vec![2.0, 0.0, 3.0],
+                vec![Veto {
+                    option_index: 1,
+                    reason: "no".into(),
+                }],
+            ),
+        );
         assert_eq!(
             r.ranked.iter().map(|r| r.option).collect::<Vec<_>>(),
-            vec![opt(1, 0), opt(0, 0)]
+            vec![pack(1, 0), pack(0, 0)]
         );
-        assert_eq!(r.vetoed, vec![(opt(0, 1), "no".to_string())]);
+        assert_eq!(r.vetoed, vec![(pack(0, 1), "no".to_string())]);
     }
 }

@@ -7,7 +7,7 @@
 //! lowest price wins.
 
 use dovetail_policy_sdk::{
-    Arch, Claim, LaunchCandidate, Params, Policy, Scorer, ScoringRound, Verdict,
+    Arch, Claim, ClaimScores, LaunchCandidate, Params, Policy, Round, Scorer, Verdict,
 };
 
 /// See the crate documentation.
@@ -36,11 +36,11 @@ impl Scorer for ArmFirst {
         Verdict::Score(-option.offering.price)
     }
 
-    fn score_claim(&self, round: &ScoringRound, claim: &Claim) -> Result<Vec<Verdict>, String> {
+    fn score_claim(&self, round: &Round, claim: &Claim) -> Result<ClaimScores, String> {
         let options = claim
             .options
             .iter()
-            .map(|o| round.resolve(o))
+            .map(|&o| round.resolve(o))
             .collect::<Result<Vec<_>, _>>()?;
         // Cheapest price per (capacity tier, arch).
         let mut cheapest = [[f64::INFINITY; 2]; 3];
@@ -78,9 +78,9 @@ dovetail_policy_sdk::export_scorer!(ArmFirst);
 mod tests {
     use super::*;
     use dovetail_policy_sdk::Resources;
-    use dovetail_policy_sdk::testing::{ScoringRoundBuilder, catalog_type, rank};
+    use dovetail_policy_sdk::testing::{ScoringRoundBuilder, TestRound, catalog_type, rank};
 
-    fn round(arm_price: f64) -> ScoringRound {
+    fn round(arm_price: f64) -> TestRound {
         ScoringRoundBuilder::new()
             .instance_type(catalog_type("m5.large", Arch::Amd64, 2, 8).on_demand("a", 0.096))
             .instance_type(catalog_type("m7i.large", Arch::Amd64, 2, 8).on_demand("a", 0.1008))
@@ -91,23 +91,23 @@ mod tests {
 
     #[test]
     fn arm_wins_when_not_dearer() {
-        let p = ArmFirst::new(&Params::default()).unwrap();
-        let ranked = rank(&p, &round(0.0816)).unwrap();
+        let mut p = ArmFirst::new(&Params::default()).unwrap();
+        let ranked = rank(&mut p, &round(0.0816)).unwrap();
         assert_eq!(ranked[0][0].instance_type, "m7g.large");
-        let ranked = rank(&p, &round(0.096)).unwrap();
+        let ranked = rank(&mut p, &round(0.096)).unwrap();
         assert_eq!(ranked[0][0].instance_type, "m7g.large", "equal price: arm");
     }
 
     #[test]
     fn amd_wins_when_arm_is_dearer_beyond_tolerance() {
-        let p = ArmFirst::new(&Params::default()).unwrap();
+        let mut p = ArmFirst::new(&Params::default()).unwrap();
         assert_eq!(
-            rank(&p, &round(0.11)).unwrap()[0][0].instance_type,
+            rank(&mut p, &round(0.11)).unwrap()[0][0].instance_type,
             "m5.large"
         );
-        let lenient = ArmFirst::new(&Params::from([("tolerance", "0.2")])).unwrap();
+        let mut lenient = ArmFirst::new(&Params::from([("tolerance", "0.2")])).unwrap();
         assert_eq!(
-            rank(&lenient, &round(0.11)).unwrap()[0][0].instance_type,
+            rank(&mut lenient, &round(0.11)).unwrap()[0][0].instance_type,
             "m7g.large"
         );
     }
@@ -119,7 +119,7 @@ mod tests {
             .instance_type(catalog_type("m7g.large", Arch::Arm64, 2, 8).on_demand("a", 0.0816))
             .claim_for_pods(1, Resources::cpu_mem(500, 1 << 30))
             .build();
-        let ranked = rank(&ArmFirst::new(&Params::default()).unwrap(), &round).unwrap();
+        let ranked = rank(&mut ArmFirst::new(&Params::default()).unwrap(), &round).unwrap();
         assert_eq!(ranked[0][0].instance_type, "m5.large");
     }
 }

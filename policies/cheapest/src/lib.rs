@@ -42,7 +42,7 @@ mod tests {
     use dovetail_policy_sdk::testing::{ScoringRoundBuilder, catalog_type, rank};
     use dovetail_policy_sdk::{Arch, CapacityType, Resources};
 
-    fn round() -> dovetail_policy_sdk::ScoringRound {
+    fn round() -> dovetail_policy_sdk::testing::TestRound {
         ScoringRoundBuilder::new()
             .instance_type(
                 catalog_type("m5.large", Arch::Amd64, 2, 8)
@@ -62,7 +62,7 @@ mod tests {
 
     #[test]
     fn spot_before_on_demand_then_lowest_price() {
-        let ranked = rank(&Cheapest::new(&Params::default()).unwrap(), &round()).unwrap();
+        let ranked = rank(&mut Cheapest::new(&Params::default()).unwrap(), &round()).unwrap();
         let order: Vec<_> = ranked[0]
             .iter()
             .map(|r| (r.instance_type.as_str(), r.capacity_type))
@@ -82,8 +82,8 @@ mod tests {
 
     #[test]
     fn price_only_when_spot_first_is_off() {
-        let p = Cheapest::new(&Params::from([("spot-first", "false")])).unwrap();
-        let ranked = rank(&p, &round()).unwrap();
+        let mut p = Cheapest::new(&Params::from([("spot-first", "false")])).unwrap();
+        let ranked = rank(&mut p, &round()).unwrap();
         let prices: Vec<f64> = ranked[0].iter().map(|r| r.price).collect();
         assert!(prices.windows(2).all(|w| w[0] <= w[1]), "{prices:?}");
     }

@@ -72,7 +72,7 @@ mod tests {
             )
             .claim_for_pods(4, Resources::cpu_mem(3600, 7 << 30))
             .build();
-        let ranked = rank(&Dense::new(&Params::default()).unwrap(), &round).unwrap();
+        let ranked = rank(&mut Dense::new(&Params::default()).unwrap(), &round).unwrap();
         let names: Vec<&str> = ranked[0].iter().map(|r| r.instance_type.as_str()).collect();
         // The two 8 GiB types waste the same; the cheaper wins. The 16 GiB type wastes most.
         assert_eq!(names, ["c5a.xlarge", "c5.xlarge", "m5.xlarge"]);

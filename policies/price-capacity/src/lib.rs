@@ -84,7 +84,7 @@ mod tests {
     use dovetail_policy_sdk::testing::{ScoringRoundBuilder, catalog_type, rank};
     use dovetail_policy_sdk::{Arch, Resources};
 
-    fn round() -> dovetail_policy_sdk::ScoringRound {
+    fn round() -> dovetail_policy_sdk::testing::TestRound {
         ScoringRoundBuilder::new()
             // Cheapest spot, but risky and shallow.
             .instance_type(catalog_type("c5.large", Arch::Amd64, 2, 4).offering(
@@ -109,27 +109,27 @@ mod tests {
 
     #[test]
     fn prefers_the_deep_calm_pool_over_the_cheapest_risky_one() {
-        let p = PriceCapacity::new(&Params::default()).unwrap();
-        let ranked = rank(&p, &round()).unwrap();
+        let mut p = PriceCapacity::new(&Params::default()).unwrap();
+        let ranked = rank(&mut p, &round()).unwrap();
         let names: Vec<&str> = ranked[0].iter().map(|r| r.instance_type.as_str()).collect();
         assert_eq!(names, ["c6i.large", "c5.large", "c6i.xlarge"]);
     }
 
     #[test]
     fn with_zero_weights_it_is_price_only() {
-        let p = PriceCapacity::new(&Params::from([
+        let mut p = PriceCapacity::new(&Params::from([
             ("interruption-weight", "0"),
             ("capacity-weight", "0"),
         ]))
         .unwrap();
-        let ranked = rank(&p, &round()).unwrap();
+        let ranked = rank(&mut p, &round()).unwrap();
         assert_eq!(ranked[0][0].instance_type, "c5.large");
     }
 
     #[test]
     fn vetoes_spot_above_the_maximum_rate_and_checks_config() {
-        let p = PriceCapacity::new(&Params::from([("max-interruption-rate", "0.1")])).unwrap();
-        let ranked = rank(&p, &round()).unwrap();
+        let mut p = PriceCapacity::new(&Params::from([("max-interruption-rate", "0.1")])).unwrap();
+        let ranked = rank(&mut p, &round()).unwrap();
         assert!(ranked[0].iter().all(|r| r.instance_type != "c5.large"));
         assert!(PriceCapacity::new(&Params::from([("capacity-weight", "-1")])).is_err());
         assert!(PriceCapacity::new(&Params::from([("capacity-weight", "NaN")])).is_err());

@@ -1,10 +1,10 @@
 //! A policy that misbehaves on request (`config: {mode: …}`), so the sandbox is tested against
 //! real compiled components. Modes: `good` (default, cheapest), `spin`, `spin-init`, `bomb`,
-//! `trap`, `nan`, `short`, `reject`, `error`, `bad-index`, `twice`, `probe`.
+//! `trap`, `nan`, `short`, `bad-veto`, `reject`, `error`, `bad-index`, `twice`, `probe`.
 
 use dovetail_policy_sdk::{
-    Action, Claim, ConsolidationRound, Consolidator, LaunchCandidate, Params, Policy, Scorer,
-    ScoringRound, Verdict,
+    Action, Claim, ClaimScores, ConsolidationRound, Consolidator, LaunchCandidate, Params, Policy,
+    Round, Scorer, Verdict,
 };
 
 pub struct Hostile {
@@ -55,13 +55,13 @@ impl Scorer for Hostile {
         Verdict::Score(-option.offering.price)
     }
 
-    fn score(&self, round: &ScoringRound) -> Result<Vec<Vec<Verdict>>, String> {
+    fn score_claim(&self, round: &Round, claim: &Claim) -> Result<ClaimScores, String> {
         let good = || {
-            round
-                .claims
+            claim
+                .options
                 .iter()
-                .map(|c| self.score_claim(round, c))
-                .collect::<Result<Vec<_>, _>>()
+                .map(|&o| Ok(self.score_option(claim, round.resolve(o)?)))
+                .collect::<Result<ClaimScores, String>>()
         };
         match self.mode.as_str() {
             "spin" => spin(),
@@ -70,18 +70,27 @@ impl Scorer for Hostile {
             "error" => Err("mode=error: no ranking today".into()),
             "nan" => {
                 let mut v = good()?;
-                v[0][0] = Verdict::Score(f64::NAN);
+                v.scores[0] = f64::NAN;
                 Ok(v)
             }
             "short" => {
                 let mut v = good()?;
-                v[0].pop();
+                v.scores.pop();
                 Ok(v)
             }
-            "probe" => Ok(round
-                .claims
+            "bad-veto" => {
+                let mut v = good()?;
+                let n = v.scores.len() as u32;
+                v.vetoes.push(dovetail_policy_sdk::Veto {
+                    option_index: n + 3,
+                    reason: "out of range".into(),
+                });
+                Ok(v)
+            }
+            "probe" => Ok(claim
+                .options
                 .iter()
-                .map(|c| c.options.iter().map(|_| Verdict::Veto(probe())).collect())
+                .map(|_| Verdict::Veto(probe()))
                 .collect()),
             _ => good(),
         }
