@@ -91,3 +91,29 @@ fn built_ins_are_served_by_name_without_a_policy_resource() {
     );
     assert!(registry.status("no-such-policy").is_none());
 }
+
+#[test]
+fn a_failed_decision_is_reported_while_the_policy_keeps_its_place() {
+    let registry = PolicyRegistry::new(engine());
+    let policy = registry
+        .apply(
+            "p",
+            &fixture("hostile"),
+            vec![("mode".into(), "nan".into())],
+            Limits::default(),
+        )
+        .unwrap();
+    assert_eq!(registry.status("p").unwrap().reason, "Loaded");
+    let err = policy.score(&scoring_round(20, 1)).unwrap_err();
+    registry.report_failure("p", &err);
+    let status = registry.status("p").unwrap();
+    assert_eq!(status.reason, "ContractViolation");
+    assert!(
+        status.ready && status.message.contains("not a finite number"),
+        "{status:?}"
+    );
+    assert_eq!(
+        registry.get("p").unwrap().info().digest,
+        policy.info().digest
+    );
+}

@@ -53,6 +53,11 @@ pub enum PolicyError {
     /// The engine could not create an instance (e.g. every pooled instance slot is busy).
     #[error("policy {policy} could not be instantiated: {detail}")]
     Instantiate { policy: String, detail: String },
+    /// No Policy of that name is applied and no built-in has it.
+    #[error(
+        "no policy {policy}: no Policy of that name is applied and no built-in has it (built-ins: {builtins})"
+    )]
+    NotFound { policy: String, builtins: String },
     /// The engine itself could not be set up.
     #[error("policy engine: {0}")]
     Engine(String),
@@ -74,6 +79,7 @@ impl PolicyError {
             PolicyError::Failed { .. } => "DecisionFailed",
             PolicyError::Contract { .. } => "ContractViolation",
             PolicyError::Instantiate { .. } => "InstantiateFailed",
+            PolicyError::NotFound { .. } => "PolicyNotFound",
             PolicyError::Engine(_) => "EngineError",
         }
     }
@@ -93,21 +99,9 @@ impl PolicyError {
             PolicyError::Failed { .. } => "failed",
             PolicyError::Contract { .. } => "contract",
             PolicyError::Instantiate { .. } => "instantiate",
+            PolicyError::NotFound { .. } => "not_found",
             PolicyError::Engine(_) => "engine",
         }
-    }
-
-    /// Whether the error was found when loading the component (so it can never run), as opposed to
-    /// during a decision.
-    pub fn is_load_error(&self) -> bool {
-        matches!(
-            self,
-            PolicyError::NotAComponent { .. }
-                | PolicyError::Compile { .. }
-                | PolicyError::IncompatibleVersion { .. }
-                | PolicyError::MissingExport { .. }
-                | PolicyError::Link { .. }
-        )
     }
 }
 

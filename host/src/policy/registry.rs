@@ -98,13 +98,9 @@ impl PolicyRegistry {
             return Ok(p.clone());
         }
         let Some(b) = builtin::find(name) else {
-            return Err(PolicyError::MissingExport {
+            return Err(PolicyError::NotFound {
                 policy: name.to_string(),
-                missing: "a Policy of that name".into(),
-                exports: format!(
-                    "no Policy applied and no built-in; built-ins: {}",
-                    builtin::names().join(", ")
-                ),
+                builtins: builtin::names().join(", "),
             });
         };
         let mut live = self.live.write().unwrap();
