@@ -76,14 +76,14 @@ pub fn balanced(round: &ConsolidationRound, opts: &BalancedOptions) -> Vec<Actio
     let mut actions = Vec::new();
     for i in order {
         let m = &round.moves[i];
-        if class(m) == Class::Consolidate {
-            if let Some(reason) = refuse(round, m, opts) {
-                actions.push(Action::Keep(Kept {
-                    move_index: i as u32,
-                    reason,
-                }));
-                continue;
-            }
+        if class(m) == Class::Consolidate
+            && let Some(reason) = refuse(round, m, opts)
+        {
+            actions.push(Action::Keep(Kept {
+                move_index: i as u32,
+                reason,
+            }));
+            continue;
         }
         let nodes = m.nodes.iter().map(|&n| n as usize);
         if nodes.clone().any(|n| taken.get(n).copied().unwrap_or(true)) {

@@ -273,25 +273,27 @@ pub fn rank<S: Scorer>(scorer: &mut S, test: &TestRound) -> Result<Vec<Vec<Ranke
 }
 
 /// Builds a [`ConsolidationRound`] from a few nodes and moves.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ConsolidationRoundBuilder {
     round: ConsolidationRound,
 }
 
-impl Default for ConsolidationRound {
+impl Default for ConsolidationRoundBuilder {
     fn default() -> Self {
-        ConsolidationRound {
-            now: 0,
-            candidates: Vec::new(),
-            moves: Vec::new(),
-        }
+        Self::new()
     }
 }
 
 impl ConsolidationRoundBuilder {
     /// An empty round at the Unix epoch.
     pub fn new() -> Self {
-        Self::default()
+        ConsolidationRoundBuilder {
+            round: ConsolidationRound {
+                now: 0,
+                candidates: Vec::new(),
+                moves: Vec::new(),
+            },
+        }
     }
 
     /// Sets the round's time (seconds since the Unix epoch).

@@ -57,12 +57,12 @@ pub(crate) fn check_actions(round: &ConsolidationRound, actions: &[Action]) -> R
             Some(true) => return Err(format!("move #{index} is mentioned twice")),
             Some(s) => *s = true,
         }
-        if let Action::Keep(k) = action {
-            if k.reason.len() > MAX_REASON {
-                return Err(format!(
-                    "keep reason of move #{index} longer than {MAX_REASON} bytes"
-                ));
-            }
+        if let Action::Keep(k) = action
+            && k.reason.len() > MAX_REASON
+        {
+            return Err(format!(
+                "keep reason of move #{index} longer than {MAX_REASON} bytes"
+            ));
         }
     }
     Ok(())
