@@ -5,3 +5,4 @@ pub mod bench;
 pub mod catalog;
 pub mod policy;
 pub mod quantity;
+pub mod scheduling;

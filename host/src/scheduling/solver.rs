@@ -1,0 +1,890 @@
+//! The scheduling simulation: which new NodeClaims the pending pods need.
+//!
+//! First fit, decreasing: pods are taken largest first and placed on the first planned claim that
+//! can take them, else on a new claim of the first NodePool (by weight) that admits them. A claim
+//! keeps the *set* of instance types that still hold all its pods and the zones it may still use;
+//! both narrow as pods join. Topology (zone and hostname spread, pod affinity and anti-affinity) is
+//! counted per selector as pods are placed, and a pod that needs a zone pins its claim to one.
+//!
+//! NB: every pod is visited once and claims that are full leave the scan, so the work grows with
+//! pods × open claims, not pods × all claims; no pod is dropped for lack of time.
+
+use std::collections::HashMap;
+
+use super::instance_types::InstanceTypes;
+use super::model::{
+    LabelSelector, NodePoolSpec, PendingPod, TopologyKey, add, capacity_type_label, untolerated,
+    zero,
+};
+use super::requirements::Requirements;
+use crate::catalog::fits;
+use crate::policy::round::pack;
+use crate::policy::types::{LaunchOption, Resources};
+
+/// A NodeClaim the simulation decided to create.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedClaim {
+    /// Index into the NodePools given to [`solve`].
+    pub node_pool: usize,
+    /// Indices of the pods it holds.
+    pub pods: Vec<usize>,
+    /// What the node must hold: the pods plus daemonset overhead.
+    pub requests: Resources,
+    /// The NodePool's requirements narrowed by its pods'.
+    pub requirements: Requirements,
+    /// Instance types (indices into [`InstanceTypes`]) that hold every pod.
+    pub instance_types: Vec<u32>,
+    /// Zones it may launch in (bit i = zone i).
+    pub zones: u64,
+}
+
+/// A pod no NodePool can take, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unschedulable {
+    pub pod: usize,
+    pub reason: String,
+}
+
+/// What the simulation decided.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Plan {
+    pub claims: Vec<PlannedClaim>,
+    pub unschedulable: Vec<Unschedulable>,
+}
+
+impl PlannedClaim {
+    /// Every available offering of every instance type of the claim, in its zones and with a
+    /// capacity type its requirements allow, as packed launch options.
+    pub fn options(&self, its: &InstanceTypes) -> Vec<LaunchOption> {
+        let capacity = self.requirements.get(super::model::labels::CAPACITY_TYPE);
+        let mut out = Vec::new();
+        for &t in &self.instance_types {
+            for (oi, o) in its.types[t as usize].offerings.iter().enumerate() {
+                let in_zone = self.zones & (1 << o.zone) != 0;
+                let cap_ok =
+                    capacity.is_none_or(|a| a.allows(Some(capacity_type_label(o.capacity_type))));
+                if o.available && in_zone && cap_ok {
+                    out.push(pack(t as usize, oi));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Schedules `pods` onto new claims of `pools`.
+pub fn solve(pods: &[PendingPod], pools: &[NodePoolSpec], its: &InstanceTypes) -> Plan {
+    Solver::new(pods, pools, its).run()
+}
+
+struct Claim {
+    planned: PlannedClaim,
+    /// Component-wise maximum allocatable over `instance_types`: a quick "cannot fit" test.
+    max_alloc: Resources,
+    /// Capacity reserved against the pool's limits: the largest type's.
+    reserved: (u64, u64),
+    open: bool,
+}
+
+struct Solver<'a> {
+    pods: &'a [PendingPod],
+    pools: &'a [NodePoolSpec],
+    its: &'a InstanceTypes,
+    /// Pool indices, highest weight first.
+    pool_order: Vec<usize>,
+    /// Per pool: instance types its requirements admit.
+    pool_types: Vec<Vec<u32>>,
+    /// Per pool: zones its requirements admit.
+    pool_zones: Vec<u64>,
+    /// Per pool: limit headroom (cpu millis, memory bytes) after in-use and reserved capacity.
+    headroom: Vec<(u64, u64)>,
+    claims: Vec<Claim>,
+    open: Vec<Vec<usize>>,
+    /// Per pod: the selectors its labels match.
+    matches: Vec<Vec<u32>>,
+    /// Per pod: its topology terms with interned selectors.
+    terms: Vec<Vec<Term>>,
+    zone_counts: Vec<Vec<u32>>,
+    host_counts: HashMap<(u32, usize), u32>,
+    /// Pods per selector placed so far.
+    placed: Vec<u32>,
+    smallest: Resources,
+}
+
+#[derive(Clone, Copy)]
+enum TermKind {
+    Spread(u32),
+    Affinity,
+    AntiAffinity,
+}
+
+#[derive(Clone, Copy)]
+struct Term {
+    kind: TermKind,
+    key: TopologyKey,
+    selector: u32,
+}
+
+impl<'a> Solver<'a> {
+    fn new(pods: &'a [PendingPod], pools: &'a [NodePoolSpec], its: &'a InstanceTypes) -> Self {
+        let mut pool_order: Vec<usize> = (0..pools.len()).collect();
+        pool_order.sort_by_key(|&i| (std::cmp::Reverse(pools[i].weight), pools[i].name.clone()));
+        let pool_types = pools
+            .iter()
+            .map(|p| its.admitted_by(&p.requirements))
+            .collect();
+        let pool_zones = pools
+            .iter()
+            .map(|p| its.zones_admitted_by(&p.requirements))
+            .collect();
+        let headroom = pools
+            .iter()
+            .map(|p| {
+                let cpu = p
+                    .limits
+                    .cpu_millis
+                    .map_or(u64::MAX, |l| l.saturating_sub(p.in_use.cpu_millis));
+                let mem = p
+                    .limits
+                    .memory_bytes
+                    .map_or(u64::MAX, |l| l.saturating_sub(p.in_use.memory_bytes));
+                (cpu, mem)
+            })
+            .collect();
+
+        let mut selectors: Vec<(String, LabelSelector)> = Vec::new();
+        let mut intern = |ns: &str, sel: &LabelSelector| -> u32 {
+            match selectors.iter().position(|(n, s)| n == ns && s == sel) {
+                Some(i) => i as u32,
+                None => {
+                    selectors.push((ns.to_string(), sel.clone()));
+                    (selectors.len() - 1) as u32
+                }
+            }
+        };
+        let terms: Vec<Vec<Term>> = pods
+            .iter()
+            .map(|p| {
+                let ns = namespace(&p.name);
+                let spread = p
+                    .spread
+                    .iter()
+                    .map(|s| (TermKind::Spread(s.max_skew.max(1)), s.key, &s.selector));
+                let aff = p
+                    .affinity
+                    .iter()
+                    .map(|a| (TermKind::Affinity, a.key, &a.selector));
+                let anti = p
+                    .anti_affinity
+                    .iter()
+                    .map(|a| (TermKind::AntiAffinity, a.key, &a.selector));
+                spread
+                    .chain(aff)
+                    .chain(anti)
+                    .map(|(kind, key, sel)| Term {
+                        kind,
+                        key,
+                        selector: intern(ns, sel),
+                    })
+                    .collect()
+            })
+            .collect();
+        let matches = pods
+            .iter()
+            .map(|p| {
+                let ns = namespace(&p.name);
+                selectors
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (n, s))| n == ns && s.matches(&p.labels))
+                    .map(|(i, _)| i as u32)
+                    .collect()
+            })
+            .collect();
+        let smallest = pods.iter().fold(
+            Resources {
+                cpu_millis: u64::MAX,
+                memory_bytes: u64::MAX,
+                ephemeral_storage_bytes: 0,
+                pods: 1,
+                gpus: 0,
+            },
+            |m, p| Resources {
+                cpu_millis: m.cpu_millis.min(p.requests.cpu_millis),
+                memory_bytes: m.memory_bytes.min(p.requests.memory_bytes),
+                ..m
+            },
+        );
+        let n_sel = selectors.len();
+        Solver {
+            pods,
+            pools,
+            its,
+            pool_order,
+            pool_types,
+            pool_zones,
+            headroom,
+            claims: Vec::new(),
+            open: vec![Vec::new(); pools.len()],
+            matches,
+            terms,
+            zone_counts: vec![vec![0; its.zones.len()]; n_sel],
+            host_counts: HashMap::new(),
+            placed: vec![0; n_sel],
+            smallest,
+        }
+    }
+
+    fn run(mut self) -> Plan {
+        let mut order: Vec<usize> = (0..self.pods.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (ra, rb) = (&self.pods[a].requests, &self.pods[b].requests);
+            (rb.cpu_millis, rb.memory_bytes)
+                .cmp(&(ra.cpu_millis, ra.memory_bytes))
+                .then(a.cmp(&b))
+        });
+        let mut unschedulable = Vec::new();
+        for p in order {
+            if let Err(reason) = self.place(p) {
+                unschedulable.push(Unschedulable { pod: p, reason });
+            }
+        }
+        unschedulable.sort_by_key(|u| u.pod);
+        Plan {
+            claims: self.claims.into_iter().map(|c| c.planned).collect(),
+            unschedulable,
+        }
+    }
+
+    fn place(&mut self, p: usize) -> Result<(), String> {
+        let pod = &self.pods[p];
+        let mut reasons = Vec::new();
+        let mut admitting = Vec::new();
+        for &pool in &self.pool_order {
+            match self.admits(pool, pod) {
+                Ok(()) => admitting.push(pool),
+                Err(r) => reasons.push(format!("NodePool {}: {r}", self.pools[pool].name)),
+            }
+        }
+        for &pool in &admitting {
+            let mut i = 0;
+            while i < self.open[pool].len() {
+                let c = self.open[pool][i];
+                if self.claims[c].open && self.try_add(p, c).is_ok() {
+                    return Ok(());
+                }
+                i += 1;
+            }
+            self.compact(pool);
+        }
+        for &pool in &admitting {
+            match self.new_claim(pool, p) {
+                Ok(()) => return Ok(()),
+                Err(r) => reasons.push(format!("NodePool {}: {r}", self.pools[pool].name)),
+            }
+        }
+        if self.pools.is_empty() {
+            reasons.push("no NodePool".into());
+        }
+        Err(reasons.join("; "))
+    }
+
+    /// Taints and requirements: can this pool ever take the pod?
+    fn admits(&self, pool: usize, pod: &PendingPod) -> Result<(), String> {
+        let np = &self.pools[pool];
+        if let Some(t) = untolerated(&pod.tolerations, &np.taints) {
+            return Err(format!(
+                "does not tolerate taint {}={}:{:?}",
+                t.key, t.value, t.effect
+            ));
+        }
+        if !pod.node_terms.is_empty()
+            && !pod.node_terms.iter().any(|t| np.requirements.compatible(t))
+        {
+            let wanted = pod.node_terms[0].describe();
+            return Err(format!(
+                "its requirements ({wanted}) conflict with the NodePool's ({})",
+                np.requirements.describe()
+            ));
+        }
+        Ok(())
+    }
+
+    fn new_claim(&mut self, pool: usize, p: usize) -> Result<(), String> {
+        let np = &self.pools[pool];
+        let pod = &self.pods[p];
+        let term = pod
+            .node_terms
+            .iter()
+            .find(|t| np.requirements.compatible(t));
+        let requirements = match term {
+            Some(t) => np.requirements.intersection(t),
+            None => np.requirements.clone(),
+        };
+        let types: Vec<u32> = match term {
+            Some(_) => self.its.admitted_by(&requirements),
+            None => self.pool_types[pool].clone(),
+        };
+        if types.is_empty() {
+            return Err(format!(
+                "no instance type satisfies {}",
+                requirements.describe()
+            ));
+        }
+        let (cpu_room, mem_room) = self.headroom[pool];
+        let types: Vec<u32> = types
+            .into_iter()
+            .filter(|&t| {
+                let ty = &self.its.types[t as usize];
+                ty.capacity.0 <= cpu_room && ty.capacity.1 <= mem_room
+            })
+            .collect();
+        if types.is_empty() {
+            return Err(format!(
+                "limits reached (cpu {} left, memory {} MiB left)",
+                fmt_cpu(cpu_room),
+                if mem_room == u64::MAX {
+                    "∞".into()
+                } else {
+                    (mem_room >> 20).to_string()
+                }
+            ));
+        }
+        let zones = self.pool_zones[pool] & self.its.zones_admitted_by(&requirements);
+        let requests = np.daemonset_overhead;
+        let c = self.claims.len();
+        self.claims.push(Claim {
+            planned: PlannedClaim {
+                node_pool: pool,
+                pods: Vec::new(),
+                requests: Resources {
+                    pods: requests.pods,
+                    ..requests
+                },
+                requirements,
+                instance_types: types,
+                zones,
+            },
+            max_alloc: zero(),
+            reserved: (0, 0),
+            open: true,
+        });
+        self.refresh(c);
+        match self.try_add(p, c) {
+            Ok(()) => {
+                self.open[pool].push(c);
+                Ok(())
+            }
+            Err(r) => {
+                let claim = self.claims.pop().expect("just pushed");
+                self.headroom[pool].0 = self.headroom[pool].0.saturating_add(claim.reserved.0);
+                self.headroom[pool].1 = self.headroom[pool].1.saturating_add(claim.reserved.1);
+                Err(r)
+            }
+        }
+    }
+
+    /// Adds pod `p` to claim `c` if everything still holds; otherwise leaves `c` untouched.
+    fn try_add(&mut self, p: usize, c: usize) -> Result<(), String> {
+        let pod = &self.pods[p];
+        let claim = &self.claims[c];
+        let requests = add(&claim.planned.requests, &pod.requests);
+        if !fits(&requests, &claim.max_alloc) {
+            return Err(format!(
+                "no instance type of the NodePool fits requests {}",
+                describe(&requests)
+            ));
+        }
+        // Node requirements: the first term compatible with the claim.
+        let mut requirements = None;
+        if !pod.node_terms.is_empty() {
+            let term = pod
+                .node_terms
+                .iter()
+                .find(|t| claim.planned.requirements.compatible(t))
+                .ok_or("requirements conflict with the claim")?;
+            requirements = Some(claim.planned.requirements.intersection(term));
+        }
+        let zones = self.allowed_zones(p, c)?;
+        let pin = self.pin_zone(p, zones);
+        let its = self.its;
+        let capacity = requirements
+            .as_ref()
+            .unwrap_or(&claim.planned.requirements)
+            .get(super::model::labels::CAPACITY_TYPE);
+        let types: Vec<u32> = claim
+            .planned
+            .instance_types
+            .iter()
+            .copied()
+            .filter(|&t| {
+                let ty = &its.types[t as usize];
+                fits(&requests, &ty.allocatable)
+                    && requirements.as_ref().is_none_or(|r| its.type_matches(t, r))
+                    && ty.offerings.iter().any(|o| {
+                        o.available
+                            && pin & (1 << o.zone) != 0
+                            && capacity.is_none_or(|a| {
+                                a.allows(Some(capacity_type_label(o.capacity_type)))
+                            })
+                    })
+            })
+            .collect();
+        if types.is_empty() {
+            return Err(format!(
+                "no instance type fits requests {} in the allowed zones",
+                describe(&requests)
+            ));
+        }
+        // Commit.
+        let claim = &mut self.claims[c];
+        claim.planned.requests = requests;
+        claim.planned.instance_types = types;
+        claim.planned.zones = pin;
+        if let Some(r) = requirements {
+            claim.planned.requirements = r;
+        }
+        claim.planned.pods.push(p);
+        self.refresh(c);
+        let single_zone = (pin.count_ones() == 1).then(|| pin.trailing_zeros() as usize);
+        for &s in &self.matches[p] {
+            self.placed[s as usize] += 1;
+            *self.host_counts.entry((s, c)).or_default() += 1;
+            if let Some(z) = single_zone {
+                self.zone_counts[s as usize][z] += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Zones the pod may use on claim `c`, given its topology terms.
+    fn allowed_zones(&self, p: usize, c: usize) -> Result<u64, String> {
+        let claim = &self.claims[c];
+        let mut zones = claim.planned.zones;
+        let pool_zones = self.pool_zones[claim.planned.node_pool];
+        let self_match = |s: u32| self.matches[p].contains(&s);
+        for term in &self.terms[p] {
+            let s = term.selector as usize;
+            let here = self
+                .host_counts
+                .get(&(term.selector, c))
+                .copied()
+                .unwrap_or(0);
+            match (term.kind, term.key) {
+                (TermKind::Spread(skew), TopologyKey::Hostname) => {
+                    // A new node is always a domain with zero pods.
+                    if here + u32::from(self_match(term.selector)) > skew {
+                        return Err("hostname spread".into());
+                    }
+                }
+                (TermKind::AntiAffinity, TopologyKey::Hostname) => {
+                    if here > 0 {
+                        return Err("hostname anti-affinity".into());
+                    }
+                }
+                (TermKind::Affinity, TopologyKey::Hostname) => {
+                    if here == 0 && (self.placed[s] > 0 || !self_match(term.selector)) {
+                        return Err("hostname affinity".into());
+                    }
+                }
+                (TermKind::Spread(skew), TopologyKey::Zone) => {
+                    let counts = &self.zone_counts[s];
+                    let eligible = bits(pool_zones).map(|z| counts[z]).min().unwrap_or(0);
+                    let inc = u32::from(self_match(term.selector));
+                    let ok = bits(zones)
+                        .filter(|&z| counts[z] + inc <= eligible + skew)
+                        .fold(0, |m, z| m | 1 << z);
+                    zones &= ok;
+                }
+                (TermKind::Affinity, TopologyKey::Zone) => {
+                    let counts = &self.zone_counts[s];
+                    if self.placed[s] > 0 {
+                        zones &= bits(zones)
+                            .filter(|&z| counts[z] > 0)
+                            .fold(0, |m, z| m | 1 << z);
+                    } else if !self_match(term.selector) {
+                        return Err("zone affinity to pods that do not exist".into());
+                    }
+                }
+                (TermKind::AntiAffinity, TopologyKey::Zone) => {
+                    let counts = &self.zone_counts[s];
+                    zones &= bits(zones)
+                        .filter(|&z| counts[z] == 0)
+                        .fold(0, |m, z| m | 1 << z);
+                }
+            }
+            if zones == 0 {
+                return Err("no zone satisfies its topology constraints".into());
+            }
+        }
+        Ok(zones)
+    }
+
+    /// A pod with zone terms pins its claim to one zone (the least used by its first zone term's
+    /// selector); others keep the claim's zones.
+    fn pin_zone(&self, p: usize, zones: u64) -> u64 {
+        let Some(term) = self.terms[p].iter().find(|t| t.key == TopologyKey::Zone) else {
+            return zones;
+        };
+        let counts = &self.zone_counts[term.selector as usize];
+        let pick = match term.kind {
+            TermKind::Affinity => bits(zones).max_by_key(|&z| (counts[z], std::cmp::Reverse(z))),
+            _ => bits(zones).min_by_key(|&z| (counts[z], z)),
+        };
+        pick.map_or(zones, |z| 1 << z)
+    }
+
+    /// Recomputes a claim's quick-fit bound and limit reservation after its types changed.
+    fn refresh(&mut self, c: usize) {
+        let claim = &mut self.claims[c];
+        let mut max = zero();
+        let mut cap = (0u64, 0u64);
+        for &t in &claim.planned.instance_types {
+            let ty = &self.its.types[t as usize];
+            let a = &ty.allocatable;
+            max.cpu_millis = max.cpu_millis.max(a.cpu_millis);
+            max.memory_bytes = max.memory_bytes.max(a.memory_bytes);
+            max.ephemeral_storage_bytes =
+                max.ephemeral_storage_bytes.max(a.ephemeral_storage_bytes);
+            max.pods = max.pods.max(a.pods);
+            max.gpus = max.gpus.max(a.gpus);
+            cap = (cap.0.max(ty.capacity.0), cap.1.max(ty.capacity.1));
+        }
+        claim.max_alloc = max;
+        let pool = claim.planned.node_pool;
+        let (old_cpu, old_mem) = claim.reserved;
+        claim.reserved = cap;
+        let h = &mut self.headroom[pool];
+        h.0 = h.0.saturating_add(old_cpu).saturating_sub(cap.0);
+        h.1 = h.1.saturating_add(old_mem).saturating_sub(cap.1);
+        let r = &claim.planned.requests;
+        let s = &self.smallest;
+        claim.open = r.cpu_millis + s.cpu_millis <= max.cpu_millis
+            && r.memory_bytes + s.memory_bytes <= max.memory_bytes
+            && r.pods < max.pods;
+    }
+
+    /// Drops closed claims from a pool's scan list.
+    fn compact(&mut self, pool: usize) {
+        let claims = &self.claims;
+        if self.open[pool].iter().filter(|&&c| !claims[c].open).count() * 2 > self.open[pool].len()
+        {
+            self.open[pool].retain(|&c| claims[c].open);
+        }
+    }
+}
+
+fn namespace(name: &str) -> &str {
+    name.split_once('/').map_or("default", |(ns, _)| ns)
+}
+
+fn bits(mask: u64) -> impl Iterator<Item = usize> {
+    (0..64).filter(move |z| mask & (1 << z) != 0)
+}
+
+fn fmt_cpu(millis: u64) -> String {
+    if millis == u64::MAX {
+        "∞".into()
+    } else {
+        format!("{millis}m")
+    }
+}
+
+fn describe(r: &Resources) -> String {
+    format!(
+        "cpu={}m memory={}Mi pods={}",
+        r.cpu_millis,
+        r.memory_bytes >> 20,
+        r.pods
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog;
+    use crate::scheduling::model::{
+        AffinityTerm, Limits, SpreadConstraint, Taint, TaintEffect, Toleration, labels,
+    };
+    use crate::scheduling::requirements::{Operator::*, Requirement};
+
+    fn its() -> InstanceTypes {
+        let entries = catalog::embedded();
+        let cat = catalog::policy_catalog(&entries, &["us-east-1a", "us-east-1b", "us-east-1c"]);
+        InstanceTypes::new(&entries, &cat)
+    }
+
+    fn pool(name: &str, reqs: &[(&str, crate::scheduling::Operator, &[&str])]) -> NodePoolSpec {
+        let list: Vec<Requirement> = reqs
+            .iter()
+            .map(|(k, o, v)| Requirement::new(k, *o, v))
+            .collect();
+        NodePoolSpec::new(name, Requirements::from_list(&list))
+    }
+
+    fn pods(n: usize, app: &str, cpu: u64, mem_mib: u64) -> Vec<PendingPod> {
+        (0..n)
+            .map(|i| {
+                PendingPod::new(
+                    &format!("default/{app}-{i}"),
+                    &[("app", app)],
+                    cpu,
+                    mem_mib << 20,
+                )
+            })
+            .collect()
+    }
+
+    fn zone_of(plan: &Plan, c: &PlannedClaim) -> u32 {
+        assert_eq!(
+            c.zones.count_ones(),
+            1,
+            "claim {:?} not pinned",
+            plan.claims.iter().position(|x| x == c)
+        );
+        c.zones.trailing_zeros()
+    }
+
+    /// Every claim holds its pods on every instance type it offers.
+    fn assert_sound(plan: &Plan, pods: &[PendingPod], its: &InstanceTypes) {
+        for c in &plan.claims {
+            let total = c
+                .pods
+                .iter()
+                .fold(zero(), |acc, &p| add(&acc, &pods[p].requests));
+            assert!(fits(&total, &c.requests));
+            assert!(!c.instance_types.is_empty() && !c.options(its).is_empty());
+            for &t in &c.instance_types {
+                assert!(
+                    fits(&c.requests, &its.types[t as usize].allocatable),
+                    "{}",
+                    its.types[t as usize].name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn packs_every_pod_on_types_the_pool_allows() {
+        let its = its();
+        let np = pool(
+            "default",
+            &[
+                (labels::CATEGORY, In, &["c", "m", "r"]),
+                (labels::CAPACITY_TYPE, In, &["spot"]),
+            ],
+        );
+        let pods = pods(10, "inflate", 500, 128);
+        let plan = solve(&pods, &[np], &its);
+        assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
+        assert_eq!(plan.claims.iter().map(|c| c.pods.len()).sum::<usize>(), 10);
+        assert_eq!(plan.claims.len(), 1, "ten small pods fit one node");
+        for c in &plan.claims {
+            for &t in &c.instance_types {
+                assert!(["c", "m", "r"].contains(&its.label(t, labels::CATEGORY).unwrap()));
+            }
+            for &o in &c.options(&its) {
+                let (t, oi) = crate::policy::round::unpack(o);
+                assert_eq!(
+                    its.types[t].offerings[oi].capacity_type,
+                    crate::policy::types::CapacityType::Spot
+                );
+            }
+        }
+        assert_sound(&plan, &pods, &its);
+    }
+
+    #[test]
+    fn an_impossible_pod_gets_a_precise_reason() {
+        let its = its();
+        let np = pool("default", &[(labels::CATEGORY, In, &["p"])]);
+        let mut pod = PendingPod::new("default/train", &[], 1000, 1 << 30);
+        pod.node_terms = vec![Requirements::from_list(&[Requirement::new(
+            labels::ARCH,
+            In,
+            &["arm64"],
+        )])];
+        let plan = solve(&[pod], &[np], &its);
+        assert_eq!(
+            plan.unschedulable[0].reason,
+            "NodePool default: no instance type satisfies aws.dovetail.sh/instance-category In [p] and kubernetes.io/arch In [arm64]"
+        );
+        let np = pool("default", &[(labels::ARCH, In, &["amd64"])]);
+        let mut pod = PendingPod::new("default/x", &[], 1000, 1 << 30);
+        pod.node_terms = vec![Requirements::from_list(&[Requirement::new(
+            labels::ARCH,
+            In,
+            &["arm64"],
+        )])];
+        let plan = solve(&[pod], &[np], &its);
+        assert!(
+            plan.unschedulable[0]
+                .reason
+                .contains("conflict with the NodePool"),
+            "{:?}",
+            plan.unschedulable
+        );
+    }
+
+    #[test]
+    fn taints_need_tolerations_and_weights_order_pools() {
+        let its = its();
+        let mut gpu = pool("gpu", &[]);
+        gpu.taints = vec![Taint {
+            key: "nvidia.com/gpu".into(),
+            value: "true".into(),
+            effect: TaintEffect::NoSchedule,
+        }];
+        gpu.weight = 10;
+        let plain = pool("default", &[]);
+        let mut tolerant = PendingPod::new("default/t", &[], 500, 1 << 29);
+        tolerant.tolerations = vec![Toleration {
+            key: Some("nvidia.com/gpu".into()),
+            exists: true,
+            value: String::new(),
+            effect: None,
+        }];
+        let intolerant = PendingPod::new("default/i", &[], 500, 1 << 29);
+        let plan = solve(&[tolerant, intolerant.clone()], &[plain, gpu.clone()], &its);
+        let pool_of = |p: usize| {
+            plan.claims
+                .iter()
+                .find(|c| c.pods.contains(&p))
+                .unwrap()
+                .node_pool
+        };
+        assert_eq!(pool_of(0), 1, "heavier pool first when tolerated");
+        assert_eq!(pool_of(1), 0);
+        let plan = solve(&[intolerant], &[gpu], &its);
+        assert!(
+            plan.unschedulable[0]
+                .reason
+                .contains("does not tolerate taint nvidia.com/gpu=true:NoSchedule")
+        );
+    }
+
+    #[test]
+    fn limits_are_never_exceeded() {
+        let its = its();
+        let mut np = pool("default", &[]);
+        np.limits = Limits {
+            cpu_millis: Some(100_000),
+            memory_bytes: None,
+        };
+        let pods = pods(300, "big", 1000, 1024);
+        let plan = solve(&pods, &[np], &its);
+        let reserved: u64 = plan
+            .claims
+            .iter()
+            .map(|c| {
+                c.instance_types
+                    .iter()
+                    .map(|&t| its.types[t as usize].capacity.0)
+                    .max()
+                    .unwrap()
+            })
+            .sum();
+        assert!(reserved <= 100_000, "{reserved}");
+        assert!(!plan.unschedulable.is_empty());
+        assert!(
+            plan.unschedulable[0].reason.contains("limits reached"),
+            "{}",
+            plan.unschedulable[0].reason
+        );
+        let placed: usize = plan.claims.iter().map(|c| c.pods.len()).sum();
+        assert!(placed >= 85, "most of the 100 cores used: {placed} pods");
+        assert_sound(&plan, &pods, &its);
+    }
+
+    #[test]
+    fn zone_spread_and_hostname_anti_affinity() {
+        let its = its();
+        let np = pool("default", &[]);
+        let sel = crate::scheduling::model::LabelSelector::labels(&[("app", "web")]);
+        let mut web = pods(9, "web", 500, 512);
+        for p in &mut web {
+            p.spread = vec![SpreadConstraint {
+                key: TopologyKey::Zone,
+                max_skew: 1,
+                selector: sel.clone(),
+            }];
+        }
+        let plan = solve(&web, &[np.clone()], &its);
+        assert!(plan.unschedulable.is_empty());
+        let mut per_zone = [0; 3];
+        for c in &plan.claims {
+            per_zone[zone_of(&plan, c) as usize] += c.pods.len();
+        }
+        assert_eq!(per_zone, [3, 3, 3]);
+
+        let sel = crate::scheduling::model::LabelSelector::labels(&[("app", "db")]);
+        let mut db = pods(5, "db", 500, 512);
+        for p in &mut db {
+            p.anti_affinity = vec![AffinityTerm {
+                key: TopologyKey::Hostname,
+                selector: sel.clone(),
+            }];
+        }
+        let mut all = db.clone();
+        all.extend(pods(20, "plain", 250, 256));
+        let plan = solve(&all, &[np], &its);
+        assert!(plan.unschedulable.is_empty());
+        for c in &plan.claims {
+            assert!(
+                c.pods.iter().filter(|&&p| p < 5).count() <= 1,
+                "two db pods on one node"
+            );
+        }
+        assert!(plan.claims.len() >= 5);
+        assert_sound(&plan, &all, &its);
+    }
+
+    #[test]
+    fn zone_affinity_keeps_pods_together_and_overhead_counts() {
+        let its = its();
+        let mut np = pool("default", &[]);
+        np.daemonset_overhead = Resources {
+            cpu_millis: 200,
+            memory_bytes: 256 << 20,
+            ephemeral_storage_bytes: 0,
+            pods: 2,
+            gpus: 0,
+        };
+        let sel = crate::scheduling::model::LabelSelector::labels(&[("app", "cache")]);
+        let mut cache = pods(30, "cache", 1000, 2048);
+        for p in &mut cache {
+            p.affinity = vec![AffinityTerm {
+                key: TopologyKey::Zone,
+                selector: sel.clone(),
+            }];
+        }
+        let plan = solve(&cache, &[np], &its);
+        assert!(plan.unschedulable.is_empty());
+        let zones: std::collections::BTreeSet<u32> =
+            plan.claims.iter().map(|c| zone_of(&plan, c)).collect();
+        assert_eq!(zones.len(), 1);
+        for c in &plan.claims {
+            assert_eq!(c.requests.cpu_millis, 200 + 1000 * c.pods.len() as u64);
+            assert_eq!(c.requests.pods, 2 + c.pods.len() as u32);
+        }
+    }
+
+    #[test]
+    fn a_large_mixed_backlog_is_worked_through_completely() {
+        let its = its();
+        let np = pool("default", &[]);
+        let mut all = pods(3000, "big", 1500, 4096);
+        all.extend(pods(3000, "tiny", 100, 100));
+        let plan = solve(&all, &[np], &its);
+        assert!(
+            plan.unschedulable.is_empty(),
+            "{} unschedulable",
+            plan.unschedulable.len()
+        );
+        assert_eq!(
+            plan.claims.iter().map(|c| c.pods.len()).sum::<usize>(),
+            6000
+        );
+        assert_sound(&plan, &all, &its);
+    }
+}
