@@ -180,3 +180,188 @@ pub fn scoring(opts: &ScoringBench) -> Result<(Vec<Timing>, usize), PolicyError>
     });
     Ok((out, options))
 }
+
+/// Figures of one provisioning benchmark size.
+#[derive(Debug, Clone)]
+pub struct ProvisioningFigures {
+    pub pods: usize,
+    pub scheduled: usize,
+    pub claims: usize,
+    /// Simulation only.
+    pub solve: Duration,
+    /// Simulation, options, the policy round (WASM) and picking each claim's top option.
+    pub decision: Duration,
+    /// Peak resident set of the process so far, bytes (Linux `VmHWM`).
+    pub peak_rss: Option<u64>,
+    /// Sum of the chosen options' prices, USD/hour.
+    pub fleet_cost: f64,
+    /// Requested CPU and memory priced at the catalog's cheapest per-unit rates, USD/hour.
+    pub lower_bound: f64,
+}
+
+/// Karpenter's scheduling-benchmark pod mix: one fifth each of plain pods, zone topology spread,
+/// hostname topology spread, zone pod affinity and hostname pod anti-affinity; CPU from
+/// {100m, 250m, 500m, 1000m, 1500m}, memory from {100, 256, 512, 1024, 2048, 4096} Mi; labels from
+/// ten values per fifth; a fixed seed.
+pub fn karpenter_mix(n: usize, seed: u64) -> Vec<crate::scheduling::PendingPod> {
+    use crate::scheduling::model::{AffinityTerm, LabelSelector, SpreadConstraint, TopologyKey};
+    let mut rng = seed.max(1);
+    let mut next = move || {
+        // xorshift64*: small, stable across platforms.
+        rng ^= rng >> 12;
+        rng ^= rng << 25;
+        rng ^= rng >> 27;
+        rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    };
+    const CPU: [u64; 5] = [100, 250, 500, 1000, 1500];
+    const MEM: [u64; 6] = [100, 256, 512, 1024, 2048, 4096];
+    (0..n)
+        .map(|i| {
+            let kind = i % 5;
+            let app = format!("k{kind}-{}", next() % 10);
+            let cpu = CPU[(next() % 5) as usize];
+            let mem = MEM[(next() % 6) as usize] << 20;
+            let mut pod = crate::scheduling::PendingPod::new(
+                &format!("bench/pod-{i}"),
+                &[("app", &app)],
+                cpu,
+                mem,
+            );
+            pod.workload = kind as u32;
+            let selector = LabelSelector::labels(&[("app", &app)]);
+            match kind {
+                1 => {
+                    pod.spread = vec![SpreadConstraint {
+                        key: TopologyKey::Zone,
+                        max_skew: 1,
+                        selector,
+                    }]
+                }
+                2 => {
+                    pod.spread = vec![SpreadConstraint {
+                        key: TopologyKey::Hostname,
+                        max_skew: 1,
+                        selector,
+                    }]
+                }
+                3 => {
+                    pod.affinity = vec![AffinityTerm {
+                        key: TopologyKey::Zone,
+                        selector,
+                    }]
+                }
+                4 => {
+                    pod.anti_affinity = vec![AffinityTerm {
+                        key: TopologyKey::Hostname,
+                        selector,
+                    }]
+                }
+                _ => {}
+            }
+            pod
+        })
+        .collect()
+}
+
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Schedules each size of the Karpenter mix against `types` instance types of the catalog, ranks
+/// every claim with the `cheapest` component (one WASM round per decision) and launches the top
+/// option of each.
+pub fn provisioning(
+    sizes: &[usize],
+    types: usize,
+) -> Result<Vec<ProvisioningFigures>, PolicyError> {
+    use crate::policy::ranking::rank;
+    use crate::scheduling::{InstanceTypes, NodePoolSpec, Requirements, solve};
+
+    let entries = catalog::embedded();
+    let mut cat = catalog::policy_catalog(&entries, &["us-east-1a", "us-east-1b", "us-east-1c"]);
+    cat.instance_types.truncate(types);
+    let its = InstanceTypes::new(&entries, &cat);
+    let pools = vec![NodePoolSpec::new("default", Requirements::default())];
+    let engine = PolicyEngine::new(EngineConfig::default())?;
+    let policy = engine.load(
+        "cheapest",
+        builtin::find("cheapest").expect("built in").wasm,
+        Vec::new(),
+        Limits::default(),
+    )?;
+    let workloads: Vec<Workload> = (0..5)
+        .map(|k| Workload {
+            namespace: "bench".into(),
+            owner: format!("Deployment/kind-{k}"),
+            labels: Vec::new(),
+        })
+        .collect();
+
+    // Cheapest per-unit rates over every offering of the catalog.
+    let (mut per_vcpu, mut per_gib) = (f64::INFINITY, f64::INFINITY);
+    for t in &cat.instance_types {
+        for o in &t.offerings {
+            per_vcpu = per_vcpu.min(o.price / f64::from(t.vcpus.max(1)));
+            per_gib = per_gib.min(o.price / (t.memory_mib.max(1) as f64 / 1024.0));
+        }
+    }
+
+    let mut out = Vec::new();
+    for &n in sizes {
+        let pods = karpenter_mix(n, 42);
+        let started = Instant::now();
+        let plan = solve(&pods, &pools, &its);
+        let solved = started.elapsed();
+        let claims = plan
+            .claims
+            .iter()
+            .map(|c| crate::policy::types::Claim {
+                node_pool: pools[c.node_pool].name.clone(),
+                workloads: workloads.clone(),
+                pods: c
+                    .pods
+                    .iter()
+                    .map(|&p| Pod {
+                        workload: pods[p].workload,
+                        requests: pods[p].requests,
+                        priority: pods[p].priority,
+                    })
+                    .collect(),
+                requests: c.requests,
+                options: c.options(&its),
+            })
+            .collect();
+        let round = ScoringRound {
+            now: 1_790_000_000,
+            catalog: cat.clone(),
+            claims,
+        };
+        let scores = policy.score(&round)?;
+        let fleet_cost: f64 = (0..round.claims.len())
+            .map(|i| {
+                let best = rank(&round, i, &scores[i]).ranked[0].option;
+                round.resolve(best).1.price
+            })
+            .sum();
+        let decision = started.elapsed();
+        let (cpu, mem) = pods.iter().fold((0u64, 0u64), |(c, m), p| {
+            (c + p.requests.cpu_millis, m + p.requests.memory_bytes)
+        });
+        let lower_bound =
+            (cpu as f64 / 1000.0 * per_vcpu).max(mem as f64 / f64::from(1u32 << 30) * per_gib);
+        out.push(ProvisioningFigures {
+            pods: n,
+            scheduled: n - plan.unschedulable.len(),
+            claims: plan.claims.len(),
+            solve: solved,
+            decision,
+            peak_rss: peak_rss(),
+            fleet_cost,
+            lower_bound,
+        });
+    }
+    Ok(out)
+}

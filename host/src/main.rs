@@ -95,6 +95,14 @@ enum BenchCommand {
         #[arg(long, default_value_t = 2000)]
         iterations: usize,
     },
+    /// Schedule 1,000 to 20,000 pending pods of Karpenter's benchmark mix and rank every claim
+    /// with the `cheapest` component; print pods/second, decision time, peak memory and cost.
+    Provisioning {
+        #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000,20000")]
+        pods: Vec<usize>,
+        #[arg(long, default_value_t = 400)]
+        types: usize,
+    },
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -128,6 +136,9 @@ fn run() -> Result<()> {
         }
         Command::Policy(PolicyCommand::Inspect { policy, json }) => inspect(&policy, json)?,
         Command::Policy(PolicyCommand::Score(args)) => score(args)?,
+        Command::Bench(BenchCommand::Provisioning { pods, types }) => {
+            bench_provisioning(&pods, types)?
+        }
         Command::Bench(BenchCommand::Policy {
             types,
             pods,
@@ -352,6 +363,46 @@ fn bench_policy(opts: bench::ScoringBench) -> Result<()> {
             t.label,
             t.call.p50.as_secs_f64() / native,
             t.total.p50.as_secs_f64() / native
+        );
+    }
+    Ok(())
+}
+
+fn bench_provisioning(sizes: &[usize], types: usize) -> Result<()> {
+    if cfg!(debug_assertions) {
+        eprintln!(
+            "note: a debug build; run `cargo run --release -p dovetail -- bench provisioning` for real figures"
+        );
+    }
+    let figures = bench::provisioning(sizes, types)?;
+    println!("Karpenter's pod mix against {types} instance types, `cheapest` policy in WASM");
+    println!(
+        "{:>7} {:>9} {:>7} {:>10} {:>12} {:>11} {:>12} {:>10} {:>12} {:>10}",
+        "pods",
+        "scheduled",
+        "claims",
+        "solve",
+        "decision",
+        "pods/s",
+        "µs/pod",
+        "peak RSS",
+        "$/hour",
+        "vs bound"
+    );
+    for f in &figures {
+        let secs = f.decision.as_secs_f64();
+        println!(
+            "{:>7} {:>9} {:>7} {:>8.1}ms {:>10.1}ms {:>11.0} {:>12.2} {:>7} MiB {:>12.2} {:>9.2}x",
+            f.pods,
+            f.scheduled,
+            f.claims,
+            f.solve.as_secs_f64() * 1e3,
+            secs * 1e3,
+            f.pods as f64 / secs,
+            secs * 1e6 / f.pods as f64,
+            f.peak_rss.map_or("?".into(), |b| (b >> 20).to_string()),
+            f.fleet_cost,
+            f.fleet_cost / f.lower_bound
         );
     }
     Ok(())

@@ -14,6 +14,8 @@ pub struct SchedOffering {
     /// Index into [`InstanceTypes::zones`] (at most 64 zones).
     pub zone: u32,
     pub capacity_type: CapacityType,
+    /// USD per hour.
+    pub price: f64,
     /// False while the offering is known to be out of capacity.
     pub available: bool,
 }
@@ -81,6 +83,7 @@ impl InstanceTypes {
                         .map(|o| SchedOffering {
                             zone: o.zone,
                             capacity_type: o.capacity_type,
+                            price: o.price,
                             available: true,
                         })
                         .collect(),
@@ -127,6 +130,58 @@ impl InstanceTypes {
                     })
             })
             .collect()
+    }
+
+    /// Per type: whether its capacity is priced no more than `tolerance` above the value of the
+    /// 10th-percentile type of `types` (price of its cheapest offering `reqs` allow, over its vCPUs
+    /// and GiB valued at the cheapest rates). A low percentile, not the best: one type with a
+    /// lucky spot price must not make every other type look premium; not the median: dear GPU and
+    /// storage families must not make premium types look normal. Types with no allowed offering
+    /// are not efficient.
+    pub fn efficient(&self, types: &[u32], reqs: &Requirements, tolerance: f64) -> Vec<bool> {
+        let zones = self.zones_admitted_by(reqs);
+        let capacity = reqs.get(labels::CAPACITY_TYPE);
+        let price = |t: u32| {
+            self.types[t as usize]
+                .offerings
+                .iter()
+                .filter(|o| {
+                    zones & (1 << o.zone) != 0
+                        && capacity
+                            .is_none_or(|a| a.allows(Some(capacity_type_label(o.capacity_type))))
+                })
+                .map(|o| o.price)
+                .fold(f64::INFINITY, f64::min)
+        };
+        let units = |t: u32| {
+            let (cpu, mem) = self.types[t as usize].capacity;
+            (cpu as f64 / 1000.0, mem as f64 / f64::from(1u32 << 30))
+        };
+        let (mut per_cpu, mut per_gib) = (f64::INFINITY, f64::INFINITY);
+        for &t in types {
+            let (c, g) = units(t);
+            per_cpu = per_cpu.min(price(t) / c.max(1e-9));
+            per_gib = per_gib.min(price(t) / g.max(1e-9));
+        }
+        let ratio = |t: u32| {
+            let (c, g) = units(t);
+            price(t) / (c * per_cpu + g * per_gib)
+        };
+        let mut ratios: Vec<f64> = types
+            .iter()
+            .map(|&t| ratio(t))
+            .filter(|r| r.is_finite())
+            .collect();
+        let mut out = vec![false; self.types.len()];
+        if ratios.is_empty() {
+            return out;
+        }
+        let nth = ratios.len() / 10;
+        let baseline = *ratios.select_nth_unstable_by(nth, f64::total_cmp).1;
+        for &t in types {
+            out[t as usize] = ratio(t) <= baseline * (1.0 + tolerance);
+        }
+        out
     }
 
     /// Zones `reqs` admit, as a bit mask.

@@ -6,6 +6,12 @@
 //! both narrow as pods join. Topology (zone and hostname spread, pod affinity and anti-affinity) is
 //! counted per selector as pods are placed, and a pod that needs a zone pins its claim to one.
 //!
+//! Packing is not cost-blind: a claim stops taking pods once only *premium* instance types (whose
+//! capacity costs more than [`PREMIUM_TOLERANCE`] above the 10th-percentile value of the claim's types)
+//! could hold it —
+//! otherwise first fit fills the first claims up to the largest, dearest types. The first pod of a
+//! claim is exempt, so a pod that needs special hardware still gets a node.
+//!
 //! NB: every pod is visited once and claims that are full leave the scan, so the work grows with
 //! pods × open claims, not pods × all claims; no pod is dropped for lack of time.
 
@@ -20,6 +26,10 @@ use super::requirements::Requirements;
 use crate::catalog::fits;
 use crate::policy::round::pack;
 use crate::policy::types::{LaunchOption, Resources};
+
+/// How much dearer than the 10th-percentile value a type's capacity may be before a claim avoids growing
+/// into it.
+pub const PREMIUM_TOLERANCE: f64 = 0.3;
 
 /// A NodeClaim the simulation decided to create.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +46,37 @@ pub struct PlannedClaim {
     pub instance_types: Vec<u32>,
     /// Zones it may launch in (bit i = zone i).
     pub zones: u64,
+}
+
+/// Why a pod does not go on a claim. Cheap to make: most attempts fail and only the last
+/// reason of an unschedulable pod is ever written out.
+#[derive(Debug, Clone, Copy)]
+enum Reject {
+    TooBig(Resources),
+    NoType(Resources),
+    Requirements,
+    Topology(&'static str),
+    Premium,
+}
+
+impl std::fmt::Display for Reject {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reject::TooBig(r) => write!(
+                f,
+                "no instance type of the NodePool fits requests {}",
+                describe(r)
+            ),
+            Reject::NoType(r) => write!(
+                f,
+                "no instance type fits requests {} in the allowed zones",
+                describe(r)
+            ),
+            Reject::Requirements => f.write_str("requirements conflict with the claim"),
+            Reject::Topology(t) => write!(f, "{t}: no zone or node satisfies it"),
+            Reject::Premium => f.write_str("only premium-priced instance types would remain"),
+        }
+    }
 }
 
 /// A pod no NodePool can take, and why.
@@ -79,10 +120,14 @@ pub fn solve(pods: &[PendingPod], pools: &[NodePoolSpec], its: &InstanceTypes) -
 
 struct Claim {
     planned: PlannedClaim,
-    /// Component-wise maximum allocatable over `instance_types`: a quick "cannot fit" test.
+    /// Component-wise maximum allocatable over the types it may still grow into (every type while
+    /// empty, the efficient ones once it holds a pod): a quick "cannot fit" test.
     max_alloc: Resources,
     /// Capacity reserved against the pool's limits: the largest type's.
     reserved: (u64, u64),
+    /// Per instance type: priced within [`PREMIUM_TOLERANCE`] of the 10th-percentile value of the types
+    /// the claim started with.
+    efficient: Vec<bool>,
     open: bool,
 }
 
@@ -99,13 +144,19 @@ struct Solver<'a> {
     /// Per pool: limit headroom (cpu millis, memory bytes) after in-use and reserved capacity.
     headroom: Vec<(u64, u64)>,
     claims: Vec<Claim>,
-    open: Vec<Vec<usize>>,
+    /// Per pool: its claims in creation order (first fit scans in this order).
+    order: Vec<Vec<usize>>,
+    /// Per pool: position in `order` before which every claim is closed.
+    first_open: Vec<usize>,
+    /// Per (selector, pool): position in `order` before which every claim is closed or already
+    /// holds a pod of the selector — claims a pod that wants a host of its own can skip.
+    skip: HashMap<(u32, usize), usize, FastHash>,
     /// Per pod: the selectors its labels match.
     matches: Vec<Vec<u32>>,
     /// Per pod: its topology terms with interned selectors.
     terms: Vec<Vec<Term>>,
     zone_counts: Vec<Vec<u32>>,
-    host_counts: HashMap<(u32, usize), u32>,
+    host_counts: HashMap<(u32, usize), u32, FastHash>,
     /// Pods per selector placed so far.
     placed: Vec<u32>,
     smallest: Resources,
@@ -129,7 +180,7 @@ impl<'a> Solver<'a> {
     fn new(pods: &'a [PendingPod], pools: &'a [NodePoolSpec], its: &'a InstanceTypes) -> Self {
         let mut pool_order: Vec<usize> = (0..pools.len()).collect();
         pool_order.sort_by_key(|&i| (std::cmp::Reverse(pools[i].weight), pools[i].name.clone()));
-        let pool_types = pools
+        let pool_types: Vec<Vec<u32>> = pools
             .iter()
             .map(|p| its.admitted_by(&p.requirements))
             .collect();
@@ -225,11 +276,13 @@ impl<'a> Solver<'a> {
             pool_zones,
             headroom,
             claims: Vec::new(),
-            open: vec![Vec::new(); pools.len()],
+            order: vec![Vec::new(); pools.len()],
+            first_open: vec![0; pools.len()],
+            skip: HashMap::default(),
             matches,
             terms,
             zone_counts: vec![vec![0; its.zones.len()]; n_sel],
-            host_counts: HashMap::new(),
+            host_counts: HashMap::default(),
             placed: vec![0; n_sel],
             smallest,
         }
@@ -267,15 +320,13 @@ impl<'a> Solver<'a> {
             }
         }
         for &pool in &admitting {
-            let mut i = 0;
-            while i < self.open[pool].len() {
-                let c = self.open[pool][i];
+            let start = self.scan_start(p, pool);
+            for i in start..self.order[pool].len() {
+                let c = self.order[pool][i];
                 if self.claims[c].open && self.try_add(p, c).is_ok() {
                     return Ok(());
                 }
-                i += 1;
             }
-            self.compact(pool);
         }
         for &pool in &admitting {
             match self.new_claim(pool, p) {
@@ -352,6 +403,7 @@ impl<'a> Solver<'a> {
         }
         let zones = self.pool_zones[pool] & self.its.zones_admitted_by(&requirements);
         let requests = np.daemonset_overhead;
+        let efficient = self.its.efficient(&types, &requirements, PREMIUM_TOLERANCE);
         let c = self.claims.len();
         self.claims.push(Claim {
             planned: PlannedClaim {
@@ -367,15 +419,17 @@ impl<'a> Solver<'a> {
             },
             max_alloc: zero(),
             reserved: (0, 0),
+            efficient,
             open: true,
         });
         self.refresh(c);
         match self.try_add(p, c) {
             Ok(()) => {
-                self.open[pool].push(c);
+                self.order[pool].push(c);
                 Ok(())
             }
             Err(r) => {
+                let r = r.to_string();
                 let claim = self.claims.pop().expect("just pushed");
                 self.headroom[pool].0 = self.headroom[pool].0.saturating_add(claim.reserved.0);
                 self.headroom[pool].1 = self.headroom[pool].1.saturating_add(claim.reserved.1);
@@ -385,15 +439,12 @@ impl<'a> Solver<'a> {
     }
 
     /// Adds pod `p` to claim `c` if everything still holds; otherwise leaves `c` untouched.
-    fn try_add(&mut self, p: usize, c: usize) -> Result<(), String> {
+    fn try_add(&mut self, p: usize, c: usize) -> Result<(), Reject> {
         let pod = &self.pods[p];
         let claim = &self.claims[c];
         let requests = add(&claim.planned.requests, &pod.requests);
         if !fits(&requests, &claim.max_alloc) {
-            return Err(format!(
-                "no instance type of the NodePool fits requests {}",
-                describe(&requests)
-            ));
+            return Err(Reject::TooBig(requests));
         }
         // Node requirements: the first term compatible with the claim.
         let mut requirements = None;
@@ -402,7 +453,7 @@ impl<'a> Solver<'a> {
                 .node_terms
                 .iter()
                 .find(|t| claim.planned.requirements.compatible(t))
-                .ok_or("requirements conflict with the claim")?;
+                .ok_or(Reject::Requirements)?;
             requirements = Some(claim.planned.requirements.intersection(term));
         }
         let zones = self.allowed_zones(p, c)?;
@@ -431,10 +482,10 @@ impl<'a> Solver<'a> {
             })
             .collect();
         if types.is_empty() {
-            return Err(format!(
-                "no instance type fits requests {} in the allowed zones",
-                describe(&requests)
-            ));
+            return Err(Reject::NoType(requests));
+        }
+        if !claim.planned.pods.is_empty() && !types.iter().any(|&t| claim.efficient[t as usize]) {
+            return Err(Reject::Premium);
         }
         // Commit.
         let claim = &mut self.claims[c];
@@ -458,7 +509,7 @@ impl<'a> Solver<'a> {
     }
 
     /// Zones the pod may use on claim `c`, given its topology terms.
-    fn allowed_zones(&self, p: usize, c: usize) -> Result<u64, String> {
+    fn allowed_zones(&self, p: usize, c: usize) -> Result<u64, Reject> {
         let claim = &self.claims[c];
         let mut zones = claim.planned.zones;
         let pool_zones = self.pool_zones[claim.planned.node_pool];
@@ -474,17 +525,17 @@ impl<'a> Solver<'a> {
                 (TermKind::Spread(skew), TopologyKey::Hostname) => {
                     // A new node is always a domain with zero pods.
                     if here + u32::from(self_match(term.selector)) > skew {
-                        return Err("hostname spread".into());
+                        return Err(Reject::Topology("hostname spread"));
                     }
                 }
                 (TermKind::AntiAffinity, TopologyKey::Hostname) => {
                     if here > 0 {
-                        return Err("hostname anti-affinity".into());
+                        return Err(Reject::Topology("hostname anti-affinity"));
                     }
                 }
                 (TermKind::Affinity, TopologyKey::Hostname) => {
                     if here == 0 && (self.placed[s] > 0 || !self_match(term.selector)) {
-                        return Err("hostname affinity".into());
+                        return Err(Reject::Topology("hostname affinity"));
                     }
                 }
                 (TermKind::Spread(skew), TopologyKey::Zone) => {
@@ -503,7 +554,7 @@ impl<'a> Solver<'a> {
                             .filter(|&z| counts[z] > 0)
                             .fold(0, |m, z| m | 1 << z);
                     } else if !self_match(term.selector) {
-                        return Err("zone affinity to pods that do not exist".into());
+                        return Err(Reject::Topology("zone affinity to pods that do not exist"));
                     }
                 }
                 (TermKind::AntiAffinity, TopologyKey::Zone) => {
@@ -514,7 +565,9 @@ impl<'a> Solver<'a> {
                 }
             }
             if zones == 0 {
-                return Err("no zone satisfies its topology constraints".into());
+                return Err(Reject::Topology(
+                    "no zone satisfies its topology constraints",
+                ));
             }
         }
         Ok(zones)
@@ -537,10 +590,17 @@ impl<'a> Solver<'a> {
     /// Recomputes a claim's quick-fit bound and limit reservation after its types changed.
     fn refresh(&mut self, c: usize) {
         let claim = &mut self.claims[c];
+        let pool = claim.planned.node_pool;
+        let efficient = &claim.efficient;
+        let grow_only_efficient = !claim.planned.pods.is_empty();
         let mut max = zero();
         let mut cap = (0u64, 0u64);
         for &t in &claim.planned.instance_types {
             let ty = &self.its.types[t as usize];
+            cap = (cap.0.max(ty.capacity.0), cap.1.max(ty.capacity.1));
+            if grow_only_efficient && !efficient[t as usize] {
+                continue;
+            }
             let a = &ty.allocatable;
             max.cpu_millis = max.cpu_millis.max(a.cpu_millis);
             max.memory_bytes = max.memory_bytes.max(a.memory_bytes);
@@ -548,10 +608,8 @@ impl<'a> Solver<'a> {
                 max.ephemeral_storage_bytes.max(a.ephemeral_storage_bytes);
             max.pods = max.pods.max(a.pods);
             max.gpus = max.gpus.max(a.gpus);
-            cap = (cap.0.max(ty.capacity.0), cap.1.max(ty.capacity.1));
         }
         claim.max_alloc = max;
-        let pool = claim.planned.node_pool;
         let (old_cpu, old_mem) = claim.reserved;
         claim.reserved = cap;
         let h = &mut self.headroom[pool];
@@ -564,13 +622,73 @@ impl<'a> Solver<'a> {
             && r.pods < max.pods;
     }
 
-    /// Drops closed claims from a pool's scan list.
-    fn compact(&mut self, pool: usize) {
+    /// Where first fit starts for pod `p` in `pool`: past the closed prefix, and past the claims
+    /// that already hold a pod of a selector the pod wants a host of its own from.
+    fn scan_start(&mut self, p: usize, pool: usize) -> usize {
+        let order = &self.order[pool];
         let claims = &self.claims;
-        if self.open[pool].iter().filter(|&&c| !claims[c].open).count() * 2 > self.open[pool].len()
-        {
-            self.open[pool].retain(|&c| claims[c].open);
+        let mut start = self.first_open[pool];
+        while start < order.len() && !claims[order[start]].open {
+            start += 1;
         }
+        self.first_open[pool] = start;
+        for term in &self.terms[p] {
+            let exclusive = term.key == TopologyKey::Hostname
+                && match term.kind {
+                    TermKind::AntiAffinity => true,
+                    TermKind::Spread(skew) => skew == 1 && self.matches[p].contains(&term.selector),
+                    TermKind::Affinity => false,
+                };
+            if !exclusive {
+                continue;
+            }
+            let ptr = self.skip.entry((term.selector, pool)).or_insert(0);
+            while *ptr < order.len()
+                && (!claims[order[*ptr]].open
+                    || self
+                        .host_counts
+                        .get(&(term.selector, order[*ptr]))
+                        .is_some_and(|&n| n > 0))
+            {
+                *ptr += 1;
+            }
+            start = start.max(*ptr);
+        }
+        start
+    }
+}
+
+/// A cheap hasher for the simulation's small integer keys (the standard one is built to resist
+/// hash flooding, which these keys cannot do).
+#[derive(Default, Clone, Copy)]
+struct FastHash;
+
+impl std::hash::BuildHasher for FastHash {
+    type Hasher = FastHasher;
+    fn build_hasher(&self) -> FastHasher {
+        FastHasher(0)
+    }
+}
+
+struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
     }
 }
 
@@ -809,7 +927,7 @@ mod tests {
                 selector: sel.clone(),
             }];
         }
-        let plan = solve(&web, &[np.clone()], &its);
+        let plan = solve(&web, std::slice::from_ref(&np), &its);
         assert!(plan.unschedulable.is_empty());
         let mut per_zone = [0; 3];
         for c in &plan.claims {
