@@ -1,6 +1,7 @@
 //! Dovetail: a Kubernetes node autoscaler for AWS whose scoring and consolidation decisions are
 //! sandboxed WebAssembly policies.
 
+pub mod api;
 pub mod bench;
 pub mod catalog;
 pub mod policy;

@@ -31,6 +31,8 @@ enum Command {
     /// Print benchmark figures.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Print the CustomResourceDefinitions (NodePool, NodeClaim, EC2NodeClass, Policy) as YAML.
+    Crds,
 }
 
 #[derive(Subcommand)]
@@ -129,6 +131,7 @@ fn run() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
+        Command::Crds => print!("{}", dovetail::api::crds_yaml()),
         Command::Policy(PolicyCommand::List) => {
             for b in builtin::all() {
                 println!("{:<16} {}", b.name, b.summary);

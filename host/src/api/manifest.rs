@@ -1,0 +1,132 @@
+//! Reading Kubernetes manifests (multi-document YAML) into our resources, with errors that name
+//! the file, the line and the field.
+
+use serde::Deserialize;
+
+use super::{EC2NodeClass, NodePool, Policy};
+
+/// One object of a manifest file.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Manifest {
+    NodePool(Box<NodePool>),
+    EC2NodeClass(Box<EC2NodeClass>),
+    Policy(Box<Policy>),
+    /// Any other kind (Deployment, Pod, PodDisruptionBudget…), left for its reader.
+    Other {
+        api_version: String,
+        kind: String,
+        document: serde_json::Value,
+    },
+}
+
+/// A manifest that cannot be read.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ManifestError {
+    /// YAML syntax, a missing or unknown field value, a wrong type.
+    #[error("{file}:{line}:{column}: {message}")]
+    Invalid {
+        file: String,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+    /// A document without `apiVersion` and `kind`.
+    #[error("{file}: document {document}: {message}")]
+    NotAnObject {
+        file: String,
+        document: usize,
+        message: String,
+    },
+    /// An old or foreign API version of one of our kinds.
+    #[error("{file}: document {document}: {kind} must be apiVersion {expected}, not {found}")]
+    WrongVersion {
+        file: String,
+        document: usize,
+        kind: String,
+        expected: String,
+        found: String,
+    },
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TypeMeta {
+    #[serde(default)]
+    api_version: String,
+    #[serde(default)]
+    kind: String,
+}
+
+/// Reads every document of a YAML stream. `file` names it in errors.
+pub fn parse(file: &str, text: &str) -> Result<Vec<Manifest>, ManifestError> {
+    let invalid = |e: serde_norway::Error| {
+        let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+        ManifestError::Invalid {
+            file: file.to_string(),
+            line,
+            column,
+            message: e.to_string(),
+        }
+    };
+    // First pass: the kind of each document (empty documents skipped).
+    let mut kinds = Vec::new();
+    for doc in serde_norway::Deserializer::from_str(text) {
+        let value = serde_norway::Value::deserialize(doc).map_err(invalid)?;
+        if value.is_null() {
+            kinds.push(None);
+            continue;
+        }
+        let meta: TypeMeta = serde_norway::from_value(value).map_err(invalid)?;
+        kinds.push(Some(meta));
+    }
+    // Second pass: each document into its type, so errors carry the line in the file.
+    let mut out = Vec::new();
+    for (i, (doc, meta)) in serde_norway::Deserializer::from_str(text)
+        .zip(kinds)
+        .enumerate()
+    {
+        let Some(meta) = meta else { continue };
+        if meta.api_version.is_empty() || meta.kind.is_empty() {
+            return Err(ManifestError::NotAnObject {
+                file: file.to_string(),
+                document: i + 1,
+                message: "missing apiVersion or kind".into(),
+            });
+        }
+        let ours = |expected: &str| -> Result<(), ManifestError> {
+            if meta.api_version == expected {
+                Ok(())
+            } else {
+                Err(ManifestError::WrongVersion {
+                    file: file.to_string(),
+                    document: i + 1,
+                    kind: meta.kind.clone(),
+                    expected: expected.to_string(),
+                    found: meta.api_version.clone(),
+                })
+            }
+        };
+        let group = meta.api_version.split('/').next().unwrap_or_default();
+        let manifest = match (group, meta.kind.as_str()) {
+            ("dovetail.sh", "NodePool") => {
+                ours("dovetail.sh/v1")?;
+                Manifest::NodePool(Box::new(NodePool::deserialize(doc).map_err(invalid)?))
+            }
+            ("aws.dovetail.sh", "EC2NodeClass") => {
+                ours("aws.dovetail.sh/v1")?;
+                Manifest::EC2NodeClass(Box::new(EC2NodeClass::deserialize(doc).map_err(invalid)?))
+            }
+            ("dovetail.sh", "Policy") => {
+                ours("dovetail.sh/v1")?;
+                Manifest::Policy(Box::new(Policy::deserialize(doc).map_err(invalid)?))
+            }
+            _ => Manifest::Other {
+                api_version: meta.api_version.clone(),
+                kind: meta.kind.clone(),
+                document: serde_json::Value::deserialize(doc).map_err(invalid)?,
+            },
+        };
+        out.push(manifest);
+    }
+    Ok(out)
+}
