@@ -1,0 +1,535 @@
+//! Kubernetes objects → the simulation's model: a `NodePool` resource into a [`NodePoolSpec`],
+//! a pod template (of a Deployment, or a bare Pod) into [`PendingPod`]s.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{PodAffinityTerm, PodSpec, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as KubeSelector;
+
+use super::model::{
+    AffinityTerm, LabelSelector, Limits, NodePoolSpec, PendingPod, SpreadConstraint, Taint,
+    TaintEffect, Toleration, TopologyKey, labels, zero,
+};
+use super::requirements::{Operator, Requirement, Requirements};
+use crate::api::NodePool;
+use crate::api::nodepool::RequirementOperator;
+use crate::policy::types::Resources;
+use crate::quantity;
+
+/// An object the simulation cannot use, with the field at fault.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{object}: {field}: {message}")]
+pub struct ConvertError {
+    /// `NodePool/default`, `Deployment/web`.
+    pub object: String,
+    /// Path of the field, e.g. `spec.template.spec.containers[0].resources.requests.cpu`.
+    pub field: String,
+    pub message: String,
+}
+
+/// A NodePool resource as the simulation sees it. `daemonset_overhead` and `in_use` come from
+/// the cluster.
+pub fn node_pool(
+    np: &NodePool,
+    daemonset_overhead: Resources,
+    in_use: Resources,
+) -> Result<NodePoolSpec, ConvertError> {
+    let name = np.metadata.name.clone().unwrap_or_default();
+    let object = format!("NodePool/{name}");
+    let err = |field: &str, message: String| ConvertError {
+        object: object.clone(),
+        field: field.into(),
+        message,
+    };
+    let tmpl = &np.spec.template;
+    let mut reqs: Vec<Requirement> = tmpl
+        .spec
+        .requirements
+        .iter()
+        .map(|r| Requirement {
+            key: r.key.clone(),
+            operator: match r.operator {
+                RequirementOperator::In => Operator::In,
+                RequirementOperator::NotIn => Operator::NotIn,
+                RequirementOperator::Exists => Operator::Exists,
+                RequirementOperator::DoesNotExist => Operator::DoesNotExist,
+                RequirementOperator::Gt => Operator::Gt,
+                RequirementOperator::Lt => Operator::Lt,
+            },
+            values: r.values.clone(),
+        })
+        .collect();
+    // The template's labels are on every node, so pods may select them.
+    for (k, v) in &tmpl.metadata.labels {
+        reqs.push(Requirement::new(k, Operator::In, &[v]));
+    }
+    reqs.push(Requirement::new(labels::NODEPOOL, Operator::In, &[&name]));
+    let requirements = Requirements::from_list(&reqs);
+    if let Some(key) = requirements.unsatisfiable_key() {
+        return Err(err(
+            "spec.template.spec.requirements",
+            format!("no node can satisfy the requirements on {key}"),
+        ));
+    }
+    let taints = tmpl
+        .spec
+        .taints
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            Ok(Taint {
+                key: t.key.clone(),
+                value: t.value.clone().unwrap_or_default(),
+                effect: effect(&t.effect).ok_or_else(|| {
+                    err(
+                        &format!("spec.template.spec.taints[{i}].effect"),
+                        format!("unknown effect {:?}", t.effect),
+                    )
+                })?,
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let limit = |key: &str, parse: fn(&str) -> Result<u64, quantity::QuantityError>| {
+        np.spec
+            .limits
+            .get(key)
+            .map(|q| parse(&q.0).map_err(|e| err(&format!("spec.limits.{key}"), e.to_string())))
+            .transpose()
+    };
+    Ok(NodePoolSpec {
+        name,
+        weight: np.spec.weight.unwrap_or(0),
+        requirements,
+        taints,
+        limits: Limits {
+            cpu_millis: limit("cpu", quantity::cpu_millis)?,
+            memory_bytes: limit("memory", quantity::bytes)?,
+        },
+        in_use,
+        daemonset_overhead,
+    })
+}
+
+fn effect(e: &str) -> Option<TaintEffect> {
+    match e {
+        "NoSchedule" => Some(TaintEffect::NoSchedule),
+        "PreferNoSchedule" => Some(TaintEffect::PreferNoSchedule),
+        "NoExecute" => Some(TaintEffect::NoExecute),
+        _ => None,
+    }
+}
+
+/// The pending pods of a Deployment: `replicas` (default 1) copies of its template.
+pub fn deployment_pods(d: &Deployment) -> Result<Vec<PendingPod>, ConvertError> {
+    let name = d.metadata.name.clone().unwrap_or_default();
+    let namespace = d
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let object = format!("Deployment/{name}");
+    let spec = &d.spec;
+    let template_spec = spec.template.spec.as_ref().ok_or_else(|| ConvertError {
+        object: object.clone(),
+        field: "spec.template.spec".into(),
+        message: "missing".into(),
+    })?;
+    let labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    let pod = pending_pod(
+        &object,
+        "spec.template.spec",
+        &format!("{namespace}/{name}"),
+        &labels,
+        template_spec,
+    )?;
+    let replicas = spec.replicas.unwrap_or(1).max(0) as usize;
+    Ok((0..replicas)
+        .map(|i| PendingPod {
+            name: format!("{namespace}/{name}-{i}"),
+            ..pod.clone()
+        })
+        .collect())
+}
+
+/// One pending pod from a pod spec. `path` prefixes field names in errors.
+pub fn pending_pod(
+    object: &str,
+    path: &str,
+    name: &str,
+    pod_labels: &BTreeMap<String, String>,
+    spec: &PodSpec,
+) -> Result<PendingPod, ConvertError> {
+    let err = |field: String, message: String| ConvertError {
+        object: object.into(),
+        field,
+        message,
+    };
+    let requests_of =
+        |r: Option<&ResourceRequirements>, field: String| -> Result<Resources, ConvertError> {
+            let mut out = zero();
+            let map = r.and_then(|r| r.requests.as_ref().or(r.limits.as_ref()));
+            for (key, q) in map.into_iter().flatten() {
+                let parse = |f: fn(&str) -> Result<u64, quantity::QuantityError>, q: &Quantity| {
+                    f(&q.0).map_err(|e| err(format!("{field}.{key}"), e.to_string()))
+                };
+                match key.as_str() {
+                    "cpu" => out.cpu_millis = parse(quantity::cpu_millis, q)?,
+                    "memory" => out.memory_bytes = parse(quantity::bytes, q)?,
+                    "ephemeral-storage" => out.ephemeral_storage_bytes = parse(quantity::bytes, q)?,
+                    "nvidia.com/gpu" => out.gpus = parse(quantity::count, q)? as u32,
+                    _ => {}
+                }
+            }
+            Ok(out)
+        };
+    // Containers run together; init containers one at a time before them (sidecars — init
+    // containers with restartPolicy Always — keep running and add up).
+    let mut running = zero();
+    for (i, c) in spec.containers.iter().enumerate() {
+        let r = requests_of(
+            c.resources.as_ref(),
+            format!("{path}.containers[{i}].resources.requests"),
+        )?;
+        running = super::model::add(&running, &r);
+    }
+    let mut peak = running;
+    let mut sidecars = zero();
+    for (i, c) in spec.init_containers.iter().flatten().enumerate() {
+        let r = requests_of(
+            c.resources.as_ref(),
+            format!("{path}.initContainers[{i}].resources.requests"),
+        )?;
+        if c.restart_policy.as_deref() == Some("Always") {
+            sidecars = super::model::add(&sidecars, &r);
+        } else {
+            let during = super::model::add(&sidecars, &r);
+            peak = max(&peak, &during);
+        }
+    }
+    let mut requests = max(&super::model::add(&running, &sidecars), &peak);
+    if let Some(overhead) = &spec.overhead {
+        let r = requests_of(
+            Some(&ResourceRequirements {
+                requests: Some(overhead.clone()),
+                ..Default::default()
+            }),
+            format!("{path}.overhead"),
+        )?;
+        requests = super::model::add(&requests, &r);
+    }
+    requests.pods = 1;
+
+    // nodeSelector applies to every term of required node affinity.
+    let selector: Vec<Requirement> = spec
+        .node_selector
+        .iter()
+        .flatten()
+        .map(|(k, v)| Requirement::new(k, Operator::In, &[v]))
+        .collect();
+    let required = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
+    let mut node_terms = Vec::new();
+    match required {
+        Some(req) => {
+            for (ti, term) in req.node_selector_terms.iter().enumerate() {
+                let mut list = selector.clone();
+                for (ei, e) in term.match_expressions.iter().flatten().enumerate() {
+                    let operator = operator(&e.operator).ok_or_else(|| {
+                        err(
+                            format!("{path}.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[{ti}].matchExpressions[{ei}].operator"),
+                            format!("unknown operator {:?}", e.operator),
+                        )
+                    })?;
+                    list.push(Requirement {
+                        key: e.key.clone(),
+                        operator,
+                        values: e.values.clone().unwrap_or_default(),
+                    });
+                }
+                node_terms.push(Requirements::from_list(&list));
+            }
+        }
+        None if !selector.is_empty() => node_terms.push(Requirements::from_list(&selector)),
+        None => {}
+    }
+
+    let tolerations = spec
+        .tolerations
+        .iter()
+        .flatten()
+        .map(|t| Toleration {
+            key: t.key.clone().filter(|k| !k.is_empty()),
+            exists: t.operator.as_deref() == Some("Exists"),
+            value: t.value.clone().unwrap_or_default(),
+            effect: t.effect.as_deref().and_then(effect),
+        })
+        .collect();
+
+    let topology = |key: &str| match key {
+        labels::ZONE => Some(TopologyKey::Zone),
+        labels::HOSTNAME => Some(TopologyKey::Hostname),
+        _ => None,
+    };
+    let spread = spec
+        .topology_spread_constraints
+        .iter()
+        .flatten()
+        .filter(|c| c.when_unsatisfiable == "DoNotSchedule")
+        .filter_map(|c| {
+            Some(SpreadConstraint {
+                key: topology(&c.topology_key)?,
+                max_skew: c.max_skew.max(1) as u32,
+                selector: c
+                    .label_selector
+                    .as_ref()
+                    .map(selector_of)
+                    .unwrap_or_default(),
+            })
+        })
+        .collect();
+    let terms = |terms: Option<&Vec<PodAffinityTerm>>| -> Vec<AffinityTerm> {
+        terms
+            .into_iter()
+            .flatten()
+            .filter_map(|t| {
+                Some(AffinityTerm {
+                    key: topology(&t.topology_key)?,
+                    selector: t
+                        .label_selector
+                        .as_ref()
+                        .map(selector_of)
+                        .unwrap_or_default(),
+                })
+            })
+            .collect()
+    };
+    let aff = spec.affinity.as_ref();
+    let affinity = terms(aff.and_then(|a| a.pod_affinity.as_ref()).and_then(|p| {
+        p.required_during_scheduling_ignored_during_execution
+            .as_ref()
+    }));
+    let anti_affinity = terms(
+        aff.and_then(|a| a.pod_anti_affinity.as_ref())
+            .and_then(|p| {
+                p.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            }),
+    );
+
+    Ok(PendingPod {
+        name: name.to_string(),
+        labels: pod_labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        requests,
+        node_terms,
+        tolerations,
+        spread,
+        affinity,
+        anti_affinity,
+        workload: 0,
+        priority: spec.priority.unwrap_or(0),
+    })
+}
+
+fn operator(op: &str) -> Option<Operator> {
+    Some(match op {
+        "In" => Operator::In,
+        "NotIn" => Operator::NotIn,
+        "Exists" => Operator::Exists,
+        "DoesNotExist" => Operator::DoesNotExist,
+        "Gt" => Operator::Gt,
+        "Lt" => Operator::Lt,
+        _ => return None,
+    })
+}
+
+fn selector_of(s: &KubeSelector) -> LabelSelector {
+    LabelSelector {
+        match_labels: s
+            .match_labels
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        match_expressions: s
+            .match_expressions
+            .iter()
+            .flatten()
+            .filter_map(|e| {
+                Some(Requirement {
+                    key: e.key.clone(),
+                    operator: operator(&e.operator)?,
+                    values: e.values.clone().unwrap_or_default(),
+                })
+            })
+            .collect(),
+    }
+}
+
+fn max(a: &Resources, b: &Resources) -> Resources {
+    Resources {
+        cpu_millis: a.cpu_millis.max(b.cpu_millis),
+        memory_bytes: a.memory_bytes.max(b.memory_bytes),
+        ephemeral_storage_bytes: a.ephemeral_storage_bytes.max(b.ephemeral_storage_bytes),
+        pods: a.pods.max(b.pods),
+        gpus: a.gpus.max(b.gpus),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::manifest::{Manifest, parse};
+    use crate::catalog;
+    use crate::scheduling::{InstanceTypes, solve};
+
+    fn deployment(yaml: &str) -> Deployment {
+        serde_norway::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn the_guide_nodepool_admits_what_it_says() {
+        let text = include_str!("../../../tests/manifests/karpenter-getting-started.yaml");
+        let Manifest::NodePool(np) = &parse("guide.yaml", text).unwrap()[0] else {
+            panic!()
+        };
+        let spec = node_pool(np, zero(), zero()).unwrap();
+        assert_eq!(spec.limits.cpu_millis, Some(1_000_000));
+        let entries = catalog::embedded();
+        let its = InstanceTypes::new(
+            &entries,
+            &catalog::policy_catalog(&entries, &["us-east-1a"]),
+        );
+        let admitted = its.admitted_by(&spec.requirements);
+        assert!(!admitted.is_empty());
+        for t in admitted {
+            assert!(["c", "m", "r"].contains(&its.label(t, labels::CATEGORY).unwrap()));
+            assert!(
+                its.label(t, labels::GENERATION)
+                    .unwrap()
+                    .parse::<u32>()
+                    .unwrap()
+                    > 2
+            );
+            assert_eq!(its.label(t, labels::ARCH), Some("amd64"));
+        }
+    }
+
+    #[test]
+    fn deployment_pods_carry_requests_and_constraints() {
+        let d = deployment(
+            r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      nodeSelector: {kubernetes.io/arch: arm64}
+      initContainers:
+        - name: migrate
+          image: busybox
+          resources: {requests: {cpu: "2", memory: 256Mi}}
+        - name: proxy
+          image: envoy
+          restartPolicy: Always
+          resources: {requests: {cpu: 100m, memory: 64Mi}}
+      containers:
+        - name: app
+          image: nginx
+          resources: {requests: {cpu: 500m, memory: 1Gi}}
+        - name: log
+          image: fluent
+          resources: {requests: {cpu: 100m, memory: 128Mi}}
+      overhead: {cpu: 10m}
+      tolerations: [{key: dedicated, operator: Equal, value: web, effect: NoSchedule}]
+      topologySpreadConstraints:
+        - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: web}}}
+        - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: ScheduleAnyway, labelSelector: {matchLabels: {app: web}}}
+      affinity:
+        podAntiAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+            - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: web}}}
+"#,
+        );
+        let pods = deployment_pods(&d).unwrap();
+        assert_eq!(pods.len(), 3);
+        let p = &pods[0];
+        assert_eq!(p.name, "shop/web-0");
+        // max(containers 600m + sidecar 100m, migrate 2000m + sidecar-before-it 0) + overhead 10m
+        assert_eq!(p.requests.cpu_millis, 2010);
+        assert_eq!(p.requests.memory_bytes, (1024 + 128 + 64) << 20);
+        assert_eq!(p.node_terms.len(), 1);
+        assert_eq!(
+            p.spread.len(),
+            1,
+            "ScheduleAnyway is a preference, not a constraint"
+        );
+        assert_eq!(p.anti_affinity.len(), 1);
+        assert_eq!(p.tolerations[0].key.as_deref(), Some("dedicated"));
+
+        // And the simulation honours them: one pod per node, arm64 only, spread over zones.
+        let entries = catalog::embedded();
+        let cat = catalog::policy_catalog(&entries, &["us-east-1a", "us-east-1b", "us-east-1c"]);
+        let its = InstanceTypes::new(&entries, &cat);
+        let mut np = NodePoolSpec::new("default", Requirements::default());
+        np.taints = vec![Taint {
+            key: "dedicated".into(),
+            value: "web".into(),
+            effect: TaintEffect::NoSchedule,
+        }];
+        let plan = solve(&pods, &[np], &its);
+        assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
+        assert_eq!(plan.claims.len(), 3);
+        let zones: std::collections::BTreeSet<u64> = plan.claims.iter().map(|c| c.zones).collect();
+        assert_eq!(zones.len(), 3);
+        for c in &plan.claims {
+            assert!(
+                c.instance_types
+                    .iter()
+                    .all(|&t| its.label(t, labels::ARCH) == Some("arm64"))
+            );
+        }
+    }
+
+    #[test]
+    fn bad_quantities_and_effects_name_the_field() {
+        let d = deployment(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\nspec:\n  selector: {}\n  template:\n    spec:\n      containers: [{name: a, resources: {requests: {cpu: lots}}}]\n",
+        );
+        let e = deployment_pods(&d).unwrap_err();
+        assert_eq!(
+            e.field,
+            "spec.template.spec.containers[0].resources.requests.cpu"
+        );
+        assert_eq!(e.object, "Deployment/x");
+        let text = include_str!("../../../tests/manifests/karpenter-getting-started.yaml")
+            .replace("  limits:\n    cpu: 1000", "  limits:\n    cpu: 10 cores");
+        let Manifest::NodePool(np) = &parse("p.yaml", &text).unwrap()[0] else {
+            panic!()
+        };
+        let e = node_pool(np, zero(), zero()).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "NodePool/default: spec.limits.cpu: invalid quantity \"10 cores\": not a number"
+        );
+    }
+}
