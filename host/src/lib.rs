@@ -4,6 +4,7 @@
 pub mod api;
 pub mod bench;
 pub mod catalog;
+pub mod cloud;
 pub mod policy;
 pub mod quantity;
 pub mod scheduling;

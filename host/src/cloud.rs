@@ -1,0 +1,58 @@
+//! Where capacity comes from: the [`CloudProvider`] trait and its implementations (`sim` now,
+//! `aws` next).
+
+pub mod sim;
+
+use crate::policy::types::CapacityType;
+
+/// One way to launch a node, in the order the scoring policy ranked it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Offer {
+    pub instance_type: String,
+    pub zone: String,
+    pub capacity_type: CapacityType,
+    /// USD per hour.
+    pub price: f64,
+}
+
+/// A request to launch one NodeClaim.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LaunchRequest {
+    /// NodeClaim name; also the idempotency key of the launch.
+    pub claim: String,
+    pub node_pool: String,
+    /// Feasible offers, best first. The provider takes the first it can fulfil.
+    pub offers: Vec<Offer>,
+}
+
+/// A launched instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instance {
+    /// e.g. `i-0000000000000001`, or the cloud's id.
+    pub id: String,
+    pub claim: String,
+    pub node_pool: String,
+    pub offer: Offer,
+}
+
+/// Cloud errors, each naming the NodeClaim.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CloudError {
+    /// Every offer was out of capacity (each is now cached as unavailable).
+    #[error("nodeclaim {claim}: insufficient capacity for all {tried} offers")]
+    InsufficientCapacity { claim: String, tried: usize },
+    /// The request had no offers.
+    #[error("nodeclaim {claim}: no offers to launch")]
+    NoOffers { claim: String },
+}
+
+/// Launches and terminates instances.
+pub trait CloudProvider {
+    /// Launches the first offer that has capacity. Offers out of capacity are remembered as
+    /// unavailable (see [`CloudProvider::unavailable`]).
+    fn create(&mut self, request: &LaunchRequest) -> Result<Instance, CloudError>;
+    /// Terminates an instance.
+    fn delete(&mut self, id: &str) -> Result<(), CloudError>;
+    /// Whether an offering is known to be out of capacity (the scheduler leaves it out).
+    fn unavailable(&self, instance_type: &str, zone: &str, capacity_type: CapacityType) -> bool;
+}
