@@ -6,5 +6,7 @@ pub mod bench;
 pub mod catalog;
 pub mod cloud;
 pub mod policy;
+pub mod provisioning;
 pub mod quantity;
 pub mod scheduling;
+pub mod sim;

@@ -31,6 +31,16 @@ enum Command {
     /// Print benchmark figures.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Simulate manifests (NodePools, EC2NodeClasses, Deployments, Pods): the real provisioning
+    /// code on an in-memory cloud and a virtual clock.
+    Simulate {
+        /// Manifest files; repeatable.
+        #[arg(short = 'f', long = "filename")]
+        files: Vec<PathBuf>,
+        /// More manifest files.
+        #[arg(value_name = "FILE")]
+        more: Vec<PathBuf>,
+    },
     /// Print the CustomResourceDefinitions (NodePool, NodeClaim, EC2NodeClass, Policy) as YAML.
     Crds,
 }
@@ -124,13 +134,23 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run() -> Result<()> {
+    let cli = Cli::parse();
+    // The simulator prints the controller's log lines, as a controller would.
+    let default_level = if matches!(cli.command, Command::Simulate { .. }) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_level.into()),
         )
-        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_writer(std::io::stdout)
         .init();
-    match Cli::parse().command {
+    match cli.command {
+        Command::Simulate { files, more } => simulate(files.into_iter().chain(more).collect())?,
         Command::Crds => print!("{}", dovetail::api::crds_yaml()),
         Command::Policy(PolicyCommand::List) => {
             for b in builtin::all() {
@@ -407,6 +427,65 @@ fn bench_provisioning(sizes: &[usize], types: usize) -> Result<()> {
             f.fleet_cost,
             f.fleet_cost / f.lower_bound
         );
+    }
+    Ok(())
+}
+
+fn simulate(files: Vec<PathBuf>) -> Result<()> {
+    if files.is_empty() {
+        bail!("no manifests: give files with -f FILE");
+    }
+    let texts = files
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .map(|t| (f.display().to_string(), t))
+                .with_context(|| format!("reading {}", f.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let report = dovetail::sim::simulate(&texts, &dovetail::sim::SimOptions::default())?;
+    let outcome = &report.outcome;
+
+    let mut by_type: std::collections::BTreeMap<(String, &str), (usize, f64, usize)> =
+        Default::default();
+    for l in &outcome.launched {
+        let o = &l.instance.offer;
+        let e = by_type
+            .entry((
+                o.instance_type.clone(),
+                dovetail::scheduling::model::capacity_type_label(o.capacity_type),
+            ))
+            .or_default();
+        e.0 += 1;
+        e.1 += o.price;
+        e.2 += l.pods.len();
+    }
+    println!();
+    println!(
+        "{:<20} {:<10} {:>6} {:>6} {:>10}",
+        "instance type", "capacity", "nodes", "pods", "$/hour"
+    );
+    for ((t, cap), (n, cost, pods)) in &by_type {
+        println!("{t:<20} {cap:<10} {n:>6} {pods:>6} {cost:>10.4}");
+    }
+    let scheduled = report.pending.iter().flatten().count();
+    println!(
+        "pods: {} scheduled of {}; pending p50 {} / p99 {}; cost {:.4} $/hour",
+        scheduled,
+        report.pods.len(),
+        report
+            .pending_quantile(0.5)
+            .map_or("-".into(), |s| format!("{s:.0}s")),
+        report
+            .pending_quantile(0.99)
+            .map_or("-".into(), |s| format!("{s:.0}s")),
+        report.cost_per_hour()
+    );
+    for u in &outcome.unschedulable {
+        println!("unschedulable {}: {}", report.pods[u.pod].name, u.reason);
+    }
+    for n in &outcome.not_launched {
+        println!("not launched {}: {}", n.claim, n.reason);
     }
     Ok(())
 }

@@ -34,9 +34,14 @@ pub struct PolicySpec {
 /// Exactly one source.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = kube::core::Rule::new("has(self.configMap) != has(self.url)")
-    .message("exactly one of configMap and url"))]
+#[x_kube(validation = kube::core::Rule::new(
+    "[has(self.configMap), has(self.url), has(self.builtin)].filter(x, x).size() == 1"
+).message("exactly one of configMap, url and builtin"))]
 pub struct PolicySource {
+    /// A policy shipped with the controller (`cheapest`, `arm-first`, `quiet-hours`…), to run
+    /// with this Policy's `config`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builtin: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map: Option<ConfigMapSource>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

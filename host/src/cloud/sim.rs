@@ -28,7 +28,11 @@ impl SimCloud {
 
     /// Makes an offering refuse launches, like EC2's InsufficientInstanceCapacity.
     pub fn exhaust(&mut self, instance_type: &str, zone: &str, capacity_type: CapacityType) {
-        self.exhausted.insert((instance_type.into(), zone.into(), capacity_type_label(capacity_type)));
+        self.exhausted.insert((
+            instance_type.into(),
+            zone.into(),
+            capacity_type_label(capacity_type),
+        ));
     }
 }
 
@@ -38,10 +42,16 @@ impl CloudProvider for SimCloud {
             return Ok(self.instances[id].clone());
         }
         if request.offers.is_empty() {
-            return Err(CloudError::NoOffers { claim: request.claim.clone() });
+            return Err(CloudError::NoOffers {
+                claim: request.claim.clone(),
+            });
         }
         for offer in &request.offers {
-            let key = (offer.instance_type.clone(), offer.zone.clone(), capacity_type_label(offer.capacity_type));
+            let key = (
+                offer.instance_type.clone(),
+                offer.zone.clone(),
+                capacity_type_label(offer.capacity_type),
+            );
             if self.exhausted.contains(&key) {
                 self.unavailable.insert(key);
                 continue;
@@ -53,11 +63,15 @@ impl CloudProvider for SimCloud {
                 node_pool: request.node_pool.clone(),
                 offer: offer.clone(),
             };
-            self.by_claim.insert(request.claim.clone(), instance.id.clone());
+            self.by_claim
+                .insert(request.claim.clone(), instance.id.clone());
             self.instances.insert(instance.id.clone(), instance.clone());
             return Ok(instance);
         }
-        Err(CloudError::InsufficientCapacity { claim: request.claim.clone(), tried: request.offers.len() })
+        Err(CloudError::InsufficientCapacity {
+            claim: request.claim.clone(),
+            tried: request.offers.len(),
+        })
     }
 
     fn delete(&mut self, id: &str) -> Result<(), CloudError> {
@@ -68,7 +82,11 @@ impl CloudProvider for SimCloud {
     }
 
     fn unavailable(&self, instance_type: &str, zone: &str, capacity_type: CapacityType) -> bool {
-        self.unavailable.contains(&(instance_type.into(), zone.into(), capacity_type_label(capacity_type)))
+        self.unavailable.contains(&(
+            instance_type.into(),
+            zone.into(),
+            capacity_type_label(capacity_type),
+        ))
     }
 }
 
@@ -78,20 +96,40 @@ mod tests {
     use crate::cloud::Offer;
 
     fn offer(t: &str, zone: &str) -> Offer {
-        Offer { instance_type: t.into(), zone: zone.into(), capacity_type: CapacityType::Spot, price: 0.1 }
+        Offer {
+            instance_type: t.into(),
+            zone: zone.into(),
+            capacity_type: CapacityType::Spot,
+            price: 0.1,
+        }
     }
 
     #[test]
     fn next_offer_on_capacity_errors_and_retries_are_idempotent() {
         let mut cloud = SimCloud::new();
         cloud.exhaust("m5.large", "a", CapacityType::Spot);
-        let req = LaunchRequest { claim: "c1".into(), node_pool: "p".into(), offers: vec![offer("m5.large", "a"), offer("m6i.large", "a")] };
+        let req = LaunchRequest {
+            claim: "c1".into(),
+            node_pool: "p".into(),
+            offers: vec![offer("m5.large", "a"), offer("m6i.large", "a")],
+        };
         let i = cloud.create(&req).unwrap();
         assert_eq!(i.offer.instance_type, "m6i.large");
         assert!(cloud.unavailable("m5.large", "a", CapacityType::Spot));
-        assert_eq!(cloud.create(&req).unwrap().id, i.id, "same claim, same instance");
+        assert_eq!(
+            cloud.create(&req).unwrap().id,
+            i.id,
+            "same claim, same instance"
+        );
         assert_eq!(cloud.instances.len(), 1);
-        let only_bad = LaunchRequest { claim: "c2".into(), node_pool: "p".into(), offers: vec![offer("m5.large", "a")] };
-        assert!(matches!(cloud.create(&only_bad), Err(CloudError::InsufficientCapacity { tried: 1, .. })));
+        let only_bad = LaunchRequest {
+            claim: "c2".into(),
+            node_pool: "p".into(),
+            offers: vec![offer("m5.large", "a")],
+        };
+        assert!(matches!(
+            cloud.create(&only_bad),
+            Err(CloudError::InsufficientCapacity { tried: 1, .. })
+        ));
     }
 }

@@ -1,0 +1,261 @@
+//! Provisioning: pending pods → the scheduling simulation → each NodePool's scoring policy ranks
+//! its claims' options (one policy round per pool) → launches in ranked order.
+
+use std::collections::BTreeMap;
+
+use crate::api::NodePool;
+use crate::api::nodepool::OnFailure;
+use crate::cloud::{CloudError, CloudProvider, Instance, LaunchRequest, Offer};
+use crate::policy::ranking::rank;
+use crate::policy::round::ScoringRound;
+use crate::policy::types::{Catalog, Claim, Pod, Workload};
+use crate::policy::{PolicyError, PolicyRegistry};
+use crate::scheduling::solver::Unschedulable;
+use crate::scheduling::{InstanceTypes, NodePoolSpec, PendingPod, solve};
+
+/// The scoring policy used when a NodePool's own fails and `onFailure` is `Fallback`.
+pub const FALLBACK_SCORER: &str = "cheapest";
+
+/// A NodePool: the resource (for its policies) and its simulation view.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    pub resource: NodePool,
+    pub spec: NodePoolSpec,
+}
+
+/// A NodeClaim that was launched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Launched {
+    pub instance: Instance,
+    /// Indices of the pods it was planned for.
+    pub pods: Vec<usize>,
+    /// The policy whose ranking was followed.
+    pub policy: String,
+}
+
+/// A NodeClaim that could not be launched, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotLaunched {
+    pub claim: String,
+    pub pods: Vec<usize>,
+    pub reason: String,
+}
+
+/// What one provisioning round did.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Outcome {
+    pub launched: Vec<Launched>,
+    pub not_launched: Vec<NotLaunched>,
+    pub unschedulable: Vec<Unschedulable>,
+}
+
+/// Runs one provisioning round.
+#[allow(clippy::too_many_arguments)]
+pub fn provision(
+    now: i64,
+    pods: &[PendingPod],
+    pools: &[Pool],
+    its: &InstanceTypes,
+    catalog: &Catalog,
+    registry: &PolicyRegistry,
+    cloud: &mut dyn CloudProvider,
+    next_claim: &mut u64,
+) -> Outcome {
+    // Offerings the cloud reported out of capacity are not offered again.
+    let mut its = its.clone();
+    for t in &mut its.types {
+        for o in &mut t.offerings {
+            if cloud.unavailable(&t.name, &its.zones[o.zone as usize], o.capacity_type) {
+                o.available = false;
+            }
+        }
+    }
+    let specs: Vec<NodePoolSpec> = pools.iter().map(|p| p.spec.clone()).collect();
+    let plan = solve(pods, &specs, &its);
+    let mut outcome = Outcome {
+        unschedulable: plan.unschedulable.clone(),
+        ..Default::default()
+    };
+    for u in &plan.unschedulable {
+        tracing::warn!(pod = %pods[u.pod].name, reason = %u.reason, "could not schedule pod");
+    }
+
+    let mut by_pool: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, c) in plan.claims.iter().enumerate() {
+        by_pool.entry(c.node_pool).or_default().push(i);
+    }
+    for (pool, claim_ids) in by_pool {
+        let resource = &pools[pool].resource;
+        let pool_name = &pools[pool].spec.name;
+        let claims: Vec<Claim> = claim_ids
+            .iter()
+            .map(|&i| {
+                let c = &plan.claims[i];
+                policy_claim(
+                    pool_name,
+                    c.pods.iter().map(|&p| &pods[p]),
+                    c.requests,
+                    c.options(&its),
+                )
+            })
+            .collect();
+        tracing::info!(
+            nodepool = %pool_name,
+            nodeclaims = claims.len(),
+            pods = claims.iter().map(|c| c.pods.len()).sum::<usize>(),
+            "computed new nodeclaim(s) to fit pod(s)"
+        );
+        let round = ScoringRound {
+            now,
+            catalog: catalog.clone(),
+            claims,
+        };
+        let names = claim_ids
+            .iter()
+            .map(|_| {
+                *next_claim += 1;
+                format!("{pool_name}-{:05}", *next_claim)
+            })
+            .collect::<Vec<_>>();
+        let scored = score(
+            registry,
+            &resource.spec.policies.scoring,
+            resource.spec.policies.on_failure,
+            &round,
+        );
+        let (policy, scores) = match scored {
+            Ok(s) => s,
+            Err(reason) => {
+                for (k, &i) in claim_ids.iter().enumerate() {
+                    outcome.not_launched.push(NotLaunched {
+                        claim: names[k].clone(),
+                        pods: plan.claims[i].pods.clone(),
+                        reason: reason.clone(),
+                    });
+                }
+                continue;
+            }
+        };
+        for (k, &i) in claim_ids.iter().enumerate() {
+            let ranking = rank(&round, k, &scores[k]);
+            let offers = ranking
+                .ranked
+                .iter()
+                .map(|r| {
+                    let (t, o, zone) = round.resolve(r.option);
+                    Offer {
+                        instance_type: t.name.clone(),
+                        zone: zone.to_string(),
+                        capacity_type: o.capacity_type,
+                        price: o.price,
+                    }
+                })
+                .collect();
+            let request = LaunchRequest {
+                claim: names[k].clone(),
+                node_pool: pool_name.clone(),
+                offers,
+            };
+            match cloud.create(&request) {
+                Ok(instance) => {
+                    tracing::info!(
+                        nodeclaim = %instance.claim,
+                        nodepool = %pool_name,
+                        instance_type = %instance.offer.instance_type,
+                        zone = %instance.offer.zone,
+                        capacity_type = crate::scheduling::model::capacity_type_label(instance.offer.capacity_type),
+                        price = instance.offer.price,
+                        pods = plan.claims[i].pods.len(),
+                        policy = %policy,
+                        "launched nodeclaim"
+                    );
+                    outcome.launched.push(Launched {
+                        instance,
+                        pods: plan.claims[i].pods.clone(),
+                        policy: policy.clone(),
+                    });
+                }
+                Err(
+                    e @ (CloudError::InsufficientCapacity { .. } | CloudError::NoOffers { .. }),
+                ) => {
+                    tracing::warn!(nodeclaim = %names[k], error = %e, "launch failed");
+                    outcome.not_launched.push(NotLaunched {
+                        claim: names[k].clone(),
+                        pods: plan.claims[i].pods.clone(),
+                        reason: e.to_string(),
+                    });
+                }
+            }
+        }
+    }
+    outcome
+}
+
+/// Scores with the pool's policy; on failure, reports it and falls back or blocks.
+fn score(
+    registry: &PolicyRegistry,
+    name: &str,
+    on_failure: OnFailure,
+    round: &ScoringRound,
+) -> Result<(String, Vec<crate::policy::types::ClaimScores>), String> {
+    let attempt = |policy: &str| -> Result<_, PolicyError> { registry.get(policy)?.score(round) };
+    match attempt(name) {
+        Ok(scores) => Ok((name.to_string(), scores)),
+        Err(err) => {
+            registry.report_failure(name, &err);
+            match on_failure {
+                OnFailure::Block => Err(format!(
+                    "scoring policy failed and onFailure is Block: {err}"
+                )),
+                OnFailure::Fallback => {
+                    tracing::warn!(policy = name, fallback = FALLBACK_SCORER, error = %err, "scoring policy failed; falling back");
+                    attempt(FALLBACK_SCORER)
+                        .map(|s| (FALLBACK_SCORER.to_string(), s))
+                        .map_err(|e| format!("fallback policy failed too: {e}"))
+                }
+            }
+        }
+    }
+}
+
+/// A claim as the policy sees it: pods grouped by owner (`namespace/name` up to the last `-`).
+fn policy_claim<'a>(
+    node_pool: &str,
+    pods: impl Iterator<Item = &'a PendingPod>,
+    requests: crate::policy::types::Resources,
+    options: Vec<u32>,
+) -> Claim {
+    let mut workloads: Vec<Workload> = Vec::new();
+    let mut index: BTreeMap<String, u32> = BTreeMap::new();
+    let pods = pods
+        .map(|p| {
+            let owner = p
+                .name
+                .rsplit_once('-')
+                .map_or(p.name.as_str(), |(o, _)| o)
+                .to_string();
+            let w = *index.entry(owner.clone()).or_insert_with(|| {
+                let (namespace, name) =
+                    owner.split_once('/').unwrap_or(("default", owner.as_str()));
+                workloads.push(Workload {
+                    namespace: namespace.to_string(),
+                    owner: format!("Deployment/{name}"),
+                    labels: p.labels.clone(),
+                });
+                (workloads.len() - 1) as u32
+            });
+            Pod {
+                workload: w,
+                requests: p.requests,
+                priority: p.priority,
+            }
+        })
+        .collect();
+    Claim {
+        node_pool: node_pool.to_string(),
+        workloads,
+        pods,
+        requests,
+        options,
+    }
+}

@@ -1,0 +1,156 @@
+//! The simulator over the shipped examples: the real provisioning path with policies in WASM.
+
+use dovetail::catalog;
+use dovetail::policy::types::CapacityType;
+use dovetail::scheduling::InstanceTypes;
+use dovetail::scheduling::model::labels;
+use dovetail::sim::{SimError, SimOptions, simulate};
+
+fn run(files: &[(&str, String)]) -> Result<dovetail::sim::Report, SimError> {
+    let files: Vec<(String, String)> = files
+        .iter()
+        .map(|(n, t)| (n.to_string(), t.clone()))
+        .collect();
+    simulate(&files, &SimOptions::default())
+}
+
+fn example(name: &str) -> String {
+    std::fs::read_to_string(format!("{}/../examples/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+#[test]
+fn inflate_on_spot_launches_the_cheapest_feasible_offering() {
+    let report = run(&[("inflate-spot.yaml", example("inflate-spot.yaml"))]).unwrap();
+    assert_eq!(report.pods.len(), 10);
+    assert!(
+        report.pending.iter().all(Option::is_some),
+        "every pod scheduled"
+    );
+    let entries = catalog::embedded();
+    let zones = ["us-east-1a", "us-east-1b", "us-east-1c"];
+    let its = InstanceTypes::new(&entries, &catalog::policy_catalog(&entries, &zones));
+    for l in &report.outcome.launched {
+        let o = &l.instance.offer;
+        assert_eq!(o.capacity_type, CapacityType::Spot);
+        let t = its
+            .types
+            .iter()
+            .position(|t| t.name == o.instance_type)
+            .unwrap() as u32;
+        assert!(["c", "m", "r"].contains(&its.label(t, labels::CATEGORY).unwrap()));
+        assert_eq!(its.label(t, labels::ARCH), Some("amd64"));
+        assert!(
+            its.label(t, labels::GENERATION)
+                .unwrap()
+                .parse::<u32>()
+                .unwrap()
+                > 2
+        );
+        // `cheapest` ranks first the lowest spot price among the feasible: nothing cheaper fits.
+        let cpu: u64 = l
+            .pods
+            .iter()
+            .map(|&p| report.pods[p].requests.cpu_millis)
+            .sum();
+        let cheaper = its.types.iter().enumerate().any(|(i, ty)| {
+            let i = i as u32;
+            ["c", "m", "r"].contains(&its.label(i, labels::CATEGORY).unwrap_or(""))
+                && its.label(i, labels::ARCH) == Some("amd64")
+                && its
+                    .label(i, labels::GENERATION)
+                    .and_then(|g| g.parse::<u32>().ok())
+                    .is_some_and(|g| g > 2)
+                && ty.allocatable.cpu_millis >= cpu
+                && ty.allocatable.pods as usize >= l.pods.len()
+                && ty
+                    .offerings
+                    .iter()
+                    .any(|x| x.capacity_type == CapacityType::Spot && x.price < o.price)
+        });
+        assert!(
+            !cheaper,
+            "a cheaper feasible spot offering than {} exists",
+            o.instance_type
+        );
+    }
+}
+
+#[test]
+fn swapping_cheapest_for_arm_first_changes_the_architecture() {
+    let arm = run(&[("arm-and-amd.yaml", example("arm-and-amd.yaml"))]).unwrap();
+    let amd = run(&[(
+        "amd.yaml",
+        example("arm-and-amd.yaml").replace("scoring: graviton", "scoring: cheapest"),
+    )])
+    .unwrap();
+    let entries = catalog::embedded();
+    let arch = |report: &dovetail::sim::Report| -> Vec<String> {
+        report
+            .outcome
+            .launched
+            .iter()
+            .map(|l| {
+                let e = entries
+                    .iter()
+                    .find(|e| e.name == l.instance.offer.instance_type)
+                    .unwrap();
+                format!("{:?}", e.arch)
+            })
+            .collect()
+    };
+    assert!(!arm.outcome.launched.is_empty() && !amd.outcome.launched.is_empty());
+    assert!(
+        arch(&arm).iter().all(|a| a.contains("Arm64")),
+        "{:?}",
+        arch(&arm)
+    );
+    assert!(
+        arch(&amd).iter().all(|a| a.contains("Amd64")),
+        "{:?}",
+        arch(&amd)
+    );
+    assert!(arm.outcome.launched.iter().all(|l| l.policy == "graviton"));
+}
+
+#[test]
+fn bad_policies_and_impossible_pods_are_reported() {
+    let policy = |source: &str, config: &str| {
+        format!(
+            "apiVersion: dovetail.sh/v1\nkind: Policy\nmetadata: {{name: p}}\nspec:\n  source: {{{source}}}\n  config: {{{config}}}\n---\n{}",
+            example("inflate-spot.yaml")
+        )
+    };
+    let err = run(&[("p.yaml", policy("builtin: cheapets", ""))])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no built-in \"cheapets\""), "{err}");
+    let err = run(&[(
+        "p.yaml",
+        policy(
+            "builtin: quiet-hours",
+            "timezone: Mars/Olympus, windows: 'Mon 09:00-10:00'",
+        ),
+    )])
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("rejected its configuration") && err.contains("Mars/Olympus"),
+        "{err}"
+    );
+
+    let gpu = example("inflate-spot.yaml")
+        .replace("values: [\"c\", \"m\", \"r\"]", "values: [\"p\"]")
+        .replace("values: [\"amd64\"]", "values: [\"arm64\"]");
+    let report = run(&[("gpu.yaml", gpu)]).unwrap();
+    assert_eq!(report.outcome.unschedulable.len(), 10);
+    let reason = &report.outcome.unschedulable[0].reason;
+    assert!(
+        reason.starts_with("NodePool default: no instance type satisfies"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("aws.dovetail.sh/instance-category In [p]"),
+        "{reason}"
+    );
+    assert!(reason.contains("kubernetes.io/arch In [arm64]"), "{reason}");
+}
