@@ -154,3 +154,56 @@ fn bad_policies_and_impossible_pods_are_reported() {
     );
     assert!(reason.contains("kubernetes.io/arch In [arm64]"), "{reason}");
 }
+
+#[test]
+fn a_cpu_limit_is_never_exceeded_and_the_excess_waits_with_a_reason() {
+    let report = run(&[("cpu-limit.yaml", example("cpu-limit.yaml"))]).unwrap();
+    let entries = catalog::embedded();
+    let launched_cpu: u64 = report
+        .outcome
+        .launched
+        .iter()
+        .map(|l| {
+            u64::from(
+                entries
+                    .iter()
+                    .find(|e| e.name == l.instance.offer.instance_type)
+                    .unwrap()
+                    .vcpus,
+            )
+        })
+        .sum();
+    assert!(
+        launched_cpu <= 100,
+        "{launched_cpu} vCPUs launched under a 100-CPU limit"
+    );
+    let scheduled = report.pending.iter().flatten().count();
+    assert!(
+        scheduled >= 80,
+        "most of the limit is used: {scheduled} pods"
+    );
+    assert_eq!(report.outcome.unschedulable.len(), 150 - scheduled);
+    assert!(
+        report.outcome.unschedulable[0]
+            .reason
+            .contains("limits reached"),
+        "{:?}",
+        report.outcome.unschedulable[0]
+    );
+}
+
+#[test]
+fn zone_spread_and_hostname_anti_affinity_are_honoured() {
+    let report = run(&[("spread.yaml", example("spread.yaml"))]).unwrap();
+    assert!(report.pending.iter().all(Option::is_some));
+    let mut per_zone = std::collections::BTreeMap::<String, usize>::new();
+    for l in &report.outcome.launched {
+        assert_eq!(l.pods.len(), 1, "one web pod per node");
+        *per_zone.entry(l.instance.offer.zone.clone()).or_default() += 1;
+    }
+    assert_eq!(
+        per_zone.values().copied().collect::<Vec<_>>(),
+        vec![3, 3, 3],
+        "{per_zone:?}"
+    );
+}

@@ -391,14 +391,16 @@ impl<'a> Solver<'a> {
             })
             .collect();
         if types.is_empty() {
+            let mut left = Vec::new();
+            if np.limits.cpu_millis.is_some() {
+                left.push(format!("cpu {cpu_room}m"));
+            }
+            if np.limits.memory_bytes.is_some() {
+                left.push(format!("memory {}Mi", mem_room >> 20));
+            }
             return Err(format!(
-                "limits reached (cpu {} left, memory {} MiB left)",
-                fmt_cpu(cpu_room),
-                if mem_room == u64::MAX {
-                    "∞".into()
-                } else {
-                    (mem_room >> 20).to_string()
-                }
+                "limits reached ({} left, too little for any instance type)",
+                left.join(", ")
             ));
         }
         let zones = self.pool_zones[pool] & self.its.zones_admitted_by(&requirements);
@@ -698,14 +700,6 @@ fn namespace(name: &str) -> &str {
 
 fn bits(mask: u64) -> impl Iterator<Item = usize> {
     (0..64).filter(move |z| mask & (1 << z) != 0)
-}
-
-fn fmt_cpu(millis: u64) -> String {
-    if millis == u64::MAX {
-        "∞".into()
-    } else {
-        format!("{millis}m")
-    }
 }
 
 fn describe(r: &Resources) -> String {
