@@ -15,6 +15,7 @@ use crate::policy::types::{
     Arch, CapacityType, Catalog, Claim, CpuManufacturer, InstanceType, Offering, Pod, Resources,
     Workload,
 };
+use crate::scheduling::model::{add, fits, zero};
 
 /// The catalog shipped with the controller (a copy of the project's reference data).
 const EMBEDDED: &str = include_str!("../data/ec2-instance-types.json");
@@ -236,32 +237,15 @@ pub fn policy_catalog(entries: &[CatalogEntry], zones: &[&str]) -> Catalog {
 
 /// Sums pod requests into what a node must hold (pods counted).
 pub fn total_requests(pods: &[Pod]) -> Resources {
-    pods.iter().fold(
-        Resources {
-            cpu_millis: 0,
-            memory_bytes: 0,
-            ephemeral_storage_bytes: 0,
-            pods: 0,
-            gpus: 0,
-        },
-        |acc, p| Resources {
-            cpu_millis: acc.cpu_millis + p.requests.cpu_millis,
-            memory_bytes: acc.memory_bytes + p.requests.memory_bytes,
-            ephemeral_storage_bytes: acc.ephemeral_storage_bytes
-                + p.requests.ephemeral_storage_bytes,
-            pods: acc.pods + 1,
-            gpus: acc.gpus + p.requests.gpus,
-        },
-    )
-}
-
-/// Whether `requests` fit in `allocatable` on every dimension.
-pub fn fits(requests: &Resources, allocatable: &Resources) -> bool {
-    requests.cpu_millis <= allocatable.cpu_millis
-        && requests.memory_bytes <= allocatable.memory_bytes
-        && requests.ephemeral_storage_bytes <= allocatable.ephemeral_storage_bytes
-        && requests.pods <= allocatable.pods
-        && requests.gpus <= allocatable.gpus
+    pods.iter().fold(zero(), |acc, p| {
+        add(
+            &acc,
+            &Resources {
+                pods: 1,
+                ..p.requests
+            },
+        )
+    })
 }
 
 /// A claim for `pods` (of `workloads`) offered every (type, offering) of `catalog` that holds them.

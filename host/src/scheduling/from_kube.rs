@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as KubeSelecto
 
 use super::model::{
     AffinityTerm, LabelSelector, Limits, NodePoolSpec, PendingPod, SpreadConstraint, Taint,
-    TaintEffect, Toleration, TopologyKey, labels, zero,
+    TaintEffect, Toleration, TopologyKey, labels, max, zero,
 };
 use super::requirements::{Operator, Requirement, Requirements};
 use crate::api::NodePool;
@@ -380,17 +380,6 @@ fn selector_of(s: &KubeSelector) -> LabelSelector {
             .collect(),
     }
 }
-
-fn max(a: &Resources, b: &Resources) -> Resources {
-    Resources {
-        cpu_millis: a.cpu_millis.max(b.cpu_millis),
-        memory_bytes: a.memory_bytes.max(b.memory_bytes),
-        ephemeral_storage_bytes: a.ephemeral_storage_bytes.max(b.ephemeral_storage_bytes),
-        pods: a.pods.max(b.pods),
-        gpus: a.gpus.max(b.gpus),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -259,6 +259,26 @@ pub fn add(a: &Resources, b: &Resources) -> Resources {
     }
 }
 
+/// Component-wise maximum.
+pub fn max(a: &Resources, b: &Resources) -> Resources {
+    Resources {
+        cpu_millis: a.cpu_millis.max(b.cpu_millis),
+        memory_bytes: a.memory_bytes.max(b.memory_bytes),
+        ephemeral_storage_bytes: a.ephemeral_storage_bytes.max(b.ephemeral_storage_bytes),
+        pods: a.pods.max(b.pods),
+        gpus: a.gpus.max(b.gpus),
+    }
+}
+
+/// Whether `requests` fit in `allocatable` on every dimension.
+pub fn fits(requests: &Resources, allocatable: &Resources) -> bool {
+    requests.cpu_millis <= allocatable.cpu_millis
+        && requests.memory_bytes <= allocatable.memory_bytes
+        && requests.ephemeral_storage_bytes <= allocatable.ephemeral_storage_bytes
+        && requests.pods <= allocatable.pods
+        && requests.gpus <= allocatable.gpus
+}
+
 /// The capacity-type label value.
 pub fn capacity_type_label(c: CapacityType) -> &'static str {
     match c {

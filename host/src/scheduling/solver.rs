@@ -19,16 +19,15 @@ use std::collections::HashMap;
 
 use super::instance_types::InstanceTypes;
 use super::model::{
-    LabelSelector, NodePoolSpec, PendingPod, TopologyKey, add, capacity_type_label, untolerated,
-    zero,
+    LabelSelector, NodePoolSpec, PendingPod, TopologyKey, add, capacity_type_label, fits,
+    untolerated, zero,
 };
 use super::requirements::Requirements;
-use crate::catalog::fits;
 use crate::policy::round::pack;
 use crate::policy::types::{LaunchOption, Resources};
 
-/// How much dearer than the 10th-percentile value a type's capacity may be before a claim avoids growing
-/// into it.
+/// How much dearer than the 10th-percentile value a type's capacity may be before a claim
+/// avoids growing into it.
 pub const PREMIUM_TOLERANCE: f64 = 0.3;
 
 /// A NodeClaim the simulation decided to create.
