@@ -115,8 +115,8 @@ pub struct NodeSelectorRequirementWithMinValues {
     pub min_values: Option<i32>,
 }
 
-/// Requirement operators.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+/// Requirement operators (also the scheduling simulation's).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum RequirementOperator {
     In,
     NotIn,

@@ -14,7 +14,6 @@ use super::model::{
 };
 use super::requirements::{Operator, Requirement, Requirements};
 use crate::api::NodePool;
-use crate::api::nodepool::RequirementOperator;
 use crate::policy::types::Resources;
 use crate::quantity;
 
@@ -50,14 +49,7 @@ pub fn node_pool(
         .iter()
         .map(|r| Requirement {
             key: r.key.clone(),
-            operator: match r.operator {
-                RequirementOperator::In => Operator::In,
-                RequirementOperator::NotIn => Operator::NotIn,
-                RequirementOperator::Exists => Operator::Exists,
-                RequirementOperator::DoesNotExist => Operator::DoesNotExist,
-                RequirementOperator::Gt => Operator::Gt,
-                RequirementOperator::Lt => Operator::Lt,
-            },
+            operator: r.operator,
             values: r.values.clone(),
         })
         .collect();

@@ -3,16 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-/// A requirement operator, as in Kubernetes node selector requirements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Operator {
-    In,
-    NotIn,
-    Exists,
-    DoesNotExist,
-    Gt,
-    Lt,
-}
+/// A requirement operator: the NodePool resource's own, so manifests need no translation.
+pub use crate::api::nodepool::RequirementOperator as Operator;
 
 /// One requirement on a label key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
