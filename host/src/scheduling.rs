@@ -12,6 +12,7 @@ pub mod requirements;
 pub mod solver;
 
 pub use instance_types::InstanceTypes;
+pub use model::ExistingNode;
 pub use model::{NodePoolSpec, PendingPod};
 pub use requirements::{Operator, Requirement, Requirements};
-pub use solver::{Plan, PlannedClaim, solve};
+pub use solver::{Plan, PlannedClaim, solve, solve_on};

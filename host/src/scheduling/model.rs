@@ -200,6 +200,35 @@ impl PendingPod {
     }
 }
 
+/// A node that exists or is being launched, as the simulation sees it: pending pods go on such
+/// nodes before any new NodeClaim is planned, and the pods already on it count for topology.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExistingNode {
+    pub name: String,
+    /// Index into the NodePools given to the simulation (`None`: its NodePool is gone).
+    pub node_pool: Option<usize>,
+    /// Its labels (instance type, zone, capacity type, NodePool, and the NodePool's labels).
+    pub labels: Vec<(String, String)>,
+    pub taints: Vec<Taint>,
+    /// Index of its zone among the round's zones.
+    pub zone: u32,
+    pub allocatable: Resources,
+    /// Requests already on it: bound and nominated pods plus daemonsets.
+    pub requested: Resources,
+    /// Pods already on it, for topology counting: `namespace/name` and labels.
+    pub pods: Vec<(String, Vec<(String, String)>)>,
+}
+
+impl ExistingNode {
+    /// The value of one of its labels.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
 /// Resource ceilings of a NodePool (`spec.limits`).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Limits {

@@ -1,7 +1,7 @@
 //! The scheduling simulation: which new NodeClaims the pending pods need.
 //!
-//! First fit, decreasing: pods are taken largest first and placed on the first planned claim that
-//! can take them, else on a new claim of the first NodePool (by weight) that admits them. A claim
+//! First fit, decreasing: pods are taken largest first and placed on the first existing or
+//! in-flight node that can take them, then on the first planned claim that can take them, else on a new claim of the first NodePool (by weight) that admits them. A claim
 //! keeps the *set* of instance types that still hold all its pods and the zones it may still use;
 //! both narrow as pods join. Topology (zone and hostname spread, pod affinity and anti-affinity) is
 //! counted per selector as pods are placed, and a pod that needs a zone pins its claim to one.
@@ -19,8 +19,8 @@ use std::collections::HashMap;
 
 use super::instance_types::InstanceTypes;
 use super::model::{
-    LabelSelector, NodePoolSpec, PendingPod, TopologyKey, add, capacity_type_label, fits,
-    untolerated, zero,
+    ExistingNode, LabelSelector, NodePoolSpec, PendingPod, TopologyKey, add, capacity_type_label,
+    fits, untolerated, zero,
 };
 use super::requirements::Requirements;
 use crate::policy::round::pack;
@@ -88,6 +88,8 @@ pub struct Unschedulable {
 /// What the simulation decided.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Plan {
+    /// Pods that go on existing or in-flight nodes: (pod, index into the existing nodes).
+    pub bound: Vec<(usize, usize)>,
     pub claims: Vec<PlannedClaim>,
     pub unschedulable: Vec<Unschedulable>,
 }
@@ -114,7 +116,17 @@ impl PlannedClaim {
 
 /// Schedules `pods` onto new claims of `pools`.
 pub fn solve(pods: &[PendingPod], pools: &[NodePoolSpec], its: &InstanceTypes) -> Plan {
-    Solver::new(pods, pools, its).run()
+    solve_on(pods, &[], pools, its)
+}
+
+/// Schedules `pods` onto `existing` nodes first, then onto new claims of `pools`.
+pub fn solve_on(
+    pods: &[PendingPod],
+    existing: &[ExistingNode],
+    pools: &[NodePoolSpec],
+    its: &InstanceTypes,
+) -> Plan {
+    Solver::new(pods, existing, pools, its).run()
 }
 
 struct Claim {
@@ -128,10 +140,14 @@ struct Claim {
     /// the claim started with.
     efficient: Vec<bool>,
     open: bool,
+    /// Zones that count as topology domains for its pods (its NodePool's).
+    domain: u64,
 }
 
 struct Solver<'a> {
     pods: &'a [PendingPod],
+    /// Existing nodes; claim `i < existing.len()` is existing node `i`.
+    existing: &'a [ExistingNode],
     pools: &'a [NodePoolSpec],
     its: &'a InstanceTypes,
     /// Pool indices, highest weight first.
@@ -176,14 +192,19 @@ struct Term {
 }
 
 impl<'a> Solver<'a> {
-    fn new(pods: &'a [PendingPod], pools: &'a [NodePoolSpec], its: &'a InstanceTypes) -> Self {
+    fn new(
+        pods: &'a [PendingPod],
+        existing: &'a [ExistingNode],
+        pools: &'a [NodePoolSpec],
+        its: &'a InstanceTypes,
+    ) -> Self {
         let mut pool_order: Vec<usize> = (0..pools.len()).collect();
         pool_order.sort_by_key(|&i| (std::cmp::Reverse(pools[i].weight), pools[i].name.clone()));
         let pool_types: Vec<Vec<u32>> = pools
             .iter()
             .map(|p| its.admitted_by(&p.requirements))
             .collect();
-        let pool_zones = pools
+        let pool_zones: Vec<u64> = pools
             .iter()
             .map(|p| its.zones_admitted_by(&p.requirements))
             .collect();
@@ -266,25 +287,66 @@ impl<'a> Solver<'a> {
             },
         );
         let n_sel = selectors.len();
-        Solver {
+        let all_zones = (1u64 << its.zones.len()) - 1;
+        let mut zone_counts = vec![vec![0; its.zones.len()]; n_sel];
+        let mut host_counts: HashMap<(u32, usize), u32, FastHash> = HashMap::default();
+        let mut placed = vec![0; n_sel];
+        let mut claims = Vec::with_capacity(existing.len());
+        for (i, node) in existing.iter().enumerate() {
+            for (name, labels) in &node.pods {
+                let ns = namespace(name);
+                for (s, (n, sel)) in selectors.iter().enumerate() {
+                    if n == ns && sel.matches(labels) {
+                        placed[s] += 1;
+                        *host_counts.entry((s as u32, i)).or_default() += 1;
+                        zone_counts[s][node.zone as usize] += 1;
+                    }
+                }
+            }
+            let domain = node
+                .node_pool
+                .and_then(|p| pool_zones.get(p).copied())
+                .unwrap_or(all_zones);
+            claims.push(Claim {
+                planned: PlannedClaim {
+                    node_pool: node.node_pool.unwrap_or(usize::MAX),
+                    pods: Vec::new(),
+                    requests: node.requested,
+                    requirements: Requirements::default(),
+                    instance_types: Vec::new(),
+                    zones: 1 << node.zone,
+                },
+                max_alloc: node.allocatable,
+                reserved: (0, 0),
+                efficient: Vec::new(),
+                open: true,
+                domain,
+            });
+        }
+        let mut solver = Solver {
             pods,
+            existing,
             pools,
             its,
             pool_order,
             pool_types,
             pool_zones,
             headroom,
-            claims: Vec::new(),
+            claims,
             order: vec![Vec::new(); pools.len()],
             first_open: vec![0; pools.len()],
             skip: HashMap::default(),
             matches,
             terms,
-            zone_counts: vec![vec![0; its.zones.len()]; n_sel],
-            host_counts: HashMap::default(),
-            placed: vec![0; n_sel],
+            zone_counts,
+            host_counts,
+            placed,
             smallest,
+        };
+        for c in 0..existing.len() {
+            solver.refresh(c);
         }
+        solver
     }
 
     fn run(mut self) -> Plan {
@@ -302,13 +364,26 @@ impl<'a> Solver<'a> {
             }
         }
         unschedulable.sort_by_key(|u| u.pod);
+        let n = self.existing.len();
+        let mut bound: Vec<(usize, usize)> = self.claims[..n]
+            .iter()
+            .enumerate()
+            .flat_map(|(i, c)| c.planned.pods.iter().map(move |&p| (p, i)))
+            .collect();
+        bound.sort_unstable();
         Plan {
-            claims: self.claims.into_iter().map(|c| c.planned).collect(),
+            bound,
+            claims: self.claims.drain(n..).map(|c| c.planned).collect(),
             unschedulable,
         }
     }
 
     fn place(&mut self, p: usize) -> Result<(), String> {
+        for c in 0..self.existing.len() {
+            if self.claims[c].open && self.try_add(p, c).is_ok() {
+                return Ok(());
+            }
+        }
         let pod = &self.pods[p];
         let mut reasons = Vec::new();
         let mut admitting = Vec::new();
@@ -422,6 +497,7 @@ impl<'a> Solver<'a> {
             reserved: (0, 0),
             efficient,
             open: true,
+            domain: self.pool_zones[pool],
         });
         self.refresh(c);
         match self.try_add(p, c) {
@@ -446,6 +522,22 @@ impl<'a> Solver<'a> {
         let requests = add(&claim.planned.requests, &pod.requests);
         if !fits(&requests, &claim.max_alloc) {
             return Err(Reject::TooBig(requests));
+        }
+        if let Some(node) = self.existing.get(c) {
+            if untolerated(&pod.tolerations, &node.taints).is_some() {
+                return Err(Reject::Requirements);
+            }
+            if !pod.node_terms.is_empty()
+                && !pod.node_terms.iter().any(|t| t.matches(|k| node.label(k)))
+            {
+                return Err(Reject::Requirements);
+            }
+            let zones = self.allowed_zones(p, c)?;
+            if zones & claim.planned.zones == 0 {
+                return Err(Reject::Topology("zone"));
+            }
+            self.commit(p, c, requests);
+            return Ok(());
         }
         // Node requirements: the first term compatible with the claim.
         let mut requirements = None;
@@ -488,15 +580,22 @@ impl<'a> Solver<'a> {
         if !claim.planned.pods.is_empty() && !types.iter().any(|&t| claim.efficient[t as usize]) {
             return Err(Reject::Premium);
         }
-        // Commit.
         let claim = &mut self.claims[c];
-        claim.planned.requests = requests;
         claim.planned.instance_types = types;
         claim.planned.zones = pin;
         if let Some(r) = requirements {
             claim.planned.requirements = r;
         }
+        self.commit(p, c, requests);
+        Ok(())
+    }
+
+    /// Puts pod `p` on claim `c` (whose types and zones already allow it) and counts it.
+    fn commit(&mut self, p: usize, c: usize, requests: Resources) {
+        let claim = &mut self.claims[c];
+        claim.planned.requests = requests;
         claim.planned.pods.push(p);
+        let pin = claim.planned.zones;
         self.refresh(c);
         let single_zone = (pin.count_ones() == 1).then(|| pin.trailing_zeros() as usize);
         for &s in &self.matches[p] {
@@ -506,14 +605,13 @@ impl<'a> Solver<'a> {
                 self.zone_counts[s as usize][z] += 1;
             }
         }
-        Ok(())
     }
 
     /// Zones the pod may use on claim `c`, given its topology terms.
     fn allowed_zones(&self, p: usize, c: usize) -> Result<u64, Reject> {
         let claim = &self.claims[c];
         let mut zones = claim.planned.zones;
-        let pool_zones = self.pool_zones[claim.planned.node_pool];
+        let pool_zones = claim.domain;
         let self_match = |s: u32| self.matches[p].contains(&s);
         for term in &self.terms[p] {
             let s = term.selector as usize;
@@ -590,6 +688,14 @@ impl<'a> Solver<'a> {
 
     /// Recomputes a claim's quick-fit bound and limit reservation after its types changed.
     fn refresh(&mut self, c: usize) {
+        if c < self.existing.len() {
+            let claim = &mut self.claims[c];
+            let (r, s, max) = (&claim.planned.requests, &self.smallest, &claim.max_alloc);
+            claim.open = r.cpu_millis + s.cpu_millis <= max.cpu_millis
+                && r.memory_bytes + s.memory_bytes <= max.memory_bytes
+                && r.pods < max.pods;
+            return;
+        }
         let claim = &mut self.claims[c];
         let pool = claim.planned.node_pool;
         let efficient = &claim.efficient;
@@ -978,6 +1084,95 @@ mod tests {
             assert_eq!(c.requests.cpu_millis, 200 + 1000 * c.pods.len() as u64);
             assert_eq!(c.requests.pods, 2 + c.pods.len() as u32);
         }
+    }
+
+    fn node(
+        its: &InstanceTypes,
+        name: &str,
+        ty: &str,
+        zone: u32,
+        on: &[PendingPod],
+    ) -> ExistingNode {
+        let t = its.types.iter().position(|t| t.name == ty).unwrap();
+        let requested = on.iter().fold(zero(), |r, p| add(&r, &p.requests));
+        ExistingNode {
+            name: name.into(),
+            node_pool: Some(0),
+            labels: vec![
+                (labels::INSTANCE_TYPE.into(), ty.into()),
+                (labels::ZONE.into(), its.zones[zone as usize].clone()),
+                (
+                    labels::ARCH.into(),
+                    its.label(t as u32, labels::ARCH).unwrap().into(),
+                ),
+            ],
+            taints: Vec::new(),
+            zone,
+            allocatable: its.types[t].allocatable,
+            requested,
+            pods: on
+                .iter()
+                .map(|p| (p.name.clone(), p.labels.clone()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn existing_nodes_are_filled_first_and_their_pods_count_for_topology() {
+        let its = its();
+        let np = pool("default", &[]);
+        // m5.xlarge: 4 vCPU; 1 CPU already used.
+        let running = pods(1, "web", 1000, 1024);
+        let mut nodes = vec![node(&its, "n1", "m5.xlarge", 0, &running)];
+        let plan = solve_on(&pods(2, "api", 1000, 1024), &nodes, &[np.clone()], &its);
+        assert_eq!(plan.bound, vec![(0, 0), (1, 0)]);
+        assert!(plan.claims.is_empty());
+
+        // A taint the pods do not tolerate sends them to a new claim.
+        nodes[0].taints.push(Taint {
+            key: "dedicated".into(),
+            value: "x".into(),
+            effect: TaintEffect::NoSchedule,
+        });
+        let plan = solve_on(&pods(2, "api", 1000, 1024), &nodes, &[np.clone()], &its);
+        assert!(plan.bound.is_empty());
+        assert_eq!(plan.claims.len(), 1);
+        nodes[0].taints.clear();
+
+        // A nodeSelector the node's labels do not satisfy.
+        let mut arm = pods(1, "arm", 100, 128);
+        arm[0].node_terms = vec![Requirements::from_labels([(labels::ARCH, "arm64")])];
+        assert!(solve_on(&arm, &nodes, &[np.clone()], &its).bound.is_empty());
+
+        // Hostname anti-affinity sees the pod already running there.
+        let mut web = pods(1, "web-2", 100, 128);
+        web[0].labels = vec![("app".into(), "web".into())];
+        web[0].anti_affinity = vec![AffinityTerm {
+            key: TopologyKey::Hostname,
+            selector: crate::scheduling::model::LabelSelector::labels(&[("app", "web")]),
+        }];
+        let plan = solve_on(&web, &nodes, &[np.clone()], &its);
+        assert!(
+            plan.bound.is_empty(),
+            "anti-affinity to the running web pod"
+        );
+        assert_eq!(plan.claims.len(), 1);
+
+        // Zone spread counts the running pods: with web in zone 0, the next two go elsewhere.
+        let mut spread = pods(2, "web-3", 100, 128);
+        for p in &mut spread {
+            p.labels = vec![("app".into(), "web".into())];
+            p.spread = vec![SpreadConstraint {
+                key: TopologyKey::Zone,
+                max_skew: 1,
+                selector: crate::scheduling::model::LabelSelector::labels(&[("app", "web")]),
+            }];
+        }
+        let plan = solve_on(&spread, &nodes, &[np], &its);
+        assert!(plan.bound.is_empty());
+        let zones: std::collections::BTreeSet<u32> =
+            plan.claims.iter().map(|c| zone_of(&plan, c)).collect();
+        assert_eq!(zones, [1, 2].into());
     }
 
     #[test]
