@@ -1120,11 +1120,11 @@ mod tests {
     #[test]
     fn existing_nodes_are_filled_first_and_their_pods_count_for_topology() {
         let its = its();
-        let np = pool("default", &[]);
+        let pools = [pool("default", &[])];
         // m5.xlarge: 4 vCPU; 1 CPU already used.
         let running = pods(1, "web", 1000, 1024);
         let mut nodes = vec![node(&its, "n1", "m5.xlarge", 0, &running)];
-        let plan = solve_on(&pods(2, "api", 1000, 1024), &nodes, &[np.clone()], &its);
+        let plan = solve_on(&pods(2, "api", 1000, 1024), &nodes, &pools, &its);
         assert_eq!(plan.bound, vec![(0, 0), (1, 0)]);
         assert!(plan.claims.is_empty());
 
@@ -1134,7 +1134,7 @@ mod tests {
             value: "x".into(),
             effect: TaintEffect::NoSchedule,
         });
-        let plan = solve_on(&pods(2, "api", 1000, 1024), &nodes, &[np.clone()], &its);
+        let plan = solve_on(&pods(2, "api", 1000, 1024), &nodes, &pools, &its);
         assert!(plan.bound.is_empty());
         assert_eq!(plan.claims.len(), 1);
         nodes[0].taints.clear();
@@ -1142,7 +1142,7 @@ mod tests {
         // A nodeSelector the node's labels do not satisfy.
         let mut arm = pods(1, "arm", 100, 128);
         arm[0].node_terms = vec![Requirements::from_labels([(labels::ARCH, "arm64")])];
-        assert!(solve_on(&arm, &nodes, &[np.clone()], &its).bound.is_empty());
+        assert!(solve_on(&arm, &nodes, &pools, &its).bound.is_empty());
 
         // Hostname anti-affinity sees the pod already running there.
         let mut web = pods(1, "web-2", 100, 128);
@@ -1151,7 +1151,7 @@ mod tests {
             key: TopologyKey::Hostname,
             selector: crate::scheduling::model::LabelSelector::labels(&[("app", "web")]),
         }];
-        let plan = solve_on(&web, &nodes, &[np.clone()], &its);
+        let plan = solve_on(&web, &nodes, &pools, &its);
         assert!(
             plan.bound.is_empty(),
             "anti-affinity to the running web pod"
@@ -1168,7 +1168,7 @@ mod tests {
                 selector: crate::scheduling::model::LabelSelector::labels(&[("app", "web")]),
             }];
         }
-        let plan = solve_on(&spread, &nodes, &[np], &its);
+        let plan = solve_on(&spread, &nodes, &pools, &its);
         assert!(plan.bound.is_empty());
         let zones: std::collections::BTreeSet<u32> =
             plan.claims.iter().map(|c| zone_of(&plan, c)).collect();
@@ -1181,7 +1181,7 @@ mod tests {
         let np = pool("default", &[]);
         let mut all = pods(3000, "big", 1500, 4096);
         all.extend(pods(3000, "tiny", 100, 100));
-        let plan = solve(&all, &[np], &its);
+        let plan = solve(&all, &pools, &its);
         assert!(
             plan.unschedulable.is_empty(),
             "{} unschedulable",
