@@ -1181,7 +1181,7 @@ mod tests {
         let np = pool("default", &[]);
         let mut all = pods(3000, "big", 1500, 4096);
         all.extend(pods(3000, "tiny", 100, 100));
-        let plan = solve(&all, &pools, &its);
+        let plan = solve(&all, &[np], &its);
         assert!(
             plan.unschedulable.is_empty(),
             "{} unschedulable",
