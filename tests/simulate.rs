@@ -1,5 +1,7 @@
 //! The simulator over the shipped examples: the real provisioning path with policies in WASM.
 
+use dovetail::sim::Report;
+
 use dovetail::catalog;
 use dovetail::policy::types::CapacityType;
 use dovetail::scheduling::InstanceTypes;
@@ -14,6 +16,38 @@ fn run(files: &[(&str, String)]) -> Result<dovetail::sim::Report, SimError> {
     simulate(&files, &SimOptions::default())
 }
 
+/// A node at the end of the run with the CPU its pods request.
+struct Placed {
+    instance_type: String,
+    zone: String,
+    capacity_type: CapacityType,
+    price: f64,
+    pods: usize,
+    cpu: u64,
+}
+
+fn nodes(report: &Report) -> Vec<Placed> {
+    report
+        .nodes
+        .iter()
+        .map(|n| {
+            let pods: Vec<_> = report
+                .pods
+                .iter()
+                .filter(|p| p.node.as_deref() == Some(n.name.as_str()))
+                .collect();
+            Placed {
+                instance_type: n.instance.offer.instance_type.clone(),
+                zone: n.instance.offer.zone.clone(),
+                capacity_type: n.instance.offer.capacity_type,
+                price: n.instance.offer.price,
+                pods: pods.len(),
+                cpu: pods.iter().map(|p| p.spec.requests.cpu_millis).sum(),
+            }
+        })
+        .collect()
+}
+
 fn example(name: &str) -> String {
     std::fs::read_to_string(format!("{}/../examples/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
 }
@@ -22,15 +56,12 @@ fn example(name: &str) -> String {
 fn inflate_on_spot_launches_the_cheapest_feasible_offering() {
     let report = run(&[("inflate-spot.yaml", example("inflate-spot.yaml"))]).unwrap();
     assert_eq!(report.pods.len(), 10);
-    assert!(
-        report.pending.iter().all(Option::is_some),
-        "every pod scheduled"
-    );
+    assert!(report.still_pending.is_empty(), "every pod scheduled");
+    assert!(report.pods.iter().all(|p| p.running_since.is_some()));
     let entries = catalog::embedded();
     let zones = ["us-east-1a", "us-east-1b", "us-east-1c"];
     let its = InstanceTypes::new(&entries, &catalog::policy_catalog(&entries, &zones));
-    for l in &report.outcome.launched {
-        let o = &l.instance.offer;
+    for o in nodes(&report) {
         assert_eq!(o.capacity_type, CapacityType::Spot);
         let t = its
             .types
@@ -47,11 +78,7 @@ fn inflate_on_spot_launches_the_cheapest_feasible_offering() {
                 > 2
         );
         // `cheapest` ranks first the lowest spot price among the feasible: nothing cheaper fits.
-        let cpu: u64 = l
-            .pods
-            .iter()
-            .map(|&p| report.pods[p].requests.cpu_millis)
-            .sum();
+        let cpu = o.cpu;
         let cheaper = its.types.iter().enumerate().any(|(i, ty)| {
             let i = i as u32;
             ["c", "m", "r"].contains(&its.label(i, labels::CATEGORY).unwrap_or(""))
@@ -61,7 +88,7 @@ fn inflate_on_spot_launches_the_cheapest_feasible_offering() {
                     .and_then(|g| g.parse::<u32>().ok())
                     .is_some_and(|g| g > 2)
                 && ty.allocatable.cpu_millis >= cpu
-                && ty.allocatable.pods as usize >= l.pods.len()
+                && ty.allocatable.pods as usize >= o.pods
                 && ty
                     .offerings
                     .iter()
@@ -85,20 +112,15 @@ fn swapping_cheapest_for_arm_first_changes_the_architecture() {
     .unwrap();
     let entries = catalog::embedded();
     let arch = |report: &dovetail::sim::Report| -> Vec<String> {
-        report
-            .outcome
-            .launched
+        nodes(report)
             .iter()
             .map(|l| {
-                let e = entries
-                    .iter()
-                    .find(|e| e.name == l.instance.offer.instance_type)
-                    .unwrap();
+                let e = entries.iter().find(|e| e.name == l.instance_type).unwrap();
                 format!("{:?}", e.arch)
             })
             .collect()
     };
-    assert!(!arm.outcome.launched.is_empty() && !amd.outcome.launched.is_empty());
+    assert!(!arm.nodes.is_empty() && !amd.nodes.is_empty());
     assert!(
         arch(&arm).iter().all(|a| a.contains("Arm64")),
         "{:?}",
@@ -109,7 +131,18 @@ fn swapping_cheapest_for_arm_first_changes_the_architecture() {
         "{:?}",
         arch(&amd)
     );
-    assert!(arm.outcome.launched.iter().all(|l| l.policy == "graviton"));
+    let policies: Vec<_> = arm
+        .events_where(|k| matches!(k, dovetail::sim::EventKind::Launched { .. }))
+        .into_iter()
+        .map(|e| match &e.kind {
+            dovetail::sim::EventKind::Launched { policy, .. } => policy.clone(),
+            _ => unreachable!(),
+        })
+        .collect();
+    assert!(
+        !policies.is_empty() && policies.iter().all(|p| p == "graviton"),
+        "{policies:?}"
+    );
 }
 
 #[test]
@@ -142,8 +175,8 @@ fn bad_policies_and_impossible_pods_are_reported() {
         .replace("values: [\"c\", \"m\", \"r\"]", "values: [\"p\"]")
         .replace("values: [\"amd64\"]", "values: [\"arm64\"]");
     let report = run(&[("gpu.yaml", gpu)]).unwrap();
-    assert_eq!(report.outcome.unschedulable.len(), 10);
-    let reason = &report.outcome.unschedulable[0].reason;
+    assert_eq!(report.still_pending.len(), 10);
+    let reason = &report.still_pending[0].1;
     assert!(
         reason.starts_with("NodePool default: no instance type satisfies"),
         "{reason}"
@@ -159,15 +192,13 @@ fn bad_policies_and_impossible_pods_are_reported() {
 fn a_cpu_limit_is_never_exceeded_and_the_excess_waits_with_a_reason() {
     let report = run(&[("cpu-limit.yaml", example("cpu-limit.yaml"))]).unwrap();
     let entries = catalog::embedded();
-    let launched_cpu: u64 = report
-        .outcome
-        .launched
+    let launched_cpu: u64 = nodes(&report)
         .iter()
         .map(|l| {
             u64::from(
                 entries
                     .iter()
-                    .find(|e| e.name == l.instance.offer.instance_type)
+                    .find(|e| e.name == l.instance_type)
                     .unwrap()
                     .vcpus,
             )
@@ -177,29 +208,27 @@ fn a_cpu_limit_is_never_exceeded_and_the_excess_waits_with_a_reason() {
         launched_cpu <= 100,
         "{launched_cpu} vCPUs launched under a 100-CPU limit"
     );
-    let scheduled = report.pending.iter().flatten().count();
+    let scheduled = report.pods.len() - report.still_pending.len();
     assert!(
         scheduled >= 80,
         "most of the limit is used: {scheduled} pods"
     );
-    assert_eq!(report.outcome.unschedulable.len(), 150 - scheduled);
+    assert_eq!(report.still_pending.len(), 150 - scheduled);
     assert!(
-        report.outcome.unschedulable[0]
-            .reason
-            .contains("limits reached"),
+        report.still_pending[0].1.contains("limits reached"),
         "{:?}",
-        report.outcome.unschedulable[0]
+        report.still_pending[0]
     );
 }
 
 #[test]
 fn zone_spread_and_hostname_anti_affinity_are_honoured() {
     let report = run(&[("spread.yaml", example("spread.yaml"))]).unwrap();
-    assert!(report.pending.iter().all(Option::is_some));
+    assert!(report.still_pending.is_empty());
     let mut per_zone = std::collections::BTreeMap::<String, usize>::new();
-    for l in &report.outcome.launched {
-        assert_eq!(l.pods.len(), 1, "one web pod per node");
-        *per_zone.entry(l.instance.offer.zone.clone()).or_default() += 1;
+    for l in nodes(&report) {
+        assert_eq!(l.pods, 1, "one web pod per node");
+        *per_zone.entry(l.zone.clone()).or_default() += 1;
     }
     assert_eq!(
         per_zone.values().copied().collect::<Vec<_>>(),

@@ -2,11 +2,13 @@
 //! creates (`NodeClaim`). The CRDs are generated from these types (`dovetail crds`); validation
 //! lives in the schema (enums, patterns, ranges, CEL rules) so the apiserver enforces it.
 
+pub mod duration;
 pub mod ec2nodeclass;
 pub mod manifest;
 pub mod nodeclaim;
 pub mod nodepool;
 pub mod policy;
+pub mod scenario;
 
 pub use ec2nodeclass::EC2NodeClass;
 pub use nodeclaim::NodeClaim;

@@ -31,8 +31,9 @@ enum Command {
     /// Print benchmark figures.
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Simulate manifests (NodePools, EC2NodeClasses, Deployments, Pods): the real provisioning
-    /// code on an in-memory cloud and a virtual clock.
+    /// Simulate manifests (NodePools, Policies, Deployments, Pods, PodDisruptionBudgets, and an
+    /// optional Scenario timeline): the real provisioning, disruption and termination code on an
+    /// in-memory cloud and a virtual clock.
     Simulate {
         /// Manifest files; repeatable.
         #[arg(short = 'f', long = "filename")]
@@ -40,6 +41,13 @@ enum Command {
         /// More manifest files.
         #[arg(value_name = "FILE")]
         more: Vec<PathBuf>,
+        /// Policies for every NodePool, e.g. `scoring=arm-first,consolidation=empty-only`.
+        #[arg(long, value_name = "SET")]
+        policies: Option<String>,
+        /// Run the scenario once per policy set (give two) and print both summaries and the
+        /// difference.
+        #[arg(long, value_name = "SET", num_args = 2, conflicts_with = "policies")]
+        compare: Vec<String>,
     },
     /// Print the CustomResourceDefinitions (NodePool, NodeClaim, EC2NodeClass, Policy) as YAML.
     Crds,
@@ -136,21 +144,33 @@ fn main() -> std::process::ExitCode {
 fn run() -> Result<()> {
     let cli = Cli::parse();
     // The simulator prints the controller's log lines, as a controller would.
-    let default_level = if matches!(cli.command, Command::Simulate { .. }) {
+    let default_level = if matches!(&cli.command, Command::Simulate { compare, .. } if compare.is_empty())
+    {
         "info"
     } else {
         "warn"
     };
-    tracing_subscriber::fmt()
+    let simulating = matches!(cli.command, Command::Simulate { .. });
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| default_level.into()),
         )
         .with_target(false)
-        .with_writer(std::io::stdout)
-        .init();
+        .with_writer(std::io::stdout);
+    // Simulated logs carry their virtual time (`t`); the wall clock would only mislead.
+    if simulating {
+        logs.without_time().init();
+    } else {
+        logs.init();
+    }
     match cli.command {
-        Command::Simulate { files, more } => simulate(files.into_iter().chain(more).collect())?,
+        Command::Simulate {
+            files,
+            more,
+            policies,
+            compare,
+        } => simulate(files.into_iter().chain(more).collect(), policies, compare)?,
         Command::Crds => print!("{}", dovetail::api::crds_yaml()),
         Command::Policy(PolicyCommand::List) => {
             for b in builtin::all() {
@@ -431,7 +451,7 @@ fn bench_provisioning(sizes: &[usize], types: usize) -> Result<()> {
     Ok(())
 }
 
-fn simulate(files: Vec<PathBuf>) -> Result<()> {
+fn simulate(files: Vec<PathBuf>, policies: Option<String>, compare: Vec<String>) -> Result<()> {
     if files.is_empty() {
         bail!("no manifests: give files with -f FILE");
     }
@@ -443,49 +463,51 @@ fn simulate(files: Vec<PathBuf>) -> Result<()> {
                 .with_context(|| format!("reading {}", f.display()))
         })
         .collect::<Result<Vec<_>>>()?;
-    let report = dovetail::sim::simulate(&texts, &dovetail::sim::SimOptions::default())?;
-    let outcome = &report.outcome;
-
-    let mut by_type: std::collections::BTreeMap<(String, &str), (usize, f64, usize)> =
-        Default::default();
-    for l in &outcome.launched {
-        let o = &l.instance.offer;
-        let e = by_type
-            .entry((
-                o.instance_type.clone(),
-                dovetail::scheduling::model::capacity_type_label(o.capacity_type),
-            ))
-            .or_default();
-        e.0 += 1;
-        e.1 += o.price;
-        e.2 += l.pods.len();
+    let options = |set: Option<&str>| -> Result<dovetail::sim::SimOptions> {
+        let mut opts = dovetail::sim::SimOptions::default();
+        for pair in set.unwrap_or_default().split(',').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("scoring", v)) => opts.scoring = Some(v.to_string()),
+                Some(("consolidation", v)) => opts.consolidation = Some(v.to_string()),
+                _ => bail!("policy set {pair:?}: use scoring=NAME and/or consolidation=NAME"),
+            }
+        }
+        Ok(opts)
+    };
+    if compare.is_empty() {
+        let report = dovetail::sim::simulate(&texts, &options(policies.as_deref())?)?;
+        println!();
+        print!("{}", report.summary());
+        return Ok(());
     }
-    println!();
+    let mut reports = Vec::new();
+    for set in &compare {
+        let report = dovetail::sim::simulate(&texts, &options(Some(set))?)?;
+        println!("== {set}");
+        print!("{}", report.summary());
+        println!();
+        reports.push(report);
+    }
+    let (a, b) = (&reports[0], &reports[1]);
+    let disrupted = |r: &dovetail::sim::Report| r.disruptions.values().sum::<u32>();
+    println!("== difference ({} minus {})", compare[1], compare[0]);
     println!(
-        "{:<20} {:<10} {:>6} {:>6} {:>10}",
-        "instance type", "capacity", "nodes", "pods", "$/hour"
+        "cost over the run: {:+.4} $ ({:+.1}%)",
+        b.cost_usd - a.cost_usd,
+        if a.cost_usd > 0.0 {
+            (b.cost_usd / a.cost_usd - 1.0) * 100.0
+        } else {
+            0.0
+        }
     );
-    for ((t, cap), (n, cost, pods)) in &by_type {
-        println!("{t:<20} {cap:<10} {n:>6} {pods:>6} {cost:>10.4}");
-    }
-    let scheduled = report.pending.iter().flatten().count();
     println!(
-        "pods: {} scheduled of {}; pending p50 {} / p99 {}; cost {:.4} $/hour",
-        scheduled,
-        report.pods.len(),
-        report
-            .pending_quantile(0.5)
-            .map_or("-".into(), |s| format!("{s:.0}s")),
-        report
-            .pending_quantile(0.99)
-            .map_or("-".into(), |s| format!("{s:.0}s")),
-        report.cost_per_hour()
+        "cost at the end: {:+.4} $/hour",
+        b.cost_per_hour() - a.cost_per_hour()
     );
-    for u in &outcome.unschedulable {
-        println!("unschedulable {}: {}", report.pods[u.pod].name, u.reason);
-    }
-    for n in &outcome.not_launched {
-        println!("not launched {}: {}", n.claim, n.reason);
-    }
+    println!(
+        "nodes disrupted: {:+}; pods evicted: {:+}",
+        i64::from(disrupted(b)) - i64::from(disrupted(a)),
+        i64::from(b.evictions) - i64::from(a.evictions)
+    );
     Ok(())
 }

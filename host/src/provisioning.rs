@@ -11,7 +11,7 @@ use crate::policy::round::ScoringRound;
 use crate::policy::types::{Catalog, Claim, Pod, Workload};
 use crate::policy::{PolicyError, PolicyRegistry};
 use crate::scheduling::solver::Unschedulable;
-use crate::scheduling::{InstanceTypes, NodePoolSpec, PendingPod, solve};
+use crate::scheduling::{ExistingNode, InstanceTypes, NodePoolSpec, PendingPod, solve_on};
 
 /// The scoring policy used when a NodePool's own fails and `onFailure` is `Fallback`.
 pub const FALLBACK_SCORER: &str = "cheapest";
@@ -44,16 +44,20 @@ pub struct NotLaunched {
 /// What one provisioning round did.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Outcome {
+    /// Pods that fit on existing or in-flight nodes: (pod, index into the existing nodes).
+    pub bound: Vec<(usize, usize)>,
     pub launched: Vec<Launched>,
     pub not_launched: Vec<NotLaunched>,
     pub unschedulable: Vec<Unschedulable>,
 }
 
-/// Runs one provisioning round.
+/// Runs one provisioning round: pending `pods` go on `existing` nodes where they fit, the rest
+/// on new NodeClaims of `pools` (whose `spec.in_use` the caller has counted).
 #[allow(clippy::too_many_arguments)]
 pub fn provision(
     now: i64,
     pods: &[PendingPod],
+    existing: &[ExistingNode],
     pools: &[Pool],
     its: &InstanceTypes,
     catalog: &Catalog,
@@ -71,8 +75,9 @@ pub fn provision(
         }
     }
     let specs: Vec<NodePoolSpec> = pools.iter().map(|p| p.spec.clone()).collect();
-    let plan = solve(pods, &specs, &its);
+    let plan = solve_on(pods, existing, &specs, &its);
     let mut outcome = Outcome {
+        bound: plan.bound.clone(),
         unschedulable: plan.unschedulable.clone(),
         ..Default::default()
     };

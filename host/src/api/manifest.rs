@@ -11,6 +11,8 @@ pub enum Manifest {
     NodePool(Box<NodePool>),
     EC2NodeClass(Box<EC2NodeClass>),
     Policy(Box<Policy>),
+    /// The simulator's timeline (`sim.dovetail.sh/v1`).
+    Scenario(Box<super::scenario::Scenario>),
     /// Any other kind (Deployment, Pod, PodDisruptionBudget…), left for its reader.
     Other {
         api_version: String,
@@ -119,6 +121,12 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Manifest>, ManifestError> {
             ("dovetail.sh", "Policy") => {
                 ours("dovetail.sh/v1")?;
                 Manifest::Policy(Box::new(Policy::deserialize(doc).map_err(invalid)?))
+            }
+            ("sim.dovetail.sh", "Scenario") => {
+                ours("sim.dovetail.sh/v1")?;
+                Manifest::Scenario(Box::new(
+                    super::scenario::Scenario::deserialize(doc).map_err(invalid)?,
+                ))
             }
             _ => Manifest::Other {
                 api_version: meta.api_version.clone(),

@@ -350,7 +350,8 @@ fn operator(op: &str) -> Option<Operator> {
     })
 }
 
-fn selector_of(s: &KubeSelector) -> LabelSelector {
+/// A Kubernetes label selector (unknown operators are dropped: the apiserver rejects them).
+pub fn selector_of(s: &KubeSelector) -> LabelSelector {
     LabelSelector {
         match_labels: s
             .match_labels

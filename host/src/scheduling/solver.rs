@@ -126,7 +126,19 @@ pub fn solve_on(
     pools: &[NodePoolSpec],
     its: &InstanceTypes,
 ) -> Plan {
-    Solver::new(pods, existing, pools, its).run()
+    Solver::new(pods, existing, &[], pools, its).run()
+}
+
+/// [`solve_on`] as if the existing nodes with `excluded[i]` set were gone: consolidation asks
+/// "where would these nodes' pods go" many times over one snapshot without copying it.
+pub fn solve_excluding(
+    pods: &[PendingPod],
+    existing: &[ExistingNode],
+    excluded: &[bool],
+    pools: &[NodePoolSpec],
+    its: &InstanceTypes,
+) -> Plan {
+    Solver::new(pods, existing, excluded, pools, its).run()
 }
 
 struct Claim {
@@ -195,6 +207,7 @@ impl<'a> Solver<'a> {
     fn new(
         pods: &'a [PendingPod],
         existing: &'a [ExistingNode],
+        excluded: &[bool],
         pools: &'a [NodePoolSpec],
         its: &'a InstanceTypes,
     ) -> Self {
@@ -293,7 +306,8 @@ impl<'a> Solver<'a> {
         let mut placed = vec![0; n_sel];
         let mut claims = Vec::with_capacity(existing.len());
         for (i, node) in existing.iter().enumerate() {
-            for (name, labels) in &node.pods {
+            let gone = excluded.get(i).copied().unwrap_or(false);
+            for (name, labels) in node.pods.iter().filter(|_| !gone) {
                 let ns = namespace(name);
                 for (s, (n, sel)) in selectors.iter().enumerate() {
                     if n == ns && sel.matches(labels) {
@@ -316,10 +330,10 @@ impl<'a> Solver<'a> {
                     instance_types: Vec::new(),
                     zones: 1 << node.zone,
                 },
-                max_alloc: node.allocatable,
+                max_alloc: if gone { zero() } else { node.allocatable },
                 reserved: (0, 0),
                 efficient: Vec::new(),
-                open: true,
+                open: !gone,
                 domain,
             });
         }
@@ -691,8 +705,8 @@ impl<'a> Solver<'a> {
         if c < self.existing.len() {
             let claim = &mut self.claims[c];
             let (r, s, max) = (&claim.planned.requests, &self.smallest, &claim.max_alloc);
-            claim.open = r.cpu_millis + s.cpu_millis <= max.cpu_millis
-                && r.memory_bytes + s.memory_bytes <= max.memory_bytes
+            claim.open = r.cpu_millis.saturating_add(s.cpu_millis) <= max.cpu_millis
+                && r.memory_bytes.saturating_add(s.memory_bytes) <= max.memory_bytes
                 && r.pods < max.pods;
             return;
         }
@@ -724,8 +738,8 @@ impl<'a> Solver<'a> {
         h.1 = h.1.saturating_add(old_mem).saturating_sub(cap.1);
         let r = &claim.planned.requests;
         let s = &self.smallest;
-        claim.open = r.cpu_millis + s.cpu_millis <= max.cpu_millis
-            && r.memory_bytes + s.memory_bytes <= max.memory_bytes
+        claim.open = r.cpu_millis.saturating_add(s.cpu_millis) <= max.cpu_millis
+            && r.memory_bytes.saturating_add(s.memory_bytes) <= max.memory_bytes
             && r.pods < max.pods;
     }
 

@@ -1,0 +1,346 @@
+//! The cache of what is: nodes (in flight or Ready), pods, NodePools and PodDisruptionBudgets.
+//! The simulator feeds it (kube reflectors will, in a cluster); provisioning and disruption read
+//! it as one consistent snapshot and never change it behind each other's back.
+
+use std::collections::BTreeMap;
+
+use crate::cloud::Instance;
+use crate::policy::types::{DisruptionReason, Resources};
+use crate::provisioning::Pool;
+use crate::scheduling::model::{
+    ExistingNode, LabelSelector, PendingPod, Taint, TaintEffect, add, labels, zero,
+};
+use crate::scheduling::{InstanceTypes, NodePoolSpec};
+
+/// Pods and nodes with this annotation set to `"true"` are never disrupted voluntarily.
+pub const DO_NOT_DISRUPT: &str = "dovetail.sh/do-not-disrupt";
+/// The taint a node gets once it is chosen for disruption, so nothing new lands on it.
+pub const DISRUPTED_TAINT: &str = "dovetail.sh/disrupted";
+
+/// The `dovetail.sh/disrupted:NoSchedule` taint.
+pub fn disrupted_taint() -> Taint {
+    Taint {
+        key: DISRUPTED_TAINT.into(),
+        value: String::new(),
+        effect: TaintEffect::NoSchedule,
+    }
+}
+
+/// A node (one NodeClaim and its instance).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    /// Node name; the NodeClaim's name too.
+    pub name: String,
+    pub instance: Instance,
+    /// Index of its instance type in the round's [`InstanceTypes`].
+    pub type_index: u32,
+    /// Index of its zone among the round's zones.
+    pub zone_index: u32,
+    pub labels: Vec<(String, String)>,
+    pub taints: Vec<Taint>,
+    pub launched_at: i64,
+    /// `None` while in flight (launched, not yet Ready).
+    pub ready_at: Option<i64>,
+    /// When a pod last arrived or left: `consolidateAfter` counts from here.
+    pub last_pod_change: i64,
+    /// Hash of the NodePool template it was launched from: a different hash now means drift.
+    pub template_hash: u64,
+    pub do_not_disrupt: bool,
+    /// Set once the node is being disrupted or deleted.
+    pub deletion: Option<Deletion>,
+}
+
+/// Why and since when a node is going away.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deletion {
+    /// `None`: deleted by hand (or by the cloud), not by a disruption decision.
+    pub reason: Option<DisruptionReason>,
+    pub since: i64,
+    /// Replacement node that must be Ready before this one is drained.
+    pub replacement: Option<String>,
+}
+
+/// A pod and where it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pod {
+    pub spec: PendingPod,
+    /// Its controller (`namespace/deployment`); `None` for a bare pod, which nothing recreates.
+    pub owner: Option<String>,
+    pub created_at: i64,
+    /// Bound (node Ready) or nominated (node in flight) to this node.
+    pub node: Option<String>,
+    /// When it started running on a Ready node.
+    pub running_since: Option<i64>,
+    pub do_not_disrupt: bool,
+}
+
+/// A count or a percentage (`maxUnavailable: 1`, `"10%"`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum IntOrPercent {
+    Count(u32),
+    Percent(u32),
+}
+
+impl IntOrPercent {
+    /// Parses `3` or `"25%"`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.strip_suffix('%') {
+            Some(p) => p
+                .trim()
+                .parse()
+                .map(IntOrPercent::Percent)
+                .map_err(|_| format!("{s:?} is not a percentage")),
+            None => s
+                .trim()
+                .parse()
+                .map(IntOrPercent::Count)
+                .map_err(|_| format!("{s:?} is not a count or a percentage")),
+        }
+    }
+
+    /// The value scaled against `total`, percentages rounded up (as Kubernetes and Karpenter do).
+    pub fn of(self, total: u32) -> u32 {
+        match self {
+            IntOrPercent::Count(n) => n,
+            IntOrPercent::Percent(p) => (u64::from(total) * u64::from(p)).div_ceil(100) as u32,
+        }
+    }
+}
+
+/// A PodDisruptionBudget.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pdb {
+    pub name: String,
+    pub namespace: String,
+    pub selector: LabelSelector,
+    pub min_available: Option<IntOrPercent>,
+    pub max_unavailable: Option<IntOrPercent>,
+}
+
+impl Pdb {
+    /// Whether the budget covers a pod.
+    pub fn selects(&self, pod: &Pod) -> bool {
+        namespace(&pod.spec.name) == self.namespace && self.selector.matches(&pod.spec.labels)
+    }
+}
+
+/// Everything the controllers know.
+#[derive(Debug, Clone, Default)]
+pub struct Cluster {
+    pub nodes: BTreeMap<String, Node>,
+    pub pods: BTreeMap<String, Pod>,
+    pub pools: Vec<Pool>,
+    pub pdbs: Vec<Pdb>,
+}
+
+impl Cluster {
+    /// Index of a NodePool by name.
+    pub fn pool_index(&self, name: &str) -> Option<usize> {
+        self.pools.iter().position(|p| p.spec.name == name)
+    }
+
+    /// Pods no node holds, in name order.
+    pub fn pending(&self) -> Vec<&Pod> {
+        self.pods.values().filter(|p| p.node.is_none()).collect()
+    }
+
+    /// Pods bound or nominated to a node.
+    pub fn pods_on<'a>(&'a self, node: &'a str) -> impl Iterator<Item = &'a Pod> + 'a {
+        self.pods
+            .values()
+            .filter(move |p| p.node.as_deref() == Some(node))
+    }
+
+    /// Pods on each node, in one pass.
+    pub fn pods_by_node(&self) -> BTreeMap<&str, Vec<&Pod>> {
+        let mut out: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
+        for p in self.pods.values() {
+            if let Some(n) = &p.node {
+                out.entry(n.as_str()).or_default().push(p);
+            }
+        }
+        out
+    }
+
+    /// The NodePools as the simulation sees them, with capacity in use counted from their nodes.
+    pub fn pool_specs(&self, its: &InstanceTypes) -> Vec<NodePoolSpec> {
+        let mut specs: Vec<NodePoolSpec> = self.pools.iter().map(|p| p.spec.clone()).collect();
+        for n in self.nodes.values() {
+            if let Some(i) = self.pool_index(&n.instance.node_pool) {
+                let (cpu, mem) = its.types[n.type_index as usize].capacity;
+                specs[i].in_use.cpu_millis += cpu;
+                specs[i].in_use.memory_bytes += mem;
+            }
+        }
+        specs
+    }
+
+    /// The nodes new pods may go on (not being deleted, not excluded), as the simulation sees
+    /// them, and their names in the same order.
+    pub fn schedulable_nodes(
+        &self,
+        its: &InstanceTypes,
+        exclude: impl Fn(&Node) -> bool,
+    ) -> (Vec<ExistingNode>, Vec<String>) {
+        let by_node = self.pods_by_node();
+        let mut nodes = Vec::new();
+        let mut names = Vec::new();
+        for n in self.nodes.values() {
+            if n.deletion.is_some() || exclude(n) {
+                continue;
+            }
+            let pool = self.pool_index(&n.instance.node_pool);
+            let pods = by_node.get(n.name.as_str()).map_or(&[][..], Vec::as_slice);
+            let overhead = pool.map_or(zero(), |i| self.pools[i].spec.daemonset_overhead);
+            let requested = pods.iter().fold(overhead, |r, p| add(&r, &p.spec.requests));
+            nodes.push(ExistingNode {
+                name: n.name.clone(),
+                node_pool: pool,
+                labels: n.labels.clone(),
+                taints: n.taints.clone(),
+                zone: n.zone_index,
+                allocatable: its.types[n.type_index as usize].allocatable,
+                requested,
+                pods: pods
+                    .iter()
+                    .map(|p| (p.spec.name.clone(), p.spec.labels.clone()))
+                    .collect(),
+            });
+            names.push(n.name.clone());
+        }
+        (nodes, names)
+    }
+
+    /// Requests on a node: its pods plus its NodePool's daemonsets.
+    pub fn requested(&self, node: &Node) -> Resources {
+        let overhead = self
+            .pool_index(&node.instance.node_pool)
+            .map_or(zero(), |i| self.pools[i].spec.daemonset_overhead);
+        self.pods_on(&node.name)
+            .fold(overhead, |r, p| add(&r, &p.spec.requests))
+    }
+
+    /// How many more pods each PDB lets go right now, by PDB index. A PDB counts the pods it
+    /// selects as expected and the running ones as healthy.
+    pub fn pdb_allowance(&self) -> Vec<u32> {
+        self.pdbs
+            .iter()
+            .map(|pdb| {
+                let selected: Vec<&Pod> = self.pods.values().filter(|p| pdb.selects(p)).collect();
+                let expected = selected.len() as u32;
+                let healthy = selected
+                    .iter()
+                    .filter(|p| p.running_since.is_some())
+                    .count() as u32;
+                if let Some(min) = pdb.min_available {
+                    healthy.saturating_sub(min.of(expected))
+                } else if let Some(max) = pdb.max_unavailable {
+                    max.of(expected).saturating_sub(expected - healthy)
+                } else {
+                    u32::MAX
+                }
+            })
+            .collect()
+    }
+}
+
+/// The labels a node launched from an offering carries.
+pub fn node_labels(
+    its: &InstanceTypes,
+    type_index: u32,
+    zone: &str,
+    capacity_type: &str,
+    pool: &Pool,
+    name: &str,
+) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = labels::TYPE_KEYS
+        .iter()
+        .filter_map(|&k| {
+            its.label(type_index, k)
+                .map(|v| (k.to_string(), v.to_string()))
+        })
+        .collect();
+    out.push((labels::ZONE.into(), zone.into()));
+    out.push((labels::CAPACITY_TYPE.into(), capacity_type.into()));
+    out.push((labels::NODEPOOL.into(), pool.spec.name.clone()));
+    out.push((labels::HOSTNAME.into(), name.into()));
+    for (k, v) in &pool.resource.spec.template.metadata.labels {
+        out.push((k.clone(), v.clone()));
+    }
+    out
+}
+
+/// A hash of everything in a NodePool's template except its requirements (requirement drift is
+/// judged on the node's labels instead, so widening them does not replace every node).
+pub fn template_hash(pool: &Pool) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let t = &pool.resource.spec.template;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(&t.metadata)
+        .unwrap_or_default()
+        .hash(&mut h);
+    serde_json::to_string(&t.spec.node_class_ref)
+        .unwrap_or_default()
+        .hash(&mut h);
+    serde_json::to_string(&t.spec.taints)
+        .unwrap_or_default()
+        .hash(&mut h);
+    serde_json::to_string(&t.spec.startup_taints)
+        .unwrap_or_default()
+        .hash(&mut h);
+    h.finish()
+}
+
+/// `namespace` of a `namespace/name`.
+pub fn namespace(name: &str) -> &str {
+    name.split_once('/').map_or("default", |(ns, _)| ns)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, app: &str, running: bool) -> Pod {
+        Pod {
+            spec: PendingPod::new(name, &[("app", app)], 100, 1 << 20),
+            owner: Some("default/web".into()),
+            created_at: 0,
+            node: running.then(|| "n1".to_string()),
+            running_since: running.then_some(0),
+            do_not_disrupt: false,
+        }
+    }
+
+    #[test]
+    fn pdb_allowance_follows_min_available_and_max_unavailable() {
+        let mut c = Cluster::default();
+        for i in 0..4 {
+            let p = pod(&format!("default/web-{i}"), "web", i < 3);
+            c.pods.insert(p.spec.name.clone(), p);
+        }
+        let pdb = |min: Option<&str>, max: Option<&str>| Pdb {
+            name: "web".into(),
+            namespace: "default".into(),
+            selector: LabelSelector::labels(&[("app", "web")]),
+            min_available: min.map(|s| IntOrPercent::parse(s).unwrap()),
+            max_unavailable: max.map(|s| IntOrPercent::parse(s).unwrap()),
+        };
+        c.pdbs = vec![
+            pdb(None, Some("0")),
+            pdb(None, Some("2")),
+            pdb(Some("2"), None),
+            pdb(Some("50%"), None),
+            pdb(None, Some("25%")),
+        ];
+        // 4 expected, 3 healthy.
+        assert_eq!(c.pdb_allowance(), vec![0, 1, 1, 1, 0]);
+    }
+
+    #[test]
+    fn percentages_round_up() {
+        assert_eq!(IntOrPercent::parse("10%").unwrap().of(19), 2);
+        assert_eq!(IntOrPercent::parse("10%").unwrap().of(20), 2);
+        assert_eq!(IntOrPercent::parse("3").unwrap().of(20), 3);
+        assert!(IntOrPercent::parse("ten").is_err());
+    }
+}

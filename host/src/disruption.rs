@@ -1,0 +1,685 @@
+//! Disruption: which nodes to remove or replace, and whether it is safe to.
+//!
+//! The host finds candidates (empty, under-used, drifted, expired), computes for each the moves
+//! that are possible — where its pods would go (the scheduling simulation against the rest of the
+//! cluster) and, if they need one new node, the cheapest replacement — and hands them to the
+//! NodePool's consolidation policy, which chooses and orders. Every safety rule is the host's:
+//! candidates whose pods a PodDisruptionBudget, `dovetail.sh/do-not-disrupt` or a missing
+//! controller protect are never offered; an executed move still has to pass the NodePool's
+//! disruption budgets and a fresh simulation that counts every move already accepted. What the
+//! host refuses is logged as overruled.
+
+pub mod budget;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::api::nodepool::{ConsolidationPolicy, OnFailure};
+use crate::cloud::Offer;
+use crate::cluster::{Cluster, Node, Pod, node_labels};
+use crate::policy::PolicyRegistry;
+use crate::policy::types::{
+    Action, CapacityType, ConsolidationRound, DisruptionReason, Move, Replacement,
+};
+use crate::provisioning::Pool;
+use crate::scheduling::model::{ExistingNode, PendingPod, capacity_type_label};
+use crate::scheduling::{InstanceTypes, NodePoolSpec, solve_excluding};
+
+/// The consolidation policy used when a NodePool's own fails and `onFailure` is `Fallback`.
+pub const FALLBACK_CONSOLIDATOR: &str = "balanced";
+
+/// A spot node is only replaced by another spot node when at least this many cheaper spot
+/// instance types could hold its pods (Karpenter's rule): a narrow set would pick the pool most
+/// likely to be interrupted next.
+pub const MIN_SPOT_TO_SPOT_TYPES: usize = 15;
+
+/// What the host decided to carry out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    pub node_pool: String,
+    pub nodes: Vec<String>,
+    pub reason: DisruptionReason,
+    /// Launched, and Ready, before the nodes are drained.
+    pub replacement: Option<Offer>,
+    pub savings_per_hour: f64,
+    /// The policy whose choice this is.
+    pub policy: String,
+}
+
+/// Something decided against, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Note {
+    /// A candidate the host does not offer to the policy (PDB, do-not-disrupt, no controller).
+    Blocked { node: String, why: String },
+    /// A move the policy chose to keep.
+    Kept { nodes: Vec<String>, why: String },
+    /// A move the policy chose that the host refused.
+    Overruled { nodes: Vec<String>, why: String },
+    /// The policy failed; the fallback (or nothing) decided instead.
+    PolicyFailed { policy: String, error: String },
+}
+
+/// One disruption pass.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Decision {
+    pub commands: Vec<Command>,
+    pub notes: Vec<Note>,
+    /// Moves offered to policies.
+    pub moves_offered: usize,
+}
+
+/// A candidate with what makes it one.
+struct Candidate<'a> {
+    node: &'a Node,
+    reasons: Vec<DisruptionReason>,
+    pods: Vec<&'a Pod>,
+    cost: f64,
+}
+
+/// Everything one pass reads, computed once.
+struct Pass<'a> {
+    cluster: &'a Cluster,
+    its: &'a InstanceTypes,
+    now: i64,
+    specs: Vec<NodePoolSpec>,
+    /// Schedulable nodes (not being deleted), then replacements accepted this pass.
+    existing: Vec<ExistingNode>,
+    index: HashMap<String, usize>,
+}
+
+/// Finds candidates, asks each NodePool's consolidation policy, and keeps what is safe.
+pub fn decide(
+    cluster: &Cluster,
+    its: &InstanceTypes,
+    registry: &PolicyRegistry,
+    now: i64,
+) -> Decision {
+    let (existing, names) = cluster.schedulable_nodes(its, |_| false);
+    let index = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.clone(), i))
+        .collect();
+    let mut pass = Pass {
+        cluster,
+        its,
+        now,
+        specs: cluster.pool_specs(its),
+        existing,
+        index,
+    };
+    let by_node = cluster.pods_by_node();
+    let allowance = cluster.pdb_allowance();
+    let mut decision = Decision::default();
+    // Nodes going away: already deleting, plus those accepted this pass.
+    let mut leaving: BTreeSet<String> = cluster
+        .nodes
+        .values()
+        .filter(|n| n.deletion.is_some())
+        .map(|n| n.name.clone())
+        .collect();
+    for pool in &cluster.pools {
+        let candidates = candidates(cluster, pool, &by_node, &allowance, now, &mut decision);
+        if candidates.is_empty() {
+            continue;
+        }
+        let (round, replacements) = pass.moves(pool, &candidates);
+        if round.moves.is_empty() {
+            continue;
+        }
+        decision.moves_offered += round.moves.len();
+        let (policy, actions) = consolidate(registry, pool, &round, &mut decision);
+        pass.enforce(
+            pool,
+            &candidates,
+            &round,
+            &replacements,
+            &policy,
+            &actions,
+            &mut leaving,
+            &mut decision,
+        );
+    }
+    decision
+}
+
+/// A pool's candidates and their reasons; protected nodes become `Blocked` notes.
+fn candidates<'a>(
+    cluster: &'a Cluster,
+    pool: &Pool,
+    by_node: &BTreeMap<&str, Vec<&'a Pod>>,
+    allowance: &[u32],
+    now: i64,
+    decision: &mut Decision,
+) -> Vec<Candidate<'a>> {
+    let spec = &pool.resource.spec;
+    let consolidate_after = crate::api::duration::parse(&spec.disruption.consolidate_after)
+        .ok()
+        .flatten();
+    let expire_after = crate::api::duration::parse(&spec.template.spec.expire_after)
+        .ok()
+        .flatten();
+    let hash = crate::cluster::template_hash(pool);
+    let mut out = Vec::new();
+    for node in cluster.nodes.values() {
+        if node.instance.node_pool != pool.spec.name
+            || node.deletion.is_some()
+            || node.ready_at.is_none()
+        {
+            continue;
+        }
+        let pods: Vec<&Pod> = by_node.get(node.name.as_str()).cloned().unwrap_or_default();
+        let mut reasons = Vec::new();
+        if expire_after.is_some_and(|d| now - node.launched_at >= d.as_secs() as i64) {
+            reasons.push(DisruptionReason::Expired);
+        }
+        let label = |k: &str| {
+            node.labels
+                .iter()
+                .find(|(lk, _)| lk == k)
+                .map(|(_, v)| v.as_str())
+        };
+        if node.template_hash != hash || !pool.spec.requirements.matches(label) {
+            reasons.push(DisruptionReason::Drifted);
+        }
+        let settled =
+            consolidate_after.is_some_and(|d| now - node.last_pod_change >= d.as_secs() as i64);
+        if settled && pods.is_empty() {
+            reasons.push(DisruptionReason::Empty);
+        } else if settled
+            && spec.disruption.consolidation_policy == ConsolidationPolicy::WhenEmptyOrUnderutilized
+        {
+            reasons.push(DisruptionReason::Underutilized);
+        }
+        if reasons.is_empty() {
+            continue;
+        }
+        if let Some(why) = protected(cluster, node, &pods, allowance) {
+            decision.notes.push(Note::Blocked {
+                node: node.name.clone(),
+                why,
+            });
+            continue;
+        }
+        let cost = pods.iter().map(|p| pod_cost(p, now)).sum();
+        out.push(Candidate {
+            node,
+            reasons,
+            pods,
+            cost,
+        });
+    }
+    out
+}
+
+/// Why the host never disrupts this node voluntarily, if it must not.
+fn protected(cluster: &Cluster, node: &Node, pods: &[&Pod], allowance: &[u32]) -> Option<String> {
+    if node.do_not_disrupt {
+        return Some(format!(
+            "node has annotation {}",
+            crate::cluster::DO_NOT_DISRUPT
+        ));
+    }
+    for p in pods {
+        if p.do_not_disrupt {
+            return Some(format!(
+                "pod {} has annotation {}",
+                p.spec.name,
+                crate::cluster::DO_NOT_DISRUPT
+            ));
+        }
+        if p.owner.is_none() {
+            return Some(format!(
+                "pod {} has no controller to recreate it",
+                p.spec.name
+            ));
+        }
+        for (i, pdb) in cluster.pdbs.iter().enumerate() {
+            if allowance[i] == 0 && pdb.selects(p) {
+                return Some(format!(
+                    "PodDisruptionBudget {}/{} allows no disruption of pod {}",
+                    pdb.namespace, pdb.name, p.spec.name
+                ));
+            }
+        }
+    }
+    None
+}
+
+/// The harm of evicting a pod: more for higher priority and for pods that only just started.
+fn pod_cost(p: &Pod, now: i64) -> f64 {
+    let priority = (f64::from(p.spec.priority) / 1e9).clamp(-1.0, 1.0);
+    let recent = match p.running_since {
+        Some(s) if now - s < 600 => 1.5,
+        _ => 1.0,
+    };
+    (1.0 + priority) * recent
+}
+
+/// Where a set of nodes' pods would go.
+enum Relocation {
+    /// Onto the remaining nodes.
+    Fits,
+    /// Onto the remaining nodes plus one new node: its feasible (type, offering), cheapest first.
+    Replace(Vec<(u32, usize)>),
+    /// Not without more than one new node, or not at all.
+    No,
+}
+
+impl Pass<'_> {
+    fn relocate(&self, pods: &[PendingPod], excluded: &[bool]) -> Relocation {
+        // Nodes leaving free their share of the NodePools' limits.
+        let mut specs = self.specs.clone();
+        for (i, gone) in excluded.iter().enumerate() {
+            if let (true, Some(n)) = (*gone, self.existing.get(i))
+                && let Some(p) = n.node_pool
+                && let Some(node) = self.cluster.nodes.get(&n.name)
+            {
+                let (cpu, mem) = self.its.types[node.type_index as usize].capacity;
+                specs[p].in_use.cpu_millis = specs[p].in_use.cpu_millis.saturating_sub(cpu);
+                specs[p].in_use.memory_bytes = specs[p].in_use.memory_bytes.saturating_sub(mem);
+            }
+        }
+        let plan = solve_excluding(pods, &self.existing, excluded, &specs, self.its);
+        if !plan.unschedulable.is_empty() || plan.claims.len() > 1 {
+            return Relocation::No;
+        }
+        let Some(claim) = plan.claims.first() else {
+            return Relocation::Fits;
+        };
+        let mut options: Vec<(u32, usize)> = claim
+            .options(self.its)
+            .into_iter()
+            .map(|o| {
+                let (t, off) = crate::policy::round::unpack(o);
+                (t as u32, off)
+            })
+            .collect();
+        options.sort_by(|a, b| self.price(*a).total_cmp(&self.price(*b)));
+        Relocation::Replace(options)
+    }
+
+    fn price(&self, (t, o): (u32, usize)) -> f64 {
+        self.its.types[t as usize].offerings[o].price
+    }
+
+    fn mask(&self, nodes: &[&Node]) -> Vec<bool> {
+        let mut m = vec![false; self.existing.len()];
+        for n in nodes {
+            if let Some(&i) = self.index.get(&n.name) {
+                m[i] = true;
+            }
+        }
+        m
+    }
+
+    /// The moves of a pool's candidates, and each move's replacement offering.
+    fn moves(
+        &self,
+        pool: &Pool,
+        candidates: &[Candidate],
+    ) -> (ConsolidationRound, Vec<Option<(u32, usize)>>) {
+        let mut moves = Vec::new();
+        let mut chosen = Vec::new();
+        let mut push = |nodes: &[usize], replacement: Option<(u32, usize)>, reason| {
+            let price: f64 = nodes
+                .iter()
+                .map(|&i| candidates[i].node.instance.offer.price)
+                .sum();
+            let new_price = replacement.map_or(0.0, |r| self.price(r));
+            moves.push(Move {
+                nodes: nodes.iter().map(|&i| i as u32).collect(),
+                replacement: replacement.map(|r| self.replacement(r)),
+                savings_per_hour: price - new_price,
+                disruption_cost: nodes.iter().map(|&i| candidates[i].cost).sum(),
+                reason,
+            });
+            chosen.push(replacement);
+        };
+        for (i, c) in candidates.iter().enumerate() {
+            let required = c
+                .reasons
+                .iter()
+                .copied()
+                .find(|r| matches!(r, DisruptionReason::Drifted | DisruptionReason::Expired));
+            if c.pods.is_empty() {
+                push(&[i], None, required.unwrap_or(DisruptionReason::Empty));
+                continue;
+            }
+            let pods: Vec<PendingPod> = c.pods.iter().map(|p| p.spec.clone()).collect();
+            let relocation = self.relocate(&pods, &self.mask(&[c.node]));
+            if let Some(reason) = required {
+                match relocation {
+                    Relocation::Fits => push(&[i], None, reason),
+                    // A required replacement may be of the same type: it is the same node, new.
+                    Relocation::Replace(options) => push(&[i], options.first().copied(), reason),
+                    Relocation::No => {}
+                }
+                continue;
+            }
+            if !c.reasons.contains(&DisruptionReason::Underutilized) {
+                continue;
+            }
+            match relocation {
+                Relocation::Fits => push(&[i], None, DisruptionReason::Underutilized),
+                Relocation::Replace(options) => {
+                    if let Some(r) = self.cheaper(&[c.node], &options) {
+                        push(&[i], Some(r), DisruptionReason::Underutilized);
+                    }
+                }
+                Relocation::No => {}
+            }
+        }
+        // Several nodes into zero or one: the longest prefix, by disruption cost, that works.
+        let mut order: Vec<usize> = (0..candidates.len())
+            .filter(|&i| {
+                let r = &candidates[i].reasons;
+                r.contains(&DisruptionReason::Underutilized) || r.contains(&DisruptionReason::Empty)
+            })
+            .collect();
+        order.sort_by(|&a, &b| {
+            candidates[a]
+                .cost
+                .total_cmp(&candidates[b].cost)
+                .then(candidates[a].node.name.cmp(&candidates[b].node.name))
+        });
+        if order.len() >= 2 {
+            let (mut lo, mut hi) = (2, order.len());
+            let mut best = None;
+            while lo <= hi {
+                let mid = (lo + hi) / 2;
+                let nodes: Vec<&Node> = order[..mid].iter().map(|&i| candidates[i].node).collect();
+                let pods: Vec<PendingPod> = order[..mid]
+                    .iter()
+                    .flat_map(|&i| candidates[i].pods.iter().map(|p| p.spec.clone()))
+                    .collect();
+                let ok = match self.relocate(&pods, &self.mask(&nodes)) {
+                    Relocation::Fits => Some(None),
+                    Relocation::Replace(options) => self.cheaper(&nodes, &options).map(Some),
+                    Relocation::No => None,
+                };
+                match ok {
+                    Some(r) => {
+                        best = Some((mid, r));
+                        lo = mid + 1;
+                    }
+                    None => hi = mid - 1,
+                }
+            }
+            if let Some((k, r)) = best {
+                let all_empty = order[..k].iter().all(|&i| candidates[i].pods.is_empty());
+                let reason = if all_empty && r.is_none() {
+                    DisruptionReason::Empty
+                } else {
+                    DisruptionReason::Underutilized
+                };
+                push(&order[..k], r, reason);
+            }
+        }
+        let round = ConsolidationRound {
+            now: self.now,
+            candidates: candidates.iter().map(|c| self.candidate(pool, c)).collect(),
+            moves,
+        };
+        (round, chosen)
+    }
+
+    /// The cheapest replacement worth making: another instance type than the nodes', cheaper than
+    /// them together, and spot-to-spot only with a wide enough set of cheaper spot types.
+    fn cheaper(&self, nodes: &[&Node], options: &[(u32, usize)]) -> Option<(u32, usize)> {
+        let price: f64 = nodes.iter().map(|n| n.instance.offer.price).sum();
+        let types: BTreeSet<&str> = nodes
+            .iter()
+            .map(|n| n.instance.offer.instance_type.as_str())
+            .collect();
+        let all_spot = nodes
+            .iter()
+            .all(|n| n.instance.offer.capacity_type == CapacityType::Spot);
+        let cheaper_spot_types: BTreeSet<u32> = options
+            .iter()
+            .filter(|&&o| {
+                self.price(o) < price
+                    && self.its.types[o.0 as usize].offerings[o.1].capacity_type
+                        == CapacityType::Spot
+            })
+            .map(|o| o.0)
+            .collect();
+        options.iter().copied().find(|&o| {
+            let t = &self.its.types[o.0 as usize];
+            let spot = t.offerings[o.1].capacity_type == CapacityType::Spot;
+            self.price(o) < price
+                && !types.contains(t.name.as_str())
+                && !(all_spot && spot && cheaper_spot_types.len() < MIN_SPOT_TO_SPOT_TYPES)
+        })
+    }
+
+    fn replacement(&self, (t, o): (u32, usize)) -> Replacement {
+        let ty = &self.its.types[t as usize];
+        let off = &ty.offerings[o];
+        Replacement {
+            instance_type: ty.name.clone(),
+            capacity_type: off.capacity_type,
+            zone: self.its.zones[off.zone as usize].clone(),
+            price: off.price,
+        }
+    }
+
+    fn candidate(&self, pool: &Pool, c: &Candidate) -> crate::policy::types::Candidate {
+        let n = c.node;
+        crate::policy::types::Candidate {
+            name: n.name.clone(),
+            node_pool: pool.spec.name.clone(),
+            instance_type: n.instance.offer.instance_type.clone(),
+            capacity_type: n.instance.offer.capacity_type,
+            zone: n.instance.offer.zone.clone(),
+            price: n.instance.offer.price,
+            age_seconds: (self.now - n.launched_at).max(0) as u64,
+            allocatable: self.its.types[n.type_index as usize].allocatable,
+            requested: self.cluster.requested(n),
+            pods: c.pods.len() as u32,
+            reasons: c.reasons.clone(),
+        }
+    }
+
+    /// Carries out the policy's choice as far as safety allows.
+    #[allow(clippy::too_many_arguments)]
+    fn enforce(
+        &mut self,
+        pool: &Pool,
+        candidates: &[Candidate],
+        round: &ConsolidationRound,
+        replacements: &[Option<(u32, usize)>],
+        policy: &str,
+        actions: &[Action],
+        leaving: &mut BTreeSet<String>,
+        decision: &mut Decision,
+    ) {
+        let names = |m: &Move| -> Vec<String> {
+            m.nodes
+                .iter()
+                .map(|&i| candidates[i as usize].node.name.clone())
+                .collect()
+        };
+        let pool_nodes: Vec<&Node> = self
+            .cluster
+            .nodes
+            .values()
+            .filter(|n| n.instance.node_pool == pool.spec.name)
+            .collect();
+        let total = pool_nodes.len() as u32;
+        for action in actions {
+            let i = match action {
+                Action::Execute(i) => *i as usize,
+                Action::Keep(k) => {
+                    decision.notes.push(Note::Kept {
+                        nodes: names(&round.moves[k.move_index as usize]),
+                        why: k.reason.clone(),
+                    });
+                    continue;
+                }
+            };
+            let m = &round.moves[i];
+            let nodes = names(m);
+            let overrule = |why: String, decision: &mut Decision| {
+                tracing::warn!(nodepool = %pool.spec.name, nodes = ?nodes, policy, %why, "overruled consolidation action");
+                decision.notes.push(Note::Overruled {
+                    nodes: nodes.clone(),
+                    why,
+                });
+            };
+            if nodes.iter().any(|n| leaving.contains(n)) {
+                overrule(
+                    "a node of the move is already being disrupted".into(),
+                    decision,
+                );
+                continue;
+            }
+            let allowed = match budget::allowed(
+                &pool.resource.spec.disruption.budgets,
+                total,
+                m.reason,
+                self.now,
+            ) {
+                Ok(a) => a,
+                Err(e) => {
+                    overrule(format!("disruption budget unreadable: {e}"), decision);
+                    continue;
+                }
+            };
+            let disrupting = pool_nodes
+                .iter()
+                .filter(|n| leaving.contains(&n.name))
+                .count() as u32;
+            if disrupting + nodes.len() as u32 > allowed {
+                overrule(
+                    format!(
+                        "disruption budget allows {allowed} of {total} nodes for {:?}, {disrupting} already disrupting",
+                        m.reason
+                    ),
+                    decision,
+                );
+                continue;
+            }
+            // Re-check against everything accepted so far: all leaving nodes' pods must fit on
+            // what stays plus the replacements, with no other new node.
+            let mut trial = self.existing.clone();
+            if let Some(r) = replacements[i] {
+                trial.push(self.replacement_node(pool, r, "replacement"));
+            }
+            let gone: Vec<bool> = trial
+                .iter()
+                .map(|n| leaving.contains(&n.name) || nodes.contains(&n.name))
+                .collect();
+            let moving: Vec<PendingPod> = self
+                .cluster
+                .pods
+                .values()
+                .filter(|p| {
+                    p.node
+                        .as_ref()
+                        .is_some_and(|n| nodes.contains(n) || leaving.contains(n))
+                })
+                .map(|p| p.spec.clone())
+                .collect();
+            let plan = solve_excluding(&moving, &trial, &gone, &[], self.its);
+            if !plan.unschedulable.is_empty() {
+                overrule(
+                    format!(
+                        "{} pod(s) would have nowhere to go (e.g. {}: {})",
+                        plan.unschedulable.len(),
+                        moving[plan.unschedulable[0].pod].name,
+                        plan.unschedulable[0].reason
+                    ),
+                    decision,
+                );
+                continue;
+            }
+            // Accepted.
+            for n in &nodes {
+                leaving.insert(n.clone());
+            }
+            if let Some(r) = replacements[i] {
+                let name = format!("replacement-{}", self.existing.len());
+                let node = self.replacement_node(pool, r, &name);
+                self.index.insert(name, self.existing.len());
+                self.existing.push(node);
+            }
+            let replacement = replacements[i].map(|(t, o)| {
+                let ty = &self.its.types[t as usize];
+                let off = &ty.offerings[o];
+                Offer {
+                    instance_type: ty.name.clone(),
+                    zone: self.its.zones[off.zone as usize].clone(),
+                    capacity_type: off.capacity_type,
+                    price: off.price,
+                }
+            });
+            decision.commands.push(Command {
+                node_pool: pool.spec.name.clone(),
+                nodes,
+                reason: m.reason,
+                replacement,
+                savings_per_hour: m.savings_per_hour,
+                policy: policy.to_string(),
+            });
+        }
+    }
+
+    /// A replacement as a node the simulation can place pods on.
+    fn replacement_node(&self, pool: &Pool, (t, o): (u32, usize), name: &str) -> ExistingNode {
+        let off = &self.its.types[t as usize].offerings[o];
+        let zone = &self.its.zones[off.zone as usize];
+        ExistingNode {
+            name: name.to_string(),
+            node_pool: self.cluster.pool_index(&pool.spec.name),
+            labels: node_labels(
+                self.its,
+                t,
+                zone,
+                capacity_type_label(off.capacity_type),
+                pool,
+                name,
+            ),
+            taints: pool.spec.taints.clone(),
+            zone: off.zone,
+            allocatable: self.its.types[t as usize].allocatable,
+            requested: pool.spec.daemonset_overhead,
+            pods: Vec::new(),
+        }
+    }
+}
+
+/// Asks the pool's consolidation policy; on failure, the fallback (or nothing, with `Block`).
+fn consolidate(
+    registry: &PolicyRegistry,
+    pool: &Pool,
+    round: &ConsolidationRound,
+    decision: &mut Decision,
+) -> (String, Vec<Action>) {
+    let policies = &pool.resource.spec.policies;
+    let name = &policies.consolidation;
+    let attempt = |n: &str| registry.get(n).and_then(|p| p.consolidate(round));
+    match attempt(name) {
+        Ok(actions) => (name.clone(), actions),
+        Err(err) => {
+            registry.report_failure(name, &err);
+            decision.notes.push(Note::PolicyFailed {
+                policy: name.clone(),
+                error: err.to_string(),
+            });
+            tracing::warn!(policy = %name, error = %err, on_failure = ?policies.on_failure, "consolidation policy failed");
+            match policies.on_failure {
+                OnFailure::Block => (name.clone(), Vec::new()),
+                OnFailure::Fallback => match attempt(FALLBACK_CONSOLIDATOR) {
+                    Ok(actions) => (FALLBACK_CONSOLIDATOR.to_string(), actions),
+                    Err(e) => {
+                        decision.notes.push(Note::PolicyFailed {
+                            policy: FALLBACK_CONSOLIDATOR.into(),
+                            error: e.to_string(),
+                        });
+                        (FALLBACK_CONSOLIDATOR.to_string(), Vec::new())
+                    }
+                },
+            }
+        }
+    }
+}

@@ -1,0 +1,270 @@
+//! What a simulation did: its events (the log a controller would write), the cluster at the end,
+//! and the figures of the summary table.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::cluster::{Node, Pod};
+use crate::scheduling::model::capacity_type_label;
+
+/// Something the controllers did, at a virtual time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Seconds since the start.
+    pub at: i64,
+    pub kind: EventKind,
+}
+
+/// The kinds of [`Event`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum EventKind {
+    Scaled {
+        deployment: String,
+        replicas: u32,
+    },
+    Launched {
+        node: String,
+        instance_type: String,
+        zone: String,
+        capacity_type: &'static str,
+        price: f64,
+        pods: usize,
+        policy: String,
+    },
+    NotLaunched {
+        claim: String,
+        reason: String,
+    },
+    Ready {
+        node: String,
+    },
+    Unschedulable {
+        pod: String,
+        reason: String,
+    },
+    Disrupting {
+        nodes: Vec<String>,
+        reason: &'static str,
+        replacement: Option<String>,
+        savings_per_hour: f64,
+        policy: String,
+    },
+    Blocked {
+        node: String,
+        why: String,
+    },
+    Kept {
+        nodes: Vec<String>,
+        why: String,
+    },
+    Overruled {
+        nodes: Vec<String>,
+        why: String,
+    },
+    PolicyFailed {
+        policy: String,
+        error: String,
+    },
+    /// A node deleted by hand.
+    Deleting {
+        node: String,
+    },
+    Evicted {
+        pod: String,
+        node: String,
+    },
+    Terminated {
+        node: String,
+        lived_seconds: i64,
+    },
+}
+
+impl EventKind {
+    /// Writes the event as a controller's structured log line (the simulator's span carries
+    /// the virtual time).
+    pub fn log(&self) {
+        match self {
+            EventKind::Scaled {
+                deployment,
+                replicas,
+            } => tracing::info!(deployment, replicas, "scaled deployment"),
+            EventKind::Launched {
+                node,
+                instance_type,
+                zone,
+                capacity_type,
+                price,
+                pods,
+                policy,
+            } => tracing::info!(
+                nodeclaim = node,
+                instance_type,
+                zone,
+                capacity_type,
+                price,
+                pods,
+                policy,
+                "launched nodeclaim"
+            ),
+            EventKind::NotLaunched { claim, reason } => {
+                tracing::warn!(nodeclaim = claim, reason, "launch failed")
+            }
+            EventKind::Ready { node } => tracing::info!(node, "node ready"),
+            EventKind::Unschedulable { pod, reason } => {
+                tracing::warn!(pod, reason, "could not schedule pod")
+            }
+            EventKind::Disrupting {
+                nodes,
+                reason,
+                replacement,
+                savings_per_hour,
+                policy,
+            } => {
+                tracing::info!(nodes = ?nodes, reason, replacement = ?replacement, savings_per_hour, policy, "disrupting node(s)")
+            }
+            EventKind::Blocked { node, why } => {
+                tracing::info!(node, why, "disruption blocked")
+            }
+            EventKind::Kept { nodes, why } => {
+                tracing::debug!(nodes = ?nodes, why, "policy kept node(s)")
+            }
+            EventKind::Overruled { nodes, why } => {
+                tracing::warn!(nodes = ?nodes, why, "overruled policy action")
+            }
+            EventKind::PolicyFailed { policy, error } => {
+                tracing::warn!(policy, error, "policy failed")
+            }
+            EventKind::Deleting { node } => tracing::info!(node, "deleting node"),
+            EventKind::Evicted { pod, node } => tracing::info!(pod, node, "evicted pod"),
+            EventKind::Terminated {
+                node,
+                lived_seconds,
+            } => tracing::info!(node, lived_seconds, "terminated node"),
+        }
+    }
+}
+
+/// `1h02m03s`-style virtual time.
+pub fn clock(at: i64) -> String {
+    format!("{}h{:02}m{:02}s", at / 3600, (at / 60) % 60, at % 60)
+}
+
+/// The end state and figures of a run.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub events: Vec<Event>,
+    pub nodes: Vec<Node>,
+    pub pods: Vec<Pod>,
+    /// Pods pending at the end, with the last reason given.
+    pub still_pending: Vec<(String, String)>,
+    /// Seconds from creation to running, per pod that started.
+    pub pending_seconds: Vec<f64>,
+    /// USD spent over the run (every node billed from launch to termination).
+    pub cost_usd: f64,
+    pub duration_secs: i64,
+    pub launched: u32,
+    /// Nodes disrupted, by reason.
+    pub disruptions: BTreeMap<String, u32>,
+    pub evictions: u32,
+    /// Per NodePool: the most nodes disrupting at once, and the pool's size at that moment.
+    pub peak_disrupting: BTreeMap<String, (u32, u32)>,
+}
+
+impl Report {
+    /// USD per hour of the nodes at the end.
+    pub fn cost_per_hour(&self) -> f64 {
+        self.nodes.iter().map(|n| n.instance.offer.price).sum()
+    }
+
+    /// The `q` quantile of pending times, seconds.
+    pub fn pending_quantile(&self, q: f64) -> Option<f64> {
+        let mut waits = self.pending_seconds.clone();
+        if waits.is_empty() {
+            return None;
+        }
+        waits.sort_by(f64::total_cmp);
+        Some(waits[((waits.len() as f64 * q).ceil() as usize).clamp(1, waits.len()) - 1])
+    }
+
+    /// Events of one kind, by a predicate.
+    pub fn events_where(&self, f: impl Fn(&EventKind) -> bool) -> Vec<&Event> {
+        self.events.iter().filter(|e| f(&e.kind)).collect()
+    }
+
+    /// The summary table.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let mut by_type: BTreeMap<(String, &str), (usize, f64, usize)> = BTreeMap::new();
+        for n in &self.nodes {
+            let o = &n.instance.offer;
+            let e = by_type
+                .entry((
+                    o.instance_type.clone(),
+                    capacity_type_label(o.capacity_type),
+                ))
+                .or_default();
+            e.0 += 1;
+            e.1 += o.price;
+            e.2 += self
+                .pods
+                .iter()
+                .filter(|p| p.node.as_deref() == Some(n.name.as_str()))
+                .count();
+        }
+        let _ = writeln!(
+            out,
+            "{:<20} {:<10} {:>6} {:>6} {:>10}",
+            "instance type", "capacity", "nodes", "pods", "$/hour"
+        );
+        for ((t, cap), (n, cost, pods)) in &by_type {
+            let _ = writeln!(out, "{t:<20} {cap:<10} {n:>6} {pods:>6} {cost:>10.4}");
+        }
+        let running = self
+            .pods
+            .iter()
+            .filter(|p| p.running_since.is_some())
+            .count();
+        let q = |q: f64| {
+            self.pending_quantile(q)
+                .map_or("-".into(), |s| format!("{s:.0}s"))
+        };
+        let _ = writeln!(
+            out,
+            "pods: {running} running of {}; pending p50 {} / p99 {}",
+            self.pods.len(),
+            q(0.5),
+            q(0.99)
+        );
+        let hours = self.duration_secs as f64 / 3600.0;
+        let _ = writeln!(
+            out,
+            "cost: {:.4} $/hour at the end; {:.4} $ over {} ({:.4} $/hour on average)",
+            self.cost_per_hour(),
+            self.cost_usd,
+            clock(self.duration_secs),
+            if hours > 0.0 {
+                self.cost_usd / hours
+            } else {
+                0.0
+            }
+        );
+        let disruptions = if self.disruptions.is_empty() {
+            "none".to_string()
+        } else {
+            self.disruptions
+                .iter()
+                .map(|(r, n)| format!("{r} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            out,
+            "nodes launched: {}; disrupted: {disruptions}; pods evicted: {}",
+            self.launched, self.evictions
+        );
+        for (pod, reason) in &self.still_pending {
+            let _ = writeln!(out, "pending {pod}: {reason}");
+        }
+        out
+    }
+}
