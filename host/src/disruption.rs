@@ -122,7 +122,29 @@ pub fn decide(
         if candidates.is_empty() {
             continue;
         }
-        let (round, replacements) = pass.moves(pool, &candidates);
+        // Budgets shape what is offered: a move the budget cannot take now is not a choice.
+        let total = cluster
+            .nodes
+            .values()
+            .filter(|n| n.instance.node_pool == pool.spec.name)
+            .count() as u32;
+        let disrupting = cluster
+            .nodes
+            .values()
+            .filter(|n| n.instance.node_pool == pool.spec.name && leaving.contains(&n.name))
+            .count() as u32;
+        let left = |reason| {
+            budget::allowed(&pool.resource.spec.disruption.budgets, total, reason, now)
+                .unwrap_or(0)
+                .saturating_sub(disrupting) as usize
+        };
+        let room = Room {
+            empty: left(DisruptionReason::Empty),
+            underutilized: left(DisruptionReason::Underutilized),
+            drifted: left(DisruptionReason::Drifted),
+            expired: left(DisruptionReason::Expired),
+        };
+        let (round, replacements) = pass.moves(pool, &candidates, &room);
         if round.moves.is_empty() {
             continue;
         }
@@ -255,6 +277,25 @@ fn pod_cost(p: &Pod, now: i64) -> f64 {
     (1.0 + priority) * recent
 }
 
+/// How many more nodes each reason's budget lets go in this pass.
+struct Room {
+    empty: usize,
+    underutilized: usize,
+    drifted: usize,
+    expired: usize,
+}
+
+impl Room {
+    fn of(&self, reason: DisruptionReason) -> usize {
+        match reason {
+            DisruptionReason::Empty => self.empty,
+            DisruptionReason::Underutilized => self.underutilized,
+            DisruptionReason::Drifted => self.drifted,
+            DisruptionReason::Expired => self.expired,
+        }
+    }
+}
+
 /// Where a set of nodes' pods would go.
 enum Relocation {
     /// Onto the remaining nodes.
@@ -317,10 +358,14 @@ impl Pass<'_> {
         &self,
         pool: &Pool,
         candidates: &[Candidate],
+        room: &Room,
     ) -> (ConsolidationRound, Vec<Option<(u32, usize)>>) {
         let mut moves = Vec::new();
         let mut chosen = Vec::new();
         let mut push = |nodes: &[usize], replacement: Option<(u32, usize)>, reason| {
+            if nodes.len() > room.of(reason) {
+                return;
+            }
             let price: f64 = nodes
                 .iter()
                 .map(|&i| candidates[i].node.instance.offer.price)
@@ -382,8 +427,9 @@ impl Pass<'_> {
                 .total_cmp(&candidates[b].cost)
                 .then(candidates[a].node.name.cmp(&candidates[b].node.name))
         });
-        if order.len() >= 2 {
-            let (mut lo, mut hi) = (2, order.len());
+        let cap = order.len().min(room.empty.max(room.underutilized));
+        if cap >= 2 {
+            let (mut lo, mut hi) = (2, cap);
             let mut best = None;
             while lo <= hi {
                 let mid = (lo + hi) / 2;

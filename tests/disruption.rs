@@ -1,0 +1,391 @@
+//! Scale-down scenarios on the simulator: consolidation through the policy, with every safety rule
+//! enforced by the host (budgets, PDBs, do-not-disrupt, the re-check) — the cases the guides
+//! teach and the failures users report.
+
+use dovetail::sim::{EventKind, Report, SimOptions, simulate};
+
+fn example(name: &str) -> String {
+    std::fs::read_to_string(format!("{}/../examples/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+fn run_with(text: &str, opts: &SimOptions) -> Report {
+    simulate(&[("scenario.yaml".to_string(), text.to_string())], opts).unwrap()
+}
+
+fn run(text: &str) -> Report {
+    run_with(text, &SimOptions::default())
+}
+
+/// (time, nodes, reason, replacement, savings) of every disruption.
+fn disruptions(r: &Report) -> Vec<(i64, Vec<String>, &'static str, Option<String>, f64)> {
+    r.events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Disrupting {
+                nodes,
+                reason,
+                replacement,
+                savings_per_hour,
+                ..
+            } => Some((
+                e.at,
+                nodes.clone(),
+                *reason,
+                replacement.clone(),
+                *savings_per_hour,
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn ready_at(r: &Report, node: &str) -> i64 {
+    r.events
+        .iter()
+        .find(|e| matches!(&e.kind, EventKind::Ready { node: n } if n == node))
+        .unwrap_or_else(|| panic!("{node} never became ready"))
+        .at
+}
+
+fn all_running(r: &Report) {
+    assert!(r.still_pending.is_empty(), "{:?}", r.still_pending);
+    assert!(r.pods.iter().all(|p| p.running_since.is_some()));
+}
+
+/// The lab with a different NodePool disruption block, scenario steps and extra documents.
+fn lab(disruption: &str, steps: &str, extra: &str) -> String {
+    let text = example("consolidation-lab.yaml");
+    let text = text.replace(
+        "    consolidationPolicy: WhenEmptyOrUnderutilized\n    consolidateAfter: 5m\n",
+        disruption,
+    );
+    let text = text.replace(
+        "    - at: 2m\n      scale: {deployment: inflate, replicas: 8}\n",
+        steps,
+    );
+    format!("{text}\n---\n{extra}")
+}
+
+const LAB_DISRUPTION: &str =
+    "    consolidationPolicy: WhenEmptyOrUnderutilized\n    consolidateAfter: 5m\n";
+const SCALE_TO_8: &str = "    - at: 2m\n      scale: {deployment: inflate, replicas: 8}\n";
+
+#[test]
+fn the_lab_consolidates_the_light_node_after_consolidate_after_and_not_before() {
+    let r = run(&example("consolidation-lab.yaml"));
+    let d = disruptions(&r);
+    assert_eq!(d.len(), 1, "{d:?}");
+    let (at, nodes, reason, replacement, _) = &d[0];
+    assert_eq!(nodes, &vec!["default-00002".to_string()]);
+    assert_eq!(*reason, "underutilized");
+    assert_eq!(replacement, &None);
+    // Its last pod arrived when it became Ready; consolidateAfter is 5m.
+    let quiet_from = ready_at(&r, "default-00002") + 300;
+    assert!(
+        *at >= quiet_from,
+        "disrupted at {at}s, quiet only from {quiet_from}s"
+    );
+    assert!(*at <= quiet_from + 20, "disrupted late: {at}s");
+    assert_eq!(r.nodes.len(), 1);
+    assert_eq!(r.nodes[0].name, "default-00001");
+    assert_eq!(r.pods.len(), 8);
+    all_running(&r);
+    assert!(
+        r.pods
+            .iter()
+            .all(|p| p.node.as_deref() == Some("default-00001"))
+    );
+    assert_eq!(r.evictions, 1);
+}
+
+#[test]
+fn scale_to_zero_removes_empty_nodes_after_consolidate_after() {
+    let r = run(&lab(
+        LAB_DISRUPTION,
+        "    - at: 2m\n      scale: {deployment: inflate, replicas: 0}\n",
+        "",
+    ));
+    assert!(r.nodes.is_empty(), "{:?}", r.nodes);
+    let d = disruptions(&r);
+    assert!(!d.is_empty());
+    for (at, _, reason, replacement, _) in &d {
+        assert_eq!(*reason, "empty");
+        assert!(replacement.is_none());
+        assert!(
+            *at >= 120 + 300,
+            "removed at {at}s, before consolidateAfter"
+        );
+    }
+    assert_eq!(r.evictions, 0);
+}
+
+#[test]
+fn when_empty_keeps_an_underused_node() {
+    let r = run(&lab(
+        "    consolidationPolicy: WhenEmpty\n    consolidateAfter: 5m\n",
+        SCALE_TO_8,
+        "",
+    ));
+    assert!(disruptions(&r).is_empty(), "{:?}", disruptions(&r));
+    assert_eq!(r.nodes.len(), 2);
+    all_running(&r);
+}
+
+#[test]
+fn a_pdb_with_max_unavailable_zero_is_never_drained() {
+    let pdb = "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: inflate}\nspec:\n  maxUnavailable: 0\n  selector: {matchLabels: {app: inflate}}\n";
+    let r = run(&lab(LAB_DISRUPTION, SCALE_TO_8, pdb));
+    assert!(disruptions(&r).is_empty(), "{:?}", disruptions(&r));
+    assert_eq!(r.evictions, 0);
+    assert_eq!(r.nodes.len(), 2);
+    let blocked = r.events_where(|k| matches!(k, EventKind::Blocked { why, .. } if why.contains("PodDisruptionBudget default/inflate")));
+    assert!(!blocked.is_empty(), "the block is reported");
+}
+
+#[test]
+fn do_not_disrupt_holds() {
+    let text = lab(LAB_DISRUPTION, SCALE_TO_8, "").replace(
+        "      labels:\n        app: inflate\n    spec:",
+        "      labels:\n        app: inflate\n      annotations:\n        dovetail.sh/do-not-disrupt: \"true\"\n    spec:",
+    );
+    assert!(text.contains("do-not-disrupt"));
+    let r = run(&text);
+    assert!(disruptions(&r).is_empty());
+    assert_eq!(r.nodes.len(), 2);
+    assert!(
+        !r.events_where(
+            |k| matches!(k, EventKind::Blocked { why, .. } if why.contains("do-not-disrupt"))
+        )
+        .is_empty()
+    );
+}
+
+/// 20 single-pod nodes (1.5 CPU pods on c5.large), scaled to zero.
+fn twenty_nodes(budgets: &str, steps: &str) -> String {
+    lab(
+        &format!(
+            "    consolidationPolicy: WhenEmptyOrUnderutilized\n    consolidateAfter: 1m\n{budgets}"
+        ),
+        steps,
+        "",
+    )
+    .replace("replicas: 9", "replicas: 20")
+    .replace("cpu: 220m", "cpu: 1500m")
+}
+
+#[test]
+fn a_ten_percent_budget_never_has_more_than_that_share_disrupting() {
+    let r = run(&twenty_nodes(
+        "    budgets:\n      - nodes: \"10%\"\n",
+        "    - at: 5m\n      scale: {deployment: inflate, replicas: 0}\n",
+    ));
+    let (peak, size) = r.peak_disrupting["default"];
+    assert!(peak >= 1, "something was disrupted");
+    assert!(
+        peak * 10 <= size.max(20),
+        "{peak} of {size} nodes disrupting at once under a 10% budget"
+    );
+    assert!(peak <= 2);
+    assert!(r.nodes.is_empty(), "{} nodes left", r.nodes.len());
+    assert_eq!(r.disruptions.values().sum::<u32>(), 20);
+}
+
+#[test]
+fn changed_requirements_drift_and_nodes_are_replaced_within_the_budget() {
+    let pool_v2 = example("consolidation-lab.yaml")
+        .split("---")
+        .next()
+        .unwrap()
+        .replace("values: [\"c5.large\"]", "values: [\"m5.large\"]")
+        .replace(
+            "    consolidateAfter: 5m\n",
+            "    consolidateAfter: 5m\n    budgets:\n      - nodes: \"1\"\n",
+        );
+    let apply: String = pool_v2
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| format!("        {l}\n"))
+        .collect();
+    let steps = format!("    - at: 10m\n      apply:\n{apply}");
+    let text = lab(
+        "    consolidationPolicy: WhenEmpty\n    consolidateAfter: 5m\n    budgets:\n      - nodes: \"1\"\n",
+        &steps,
+        "",
+    );
+    let r = run(&text);
+    let d = disruptions(&r);
+    assert!(d.iter().all(|x| x.2 == "drifted"), "{d:?}");
+    assert_eq!(d.iter().map(|x| x.1.len()).sum::<usize>(), 2, "{d:?}");
+    assert!(d.iter().all(|x| x.0 >= 600));
+    assert!(r.peak_disrupting["default"].0 <= 1);
+    assert!(!r.nodes.is_empty());
+    assert!(
+        r.nodes
+            .iter()
+            .all(|n| n.instance.offer.instance_type == "m5.large"),
+        "{:?}",
+        r.nodes
+            .iter()
+            .map(|n| &n.instance.offer.instance_type)
+            .collect::<Vec<_>>()
+    );
+    all_running(&r);
+}
+
+#[test]
+fn expire_after_replaces_nodes_at_about_one_hour() {
+    let text = lab(
+        "    consolidationPolicy: WhenEmpty\n    consolidateAfter: 5m\n",
+        "",
+        "",
+    )
+    .replace("duration: 30m", "duration: 2h")
+    .replace(
+        "      nodeClassRef:",
+        "      expireAfter: 1h\n      nodeClassRef:",
+    );
+    let r = run(&text);
+    let d = disruptions(&r);
+    assert!(!d.is_empty());
+    for (at, _, reason, ..) in &d {
+        assert_eq!(*reason, "expired");
+        // Launched at 1s: expiry at 3601s, noticed within a disruption interval.
+        assert!((3601..=3601 + 60).contains(at), "expired at {at}s");
+    }
+    for e in r.events_where(|k| matches!(k, EventKind::Terminated { .. })) {
+        let EventKind::Terminated { lived_seconds, .. } = e.kind else {
+            unreachable!()
+        };
+        assert!((3600..3700).contains(&lived_seconds), "{lived_seconds}");
+    }
+    assert_eq!(r.nodes.len(), 2, "replaced, not just removed");
+    assert!(
+        r.nodes
+            .iter()
+            .all(|n| n.launched_at - SimOptions::default().start >= 3600)
+    );
+    all_running(&r);
+}
+
+#[test]
+fn quiet_hours_blocks_disruption_inside_its_window_and_allows_it_outside() {
+    // The simulation starts Monday 00:00 UTC.
+    let policy = "apiVersion: dovetail.sh/v1\nkind: Policy\nmetadata: {name: night-freeze}\nspec:\n  source: {builtin: quiet-hours}\n  config: {timezone: UTC, windows: 'Mon 00:00-01:00'}\n";
+    let text = lab(LAB_DISRUPTION, SCALE_TO_8, policy)
+        .replace("consolidation: balanced", "consolidation: night-freeze")
+        .replace("duration: 30m", "duration: 2h");
+    let r = run(&text);
+    let d = disruptions(&r);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert!(d[0].0 >= 3600, "disrupted inside the window at {}s", d[0].0);
+    assert!(
+        d[0].0 <= 3600 + 310,
+        "allowed outside the window, late at {}s",
+        d[0].0
+    );
+    assert!(
+        !r.events_where(
+            |k| matches!(k, EventKind::Kept { why, .. } if why.contains("Mon 00:00-01:00"))
+        )
+        .is_empty(),
+        "the policy said why it kept the node"
+    );
+    assert_eq!(r.nodes.len(), 1);
+}
+
+#[test]
+fn no_churn_replacements_are_other_types_and_cheaper_by_the_margin_then_nothing_for_a_day() {
+    // c and m families on demand; 10 × 500m, then scale to 3: the node is replaced by a smaller
+    // one; after that a steady day disrupts nothing.
+    let text = lab(
+        "    consolidationPolicy: WhenEmptyOrUnderutilized\n    consolidateAfter: 1m\n",
+        "    - at: 10m\n      scale: {deployment: inflate, replicas: 3}\n",
+        "",
+    )
+    .replace(
+        "        - key: node.kubernetes.io/instance-type\n          operator: In\n          values: [\"c5.large\"]\n",
+        "        - key: aws.dovetail.sh/instance-category\n          operator: In\n          values: [\"c\", \"m\"]\n        - key: kubernetes.io/arch\n          operator: In\n          values: [\"amd64\"]\n",
+    )
+    .replace("replicas: 9", "replicas: 10")
+    .replace("cpu: 220m", "cpu: 500m")
+    .replace("duration: 30m", "duration: 24h");
+    let r = run(&text);
+    let d = disruptions(&r);
+    assert!(!d.is_empty(), "the under-used node is replaced");
+    let launched: std::collections::BTreeMap<String, (String, f64)> = r
+        .events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Launched {
+                node,
+                instance_type,
+                price,
+                ..
+            } => Some((node.clone(), (instance_type.clone(), *price))),
+            _ => None,
+        })
+        .collect();
+    for (_, nodes, _, replacement, savings) in &d {
+        let Some(rep) = replacement else { continue };
+        let old_price: f64 = nodes.iter().map(|n| launched[n].1).sum();
+        for n in nodes {
+            assert_ne!(launched[n].0, launched[rep].0, "replaced by its own type");
+        }
+        assert!(
+            *savings >= 0.05 * old_price - 1e-9,
+            "saves {savings} of {old_price}: under the 5% margin"
+        );
+    }
+    let settled = d.last().unwrap().0;
+    assert!(
+        settled < 3600,
+        "settled within the hour (last at {settled}s)"
+    );
+    assert_eq!(
+        r.evictions as usize,
+        d.iter().filter(|x| x.3.is_some() || x.2 != "empty").count() * 3
+    );
+    all_running(&r);
+}
+
+#[test]
+fn a_steady_workload_is_not_disrupted_for_24_hours() {
+    let text = format!(
+        "{}\n---\napiVersion: sim.dovetail.sh/v1\nkind: Scenario\nmetadata: {{name: steady}}\nspec: {{duration: 24h}}\n",
+        example("inflate-spot.yaml")
+    );
+    let r = run(&text);
+    assert!(disruptions(&r).is_empty(), "{:?}", disruptions(&r));
+    assert_eq!(r.evictions, 0);
+    assert_eq!(r.launched, 1);
+    all_running(&r);
+}
+
+#[test]
+fn an_unsafe_action_is_overruled_and_logged() {
+    // `hostile` in mode `good` executes every move it is offered, including moves that only work
+    // alone: node A's pods fit on B and B's on A, but not both.
+    let hostile = std::fs::read(dovetail::policy::builtin::fixture_path("hostile")).unwrap();
+    let opts = SimOptions {
+        policies: vec![(
+            "yes-to-all".into(),
+            hostile,
+            vec![("mode".into(), "good".into())],
+        )],
+        ..SimOptions::default()
+    };
+    let text = lab(
+        "    consolidationPolicy: WhenEmptyOrUnderutilized\n    consolidateAfter: 0s\n    budgets:\n      - nodes: \"100%\"\n",
+        "    - at: 2m\n      scale: {deployment: inflate, replicas: 5}\n",
+        "",
+    )
+    .replace("consolidation: balanced", "consolidation: yes-to-all");
+    let r = run_with(&text, &opts);
+    let overruled = r.events_where(
+        |k| matches!(k, EventKind::Overruled { why, .. } if why.contains("nowhere to go")),
+    );
+    assert!(!overruled.is_empty(), "{:#?}", r.events);
+    assert_eq!(r.nodes.len(), 1, "one of the two goes, not both");
+    assert_eq!(r.pods.len(), 5);
+    all_running(&r);
+}
