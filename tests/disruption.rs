@@ -16,8 +16,10 @@ fn run(text: &str) -> Report {
     run_with(text, &SimOptions::default())
 }
 
-/// (time, nodes, reason, replacement, savings) of every disruption.
-fn disruptions(r: &Report) -> Vec<(i64, Vec<String>, &'static str, Option<String>, f64)> {
+/// (time, nodes, reason, replacement, savings) of one disruption.
+type Disruption = (i64, Vec<String>, &'static str, Option<String>, f64);
+
+fn disruptions(r: &Report) -> Vec<Disruption> {
     r.events
         .iter()
         .filter_map(|e| match &e.kind {
