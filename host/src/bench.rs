@@ -365,3 +365,140 @@ pub fn provisioning(
     }
     Ok(out)
 }
+
+/// Figures of the disruption benchmark.
+#[derive(Debug, Clone)]
+pub struct DisruptionFigures {
+    /// The first pass after the scale-down: the one with every node a candidate.
+    pub first: crate::sim::DisruptionRound,
+    /// The slowest pass of the run.
+    pub slowest: crate::sim::DisruptionRound,
+    /// Every pass with candidates after the scale-down.
+    pub all: Vec<crate::sim::DisruptionRound>,
+    pub rounds: usize,
+    pub nodes_before: usize,
+    pub nodes_after: usize,
+    /// USD per hour just before consolidation and at the end.
+    pub cost_before: f64,
+    pub cost_after: f64,
+    /// The provisioning benchmark's bound for the pods that remain.
+    pub lower_bound: f64,
+    /// What provisioning launches for the remaining pods on an empty cluster, USD per hour.
+    pub fresh: f64,
+    pub evictions: u32,
+    pub wall: Duration,
+}
+
+/// Consolidation at scale: `pods` pods of ten deployments on nodes of 2 or 4 vCPUs, then 40% of
+/// every deployment removed; the simulator runs the real disruption code (with `balanced` in
+/// WASM, budgets at 100%) until the cluster settles.
+pub fn disruption(pods: usize) -> Result<DisruptionFigures, crate::sim::SimError> {
+    let mut yaml = String::from(
+        r#"apiVersion: dovetail.sh/v1
+kind: NodePool
+metadata: {name: bench}
+spec:
+  template:
+    spec:
+      requirements:
+        - {key: aws.dovetail.sh/instance-cpu, operator: In, values: ["2", "4"]}
+        - {key: aws.dovetail.sh/instance-category, operator: In, values: ["c", "m", "r"]}
+        - {key: kubernetes.io/arch, operator: In, values: ["amd64"]}
+        - {key: dovetail.sh/capacity-type, operator: In, values: ["spot", "on-demand"]}
+      nodeClassRef: {group: aws.dovetail.sh, kind: EC2NodeClass, name: default}
+  disruption:
+    consolidationPolicy: WhenEmptyOrUnderutilized
+    consolidateAfter: 0s
+    budgets: [{nodes: "100%"}]
+"#,
+    );
+    let per = pods / 10;
+    let mut steps = String::new();
+    for k in 0..10 {
+        yaml.push_str(&format!(
+            "---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: d{k}}}\nspec:\n  replicas: {per}\n  selector: {{matchLabels: {{app: d{k}}}}}\n  template:\n    metadata: {{labels: {{app: d{k}}}}}\n    spec:\n      containers:\n        - name: c\n          image: pause\n          resources: {{requests: {{cpu: {}m, memory: {}Mi}}}}\n",
+            100 + 70 * k,
+            128 + 96 * k
+        ));
+        steps.push_str(&format!(
+            "    - at: 10m\n      scale: {{deployment: d{k}, replicas: {}}}\n",
+            per * 6 / 10
+        ));
+    }
+    // The same pods provisioned from scratch: what consolidation should approach.
+    let fresh_yaml = yaml.clone().replace(
+        &format!("replicas: {per}\n"),
+        &format!("replicas: {}\n", per * 6 / 10),
+    ) + "---\napiVersion: sim.dovetail.sh/v1\nkind: Scenario\nmetadata: {name: fresh}\nspec: {duration: 5m}\n";
+    let fresh = crate::sim::simulate(
+        &[("fresh.yaml".into(), fresh_yaml)],
+        &crate::sim::SimOptions::default(),
+    )?
+    .cost_per_hour();
+    yaml.push_str(&format!(
+        "---\napiVersion: sim.dovetail.sh/v1\nkind: Scenario\nmetadata: {{name: bench}}\nspec:\n  duration: 1h\n  steps:\n{steps}"
+    ));
+    let started = Instant::now();
+    let report = crate::sim::simulate(
+        &[("bench.yaml".into(), yaml)],
+        &crate::sim::SimOptions::default(),
+    )?;
+    let wall = started.elapsed();
+    let total =
+        |r: &crate::sim::DisruptionRound| r.timings.moves + r.timings.policy + r.timings.enforce;
+    let after_scale: Vec<_> = report
+        .disruption_rounds
+        .iter()
+        .filter(|r| r.at >= 600)
+        .collect();
+    let first = (*after_scale
+        .first()
+        .expect("a disruption pass after the scale-down"))
+    .clone();
+    let slowest = (*after_scale
+        .iter()
+        .max_by_key(|r| total(r))
+        .expect("non-empty"))
+    .clone();
+    let mut cost_before = 0.0;
+    let mut nodes_before = 0;
+    for e in &report.events {
+        if e.at < 600
+            && let crate::sim::EventKind::Launched { price, .. } = e.kind
+        {
+            cost_before += price;
+            nodes_before += 1;
+        }
+    }
+    let entries = catalog::embedded();
+    let cat = catalog::policy_catalog(&entries, &["us-east-1a", "us-east-1b", "us-east-1c"]);
+    let (mut per_vcpu, mut per_gib) = (f64::INFINITY, f64::INFINITY);
+    for t in &cat.instance_types {
+        for o in &t.offerings {
+            per_vcpu = per_vcpu.min(o.price / f64::from(t.vcpus.max(1)));
+            per_gib = per_gib.min(o.price / (t.memory_mib.max(1) as f64 / 1024.0));
+        }
+    }
+    let (cpu, mem) = report.pods.iter().fold((0u64, 0u64), |(c, m), p| {
+        (
+            c + p.spec.requests.cpu_millis,
+            m + p.spec.requests.memory_bytes,
+        )
+    });
+    let lower_bound =
+        (cpu as f64 / 1000.0 * per_vcpu).max(mem as f64 / f64::from(1u32 << 30) * per_gib);
+    Ok(DisruptionFigures {
+        first,
+        slowest,
+        all: after_scale.iter().map(|r| (*r).clone()).collect(),
+        rounds: after_scale.len(),
+        nodes_before,
+        nodes_after: report.nodes.len(),
+        cost_before,
+        cost_after: report.cost_per_hour(),
+        lower_bound,
+        fresh,
+        evictions: report.evictions,
+        wall,
+    })
+}

@@ -65,6 +65,20 @@ pub struct Decision {
     pub notes: Vec<Note>,
     /// Moves offered to policies.
     pub moves_offered: usize,
+    /// Candidates found (protected ones excluded).
+    pub candidates: usize,
+    pub timings: Timings,
+}
+
+/// Where a pass spent its time.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Timings {
+    /// Finding candidates and simulating their moves: until the first policy has its choices.
+    pub moves: std::time::Duration,
+    /// Consolidation policy calls.
+    pub policy: std::time::Duration,
+    /// Budget checks and re-simulation of the chosen moves.
+    pub enforce: std::time::Duration,
 }
 
 /// A candidate with what makes it one.
@@ -81,9 +95,13 @@ struct Pass<'a> {
     its: &'a InstanceTypes,
     now: i64,
     specs: Vec<NodePoolSpec>,
-    /// Schedulable nodes (not being deleted), then replacements accepted this pass.
+    /// Schedulable nodes (not being deleted), then replacements accepted this pass. Pods of
+    /// accepted moves are counted on the nodes they would move to.
     existing: Vec<ExistingNode>,
+    /// Per `existing` node: accepted to leave in this pass.
+    gone: Vec<bool>,
     index: HashMap<String, usize>,
+    by_node: BTreeMap<&'a str, Vec<&'a Pod>>,
 }
 
 /// Finds candidates, asks each NodePool's consolidation policy, and keeps what is safe.
@@ -99,15 +117,29 @@ pub fn decide(
         .enumerate()
         .map(|(i, n)| (n.clone(), i))
         .collect();
+    let by_node = cluster.pods_by_node();
     let mut pass = Pass {
         cluster,
         its,
         now,
         specs: cluster.pool_specs(its),
+        gone: vec![false; existing.len()],
         existing,
         index,
+        by_node: by_node.clone(),
     };
-    let by_node = cluster.pods_by_node();
+    // Pods of nodes already draining will need room too: count them where they would go.
+    let draining: Vec<PendingPod> = cluster
+        .nodes
+        .values()
+        .filter(|n| n.deletion.is_some())
+        .flat_map(|n| by_node.get(n.name.as_str()).into_iter().flatten())
+        .map(|p| p.spec.clone())
+        .collect();
+    if !draining.is_empty() {
+        let plan = solve_excluding(&draining, &pass.existing, &pass.gone, &[], its);
+        pass.place(&draining, &plan.bound);
+    }
     let allowance = cluster.pdb_allowance();
     let mut decision = Decision::default();
     // Nodes going away: already deleting, plus those accepted this pass.
@@ -118,8 +150,11 @@ pub fn decide(
         .map(|n| n.name.clone())
         .collect();
     for pool in &cluster.pools {
+        let started = std::time::Instant::now();
         let candidates = candidates(cluster, pool, &by_node, &allowance, now, &mut decision);
+        decision.candidates += candidates.len();
         if candidates.is_empty() {
+            decision.timings.moves += started.elapsed();
             continue;
         }
         // Budgets shape what is offered: a move the budget cannot take now is not a choice.
@@ -145,11 +180,15 @@ pub fn decide(
             expired: left(DisruptionReason::Expired),
         };
         let (round, replacements) = pass.moves(pool, &candidates, &room);
+        decision.timings.moves += started.elapsed();
         if round.moves.is_empty() {
             continue;
         }
         decision.moves_offered += round.moves.len();
+        let started = std::time::Instant::now();
         let (policy, actions) = consolidate(registry, pool, &round, &mut decision);
+        decision.timings.policy += started.elapsed();
+        let started = std::time::Instant::now();
         pass.enforce(
             pool,
             &candidates,
@@ -160,6 +199,7 @@ pub fn decide(
             &mut leaving,
             &mut decision,
         );
+        decision.timings.enforce += started.elapsed();
     }
     decision
 }
@@ -343,8 +383,18 @@ impl Pass<'_> {
         self.its.types[t as usize].offerings[o].price
     }
 
+    /// Counts pods on the nodes the simulation bound them to.
+    fn place(&mut self, pods: &[PendingPod], bound: &[(usize, usize)]) {
+        for &(p, n) in bound {
+            let node = &mut self.existing[n];
+            node.requested = crate::scheduling::model::add(&node.requested, &pods[p].requests);
+            node.pods
+                .push((pods[p].name.clone(), pods[p].labels.clone()));
+        }
+    }
+
     fn mask(&self, nodes: &[&Node]) -> Vec<bool> {
-        let mut m = vec![false; self.existing.len()];
+        let mut m = self.gone.clone();
         for n in nodes {
             if let Some(&i) = self.index.get(&n.name) {
                 m[i] = true;
@@ -605,35 +655,40 @@ impl Pass<'_> {
                 );
                 continue;
             }
-            // Re-check against everything accepted so far: all leaving nodes' pods must fit on
-            // what stays plus the replacements, with no other new node.
-            let mut trial = self.existing.clone();
-            if let Some(r) = replacements[i] {
-                trial.push(self.replacement_node(pool, r, "replacement"));
+            // Re-check against everything accepted so far (their pods already counted where
+            // they go): this move's pods must fit on what stays plus its replacement, with no
+            // other new node.
+            let mut gone = self.gone.clone();
+            for n in &nodes {
+                if let Some(&k) = self.index.get(n) {
+                    gone[k] = true;
+                }
             }
-            let gone: Vec<bool> = trial
+            let name = format!("replacement-{}", self.existing.len());
+            if let Some(r) = replacements[i] {
+                self.existing.push(self.replacement_node(pool, r, &name));
+                gone.push(false);
+            }
+            let moving: Vec<PendingPod> = nodes
                 .iter()
-                .map(|n| leaving.contains(&n.name) || nodes.contains(&n.name))
-                .collect();
-            let moving: Vec<PendingPod> = self
-                .cluster
-                .pods
-                .values()
-                .filter(|p| {
-                    p.node
-                        .as_ref()
-                        .is_some_and(|n| nodes.contains(n) || leaving.contains(n))
-                })
+                .flat_map(|n| self.by_node.get(n.as_str()).into_iter().flatten())
                 .map(|p| p.spec.clone())
                 .collect();
-            let plan = solve_excluding(&moving, &trial, &gone, &[], self.its);
+            let plan = solve_excluding(&moving, &self.existing, &gone, &[], self.its);
             if !plan.unschedulable.is_empty() {
+                if replacements[i].is_some() {
+                    self.existing.pop();
+                }
                 overrule(
                     format!(
-                        "{} pod(s) would have nowhere to go (e.g. {}: {})",
+                        "{} pod(s) would have nowhere to go: they do not fit on the nodes that stay{} (e.g. {})",
                         plan.unschedulable.len(),
+                        if replacements[i].is_some() {
+                            " and the replacement"
+                        } else {
+                            ""
+                        },
                         moving[plan.unschedulable[0].pod].name,
-                        plan.unschedulable[0].reason
                     ),
                     decision,
                 );
@@ -643,12 +698,11 @@ impl Pass<'_> {
             for n in &nodes {
                 leaving.insert(n.clone());
             }
-            if let Some(r) = replacements[i] {
-                let name = format!("replacement-{}", self.existing.len());
-                let node = self.replacement_node(pool, r, &name);
-                self.index.insert(name, self.existing.len());
-                self.existing.push(node);
+            if replacements[i].is_some() {
+                self.index.insert(name, self.existing.len() - 1);
             }
+            self.gone = gone;
+            self.place(&moving, &plan.bound);
             let replacement = replacements[i].map(|(t, o)| {
                 let ty = &self.its.types[t as usize];
                 let off = &ty.offerings[o];

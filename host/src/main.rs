@@ -123,6 +123,12 @@ enum BenchCommand {
         #[arg(long, default_value_t = 400)]
         types: usize,
     },
+    /// Consolidate a cluster of ~500 nodes after 40% of its pods go: time per disruption pass
+    /// (candidates and moves, policy, enforcement) and cost against the lower bound.
+    Disruption {
+        #[arg(long, default_value_t = 5000)]
+        pods: usize,
+    },
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -182,6 +188,7 @@ fn run() -> Result<()> {
         Command::Bench(BenchCommand::Provisioning { pods, types }) => {
             bench_provisioning(&pods, types)?
         }
+        Command::Bench(BenchCommand::Disruption { pods }) => bench_disruption(pods)?,
         Command::Bench(BenchCommand::Policy {
             types,
             pods,
@@ -448,6 +455,67 @@ fn bench_provisioning(sizes: &[usize], types: usize) -> Result<()> {
             f.fleet_cost / f.lower_bound
         );
     }
+    Ok(())
+}
+
+fn bench_disruption(pods: usize) -> Result<()> {
+    let f = bench::disruption(pods)?;
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let show = |label: &str, r: &dovetail::sim::DisruptionRound| {
+        let t = r.timings;
+        println!(
+            "{label:<14} {:>6} {:>6} {:>10} {:>6} {:>8} {:>12.1} {:>10.1} {:>10.1} {:>10.1}",
+            r.nodes,
+            r.pods,
+            r.candidates,
+            r.moves,
+            r.commands,
+            ms(t.moves),
+            ms(t.policy),
+            ms(t.enforce),
+            ms(t.moves + t.policy + t.enforce)
+        );
+    };
+    println!(
+        "{:<14} {:>6} {:>6} {:>10} {:>6} {:>8} {:>12} {:>10} {:>10} {:>10}",
+        "pass",
+        "nodes",
+        "pods",
+        "candidates",
+        "moves",
+        "executed",
+        "moves ms",
+        "policy ms",
+        "enforce ms",
+        "round ms"
+    );
+    show("first", &f.first);
+    if std::env::var_os("DOVETAIL_BENCH_ALL").is_some() {
+        for r in &f.all {
+            show(&format!("t={}s", r.at), r);
+        }
+    }
+    show("slowest", &f.slowest);
+    println!(
+        "passes after the scale-down: {}; nodes {} -> {}; pods evicted {}",
+        f.rounds, f.nodes_before, f.nodes_after, f.evictions
+    );
+    println!(
+        "cost: {:.3} $/h before, {:.3} $/h after consolidation; lower bound {:.3} $/h; after/bound {:.2}x",
+        f.cost_before,
+        f.cost_after,
+        f.lower_bound,
+        f.cost_after / f.lower_bound
+    );
+    println!(
+        "the same pods provisioned on an empty cluster: {:.3} $/h; after consolidation / fresh {:.2}x",
+        f.fresh,
+        f.cost_after / f.fresh
+    );
+    println!(
+        "simulated 1 h in {:.2} s of wall clock",
+        f.wall.as_secs_f64()
+    );
     Ok(())
 }
 

@@ -11,7 +11,7 @@ pub mod report;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-pub use report::{Event, EventKind, Report};
+pub use report::{DisruptionRound, Event, EventKind, Report};
 
 use crate::api::duration;
 use crate::api::manifest::{self, Manifest, ManifestError};
@@ -392,6 +392,11 @@ impl Sim {
                 }
                 let overhead = self.daemonsets.values().fold(zero(), |a, r| add(&a, r));
                 let spec = node_pool(&np, overhead, zero())?;
+                // Compile the pool's policies now rather than inside its first decision (an
+                // unknown name is reported when it is used, with the fallback's decision).
+                for name in [&np.spec.policies.scoring, &np.spec.policies.consolidation] {
+                    let _ = self.registry.get(name);
+                }
                 let pool = Pool { resource: np, spec };
                 match self.cluster.pool_index(&pool.spec.name) {
                     Some(i) => self.cluster.pools[i] = pool,
@@ -895,6 +900,17 @@ impl Sim {
         }
         let now = self.now();
         let decision = disruption::decide(&self.cluster, &self.its, &self.registry, now);
+        if decision.candidates > 0 {
+            self.report.disruption_rounds.push(report::DisruptionRound {
+                at: self.t,
+                nodes: self.cluster.nodes.len(),
+                pods: self.cluster.pods.len(),
+                candidates: decision.candidates,
+                moves: decision.moves_offered,
+                commands: decision.commands.len(),
+                timings: decision.timings,
+            });
+        }
         let mut revisit = false;
         for note in &decision.notes {
             revisit = true;

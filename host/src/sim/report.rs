@@ -168,6 +168,20 @@ pub struct Report {
     pub evictions: u32,
     /// Per NodePool: the most nodes disrupting at once, and the pool's size at that moment.
     pub peak_disrupting: BTreeMap<String, (u32, u32)>,
+    /// Disruption passes that had candidates.
+    pub disruption_rounds: Vec<DisruptionRound>,
+}
+
+/// One disruption pass with candidates: its size and where its time went (wall clock).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DisruptionRound {
+    pub at: i64,
+    pub nodes: usize,
+    pub pods: usize,
+    pub candidates: usize,
+    pub moves: usize,
+    pub commands: usize,
+    pub timings: crate::disruption::Timings,
 }
 
 impl Report {
