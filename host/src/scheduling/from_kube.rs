@@ -101,6 +101,12 @@ pub fn node_pool(
         },
         in_use,
         daemonset_overhead,
+        min_values: tmpl
+            .spec
+            .requirements
+            .iter()
+            .filter_map(|r| Some((r.key.clone(), r.min_values? as usize)))
+            .collect(),
     })
 }
 
@@ -258,6 +264,38 @@ pub fn pending_pod(
         None => {}
     }
 
+    // Preferred terms, highest weight first (expressions with unknown operators are dropped,
+    // as a preference must never make a pod unschedulable).
+    let mut weighted: Vec<(i32, Requirements)> = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| {
+            n.preferred_during_scheduling_ignored_during_execution
+                .as_ref()
+        })
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let list: Vec<Requirement> = t
+                .preference
+                .match_expressions
+                .iter()
+                .flatten()
+                .filter_map(|e| {
+                    Some(Requirement {
+                        key: e.key.clone(),
+                        operator: operator(&e.operator)?,
+                        values: e.values.clone().unwrap_or_default(),
+                    })
+                })
+                .collect();
+            (t.weight, Requirements::from_list(&list))
+        })
+        .collect();
+    weighted.sort_by_key(|(w, _)| std::cmp::Reverse(*w));
+    let preferred = weighted.into_iter().map(|(_, r)| r).collect();
+
     let tolerations = spec
         .tolerations
         .iter()
@@ -275,23 +313,26 @@ pub fn pending_pod(
         labels::HOSTNAME => Some(TopologyKey::Hostname),
         _ => None,
     };
-    let spread = spec
-        .topology_spread_constraints
-        .iter()
-        .flatten()
-        .filter(|c| c.when_unsatisfiable == "DoNotSchedule")
-        .filter_map(|c| {
-            Some(SpreadConstraint {
-                key: topology(&c.topology_key)?,
-                max_skew: c.max_skew.max(1) as u32,
-                selector: c
-                    .label_selector
-                    .as_ref()
-                    .map(selector_of)
-                    .unwrap_or_default(),
+    let spread_where = |hard: bool| -> Vec<SpreadConstraint> {
+        spec.topology_spread_constraints
+            .iter()
+            .flatten()
+            .filter(|c| (c.when_unsatisfiable == "DoNotSchedule") == hard)
+            .filter_map(|c| {
+                Some(SpreadConstraint {
+                    key: topology(&c.topology_key)?,
+                    max_skew: c.max_skew.max(1) as u32,
+                    selector: c
+                        .label_selector
+                        .as_ref()
+                        .map(selector_of)
+                        .unwrap_or_default(),
+                })
             })
-        })
-        .collect();
+            .collect()
+    };
+    let spread = spread_where(true);
+    let soft_spread = spread_where(false);
     let terms = |terms: Option<&Vec<PodAffinityTerm>>| -> Vec<AffinityTerm> {
         terms
             .into_iter()
@@ -331,6 +372,8 @@ pub fn pending_pod(
         node_terms,
         tolerations,
         spread,
+        preferred,
+        soft_spread,
         affinity,
         anti_affinity,
         workload: 0,
@@ -447,6 +490,12 @@ spec:
         - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: web}}}
         - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: ScheduleAnyway, labelSelector: {matchLabels: {app: web}}}
       affinity:
+        nodeAffinity:
+          preferredDuringSchedulingIgnoredDuringExecution:
+            - weight: 10
+              preference: {matchExpressions: [{key: dovetail.sh/capacity-type, operator: In, values: [on-demand]}]}
+            - weight: 90
+              preference: {matchExpressions: [{key: aws.dovetail.sh/instance-category, operator: In, values: [c]}]}
         podAntiAffinity:
           requiredDuringSchedulingIgnoredDuringExecution:
             - {topologyKey: kubernetes.io/hostname, labelSelector: {matchLabels: {app: web}}}
@@ -464,6 +513,13 @@ spec:
             p.spread.len(),
             1,
             "ScheduleAnyway is a preference, not a constraint"
+        );
+        assert_eq!(p.soft_spread.len(), 1);
+        assert_eq!(p.preferred.len(), 2);
+        assert_eq!(
+            p.preferred[0].describe(),
+            "aws.dovetail.sh/instance-category In [c]",
+            "highest weight first"
         );
         assert_eq!(p.anti_affinity.len(), 1);
         assert_eq!(p.tolerations[0].key.as_deref(), Some("dedicated"));

@@ -166,6 +166,11 @@ pub struct PendingPod {
     pub node_terms: Vec<Requirements>,
     pub tolerations: Vec<Toleration>,
     pub spread: Vec<SpreadConstraint>,
+    /// Preferred node affinity terms, highest weight first: honoured when some node can, dropped
+    /// when none can.
+    pub preferred: Vec<Requirements>,
+    /// `ScheduleAnyway` spread constraints: honoured like `DoNotSchedule` when possible.
+    pub soft_spread: Vec<SpreadConstraint>,
     pub affinity: Vec<AffinityTerm>,
     pub anti_affinity: Vec<AffinityTerm>,
     /// Index into the round's workloads (owner), for the policy.
@@ -192,6 +197,8 @@ impl PendingPod {
             node_terms: Vec::new(),
             tolerations: Vec::new(),
             spread: Vec::new(),
+            preferred: Vec::new(),
+            soft_spread: Vec::new(),
             affinity: Vec::new(),
             anti_affinity: Vec::new(),
             workload: 0,
@@ -249,6 +256,9 @@ pub struct NodePoolSpec {
     pub in_use: Resources,
     /// Requests of the daemonsets every node of this pool runs.
     pub daemonset_overhead: Resources,
+    /// `minValues`: a claim keeps at least this many distinct values of the key among its
+    /// instance types, so a launch stays flexible.
+    pub min_values: Vec<(String, usize)>,
 }
 
 impl NodePoolSpec {
@@ -262,6 +272,7 @@ impl NodePoolSpec {
             limits: Limits::default(),
             in_use: zero(),
             daemonset_overhead: zero(),
+            min_values: Vec::new(),
         }
     }
 }

@@ -15,7 +15,8 @@
 //! NB: every pod is visited once and claims that are full leave the scan, so the work grows with
 //! pods × open claims, not pods × all claims; no pod is dropped for lack of time.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 
 use super::instance_types::InstanceTypes;
 use super::model::{
@@ -56,6 +57,7 @@ enum Reject {
     Requirements,
     Topology(&'static str),
     Premium,
+    MinValues(&'static str),
 }
 
 impl std::fmt::Display for Reject {
@@ -74,6 +76,10 @@ impl std::fmt::Display for Reject {
             Reject::Requirements => f.write_str("requirements conflict with the claim"),
             Reject::Topology(t) => write!(f, "{t}: no zone or node satisfies it"),
             Reject::Premium => f.write_str("only premium-priced instance types would remain"),
+            Reject::MinValues(key) => write!(
+                f,
+                "too few instance types would remain to meet the NodePool's minValues for {key}"
+            ),
         }
     }
 }
@@ -157,7 +163,10 @@ struct Claim {
 }
 
 struct Solver<'a> {
-    pods: &'a [PendingPod],
+    /// Pods with their preferences held as requirements (borrowed when none has any).
+    pods: Cow<'a, [PendingPod]>,
+    /// Per pod with preferences: the pod as written and its topology terms, for a second try.
+    relaxed: Vec<Option<(PendingPod, Vec<Term>)>>,
     /// Existing nodes; claim `i < existing.len()` is existing node `i`.
     existing: &'a [ExistingNode],
     pools: &'a [NodePoolSpec],
@@ -205,7 +214,7 @@ struct Term {
 
 impl<'a> Solver<'a> {
     fn new(
-        pods: &'a [PendingPod],
+        original: &'a [PendingPod],
         existing: &'a [ExistingNode],
         excluded: &[bool],
         pools: &'a [NodePoolSpec],
@@ -246,32 +255,42 @@ impl<'a> Solver<'a> {
                 }
             }
         };
-        let terms: Vec<Vec<Term>> = pods
+        // Preferences (preferred node affinity, ScheduleAnyway spread) are first held like
+        // requirements; a pod that cannot be placed so is placed again without them.
+        let prefers = |p: &PendingPod| !p.preferred.is_empty() || !p.soft_spread.is_empty();
+        let pods: Cow<'a, [PendingPod]> = if original.iter().any(prefers) {
+            Cow::Owned(original.iter().map(strict).collect())
+        } else {
+            Cow::Borrowed(original)
+        };
+        let mut make_terms = |p: &PendingPod| -> Vec<Term> {
+            let ns = namespace(&p.name);
+            let spread = p
+                .spread
+                .iter()
+                .map(|s| (TermKind::Spread(s.max_skew.max(1)), s.key, &s.selector));
+            let aff = p
+                .affinity
+                .iter()
+                .map(|a| (TermKind::Affinity, a.key, &a.selector));
+            let anti = p
+                .anti_affinity
+                .iter()
+                .map(|a| (TermKind::AntiAffinity, a.key, &a.selector));
+            spread
+                .chain(aff)
+                .chain(anti)
+                .map(|(kind, key, sel)| Term {
+                    kind,
+                    key,
+                    selector: intern(ns, sel),
+                })
+                .collect()
+        };
+        let terms: Vec<Vec<Term>> = pods.iter().map(&mut make_terms).collect();
+        let relaxed: Vec<Option<(PendingPod, Vec<Term>)>> = original
             .iter()
-            .map(|p| {
-                let ns = namespace(&p.name);
-                let spread = p
-                    .spread
-                    .iter()
-                    .map(|s| (TermKind::Spread(s.max_skew.max(1)), s.key, &s.selector));
-                let aff = p
-                    .affinity
-                    .iter()
-                    .map(|a| (TermKind::Affinity, a.key, &a.selector));
-                let anti = p
-                    .anti_affinity
-                    .iter()
-                    .map(|a| (TermKind::AntiAffinity, a.key, &a.selector));
-                spread
-                    .chain(aff)
-                    .chain(anti)
-                    .map(|(kind, key, sel)| Term {
-                        kind,
-                        key,
-                        selector: intern(ns, sel),
-                    })
-                    .collect()
-            })
+            .map(|p| prefers(p).then(|| (p.clone(), make_terms(p))))
             .collect();
         let matches = pods
             .iter()
@@ -339,6 +358,7 @@ impl<'a> Solver<'a> {
         }
         let mut solver = Solver {
             pods,
+            relaxed,
             existing,
             pools,
             its,
@@ -392,7 +412,20 @@ impl<'a> Solver<'a> {
         }
     }
 
+    /// Places pod `p`, with its preferences if it can, else without them.
     fn place(&mut self, p: usize) -> Result<(), String> {
+        match self.place_once(p) {
+            Err(_) if self.relaxed[p].is_some() => {
+                let (pod, terms) = self.relaxed[p].take().expect("checked");
+                self.pods.to_mut()[p] = pod;
+                self.terms[p] = terms;
+                self.place_once(p)
+            }
+            done => done,
+        }
+    }
+
+    fn place_once(&mut self, p: usize) -> Result<(), String> {
         for c in 0..self.existing.len() {
             if self.claims[c].open && self.try_add(p, c).is_ok() {
                 return Ok(());
@@ -591,6 +624,9 @@ impl<'a> Solver<'a> {
         if types.is_empty() {
             return Err(Reject::NoType(requests));
         }
+        if let Some(key) = self.short_of_min_values(claim.planned.node_pool, &types) {
+            return Err(Reject::MinValues(key));
+        }
         if !claim.planned.pods.is_empty() && !types.iter().any(|&t| claim.efficient[t as usize]) {
             return Err(Reject::Premium);
         }
@@ -619,6 +655,22 @@ impl<'a> Solver<'a> {
                 self.zone_counts[s as usize][z] += 1;
             }
         }
+    }
+
+    /// The first `minValues` key of the pool that `types` no longer meet (keys a type does not
+    /// answer, like zone, are met by the offerings and not checked here).
+    fn short_of_min_values(&self, pool: usize, types: &[u32]) -> Option<&'static str> {
+        for (key, n) in &self.pools[pool].min_values {
+            let Some(&k) = super::model::labels::TYPE_KEYS.iter().find(|&&k| k == key) else {
+                continue;
+            };
+            let distinct: HashSet<&str> =
+                types.iter().filter_map(|&t| self.its.label(t, k)).collect();
+            if distinct.len() < *n {
+                return Some(k);
+            }
+        }
+        None
     }
 
     /// Zones the pod may use on claim `c`, given its topology terms.
@@ -811,6 +863,30 @@ impl std::hash::Hasher for FastHasher {
     fn write_usize(&mut self, n: usize) {
         self.write_u64(n as u64);
     }
+}
+
+/// A pod with its preferences as requirements: the preferred terms joined to every required
+/// term, `ScheduleAnyway` spread held like `DoNotSchedule`.
+fn strict(p: &PendingPod) -> PendingPod {
+    let mut s = p.clone();
+    if !p.preferred.is_empty() {
+        let preferred = p
+            .preferred
+            .iter()
+            .fold(Requirements::default(), |a, r| a.intersection(r));
+        s.node_terms = if p.node_terms.is_empty() {
+            vec![preferred]
+        } else {
+            p.node_terms
+                .iter()
+                .map(|t| t.intersection(&preferred))
+                .collect()
+        };
+    }
+    s.spread.extend(p.soft_spread.iter().cloned());
+    s.preferred.clear();
+    s.soft_spread.clear();
+    s
 }
 
 fn namespace(name: &str) -> &str {
@@ -1187,6 +1263,87 @@ mod tests {
         let zones: std::collections::BTreeSet<u32> =
             plan.claims.iter().map(|c| zone_of(&plan, c)).collect();
         assert_eq!(zones, [1, 2].into());
+    }
+
+    #[test]
+    fn min_values_keep_claims_flexible() {
+        let its = its();
+        let mut np = pool("default", &[]);
+        np.min_values = vec![(labels::INSTANCE_TYPE.into(), 20)];
+        let plan = solve(
+            &pods(50, "web", 1000, 1024),
+            std::slice::from_ref(&np),
+            &its,
+        );
+        assert!(plan.unschedulable.is_empty());
+        for c in &plan.claims {
+            assert!(
+                c.instance_types.len() >= 20,
+                "{} types",
+                c.instance_types.len()
+            );
+        }
+        // One more distinct type than can hold 150 vCPUs.
+        let holding = its
+            .types
+            .iter()
+            .filter(|t| t.allocatable.cpu_millis >= 150_000)
+            .count();
+        assert!(holding > 0);
+        np.min_values = vec![(labels::INSTANCE_TYPE.into(), holding + 1)];
+        let plan = solve(&pods(1, "huge", 150_000, 1024), &[np], &its);
+        assert_eq!(plan.unschedulable.len(), 1);
+        assert!(
+            plan.unschedulable[0].reason.contains("minValues"),
+            "{}",
+            plan.unschedulable[0].reason
+        );
+    }
+
+    #[test]
+    fn preferences_are_honoured_when_possible_and_dropped_when_not() {
+        let its = its();
+        let pools = [pool("default", &[])];
+        let mut arm = pods(4, "arm", 500, 512);
+        for p in &mut arm {
+            p.preferred = vec![Requirements::from_labels([(labels::ARCH, "arm64")])];
+        }
+        let plan = solve(&arm, &pools, &its);
+        assert!(plan.unschedulable.is_empty());
+        for c in &plan.claims {
+            assert!(
+                c.instance_types
+                    .iter()
+                    .all(|&t| its.label(t, labels::ARCH) == Some("arm64"))
+            );
+        }
+        let mut impossible = pods(2, "x", 500, 512);
+        for p in &mut impossible {
+            p.preferred = vec![Requirements::from_labels([(labels::CATEGORY, "zz")])];
+        }
+        let plan = solve(&impossible, &pools, &its);
+        assert!(plan.unschedulable.is_empty(), "a preference never blocks");
+
+        // ScheduleAnyway zone spread spreads when it can…
+        let soft = |n: usize| {
+            let mut v = pods(n, "soft", 100, 128);
+            for p in &mut v {
+                p.soft_spread = vec![SpreadConstraint {
+                    key: TopologyKey::Zone,
+                    max_skew: 1,
+                    selector: crate::scheduling::model::LabelSelector::labels(&[("app", "soft")]),
+                }];
+            }
+            v
+        };
+        let plan = solve(&soft(3), &pools, &its);
+        let zones: std::collections::BTreeSet<u32> =
+            plan.claims.iter().map(|c| zone_of(&plan, c)).collect();
+        assert_eq!(zones.len(), 3);
+        // …and schedules anyway when it cannot.
+        let one_zone = [pool("one", &[(labels::ZONE, In, &["us-east-1a"])])];
+        let plan = solve(&soft(3), &one_zone, &its);
+        assert!(plan.unschedulable.is_empty());
     }
 
     #[test]
