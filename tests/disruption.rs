@@ -391,3 +391,136 @@ fn an_unsafe_action_is_overruled_and_logged() {
     assert_eq!(r.pods.len(), 5);
     all_running(&r);
 }
+
+fn evictions(r: &Report) -> Vec<(i64, String)> {
+    r.events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Evicted { pod, .. } => Some((e.at, pod.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_node_deleted_by_hand_drains_one_pdb_allowance_at_a_time() {
+    let pdb = "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: inflate}\nspec:\n  maxUnavailable: 1\n  selector: {matchLabels: {app: inflate}}\n";
+    let r = run(&lab(
+        "    consolidationPolicy: WhenEmpty\n    consolidateAfter: 5m\n",
+        "    - at: 5m\n      delete: {kind: Node, name: default-00001}\n",
+        pdb,
+    ));
+    let ev = evictions(&r);
+    assert_eq!(ev.len(), 8, "{ev:?}");
+    assert!(ev.iter().all(|(at, _)| *at >= 300));
+    for w in ev.windows(2) {
+        assert!(
+            w[1].0 > w[0].0,
+            "two pods of a maxUnavailable: 1 budget evicted at once: {ev:?}"
+        );
+    }
+    assert!(
+        r.nodes.iter().all(|n| n.name != "default-00001"),
+        "the node is gone"
+    );
+    let terminated = r.events_where(
+        |k| matches!(k, EventKind::Terminated { node, .. } if node == "default-00001"),
+    );
+    assert_eq!(terminated.len(), 1);
+    assert!(
+        terminated[0].at >= ev.last().unwrap().0,
+        "terminated after its drain"
+    );
+    all_running(&r);
+}
+
+#[test]
+fn termination_grace_period_forces_a_drain_a_pdb_blocks() {
+    let pdb = "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: inflate}\nspec:\n  maxUnavailable: 0\n  selector: {matchLabels: {app: inflate}}\n";
+    let text = lab(
+        "    consolidationPolicy: WhenEmpty\n    consolidateAfter: 5m\n",
+        "    - at: 5m\n      delete: {kind: Node, name: default-00002}\n",
+        pdb,
+    )
+    .replace(
+        "      nodeClassRef:",
+        "      terminationGracePeriod: 2m\n      nodeClassRef:",
+    );
+    let r = run(&text);
+    let ev = evictions(&r);
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert!(
+        (420..=430).contains(&ev[0].0),
+        "evicted at {}s: not held for the 2m grace period, or held past it",
+        ev[0].0
+    );
+    assert!(r.nodes.iter().all(|n| n.name != "default-00002"));
+}
+
+#[test]
+fn compare_runs_two_policy_sets_and_reports_the_difference() {
+    let text = example("consolidation-lab.yaml");
+    let a = run_with(
+        &text,
+        &SimOptions {
+            consolidation: Some("balanced".into()),
+            ..SimOptions::default()
+        },
+    );
+    let b = run_with(
+        &text,
+        &SimOptions {
+            consolidation: Some("empty-only".into()),
+            ..SimOptions::default()
+        },
+    );
+    let d = a.difference(&b);
+    assert!(d.cost_usd > 0.0, "keeping the light node costs more: {d:?}");
+    assert_eq!(d.disrupted, -1);
+    assert_eq!(d.evicted, -1);
+    assert!(
+        (d.cost_per_hour - 0.085).abs() < 1e-9,
+        "one c5.large more at the end"
+    );
+}
+
+#[test]
+fn a_changed_node_class_drifts_its_nodes() {
+    let class = |alias: &str| {
+        format!(
+            "apiVersion: aws.dovetail.sh/v1\nkind: EC2NodeClass\nmetadata: {{name: default}}\nspec:\n  role: KarpenterNodeRole-lab\n  amiSelectorTerms: [{{alias: \"{alias}\"}}]\n  subnetSelectorTerms: [{{tags: {{dovetail.sh/discovery: lab}}}}]\n  securityGroupSelectorTerms: [{{tags: {{dovetail.sh/discovery: lab}}}}]\n"
+        )
+    };
+    let apply: String = class("al2023@v20261101")
+        .lines()
+        .map(|l| format!("        {l}\n"))
+        .collect();
+    let text = lab(
+        "    consolidationPolicy: WhenEmpty\n    consolidateAfter: 5m\n    budgets: [{nodes: \"1\"}]\n",
+        &format!("    - at: 10m\n      apply:\n{apply}"),
+        &class("al2023@latest"),
+    );
+    let r = run(&text);
+    let d = disruptions(&r);
+    assert_eq!(d.iter().map(|x| x.1.len()).sum::<usize>(), 2, "{d:?}");
+    assert!(d.iter().all(|x| x.2 == "drifted" && x.0 >= 600));
+    assert!(
+        r.nodes
+            .iter()
+            .all(|n| n.launched_at - SimOptions::default().start >= 600)
+    );
+    assert!(r.peak_disrupting["default"].0 <= 1);
+    all_running(&r);
+
+    // Re-applying the same class changes nothing.
+    let same: String = class("al2023@latest")
+        .lines()
+        .map(|l| format!("        {l}\n"))
+        .collect();
+    let r = run(&lab(
+        "    consolidationPolicy: WhenEmpty\n    consolidateAfter: 5m\n",
+        &format!("    - at: 10m\n      apply:\n{same}"),
+        &class("al2023@latest"),
+    ));
+    assert!(disruptions(&r).is_empty());
+}

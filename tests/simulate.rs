@@ -236,3 +236,83 @@ fn zone_spread_and_hostname_anti_affinity_are_honoured() {
         "{per_zone:?}"
     );
 }
+
+#[test]
+fn a_timeline_scales_up_and_down_with_bounded_pending_times() {
+    let text = format!(
+        "{}\n---\napiVersion: sim.dovetail.sh/v1\nkind: Scenario\nmetadata: {{name: day}}\nspec:\n  duration: 2h\n  steps:\n    - at: 10m\n      scale: {{deployment: inflate, replicas: 40}}\n    - at: 10m30s\n      scale: {{deployment: inflate, replicas: 60}}\n    - at: 1h\n      scale: {{deployment: inflate, replicas: 5}}\n",
+        example("inflate-spot.yaml")
+    );
+    let report = run(&[("day.yaml", text)]).unwrap();
+    assert_eq!(report.pods.len(), 5);
+    assert!(report.still_pending.is_empty());
+    // Every pod waited for at most one batch window and one launch.
+    let opts = SimOptions::default();
+    let bound = (opts.batch_max + opts.launch_delay).as_secs_f64() + 1.0;
+    let p99 = report.pending_quantile(0.99).unwrap();
+    assert!(p99 <= bound, "pending p99 {p99}s > {bound}s");
+    assert!(report.pending_quantile(0.5).unwrap() <= p99);
+    assert_eq!(
+        report.pending_seconds.len(),
+        60 + report.evictions as usize,
+        "one wait per pod created, evicted pods' replacements included"
+    );
+    // Capacity followed the load up and back down.
+    let peak: usize = {
+        let mut live = 0i64;
+        let mut peak = 0i64;
+        for e in &report.events {
+            match e.kind {
+                dovetail::sim::EventKind::Launched { .. } => live += 1,
+                dovetail::sim::EventKind::Terminated { .. } => live -= 1,
+                _ => {}
+            }
+            peak = peak.max(live);
+        }
+        peak as usize
+    };
+    assert!(
+        peak > report.nodes.len(),
+        "peak {peak} nodes, {} at the end",
+        report.nodes.len()
+    );
+    let total_cpu: u64 = report.pods.iter().map(|p| p.spec.requests.cpu_millis).sum();
+    assert_eq!(total_cpu, 2500);
+    assert!(report.cost_usd > 0.0);
+}
+
+#[test]
+fn a_malformed_scenario_names_the_file_line_and_field() {
+    let base = example("inflate-spot.yaml");
+    let bad_field = format!(
+        "{base}\n---\napiVersion: sim.dovetail.sh/v1\nkind: Scenario\nmetadata: {{name: x}}\nspec:\n  steps:\n    - at: 1m\n      scael: {{deployment: inflate, replicas: 2}}\n"
+    );
+    let line = bad_field.lines().position(|l| l.contains("scael")).unwrap() + 1;
+    let err = run(&[("s.yaml", bad_field)]).unwrap_err().to_string();
+    assert!(err.starts_with(&format!("s.yaml:{line}:")), "{err}");
+    assert!(err.contains("scael"), "{err}");
+
+    let two = format!(
+        "{base}\n---\napiVersion: sim.dovetail.sh/v1\nkind: Scenario\nmetadata: {{name: x}}\nspec:\n  steps:\n    - at: 1m\n      scale: {{deployment: inflate, replicas: 2}}\n      delete: {{kind: Node, name: n}}\n"
+    );
+    let err = run(&[("s.yaml", two)]).unwrap_err().to_string();
+    assert!(
+        err.contains("spec.steps[0]") && err.contains("exactly one"),
+        "{err}"
+    );
+
+    let at = format!(
+        "{base}\n---\napiVersion: sim.dovetail.sh/v1\nkind: Scenario\nmetadata: {{name: x}}\nspec:\n  steps:\n    - at: soon\n      scale: {{deployment: inflate, replicas: 2}}\n"
+    );
+    let err = run(&[("s.yaml", at)]).unwrap_err().to_string();
+    assert!(
+        err.contains("spec.steps[0].at") && err.contains("soon"),
+        "{err}"
+    );
+
+    let missing = format!(
+        "{base}\n---\napiVersion: sim.dovetail.sh/v1\nkind: Scenario\nmetadata: {{name: x}}\nspec:\n  steps:\n    - at: 1m\n      scale: {{deployment: deflate, replicas: 2}}\n"
+    );
+    let err = run(&[("s.yaml", missing)]).unwrap_err().to_string();
+    assert!(err.contains("no Deployment default/deflate"), "{err}");
+}

@@ -131,6 +131,8 @@ pub struct Cluster {
     pub pods: BTreeMap<String, Pod>,
     pub pools: Vec<Pool>,
     pub pdbs: Vec<Pdb>,
+    /// EC2NodeClass specs by name, as JSON: a change drifts the nodes launched from them.
+    pub node_classes: BTreeMap<String, String>,
 }
 
 impl Cluster {
@@ -271,8 +273,9 @@ pub fn node_labels(
 }
 
 /// A hash of everything in a NodePool's template except its requirements (requirement drift is
-/// judged on the node's labels instead, so widening them does not replace every node).
-pub fn template_hash(pool: &Pool) -> u64 {
+/// judged on the node's labels instead, so widening them does not replace every node), and of
+/// the spec of the node class it references.
+pub fn template_hash(pool: &Pool, node_classes: &BTreeMap<String, String>) -> u64 {
     use std::hash::{Hash, Hasher};
     let t = &pool.resource.spec.template;
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -288,6 +291,7 @@ pub fn template_hash(pool: &Pool) -> u64 {
     serde_json::to_string(&t.spec.startup_taints)
         .unwrap_or_default()
         .hash(&mut h);
+    node_classes.get(&t.spec.node_class_ref.name).hash(&mut h);
     h.finish()
 }
 

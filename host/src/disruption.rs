@@ -220,7 +220,7 @@ fn candidates<'a>(
     let expire_after = crate::api::duration::parse(&spec.template.spec.expire_after)
         .ok()
         .flatten();
-    let hash = crate::cluster::template_hash(pool);
+    let hash = crate::cluster::template_hash(pool, &cluster.node_classes);
     let mut out = Vec::new();
     for node in cluster.nodes.values() {
         if node.instance.node_pool != pool.spec.name

@@ -556,26 +556,7 @@ fn simulate(files: Vec<PathBuf>, policies: Option<String>, compare: Vec<String>)
         println!();
         reports.push(report);
     }
-    let (a, b) = (&reports[0], &reports[1]);
-    let disrupted = |r: &dovetail::sim::Report| r.disruptions.values().sum::<u32>();
     println!("== difference ({} minus {})", compare[1], compare[0]);
-    println!(
-        "cost over the run: {:+.4} $ ({:+.1}%)",
-        b.cost_usd - a.cost_usd,
-        if a.cost_usd > 0.0 {
-            (b.cost_usd / a.cost_usd - 1.0) * 100.0
-        } else {
-            0.0
-        }
-    );
-    println!(
-        "cost at the end: {:+.4} $/hour",
-        b.cost_per_hour() - a.cost_per_hour()
-    );
-    println!(
-        "nodes disrupted: {:+}; pods evicted: {:+}",
-        i64::from(disrupted(b)) - i64::from(disrupted(a)),
-        i64::from(b.evictions) - i64::from(a.evictions)
-    );
+    print!("{}", reports[0].difference(&reports[1]));
     Ok(())
 }

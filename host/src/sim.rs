@@ -11,7 +11,7 @@ pub mod report;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-pub use report::{DisruptionRound, Event, EventKind, Report};
+pub use report::{Difference, DisruptionRound, Event, EventKind, Report};
 
 use crate::api::duration;
 use crate::api::manifest::{self, Manifest, ManifestError};
@@ -410,7 +410,12 @@ impl Sim {
                 self.kick();
                 self.dirty();
             }
-            Manifest::EC2NodeClass(_) => {}
+            Manifest::EC2NodeClass(c) => {
+                let name = c.metadata.name.clone().unwrap_or_default();
+                let spec = serde_json::to_string(&c.spec).expect("a spec serializes");
+                self.cluster.node_classes.insert(name, spec);
+                self.dirty();
+            }
             Manifest::Scenario(_) => {
                 return Err(SimError::Input(format!(
                     "{file}: a Scenario cannot be applied by a step"
@@ -856,7 +861,7 @@ impl Sim {
             launched_at: self.now(),
             ready_at: None,
             last_pod_change: self.now(),
-            template_hash: cluster::template_hash(pool),
+            template_hash: cluster::template_hash(pool, &self.cluster.node_classes),
             do_not_disrupt,
             deletion: None,
         }

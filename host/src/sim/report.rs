@@ -205,6 +205,22 @@ impl Report {
         self.events.iter().filter(|e| f(&e.kind)).collect()
     }
 
+    /// How `other` differs from this run (other minus this): what `--compare` prints.
+    pub fn difference(&self, other: &Report) -> Difference {
+        let disrupted = |r: &Report| i64::from(r.disruptions.values().sum::<u32>());
+        Difference {
+            cost_usd: other.cost_usd - self.cost_usd,
+            cost_ratio: if self.cost_usd > 0.0 {
+                other.cost_usd / self.cost_usd
+            } else {
+                1.0
+            },
+            cost_per_hour: other.cost_per_hour() - self.cost_per_hour(),
+            disrupted: disrupted(other) - disrupted(self),
+            evicted: i64::from(other.evictions) - i64::from(self.evictions),
+        }
+    }
+
     /// The summary table.
     pub fn summary(&self) -> String {
         let mut out = String::new();
@@ -280,5 +296,35 @@ impl Report {
             let _ = writeln!(out, "pending {pod}: {reason}");
         }
         out
+    }
+}
+
+/// The difference of two runs of one scenario (second minus first).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Difference {
+    /// USD over the run.
+    pub cost_usd: f64,
+    /// Second run's cost over the first's.
+    pub cost_ratio: f64,
+    /// USD per hour at the end.
+    pub cost_per_hour: f64,
+    pub disrupted: i64,
+    pub evicted: i64,
+}
+
+impl std::fmt::Display for Difference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "cost over the run: {:+.4} $ ({:+.1}%)",
+            self.cost_usd,
+            (self.cost_ratio - 1.0) * 100.0
+        )?;
+        writeln!(f, "cost at the end: {:+.4} $/hour", self.cost_per_hour)?;
+        writeln!(
+            f,
+            "nodes disrupted: {:+}; pods evicted: {:+}",
+            self.disrupted, self.evicted
+        )
     }
 }
