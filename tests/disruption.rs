@@ -524,3 +524,42 @@ fn a_changed_node_class_drifts_its_nodes() {
     ));
     assert!(disruptions(&r).is_empty());
 }
+
+#[test]
+fn spot_is_replaced_by_spot_only_with_a_wide_set_of_cheaper_types() {
+    // 8 × 450m fill a 4-vCPU spot node; scaled to 2 they fit a 2-vCPU one.
+    let scenario = |types: &str| {
+        lab(
+            "    consolidationPolicy: WhenEmptyOrUnderutilized\n    consolidateAfter: 1m\n",
+            "    - at: 5m\n      scale: {deployment: inflate, replicas: 2}\n",
+            "",
+        )
+        .replace(
+            "        - key: node.kubernetes.io/instance-type\n          operator: In\n          values: [\"c5.large\"]\n",
+            types,
+        )
+        .replace("values: [\"on-demand\"]", "values: [\"spot\"]")
+        .replace("replicas: 9", "replicas: 8")
+        .replace("cpu: 220m", "cpu: 450m")
+    };
+    let narrow = run(&scenario(
+        "        - key: node.kubernetes.io/instance-type\n          operator: In\n          values: [\"c5.large\", \"c5.xlarge\"]\n",
+    ));
+    assert_eq!(narrow.nodes.len(), 1);
+    assert!(
+        disruptions(&narrow).iter().all(|d| d.3.is_none()),
+        "no spot-to-spot replacement from two types: {:?}",
+        disruptions(&narrow)
+    );
+    assert_eq!(narrow.nodes[0].instance.offer.instance_type, "c5.xlarge");
+
+    let wide = run(&scenario(
+        "        - key: aws.dovetail.sh/instance-category\n          operator: In\n          values: [\"c\", \"m\", \"r\"]\n        - key: kubernetes.io/arch\n          operator: In\n          values: [\"amd64\"]\n",
+    ));
+    let d = disruptions(&wide);
+    assert!(
+        d.iter().any(|x| x.3.is_some()),
+        "a wide spot pool replaces the half-empty node: {d:?}"
+    );
+    all_running(&wide);
+}

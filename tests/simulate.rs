@@ -316,3 +316,31 @@ fn a_malformed_scenario_names_the_file_line_and_field() {
     let err = run(&[("s.yaml", missing)]).unwrap_err().to_string();
     assert!(err.contains("no Deployment default/deflate"), "{err}");
 }
+
+#[test]
+fn batch_windows_are_configurable_per_scenario() {
+    // Pods arriving every 3 s keep a batch with a 5 s idle window open until its 20 s maximum.
+    let mut steps = String::new();
+    for i in 1..=10 {
+        steps.push_str(&format!(
+            "    - at: {}s\n      scale: {{deployment: inflate, replicas: {}}}\n",
+            60 + 3 * i,
+            10 + i
+        ));
+    }
+    let text = format!(
+        "{}\n---\napiVersion: sim.dovetail.sh/v1\nkind: Scenario\nmetadata: {{name: b}}\nspec:\n  duration: 10m\n  batchIdle: 5s\n  batchMax: 20s\n  steps:\n{steps}",
+        example("inflate-spot.yaml")
+    );
+    let report = run(&[("b.yaml", text)]).unwrap();
+    let rounds: Vec<i64> = report
+        .events
+        .iter()
+        .filter(|e| matches!(e.kind, dovetail::sim::EventKind::Launched { .. }) && e.at > 60)
+        .map(|e| e.at)
+        .collect();
+    // Arrivals at 63…81 s: the batch closes at its 20 s maximum (83 s), not 5 s after each
+    // pod. Arrivals at 84, 87, 90 s: a new batch closing 5 s after the last (95 s).
+    assert_eq!(rounds.first(), Some(&83), "{rounds:?}");
+    assert!(rounds.iter().all(|&t| t == 83 || t == 95), "{rounds:?}");
+}

@@ -138,6 +138,12 @@ pub fn simulate(files: &[(String, String)], opts: &SimOptions) -> Result<Report,
         if let Some(d) = &s.spec.launch_delay {
             opts.launch_delay = field("launchDelay", d)?;
         }
+        if let Some(d) = &s.spec.batch_idle {
+            opts.batch_idle = field("batchIdle", d)?;
+        }
+        if let Some(d) = &s.spec.batch_max {
+            opts.batch_max = field("batchMax", d)?;
+        }
         if let Some(z) = &s.spec.zones {
             opts.zones = z.clone();
         }

@@ -40,6 +40,12 @@ pub struct ScenarioSpec {
     /// Launch to Ready, e.g. `40s`.
     #[serde(default)]
     pub launch_delay: Option<String>,
+    /// A provisioning batch closes after this long without a new pod (default `1s`)…
+    #[serde(default)]
+    pub batch_idle: Option<String>,
+    /// …or this long after its first pod (default `10s`).
+    #[serde(default)]
+    pub batch_max: Option<String>,
     /// Steps, in any order; each runs at its `at`.
     #[serde(default)]
     pub steps: Vec<Step>,
