@@ -6,3 +6,8 @@ set -euo pipefail
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
 fi
+
+# The AWS tests run against moto, a real AWS API server (EC2, SQS, SSM) on loopback.
+if ! python3 -c "import moto.server, flask" 2>/dev/null; then
+    python3 -m pip install --quiet 'moto[server]>=5.1'
+fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: everything CI runs. Builds once (debug), then runs every test of the workspace:
-# unit tests, policy tests through the SDK harness, and integration tests with real components in
-# real wasmtime.
+# unit tests, policy tests through the SDK harness, integration tests with real components in
+# real wasmtime, and the AWS tests against a moto server the tests start themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

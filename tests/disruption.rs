@@ -563,3 +563,59 @@ fn spot_is_replaced_by_spot_only_with_a_wide_set_of_cheaper_types() {
     );
     all_running(&wide);
 }
+
+#[test]
+fn a_spot_interruption_launches_the_replacement_before_the_drain_and_pods_move_to_it() {
+    let text = example("inflate-spot.yaml").replace(
+        "limits:\n    cpu: 1000\n",
+        "limits:\n    cpu: 1000\n  disruption:\n    consolidationPolicy: WhenEmpty\n",
+    ) + "---\napiVersion: sim.dovetail.sh/v1\nkind: Scenario\nmetadata: {name: spot}\nspec:\n  duration: 30m\n  steps:\n    - at: 5m\n      interrupt: {node: default-00001}\n";
+    let r = run(&text);
+    let at = |pred: &dyn Fn(&EventKind) -> bool| r.events.iter().position(|e| pred(&e.kind));
+    let interrupted =
+        at(&|k| matches!(k, EventKind::Interrupted { node, .. } if node == "default-00001"))
+            .expect("interrupted");
+    let replacement =
+        at(&|k| matches!(k, EventKind::Launched { node, .. } if node != "default-00001"))
+            .expect("a replacement");
+    let first_eviction =
+        at(&|k| matches!(k, EventKind::Evicted { node, .. } if node == "default-00001"))
+            .expect("drained");
+    assert!(
+        interrupted < replacement && replacement < first_eviction,
+        "replacement launched before the drain"
+    );
+    assert_eq!(
+        r.events[replacement].at, 300,
+        "launched at once, not after a batch window"
+    );
+    // The interrupted offering is not chosen again.
+    let EventKind::Launched {
+        instance_type: old_type,
+        zone: old_zone,
+        ..
+    } = &r
+        .events
+        .iter()
+        .find(|e| matches!(&e.kind, EventKind::Launched { node, .. } if node == "default-00001"))
+        .unwrap()
+        .kind
+    else {
+        unreachable!()
+    };
+    let EventKind::Launched {
+        instance_type,
+        zone,
+        ..
+    } = &r.events[replacement].kind
+    else {
+        unreachable!()
+    };
+    assert!(
+        (instance_type, zone) != (old_type, old_zone),
+        "the reclaimed spot pool is left out"
+    );
+    assert!(r.nodes.iter().all(|n| n.name != "default-00001"));
+    assert_eq!(r.launched, 2, "one replacement, no extra capacity");
+    all_running(&r);
+}

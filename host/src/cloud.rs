@@ -1,6 +1,7 @@
-//! Where capacity comes from: the [`CloudProvider`] trait and its implementations (`sim` now,
-//! `aws` next).
+//! Where capacity comes from: the [`CloudProvider`] trait and its implementations: `sim` (the
+//! simulator's in-memory EC2) and `aws` (EC2 itself).
 
+pub mod aws;
 pub mod sim;
 
 use crate::policy::types::CapacityType;
@@ -44,6 +45,16 @@ pub enum CloudError {
     /// The request had no offers.
     #[error("nodeclaim {claim}: no offers to launch")]
     NoOffers { claim: String },
+    /// The provider cannot launch yet (e.g. its node class did not resolve).
+    #[error("nodeclaim {claim}: not ready to launch: {reason}")]
+    NotReady { claim: String, reason: String },
+    /// A cloud API call failed.
+    #[error("nodeclaim {claim}: {call}: {message}")]
+    Api {
+        claim: String,
+        call: &'static str,
+        message: String,
+    },
 }
 
 /// Launches and terminates instances.
@@ -55,4 +66,6 @@ pub trait CloudProvider {
     fn delete(&mut self, id: &str) -> Result<(), CloudError>;
     /// Whether an offering is known to be out of capacity (the scheduler leaves it out).
     fn unavailable(&self, instance_type: &str, zone: &str, capacity_type: CapacityType) -> bool;
+    /// Leaves an offering out for a while (a spot interruption says its pool is being reclaimed).
+    fn mark_unavailable(&mut self, instance_type: &str, zone: &str, capacity_type: CapacityType);
 }

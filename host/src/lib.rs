@@ -7,6 +7,7 @@ pub mod catalog;
 pub mod cloud;
 pub mod cluster;
 pub mod disruption;
+pub mod interruption;
 pub mod policy;
 pub mod provisioning;
 pub mod quantity;

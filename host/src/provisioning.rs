@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::api::NodePool;
 use crate::api::nodepool::OnFailure;
-use crate::cloud::{CloudError, CloudProvider, Instance, LaunchRequest, Offer};
+use crate::cloud::{CloudProvider, Instance, LaunchRequest, Offer};
 use crate::policy::ranking::rank;
 use crate::policy::round::ScoringRound;
 use crate::policy::types::{Catalog, Claim, Pod, Workload};
@@ -180,9 +180,7 @@ pub fn provision(
                         policy: policy.clone(),
                     });
                 }
-                Err(
-                    e @ (CloudError::InsufficientCapacity { .. } | CloudError::NoOffers { .. }),
-                ) => {
+                Err(e) => {
                     tracing::warn!(nodeclaim = %names[k], error = %e, "launch failed");
                     outcome.not_launched.push(NotLaunched {
                         claim: names[k].clone(),

@@ -154,10 +154,11 @@ pub fn simulate(files: &[(String, String)], opts: &SimOptions) -> Result<Report,
                 step.apply.is_some(),
                 step.delete.is_some(),
                 step.exhaust.is_some(),
+                step.interrupt.is_some(),
             ];
             if actions.iter().filter(|&&a| a).count() != 1 {
                 return Err(SimError::Input(format!(
-                    "{file}: Scenario spec.steps[{i}] (at {}): needs exactly one of scale, apply, delete, exhaust",
+                    "{file}: Scenario spec.steps[{i}] (at {}): needs exactly one of scale, apply, delete, exhaust, interrupt",
                     step.at
                 )));
             }
@@ -609,6 +610,28 @@ impl Sim {
                 }
             }
         }
+        if let Some(x) = &step.interrupt {
+            let kind = match x.kind.as_deref().unwrap_or("spot") {
+                "spot" => crate::interruption::Kind::SpotInterruption,
+                "scheduled-change" => crate::interruption::Kind::ScheduledChange,
+                "capacity-reservation" => {
+                    crate::interruption::Kind::CapacityReservationInterruption
+                }
+                "stopping" => crate::interruption::Kind::StateChange("stopping".into()),
+                other => {
+                    return Err(SimError::Input(format!(
+                        "{label}: interrupt.kind {other:?} (spot, scheduled-change, capacity-reservation, stopping)"
+                    )));
+                }
+            };
+            if !self.cluster.nodes.contains_key(&x.node) {
+                return Err(SimError::Input(format!(
+                    "{label}: interrupt: no Node {}",
+                    x.node
+                )));
+            }
+            self.interrupt(&x.node, &kind);
+        }
         if let Some(x) = &step.exhaust {
             let capacity = match x.capacity_type.as_str() {
                 "spot" => CapacityType::Spot,
@@ -745,6 +768,13 @@ impl Sim {
             .filter(|p| p.node.is_none())
             .map(|p| p.spec.name.clone())
             .collect();
+        self.provision_pods(pending, true);
+    }
+
+    /// Provisions for `pending` (pod names). With `bind`, the pods are bound or nominated to
+    /// where they go; without, only the capacity they need is launched (a replacement launched
+    /// in parallel with an interrupted node's drain).
+    fn provision_pods(&mut self, pending: Vec<String>, bind: bool) {
         if pending.is_empty() {
             return;
         }
@@ -776,7 +806,7 @@ impl Sim {
             &mut self.cloud,
             &mut self.next_claim,
         );
-        for &(p, n) in &outcome.bound {
+        for &(p, n) in outcome.bound.iter().filter(|_| bind) {
             self.bind(&pending[p], &names[n]);
         }
         for l in &outcome.launched {
@@ -805,7 +835,7 @@ impl Sim {
                     policy: l.policy.clone(),
                 },
             });
-            for &p in &l.pods {
+            for &p in l.pods.iter().filter(|_| bind) {
                 self.bind(&pending[p], &name);
             }
         }
@@ -894,6 +924,40 @@ impl Sim {
             p.running_since = Some(t);
             self.report.pending_seconds.push((t - p.created_at) as f64);
         }
+    }
+
+    /// EC2 announced the node's instance is going: the replacement is launched now, in parallel
+    /// with the drain (a spot node has two minutes), and a spot offering is left out a while.
+    fn interrupt(&mut self, node: &str, kind: &crate::interruption::Kind) {
+        let t = self.now();
+        let Some(n) = self.cluster.nodes.get_mut(node) else {
+            return;
+        };
+        if n.deletion.is_some() {
+            return;
+        }
+        let offer = n.instance.offer.clone();
+        n.taints.push(disrupted_taint());
+        n.deletion = Some(Deletion {
+            reason: None,
+            since: t,
+            replacement: None,
+        });
+        if *kind == crate::interruption::Kind::SpotInterruption {
+            self.cloud
+                .mark_unavailable(&offer.instance_type, &offer.zone, offer.capacity_type);
+        }
+        self.event(EventKind::Interrupted {
+            node: node.to_string(),
+            kind: kind.label(),
+        });
+        let pods: Vec<String> = self
+            .cluster
+            .pods_on(node)
+            .map(|p| p.spec.name.clone())
+            .collect();
+        self.provision_pods(pods, false);
+        self.dirty();
     }
 
     fn disrupt(&mut self) {

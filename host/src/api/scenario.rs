@@ -69,6 +69,19 @@ pub struct Step {
     /// Makes an offering refuse launches (InsufficientInstanceCapacity).
     #[serde(default)]
     pub exhaust: Option<Exhaust>,
+    /// EC2 announces that a node's instance goes away (a spot interruption warning by default).
+    #[serde(default)]
+    pub interrupt: Option<Interrupt>,
+}
+
+/// `interrupt: {node: default-00001}`; `kind` is `spot` (default), `scheduled-change`,
+/// `capacity-reservation` or `stopping`.
+#[derive(Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Interrupt {
+    pub node: String,
+    #[serde(default)]
+    pub kind: Option<String>,
 }
 
 /// `scale: {deployment: web, namespace: default, replicas: 3}`.

@@ -81,6 +81,14 @@ impl CloudProvider for SimCloud {
         Ok(())
     }
 
+    fn mark_unavailable(&mut self, instance_type: &str, zone: &str, capacity_type: CapacityType) {
+        self.unavailable.insert((
+            instance_type.into(),
+            zone.into(),
+            capacity_type_label(capacity_type),
+        ));
+    }
+
     fn unavailable(&self, instance_type: &str, zone: &str, capacity_type: CapacityType) -> bool {
         self.unavailable.contains(&(
             instance_type.into(),

@@ -69,6 +69,11 @@ pub enum EventKind {
     Deleting {
         node: String,
     },
+    /// EC2 announced the node's instance goes away.
+    Interrupted {
+        node: String,
+        kind: &'static str,
+    },
     Evicted {
         pod: String,
         node: String,
@@ -135,6 +140,9 @@ impl EventKind {
                 tracing::warn!(policy, error, "policy failed")
             }
             EventKind::Deleting { node } => tracing::info!(node, "deleting node"),
+            EventKind::Interrupted { node, kind } => {
+                tracing::warn!(node, kind, "instance interruption")
+            }
             EventKind::Evicted { pod, node } => tracing::info!(pod, node, "evicted pod"),
             EventKind::Terminated {
                 node,

@@ -1,0 +1,515 @@
+//! The EC2 provider and the interruption queue against a real AWS API server (moto), through the
+//! real aws-sdk-ec2 / aws-sdk-sqs request paths.
+
+#[path = "aws/moto.rs"]
+mod moto;
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use aws_sdk_ec2::types::{Filter, Tag};
+use dovetail::api::manifest::{Manifest, parse};
+use dovetail::cloud::aws::{AwsCloud, AwsSettings, tags};
+use dovetail::cloud::{CloudError, CloudProvider, LaunchRequest, Offer};
+use dovetail::interruption::{self, Action, Queue};
+use dovetail::policy::types::CapacityType;
+use moto::Moto;
+
+const DISCOVERY: &str = "dovetail.sh/discovery";
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+struct Seed {
+    /// Tagged subnets by zone.
+    subnets: Vec<(String, String)>,
+    untagged_subnet: String,
+    group: String,
+    untagged_group: String,
+}
+
+/// A VPC with subnets in three zones (tagged for discovery when `tag_subnets`) plus one
+/// untagged, a tagged and an untagged security group, and a tagged image.
+fn seed(moto: &Moto, tag_subnets: bool) -> Seed {
+    let rt = runtime();
+    rt.block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&moto.config().await);
+        let tag = Tag::builder().key(DISCOVERY).value("my-cluster").build();
+        let vpc = ec2
+            .create_vpc()
+            .cidr_block("10.0.0.0/16")
+            .send()
+            .await
+            .unwrap()
+            .vpc()
+            .unwrap()
+            .vpc_id()
+            .unwrap()
+            .to_string();
+        let mut subnets = Vec::new();
+        for (i, zone) in ["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1a"]
+            .iter()
+            .enumerate()
+        {
+            let id = ec2
+                .create_subnet()
+                .vpc_id(&vpc)
+                .cidr_block(format!("10.0.{i}.0/24"))
+                .availability_zone(*zone)
+                .send()
+                .await
+                .unwrap()
+                .subnet()
+                .unwrap()
+                .subnet_id()
+                .unwrap()
+                .to_string();
+            subnets.push((id, zone.to_string()));
+        }
+        let untagged_subnet = subnets.pop().unwrap().0;
+        if tag_subnets {
+            for (id, _) in &subnets {
+                ec2.create_tags()
+                    .resources(id)
+                    .tags(tag.clone())
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+        let mut groups = Vec::new();
+        for name in ["nodes", "other"] {
+            groups.push(
+                ec2.create_security_group()
+                    .group_name(name)
+                    .description(name)
+                    .vpc_id(&vpc)
+                    .send()
+                    .await
+                    .unwrap()
+                    .group_id()
+                    .unwrap()
+                    .to_string(),
+            );
+        }
+        ec2.create_tags()
+            .resources(&groups[0])
+            .tags(tag.clone())
+            .send()
+            .await
+            .unwrap();
+        let images = ec2.describe_images().owners("amazon").send().await.unwrap();
+        let image = images
+            .images()
+            .iter()
+            .find(|i| i.architecture().is_some_and(|a| a.as_str() == "x86_64"))
+            .expect("moto ships x86_64 images")
+            .image_id()
+            .unwrap()
+            .to_string();
+        ec2.create_tags()
+            .resources(&image)
+            .tags(tag)
+            .send()
+            .await
+            .unwrap();
+        Seed {
+            subnets,
+            untagged_subnet,
+            group: groups[0].clone(),
+            untagged_group: groups[1].clone(),
+        }
+    })
+}
+
+fn node_class(ami_terms: &str) -> dovetail::api::ec2nodeclass::EC2NodeClassSpec {
+    let yaml = format!(
+        "apiVersion: aws.dovetail.sh/v1\nkind: EC2NodeClass\nmetadata: {{name: default}}\nspec:\n  instanceProfile: dovetail-node\n  amiSelectorTerms: {ami_terms}\n  subnetSelectorTerms: [{{tags: {{{DISCOVERY}: my-cluster}}}}]\n  securityGroupSelectorTerms: [{{tags: {{{DISCOVERY}: my-cluster}}}}]\n"
+    );
+    match parse("class.yaml", &yaml).unwrap().remove(0) {
+        Manifest::EC2NodeClass(c) => c.spec,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn cloud(moto: &Moto) -> AwsCloud {
+    let mut s = AwsSettings::new("us-east-1", "my-cluster");
+    s.endpoint = Some(moto.endpoint.clone());
+    s.cluster_endpoint = "https://ABCDEF.gr7.us-east-1.eks.amazonaws.com".into();
+    s.cluster_ca = "LS0tLS1CRUdJTi...".into();
+    AwsCloud::new(s).unwrap()
+}
+
+fn request(claim: &str, offers: &[(&str, &str, CapacityType)]) -> LaunchRequest {
+    LaunchRequest {
+        claim: claim.into(),
+        node_pool: "default".into(),
+        offers: offers
+            .iter()
+            .map(|(t, z, c)| Offer {
+                instance_type: t.to_string(),
+                zone: z.to_string(),
+                capacity_type: *c,
+                price: 0.05,
+            })
+            .collect(),
+    }
+}
+
+/// (instance id, subnet, state, tags) of an instance in moto.
+type Seen = (String, String, String, Vec<(String, String)>);
+
+/// Every instance in moto.
+fn instances(moto: &Moto) -> Vec<Seen> {
+    runtime().block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&moto.config().await);
+        let out = ec2.describe_instances().send().await.unwrap();
+        out.reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .map(|i| {
+                (
+                    i.instance_id().unwrap().to_string(),
+                    i.subnet_id().unwrap_or_default().to_string(),
+                    i.state()
+                        .and_then(|s| s.name())
+                        .map(|n| n.as_str().to_string())
+                        .unwrap_or_default(),
+                    i.tags()
+                        .iter()
+                        .map(|t| {
+                            (
+                                t.key().unwrap_or_default().to_string(),
+                                t.value().unwrap_or_default().to_string(),
+                            )
+                        })
+                        .collect(),
+                )
+            })
+            .collect()
+    })
+}
+
+fn live(moto: &Moto) -> Vec<Seen> {
+    instances(moto)
+        .into_iter()
+        .filter(|i| i.2 == "pending" || i.2 == "running")
+        .collect()
+}
+
+const TAGGED_AMI: &str = "[{tags: {dovetail.sh/discovery: my-cluster}}]";
+
+#[test]
+fn a_node_class_whose_selectors_match_no_subnet_is_not_ready_and_nothing_launches() {
+    let Some(moto) = Moto::start() else { return };
+    seed(&moto, false);
+    let mut cloud = cloud(&moto);
+    let err = cloud
+        .resolve("default", &node_class(TAGGED_AMI))
+        .unwrap_err();
+    assert_eq!(
+        err.reason,
+        "no subnets matched tag dovetail.sh/discovery=my-cluster"
+    );
+    assert!(err.to_string().starts_with("EC2NodeClass default: "));
+    let e = cloud
+        .create(&request(
+            "default-1",
+            &[("m5.large", "us-east-1a", CapacityType::OnDemand)],
+        ))
+        .unwrap_err();
+    assert!(matches!(e, CloudError::NotReady { .. }), "{e}");
+    assert!(live(&moto).is_empty());
+}
+
+#[test]
+fn launches_go_through_create_fleet_into_the_discovered_subnets_with_tags_and_a_template() {
+    let Some(moto) = Moto::start() else { return };
+    let seed = seed(&moto, true);
+    let mut cloud = cloud(&moto);
+    let class = cloud.resolve("default", &node_class(TAGGED_AMI)).unwrap();
+    let mut found: Vec<&str> = class.subnets.iter().map(|s| s.id.as_str()).collect();
+    found.sort_unstable();
+    let mut want: Vec<&str> = seed.subnets.iter().map(|(s, _)| s.as_str()).collect();
+    want.sort_unstable();
+    assert_eq!(found, want, "exactly the tagged subnets");
+    assert!(!found.contains(&seed.untagged_subnet.as_str()));
+    let groups: Vec<&str> = class
+        .security_groups
+        .iter()
+        .map(|g| g.id.as_str())
+        .collect();
+    assert_eq!(groups, vec![seed.group.as_str()]);
+    assert!(!groups.contains(&seed.untagged_group.as_str()));
+    assert!(class.amis.contains_key("x86_64"));
+
+    let i = cloud
+        .create(&request(
+            "default-00001",
+            &[
+                ("m5.large", "us-east-1b", CapacityType::Spot),
+                ("m5.xlarge", "us-east-1c", CapacityType::Spot),
+            ],
+        ))
+        .unwrap();
+    assert_eq!(i.offer.instance_type, "m5.large");
+    assert_eq!(i.offer.zone, "us-east-1b");
+    let all = live(&moto);
+    assert_eq!(all.len(), 1);
+    let (id, subnet, _, tags_) = &all[0];
+    assert_eq!(id, &i.id);
+    let zone_b = &seed
+        .subnets
+        .iter()
+        .find(|(_, z)| z == "us-east-1b")
+        .unwrap()
+        .0;
+    assert_eq!(
+        subnet, zone_b,
+        "launched into the tagged subnet of the chosen zone"
+    );
+    for (k, v) in [
+        (tags::CLUSTER, "my-cluster"),
+        (tags::NODEPOOL, "default"),
+        (tags::NODECLAIM, "default-00001"),
+        ("Name", "default/default-00001"),
+    ] {
+        assert!(
+            tags_.iter().any(|(tk, tv)| tk == k && tv == v),
+            "tag {k}={v} missing: {tags_:?}"
+        );
+    }
+    // The launch template exists, tagged for the cluster, requiring IMDSv2.
+    let rt = runtime();
+    let (names, tokens) = rt.block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&moto.config().await);
+        let t = ec2
+            .describe_launch_templates()
+            .filters(
+                Filter::builder()
+                    .name(format!("tag:{}", tags::CLUSTER))
+                    .values("my-cluster")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let names: Vec<String> = t
+            .launch_templates()
+            .iter()
+            .map(|l| l.launch_template_name().unwrap().to_string())
+            .collect();
+        let v = ec2
+            .describe_launch_template_versions()
+            .launch_template_name(&names[0])
+            .send()
+            .await
+            .unwrap();
+        let data = v.launch_template_versions()[0]
+            .launch_template_data()
+            .unwrap()
+            .clone();
+        let tokens = data
+            .metadata_options()
+            .and_then(|m| m.http_tokens())
+            .map(|t| t.as_str().to_string());
+        (names, tokens)
+    });
+    assert_eq!(names.len(), 1);
+    assert!(names[0].starts_with("dovetail/my-cluster/"), "{names:?}");
+    assert_eq!(tokens.as_deref(), Some("required"));
+
+    // A second launch reuses the template; scale to zero terminates everything.
+    let j = cloud
+        .create(&request(
+            "default-00002",
+            &[("c5.large", "us-east-1a", CapacityType::OnDemand)],
+        ))
+        .unwrap();
+    assert_eq!(cloud.calls.get("CreateLaunchTemplate"), Some(&1));
+    for id in [&i.id, &j.id] {
+        cloud.delete(id).unwrap();
+    }
+    assert!(live(&moto).is_empty(), "{:?}", live(&moto));
+}
+
+#[test]
+fn a_retried_launch_does_not_create_a_second_instance_and_steady_state_costs_two_calls() {
+    let Some(moto) = Moto::start() else { return };
+    seed(&moto, true);
+    let spec = node_class(TAGGED_AMI);
+    let offers = [("m5.large", "us-east-1a", CapacityType::OnDemand)];
+    let mut first = cloud(&moto);
+    first.resolve("default", &spec).unwrap();
+    let a = first.create(&request("default-00001", &offers)).unwrap();
+    // The controller restarts before recording the launch, and retries it.
+    let mut second = cloud(&moto);
+    second.resolve("default", &spec).unwrap();
+    let b = second.create(&request("default-00001", &offers)).unwrap();
+    assert_eq!(a.id, b.id);
+    assert_eq!(live(&moto).len(), 1);
+
+    // Warm the caches with one launch (this process has not looked its template up yet), then
+    // count calls per launched node.
+    second.create(&request("default-00002", &offers)).unwrap();
+    let before: u64 = second.calls.values().sum();
+    let n = 5;
+    for k in 0..n {
+        second
+            .create(&request(&format!("default-1{k:04}"), &offers))
+            .unwrap();
+    }
+    let per_node = (second.calls.values().sum::<u64>() - before) as f64 / f64::from(n);
+    println!(
+        "AWS API calls per launched node, warm: {per_node:.2} ({:?})",
+        second.calls
+    );
+    assert!(per_node <= 2.0, "{per_node} calls per node");
+}
+
+#[test]
+fn orphans_are_garbage_collected() {
+    let Some(moto) = Moto::start() else { return };
+    seed(&moto, true);
+    let mut cloud = cloud(&moto);
+    cloud.resolve("default", &node_class(TAGGED_AMI)).unwrap();
+    let offers = [("m5.large", "us-east-1a", CapacityType::OnDemand)];
+    let kept = cloud.create(&request("default-00001", &offers)).unwrap();
+    // "Crash after CreateFleet, before the NodeClaim is updated": the instance exists, its
+    // NodeClaim does not.
+    let orphan = cloud.create(&request("default-00002", &offers)).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let claims: HashSet<String> = ["default-00001".to_string()].into();
+    // Within the grace period a launch in flight is left alone.
+    assert!(
+        cloud
+            .collect_orphans(&claims, Duration::from_secs(600), now)
+            .unwrap()
+            .is_empty()
+    );
+    let gone = cloud
+        .collect_orphans(&claims, Duration::ZERO, now + 1)
+        .unwrap();
+    assert_eq!(gone, vec![orphan.id.clone()]);
+    let ids: Vec<String> = live(&moto).into_iter().map(|i| i.0).collect();
+    assert_eq!(ids, vec![kept.id]);
+}
+
+#[test]
+fn an_ami_alias_resolves_through_the_public_ssm_parameter() {
+    let Some(moto) = Moto::start() else { return };
+    seed(&moto, true);
+    let mut cloud = cloud(&moto);
+    // moto has no EKS-optimized AMI parameters: the alias path reaches SSM and says which
+    // parameter it read.
+    let err = cloud
+        .resolve("default", &node_class("[{alias: al2023@latest}]"))
+        .unwrap_err();
+    assert!(
+        err.reason.contains(
+            "/aws/service/eks/optimized-ami/1.34/amazon-linux-2023/x86_64/standard/recommended/image_id"
+        ),
+        "{}",
+        err.reason
+    );
+    assert!(err.reason.contains("ParameterNotFound"), "{}", err.reason);
+}
+
+#[test]
+fn interruption_messages_are_handled_deleted_and_counted_and_the_loop_survives_garbage() {
+    let Some(moto) = Moto::start() else { return };
+    let rt = runtime();
+    let (sqs, url) = rt.block_on(async {
+        let sqs = aws_sdk_sqs::Client::new(&moto.config().await);
+        let url = sqs
+            .create_queue()
+            .queue_name("dovetail-interruption")
+            .send()
+            .await
+            .unwrap()
+            .queue_url()
+            .unwrap()
+            .to_string();
+        (sqs, url)
+    });
+    let spot = r#"{"version":"0","id":"1e5527d7-bb36-4607-3370-4164db56a40e","detail-type":"EC2 Spot Instance Interruption Warning","source":"aws.ec2","account":"123456789012","time":"2026-11-23T12:00:00Z","region":"us-east-1","resources":["arn:aws:ec2:us-east-1b:instance/i-1234567890abcdef0"],"detail":{"instance-id":"i-1234567890abcdef0","instance-action":"terminate"}}"#;
+    let mut garbage: Vec<String> = Vec::new();
+    for k in 0..100 {
+        garbage.push(match k % 4 {
+            0 => spot[..(k + 5) % spot.len()].to_string(),
+            1 => format!(r#"{{"detail-type":"EC2 AMI State Change","detail":{{"n":{k}}}}}"#),
+            2 => format!("not json {k}"),
+            _ => r#"{"detail-type":"EC2 Spot Instance Interruption Warning","detail":{"instance-action":"terminate"}}"#.to_string(),
+        });
+    }
+    let mut queue = Queue::new(sqs.clone(), &url);
+    queue.wait = Duration::from_secs(1);
+    let (handled, first_seen) = rt.block_on(async {
+        for g in &garbage {
+            sqs.send_message()
+                .queue_url(&url)
+                .message_body(g)
+                .send()
+                .await
+                .unwrap();
+        }
+        let sent = Instant::now();
+        sqs.send_message()
+            .queue_url(&url)
+            .message_body(spot)
+            .send()
+            .await
+            .unwrap();
+        let mut handled = Vec::new();
+        let mut first_seen = None;
+        for _ in 0..40 {
+            let got = queue.poll().await.unwrap();
+            for r in got {
+                first_seen.get_or_insert_with(|| sent.elapsed());
+                let action = interruption::action(&r.notice, false);
+                queue.done(&r, action).await.unwrap();
+                handled.push((r.notice, action));
+            }
+            if queue.metrics.deleted == 101 {
+                break;
+            }
+        }
+        (handled, first_seen)
+    });
+    assert_eq!(handled.len(), 1);
+    assert_eq!(handled[0].0.instance_ids, vec!["i-1234567890abcdef0"]);
+    assert_eq!(handled[0].1, Action::Replace);
+    let m = &queue.metrics;
+    assert_eq!(m.deleted, 101, "{m:?}");
+    assert_eq!(m.received.get("spot_interruption"), Some(&1));
+    let bad: u64 = m
+        .received
+        .iter()
+        .filter(|(k, _)| k.as_str() != "spot_interruption")
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(bad, 100, "{m:?}");
+    assert_eq!(m.actions.get("replace"), Some(&1));
+    let left = rt.block_on(async {
+        sqs.receive_message()
+            .queue_url(&url)
+            .wait_time_seconds(0)
+            .send()
+            .await
+            .unwrap()
+            .messages()
+            .len()
+    });
+    assert_eq!(left, 0, "every message deleted");
+    println!(
+        "spot interruption: sent → handled in {:?} (behind 100 bad messages)",
+        first_seen.unwrap()
+    );
+}
