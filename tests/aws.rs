@@ -513,3 +513,104 @@ fn interruption_messages_are_handled_deleted_and_counted_and_the_loop_survives_g
         first_seen.unwrap()
     );
 }
+
+/// The fault-injecting proxy in front of moto (tests/aws/ice_proxy.py).
+struct IceProxy {
+    child: std::process::Child,
+    url: String,
+}
+
+impl IceProxy {
+    fn start(upstream: &str, ice: &[&str]) -> IceProxy {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let script = format!("{}/aws/ice_proxy.py", env!("CARGO_MANIFEST_DIR"));
+        let mut cmd = std::process::Command::new("python3");
+        cmd.args([&script, "--port", &port.to_string(), "--upstream", upstream]);
+        for i in ice {
+            cmd.args(["--ice", i]);
+        }
+        let child = cmd.spawn().expect("python3 runs the proxy");
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "proxy did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        IceProxy {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    fn injected(&self) -> u32 {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.url.trim_start_matches("http://")).unwrap();
+        write!(s, "GET /ice-count HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out.rsplit("\r\n\r\n")
+            .next()
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+impl Drop for IceProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn insufficient_capacity_on_the_first_choice_caches_it_and_launches_the_next() {
+    let Some(moto) = Moto::start() else { return };
+    seed(&moto, true);
+    let proxy = IceProxy::start(&moto.endpoint, &["m5.large:us-east-1a"]);
+    let mut settings = AwsSettings::new("us-east-1", "my-cluster");
+    settings.endpoint = Some(proxy.url.clone());
+    let mut cloud = AwsCloud::new(settings).unwrap();
+    cloud.resolve("default", &node_class(TAGGED_AMI)).unwrap();
+    let offers = [
+        ("m5.large", "us-east-1a", CapacityType::Spot),
+        ("m5a.large", "us-east-1a", CapacityType::Spot),
+    ];
+    let i = cloud.create(&request("default-00001", &offers)).unwrap();
+    assert_eq!(
+        i.offer.instance_type, "m5a.large",
+        "the next-ranked offering"
+    );
+    assert_eq!(proxy.injected(), 1);
+    assert!(cloud.unavailable("m5.large", "us-east-1a", CapacityType::Spot));
+    assert!(!cloud.unavailable("m5.large", "us-east-1a", CapacityType::OnDemand));
+    // The cached offering is not asked for again.
+    let j = cloud.create(&request("default-00002", &offers)).unwrap();
+    assert_eq!(j.offer.instance_type, "m5a.large");
+    assert_eq!(
+        proxy.injected(),
+        1,
+        "the unavailable offering was left out of the fleet"
+    );
+    // Every offering out of capacity: a clear error naming the NodeClaim, nothing launched.
+    let only = [("m5.large", "us-east-1a", CapacityType::OnDemand)];
+    let proxy_all = IceProxy::start(&moto.endpoint, &["m5.large:us-east-1a"]);
+    let mut settings = AwsSettings::new("us-east-1", "my-cluster");
+    settings.endpoint = Some(proxy_all.url.clone());
+    let mut cloud = AwsCloud::new(settings).unwrap();
+    cloud.resolve("default", &node_class(TAGGED_AMI)).unwrap();
+    let before = live(&moto).len();
+    let e = cloud.create(&request("default-00003", &only)).unwrap_err();
+    assert!(
+        matches!(&e, CloudError::InsufficientCapacity { claim, .. } if claim == "default-00003"),
+        "{e}"
+    );
+    assert_eq!(live(&moto).len(), before);
+}

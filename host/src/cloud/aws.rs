@@ -555,7 +555,7 @@ impl AwsCloud {
         request: &LaunchRequest,
         offers: &[(Offer, String)],
         template: &str,
-    ) -> Result<Result<Instance, Vec<FleetError>>, CloudError> {
+    ) -> Result<(Option<Instance>, Vec<FleetError>), CloudError> {
         let capacity = offers[0].0.capacity_type;
         let mut config = FleetLaunchTemplateConfigRequest::builder().launch_template_specification(
             FleetLaunchTemplateSpecificationRequest::builder()
@@ -626,6 +626,24 @@ impl AwsCloud {
             .rt
             .block_on(req.send())
             .map_err(|e| api_error(&request.claim, "CreateFleet", sdk_message(&e)))?;
+        let errors: Vec<FleetError> = out
+            .errors()
+            .iter()
+            .map(|e| {
+                let o = e
+                    .launch_template_and_overrides()
+                    .and_then(|l| l.overrides());
+                (
+                    e.error_code().unwrap_or_default().to_string(),
+                    o.and_then(|o| o.instance_type())
+                        .map(|t| t.as_str().to_string())
+                        .unwrap_or_default(),
+                    o.and_then(|o| o.availability_zone())
+                        .map(str::to_string)
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
         if let Some(i) = out.instances().first()
             && let Some(id) = i.instance_ids().first()
         {
@@ -644,32 +662,15 @@ impl AwsCloud {
                 .or_else(|| offers.iter().find(|(o, _)| o.instance_type == ty))
                 .map(|(o, _)| o.clone())
                 .unwrap_or_else(|| offers[0].0.clone());
-            return Ok(Ok(Instance {
+            let instance = Instance {
                 id: id.clone(),
                 claim: request.claim.clone(),
                 node_pool: request.node_pool.clone(),
                 offer,
-            }));
+            };
+            return Ok((Some(instance), errors));
         }
-        let errors = out
-            .errors()
-            .iter()
-            .map(|e| {
-                let o = e
-                    .launch_template_and_overrides()
-                    .and_then(|l| l.overrides());
-                (
-                    e.error_code().unwrap_or_default().to_string(),
-                    o.and_then(|o| o.instance_type())
-                        .map(|t| t.as_str().to_string())
-                        .unwrap_or_default(),
-                    o.and_then(|o| o.availability_zone())
-                        .map(str::to_string)
-                        .unwrap_or_default(),
-                )
-            })
-            .collect();
-        Ok(Err(errors))
+        Ok((None, errors))
     }
 }
 
@@ -748,34 +749,33 @@ impl CloudProvider for AwsCloud {
                 .collect();
             tried += batch.len();
             let template = self.template(&request.claim, &ami)?;
-            match self.fleet(request, &batch, &template)? {
-                Ok(instance) => {
-                    self.launched
-                        .insert(request.claim.clone(), instance.clone());
-                    return Ok(instance);
+            let (instance, errors) = self.fleet(request, &batch, &template)?;
+            // Offerings EC2 had no capacity for are left out a while, whether or not another
+            // override launched.
+            let mut capacity_errors = 0;
+            for (code, ty, zone) in &errors {
+                if CAPACITY_ERRORS.contains(&code.as_str()) {
+                    capacity_errors += 1;
+                    tracing::warn!(nodeclaim = %request.claim, instance_type = %ty, zone = %zone, code = %code, "offering out of capacity");
+                    self.mark_unavailable(ty, zone, capacity);
                 }
-                Err(errors) => {
-                    let mut capacity_errors = 0;
-                    for (code, ty, zone) in &errors {
-                        if CAPACITY_ERRORS.contains(&code.as_str()) {
-                            capacity_errors += 1;
-                            tracing::warn!(nodeclaim = %request.claim, instance_type = %ty, zone = %zone, code = %code, "offering out of capacity");
-                            self.mark_unavailable(ty, zone, capacity);
-                        }
-                    }
-                    if capacity_errors == 0 {
-                        let detail = errors
-                            .iter()
-                            .map(|(c, t, z)| format!("{c} ({t} in {z})"))
-                            .collect::<Vec<_>>()
-                            .join(", ");
-                        return Err(api_error(
-                            &request.claim,
-                            "CreateFleet",
-                            format!("no instance launched: {detail}"),
-                        ));
-                    }
-                }
+            }
+            if let Some(instance) = instance {
+                self.launched
+                    .insert(request.claim.clone(), instance.clone());
+                return Ok(instance);
+            }
+            if capacity_errors == 0 {
+                let detail = errors
+                    .iter()
+                    .map(|(c, t, z)| format!("{c} ({t} in {z})"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                return Err(api_error(
+                    &request.claim,
+                    "CreateFleet",
+                    format!("no instance launched: {detail}"),
+                ));
             }
         }
         Err(CloudError::InsufficientCapacity {

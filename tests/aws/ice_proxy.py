@@ -1,0 +1,134 @@
+"""A fault-injecting proxy in front of moto: CreateFleet overrides for the offerings named on the
+command line fail with InsufficientInstanceCapacity, as EC2 reports it (an entry in the response's
+errorSet); the request goes on to moto without them, so the fleet launches the next override the
+way EC2 would. Everything else is forwarded unchanged. GET /ice-count says how many errors were
+injected.
+
+    python3 ice_proxy.py --port 4567 --upstream http://127.0.0.1:5000 --ice m5.large:us-east-1a
+"""
+
+import argparse
+import re
+import urllib.parse
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+ARGS = None
+INJECTED = 0
+
+ERROR_ITEM = """<item><errorCode>InsufficientInstanceCapacity</errorCode><errorMessage>We currently do not have sufficient {t} capacity in the Availability Zone you requested ({z}).</errorMessage><launchTemplateAndOverrides><overrides><instanceType>{t}</instanceType><availabilityZone>{z}</availabilityZone></overrides></launchTemplateAndOverrides><lifecycle>{life}</lifecycle></item>"""
+
+
+def poisoned():
+    return {tuple(x.split(":", 1)) for x in ARGS.ice}
+
+
+def rewrite_create_fleet(params):
+    """Drops poisoned overrides; returns (new params, [(type, zone)] dropped)."""
+    pattern = re.compile(r"^LaunchTemplateConfigs\.(\d+)\.Overrides\.(\d+)\.(.+)$")
+    overrides = {}
+    rest = []
+    for k, v in params:
+        m = pattern.match(k)
+        if m:
+            overrides.setdefault((m.group(1), int(m.group(2))), {})[m.group(3)] = v
+        else:
+            rest.append((k, v))
+    dropped = []
+    renumbered = {}
+    for (cfg, n) in sorted(overrides, key=lambda x: (x[0], x[1])):
+        o = overrides[(cfg, n)]
+        key = (o.get("InstanceType"), o.get("AvailabilityZone"))
+        if key in poisoned():
+            dropped.append(key)
+            continue
+        idx = renumbered.setdefault(cfg, 0) + 1
+        renumbered[cfg] = idx
+        for field, value in o.items():
+            rest.append((f"LaunchTemplateConfigs.{cfg}.Overrides.{idx}.{field}", value))
+    return rest, dropped
+
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        if self.path == "/ice-count":
+            body = str(INJECTED).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        self.forward(b"")
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.forward(body)
+
+    def forward(self, body):
+        global INJECTED
+        dropped = []
+        params = urllib.parse.parse_qsl(body.decode(), keep_blank_values=True) if body else []
+        life = "spot"
+        if ("Action", "CreateFleet") in params:
+            for k, v in params:
+                if k == "TargetCapacitySpecification.DefaultTargetCapacityType":
+                    life = v
+            params, dropped = rewrite_create_fleet(params)
+            body = urllib.parse.urlencode(params).encode()
+            if dropped and not any(".Overrides." in k for k, _ in params):
+                # Nothing left to launch: EC2 answers with the errors alone.
+                items = "".join(ERROR_ITEM.format(t=t, z=z, life=life) for t, z in dropped)
+                INJECTED += len(dropped)
+                data = (
+                    '<CreateFleetResponse xmlns="http://ec2.amazonaws.com/doc/2016-11-15/">'
+                    "<requestId>ice-proxy</requestId><fleetId>fleet-ice</fleetId>"
+                    f"<errorSet>{items}</errorSet><fleetInstanceSet/></CreateFleetResponse>"
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/xml")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+        req = urllib.request.Request(ARGS.upstream + self.path, data=body or None, headers=headers, method=self.command)
+        try:
+            with urllib.request.urlopen(req) as resp:
+                status, data, rheaders = resp.status, resp.read(), resp.headers
+        except urllib.error.HTTPError as e:
+            status, data, rheaders = e.code, e.read(), e.headers
+        if dropped and status == 200:
+            items = "".join(ERROR_ITEM.format(t=t, z=z, life=life) for t, z in dropped)
+            INJECTED += len(dropped)
+            text = data.decode()
+            if "<errorSet/>" in text:
+                text = text.replace("<errorSet/>", f"<errorSet>{items}</errorSet>")
+            elif "<errorSet>" in text:
+                text = text.replace("<errorSet>", f"<errorSet>{items}", 1)
+            else:
+                text = text.replace("</CreateFleetResponse>", f"<errorSet>{items}</errorSet></CreateFleetResponse>")
+            data = text.encode()
+        self.send_response(status)
+        for k, v in rheaders.items():
+            if k.lower() not in ("content-length", "transfer-encoding", "connection"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def main():
+    global ARGS
+    p = argparse.ArgumentParser()
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--upstream", required=True)
+    p.add_argument("--ice", action="append", default=[], help="TYPE:ZONE")
+    ARGS = p.parse_args()
+    ThreadingHTTPServer(("127.0.0.1", ARGS.port), Handler).serve_forever()
+
+
+if __name__ == "__main__":
+    main()
