@@ -614,3 +614,111 @@ fn insufficient_capacity_on_the_first_choice_caches_it_and_launches_the_next() {
     );
     assert_eq!(live(&moto).len(), before);
 }
+
+#[test]
+fn simulate_with_the_aws_cloud_launches_interrupts_and_scales_to_zero_in_ec2() {
+    use dovetail::sim::{EventKind, SimOptions, simulate};
+    let Some(moto) = Moto::start() else { return };
+    seed(&moto, true);
+    let rt = runtime();
+    let url = rt.block_on(async {
+        let sqs = aws_sdk_sqs::Client::new(&moto.config().await);
+        sqs.create_queue()
+            .queue_name("interruptions")
+            .send()
+            .await
+            .unwrap()
+            .queue_url()
+            .unwrap()
+            .to_string()
+    });
+    let manifests = format!(
+        r#"apiVersion: aws.dovetail.sh/v1
+kind: EC2NodeClass
+metadata: {{name: default}}
+spec:
+  instanceProfile: dovetail-node
+  amiSelectorTerms: [{{tags: {{{DISCOVERY}: my-cluster}}}}]
+  subnetSelectorTerms: [{{tags: {{{DISCOVERY}: my-cluster}}}}]
+  securityGroupSelectorTerms: [{{tags: {{{DISCOVERY}: my-cluster}}}}]
+---
+apiVersion: dovetail.sh/v1
+kind: NodePool
+metadata: {{name: default}}
+spec:
+  template:
+    spec:
+      requirements:
+        - {{key: kubernetes.io/arch, operator: In, values: [amd64]}}
+        - {{key: dovetail.sh/capacity-type, operator: In, values: [spot]}}
+        - {{key: aws.dovetail.sh/instance-category, operator: In, values: [c, m, r]}}
+      nodeClassRef: {{group: aws.dovetail.sh, kind: EC2NodeClass, name: default}}
+  disruption: {{consolidationPolicy: WhenEmpty, consolidateAfter: 30s}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: inflate}}
+spec:
+  replicas: 10
+  selector: {{matchLabels: {{app: inflate}}}}
+  template:
+    metadata: {{labels: {{app: inflate}}}}
+    spec:
+      containers: [{{name: inflate, image: pause, resources: {{requests: {{cpu: 500m}}}}}}]
+---
+apiVersion: sim.dovetail.sh/v1
+kind: Scenario
+metadata: {{name: aws}}
+spec:
+  duration: 30m
+  steps:
+    - at: 5m
+      interrupt: {{node: default-00001}}
+    - at: 15m
+      scale: {{deployment: inflate, replicas: 0}}
+"#
+    );
+    let mut settings = AwsSettings::new("us-east-1", "my-cluster");
+    settings.endpoint = Some(moto.endpoint.clone());
+    let opts = SimOptions {
+        aws: Some(settings),
+        interruption_queue: Some(url),
+        ..SimOptions::default()
+    };
+    let report = simulate(&[("aws.yaml".into(), manifests)], &opts).unwrap();
+    let pos = |f: &dyn Fn(&EventKind) -> bool| report.events.iter().position(|e| f(&e.kind));
+    let interrupted =
+        pos(&|k| matches!(k, EventKind::Interrupted { node, .. } if node == "default-00001"))
+            .expect("the queued interruption reached the node");
+    let replacement =
+        pos(&|k| matches!(k, EventKind::Launched { node, .. } if node != "default-00001"))
+            .expect("a replacement");
+    let drained = pos(&|k| matches!(k, EventKind::Evicted { node, .. } if node == "default-00001"))
+        .expect("the node was drained");
+    assert!(
+        interrupted < replacement && replacement < drained,
+        "replacement before the drain"
+    );
+    assert_eq!(
+        report.interruption.received.get("spot_interruption"),
+        Some(&1)
+    );
+    assert_eq!(report.interruption.deleted, 1, "the message was deleted");
+    // Figure, not an assertion: from the message's SentTimestamp to its handling, which requests
+    // the replacement (CreateFleet) before returning.
+    println!(
+        "spot interruption: queued → replacement requested in {:.3} s",
+        report.interruption.ages[0]
+    );
+    // Everything launched is in EC2 with its tags, and scale to zero terminated all of it.
+    let all = instances(&moto);
+    assert_eq!(all.len() as u32, report.launched);
+    for (_, _, _, t) in &all {
+        assert!(
+            t.iter().any(|(k, v)| k == tags::NODEPOOL && v == "default"),
+            "{t:?}"
+        );
+    }
+    assert!(report.nodes.is_empty());
+    assert!(live(&moto).is_empty(), "{:?}", live(&moto));
+}

@@ -68,4 +68,21 @@ pub trait CloudProvider {
     fn unavailable(&self, instance_type: &str, zone: &str, capacity_type: CapacityType) -> bool;
     /// Leaves an offering out for a while (a spot interruption says its pool is being reclaimed).
     fn mark_unavailable(&mut self, instance_type: &str, zone: &str, capacity_type: CapacityType);
+    /// Takes a node class (EC2NodeClass) into use; the error is its `Ready=False` reason.
+    fn node_class(
+        &mut self,
+        _name: &str,
+        _spec: &crate::api::ec2nodeclass::EC2NodeClassSpec,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+    /// Makes an offering refuse launches: only a simulated cloud can.
+    fn exhaust(
+        &mut self,
+        _instance_type: &str,
+        _zone: &str,
+        _capacity_type: CapacityType,
+    ) -> Result<(), String> {
+        Err("only the simulated cloud can be made to run out of capacity".into())
+    }
 }

@@ -166,6 +166,45 @@ pub fn parse(body: &str) -> Result<Notice, ParseError> {
     })
 }
 
+/// The EventBridge message EC2 sends for `kind` and `instance`, in the shape AWS documents (for
+/// the simulator's `interrupt` step and for tests).
+pub fn example_message(kind: &Kind, instance: &str) -> String {
+    let (detail_type, detail) = match kind {
+        Kind::SpotInterruption => (
+            "EC2 Spot Instance Interruption Warning",
+            serde_json::json!({"instance-id": instance, "instance-action": "terminate"}),
+        ),
+        Kind::RebalanceRecommendation => (
+            "EC2 Instance Rebalance Recommendation",
+            serde_json::json!({"instance-id": instance}),
+        ),
+        Kind::StateChange(state) => (
+            "EC2 Instance State-change Notification",
+            serde_json::json!({"instance-id": instance, "state": state}),
+        ),
+        Kind::CapacityReservationInterruption => (
+            "EC2 Capacity Reservation Instance Interruption Warning",
+            serde_json::json!({"instance-id": instance}),
+        ),
+        Kind::ScheduledChange => (
+            "AWS Health Event",
+            serde_json::json!({"service": "EC2", "eventTypeCategory": "scheduledChange", "affectedEntities": [{"entityValue": instance}]}),
+        ),
+    };
+    serde_json::json!({
+        "version": "0",
+        "id": "7bf73129-1428-4cd3-a780-95db273d1602",
+        "detail-type": detail_type,
+        "source": if matches!(kind, Kind::ScheduledChange) { "aws.health" } else { "aws.ec2" },
+        "account": "123456789012",
+        "time": "2026-11-23T12:00:00Z",
+        "region": "us-east-1",
+        "resources": [format!("arn:aws:ec2:us-east-1:123456789012:instance/{instance}")],
+        "detail": detail,
+    })
+    .to_string()
+}
+
 /// Counters of the interruption loop (exported as Prometheus metrics by the operator).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Metrics {

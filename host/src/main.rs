@@ -48,9 +48,31 @@ enum Command {
         /// difference.
         #[arg(long, value_name = "SET", num_args = 2, conflicts_with = "policies")]
         compare: Vec<String>,
+        /// Where capacity comes from: the in-memory cloud, or EC2 through the AWS provider.
+        #[arg(long, value_enum, default_value = "sim")]
+        cloud: CloudKind,
+        /// With `--cloud aws`: an endpoint override (a VPC endpoint, or moto on loopback).
+        #[arg(long, value_name = "URL")]
+        aws_endpoint: Option<String>,
+        /// With `--cloud aws`: the region.
+        #[arg(long, default_value = "us-east-1")]
+        aws_region: String,
+        /// With `--cloud aws`: the cluster name that tags every resource.
+        #[arg(long, default_value = "dovetail")]
+        cluster_name: String,
+        /// With `--cloud aws`: the SQS queue of interruption events.
+        #[arg(long, value_name = "URL")]
+        interruption_queue: Option<String>,
     },
     /// Print the CustomResourceDefinitions (NodePool, NodeClaim, EC2NodeClass, Policy) as YAML.
     Crds,
+}
+
+/// Where `simulate` launches.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum CloudKind {
+    Sim,
+    Aws,
 }
 
 #[derive(Subcommand)]
@@ -176,7 +198,25 @@ fn run() -> Result<()> {
             more,
             policies,
             compare,
-        } => simulate(files.into_iter().chain(more).collect(), policies, compare)?,
+            cloud,
+            aws_endpoint,
+            aws_region,
+            cluster_name,
+            interruption_queue,
+        } => {
+            let aws = matches!(cloud, CloudKind::Aws).then(|| {
+                let mut s = dovetail::cloud::aws::AwsSettings::new(&aws_region, &cluster_name);
+                s.endpoint = aws_endpoint;
+                s
+            });
+            simulate(
+                files.into_iter().chain(more).collect(),
+                policies,
+                compare,
+                aws,
+                interruption_queue,
+            )?
+        }
         Command::Crds => print!("{}", dovetail::api::crds_yaml()),
         Command::Policy(PolicyCommand::List) => {
             for b in builtin::all() {
@@ -519,7 +559,13 @@ fn bench_disruption(pods: usize) -> Result<()> {
     Ok(())
 }
 
-fn simulate(files: Vec<PathBuf>, policies: Option<String>, compare: Vec<String>) -> Result<()> {
+fn simulate(
+    files: Vec<PathBuf>,
+    policies: Option<String>,
+    compare: Vec<String>,
+    aws: Option<dovetail::cloud::aws::AwsSettings>,
+    interruption_queue: Option<String>,
+) -> Result<()> {
     if files.is_empty() {
         bail!("no manifests: give files with -f FILE");
     }
@@ -532,7 +578,11 @@ fn simulate(files: Vec<PathBuf>, policies: Option<String>, compare: Vec<String>)
         })
         .collect::<Result<Vec<_>>>()?;
     let options = |set: Option<&str>| -> Result<dovetail::sim::SimOptions> {
-        let mut opts = dovetail::sim::SimOptions::default();
+        let mut opts = dovetail::sim::SimOptions {
+            aws: aws.clone(),
+            interruption_queue: interruption_queue.clone(),
+            ..Default::default()
+        };
         for pair in set.unwrap_or_default().split(',').filter(|p| !p.is_empty()) {
             match pair.split_once('=') {
                 Some(("scoring", v)) => opts.scoring = Some(v.to_string()),

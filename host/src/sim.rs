@@ -53,6 +53,11 @@ pub struct SimOptions {
     pub consolidation: Option<String>,
     /// Extra policies by name: component bytes and config (e.g. a policy under development).
     pub policies: Vec<ExtraPolicy>,
+    /// Launch on EC2 (or an AWS API server such as moto) instead of the in-memory cloud.
+    pub aws: Option<crate::cloud::aws::AwsSettings>,
+    /// With `aws`: the SQS queue of interruption events, polled as the simulation runs; an
+    /// `interrupt` step sends the documented EventBridge message to it.
+    pub interruption_queue: Option<String>,
 }
 
 impl Default for SimOptions {
@@ -73,6 +78,8 @@ impl Default for SimOptions {
             scoring: None,
             consolidation: None,
             policies: Vec::new(),
+            aws: None,
+            interruption_queue: None,
         }
     }
 }
@@ -195,7 +202,22 @@ pub fn simulate(files: &[(String, String)], opts: &SimOptions) -> Result<Report,
         opts: opts.clone(),
         t: 0,
         cluster: Cluster::default(),
-        cloud: SimCloud::new(),
+        cloud: match &opts.aws {
+            Some(settings) => Box::new(
+                crate::cloud::aws::AwsCloud::new(settings.clone())
+                    .map_err(|e| SimError::Input(e.to_string()))?,
+            ),
+            None => Box::new(SimCloud::new()),
+        },
+        queue: match (&opts.aws, &opts.interruption_queue) {
+            (Some(settings), Some(url)) => Some(QueueClient::new(settings, url)?),
+            (None, Some(_)) => {
+                return Err(SimError::Input(
+                    "an interruption queue needs the aws cloud".into(),
+                ));
+            }
+            _ => None,
+        },
         registry,
         its,
         cat,
@@ -228,7 +250,8 @@ struct Sim {
     /// Seconds since the start.
     t: i64,
     cluster: Cluster,
-    cloud: SimCloud,
+    cloud: Box<dyn CloudProvider>,
+    queue: Option<QueueClient>,
     registry: PolicyRegistry,
     its: InstanceTypes,
     cat: Catalog,
@@ -285,6 +308,7 @@ impl Sim {
                 self.step(i, &step, applied)?;
             }
             self.become_ready();
+            self.poll_interruptions();
             self.terminate();
             if let Some(close) = self.batch_close()
                 && close <= self.t
@@ -419,6 +443,12 @@ impl Sim {
             }
             Manifest::EC2NodeClass(c) => {
                 let name = c.metadata.name.clone().unwrap_or_default();
+                if let Err(reason) = self.cloud.node_class(&name, &c.spec) {
+                    self.event(EventKind::NodeClassNotReady {
+                        node_class: name.clone(),
+                        reason,
+                    });
+                }
                 let spec = serde_json::to_string(&c.spec).expect("a spec serializes");
                 self.cluster.node_classes.insert(name, spec);
                 self.dirty();
@@ -624,13 +654,21 @@ impl Sim {
                     )));
                 }
             };
-            if !self.cluster.nodes.contains_key(&x.node) {
+            let Some(node) = self.cluster.nodes.get(&x.node) else {
                 return Err(SimError::Input(format!(
                     "{label}: interrupt: no Node {}",
                     x.node
                 )));
+            };
+            match &mut self.queue {
+                // Through the real queue: EC2's message, as AWS documents it.
+                Some(q) => {
+                    let id = node.instance.id.clone();
+                    q.send(&kind, &id)
+                        .map_err(|e| SimError::Input(format!("{label}: interrupt: {e}")))?;
+                }
+                None => self.interrupt(&x.node, &kind),
             }
-            self.interrupt(&x.node, &kind);
         }
         if let Some(x) = &step.exhaust {
             let capacity = match x.capacity_type.as_str() {
@@ -643,7 +681,9 @@ impl Sim {
                     )));
                 }
             };
-            self.cloud.exhaust(&x.instance_type, &x.zone, capacity);
+            self.cloud
+                .exhaust(&x.instance_type, &x.zone, capacity)
+                .map_err(|e| SimError::Input(format!("{label}: exhaust: {e}")))?;
         }
         Ok(())
     }
@@ -803,7 +843,7 @@ impl Sim {
             &self.its,
             &self.cat,
             &self.registry,
-            &mut self.cloud,
+            self.cloud.as_mut(),
             &mut self.next_claim,
         );
         for &(p, n) in outcome.bound.iter().filter(|_| bind) {
@@ -924,6 +964,42 @@ impl Sim {
             p.running_since = Some(t);
             self.report.pending_seconds.push((t - p.created_at) as f64);
         }
+    }
+
+    /// Handles what the interruption queue holds (nothing without one).
+    fn poll_interruptions(&mut self) {
+        let Some(mut q) = self.queue.take() else {
+            return;
+        };
+        match q.poll() {
+            Ok(received) => {
+                for r in received {
+                    let action = crate::interruption::action(&r.notice, false);
+                    if action == crate::interruption::Action::Replace {
+                        for id in &r.notice.instance_ids {
+                            let node = self
+                                .cluster
+                                .nodes
+                                .values()
+                                .find(|n| n.instance.id == *id)
+                                .map(|n| n.name.clone());
+                            match node {
+                                Some(n) => self.interrupt(&n, &r.notice.kind),
+                                None => {
+                                    tracing::info!(instance = %id, "interruption for an instance that is not ours")
+                                }
+                            }
+                        }
+                    }
+                    if let Err(e) = q.done(&r, action) {
+                        tracing::warn!(error = %e, "could not delete an interruption message");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "polling the interruption queue failed"),
+        }
+        self.report.interruption = q.queue.metrics.clone();
+        self.queue = Some(q);
     }
 
     /// EC2 announced the node's instance is going: the replacement is launched now, in parallel
@@ -1127,7 +1203,7 @@ impl Sim {
 
     fn terminate(&mut self) {
         let now = self.now();
-        let step = crate::termination::step(&mut self.cluster, &mut self.cloud, now);
+        let step = crate::termination::step(&mut self.cluster, self.cloud.as_mut(), now);
         for (pod, node) in step.evicted {
             self.report.evictions += 1;
             self.event(EventKind::Evicted {
@@ -1237,4 +1313,68 @@ fn apply_policy(
     };
     registry.apply(&name, b.wasm, config, limits)?;
     Ok(())
+}
+
+/// The interruption queue with the runtime that drives it (the simulator is synchronous).
+struct QueueClient {
+    rt: tokio::runtime::Runtime,
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+    queue: crate::interruption::Queue,
+}
+
+impl QueueClient {
+    fn new(settings: &crate::cloud::aws::AwsSettings, url: &str) -> Result<Self, SimError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| SimError::Input(format!("runtime: {e}")))?;
+        let config = rt.block_on(async {
+            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .region(aws_config::Region::new(settings.region.clone()));
+            if let Some(e) = &settings.endpoint {
+                loader = loader.endpoint_url(e.clone());
+            }
+            loader.load().await
+        });
+        let sqs = aws_sdk_sqs::Client::new(&config);
+        let mut queue = crate::interruption::Queue::new(sqs.clone(), url);
+        // The virtual clock does not wait: take what is there.
+        queue.wait = Duration::ZERO;
+        Ok(QueueClient {
+            rt,
+            sqs,
+            url: url.into(),
+            queue,
+        })
+    }
+
+    fn poll(
+        &mut self,
+    ) -> Result<Vec<crate::interruption::Received>, crate::interruption::QueueError> {
+        self.rt.block_on(self.queue.poll())
+    }
+
+    fn done(
+        &mut self,
+        r: &crate::interruption::Received,
+        action: crate::interruption::Action,
+    ) -> Result<(), crate::interruption::QueueError> {
+        self.rt.block_on(self.queue.done(r, action))
+    }
+
+    /// Sends the EventBridge message EC2 would for `instance`.
+    fn send(&mut self, kind: &crate::interruption::Kind, instance: &str) -> Result<(), String> {
+        let body = crate::interruption::example_message(kind, instance);
+        self.rt
+            .block_on(
+                self.sqs
+                    .send_message()
+                    .queue_url(&self.url)
+                    .message_body(body)
+                    .send(),
+            )
+            .map(|_| ())
+            .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(&e).to_string())
+    }
 }

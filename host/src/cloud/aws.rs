@@ -796,6 +796,10 @@ impl CloudProvider for AwsCloud {
         }
     }
 
+    fn node_class(&mut self, name: &str, spec: &EC2NodeClassSpec) -> Result<(), String> {
+        self.resolve(name, spec).map(|_| ()).map_err(|e| e.reason)
+    }
+
     fn mark_unavailable(&mut self, instance_type: &str, zone: &str, capacity: CapacityType) {
         self.unavailable.insert(
             (

@@ -81,6 +81,16 @@ impl CloudProvider for SimCloud {
         Ok(())
     }
 
+    fn exhaust(
+        &mut self,
+        instance_type: &str,
+        zone: &str,
+        capacity_type: CapacityType,
+    ) -> Result<(), String> {
+        SimCloud::exhaust(self, instance_type, zone, capacity_type);
+        Ok(())
+    }
+
     fn mark_unavailable(&mut self, instance_type: &str, zone: &str, capacity_type: CapacityType) {
         self.unavailable.insert((
             instance_type.into(),

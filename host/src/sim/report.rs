@@ -69,6 +69,11 @@ pub enum EventKind {
     Deleting {
         node: String,
     },
+    /// An EC2NodeClass that did not resolve: its `Ready=False` reason.
+    NodeClassNotReady {
+        node_class: String,
+        reason: String,
+    },
     /// EC2 announced the node's instance goes away.
     Interrupted {
         node: String,
@@ -140,6 +145,9 @@ impl EventKind {
                 tracing::warn!(policy, error, "policy failed")
             }
             EventKind::Deleting { node } => tracing::info!(node, "deleting node"),
+            EventKind::NodeClassNotReady { node_class, reason } => {
+                tracing::warn!(node_class, reason, "EC2NodeClass not ready")
+            }
             EventKind::Interrupted { node, kind } => {
                 tracing::warn!(node, kind, "instance interruption")
             }
@@ -178,6 +186,8 @@ pub struct Report {
     pub peak_disrupting: BTreeMap<String, (u32, u32)>,
     /// Disruption passes that had candidates.
     pub disruption_rounds: Vec<DisruptionRound>,
+    /// The interruption queue's counters (with `--cloud aws` and a queue).
+    pub interruption: crate::interruption::Metrics,
 }
 
 /// One disruption pass with candidates: its size and where its time went (wall clock).
