@@ -282,6 +282,7 @@ impl Queue {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let mut handled = Vec::new();
+        let mut dropped = Vec::new();
         for m in out.messages() {
             let receipt = m.receipt_handle().unwrap_or_default().to_string();
             let sent = m
@@ -311,8 +312,33 @@ impl Queue {
                         .received
                         .entry(e.label().to_string())
                         .or_default() += 1;
-                    self.delete(&receipt).await?;
+                    dropped.push(receipt);
                 }
+            }
+        }
+        // What could not be understood goes in one call, so garbage never delays a warning.
+        if !dropped.is_empty() {
+            let mut req = self.sqs.delete_message_batch().queue_url(&self.url);
+            for (i, r) in dropped.iter().enumerate() {
+                req = req.entries(
+                    aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(r)
+                        .build()
+                        .expect("id and receipt are set"),
+                );
+            }
+            let out = req
+                .send()
+                .await
+                .map_err(|e| self.error("DeleteMessageBatch", &e))?;
+            self.metrics.deleted += out.successful().len() as u64;
+            for f in out.failed() {
+                tracing::warn!(
+                    id = f.id(),
+                    code = f.code(),
+                    "could not delete a dropped message"
+                );
             }
         }
         Ok(handled)
