@@ -722,3 +722,38 @@ spec:
     assert!(report.nodes.is_empty());
     assert!(live(&moto).is_empty(), "{:?}", live(&moto));
 }
+
+#[test]
+fn instance_types_are_discovered_with_zones_and_spot_prices_and_cached() {
+    let Some(moto) = Moto::start() else { return };
+    let mut cloud = cloud(&moto);
+    let types = cloud.instance_types().unwrap();
+    assert!(types.len() > 500, "{} types", types.len());
+    let m5 = types
+        .iter()
+        .find(|t| t.name == "m5.large")
+        .expect("m5.large");
+    assert_eq!((m5.vcpus, m5.memory_mib, m5.max_pods), (2, 8192, 29));
+    let entries = dovetail::catalog::embedded();
+    let embedded = entries.iter().find(|e| e.name == "m5.large").unwrap();
+    assert_eq!(m5.allocatable.cpu_millis, embedded.allocatable.cpu_millis);
+    assert_eq!(
+        m5.allocatable.memory_bytes,
+        embedded.allocatable.memory_bytes
+    );
+    assert_eq!(m5.on_demand_price, embedded.ondemand_price);
+    assert!(m5.zones.iter().any(|z| z == "us-east-1a"), "{:?}", m5.zones);
+    assert!(
+        types.iter().any(|t| !t.spot_prices.is_empty()),
+        "spot prices from DescribeSpotPriceHistory"
+    );
+    assert!(types.iter().any(|t| t.arch == "arm64"));
+    let calls: u64 = cloud.calls.values().sum();
+    let again = cloud.instance_types().unwrap();
+    assert_eq!(again.len(), types.len());
+    assert_eq!(
+        cloud.calls.values().sum::<u64>(),
+        calls,
+        "served from the cache"
+    );
+}

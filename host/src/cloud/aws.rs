@@ -8,6 +8,8 @@
 //! [`CloudProvider`] trait is synchronous; this provider drives the async SDK on its own
 //! single-threaded runtime.
 
+pub mod discovery;
+
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
@@ -118,6 +120,8 @@ pub struct AwsCloud {
     launched: HashMap<String, Instance>,
     /// API calls made, by operation: the figure behind "calls per launched node".
     pub calls: BTreeMap<&'static str, u64>,
+    /// Instance types discovered, and when.
+    discovered: Option<(Instant, Vec<discovery::DiscoveredType>)>,
 }
 
 impl AwsCloud {
@@ -156,6 +160,7 @@ impl AwsCloud {
             arch,
             launched: HashMap::new(),
             calls: BTreeMap::new(),
+            discovered: None,
         })
     }
 
