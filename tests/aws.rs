@@ -757,3 +757,83 @@ fn instance_types_are_discovered_with_zones_and_spot_prices_and_cached() {
         "served from the cache"
     );
 }
+
+#[test]
+fn a_role_gets_an_instance_profile_and_stale_templates_and_vanished_instances_are_collected() {
+    let Some(moto) = Moto::start() else { return };
+    seed(&moto, true);
+    let rt = runtime();
+    rt.block_on(async {
+        let iam = aws_sdk_iam::Client::new(&moto.config().await);
+        iam.create_role()
+            .role_name("KarpenterNodeRole-my-cluster")
+            .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#)
+            .send()
+            .await
+            .unwrap();
+    });
+    let with_role = |ami: &str| {
+        let mut spec = node_class(ami);
+        spec.instance_profile = None;
+        spec.role = Some("KarpenterNodeRole-my-cluster".into());
+        spec
+    };
+    let mut provider = cloud(&moto);
+    let class = provider.resolve("default", &with_role(TAGGED_AMI)).unwrap();
+    let profile = class
+        .instance_profile
+        .clone()
+        .expect("a profile for the role");
+    assert!(profile.starts_with("dovetail_my-cluster_"), "{profile}");
+    let roles = rt.block_on(async {
+        let iam = aws_sdk_iam::Client::new(&moto.config().await);
+        iam.get_instance_profile()
+            .instance_profile_name(&profile)
+            .send()
+            .await
+            .unwrap()
+            .instance_profile()
+            .unwrap()
+            .roles()
+            .iter()
+            .map(|r| r.role_name().to_string())
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(roles, vec!["KarpenterNodeRole-my-cluster"]);
+    // Resolving again reuses the profile.
+    let again = provider.resolve("default", &with_role(TAGGED_AMI)).unwrap();
+    assert_eq!(again.instance_profile, Some(profile));
+    assert_eq!(provider.calls.get("CreateInstanceProfile"), Some(&1));
+
+    let offers = [("m5.large", "us-east-1a", CapacityType::OnDemand)];
+    let a = provider.create(&request("default-00001", &offers)).unwrap();
+    let b = provider.create(&request("default-00002", &offers)).unwrap();
+    // A template of an older configuration is stale once the current one is in use.
+    let mut old = cloud(&moto);
+    let mut spec = with_role(TAGGED_AMI);
+    spec.user_data = Some("echo old".into());
+    old.resolve("default", &spec).unwrap();
+    old.create(&request("default-00003", &offers)).unwrap();
+    let stale = provider.collect_launch_templates().unwrap();
+    assert_eq!(stale.len(), 1, "{stale:?}");
+    assert_eq!(
+        provider.collect_launch_templates().unwrap(),
+        Vec::<String>::new()
+    );
+
+    // An instance terminated behind the controller's back: its NodeClaim is reported.
+    rt.block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&moto.config().await);
+        ec2.terminate_instances()
+            .instance_ids(&b.id)
+            .send()
+            .await
+            .unwrap();
+    });
+    let claims = [
+        ("default-00001".to_string(), a.id.clone()),
+        ("default-00002".to_string(), b.id.clone()),
+    ]
+    .into();
+    assert_eq!(provider.vanished(&claims).unwrap(), vec!["default-00002"]);
+}

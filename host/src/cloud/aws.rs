@@ -108,6 +108,7 @@ pub struct AwsCloud {
     rt: tokio::runtime::Runtime,
     ec2: aws_sdk_ec2::Client,
     ssm: aws_sdk_ssm::Client,
+    iam: aws_sdk_iam::Client,
     settings: AwsSettings,
     class: Option<ResolvedClass>,
     /// Launch template name by configuration hash.
@@ -137,7 +138,11 @@ impl AwsCloud {
             if let Some(url) = &settings.endpoint {
                 loader = loader.endpoint_url(url.clone());
             }
-            loader.load().await
+            // Throttling and transient errors back off and retry inside the SDK.
+            loader
+                .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5))
+                .load()
+                .await
         });
         let arch = crate::catalog::embedded()
             .into_iter()
@@ -152,6 +157,7 @@ impl AwsCloud {
         Ok(AwsCloud {
             ec2: aws_sdk_ec2::Client::new(&config),
             ssm: aws_sdk_ssm::Client::new(&config),
+            iam: aws_sdk_iam::Client::new(&config),
             rt,
             settings,
             class: None,
@@ -291,6 +297,11 @@ impl AwsCloud {
         if amis.is_empty() {
             return Err(fail("no AMIs matched the amiSelectorTerms".into()));
         }
+        let instance_profile = match (&spec.instance_profile, &spec.role) {
+            (Some(p), _) => Some(p.clone()),
+            (None, Some(role)) => Some(self.instance_profile(role).map_err(fail)?),
+            (None, None) => None,
+        };
         let mut class_tags = spec.tags.clone();
         class_tags.insert(tags::CLUSTER.into(), self.settings.cluster_name.clone());
         class_tags.insert(tags::NODECLASS.into(), name.to_string());
@@ -299,7 +310,7 @@ impl AwsCloud {
             subnets,
             security_groups: groups,
             amis: amis.into_iter().map(|(a, (_, id))| (a, id)).collect(),
-            instance_profile: spec.instance_profile.clone(),
+            instance_profile,
             tags: class_tags,
             user_data: self.user_data(spec),
             http_tokens_required: spec
@@ -310,6 +321,129 @@ impl AwsCloud {
         };
         self.class = Some(resolved.clone());
         Ok(resolved)
+    }
+
+    /// The instance profile for a node role, as Karpenter does it: `dovetail_<cluster>_<hash>`,
+    /// created with the role in it when missing, reused otherwise.
+    fn instance_profile(&mut self, role: &str) -> Result<String, String> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        role.hash(&mut h);
+        let name = format!(
+            "dovetail_{}_{:016x}",
+            self.settings.cluster_name,
+            h.finish()
+        );
+        self.count("GetInstanceProfile");
+        let found = self.rt.block_on(
+            self.iam
+                .get_instance_profile()
+                .instance_profile_name(&name)
+                .send(),
+        );
+        let has_role = match found {
+            Ok(o) => o
+                .instance_profile()
+                .is_some_and(|p| p.roles().iter().any(|r| r.role_name() == role)),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|x| x.is_no_such_entity_exception()) =>
+            {
+                let tag = aws_sdk_iam::types::Tag::builder()
+                    .key(tags::CLUSTER)
+                    .value(&self.settings.cluster_name)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                self.count("CreateInstanceProfile");
+                self.rt
+                    .block_on(
+                        self.iam
+                            .create_instance_profile()
+                            .instance_profile_name(&name)
+                            .tags(tag)
+                            .send(),
+                    )
+                    .map_err(|e| {
+                        format!(
+                            "instance profile for role {role}: CreateInstanceProfile: {}",
+                            sdk_message(&e)
+                        )
+                    })?;
+                false
+            }
+            Err(e) => {
+                return Err(format!(
+                    "instance profile for role {role}: GetInstanceProfile: {}",
+                    sdk_message(&e)
+                ));
+            }
+        };
+        if !has_role {
+            self.count("AddRoleToInstanceProfile");
+            self.rt
+                .block_on(
+                    self.iam
+                        .add_role_to_instance_profile()
+                        .instance_profile_name(&name)
+                        .role_name(role)
+                        .send(),
+                )
+                .map_err(|e| {
+                    format!(
+                        "instance profile for role {role}: AddRoleToInstanceProfile: {}",
+                        sdk_message(&e)
+                    )
+                })?;
+        }
+        Ok(name)
+    }
+
+    /// Deletes this cluster's launch templates that no current configuration uses.
+    pub fn collect_launch_templates(&mut self) -> Result<Vec<String>, CloudError> {
+        self.count("DescribeLaunchTemplates");
+        let out = self
+            .rt
+            .block_on(
+                self.ec2
+                    .describe_launch_templates()
+                    .filters(tag_filter(tags::CLUSTER, &self.settings.cluster_name))
+                    .send(),
+            )
+            .map_err(|e| api_error("", "DescribeLaunchTemplates", sdk_message(&e)))?;
+        let current: std::collections::HashSet<&String> = self.templates.values().collect();
+        let stale: Vec<String> = out
+            .launch_templates()
+            .iter()
+            .filter_map(|t| t.launch_template_name().map(str::to_string))
+            .filter(|n| !current.contains(n))
+            .collect();
+        for name in &stale {
+            self.count("DeleteLaunchTemplate");
+            self.rt
+                .block_on(
+                    self.ec2
+                        .delete_launch_template()
+                        .launch_template_name(name)
+                        .send(),
+                )
+                .map_err(|e| api_error("", "DeleteLaunchTemplate", sdk_message(&e)))?;
+        }
+        Ok(stale)
+    }
+
+    /// NodeClaims (name → instance id) whose instance is no longer pending or running: the
+    /// controller removes them (and their pods are rescheduled).
+    pub fn vanished(
+        &mut self,
+        claims: &BTreeMap<String, String>,
+    ) -> Result<Vec<String>, CloudError> {
+        let live: std::collections::HashSet<String> =
+            self.list()?.into_iter().map(|(id, ..)| id).collect();
+        Ok(claims
+            .iter()
+            .filter(|(_, id)| !live.contains(*id))
+            .map(|(c, _)| c.clone())
+            .collect())
     }
 
     /// An AMI alias (`al2023@latest`) through the public SSM parameters, per architecture.
