@@ -619,7 +619,11 @@ fn insufficient_capacity_on_the_first_choice_caches_it_and_launches_the_next() {
 fn simulate_with_the_aws_cloud_launches_interrupts_and_scales_to_zero_in_ec2() {
     use dovetail::sim::{EventKind, SimOptions, simulate};
     let Some(moto) = Moto::start() else { return };
-    seed(&moto, true);
+    let seeded: Vec<String> = seed(&moto, true)
+        .subnets
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
     let rt = runtime();
     let url = rt.block_on(async {
         let sqs = aws_sdk_sqs::Client::new(&moto.config().await);
@@ -666,6 +670,17 @@ spec:
     spec:
       containers: [{{name: inflate, image: pause, resources: {{requests: {{cpu: 500m}}}}}}]
 ---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 10
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers: [{{name: web, image: pause, resources: {{requests: {{cpu: "2", memory: 2Gi}}}}}}]
+---
 apiVersion: sim.dovetail.sh/v1
 kind: Scenario
 metadata: {{name: aws}}
@@ -676,6 +691,8 @@ spec:
       interrupt: {{node: default-00001}}
     - at: 15m
       scale: {{deployment: inflate, replicas: 0}}
+    - at: 15m
+      scale: {{deployment: web, replicas: 0}}
 "#
     );
     let mut settings = AwsSettings::new("us-east-1", "my-cluster");
@@ -713,12 +730,41 @@ spec:
     // Everything launched is in EC2 with its tags, and scale to zero terminated all of it.
     let all = instances(&moto);
     assert_eq!(all.len() as u32, report.launched);
-    for (_, _, _, t) in &all {
+    for (_, subnet, _, t) in &all {
         assert!(
             t.iter().any(|(k, v)| k == tags::NODEPOOL && v == "default"),
             "{t:?}"
         );
+        assert!(
+            seeded.contains(subnet),
+            "{subnet} is not a discovered subnet"
+        );
     }
+    // Decisions priced spot from the account (moto quotes every spot pool at 0.00001).
+    for e in &report.events {
+        if let EventKind::Launched {
+            capacity_type,
+            price,
+            ..
+        } = &e.kind
+        {
+            assert_eq!(*capacity_type, "spot");
+            assert!(
+                *price < 0.001,
+                "spot priced from DescribeSpotPriceHistory: {price}"
+            );
+        }
+    }
+    assert!(
+        report.launched >= 2,
+        "capacity and the replacement: {}",
+        report.launched
+    );
+    assert!(
+        report.pending_seconds.len() >= 20,
+        "both deployments' pods ran: {}",
+        report.pending_seconds.len()
+    );
     assert!(report.nodes.is_empty());
     assert!(live(&moto).is_empty(), "{:?}", live(&moto));
 }

@@ -76,6 +76,23 @@ pub trait CloudProvider {
     ) -> Result<(), String> {
         Ok(())
     }
+    /// The instance types and offerings this cloud has in `zones`, for decisions; `None` when
+    /// the embedded catalog describes it.
+    #[allow(clippy::type_complexity)]
+    fn catalog(
+        &mut self,
+        _zones: &[&str],
+    ) -> Option<
+        Result<
+            (
+                Vec<crate::catalog::CatalogEntry>,
+                crate::policy::types::Catalog,
+            ),
+            CloudError,
+        >,
+    > {
+        None
+    }
     /// Makes an offering refuse launches: only a simulated cloud can.
     fn exhaust(
         &mut self,

@@ -188,9 +188,23 @@ pub fn simulate(files: &[(String, String)], opts: &SimOptions) -> Result<Report,
     for (name, wasm, config) in &opts.policies {
         registry.apply(name, wasm, config.clone(), Default::default())?;
     }
-    let entries = catalog::embedded();
     let zones: Vec<&str> = opts.zones.iter().map(String::as_str).collect();
-    let cat = catalog::policy_catalog(&entries, &zones);
+    let mut cloud: Box<dyn CloudProvider> = match &opts.aws {
+        Some(settings) => Box::new(
+            crate::cloud::aws::AwsCloud::new(settings.clone())
+                .map_err(|e| SimError::Input(e.to_string()))?,
+        ),
+        None => Box::new(SimCloud::new()),
+    };
+    // Against AWS, decisions use what the account offers; otherwise the embedded catalog.
+    let (entries, cat) = match cloud.catalog(&zones) {
+        Some(found) => found.map_err(|e| SimError::Input(e.to_string()))?,
+        None => {
+            let entries = catalog::embedded();
+            let cat = catalog::policy_catalog(&entries, &zones);
+            (entries, cat)
+        }
+    };
     let its = InstanceTypes::new(&entries, &cat);
     let mut sim = Sim {
         type_index: its
@@ -202,13 +216,7 @@ pub fn simulate(files: &[(String, String)], opts: &SimOptions) -> Result<Report,
         opts: opts.clone(),
         t: 0,
         cluster: Cluster::default(),
-        cloud: match &opts.aws {
-            Some(settings) => Box::new(
-                crate::cloud::aws::AwsCloud::new(settings.clone())
-                    .map_err(|e| SimError::Input(e.to_string()))?,
-            ),
-            None => Box::new(SimCloud::new()),
-        },
+        cloud,
         queue: match (&opts.aws, &opts.interruption_queue) {
             (Some(settings), Some(url)) => Some(QueueClient::new(settings, url)?),
             (None, Some(_)) => {

@@ -935,6 +935,24 @@ impl CloudProvider for AwsCloud {
         }
     }
 
+    fn catalog(
+        &mut self,
+        zones: &[&str],
+    ) -> Option<
+        Result<
+            (
+                Vec<crate::catalog::CatalogEntry>,
+                crate::policy::types::Catalog,
+            ),
+            CloudError,
+        >,
+    > {
+        Some(
+            self.instance_types()
+                .map(|types| discovery::catalog(&types, zones)),
+        )
+    }
+
     fn node_class(&mut self, name: &str, spec: &EC2NodeClassSpec) -> Result<(), String> {
         self.resolve(name, spec).map(|_| ()).map_err(|e| e.reason)
     }

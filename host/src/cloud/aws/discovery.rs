@@ -212,6 +212,58 @@ impl AwsCloud {
     }
 }
 
+/// The policy catalog of what the account offers in `zones`: the discovered types that the
+/// embedded table prices and describes (their labels come from it), on-demand at the table's
+/// price, spot at the latest price in each zone. Interruption rates and pool depth have no API
+/// here and keep the simulator's derived values.
+pub fn catalog(
+    discovered: &[DiscoveredType],
+    zones: &[&str],
+) -> (
+    Vec<crate::catalog::CatalogEntry>,
+    crate::policy::types::Catalog,
+) {
+    let embedded: BTreeMap<String, crate::catalog::CatalogEntry> = crate::catalog::embedded()
+        .into_iter()
+        .map(|e| (e.name.clone(), e))
+        .collect();
+    let mut entries = Vec::new();
+    let mut types = Vec::new();
+    for d in discovered {
+        let (Some(od), Some(e)) = (d.on_demand_price, embedded.get(&d.name)) else {
+            continue;
+        };
+        let mut entry = e.clone();
+        entry.allocatable = d.allocatable;
+        let derived = entry.simulated_offerings(zones);
+        let offerings: Vec<_> = derived
+            .into_iter()
+            .filter(|o| d.zones.iter().any(|z| z == zones[o.zone as usize]))
+            .filter_map(|mut o| {
+                match o.capacity_type {
+                    crate::policy::types::CapacityType::Spot => {
+                        o.price = *d.spot_prices.get(zones[o.zone as usize])?;
+                    }
+                    _ => o.price = od,
+                }
+                Some(o)
+            })
+            .collect();
+        if offerings.is_empty() {
+            continue;
+        }
+        types.push(entry.to_policy_type(offerings));
+        entries.push(entry);
+    }
+    (
+        entries,
+        crate::policy::types::Catalog {
+            zones: zones.iter().map(|z| z.to_string()).collect(),
+            instance_types: types,
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
