@@ -216,6 +216,13 @@ fn a_node_class_whose_selectors_match_no_subnet_is_not_ready_and_nothing_launche
         "no subnets matched tag dovetail.sh/discovery=my-cluster"
     );
     assert!(err.to_string().starts_with("EC2NodeClass default: "));
+    let status = err.status(1_795_392_000);
+    let ready = &status.conditions[0];
+    assert_eq!(
+        (ready.type_.as_str(), ready.status.as_str()),
+        ("Ready", "False")
+    );
+    assert_eq!(ready.message, err.reason);
     let e = cloud
         .create(&request(
             "default-1",

@@ -95,6 +95,59 @@ pub struct ResolvedClass {
     pub http_tokens_required: bool,
 }
 
+impl ResolvedClass {
+    /// The EC2NodeClass status this resolution writes: what was found, and `Ready=True`.
+    pub fn status(&self, now: i64) -> crate::api::ec2nodeclass::EC2NodeClassStatus {
+        crate::api::ec2nodeclass::EC2NodeClassStatus {
+            subnets: self.subnets.clone(),
+            security_groups: self.security_groups.clone(),
+            amis: self
+                .amis
+                .values()
+                .map(|id| ResolvedId {
+                    id: id.clone(),
+                    name: None,
+                })
+                .collect(),
+            instance_profile: self.instance_profile.clone(),
+            conditions: vec![ready_condition(true, "Resolved", "", now)],
+        }
+    }
+}
+
+impl NodeClassError {
+    /// The EC2NodeClass status for this failure: `Ready=False` with the reason.
+    pub fn status(&self, now: i64) -> crate::api::ec2nodeclass::EC2NodeClassStatus {
+        crate::api::ec2nodeclass::EC2NodeClassStatus {
+            conditions: vec![ready_condition(
+                false,
+                "ResolutionFailed",
+                &self.reason,
+                now,
+            )],
+            ..Default::default()
+        }
+    }
+}
+
+fn ready_condition(
+    ready: bool,
+    reason: &str,
+    message: &str,
+    now: i64,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+        type_: "Ready".into(),
+        status: if ready { "True" } else { "False" }.into(),
+        reason: reason.into(),
+        message: message.into(),
+        last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            k8s_openapi::jiff::Timestamp::from_second(now).unwrap_or_default(),
+        ),
+        observed_generation: None,
+    }
+}
+
 /// Why a node class is not ready.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("EC2NodeClass {class}: {reason}")]
