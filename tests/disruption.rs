@@ -619,3 +619,24 @@ fn a_spot_interruption_launches_the_replacement_before_the_drain_and_pods_move_t
     assert_eq!(r.launched, 2, "one replacement, no extra capacity");
     all_running(&r);
 }
+
+#[test]
+fn a_node_whose_instance_vanished_is_removed_and_its_pods_rescheduled() {
+    let r = run(&lab(
+        "    consolidationPolicy: WhenEmpty\n    consolidateAfter: 5m\n",
+        "    - at: 5m\n      delete: {kind: Instance, name: default-00001}\n",
+        "",
+    ));
+    let gone: Vec<i64> = r
+        .events
+        .iter()
+        .filter(|e| matches!(&e.kind, EventKind::InstanceGone { node } if node == "default-00001"))
+        .map(|e| e.at)
+        .collect();
+    assert_eq!(gone.len(), 1);
+    assert!((300..=360).contains(&gone[0]), "noticed at {}s", gone[0]);
+    assert!(r.nodes.iter().all(|n| n.name != "default-00001"));
+    assert_eq!(r.pods.len(), 9);
+    all_running(&r);
+    assert_eq!(r.launched, 3, "one node launched for the lost pods");
+}

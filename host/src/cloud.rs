@@ -93,6 +93,14 @@ pub trait CloudProvider {
     > {
         None
     }
+    /// Of `claims` (NodeClaim → instance id), those whose instance is no longer running —
+    /// terminated outside the controller (a console, a spot reclaim we missed).
+    fn vanished(
+        &mut self,
+        _claims: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Vec<String>, CloudError> {
+        Ok(Vec::new())
+    }
     /// Makes an offering refuse launches: only a simulated cloud can.
     fn exhaust(
         &mut self,

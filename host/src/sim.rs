@@ -84,6 +84,9 @@ impl Default for SimOptions {
     }
 }
 
+/// How often the simulator looks for nodes whose instance vanished (virtual seconds).
+const GC_INTERVAL: i64 = 60;
+
 /// A policy given to the simulator directly: name, component bytes, config.
 pub type ExtraPolicy = (String, Vec<u8>, Vec<(String, String)>);
 
@@ -236,6 +239,7 @@ pub fn simulate(files: &[(String, String)], opts: &SimOptions) -> Result<Report,
         next_claim: 0,
         next_disruption: None,
         retry_provisioning: None,
+        next_gc: GC_INTERVAL,
         unschedulable: HashMap::new(),
         report: Report::default(),
     };
@@ -274,6 +278,8 @@ struct Sim {
     next_claim: u64,
     next_disruption: Option<i64>,
     retry_provisioning: Option<i64>,
+    /// When to look next for nodes whose instance vanished.
+    next_gc: i64,
     /// Last reason logged per unschedulable pod (logged again only when it changes).
     unschedulable: HashMap<String, String>,
     report: Report,
@@ -316,6 +322,10 @@ impl Sim {
                 self.step(i, &step, applied)?;
             }
             self.become_ready();
+            if self.t >= self.next_gc {
+                self.next_gc = self.t + GC_INTERVAL;
+                self.collect_vanished();
+            }
             self.poll_interruptions();
             self.terminate();
             if let Some(close) = self.batch_close()
@@ -343,6 +353,9 @@ impl Sim {
             }
             if self.cluster.nodes.values().any(|n| n.deletion.is_some()) {
                 next = next.min(self.t + 5);
+            }
+            if !self.cluster.nodes.is_empty() {
+                next = next.min(self.next_gc);
             }
             for t in [self.next_disruption, self.retry_provisioning]
                 .into_iter()
@@ -641,9 +654,23 @@ impl Sim {
                         .retain(|p| p.namespace != d.namespace || p.name != d.name);
                     self.dirty();
                 }
+                // The instance behind a node, terminated outside the controller.
+                "Instance" => {
+                    let id = self
+                        .cluster
+                        .nodes
+                        .get(&d.name)
+                        .map(|n| n.instance.id.clone())
+                        .ok_or_else(|| {
+                            SimError::Input(format!("{label}: delete: no Node {}", d.name))
+                        })?;
+                    self.cloud
+                        .delete(&id)
+                        .map_err(|e| SimError::Input(format!("{label}: delete: {e}")))?;
+                }
                 other => {
                     return Err(SimError::Input(format!(
-                        "{label}: delete: kind {other:?} (Deployment, Pod, Node, NodePool, PodDisruptionBudget)"
+                        "{label}: delete: kind {other:?} (Deployment, Pod, Node, NodePool, PodDisruptionBudget, Instance)"
                     )));
                 }
             }
@@ -971,6 +998,46 @@ impl Sim {
         if ready {
             p.running_since = Some(t);
             self.report.pending_seconds.push((t - p.created_at) as f64);
+        }
+    }
+
+    /// Nodes whose instance is gone (terminated outside the controller) are removed; their pods
+    /// are recreated by their controllers and scheduled again.
+    fn collect_vanished(&mut self) {
+        let claims: BTreeMap<String, String> = self
+            .cluster
+            .nodes
+            .values()
+            .map(|n| (n.name.clone(), n.instance.id.clone()))
+            .collect();
+        let gone = match self.cloud.vanished(&claims) {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing instances failed");
+                return;
+            }
+        };
+        for name in gone {
+            if self.cluster.nodes.remove(&name).is_none() {
+                continue;
+            }
+            self.ready_due.remove(&name);
+            self.event(EventKind::InstanceGone { node: name.clone() });
+            let pods: Vec<Pod> = self
+                .cluster
+                .pods
+                .values()
+                .filter(|p| p.node.as_deref() == Some(name.as_str()))
+                .cloned()
+                .collect();
+            for p in pods {
+                self.cluster.pods.remove(&p.spec.name);
+                if let Some(owner) = p.owner {
+                    self.reconcile(&owner);
+                }
+            }
+            self.kick();
+            self.dirty();
         }
     }
 

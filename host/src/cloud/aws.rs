@@ -484,21 +484,6 @@ impl AwsCloud {
         Ok(stale)
     }
 
-    /// NodeClaims (name → instance id) whose instance is no longer pending or running: the
-    /// controller removes them (and their pods are rescheduled).
-    pub fn vanished(
-        &mut self,
-        claims: &BTreeMap<String, String>,
-    ) -> Result<Vec<String>, CloudError> {
-        let live: std::collections::HashSet<String> =
-            self.list()?.into_iter().map(|(id, ..)| id).collect();
-        Ok(claims
-            .iter()
-            .filter(|(_, id)| !live.contains(*id))
-            .map(|(c, _)| c.clone())
-            .collect())
-    }
-
     /// An AMI alias (`al2023@latest`) through the public SSM parameters, per architecture.
     fn alias(&mut self, alias: &str) -> Result<Vec<(String, String)>, String> {
         let (family, version) = alias
@@ -1004,6 +989,18 @@ impl CloudProvider for AwsCloud {
             self.instance_types()
                 .map(|types| discovery::catalog(&types, zones)),
         )
+    }
+
+    /// NodeClaims (name → instance id) whose instance is no longer pending or running: the
+    /// controller removes them (and their pods are rescheduled). One DescribeInstances.
+    fn vanished(&mut self, claims: &BTreeMap<String, String>) -> Result<Vec<String>, CloudError> {
+        let live: std::collections::HashSet<String> =
+            self.list()?.into_iter().map(|(id, ..)| id).collect();
+        Ok(claims
+            .iter()
+            .filter(|(_, id)| !live.contains(*id))
+            .map(|(c, _)| c.clone())
+            .collect())
     }
 
     fn node_class(&mut self, name: &str, spec: &EC2NodeClassSpec) -> Result<(), String> {

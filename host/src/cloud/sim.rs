@@ -91,6 +91,17 @@ impl CloudProvider for SimCloud {
         Ok(())
     }
 
+    fn vanished(
+        &mut self,
+        claims: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Vec<String>, CloudError> {
+        Ok(claims
+            .iter()
+            .filter(|(_, id)| !self.instances.contains_key(*id))
+            .map(|(c, _)| c.clone())
+            .collect())
+    }
+
     fn mark_unavailable(&mut self, instance_type: &str, zone: &str, capacity_type: CapacityType) {
         self.unavailable.insert((
             instance_type.into(),

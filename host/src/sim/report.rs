@@ -74,6 +74,10 @@ pub enum EventKind {
         node_class: String,
         reason: String,
     },
+    /// The node's instance was terminated outside the controller; the node is removed.
+    InstanceGone {
+        node: String,
+    },
     /// EC2 announced the node's instance goes away.
     Interrupted {
         node: String,
@@ -147,6 +151,9 @@ impl EventKind {
             EventKind::Deleting { node } => tracing::info!(node, "deleting node"),
             EventKind::NodeClassNotReady { node_class, reason } => {
                 tracing::warn!(node_class, reason, "EC2NodeClass not ready")
+            }
+            EventKind::InstanceGone { node } => {
+                tracing::warn!(node, "instance is gone; removing the node")
             }
             EventKind::Interrupted { node, kind } => {
                 tracing::warn!(node, kind, "instance interruption")
