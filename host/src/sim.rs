@@ -889,27 +889,8 @@ impl Sim {
                 .iter()
                 .find(|p| p.spec.name == l.instance.node_pool)
                 .expect("launched from a pool");
-            let node = self.node(l.instance.clone(), pool);
-            let name = node.name.clone();
-            self.cluster.nodes.insert(name.clone(), node);
-            self.ready_due.insert(
-                name.clone(),
-                self.t + self.opts.launch_delay.as_secs() as i64,
-            );
-            self.report.launched += 1;
             // Provisioning logged the launch already.
-            self.report.events.push(Event {
-                at: self.t,
-                kind: EventKind::Launched {
-                    node: name.clone(),
-                    instance_type: l.instance.offer.instance_type.clone(),
-                    zone: l.instance.offer.zone.clone(),
-                    capacity_type: capacity_type_label(l.instance.offer.capacity_type),
-                    price: l.instance.offer.price,
-                    pods: l.pods.len(),
-                    policy: l.policy.clone(),
-                },
-            });
+            let name = self.add_node(l.instance.clone(), pool, l.pods.len(), &l.policy, false);
             for &p in l.pods.iter().filter(|_| bind) {
                 self.bind(&pending[p], &name);
             }
@@ -935,6 +916,40 @@ impl Sim {
             self.retry_provisioning = Some(self.t + 30);
         }
         self.dirty();
+    }
+
+    /// A launched instance joins the cluster as an in-flight node; returns its name.
+    fn add_node(
+        &mut self,
+        instance: crate::cloud::Instance,
+        pool: &Pool,
+        pods: usize,
+        policy: &str,
+        log: bool,
+    ) -> String {
+        let kind = EventKind::Launched {
+            node: instance.claim.clone(),
+            instance_type: instance.offer.instance_type.clone(),
+            zone: instance.offer.zone.clone(),
+            capacity_type: capacity_type_label(instance.offer.capacity_type),
+            price: instance.offer.price,
+            pods,
+            policy: policy.to_string(),
+        };
+        let node = self.node(instance, pool);
+        let name = node.name.clone();
+        self.cluster.nodes.insert(name.clone(), node);
+        self.ready_due.insert(
+            name.clone(),
+            self.t + self.opts.launch_delay.as_secs() as i64,
+        );
+        self.report.launched += 1;
+        if log {
+            self.event(kind);
+        } else {
+            self.report.events.push(Event { at: self.t, kind });
+        }
+        name
     }
 
     fn node(&self, instance: crate::cloud::Instance, pool: &Pool) -> Node {
@@ -1224,24 +1239,7 @@ impl Sim {
                     else {
                         return;
                     };
-                    let node = self.node(instance.clone(), &pool);
-                    let name = node.name.clone();
-                    self.cluster.nodes.insert(name.clone(), node);
-                    self.ready_due.insert(
-                        name.clone(),
-                        self.t + self.opts.launch_delay.as_secs() as i64,
-                    );
-                    self.report.launched += 1;
-                    self.event(EventKind::Launched {
-                        node: name.clone(),
-                        instance_type: instance.offer.instance_type.clone(),
-                        zone: instance.offer.zone.clone(),
-                        capacity_type: capacity_type_label(instance.offer.capacity_type),
-                        price: instance.offer.price,
-                        pods: 0,
-                        policy: c.policy.clone(),
-                    });
-                    replacement = Some(name);
+                    replacement = Some(self.add_node(instance, &pool, 0, &c.policy, true));
                 }
                 Err(e) => {
                     self.event(EventKind::NotLaunched {
@@ -1404,14 +1402,7 @@ impl QueueClient {
             .enable_all()
             .build()
             .map_err(|e| SimError::Input(format!("runtime: {e}")))?;
-        let config = rt.block_on(async {
-            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                .region(aws_config::Region::new(settings.region.clone()));
-            if let Some(e) = &settings.endpoint {
-                loader = loader.endpoint_url(e.clone());
-            }
-            loader.load().await
-        });
+        let config = rt.block_on(settings.sdk_config());
         let sqs = aws_sdk_sqs::Client::new(&config);
         let mut queue = crate::interruption::Queue::new(sqs.clone(), url);
         // The virtual clock does not wait: take what is there.

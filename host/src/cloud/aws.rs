@@ -67,6 +67,20 @@ pub struct AwsSettings {
 }
 
 impl AwsSettings {
+    /// The SDK configuration every client of the provider uses: region, the default credential
+    /// chain, the endpoint override, and retries that back off on throttling.
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(self.region.clone()));
+        if let Some(url) = &self.endpoint {
+            loader = loader.endpoint_url(url.clone());
+        }
+        loader
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5))
+            .load()
+            .await
+    }
+
     /// Settings for a cluster in a region, with defaults for the rest.
     pub fn new(region: &str, cluster_name: &str) -> Self {
         AwsSettings {
@@ -185,18 +199,7 @@ impl AwsCloud {
             .enable_all()
             .build()
             .map_err(|e| api_error("", "runtime", e))?;
-        let config = rt.block_on(async {
-            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                .region(aws_config::Region::new(settings.region.clone()));
-            if let Some(url) = &settings.endpoint {
-                loader = loader.endpoint_url(url.clone());
-            }
-            // Throttling and transient errors back off and retry inside the SDK.
-            loader
-                .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5))
-                .load()
-                .await
-        });
+        let config = rt.block_on(settings.sdk_config());
         let arch = crate::catalog::embedded()
             .into_iter()
             .map(|e| {
