@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use crate::cloud::Instance;
-use crate::policy::types::{DisruptionReason, Resources};
+use crate::policy::types::DisruptionReason;
 use crate::provisioning::Pool;
 use crate::scheduling::model::{
     ExistingNode, LabelSelector, PendingPod, Taint, TaintEffect, add, labels, zero,
@@ -211,15 +211,6 @@ impl Cluster {
             names.push(n.name.clone());
         }
         (nodes, names)
-    }
-
-    /// Requests on a node: its pods plus its NodePool's daemonsets.
-    pub fn requested(&self, node: &Node) -> Resources {
-        let overhead = self
-            .pool_index(&node.instance.node_pool)
-            .map_or(zero(), |i| self.pools[i].spec.daemonset_overhead);
-        self.pods_on(&node.name)
-            .fold(overhead, |r, p| add(&r, &p.spec.requests))
     }
 
     /// How many more pods each PDB lets go right now, by PDB index. A PDB counts the pods it

@@ -101,7 +101,7 @@ struct Pass<'a> {
     /// Per `existing` node: accepted to leave in this pass.
     gone: Vec<bool>,
     index: HashMap<String, usize>,
-    by_node: BTreeMap<&'a str, Vec<&'a Pod>>,
+    by_node: &'a BTreeMap<&'a str, Vec<&'a Pod>>,
 }
 
 /// Finds candidates, asks each NodePool's consolidation policy, and keeps what is safe.
@@ -126,7 +126,7 @@ pub fn decide(
         gone: vec![false; existing.len()],
         existing,
         index,
-        by_node: by_node.clone(),
+        by_node: &by_node,
     };
     // Pods of nodes already draining will need room too: count them where they would go.
     let draining: Vec<PendingPod> = cluster
@@ -570,7 +570,10 @@ impl Pass<'_> {
             price: n.instance.offer.price,
             age_seconds: (self.now - n.launched_at).max(0) as u64,
             allocatable: self.its.types[n.type_index as usize].allocatable,
-            requested: self.cluster.requested(n),
+            // The candidate's pods are at hand: no scan of every pod in the cluster.
+            requested: c.pods.iter().fold(pool.spec.daemonset_overhead, |r, p| {
+                crate::scheduling::model::add(&r, &p.spec.requests)
+            }),
             pods: c.pods.len() as u32,
             reasons: c.reasons.clone(),
         }
