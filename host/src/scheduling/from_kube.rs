@@ -282,13 +282,7 @@ pub fn pending_pod(
                 .match_expressions
                 .iter()
                 .flatten()
-                .filter_map(|e| {
-                    Some(Requirement {
-                        key: e.key.clone(),
-                        operator: operator(&e.operator)?,
-                        values: e.values.clone().unwrap_or_default(),
-                    })
-                })
+                .filter_map(|e| lenient(&e.key, &e.operator, &e.values))
                 .collect();
             (t.weight, Requirements::from_list(&list))
         })
@@ -406,15 +400,19 @@ pub fn selector_of(s: &KubeSelector) -> LabelSelector {
             .match_expressions
             .iter()
             .flatten()
-            .filter_map(|e| {
-                Some(Requirement {
-                    key: e.key.clone(),
-                    operator: operator(&e.operator)?,
-                    values: e.values.clone().unwrap_or_default(),
-                })
-            })
+            .filter_map(|e| lenient(&e.key, &e.operator, &e.values))
             .collect(),
     }
+}
+
+/// A match expression as a requirement, or `None` for an operator we do not know (dropped where
+/// it may only widen what matches: preferences and the apiserver-validated selectors).
+fn lenient(key: &str, op: &str, values: &Option<Vec<String>>) -> Option<Requirement> {
+    Some(Requirement {
+        key: key.to_string(),
+        operator: operator(op)?,
+        values: values.clone().unwrap_or_default(),
+    })
 }
 #[cfg(test)]
 mod tests {
