@@ -6,6 +6,7 @@ pub mod bench;
 pub mod catalog;
 pub mod cloud;
 pub mod cluster;
+pub mod controller;
 pub mod disruption;
 pub mod interruption;
 pub mod policy;

@@ -1,11 +1,12 @@
 //! Provisioning: pending pods → the scheduling simulation → each NodePool's scoring policy ranks
-//! its claims' options (one policy round per pool) → launches in ranked order.
+//! its claims' options (one policy round per pool) → NodeClaims to create and launch in ranked
+//! order.
 
 use std::collections::BTreeMap;
 
 use crate::api::NodePool;
 use crate::api::nodepool::OnFailure;
-use crate::cloud::{CloudProvider, Instance, LaunchRequest, Offer};
+use crate::cloud::{CloudProvider, LaunchRequest, Offer};
 use crate::policy::ranking::rank;
 use crate::policy::round::ScoringRound;
 use crate::policy::types::{Catalog, Claim, Pod, Workload};
@@ -23,12 +24,14 @@ pub struct Pool {
     pub spec: NodePoolSpec,
 }
 
-/// A NodeClaim that was launched.
+/// A NodeClaim to create and launch: its name, ranked offers and pods.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Launched {
-    pub instance: Instance,
-    /// Indices of the pods it was planned for.
+pub struct Planned {
+    pub request: LaunchRequest,
+    /// Indices of the pods it is planned for.
     pub pods: Vec<usize>,
+    /// What the node must hold: its pods plus daemonset overhead.
+    pub requests: crate::policy::types::Resources,
     /// The policy whose ranking was followed.
     pub policy: String,
 }
@@ -41,20 +44,23 @@ pub struct NotLaunched {
     pub reason: String,
 }
 
-/// What one provisioning round did.
+/// What one provisioning round decided. Nothing is created or launched here: the controller
+/// creates each NodeClaim object first, then launches it (crash safety by ordering).
 #[derive(Debug, Clone, PartialEq, Default)]
-pub struct Outcome {
+pub struct Plan {
     /// Pods that fit on existing or in-flight nodes: (pod, index into the existing nodes).
     pub bound: Vec<(usize, usize)>,
-    pub launched: Vec<Launched>,
+    pub claims: Vec<Planned>,
     pub not_launched: Vec<NotLaunched>,
     pub unschedulable: Vec<Unschedulable>,
 }
 
-/// Runs one provisioning round: pending `pods` go on `existing` nodes where they fit, the rest
-/// on new NodeClaims of `pools` (whose `spec.in_use` the caller has counted).
+/// Plans one provisioning round: pending `pods` go on `existing` nodes where they fit, the rest
+/// on new NodeClaims of `pools` (whose `spec.in_use` the caller has counted), each ranked by its
+/// pool's scoring policy. Offerings the cloud reports out of capacity are left out; `name`
+/// gives each new NodeClaim its name from its pool's.
 #[allow(clippy::too_many_arguments)]
-pub fn provision(
+pub fn plan(
     now: i64,
     pods: &[PendingPod],
     existing: &[ExistingNode],
@@ -62,10 +68,9 @@ pub fn provision(
     its: &InstanceTypes,
     catalog: &Catalog,
     registry: &PolicyRegistry,
-    cloud: &mut dyn CloudProvider,
-    next_claim: &mut u64,
-) -> Outcome {
-    // Offerings the cloud reported out of capacity are not offered again.
+    cloud: &dyn CloudProvider,
+    name: &mut dyn FnMut(&str) -> String,
+) -> Plan {
     let mut its = its.clone();
     for t in &mut its.types {
         for o in &mut t.offerings {
@@ -75,18 +80,18 @@ pub fn provision(
         }
     }
     let specs: Vec<NodePoolSpec> = pools.iter().map(|p| p.spec.clone()).collect();
-    let plan = solve_on(pods, existing, &specs, &its);
-    let mut outcome = Outcome {
-        bound: plan.bound.clone(),
-        unschedulable: plan.unschedulable.clone(),
+    let solved = solve_on(pods, existing, &specs, &its);
+    let mut plan = Plan {
+        bound: solved.bound.clone(),
+        unschedulable: solved.unschedulable.clone(),
         ..Default::default()
     };
-    for u in &plan.unschedulable {
+    for u in &solved.unschedulable {
         tracing::warn!(pod = %pods[u.pod].name, reason = %u.reason, "could not schedule pod");
     }
 
     let mut by_pool: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for (i, c) in plan.claims.iter().enumerate() {
+    for (i, c) in solved.claims.iter().enumerate() {
         by_pool.entry(c.node_pool).or_default().push(i);
     }
     for (pool, claim_ids) in by_pool {
@@ -95,7 +100,7 @@ pub fn provision(
         let claims: Vec<Claim> = claim_ids
             .iter()
             .map(|&i| {
-                let c = &plan.claims[i];
+                let c = &solved.claims[i];
                 policy_claim(
                     pool_name,
                     c.pods.iter().map(|&p| &pods[p]),
@@ -117,10 +122,7 @@ pub fn provision(
         };
         let names = claim_ids
             .iter()
-            .map(|_| {
-                *next_claim += 1;
-                format!("{pool_name}-{:05}", *next_claim)
-            })
+            .map(|_| name(pool_name))
             .collect::<Vec<_>>();
         let scored = score(
             registry,
@@ -132,9 +134,9 @@ pub fn provision(
             Ok(s) => s,
             Err(reason) => {
                 for (k, &i) in claim_ids.iter().enumerate() {
-                    outcome.not_launched.push(NotLaunched {
+                    plan.not_launched.push(NotLaunched {
                         claim: names[k].clone(),
-                        pods: plan.claims[i].pods.clone(),
+                        pods: solved.claims[i].pods.clone(),
                         reason: reason.clone(),
                     });
                 }
@@ -156,42 +158,19 @@ pub fn provision(
                     }
                 })
                 .collect();
-            let request = LaunchRequest {
-                claim: names[k].clone(),
-                node_pool: pool_name.clone(),
-                offers,
-            };
-            match cloud.create(&request) {
-                Ok(instance) => {
-                    tracing::info!(
-                        nodeclaim = %instance.claim,
-                        nodepool = %pool_name,
-                        instance_type = %instance.offer.instance_type,
-                        zone = %instance.offer.zone,
-                        capacity_type = crate::scheduling::model::capacity_type_label(instance.offer.capacity_type),
-                        price = instance.offer.price,
-                        pods = plan.claims[i].pods.len(),
-                        policy = %policy,
-                        "launched nodeclaim"
-                    );
-                    outcome.launched.push(Launched {
-                        instance,
-                        pods: plan.claims[i].pods.clone(),
-                        policy: policy.clone(),
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(nodeclaim = %names[k], error = %e, "launch failed");
-                    outcome.not_launched.push(NotLaunched {
-                        claim: names[k].clone(),
-                        pods: plan.claims[i].pods.clone(),
-                        reason: e.to_string(),
-                    });
-                }
-            }
+            plan.claims.push(Planned {
+                request: LaunchRequest {
+                    claim: names[k].clone(),
+                    node_pool: pool_name.clone(),
+                    offers,
+                },
+                pods: solved.claims[i].pods.clone(),
+                requests: solved.claims[i].requests,
+                policy: policy.clone(),
+            });
         }
     }
-    outcome
+    plan
 }
 
 /// Scores with the pool's policy; on failure, reports it and falls back or blocks.

@@ -17,17 +17,19 @@ use crate::api::duration;
 use crate::api::manifest::{self, Manifest, ManifestError};
 use crate::api::scenario::{Scenario, Step};
 use crate::catalog;
+use crate::cloud::CloudProvider;
 use crate::cloud::sim::SimCloud;
-use crate::cloud::{CloudProvider, LaunchRequest};
 use crate::cluster::{
-    self, Cluster, DO_NOT_DISRUPT, Deletion, IntOrPercent, Node, Pdb, Pod, disrupted_taint,
+    Cluster, DO_NOT_DISRUPT, Deletion, IntOrPercent, Node, Pdb, Pod, disrupted_taint,
 };
-use crate::disruption::{self, Note};
-use crate::policy::types::{CapacityType, Catalog, DisruptionReason};
+use crate::controller::{
+    ClusterPort, Context, Controller, Interruptions, NewClaim, PortError, Signal,
+};
+use crate::policy::types::CapacityType;
 use crate::policy::{EngineConfig, PolicyEngine, PolicyError, PolicyRegistry};
-use crate::provisioning::{Pool, provision};
+use crate::provisioning::Pool;
 use crate::scheduling::from_kube::{ConvertError, deployment_pods, node_pool, pending_pod};
-use crate::scheduling::model::{add, capacity_type_label, zero};
+use crate::scheduling::model::{add, zero};
 use crate::scheduling::{InstanceTypes, PendingPod};
 
 /// Simulator settings.
@@ -83,9 +85,6 @@ impl Default for SimOptions {
         }
     }
 }
-
-/// How often the simulator looks for nodes whose instance vanished (virtual seconds).
-const GC_INTERVAL: i64 = 60;
 
 /// A policy given to the simulator directly: name, component bytes, config.
 pub type ExtraPolicy = (String, Vec<u8>, Vec<(String, String)>);
@@ -209,16 +208,25 @@ pub fn simulate(files: &[(String, String)], opts: &SimOptions) -> Result<Report,
         }
     };
     let its = InstanceTypes::new(&entries, &cat);
+    let settings = crate::controller::Settings {
+        batch_idle: opts.batch_idle,
+        batch_max: opts.batch_max,
+        disruption_interval: opts.disruption_interval,
+        ..Default::default()
+    };
+    let ctx = Context::new(its, cat, std::sync::Arc::new(registry));
     let mut sim = Sim {
-        type_index: its
-            .types
-            .iter()
-            .enumerate()
-            .map(|(i, t)| (t.name.clone(), i as u32))
-            .collect(),
-        opts: opts.clone(),
-        t: 0,
-        cluster: Cluster::default(),
+        controller: Controller::new(settings, ctx, opts.start),
+        world: World {
+            opts: opts.clone(),
+            t: 0,
+            cluster: Cluster::default(),
+            workloads: BTreeMap::new(),
+            daemonsets: BTreeMap::new(),
+            ready_due: BTreeMap::new(),
+            report: Report::default(),
+            signals: Vec::new(),
+        },
         cloud,
         queue: match (&opts.aws, &opts.interruption_queue) {
             (Some(settings), Some(url)) => Some(QueueClient::new(settings, url)?),
@@ -229,24 +237,11 @@ pub fn simulate(files: &[(String, String)], opts: &SimOptions) -> Result<Report,
             }
             _ => None,
         },
-        registry,
-        its,
-        cat,
-        workloads: BTreeMap::new(),
-        daemonsets: BTreeMap::new(),
-        batch: None,
-        ready_due: BTreeMap::new(),
-        next_claim: 0,
-        next_disruption: None,
-        retry_provisioning: None,
-        next_gc: GC_INTERVAL,
-        unschedulable: HashMap::new(),
-        report: Report::default(),
     };
     for (file, m) in docs {
         sim.apply(&file, m)?;
     }
-    if sim.cluster.pools.is_empty()
+    if sim.world.cluster.pools.is_empty()
         && !steps
             .iter()
             .any(|(_, _, _, a)| a.iter().any(|m| matches!(m, Manifest::NodePool(_))))
@@ -254,38 +249,36 @@ pub fn simulate(files: &[(String, String)], opts: &SimOptions) -> Result<Report,
         return Err(SimError::Input("no NodePool in the given manifests".into()));
     }
     sim.run(steps)?;
-    Ok(sim.report)
+    Ok(sim.world.report)
 }
 
+/// The simulator: the controller core acting on the in-memory world, with the cloud it
+/// launches in and the interruption queue it polls.
 struct Sim {
+    controller: Controller,
+    world: World,
+    cloud: Box<dyn CloudProvider>,
+    queue: Option<QueueClient>,
+}
+
+/// The in-memory world the controller acts on: the cluster, and what kubelet, kube-scheduler
+/// and the ReplicaSet controller would do in it. It decides nothing an autoscaler decides.
+struct World {
     opts: SimOptions,
     /// Seconds since the start.
     t: i64,
     cluster: Cluster,
-    cloud: Box<dyn CloudProvider>,
-    queue: Option<QueueClient>,
-    registry: PolicyRegistry,
-    its: InstanceTypes,
-    cat: Catalog,
-    type_index: HashMap<String, u32>,
     workloads: BTreeMap<String, Workload>,
     /// DaemonSets by `namespace/name`: their pod requests are on every node.
     daemonsets: BTreeMap<String, crate::policy::types::Resources>,
-    /// Open provisioning batch: (first pod, last pod).
-    batch: Option<(i64, i64)>,
-    /// In-flight nodes and when they become Ready.
+    /// In-flight nodes and when they become Ready (kubelet).
     ready_due: BTreeMap<String, i64>,
-    next_claim: u64,
-    next_disruption: Option<i64>,
-    retry_provisioning: Option<i64>,
-    /// When to look next for nodes whose instance vanished.
-    next_gc: i64,
-    /// Last reason logged per unschedulable pod (logged again only when it changes).
-    unschedulable: HashMap<String, String>,
     report: Report,
+    /// What happened since the controller last asked.
+    signals: Vec<Signal>,
 }
 
-impl Sim {
+impl World {
     fn now(&self) -> i64 {
         self.opts.start + self.t
     }
@@ -297,115 +290,231 @@ impl Sim {
 
     /// Something changed that disruption should look at.
     fn dirty(&mut self) {
-        let step = self.opts.disruption_interval.as_secs().max(1) as i64;
-        let next = (self.t / step + 1) * step;
-        self.next_disruption = Some(self.next_disruption.map_or(next, |n| n.min(next)));
+        self.signals.push(Signal::Changed(self.now()));
     }
 
     /// Pending pods get another provisioning batch.
     fn kick(&mut self) {
-        if self.batch.is_none() && self.cluster.pods.values().any(|p| p.node.is_none()) {
-            self.batch = Some((self.t, self.t));
+        self.signals.push(Signal::Kick(self.now()));
+    }
+
+    /// Nodes whose kubelet reports Ready now.
+    fn become_ready(&mut self) {
+        let due: Vec<String> = self
+            .ready_due
+            .iter()
+            .filter(|&(_, &t)| t <= self.t)
+            .map(|(n, _)| n.clone())
+            .collect();
+        for name in due {
+            self.ready_due.remove(&name);
+            let t = self.now();
+            let Some(node) = self.cluster.nodes.get_mut(&name) else {
+                continue;
+            };
+            node.ready_at = Some(t);
+            node.last_pod_change = t;
+            for p in self.cluster.pods.values_mut() {
+                if p.node.as_deref() == Some(name.as_str()) && p.running_since.is_none() {
+                    p.running_since = Some(t);
+                    self.report.pending_seconds.push((t - p.created_at) as f64);
+                }
+            }
+            self.event(EventKind::Ready { node: name });
+            self.dirty();
         }
     }
 
+    /// Pods on a node that is gone are gone too; their controllers recreate them.
+    fn drop_pods_of(&mut self, node: &str) {
+        let pods: Vec<Pod> = self
+            .cluster
+            .pods
+            .values()
+            .filter(|p| p.node.as_deref() == Some(node))
+            .cloned()
+            .collect();
+        for p in pods {
+            self.cluster.pods.remove(&p.spec.name);
+            if let Some(owner) = p.owner {
+                self.reconcile(&owner);
+            }
+        }
+    }
+}
+
+impl ClusterPort for World {
+    fn cluster(&self) -> &Cluster {
+        &self.cluster
+    }
+
+    fn create_claim(&mut self, _claim: &NewClaim) -> Result<(), PortError> {
+        Ok(())
+    }
+
+    fn launched(&mut self, _claim: &NewClaim, node: Node) -> Result<(), PortError> {
+        let name = node.name.clone();
+        self.cluster.nodes.insert(name.clone(), node);
+        self.ready_due
+            .insert(name, self.t + self.opts.launch_delay.as_secs() as i64);
+        self.report.launched += 1;
+        Ok(())
+    }
+
+    fn abandon_claim(&mut self, _claim: &str, _reason: &str) {}
+
+    /// kube-scheduler binds the pod once the node exists; it runs once the node is Ready.
+    fn nominate(&mut self, pod: &str, node: &str) {
+        let t = self.now();
+        let ready = self
+            .cluster
+            .nodes
+            .get(node)
+            .and_then(|n| n.ready_at)
+            .is_some();
+        if let Some(n) = self.cluster.nodes.get_mut(node) {
+            n.last_pod_change = t;
+        }
+        let Some(p) = self.cluster.pods.get_mut(pod) else {
+            return;
+        };
+        p.node = Some(node.to_string());
+        if ready {
+            p.running_since = Some(t);
+            self.report.pending_seconds.push((t - p.created_at) as f64);
+        }
+    }
+
+    fn mark_deleting(&mut self, node: &str, deletion: Deletion) -> Result<(), PortError> {
+        let n = self
+            .cluster
+            .nodes
+            .get_mut(node)
+            .ok_or_else(|| PortError::Failed(format!("no node {node}")))?;
+        n.taints.push(disrupted_taint());
+        n.deletion = Some(deletion);
+        Ok(())
+    }
+
+    fn evict(&mut self, pod: &str, _node: &str) -> Result<(), PortError> {
+        let p = self
+            .cluster
+            .pods
+            .remove(pod)
+            .ok_or_else(|| PortError::Failed(format!("no pod {pod}")))?;
+        self.report.evictions += 1;
+        // Its controller recreates it.
+        if let Some(owner) = p.owner {
+            self.reconcile(&owner);
+        }
+        Ok(())
+    }
+
+    fn remove_node(&mut self, node: &str) -> Result<(), PortError> {
+        self.cluster.nodes.remove(node);
+        self.ready_due.remove(node);
+        self.drop_pods_of(node);
+        Ok(())
+    }
+
+    fn record(&mut self, kind: EventKind) {
+        if let EventKind::Disrupting { nodes, reason, .. } = &kind {
+            *self
+                .report
+                .disruptions
+                .entry(reason.to_string())
+                .or_default() += nodes.len() as u32;
+        }
+        self.report.events.push(Event { at: self.t, kind });
+    }
+
+    fn disruption_round(&mut self, mut round: DisruptionRound) {
+        round.at -= self.opts.start;
+        self.report.disruption_rounds.push(round);
+    }
+
+    fn take_signals(&mut self) -> Vec<Signal> {
+        std::mem::take(&mut self.signals)
+    }
+}
+
+impl Sim {
+    fn now(&self) -> i64 {
+        self.world.now()
+    }
+
     fn run(&mut self, steps: Vec<(i64, usize, Step, Vec<Manifest>)>) -> Result<(), SimError> {
-        let end = self.opts.duration.as_secs() as i64;
+        let end = self.world.opts.duration.as_secs() as i64;
+        let start = self.world.opts.start;
         let mut steps = steps.into_iter().peekable();
         loop {
-            let span = tracing::info_span!("sim", t = %report::clock(self.t));
+            let span = tracing::info_span!("sim", t = %report::clock(self.world.t));
             let _entered = span.enter();
             while let Some((at, ..)) = steps.peek()
-                && *at <= self.t
+                && *at <= self.world.t
             {
                 let (_, i, step, applied) = steps.next().expect("peeked");
                 self.step(i, &step, applied)?;
             }
-            self.become_ready();
-            if self.t >= self.next_gc {
-                self.next_gc = self.t + GC_INTERVAL;
-                self.collect_vanished();
+            self.world.become_ready();
+            let now = self.now();
+            let queue = self.queue.as_mut().map(|q| q as &mut dyn Interruptions);
+            self.controller
+                .tick(now, &mut self.world, self.cloud.as_mut(), queue);
+            if let Some(q) = &self.queue {
+                self.world.report.interruption = q.queue.metrics.clone();
             }
-            self.poll_interruptions();
-            self.terminate();
-            if let Some(close) = self.batch_close()
-                && close <= self.t
-            {
-                self.provision();
-            }
-            if self.retry_provisioning.is_some_and(|r| r <= self.t) {
-                self.retry_provisioning = None;
-                self.kick();
-            }
-            if self.next_disruption.is_some_and(|d| d <= self.t) {
-                self.disrupt();
-            }
-            self.observe();
+            self.world.observe();
+            let t = self.world.t;
             let mut next = i64::MAX;
             if let Some((at, ..)) = steps.peek() {
                 next = next.min(*at);
             }
-            if let Some(&due) = self.ready_due.values().min() {
+            if let Some(&due) = self.world.ready_due.values().min() {
                 next = next.min(due);
             }
-            if let Some(close) = self.batch_close() {
-                next = next.min(close);
+            if let Some(wake) = self.controller.next_wake(&self.world.cluster, now) {
+                next = next.min(wake - start);
             }
-            if self.cluster.nodes.values().any(|n| n.deletion.is_some()) {
-                next = next.min(self.t + 5);
-            }
-            if !self.cluster.nodes.is_empty() {
-                next = next.min(self.next_gc);
-            }
-            for t in [self.next_disruption, self.retry_provisioning]
-                .into_iter()
-                .flatten()
-            {
-                next = next.min(t);
-            }
-            let next = next.max(self.t + 1);
+            let next = next.max(t + 1);
             let until = next.min(end);
             let price: f64 = self
+                .world
                 .cluster
                 .nodes
                 .values()
                 .map(|n| n.instance.offer.price)
                 .sum();
-            self.report.cost_usd += price * (until - self.t).max(0) as f64 / 3600.0;
+            self.world.report.cost_usd += price * (until - t).max(0) as f64 / 3600.0;
             if next > end {
-                self.t = end;
+                self.world.t = end;
                 break;
             }
-            self.t = next;
+            self.world.t = next;
         }
-        self.report.duration_secs = end;
-        self.report.nodes = self.cluster.nodes.values().cloned().collect();
-        self.report.pods = self.cluster.pods.values().cloned().collect();
-        self.report.still_pending = self
+        let w = &mut self.world;
+        w.report.duration_secs = end;
+        w.report.nodes = w.cluster.nodes.values().cloned().collect();
+        w.report.pods = w.cluster.pods.values().cloned().collect();
+        w.report.still_pending = w
             .cluster
             .pods
             .values()
             .filter(|p| p.node.is_none())
             .map(|p| {
                 let reason = self
-                    .unschedulable
-                    .get(&p.spec.name)
-                    .cloned()
-                    .unwrap_or_else(|| "waiting for a provisioning batch".into());
+                    .controller
+                    .unschedulable_reason(&p.spec.name)
+                    .unwrap_or("waiting for a provisioning batch")
+                    .to_string();
                 (p.spec.name.clone(), reason)
             })
             .collect();
         Ok(())
     }
+}
 
-    fn batch_close(&self) -> Option<i64> {
-        let (first, last) = self.batch?;
-        Some(
-            (last + self.opts.batch_idle.as_secs() as i64)
-                .min(first + self.opts.batch_max.as_secs() as i64),
-        )
-    }
-
+impl World {
     /// Records per-pool disruption concurrency.
     fn observe(&mut self) {
         for pool in &self.cluster.pools {
@@ -429,50 +538,56 @@ impl Sim {
             }
         }
     }
+}
 
+impl Sim {
     // ---- objects ----
 
     fn apply(&mut self, file: &str, m: Manifest) -> Result<(), SimError> {
         match m {
             Manifest::NodePool(np) => {
                 let mut np = *np;
-                if let Some(s) = &self.opts.scoring {
+                if let Some(s) = &self.world.opts.scoring {
                     np.spec.policies.scoring = s.clone();
                 }
-                if let Some(c) = &self.opts.consolidation {
+                if let Some(c) = &self.world.opts.consolidation {
                     np.spec.policies.consolidation = c.clone();
                 }
-                let overhead = self.daemonsets.values().fold(zero(), |a, r| add(&a, r));
+                let overhead = self
+                    .world
+                    .daemonsets
+                    .values()
+                    .fold(zero(), |a, r| add(&a, r));
                 let spec = node_pool(&np, overhead, zero())?;
                 // Compile the pool's policies now rather than inside its first decision (an
                 // unknown name is reported when it is used, with the fallback's decision).
                 for name in [&np.spec.policies.scoring, &np.spec.policies.consolidation] {
-                    let _ = self.registry.get(name);
+                    let _ = self.controller.ctx.registry.get(name);
                 }
                 let pool = Pool { resource: np, spec };
-                match self.cluster.pool_index(&pool.spec.name) {
-                    Some(i) => self.cluster.pools[i] = pool,
-                    None => self.cluster.pools.push(pool),
+                match self.world.cluster.pool_index(&pool.spec.name) {
+                    Some(i) => self.world.cluster.pools[i] = pool,
+                    None => self.world.cluster.pools.push(pool),
                 }
-                self.kick();
-                self.dirty();
+                self.world.kick();
+                self.world.dirty();
             }
             Manifest::Policy(p) => {
-                apply_policy(&self.registry, file, &p)?;
-                self.kick();
-                self.dirty();
+                apply_policy(&self.controller.ctx.registry, file, &p)?;
+                self.world.kick();
+                self.world.dirty();
             }
             Manifest::EC2NodeClass(c) => {
                 let name = c.metadata.name.clone().unwrap_or_default();
                 if let Err(reason) = self.cloud.node_class(&name, &c.spec) {
-                    self.event(EventKind::NodeClassNotReady {
+                    self.world.event(EventKind::NodeClassNotReady {
                         node_class: name.clone(),
                         reason,
                     });
                 }
                 let spec = serde_json::to_string(&c.spec).expect("a spec serializes");
-                self.cluster.node_classes.insert(name, spec);
-                self.dirty();
+                self.world.cluster.node_classes.insert(name, spec);
+                self.world.dirty();
             }
             Manifest::Scenario(_) => {
                 return Err(SimError::Input(format!(
@@ -499,8 +614,8 @@ impl Sim {
                         .as_ref()
                         .and_then(|m| m.annotations.as_ref())
                         .is_some_and(|a| a.get(DO_NOT_DISRUPT).is_some_and(|v| v == "true"));
-                    let next = self.workloads.get(&key).map_or(0, |w| w.next);
-                    self.workloads.insert(
+                    let next = self.world.workloads.get(&key).map_or(0, |w| w.next);
+                    self.world.workloads.insert(
                         key.clone(),
                         Workload {
                             template,
@@ -509,7 +624,7 @@ impl Sim {
                             do_not_disrupt,
                         },
                     );
-                    self.reconcile(&key);
+                    self.world.reconcile(&key);
                 }
                 "Pod" => {
                     let p: k8s_openapi::api::core::v1::Pod = serde_json::from_value(document)
@@ -535,7 +650,7 @@ impl Sim {
                         .annotations
                         .as_ref()
                         .is_some_and(|a| a.get(DO_NOT_DISRUPT).is_some_and(|v| v == "true"));
-                    self.create_pod(pod, None, dnd);
+                    self.world.create_pod(pod, None, dnd);
                 }
                 "DaemonSet" => {
                     let d: k8s_openapi::api::apps::v1::DaemonSet = serde_json::from_value(document)
@@ -555,20 +670,24 @@ impl Sim {
                         &Default::default(),
                         spec,
                     )?;
-                    self.daemonsets.insert(key, pod.requests);
-                    let overhead = self.daemonsets.values().fold(zero(), |a, r| add(&a, r));
-                    for p in &mut self.cluster.pools {
+                    self.world.daemonsets.insert(key, pod.requests);
+                    let overhead = self
+                        .world
+                        .daemonsets
+                        .values()
+                        .fold(zero(), |a, r| add(&a, r));
+                    for p in &mut self.world.cluster.pools {
                         p.spec.daemonset_overhead = overhead;
                     }
                 }
                 "PodDisruptionBudget" => {
                     let pdb = pdb(file, document)?;
-                    self.cluster.pdbs.retain(|p| {
+                    self.world.cluster.pdbs.retain(|p| {
                         (p.namespace.as_str(), p.name.as_str())
                             != (pdb.namespace.as_str(), pdb.name.as_str())
                     });
-                    self.cluster.pdbs.push(pdb);
-                    self.dirty();
+                    self.world.cluster.pdbs.push(pdb);
+                    self.world.dirty();
                 }
                 // Services, ConfigMaps and the like do not change capacity decisions.
                 _ => {}
@@ -581,16 +700,16 @@ impl Sim {
         let label = format!("Scenario spec.steps[{i}] (at {})", step.at);
         if let Some(s) = &step.scale {
             let key = format!("{}/{}", s.namespace, s.deployment);
-            let w = self
-                .workloads
-                .get_mut(&key)
-                .ok_or_else(|| SimError::Input(format!("{label}: scale: no Deployment {key}")))?;
+            let w =
+                self.world.workloads.get_mut(&key).ok_or_else(|| {
+                    SimError::Input(format!("{label}: scale: no Deployment {key}"))
+                })?;
             w.replicas = s.replicas;
-            self.event(EventKind::Scaled {
+            self.world.event(EventKind::Scaled {
                 deployment: key.clone(),
                 replicas: s.replicas,
             });
-            self.reconcile(&key);
+            self.world.reconcile(&key);
         }
         for m in applied {
             self.apply(&label, m)?;
@@ -600,6 +719,7 @@ impl Sim {
             match d.kind.as_str() {
                 "Deployment" => {
                     if self
+                        .world
                         .workloads
                         .get_mut(&key)
                         .map(|w| w.replicas = 0)
@@ -609,17 +729,17 @@ impl Sim {
                             "{label}: delete: no Deployment {key}"
                         )));
                     }
-                    self.reconcile(&key);
-                    self.workloads.remove(&key);
+                    self.world.reconcile(&key);
+                    self.world.workloads.remove(&key);
                 }
                 "Pod" => {
-                    if self.cluster.pods.contains_key(&key) {
-                        self.delete_pod(&key);
+                    if self.world.cluster.pods.contains_key(&key) {
+                        self.world.delete_pod(&key);
                     }
                 }
                 "Node" => {
                     let t = self.now();
-                    let n = self.cluster.nodes.get_mut(&d.name).ok_or_else(|| {
+                    let n = self.world.cluster.nodes.get_mut(&d.name).ok_or_else(|| {
                         SimError::Input(format!("{label}: delete: no Node {}", d.name))
                     })?;
                     if n.deletion.is_none() {
@@ -630,14 +750,14 @@ impl Sim {
                             replacement: None,
                         });
                     }
-                    self.event(EventKind::Deleting {
+                    self.world.event(EventKind::Deleting {
                         node: d.name.clone(),
                     });
                 }
                 "NodePool" => {
                     let t = self.now();
-                    self.cluster.pools.retain(|p| p.spec.name != d.name);
-                    for n in self.cluster.nodes.values_mut() {
+                    self.world.cluster.pools.retain(|p| p.spec.name != d.name);
+                    for n in self.world.cluster.nodes.values_mut() {
                         if n.instance.node_pool == d.name && n.deletion.is_none() {
                             n.taints.push(disrupted_taint());
                             n.deletion = Some(Deletion {
@@ -649,14 +769,16 @@ impl Sim {
                     }
                 }
                 "PodDisruptionBudget" => {
-                    self.cluster
+                    self.world
+                        .cluster
                         .pdbs
                         .retain(|p| p.namespace != d.namespace || p.name != d.name);
-                    self.dirty();
+                    self.world.dirty();
                 }
                 // The instance behind a node, terminated outside the controller.
                 "Instance" => {
                     let id = self
+                        .world
                         .cluster
                         .nodes
                         .get(&d.name)
@@ -689,7 +811,7 @@ impl Sim {
                     )));
                 }
             };
-            let Some(node) = self.cluster.nodes.get(&x.node) else {
+            let Some(node) = self.world.cluster.nodes.get(&x.node) else {
                 return Err(SimError::Input(format!(
                     "{label}: interrupt: no Node {}",
                     x.node
@@ -702,7 +824,16 @@ impl Sim {
                     q.send(&kind, &id)
                         .map_err(|e| SimError::Input(format!("{label}: interrupt: {e}")))?;
                 }
-                None => self.interrupt(&x.node, &kind),
+                None => {
+                    let now = self.now();
+                    self.controller.interrupt(
+                        now,
+                        &x.node,
+                        &kind,
+                        &mut self.world,
+                        self.cloud.as_mut(),
+                    );
+                }
             }
         }
         if let Some(x) = &step.exhaust {
@@ -722,7 +853,9 @@ impl Sim {
         }
         Ok(())
     }
+}
 
+impl World {
     fn create_pod(&mut self, spec: PendingPod, owner: Option<String>, do_not_disrupt: bool) {
         let pod = Pod {
             spec,
@@ -733,10 +866,7 @@ impl Sim {
             do_not_disrupt,
         };
         self.cluster.pods.insert(pod.spec.name.clone(), pod);
-        self.batch = Some(match self.batch {
-            Some((first, _)) => (first, self.t),
-            None => (self.t, self.t),
-        });
+        self.signals.push(Signal::PodPending(self.now()));
     }
 
     fn delete_pod(&mut self, name: &str) {
@@ -804,514 +934,6 @@ impl Sim {
                 self.delete_pod(&name);
             }
         }
-    }
-
-    // ---- controllers ----
-
-    fn become_ready(&mut self) {
-        let due: Vec<String> = self
-            .ready_due
-            .iter()
-            .filter(|&(_, &t)| t <= self.t)
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in due {
-            self.ready_due.remove(&name);
-            let t = self.now();
-            let Some(node) = self.cluster.nodes.get_mut(&name) else {
-                continue;
-            };
-            node.ready_at = Some(t);
-            node.last_pod_change = t;
-            for p in self.cluster.pods.values_mut() {
-                if p.node.as_deref() == Some(name.as_str()) && p.running_since.is_none() {
-                    p.running_since = Some(t);
-                    self.report.pending_seconds.push((t - p.created_at) as f64);
-                }
-            }
-            self.event(EventKind::Ready { node: name });
-            self.dirty();
-        }
-    }
-
-    fn provision(&mut self) {
-        self.batch = None;
-        let pending: Vec<String> = self
-            .cluster
-            .pods
-            .values()
-            .filter(|p| p.node.is_none())
-            .map(|p| p.spec.name.clone())
-            .collect();
-        self.provision_pods(pending, true);
-    }
-
-    /// Provisions for `pending` (pod names). With `bind`, the pods are bound or nominated to
-    /// where they go; without, only the capacity they need is launched (a replacement launched
-    /// in parallel with an interrupted node's drain).
-    fn provision_pods(&mut self, pending: Vec<String>, bind: bool) {
-        if pending.is_empty() {
-            return;
-        }
-        let specs: Vec<PendingPod> = pending
-            .iter()
-            .map(|n| self.cluster.pods[n].spec.clone())
-            .collect();
-        let (existing, names) = self.cluster.schedulable_nodes(&self.its, |_| false);
-        let pool_specs = self.cluster.pool_specs(&self.its);
-        let pools: Vec<Pool> = self
-            .cluster
-            .pools
-            .iter()
-            .zip(pool_specs)
-            .map(|(p, spec)| Pool {
-                resource: p.resource.clone(),
-                spec,
-            })
-            .collect();
-        let now = self.now();
-        let outcome = provision(
-            now,
-            &specs,
-            &existing,
-            &pools,
-            &self.its,
-            &self.cat,
-            &self.registry,
-            self.cloud.as_mut(),
-            &mut self.next_claim,
-        );
-        for &(p, n) in outcome.bound.iter().filter(|_| bind) {
-            self.bind(&pending[p], &names[n]);
-        }
-        for l in &outcome.launched {
-            let pool = pools
-                .iter()
-                .find(|p| p.spec.name == l.instance.node_pool)
-                .expect("launched from a pool");
-            // Provisioning logged the launch already.
-            let name = self.add_node(l.instance.clone(), pool, l.pods.len(), &l.policy, false);
-            for &p in l.pods.iter().filter(|_| bind) {
-                self.bind(&pending[p], &name);
-            }
-        }
-        for u in &outcome.unschedulable {
-            let pod = pending[u.pod].clone();
-            if self.unschedulable.get(&pod) != Some(&u.reason) {
-                self.unschedulable.insert(pod.clone(), u.reason.clone());
-                self.report.events.push(Event {
-                    at: self.t,
-                    kind: EventKind::Unschedulable {
-                        pod,
-                        reason: u.reason.clone(),
-                    },
-                });
-            }
-        }
-        for n in &outcome.not_launched {
-            self.event(EventKind::NotLaunched {
-                claim: n.claim.clone(),
-                reason: n.reason.clone(),
-            });
-            self.retry_provisioning = Some(self.t + 30);
-        }
-        self.dirty();
-    }
-
-    /// A launched instance joins the cluster as an in-flight node; returns its name.
-    fn add_node(
-        &mut self,
-        instance: crate::cloud::Instance,
-        pool: &Pool,
-        pods: usize,
-        policy: &str,
-        log: bool,
-    ) -> String {
-        let kind = EventKind::Launched {
-            node: instance.claim.clone(),
-            instance_type: instance.offer.instance_type.clone(),
-            zone: instance.offer.zone.clone(),
-            capacity_type: capacity_type_label(instance.offer.capacity_type),
-            price: instance.offer.price,
-            pods,
-            policy: policy.to_string(),
-        };
-        let node = self.node(instance, pool);
-        let name = node.name.clone();
-        self.cluster.nodes.insert(name.clone(), node);
-        self.ready_due.insert(
-            name.clone(),
-            self.t + self.opts.launch_delay.as_secs() as i64,
-        );
-        self.report.launched += 1;
-        if log {
-            self.event(kind);
-        } else {
-            self.report.events.push(Event { at: self.t, kind });
-        }
-        name
-    }
-
-    fn node(&self, instance: crate::cloud::Instance, pool: &Pool) -> Node {
-        let name = instance.claim.clone();
-        let type_index = self.type_index[&instance.offer.instance_type];
-        let zone_index = self
-            .its
-            .zones
-            .iter()
-            .position(|z| *z == instance.offer.zone)
-            .expect("a zone of the round") as u32;
-        let labels = cluster::node_labels(
-            &self.its,
-            type_index,
-            &instance.offer.zone,
-            capacity_type_label(instance.offer.capacity_type),
-            pool,
-            &name,
-        );
-        let do_not_disrupt = pool
-            .resource
-            .spec
-            .template
-            .metadata
-            .annotations
-            .get(DO_NOT_DISRUPT)
-            .is_some_and(|v| v == "true");
-        Node {
-            name,
-            instance,
-            type_index,
-            zone_index,
-            labels,
-            taints: pool.spec.taints.clone(),
-            launched_at: self.now(),
-            ready_at: None,
-            last_pod_change: self.now(),
-            template_hash: cluster::template_hash(pool, &self.cluster.node_classes),
-            do_not_disrupt,
-            deletion: None,
-        }
-    }
-
-    fn bind(&mut self, pod: &str, node: &str) {
-        let t = self.now();
-        let now = t;
-        let ready = self
-            .cluster
-            .nodes
-            .get(node)
-            .and_then(|n| n.ready_at)
-            .is_some();
-        if let Some(n) = self.cluster.nodes.get_mut(node) {
-            n.last_pod_change = now;
-        }
-        let Some(p) = self.cluster.pods.get_mut(pod) else {
-            return;
-        };
-        p.node = Some(node.to_string());
-        self.unschedulable.remove(pod);
-        if ready {
-            p.running_since = Some(t);
-            self.report.pending_seconds.push((t - p.created_at) as f64);
-        }
-    }
-
-    /// Nodes whose instance is gone (terminated outside the controller) are removed; their pods
-    /// are recreated by their controllers and scheduled again.
-    fn collect_vanished(&mut self) {
-        let claims: BTreeMap<String, String> = self
-            .cluster
-            .nodes
-            .values()
-            .map(|n| (n.name.clone(), n.instance.id.clone()))
-            .collect();
-        let gone = match self.cloud.vanished(&claims) {
-            Ok(g) => g,
-            Err(e) => {
-                tracing::warn!(error = %e, "listing instances failed");
-                return;
-            }
-        };
-        for name in gone {
-            if self.cluster.nodes.remove(&name).is_none() {
-                continue;
-            }
-            self.ready_due.remove(&name);
-            self.event(EventKind::InstanceGone { node: name.clone() });
-            let pods: Vec<Pod> = self
-                .cluster
-                .pods
-                .values()
-                .filter(|p| p.node.as_deref() == Some(name.as_str()))
-                .cloned()
-                .collect();
-            for p in pods {
-                self.cluster.pods.remove(&p.spec.name);
-                if let Some(owner) = p.owner {
-                    self.reconcile(&owner);
-                }
-            }
-            self.kick();
-            self.dirty();
-        }
-    }
-
-    /// Handles what the interruption queue holds (nothing without one).
-    fn poll_interruptions(&mut self) {
-        let Some(mut q) = self.queue.take() else {
-            return;
-        };
-        match q.poll() {
-            Ok(received) => {
-                for r in received {
-                    let action = crate::interruption::action(&r.notice, false);
-                    if action == crate::interruption::Action::Replace {
-                        for id in &r.notice.instance_ids {
-                            let node = self
-                                .cluster
-                                .nodes
-                                .values()
-                                .find(|n| n.instance.id == *id)
-                                .map(|n| n.name.clone());
-                            match node {
-                                Some(n) => self.interrupt(&n, &r.notice.kind),
-                                None => {
-                                    tracing::info!(instance = %id, "interruption for an instance that is not ours")
-                                }
-                            }
-                        }
-                    }
-                    if let Err(e) = q.done(&r, action) {
-                        tracing::warn!(error = %e, "could not delete an interruption message");
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "polling the interruption queue failed"),
-        }
-        self.report.interruption = q.queue.metrics.clone();
-        self.queue = Some(q);
-    }
-
-    /// EC2 announced the node's instance is going: the replacement is launched now, in parallel
-    /// with the drain (a spot node has two minutes), and a spot offering is left out a while.
-    fn interrupt(&mut self, node: &str, kind: &crate::interruption::Kind) {
-        let t = self.now();
-        let Some(n) = self.cluster.nodes.get_mut(node) else {
-            return;
-        };
-        if n.deletion.is_some() {
-            return;
-        }
-        let offer = n.instance.offer.clone();
-        n.taints.push(disrupted_taint());
-        n.deletion = Some(Deletion {
-            reason: None,
-            since: t,
-            replacement: None,
-        });
-        if *kind == crate::interruption::Kind::SpotInterruption {
-            self.cloud
-                .mark_unavailable(&offer.instance_type, &offer.zone, offer.capacity_type);
-        }
-        self.event(EventKind::Interrupted {
-            node: node.to_string(),
-            kind: kind.label(),
-        });
-        let pods: Vec<String> = self
-            .cluster
-            .pods_on(node)
-            .map(|p| p.spec.name.clone())
-            .collect();
-        self.provision_pods(pods, false);
-        self.dirty();
-    }
-
-    fn disrupt(&mut self) {
-        self.next_disruption = None;
-        let interval = self.opts.disruption_interval.as_secs().max(1) as i64;
-        // Let the cluster settle first: a batch is open or nodes are on their way.
-        let launching = self.ready_due.keys().any(|n| {
-            !self.cluster.nodes.values().any(|d| {
-                d.deletion.as_ref().and_then(|x| x.replacement.as_deref()) == Some(n.as_str())
-            })
-        });
-        if self.batch.is_some() || launching {
-            self.next_disruption = Some(self.t + interval);
-            return;
-        }
-        let now = self.now();
-        let decision = disruption::decide(&self.cluster, &self.its, &self.registry, now);
-        if decision.candidates > 0 {
-            self.report.disruption_rounds.push(report::DisruptionRound {
-                at: self.t,
-                nodes: self.cluster.nodes.len(),
-                pods: self.cluster.pods.len(),
-                candidates: decision.candidates,
-                moves: decision.moves_offered,
-                commands: decision.commands.len(),
-                timings: decision.timings,
-            });
-        }
-        let mut revisit = false;
-        for note in &decision.notes {
-            revisit = true;
-            let kind = match note {
-                Note::Blocked { node, why } => EventKind::Blocked {
-                    node: node.clone(),
-                    why: why.clone(),
-                },
-                Note::Kept { nodes, why } => EventKind::Kept {
-                    nodes: nodes.clone(),
-                    why: why.clone(),
-                },
-                Note::Overruled { nodes, why } => EventKind::Overruled {
-                    nodes: nodes.clone(),
-                    why: why.clone(),
-                },
-                Note::PolicyFailed { policy, error } => EventKind::PolicyFailed {
-                    policy: policy.clone(),
-                    error: error.clone(),
-                },
-            };
-            // Repeats of the same note every pass say nothing new.
-            if !self
-                .report
-                .events
-                .iter()
-                .rev()
-                .take(200)
-                .any(|e| e.kind == kind)
-            {
-                self.event(kind);
-            }
-        }
-        for c in decision.commands {
-            self.execute(c);
-        }
-        // Time alone can make more nodes candidates: consolidateAfter and expireAfter passing,
-        // and the policy or a budget schedule changing its mind.
-        let mut next = if revisit { Some(self.t + 300) } else { None };
-        for n in self.cluster.nodes.values() {
-            let Some(i) = self.cluster.pool_index(&n.instance.node_pool) else {
-                continue;
-            };
-            let spec = &self.cluster.pools[i].resource.spec;
-            let after = |d: &str| {
-                duration::parse(d)
-                    .ok()
-                    .flatten()
-                    .map(|d| d.as_secs() as i64)
-            };
-            let mut times = Vec::new();
-            if let Some(ca) = after(&spec.disruption.consolidate_after) {
-                times.push(n.last_pod_change - self.opts.start + ca);
-            }
-            if let Some(ea) = after(&spec.template.spec.expire_after) {
-                times.push(n.launched_at - self.opts.start + ea);
-            }
-            for t in times.into_iter().filter(|&t| t > self.t) {
-                let aligned = (t + interval - 1) / interval * interval;
-                next = Some(next.map_or(aligned, |x: i64| x.min(aligned)));
-            }
-        }
-        if let Some(n) = next {
-            self.next_disruption = Some(self.next_disruption.map_or(n, |x| x.min(n)));
-        }
-    }
-
-    fn execute(&mut self, c: disruption::Command) {
-        let t = self.now();
-        let mut replacement = None;
-        if let Some(offer) = &c.replacement {
-            self.next_claim += 1;
-            let claim = format!("{}-{:05}", c.node_pool, self.next_claim);
-            let request = LaunchRequest {
-                claim,
-                node_pool: c.node_pool.clone(),
-                offers: vec![offer.clone()],
-            };
-            match self.cloud.create(&request) {
-                Ok(instance) => {
-                    let Some(pool) = self
-                        .cluster
-                        .pool_index(&c.node_pool)
-                        .map(|i| self.cluster.pools[i].clone())
-                    else {
-                        return;
-                    };
-                    replacement = Some(self.add_node(instance, &pool, 0, &c.policy, true));
-                }
-                Err(e) => {
-                    self.event(EventKind::NotLaunched {
-                        claim: request.claim,
-                        reason: format!("replacement for {:?}: {e}", c.nodes),
-                    });
-                    return;
-                }
-            }
-        }
-        for name in &c.nodes {
-            if let Some(n) = self.cluster.nodes.get_mut(name) {
-                n.taints.push(disrupted_taint());
-                n.deletion = Some(Deletion {
-                    reason: Some(c.reason),
-                    since: t,
-                    replacement: replacement.clone(),
-                });
-            }
-        }
-        *self
-            .report
-            .disruptions
-            .entry(reason_label(c.reason).to_string())
-            .or_default() += c.nodes.len() as u32;
-        self.event(EventKind::Disrupting {
-            nodes: c.nodes.clone(),
-            reason: reason_label(c.reason),
-            replacement,
-            savings_per_hour: c.savings_per_hour,
-            policy: c.policy.clone(),
-        });
-    }
-
-    fn terminate(&mut self) {
-        let now = self.now();
-        let step = crate::termination::step(&mut self.cluster, self.cloud.as_mut(), now);
-        for (pod, node) in step.evicted {
-            self.report.evictions += 1;
-            self.event(EventKind::Evicted {
-                pod: pod.spec.name.clone(),
-                node,
-            });
-            // Its controller recreates it.
-            if let Some(owner) = pod.owner {
-                self.reconcile(&owner);
-            }
-        }
-        for node in step.terminated {
-            self.ready_due.remove(&node.name);
-            self.event(EventKind::Terminated {
-                node: node.name.clone(),
-                lived_seconds: now - node.launched_at,
-            });
-            self.kick();
-            self.dirty();
-        }
-        for e in step.errors {
-            self.event(EventKind::NotLaunched {
-                claim: String::new(),
-                reason: format!("terminate: {e}"),
-            });
-        }
-    }
-}
-
-fn reason_label(r: DisruptionReason) -> &'static str {
-    match r {
-        DisruptionReason::Empty => "empty",
-        DisruptionReason::Underutilized => "underutilized",
-        DisruptionReason::Drifted => "drifted",
-        DisruptionReason::Expired => "expired",
     }
 }
 
@@ -1388,6 +1010,24 @@ fn apply_policy(
     Ok(())
 }
 
+impl Interruptions for QueueClient {
+    fn poll(&mut self) -> Result<Vec<crate::interruption::Received>, String> {
+        self.rt
+            .block_on(self.queue.poll())
+            .map_err(|e| e.to_string())
+    }
+
+    fn done(
+        &mut self,
+        r: &crate::interruption::Received,
+        action: crate::interruption::Action,
+    ) -> Result<(), String> {
+        self.rt
+            .block_on(self.queue.done(r, action))
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// The interruption queue with the runtime that drives it (the simulator is synchronous).
 struct QueueClient {
     rt: tokio::runtime::Runtime,
@@ -1413,20 +1053,6 @@ impl QueueClient {
             url: url.into(),
             queue,
         })
-    }
-
-    fn poll(
-        &mut self,
-    ) -> Result<Vec<crate::interruption::Received>, crate::interruption::QueueError> {
-        self.rt.block_on(self.queue.poll())
-    }
-
-    fn done(
-        &mut self,
-        r: &crate::interruption::Received,
-        action: crate::interruption::Action,
-    ) -> Result<(), crate::interruption::QueueError> {
-        self.rt.block_on(self.queue.done(r, action))
     }
 
     /// Sends the EventBridge message EC2 would for `instance`.

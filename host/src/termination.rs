@@ -4,33 +4,28 @@
 //! drained until the replacement is Ready. After the NodePool's `terminationGracePeriod`, pods
 //! are evicted whatever protects them.
 
-use crate::cloud::{CloudError, CloudProvider};
-use crate::cluster::{Cluster, Node, Pod};
+use crate::cluster::Cluster;
 
-/// What one termination step did.
-#[derive(Debug, Default)]
-pub struct Step {
-    /// Evicted pods with the node they left. Their controllers recreate them.
-    pub evicted: Vec<(Pod, String)>,
-    /// Nodes whose instance was terminated and that are gone.
-    pub terminated: Vec<Node>,
-    /// Cloud errors; the node stays and is retried.
-    pub errors: Vec<CloudError>,
+/// What one termination pass decides: the evictions PDBs allow now, and the nodes with nothing
+/// left to wait for. Nothing is changed here; the controller carries it out.
+#[derive(Debug, Default, PartialEq)]
+pub struct Plan {
+    /// (pod, node) evictions, in node order.
+    pub evict: Vec<(String, String)>,
+    /// Nodes whose pods are all evicted by this plan (or gone): their instance can be
+    /// terminated once the evictions went through.
+    pub terminate: Vec<String>,
 }
 
-/// Drains every deleting node as far as budgets allow and removes the drained ones.
-pub fn step(cluster: &mut Cluster, cloud: &mut dyn CloudProvider, now: i64) -> Step {
-    let mut out = Step::default();
+/// Drains every deleting node as far as budgets allow; the drained ones are to be terminated.
+pub fn plan(cluster: &Cluster, now: i64) -> Plan {
+    let mut out = Plan::default();
     let mut allowance = cluster.pdb_allowance();
-    let deleting: Vec<String> = cluster
-        .nodes
-        .values()
-        .filter(|n| n.deletion.is_some())
-        .map(|n| n.name.clone())
-        .collect();
-    for name in deleting {
-        let node = &cluster.nodes[&name];
-        let deletion = node.deletion.as_ref().expect("filtered");
+    let by_node = cluster.pods_by_node();
+    for node in cluster.nodes.values() {
+        let Some(deletion) = node.deletion.as_ref() else {
+            continue;
+        };
         if let Some(r) = &deletion.replacement
             && cluster.nodes.get(r).is_some_and(|r| r.ready_at.is_none())
         {
@@ -47,13 +42,8 @@ pub fn step(cluster: &mut Cluster, cloud: &mut dyn CloudProvider, now: i64) -> S
                 .and_then(|g| crate::api::duration::parse(g).ok().flatten())
         });
         let forced = grace.is_some_and(|g| now - deletion.since >= g.as_secs() as i64);
-        let on_node: Vec<String> = cluster
-            .pods_on(&name)
-            .map(|p| p.spec.name.clone())
-            .collect();
         let mut left = 0;
-        for pod_name in on_node {
-            let pod = &cluster.pods[&pod_name];
+        for pod in by_node.get(node.name.as_str()).into_iter().flatten() {
             let covering: Vec<usize> = cluster
                 .pdbs
                 .iter()
@@ -69,19 +59,10 @@ pub fn step(cluster: &mut Cluster, cloud: &mut dyn CloudProvider, now: i64) -> S
             for &i in &covering {
                 allowance[i] = allowance[i].saturating_sub(1);
             }
-            let pod = cluster.pods.remove(&pod_name).expect("listed");
-            out.evicted.push((pod, name.clone()));
+            out.evict.push((pod.spec.name.clone(), node.name.clone()));
         }
-        if left > 0 {
-            continue;
-        }
-        let id = cluster.nodes[&name].instance.id.clone();
-        match cloud.delete(&id) {
-            Ok(()) => {
-                let node = cluster.nodes.remove(&name).expect("listed");
-                out.terminated.push(node);
-            }
-            Err(e) => out.errors.push(e),
+        if left == 0 {
+            out.terminate.push(node.name.clone());
         }
     }
     out

@@ -1,0 +1,924 @@
+//! The controller core: observe → decide → act, the same in a cluster and in the simulator.
+//!
+//! Each [`Controller::tick`] reads one consistent [`Cluster`] snapshot from a [`ClusterPort`],
+//! runs the decisions that are due (garbage collection, interruptions, termination, a
+//! provisioning batch, a disruption pass) and carries out every effect through that port and
+//! the [`CloudProvider`]. The port is the only thing that differs between worlds: the simulator
+//! mutates its in-memory cluster, the Kubernetes world writes to the API server
+//! ([`crate::kube`]). A behaviour fix here is one fix for both.
+//!
+//! Crash safety is by ordering: a NodeClaim object exists before its instance is launched and
+//! the instance is tagged with the NodeClaim's name, so a restart at any point finds either a
+//! claim to launch (the provider looks the instance up by tag first) or an instance with no
+//! claim (garbage-collected); never two instances for one claim.
+
+pub mod events;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
+
+pub use events::{DisruptionRound, EventKind};
+
+use crate::api::duration;
+use crate::cloud::{CloudProvider, Instance, LaunchRequest};
+use crate::cluster::{self, Cluster, DO_NOT_DISRUPT, Deletion, Node};
+use crate::disruption::{self, Note};
+use crate::interruption::{Action, Kind as InterruptionKind};
+use crate::policy::PolicyRegistry;
+use crate::policy::types::{CapacityType, Catalog, DisruptionReason, Resources};
+use crate::provisioning::{self, Pool};
+use crate::scheduling::model::capacity_type_label;
+use crate::scheduling::{InstanceTypes, PendingPod};
+
+/// Errors of the world behind the port (an API call that failed). The controller logs them and
+/// tries again on a later tick; it never assumes an effect that did not happen.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PortError {
+    /// The world said no for now (a PodDisruptionBudget's 429, a conflict): retried later.
+    #[error("{0}")]
+    Refused(String),
+    /// The call failed.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A NodeClaim about to be created: what the cluster port writes before anything is launched.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewClaim {
+    pub name: String,
+    pub node_pool: String,
+    /// The offers it may launch as, best first (its requirements are narrowed to them).
+    pub offers: Vec<crate::cloud::Offer>,
+    /// Pods plus daemonset overhead.
+    pub requests: Resources,
+    /// Why it exists: `provisioning`, `replacement`, `interruption`.
+    pub purpose: &'static str,
+}
+
+/// What the world tells the controller happened since it last asked (a pod became pending, a
+/// node became Ready, an object changed): how batches open and disruption wakes up.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Signal {
+    /// A pod became pending at this time: it opens or extends the provisioning batch.
+    PodPending(i64),
+    /// Something changed that disruption should look at.
+    Changed(i64),
+    /// Pending pods, if any, want a batch (a NodePool or Policy changed).
+    Kick(i64),
+}
+
+/// Everything the controller does to the cluster. Implemented by the simulator's in-memory
+/// world and by the Kubernetes API.
+pub trait ClusterPort {
+    /// The snapshot decisions read.
+    fn cluster(&self) -> &Cluster;
+    /// Creates the NodeClaim object (with its termination finalizer), before its launch.
+    fn create_claim(&mut self, claim: &NewClaim) -> Result<(), PortError>;
+    /// The claim's instance was launched: it is an in-flight node from now on.
+    fn launched(&mut self, claim: &NewClaim, node: Node) -> Result<(), PortError>;
+    /// A claim that could not be launched goes away again.
+    fn abandon_claim(&mut self, claim: &str, reason: &str);
+    /// A pending pod is to land on a node (Ready or in flight).
+    fn nominate(&mut self, pod: &str, node: &str);
+    /// The node is tainted `dovetail.sh/disrupted:NoSchedule` and marked for deletion.
+    fn mark_deleting(&mut self, node: &str, deletion: Deletion) -> Result<(), PortError>;
+    /// Evicts a pod (honouring PodDisruptionBudgets); `Refused` when a budget says no.
+    fn evict(&mut self, pod: &str, node: &str) -> Result<(), PortError>;
+    /// The node's instance is gone: the node and its NodeClaim go (their finalizers released).
+    fn remove_node(&mut self, node: &str) -> Result<(), PortError>;
+    /// Something to tell users (a log line was written already where it matters).
+    fn record(&mut self, event: EventKind);
+    /// A disruption pass that had candidates (for reports and metrics).
+    fn disruption_round(&mut self, _round: DisruptionRound) {}
+    /// What happened in the world since the last call.
+    fn take_signals(&mut self) -> Vec<Signal>;
+}
+
+/// Where interruption notices come from (the SQS queue in production).
+pub trait Interruptions {
+    /// Takes what is waiting.
+    fn poll(&mut self) -> Result<Vec<crate::interruption::Received>, String>;
+    /// The notice was acted on (or deliberately not): delete it.
+    fn done(&mut self, r: &crate::interruption::Received, action: Action) -> Result<(), String>;
+}
+
+/// Timing settings of the core (Karpenter's defaults).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// A batch closes after this long without a new pod…
+    pub batch_idle: Duration,
+    /// …or this long after its first pod.
+    pub batch_max: Duration,
+    /// How often disruption looks for work while the cluster changes.
+    pub disruption_interval: Duration,
+    /// How often to look for instances that vanished.
+    pub gc_interval: Duration,
+    /// How soon a draining node is looked at again.
+    pub drain_retry: Duration,
+    /// How soon claims that could not launch are tried again.
+    pub launch_retry: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            batch_idle: Duration::from_secs(1),
+            batch_max: Duration::from_secs(10),
+            disruption_interval: Duration::from_secs(10),
+            gc_interval: Duration::from_secs(60),
+            drain_retry: Duration::from_secs(5),
+            launch_retry: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the decisions are made with: the instance types, the catalog policies see, and the
+/// policies.
+pub struct Context {
+    pub its: InstanceTypes,
+    pub catalog: Catalog,
+    pub registry: std::sync::Arc<PolicyRegistry>,
+    type_index: HashMap<String, u32>,
+}
+
+impl Context {
+    pub fn new(
+        its: InstanceTypes,
+        catalog: Catalog,
+        registry: std::sync::Arc<PolicyRegistry>,
+    ) -> Self {
+        let type_index = its
+            .types
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i as u32))
+            .collect();
+        Context {
+            its,
+            catalog,
+            registry,
+            type_index,
+        }
+    }
+
+    /// Index of an instance type by name.
+    pub fn type_index(&self, name: &str) -> Option<u32> {
+        self.type_index.get(name).copied()
+    }
+
+    /// The node a launched instance becomes, as decisions see it.
+    pub fn node(&self, instance: Instance, pool: &Pool, cluster: &Cluster, now: i64) -> Node {
+        let name = instance.claim.clone();
+        let type_index = self.type_index(&instance.offer.instance_type).unwrap_or(0);
+        let zone_index = self
+            .its
+            .zones
+            .iter()
+            .position(|z| *z == instance.offer.zone)
+            .unwrap_or(0) as u32;
+        let labels = cluster::node_labels(
+            &self.its,
+            type_index,
+            &instance.offer.zone,
+            capacity_type_label(instance.offer.capacity_type),
+            pool,
+            &name,
+        );
+        let do_not_disrupt = pool
+            .resource
+            .spec
+            .template
+            .metadata
+            .annotations
+            .get(DO_NOT_DISRUPT)
+            .is_some_and(|v| v == "true");
+        Node {
+            name,
+            instance,
+            type_index,
+            zone_index,
+            labels,
+            taints: pool.spec.taints.clone(),
+            launched_at: now,
+            ready_at: None,
+            last_pod_change: now,
+            template_hash: cluster::template_hash(pool, &cluster.node_classes),
+            do_not_disrupt,
+            deletion: None,
+        }
+    }
+}
+
+/// How many recent events are remembered to keep repeated disruption notes out.
+const RECENT_EVENTS: usize = 200;
+
+/// The controller's own state: timers and what it remembers between ticks. Everything about
+/// the cluster itself comes from the port's snapshot.
+pub struct Controller {
+    pub settings: Settings,
+    pub ctx: Context,
+    /// Times are aligned to whole intervals from here.
+    origin: i64,
+    /// Open provisioning batch: (first pod, last pod).
+    batch: Option<(i64, i64)>,
+    next_claim: u64,
+    next_disruption: Option<i64>,
+    retry_provisioning: Option<i64>,
+    next_gc: i64,
+    /// Last reason given per unschedulable pod (told again only when it changes).
+    unschedulable: HashMap<String, String>,
+    recent: VecDeque<EventKind>,
+}
+
+impl Controller {
+    /// A controller starting at `now` (Unix seconds).
+    pub fn new(settings: Settings, ctx: Context, now: i64) -> Self {
+        let next_gc = now + settings.gc_interval.as_secs() as i64;
+        Controller {
+            settings,
+            ctx,
+            origin: now,
+            batch: None,
+            next_claim: 0,
+            next_disruption: None,
+            retry_provisioning: None,
+            next_gc,
+            unschedulable: HashMap::new(),
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// NodeClaim names continue after this number (a restarted controller starts past the
+    /// names that exist).
+    pub fn continue_names_after(&mut self, n: u64) {
+        self.next_claim = self.next_claim.max(n);
+    }
+
+    /// The reason a pod was last found unschedulable.
+    pub fn unschedulable_reason(&self, pod: &str) -> Option<&str> {
+        self.unschedulable.get(pod).map(String::as_str)
+    }
+
+    fn align(&self, t: i64, step: i64) -> i64 {
+        self.origin + (t - self.origin + step - 1).div_euclid(step) * step
+    }
+
+    /// A pod became pending: it opens or extends the provisioning batch.
+    pub fn pod_pending(&mut self, now: i64) {
+        self.batch = Some(match self.batch {
+            Some((first, _)) => (first, now),
+            None => (now, now),
+        });
+    }
+
+    /// Pending pods, if any, get a batch.
+    pub fn kick(&mut self, cluster: &Cluster, now: i64) {
+        if self.batch.is_none() && cluster.pods.values().any(|p| p.node.is_none()) {
+            self.batch = Some((now, now));
+        }
+    }
+
+    /// Something changed that disruption should look at (at the next interval).
+    pub fn changed(&mut self, now: i64) {
+        let step = self.settings.disruption_interval.as_secs().max(1) as i64;
+        let next = self.align(now + 1, step);
+        self.next_disruption = Some(self.next_disruption.map_or(next, |n| n.min(next)));
+    }
+
+    fn batch_close(&self) -> Option<i64> {
+        let (first, last) = self.batch?;
+        Some(
+            (last + self.settings.batch_idle.as_secs() as i64)
+                .min(first + self.settings.batch_max.as_secs() as i64),
+        )
+    }
+
+    /// When the controller next has something to do (Unix seconds), if anything.
+    pub fn next_wake(&self, cluster: &Cluster, now: i64) -> Option<i64> {
+        let mut next: Option<i64> = None;
+        let mut at = |t: i64| next = Some(next.map_or(t, |n: i64| n.min(t)));
+        if let Some(close) = self.batch_close() {
+            at(close);
+        }
+        if cluster.nodes.values().any(|n| n.deletion.is_some()) {
+            at(now + self.settings.drain_retry.as_secs() as i64);
+        }
+        if !cluster.nodes.is_empty() {
+            at(self.next_gc);
+        }
+        for t in [self.next_disruption, self.retry_provisioning]
+            .into_iter()
+            .flatten()
+        {
+            at(t);
+        }
+        next
+    }
+
+    fn emit(&mut self, port: &mut dyn ClusterPort, kind: EventKind) {
+        kind.log();
+        self.remember(port, kind);
+    }
+
+    fn remember(&mut self, port: &mut dyn ClusterPort, kind: EventKind) {
+        if self.recent.len() == RECENT_EVENTS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(kind.clone());
+        port.record(kind);
+    }
+
+    /// Takes in what the world signalled.
+    pub fn absorb(&mut self, port: &mut dyn ClusterPort) {
+        for s in port.take_signals() {
+            match s {
+                Signal::PodPending(t) => self.pod_pending(t),
+                Signal::Changed(t) => self.changed(t),
+                Signal::Kick(t) => self.kick(port.cluster(), t),
+            }
+        }
+    }
+
+    /// One pass of everything that is due at `now`.
+    pub fn tick(
+        &mut self,
+        now: i64,
+        port: &mut dyn ClusterPort,
+        cloud: &mut dyn CloudProvider,
+        interruptions: Option<&mut dyn Interruptions>,
+    ) {
+        self.absorb(port);
+        if now >= self.next_gc {
+            self.next_gc = now + self.settings.gc_interval.as_secs() as i64;
+            self.collect_vanished(now, port, cloud);
+        }
+        if let Some(q) = interruptions {
+            self.poll_interruptions(now, port, cloud, q);
+        }
+        self.terminate(now, port, cloud);
+        self.absorb(port);
+        if let Some(close) = self.batch_close()
+            && close <= now
+        {
+            self.provision(now, port, cloud);
+        }
+        if self.retry_provisioning.is_some_and(|r| r <= now) {
+            self.retry_provisioning = None;
+            self.kick(port.cluster(), now);
+        }
+        self.absorb(port);
+        if self.next_disruption.is_some_and(|d| d <= now) {
+            self.disrupt(now, port, cloud);
+        }
+    }
+
+    // ---- provisioning ----
+
+    fn provision(&mut self, now: i64, port: &mut dyn ClusterPort, cloud: &mut dyn CloudProvider) {
+        self.batch = None;
+        let pending: Vec<String> = port
+            .cluster()
+            .pods
+            .values()
+            .filter(|p| p.node.is_none())
+            .map(|p| p.spec.name.clone())
+            .collect();
+        self.provision_pods(now, pending, true, port, cloud);
+    }
+
+    /// Provisions for `pending` (pod names). With `bind`, the pods are nominated to where they
+    /// go; without, only the capacity they need is launched (a replacement launched in
+    /// parallel with an interrupted node's drain).
+    fn provision_pods(
+        &mut self,
+        now: i64,
+        pending: Vec<String>,
+        bind: bool,
+        port: &mut dyn ClusterPort,
+        cloud: &mut dyn CloudProvider,
+    ) {
+        if pending.is_empty() {
+            return;
+        }
+        let cluster = port.cluster();
+        let specs: Vec<PendingPod> = pending
+            .iter()
+            .map(|n| cluster.pods[n].spec.clone())
+            .collect();
+        let (existing, names) = cluster.schedulable_nodes(&self.ctx.its, |_| false);
+        let pool_specs = cluster.pool_specs(&self.ctx.its);
+        let pools: Vec<Pool> = cluster
+            .pools
+            .iter()
+            .zip(pool_specs)
+            .map(|(p, spec)| Pool {
+                resource: p.resource.clone(),
+                spec,
+            })
+            .collect();
+        let next_claim = &mut self.next_claim;
+        let plan = provisioning::plan(
+            now,
+            &specs,
+            &existing,
+            &pools,
+            &self.ctx.its,
+            &self.ctx.catalog,
+            &self.ctx.registry,
+            cloud,
+            &mut |pool| {
+                *next_claim += 1;
+                format!("{pool}-{:05}", *next_claim)
+            },
+        );
+        for &(p, n) in plan.bound.iter().filter(|_| bind) {
+            port.nominate(&pending[p], &names[n]);
+            self.unschedulable.remove(&pending[p]);
+        }
+        let mut failed = false;
+        for c in &plan.claims {
+            let pool = pools
+                .iter()
+                .find(|p| p.spec.name == c.request.node_pool)
+                .expect("planned from a pool");
+            let claim = NewClaim {
+                name: c.request.claim.clone(),
+                node_pool: c.request.node_pool.clone(),
+                offers: c.request.offers.clone(),
+                requests: c.requests,
+                purpose: if bind { "provisioning" } else { "interruption" },
+            };
+            match self.launch(
+                now,
+                &claim,
+                pool,
+                c.pods.len(),
+                &c.policy,
+                false,
+                port,
+                cloud,
+            ) {
+                Ok(name) => {
+                    for &p in c.pods.iter().filter(|_| bind) {
+                        port.nominate(&pending[p], &name);
+                        self.unschedulable.remove(&pending[p]);
+                    }
+                }
+                Err(reason) => {
+                    failed = true;
+                    self.emit(
+                        port,
+                        EventKind::NotLaunched {
+                            claim: claim.name.clone(),
+                            reason,
+                        },
+                    );
+                }
+            }
+        }
+        for u in &plan.unschedulable {
+            let pod = pending[u.pod].clone();
+            if self.unschedulable.get(&pod) != Some(&u.reason) {
+                self.unschedulable.insert(pod.clone(), u.reason.clone());
+                // Provisioning logged it already.
+                self.remember(
+                    port,
+                    EventKind::Unschedulable {
+                        pod,
+                        reason: u.reason.clone(),
+                    },
+                );
+            }
+        }
+        for n in &plan.not_launched {
+            failed = true;
+            self.emit(
+                port,
+                EventKind::NotLaunched {
+                    claim: n.claim.clone(),
+                    reason: n.reason.clone(),
+                },
+            );
+        }
+        if failed {
+            self.retry_provisioning = Some(now + self.settings.launch_retry.as_secs() as i64);
+        }
+        self.changed(now);
+    }
+
+    /// Creates the NodeClaim, launches its instance, and makes it an in-flight node; returns its
+    /// name, or why not (the claim is then abandoned).
+    #[allow(clippy::too_many_arguments)]
+    fn launch(
+        &mut self,
+        now: i64,
+        claim: &NewClaim,
+        pool: &Pool,
+        pods: usize,
+        policy: &str,
+        log: bool,
+        port: &mut dyn ClusterPort,
+        cloud: &mut dyn CloudProvider,
+    ) -> Result<String, String> {
+        port.create_claim(claim)
+            .map_err(|e| format!("creating the NodeClaim: {e}"))?;
+        let request = LaunchRequest {
+            claim: claim.name.clone(),
+            node_pool: claim.node_pool.clone(),
+            offers: claim.offers.clone(),
+        };
+        let instance = match cloud.create(&request) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(nodeclaim = %claim.name, error = %e, "launch failed");
+                port.abandon_claim(&claim.name, &e.to_string());
+                return Err(e.to_string());
+            }
+        };
+        if !log {
+            tracing::info!(
+                nodeclaim = %instance.claim,
+                nodepool = %claim.node_pool,
+                instance_type = %instance.offer.instance_type,
+                zone = %instance.offer.zone,
+                capacity_type = capacity_type_label(instance.offer.capacity_type),
+                price = instance.offer.price,
+                pods,
+                policy = %policy,
+                "launched nodeclaim"
+            );
+        }
+        let kind = EventKind::Launched {
+            node: instance.claim.clone(),
+            instance_type: instance.offer.instance_type.clone(),
+            zone: instance.offer.zone.clone(),
+            capacity_type: capacity_type_label(instance.offer.capacity_type),
+            price: instance.offer.price,
+            pods,
+            policy: policy.to_string(),
+        };
+        let node = self.ctx.node(instance, pool, port.cluster(), now);
+        let name = node.name.clone();
+        // The instance exists and carries the claim's tag: if recording it fails, the next
+        // launch of this claim finds it by that tag, and GC keeps it as the claim's.
+        if let Err(e) = port.launched(claim, node) {
+            tracing::warn!(nodeclaim = %name, error = %e, "recording the launch failed");
+        }
+        if log {
+            self.emit(port, kind);
+        } else {
+            self.remember(port, kind);
+        }
+        Ok(name)
+    }
+
+    // ---- interruption and garbage collection ----
+
+    /// Handles what the interruption queue holds.
+    fn poll_interruptions(
+        &mut self,
+        now: i64,
+        port: &mut dyn ClusterPort,
+        cloud: &mut dyn CloudProvider,
+        q: &mut dyn Interruptions,
+    ) {
+        let received = match q.poll() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "polling the interruption queue failed");
+                return;
+            }
+        };
+        for r in received {
+            let action = crate::interruption::action(&r.notice, false);
+            if action == Action::Replace {
+                for id in &r.notice.instance_ids {
+                    let node = port
+                        .cluster()
+                        .nodes
+                        .values()
+                        .find(|n| n.instance.id == *id)
+                        .map(|n| n.name.clone());
+                    match node {
+                        Some(n) => self.interrupt(now, &n, &r.notice.kind, port, cloud),
+                        None => {
+                            tracing::info!(instance = %id, "interruption for an instance that is not ours")
+                        }
+                    }
+                }
+            }
+            if let Err(e) = q.done(&r, action) {
+                tracing::warn!(error = %e, "could not delete an interruption message");
+            }
+        }
+    }
+
+    /// EC2 announced the node's instance is going: the replacement is launched now, in parallel
+    /// with the drain (a spot node has two minutes), and a spot offering is left out a while.
+    pub fn interrupt(
+        &mut self,
+        now: i64,
+        node: &str,
+        kind: &InterruptionKind,
+        port: &mut dyn ClusterPort,
+        cloud: &mut dyn CloudProvider,
+    ) {
+        let Some(n) = port.cluster().nodes.get(node) else {
+            return;
+        };
+        if n.deletion.is_some() {
+            return;
+        }
+        let offer = n.instance.offer.clone();
+        let deletion = Deletion {
+            reason: None,
+            since: now,
+            replacement: None,
+        };
+        if let Err(e) = port.mark_deleting(node, deletion) {
+            tracing::warn!(node, error = %e, "could not mark the interrupted node");
+            return;
+        }
+        if *kind == InterruptionKind::SpotInterruption {
+            cloud.mark_unavailable(&offer.instance_type, &offer.zone, offer.capacity_type);
+        }
+        self.emit(
+            port,
+            EventKind::Interrupted {
+                node: node.to_string(),
+                kind: kind.label(),
+            },
+        );
+        let pods: Vec<String> = port
+            .cluster()
+            .pods_on(node)
+            .map(|p| p.spec.name.clone())
+            .collect();
+        self.provision_pods(now, pods, false, port, cloud);
+        self.changed(now);
+    }
+
+    /// Nodes whose instance is gone (terminated outside the controller) are removed.
+    fn collect_vanished(
+        &mut self,
+        now: i64,
+        port: &mut dyn ClusterPort,
+        cloud: &mut dyn CloudProvider,
+    ) {
+        let claims: BTreeMap<String, String> = port
+            .cluster()
+            .nodes
+            .values()
+            .map(|n| (n.name.clone(), n.instance.id.clone()))
+            .collect();
+        if claims.is_empty() {
+            return;
+        }
+        let gone = match cloud.vanished(&claims) {
+            Ok(g) => g,
+            Err(e) => {
+                tracing::warn!(error = %e, "listing instances failed");
+                return;
+            }
+        };
+        for name in gone {
+            if !port.cluster().nodes.contains_key(&name) {
+                continue;
+            }
+            self.emit(port, EventKind::InstanceGone { node: name.clone() });
+            if let Err(e) = port.remove_node(&name) {
+                tracing::warn!(node = %name, error = %e, "could not remove the node");
+                continue;
+            }
+            self.kick(port.cluster(), now);
+            self.changed(now);
+        }
+    }
+
+    // ---- termination ----
+
+    fn terminate(&mut self, now: i64, port: &mut dyn ClusterPort, cloud: &mut dyn CloudProvider) {
+        let plan = crate::termination::plan(port.cluster(), now);
+        let mut refused: Vec<String> = Vec::new();
+        for (pod, node) in &plan.evict {
+            match port.evict(pod, node) {
+                Ok(()) => self.emit(
+                    port,
+                    EventKind::Evicted {
+                        pod: pod.clone(),
+                        node: node.clone(),
+                    },
+                ),
+                Err(e) => {
+                    tracing::info!(pod, node, reason = %e, "eviction not allowed yet");
+                    refused.push(node.clone());
+                }
+            }
+        }
+        for name in plan.terminate {
+            if refused.contains(&name) {
+                continue;
+            }
+            let Some(node) = port.cluster().nodes.get(&name) else {
+                continue;
+            };
+            let (id, launched_at) = (node.instance.id.clone(), node.launched_at);
+            if let Err(e) = cloud.delete(&id) {
+                self.emit(
+                    port,
+                    EventKind::NotLaunched {
+                        claim: String::new(),
+                        reason: format!("terminate: {e}"),
+                    },
+                );
+                continue;
+            }
+            if let Err(e) = port.remove_node(&name) {
+                tracing::warn!(node = %name, error = %e, "could not remove the terminated node");
+                continue;
+            }
+            self.emit(
+                port,
+                EventKind::Terminated {
+                    node: name.clone(),
+                    lived_seconds: now - launched_at,
+                },
+            );
+            self.kick(port.cluster(), now);
+            self.changed(now);
+        }
+    }
+
+    // ---- disruption ----
+
+    fn disrupt(&mut self, now: i64, port: &mut dyn ClusterPort, cloud: &mut dyn CloudProvider) {
+        self.next_disruption = None;
+        let interval = self.settings.disruption_interval.as_secs().max(1) as i64;
+        let cluster = port.cluster();
+        // Let the cluster settle first: a batch is open or nodes are on their way.
+        let launching = cluster.nodes.values().any(|n| {
+            n.ready_at.is_none()
+                && n.deletion.is_none()
+                && !cluster.nodes.values().any(|d| {
+                    d.deletion.as_ref().and_then(|x| x.replacement.as_deref())
+                        == Some(n.name.as_str())
+                })
+        });
+        if self.batch.is_some() || launching {
+            self.next_disruption = Some(now + interval);
+            return;
+        }
+        let decision = disruption::decide(cluster, &self.ctx.its, &self.ctx.registry, now);
+        if decision.candidates > 0 {
+            let round = DisruptionRound {
+                at: now,
+                nodes: cluster.nodes.len(),
+                pods: cluster.pods.len(),
+                candidates: decision.candidates,
+                moves: decision.moves_offered,
+                commands: decision.commands.len(),
+                timings: decision.timings,
+            };
+            port.disruption_round(round);
+        }
+        let mut revisit = false;
+        for note in &decision.notes {
+            revisit = true;
+            let kind = match note {
+                Note::Blocked { node, why } => EventKind::Blocked {
+                    node: node.clone(),
+                    why: why.clone(),
+                },
+                Note::Kept { nodes, why } => EventKind::Kept {
+                    nodes: nodes.clone(),
+                    why: why.clone(),
+                },
+                Note::Overruled { nodes, why } => EventKind::Overruled {
+                    nodes: nodes.clone(),
+                    why: why.clone(),
+                },
+                Note::PolicyFailed { policy, error } => EventKind::PolicyFailed {
+                    policy: policy.clone(),
+                    error: error.clone(),
+                },
+            };
+            // Repeats of the same note every pass say nothing new.
+            if !self.recent.iter().any(|e| *e == kind) {
+                self.emit(port, kind);
+            }
+        }
+        for c in decision.commands {
+            self.execute(now, c, port, cloud);
+        }
+        // Time alone can make more nodes candidates: consolidateAfter and expireAfter passing,
+        // and the policy or a budget schedule changing its mind.
+        let mut next = if revisit { Some(now + 300) } else { None };
+        let cluster = port.cluster();
+        for n in cluster.nodes.values() {
+            let Some(i) = cluster.pool_index(&n.instance.node_pool) else {
+                continue;
+            };
+            let spec = &cluster.pools[i].resource.spec;
+            let after = |d: &str| {
+                duration::parse(d)
+                    .ok()
+                    .flatten()
+                    .map(|d| d.as_secs() as i64)
+            };
+            let mut times = Vec::new();
+            if let Some(ca) = after(&spec.disruption.consolidate_after) {
+                times.push(n.last_pod_change + ca);
+            }
+            if let Some(ea) = after(&spec.template.spec.expire_after) {
+                times.push(n.launched_at + ea);
+            }
+            for t in times.into_iter().filter(|&t| t > now) {
+                let aligned = self.align(t, interval);
+                next = Some(next.map_or(aligned, |x: i64| x.min(aligned)));
+            }
+        }
+        if let Some(n) = next {
+            self.next_disruption = Some(self.next_disruption.map_or(n, |x| x.min(n)));
+        }
+    }
+
+    fn execute(
+        &mut self,
+        now: i64,
+        c: disruption::Command,
+        port: &mut dyn ClusterPort,
+        cloud: &mut dyn CloudProvider,
+    ) {
+        let mut replacement = None;
+        if let Some(offer) = &c.replacement {
+            let Some(pool) = port
+                .cluster()
+                .pool_index(&c.node_pool)
+                .map(|i| port.cluster().pools[i].clone())
+            else {
+                return;
+            };
+            self.next_claim += 1;
+            let claim = NewClaim {
+                name: format!("{}-{:05}", c.node_pool, self.next_claim),
+                node_pool: c.node_pool.clone(),
+                offers: vec![offer.clone()],
+                requests: crate::scheduling::model::zero(),
+                purpose: "replacement",
+            };
+            match self.launch(now, &claim, &pool, 0, &c.policy, true, port, cloud) {
+                Ok(name) => replacement = Some(name),
+                Err(reason) => {
+                    self.emit(
+                        port,
+                        EventKind::NotLaunched {
+                            claim: claim.name.clone(),
+                            reason: format!("replacement for {:?}: {reason}", c.nodes),
+                        },
+                    );
+                    return;
+                }
+            }
+        }
+        for name in &c.nodes {
+            let deletion = Deletion {
+                reason: Some(c.reason),
+                since: now,
+                replacement: replacement.clone(),
+            };
+            if let Err(e) = port.mark_deleting(name, deletion) {
+                tracing::warn!(node = %name, error = %e, "could not mark the node for disruption");
+            }
+        }
+        self.emit(
+            port,
+            EventKind::Disrupting {
+                nodes: c.nodes.clone(),
+                reason: reason_label(c.reason),
+                replacement,
+                savings_per_hour: c.savings_per_hour,
+                policy: c.policy.clone(),
+            },
+        );
+    }
+}
+
+/// The label of a disruption reason (`empty`, `underutilized`, `drifted`, `expired`).
+pub fn reason_label(r: DisruptionReason) -> &'static str {
+    match r {
+        DisruptionReason::Empty => "empty",
+        DisruptionReason::Underutilized => "underutilized",
+        DisruptionReason::Drifted => "drifted",
+        DisruptionReason::Expired => "expired",
+    }
+}
+
+/// A capacity type from its label.
+pub fn capacity_type(label: &str) -> Option<CapacityType> {
+    match label {
+        "spot" => Some(CapacityType::Spot),
+        "on-demand" => Some(CapacityType::OnDemand),
+        "reserved" => Some(CapacityType::Reserved),
+        _ => None,
+    }
+}
