@@ -124,6 +124,17 @@ impl Pdb {
     }
 }
 
+/// A NodeClaim object with no instance recorded yet: a controller that stopped between creating
+/// it and launching. Launching it again is safe (the provider finds an instance already tagged
+/// with the claim's name).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnlaunchedClaim {
+    pub name: String,
+    pub node_pool: String,
+    /// Its ranked offers, best first.
+    pub offers: Vec<crate::cloud::Offer>,
+}
+
 /// Everything the controllers know.
 #[derive(Debug, Clone, Default)]
 pub struct Cluster {
@@ -133,6 +144,8 @@ pub struct Cluster {
     pub pdbs: Vec<Pdb>,
     /// EC2NodeClass specs by name, as JSON: a change drifts the nodes launched from them.
     pub node_classes: BTreeMap<String, String>,
+    /// NodeClaims created but not launched (only after a restart in a cluster).
+    pub unlaunched: Vec<UnlaunchedClaim>,
 }
 
 impl Cluster {

@@ -5,7 +5,7 @@
 //! provisioning batch, a disruption pass) and carries out every effect through that port and
 //! the [`CloudProvider`]. The port is the only thing that differs between worlds: the simulator
 //! mutates its in-memory cluster, the Kubernetes world writes to the API server
-//! ([`crate::kube`]). A behaviour fix here is one fix for both.
+//! ([`crate::kubernetes`]). A behaviour fix here is one fix for both.
 //!
 //! Crash safety is by ordering: a NodeClaim object exists before its instance is launched and
 //! the instance is tagged with the NodeClaim's name, so a restart at any point finds either a
@@ -352,6 +352,7 @@ impl Controller {
             self.next_gc = now + self.settings.gc_interval.as_secs() as i64;
             self.collect_vanished(now, port, cloud);
         }
+        self.resume_launches(now, port, cloud);
         if let Some(q) = interruptions {
             self.poll_interruptions(now, port, cloud, q);
         }
@@ -455,6 +456,7 @@ impl Controller {
                 c.pods.len(),
                 &c.policy,
                 false,
+                true,
                 port,
                 cloud,
             ) {
@@ -517,11 +519,14 @@ impl Controller {
         pods: usize,
         policy: &str,
         log: bool,
+        create: bool,
         port: &mut dyn ClusterPort,
         cloud: &mut dyn CloudProvider,
     ) -> Result<String, String> {
-        port.create_claim(claim)
-            .map_err(|e| format!("creating the NodeClaim: {e}"))?;
+        if create {
+            port.create_claim(claim)
+                .map_err(|e| format!("creating the NodeClaim: {e}"))?;
+        }
         let request = LaunchRequest {
             claim: claim.name.clone(),
             node_pool: claim.node_pool.clone(),
@@ -570,6 +575,44 @@ impl Controller {
             self.remember(port, kind);
         }
         Ok(name)
+    }
+
+    /// Claims that exist without an instance (a restart between creating and launching) are
+    /// launched now; the provider finds an instance already tagged with the claim first.
+    fn resume_launches(
+        &mut self,
+        now: i64,
+        port: &mut dyn ClusterPort,
+        cloud: &mut dyn CloudProvider,
+    ) {
+        let unlaunched = port.cluster().unlaunched.clone();
+        for u in unlaunched {
+            let Some(pool) = port
+                .cluster()
+                .pool_index(&u.node_pool)
+                .map(|i| port.cluster().pools[i].clone())
+            else {
+                continue;
+            };
+            let claim = NewClaim {
+                name: u.name.clone(),
+                node_pool: u.node_pool.clone(),
+                offers: u.offers.clone(),
+                requests: crate::scheduling::model::zero(),
+                purpose: "resumed",
+            };
+            if let Err(reason) =
+                self.launch(now, &claim, &pool, 0, "resumed", false, false, port, cloud)
+            {
+                self.emit(
+                    port,
+                    EventKind::NotLaunched {
+                        claim: u.name.clone(),
+                        reason,
+                    },
+                );
+            }
+        }
     }
 
     // ---- interruption and garbage collection ----
@@ -866,7 +909,7 @@ impl Controller {
                 requests: crate::scheduling::model::zero(),
                 purpose: "replacement",
             };
-            match self.launch(now, &claim, &pool, 0, &c.policy, true, port, cloud) {
+            match self.launch(now, &claim, &pool, 0, &c.policy, true, true, port, cloud) {
                 Ok(name) => replacement = Some(name),
                 Err(reason) => {
                     self.emit(

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod controller;
 pub mod disruption;
 pub mod interruption;
+pub mod kubernetes;
 pub mod policy;
 pub mod provisioning;
 pub mod quantity;

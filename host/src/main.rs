@@ -66,6 +66,69 @@ enum Command {
     },
     /// Print the CustomResourceDefinitions (NodePool, NodeClaim, EC2NodeClass, Policy) as YAML.
     Crds,
+    /// Run the controller against a cluster (in-cluster config, or KUBECONFIG from a laptop):
+    /// provisioning, NodeClaim lifecycle, disruption, termination, interruption handling and
+    /// garbage collection, launching on EC2.
+    Controller(ControllerArgs),
+}
+
+/// Settings of `dovetail controller`; every flag has an environment variable, as Karpenter's.
+#[derive(Args)]
+struct ControllerArgs {
+    /// The EKS cluster's name: it tags every AWS resource and finds the discovery tags.
+    #[arg(long, env = "CLUSTER_NAME")]
+    cluster_name: String,
+    /// The cluster's API server endpoint, for the nodes' NodeConfig.
+    #[arg(long, env = "CLUSTER_ENDPOINT", default_value = "")]
+    cluster_endpoint: String,
+    /// The cluster's CA bundle (base64), for the nodes' NodeConfig.
+    #[arg(long, env = "CLUSTER_CA_BUNDLE", default_value = "")]
+    cluster_ca_bundle: String,
+    /// The SQS queue (URL) of EC2 interruption events.
+    #[arg(long, env = "INTERRUPTION_QUEUE")]
+    interruption_queue: Option<String>,
+    /// A provisioning batch closes after this long without a new pending pod.
+    #[arg(long, env = "BATCH_IDLE_DURATION", default_value = "1s", value_parser = parse_duration)]
+    batch_idle_duration: Duration,
+    /// …or this long after its first pod.
+    #[arg(long, env = "BATCH_MAX_DURATION", default_value = "10s", value_parser = parse_duration)]
+    batch_max_duration: Duration,
+    /// A launched node that has not registered by then is deleted with its instance.
+    #[arg(long, env = "REGISTRATION_TTL", default_value = "15m", value_parser = parse_duration)]
+    registration_ttl: Duration,
+    /// The AWS region.
+    #[arg(long, env = "AWS_REGION")]
+    aws_region: String,
+    /// An AWS endpoint override (VPC endpoints, or moto on loopback).
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    aws_endpoint: Option<String>,
+    /// Zones to decide for before any EC2NodeClass resolved its subnets.
+    #[arg(
+        long,
+        env = "ZONES",
+        value_delimiter = ',',
+        default_value = "us-east-1a,us-east-1b,us-east-1c"
+    )]
+    zones: Vec<String>,
+    /// How long to wait for the caches at start.
+    #[arg(long, env = "CACHE_SYNC_TIMEOUT", default_value = "2m", value_parser = parse_duration)]
+    cache_sync_timeout: Duration,
+    /// Log lines as JSON (default) or text.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    match dovetail::api::duration::parse(s)? {
+        Some(d) => Ok(d),
+        None => Err("a duration is needed here, not Never".into()),
+    }
 }
 
 /// Where `simulate` launches.
@@ -187,7 +250,16 @@ fn run() -> Result<()> {
         .with_target(false)
         .with_writer(std::io::stdout);
     // Simulated logs carry their virtual time (`t`); the wall clock would only mislead.
-    if simulating {
+    if let Command::Controller(args) = &cli.command {
+        let logs = logs.with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        );
+        if args.log_format == LogFormat::Json {
+            logs.json().init();
+        } else {
+            logs.init();
+        }
+    } else if simulating {
         logs.without_time().init();
     } else {
         logs.init();
@@ -218,6 +290,7 @@ fn run() -> Result<()> {
             )?
         }
         Command::Crds => print!("{}", dovetail::api::crds_yaml()),
+        Command::Controller(args) => controller(args)?,
         Command::Policy(PolicyCommand::List) => {
             for b in builtin::all() {
                 println!("{:<16} {}", b.name, b.summary);
@@ -608,5 +681,53 @@ fn simulate(
     }
     println!("== difference ({} minus {})", compare[1], compare[0]);
     print!("{}", reports[0].difference(&reports[1]));
+    Ok(())
+}
+
+/// `dovetail controller`: until SIGTERM or Ctrl-C.
+fn controller(args: ControllerArgs) -> Result<()> {
+    let config = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(kube::Config::infer())
+        .context("no Kubernetes configuration: run in a cluster, or set KUBECONFIG")?;
+    let mut aws = dovetail::cloud::aws::AwsSettings::new(&args.aws_region, &args.cluster_name);
+    aws.endpoint = args.aws_endpoint;
+    aws.cluster_endpoint = args.cluster_endpoint;
+    aws.cluster_ca = args.cluster_ca_bundle;
+    let settings = dovetail::kubernetes::Settings {
+        aws,
+        interruption_queue: args.interruption_queue,
+        zones: args.zones,
+        core: dovetail::controller::Settings {
+            batch_idle: args.batch_idle_duration,
+            batch_max: args.batch_max_duration,
+            ..Default::default()
+        },
+        registration_ttl: args.registration_ttl,
+        sync_timeout: args.cache_sync_timeout,
+        instance: std::env::var("POD_NAME").unwrap_or_else(|_| "dovetail".into()),
+    };
+    let shutdown = dovetail::kubernetes::Shutdown::default();
+    let stop = shutdown.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        if let Ok(rt) = rt {
+            rt.block_on(async {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .expect("a SIGTERM handler");
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+            });
+        }
+        tracing::info!("stopping");
+        stop.stop();
+    });
+    dovetail::kubernetes::run(config, settings, shutdown)?;
     Ok(())
 }

@@ -19,9 +19,7 @@ use crate::api::scenario::{Scenario, Step};
 use crate::catalog;
 use crate::cloud::CloudProvider;
 use crate::cloud::sim::SimCloud;
-use crate::cluster::{
-    Cluster, DO_NOT_DISRUPT, Deletion, IntOrPercent, Node, Pdb, Pod, disrupted_taint,
-};
+use crate::cluster::{Cluster, DO_NOT_DISRUPT, Deletion, Node, Pdb, Pod, disrupted_taint};
 use crate::controller::{
     ClusterPort, Context, Controller, Interruptions, NewClaim, PortError, Signal,
 };
@@ -937,34 +935,11 @@ impl World {
     }
 }
 
-/// A policy/v1 PodDisruptionBudget.
+/// A policy/v1 PodDisruptionBudget from a manifest.
 fn pdb(file: &str, document: serde_json::Value) -> Result<Pdb, SimError> {
     let b: k8s_openapi::api::policy::v1::PodDisruptionBudget = serde_json::from_value(document)
         .map_err(|e| SimError::Input(format!("{file}: PodDisruptionBudget: {e}")))?;
-    let name = b.metadata.name.clone().unwrap_or_default();
-    let spec = b.spec.unwrap_or_default();
-    let value = |v: Option<k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>,
-                 field: &str|
-     -> Result<Option<IntOrPercent>, SimError> {
-        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-        match v {
-            None => Ok(None),
-            Some(IntOrString::Int(n)) => Ok(Some(IntOrPercent::Count(n.max(0) as u32))),
-            Some(IntOrString::String(s)) => IntOrPercent::parse(&s).map(Some).map_err(|e| {
-                SimError::Input(format!(
-                    "{file}: PodDisruptionBudget {name}: spec.{field}: {e}"
-                ))
-            }),
-        }
-    };
-    let selector = spec.selector.unwrap_or_default();
-    Ok(Pdb {
-        namespace: b.metadata.namespace.clone().unwrap_or("default".into()),
-        selector: crate::scheduling::from_kube::selector_of(&selector),
-        min_available: value(spec.min_available, "minAvailable")?,
-        max_unavailable: value(spec.max_unavailable, "maxUnavailable")?,
-        name,
-    })
+    crate::scheduling::from_kube::pdb(&b).map_err(|e| SimError::Input(format!("{file}: {e}")))
 }
 
 /// Loads a Policy manifest into the registry (built-in sources; the simulator has no cluster to

@@ -1,0 +1,303 @@
+//! The Kubernetes world: `dovetail controller`. Reflectors observe the cluster
+//! ([`observe`]), the controller core decides on a snapshot, and its effects become API calls
+//! ([`act`]); the NodeClaim lifecycle (registration, initialization, liveness) and status
+//! writes are here too ([`lifecycle`]), because they are about Kubernetes objects themselves.
+//!
+//! The core loop runs on its own thread: the cloud provider and the core are synchronous, and
+//! API calls are driven on the runtime that also runs the watches.
+
+pub mod act;
+pub mod lifecycle;
+pub mod observe;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use kube::runtime::events::{Recorder, Reporter};
+use kube::{Client, ResourceExt};
+
+use crate::cloud::aws::{AwsCloud, AwsSettings};
+use crate::cloud::{CloudProvider, Offer};
+use crate::controller::{Context, Controller, Interruptions, capacity_type};
+use crate::policy::{EngineConfig, PolicyEngine, PolicyRegistry};
+use crate::scheduling::InstanceTypes;
+use crate::scheduling::model::capacity_type_label;
+
+/// The finalizer on NodeClaims and Nodes: removed only once the instance is terminated.
+pub const FINALIZER: &str = "dovetail.sh/termination";
+/// The field manager of every write.
+pub const FIELD_MANAGER: &str = "dovetail";
+/// A NodeClaim's ranked offers (`type/zone/capacity-type/price` joined by `,`), so a restarted
+/// controller can launch a claim it created but did not launch.
+pub const ANNOTATION_OFFERS: &str = "dovetail.sh/offers";
+/// The hash of the NodePool template (and node class) a claim was made from: drift.
+pub const ANNOTATION_HASH: &str = "dovetail.sh/nodepool-hash";
+/// Why a NodeClaim is being disrupted (`empty`, `underutilized`, `drifted`, `expired`).
+pub const ANNOTATION_DISRUPTION: &str = "dovetail.sh/disruption-reason";
+/// The NodeClaim that replaces this one: it must be Ready before this one drains.
+pub const ANNOTATION_REPLACEMENT: &str = "dovetail.sh/replacement";
+
+/// Errors that stop the controller from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("connecting to the Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error(
+        "the caches did not sync within {0:?}; is the API server reachable and are the CRDs installed (helm install dovetail-crd)?"
+    )]
+    NotSynced(Duration),
+    #[error("AWS: {0}")]
+    Cloud(#[from] crate::cloud::CloudError),
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+    #[error("{0}")]
+    Runtime(String),
+}
+
+/// What `dovetail controller` is configured with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub aws: AwsSettings,
+    /// The SQS queue of interruption events, if any.
+    pub interruption_queue: Option<String>,
+    /// Zones to decide for when no node class has resolved subnets.
+    pub zones: Vec<String>,
+    pub core: crate::controller::Settings,
+    /// A launched NodeClaim whose Node has not registered by then is deleted (15 minutes).
+    pub registration_ttl: Duration,
+    /// How long to wait for the caches at start.
+    pub sync_timeout: Duration,
+    /// The identity in Events (the pod name in a cluster).
+    pub instance: String,
+}
+
+/// Stops the controller loop when set (SIGTERM, or a test).
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown(Arc<AtomicBool>);
+
+impl Shutdown {
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn stopped(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Unix seconds now.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Unix seconds of a Kubernetes timestamp.
+pub fn timestamp(t: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time) -> i64 {
+    t.0.as_second()
+}
+
+/// RFC 3339 of Unix seconds.
+pub fn rfc3339(t: i64) -> String {
+    k8s_openapi::jiff::Timestamp::from_second(t)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Offers as the NodeClaim annotation records them.
+pub fn format_offers(offers: &[Offer]) -> String {
+    offers
+        .iter()
+        .take(60)
+        .map(|o| {
+            format!(
+                "{}/{}/{}/{}",
+                o.instance_type,
+                o.zone,
+                capacity_type_label(o.capacity_type),
+                o.price
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Offers back from the annotation (malformed entries are skipped).
+pub fn parse_offers(s: &str) -> Vec<Offer> {
+    s.split(',')
+        .filter_map(|o| {
+            let mut it = o.split('/');
+            Some(Offer {
+                instance_type: it.next()?.to_string(),
+                zone: it.next()?.to_string(),
+                capacity_type: capacity_type(it.next()?)?,
+                price: it.next()?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// The interruption queue driven from the controller's thread.
+struct BlockingQueue {
+    rt: tokio::runtime::Handle,
+    queue: crate::interruption::Queue,
+}
+
+impl Interruptions for BlockingQueue {
+    fn poll(&mut self) -> Result<Vec<crate::interruption::Received>, String> {
+        self.rt
+            .block_on(self.queue.poll())
+            .map_err(|e| e.to_string())
+    }
+    fn done(
+        &mut self,
+        r: &crate::interruption::Received,
+        action: crate::interruption::Action,
+    ) -> Result<(), String> {
+        self.rt
+            .block_on(self.queue.done(r, action))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Runs the controller against the cluster `config` points at until `shutdown` is set. Must be
+/// called outside a Tokio runtime (it owns one).
+pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Result<(), Error> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Runtime(e.to_string()))?;
+    let handle = rt.handle().clone();
+    let client = Client::try_from(config)?;
+    let stores = {
+        let _enter = rt.enter();
+        observe::start(&client)
+    };
+    let synced = rt.block_on(async {
+        tokio::time::timeout(settings.sync_timeout, async {
+            let _ = stores.pods.wait_until_ready().await;
+            let _ = stores.nodes.wait_until_ready().await;
+            let _ = stores.node_pools.wait_until_ready().await;
+            let _ = stores.node_claims.wait_until_ready().await;
+            let _ = stores.node_classes.wait_until_ready().await;
+            let _ = stores.pdbs.wait_until_ready().await;
+            let _ = stores.daemonsets.wait_until_ready().await;
+        })
+        .await
+    });
+    if synced.is_err() {
+        return Err(Error::NotSynced(settings.sync_timeout));
+    }
+    tracing::info!("caches synced");
+
+    let mut cloud = AwsCloud::new(settings.aws.clone())?;
+    let mut classes = lifecycle::NodeClasses::default();
+    classes.resolve(&stores, &mut cloud, &client, &handle, unix_now());
+    let mut zones: Vec<String> = cloud
+        .class()
+        .map(|c| c.subnets.iter().map(|s| s.zone.clone()).collect())
+        .unwrap_or_default();
+    zones.sort();
+    zones.dedup();
+    if zones.is_empty() {
+        zones = settings.zones.clone();
+    }
+    let zone_refs: Vec<&str> = zones.iter().map(String::as_str).collect();
+    let (entries, cat) = match cloud.catalog(&zone_refs) {
+        Some(found) => found?,
+        None => {
+            let entries = crate::catalog::embedded();
+            let cat = crate::catalog::policy_catalog(&entries, &zone_refs);
+            (entries, cat)
+        }
+    };
+    let its = InstanceTypes::new(&entries, &cat);
+    let capacities = act::capacities(&its);
+    let registry = Arc::new(PolicyRegistry::new(PolicyEngine::new(
+        EngineConfig::default(),
+    )?));
+    let ctx = Context::new(its, cat, registry);
+    let mut controller = Controller::new(settings.core.clone(), ctx, unix_now());
+    // Names continue after the claims that exist (a restart never reuses one).
+    let highest = stores
+        .node_claims
+        .state()
+        .iter()
+        .filter_map(|c| c.name_any().rsplit_once('-')?.1.parse::<u64>().ok())
+        .max()
+        .unwrap_or(0);
+    controller.continue_names_after(highest);
+
+    let mut queue = match &settings.interruption_queue {
+        Some(url) => {
+            let sdk = handle.block_on(settings.aws.sdk_config());
+            let mut q = crate::interruption::Queue::new(aws_sdk_sqs::Client::new(&sdk), url);
+            q.wait = Duration::from_secs(1);
+            Some(BlockingQueue {
+                rt: handle.clone(),
+                queue: q,
+            })
+        }
+        None => None,
+    };
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "dovetail".into(),
+            instance: Some(settings.instance.clone()),
+        },
+    );
+    let mut observer = observe::Observer::default();
+    let mut pools = lifecycle::PoolStatus::default();
+    tracing::info!(zones = ?zones, "controller started");
+    while !shutdown.stopped() {
+        let now = unix_now();
+        classes.resolve(&stores, &mut cloud, &client, &handle, now);
+        let (cluster, signals, problems) = observer.snapshot(&stores, &controller.ctx, now);
+        pools.write(&cluster, &problems, &client, &handle, &recorder, now);
+        let node_names: BTreeMap<String, String> = lifecycle::node_names(&stores);
+        let mut port = act::KubePort::new(
+            client.clone(),
+            handle.clone(),
+            recorder.clone(),
+            cluster,
+            signals,
+            node_names,
+            capacities.clone(),
+            now,
+        );
+        let q = queue.as_mut().map(|q| q as &mut dyn Interruptions);
+        controller.tick(now, &mut port, &mut cloud, q);
+        for (pod, claim, until) in std::mem::take(&mut port.nominations) {
+            observer.nominated.insert(pod, (claim, until));
+        }
+        lifecycle::reconcile(
+            &stores,
+            &client,
+            &handle,
+            &recorder,
+            &mut cloud,
+            settings.registration_ttl,
+            now,
+        );
+        // Sleep until the next timer or the next change, at most a second: the clock moves
+        // batch windows and liveness along.
+        let wake = controller
+            .next_wake(crate::controller::ClusterPort::cluster(&port), now)
+            .map_or(1, |t| (t - now).clamp(0, 1));
+        let changed = stores.changed.clone();
+        handle.block_on(async move {
+            let _ = tokio::time::timeout(
+                Duration::from_millis(250).max(Duration::from_secs(wake as u64)),
+                changed.notified(),
+            )
+            .await;
+        });
+    }
+    tracing::info!("controller stopped");
+    drop(queue);
+    rt.shutdown_timeout(Duration::from_secs(5));
+    Ok(())
+}

@@ -1,0 +1,353 @@
+//! The NodeClaim lifecycle and status writes: Registered (a Node with the claim's providerID
+//! appeared: it gets the claim's labels, the termination finalizer and an owner reference),
+//! Initialized (the Node is Ready and its startup taints are gone), liveness (a claim whose
+//! Node never registers is deleted with its instance), NodePool and EC2NodeClass status.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node as KubeNode, ObjectReference};
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+
+use super::act::condition;
+use super::observe::{PoolProblem, Stores};
+use super::{FINALIZER, timestamp};
+use crate::api::{EC2NodeClass, NodeClaim, NodePool};
+use crate::cloud::CloudProvider;
+use crate::cloud::aws::AwsCloud;
+use crate::cluster::Cluster;
+
+/// NodeClaim name → the name of its registered Node.
+pub fn node_names(stores: &Stores) -> BTreeMap<String, String> {
+    let by_provider: HashMap<String, String> = stores
+        .nodes
+        .state()
+        .iter()
+        .filter_map(|n| Some((n.spec.as_ref()?.provider_id.clone()?, n.name_any())))
+        .collect();
+    stores
+        .node_claims
+        .state()
+        .iter()
+        .filter_map(|c| {
+            let id = c.status.as_ref()?.provider_id.as_ref()?;
+            Some((c.name_any(), by_provider.get(id)?.clone()))
+        })
+        .collect()
+}
+
+fn publish(
+    rt: &tokio::runtime::Handle,
+    recorder: &Recorder,
+    r: ObjectReference,
+    t: EventType,
+    reason: &str,
+    note: String,
+) {
+    let event = KubeEvent {
+        type_: t,
+        reason: reason.into(),
+        note: Some(note),
+        action: reason.into(),
+        secondary: None,
+    };
+    if let Err(e) = rt.block_on(recorder.publish(&event, &r)) {
+        tracing::debug!(error = %e, reason, "could not publish an Event");
+    }
+}
+
+fn has(c: &NodeClaim, type_: &str) -> bool {
+    c.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|x| x.type_ == type_ && x.status == "True")
+    })
+}
+
+/// The claim's conditions with one added (or replaced).
+fn with_condition(c: &NodeClaim, new: serde_json::Value) -> Vec<serde_json::Value> {
+    let t = new["type"].as_str().unwrap_or_default().to_string();
+    let mut out: Vec<serde_json::Value> = c
+        .status
+        .as_ref()
+        .map(|s| {
+            s.conditions
+                .iter()
+                .filter(|x| x.type_ != t)
+                .map(|x| serde_json::to_value(x).unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.push(new);
+    out
+}
+
+/// One pass of registration, initialization and liveness over every NodeClaim.
+#[allow(clippy::too_many_arguments)]
+pub fn reconcile(
+    stores: &Stores,
+    client: &Client,
+    rt: &tokio::runtime::Handle,
+    recorder: &Recorder,
+    cloud: &mut AwsCloud,
+    registration_ttl: Duration,
+    now: i64,
+) {
+    let claims: Api<NodeClaim> = Api::all(client.clone());
+    let nodes: Api<KubeNode> = Api::all(client.clone());
+    let by_provider: HashMap<String, std::sync::Arc<KubeNode>> = stores
+        .nodes
+        .state()
+        .into_iter()
+        .filter_map(|n| Some((n.spec.as_ref()?.provider_id.clone()?, n)))
+        .collect();
+    for c in stores.node_claims.state() {
+        let name = c.name_any();
+        let Some(provider_id) = c.status.as_ref().and_then(|s| s.provider_id.clone()) else {
+            continue;
+        };
+        let reference = c.object_ref(&());
+        if c.meta().deletion_timestamp.is_some() {
+            continue;
+        }
+        let node = by_provider.get(&provider_id);
+        if !has(&c, "Registered") {
+            let Some(node) = node else {
+                let launched = c.meta().creation_timestamp.as_ref().map_or(now, timestamp);
+                if now - launched > registration_ttl.as_secs() as i64 {
+                    let id = provider_id
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    publish(
+                        rt,
+                        recorder,
+                        reference.clone(),
+                        EventType::Warning,
+                        "NodeNeverJoined",
+                        format!(
+                            "the instance {id} did not register as a Node within {}m: check that the node role may join the cluster (an EKS access entry or the aws-auth ConfigMap) and that its subnets reach the API server; deleting it",
+                            registration_ttl.as_secs() / 60
+                        ),
+                    );
+                    tracing::warn!(nodeclaim = %name, instance = %id, "node never registered; deleting the claim and its instance");
+                    if let Err(e) = cloud.delete(&id) {
+                        tracing::warn!(nodeclaim = %name, error = %e, "terminating the unregistered instance failed");
+                        continue;
+                    }
+                    let release = json!({"metadata": {"finalizers": null}});
+                    let _ = rt.block_on(claims.patch(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(&release),
+                    ));
+                    let _ = rt.block_on(claims.delete(&name, &DeleteParams::default()));
+                }
+                continue;
+            };
+            let node_name = node.name_any();
+            let mut finalizers = node.finalizers().to_vec();
+            if !finalizers.iter().any(|f| f == FINALIZER) {
+                finalizers.push(FINALIZER.into());
+            }
+            let patch = json!({"metadata": {
+                "labels": c.labels(),
+                "finalizers": finalizers,
+                "ownerReferences": [{
+                    "apiVersion": "dovetail.sh/v1",
+                    "kind": "NodeClaim",
+                    "name": name,
+                    "uid": c.metadata.uid.clone().unwrap_or_default(),
+                    "blockOwnerDeletion": true,
+                }],
+            }});
+            if let Err(e) =
+                rt.block_on(nodes.patch(&node_name, &PatchParams::default(), &Patch::Merge(&patch)))
+            {
+                tracing::warn!(node = %node_name, error = %e, "could not label the registered node");
+                continue;
+            }
+            let status = json!({"status": {
+                "nodeName": node_name,
+                "conditions": with_condition(&c, condition("Registered", true, "Registered", &format!("node {node_name}"), now)),
+            }});
+            if rt
+                .block_on(claims.patch_status(
+                    &name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&status),
+                ))
+                .is_ok()
+            {
+                tracing::info!(nodeclaim = %name, node = %node_name, "registered nodeclaim");
+                publish(
+                    rt,
+                    recorder,
+                    reference,
+                    EventType::Normal,
+                    "Registered",
+                    format!("node {node_name} registered"),
+                );
+            }
+            continue;
+        }
+        if !has(&c, "Initialized")
+            && let Some(node) = node
+        {
+            let ready = node
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| cs.iter().any(|x| x.type_ == "Ready" && x.status == "True"));
+            let taints = node
+                .spec
+                .as_ref()
+                .and_then(|s| s.taints.clone())
+                .unwrap_or_default();
+            let startup_left = c.spec.startup_taints.iter().any(|s| {
+                taints
+                    .iter()
+                    .any(|t| t.key == s.key && t.effect == s.effect)
+            });
+            if ready && !startup_left {
+                let status = json!({"status": {
+                    "conditions": with_condition(&c, condition("Initialized", true, "Initialized", "node Ready", now)),
+                }});
+                if rt
+                    .block_on(claims.patch_status(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(&status),
+                    ))
+                    .is_ok()
+                {
+                    tracing::info!(nodeclaim = %name, "initialized nodeclaim");
+                    publish(
+                        rt,
+                        recorder,
+                        reference,
+                        EventType::Normal,
+                        "Initialized",
+                        "node is Ready".into(),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// EC2NodeClass resolution, redone when a class changes; its status says what was found.
+#[derive(Debug, Default)]
+pub struct NodeClasses {
+    seen: HashMap<String, String>,
+}
+
+impl NodeClasses {
+    pub fn resolve(
+        &mut self,
+        stores: &Stores,
+        cloud: &mut AwsCloud,
+        client: &Client,
+        rt: &tokio::runtime::Handle,
+        now: i64,
+    ) {
+        let api: Api<EC2NodeClass> = Api::all(client.clone());
+        for c in stores.node_classes.state() {
+            let name = c.name_any();
+            let version = c.resource_version().unwrap_or_default();
+            let spec_version = serde_json::to_string(&c.spec).unwrap_or_default();
+            if self.seen.get(&name) == Some(&spec_version) {
+                continue;
+            }
+            self.seen.insert(name.clone(), spec_version);
+            let status = match cloud.resolve(&name, &c.spec) {
+                Ok(resolved) => resolved.status(now),
+                Err(e) => {
+                    tracing::warn!(node_class = %name, reason = %e.reason, "EC2NodeClass not ready");
+                    e.status(now)
+                }
+            };
+            let patch = json!({"status": status});
+            if let Err(e) =
+                rt.block_on(api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)))
+            {
+                tracing::warn!(node_class = %name, version, error = %e, "could not write the EC2NodeClass status");
+            }
+        }
+    }
+}
+
+/// NodePool status: Ready with a reason, and resources in use; written when it changes.
+#[derive(Debug, Default)]
+pub struct PoolStatus {
+    written: HashMap<String, serde_json::Value>,
+}
+
+impl PoolStatus {
+    pub fn write(
+        &mut self,
+        cluster: &Cluster,
+        problems: &[PoolProblem],
+        client: &Client,
+        rt: &tokio::runtime::Handle,
+        recorder: &Recorder,
+        now: i64,
+    ) {
+        let api: Api<NodePool> = Api::all(client.clone());
+        let mut wanted: Vec<(String, serde_json::Value, Option<String>)> = Vec::new();
+        for p in problems {
+            wanted.push((p.node_pool.clone(), json!({"type": "Ready", "status": "False", "reason": "InvalidSpec", "message": p.reason}), Some(p.reason.clone())));
+        }
+        for pool in &cluster.pools {
+            let nodes = cluster
+                .nodes
+                .values()
+                .filter(|n| n.instance.node_pool == pool.spec.name)
+                .count();
+            wanted.push((pool.spec.name.clone(), json!({"type": "Ready", "status": "True", "reason": "Ready", "message": "", "nodes": nodes}), None));
+        }
+        for (name, key, problem) in wanted {
+            if self.written.get(&name) == Some(&key) {
+                continue;
+            }
+            let mut cond = condition(
+                "Ready",
+                problem.is_none(),
+                key["reason"].as_str().unwrap_or_default(),
+                problem.as_deref().unwrap_or(""),
+                now,
+            );
+            if problem.is_none() {
+                cond["message"] = "".into();
+            }
+            let status = json!({"status": {"conditions": [cond]}});
+            match rt.block_on(api.patch_status(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(&status),
+            )) {
+                Ok(np) => {
+                    self.written.insert(name.clone(), key);
+                    if let Some(reason) = problem {
+                        tracing::warn!(nodepool = %name, reason = %reason, "NodePool not ready");
+                        publish(
+                            rt,
+                            recorder,
+                            np.object_ref(&()),
+                            EventType::Warning,
+                            "InvalidSpec",
+                            reason,
+                        );
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(nodepool = %name, error = %e, "could not write the NodePool status")
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,485 @@
+//! Observe: reflectors keep the objects decisions need (trimmed of managed fields and the
+//! annotations and status nothing reads), and [`Observer::snapshot`] turns them into the
+//! [`Cluster`] the controller core decides on.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{Node as KubeNode, Pod as KubePod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio::sync::Notify;
+
+use super::{
+    ANNOTATION_DISRUPTION, ANNOTATION_HASH, ANNOTATION_OFFERS, ANNOTATION_REPLACEMENT, timestamp,
+};
+use crate::api::{EC2NodeClass, NodeClaim, NodePool};
+use crate::cloud::{Instance, Offer};
+use crate::cluster::{Cluster, DO_NOT_DISRUPT, Deletion, Node, Pod, UnlaunchedClaim};
+use crate::controller::{Context, Signal, capacity_type};
+use crate::provisioning::Pool;
+use crate::scheduling::from_kube::{node_pool, pdb, pending_pod};
+use crate::scheduling::model::{Taint, TaintEffect, add, labels, zero};
+
+/// The reflector stores, and a notification whenever any of them changes.
+#[derive(Clone)]
+pub struct Stores {
+    pub pods: Store<KubePod>,
+    pub nodes: Store<KubeNode>,
+    pub node_pools: Store<NodePool>,
+    pub node_claims: Store<NodeClaim>,
+    pub node_classes: Store<EC2NodeClass>,
+    pub pdbs: Store<PodDisruptionBudget>,
+    pub daemonsets: Store<DaemonSet>,
+    pub changed: Arc<Notify>,
+}
+
+/// Starts one reflector per kind on the current runtime.
+pub fn start(client: &Client) -> Stores {
+    let changed = Arc::new(Notify::new());
+    Stores {
+        // Pods are the bulk of memory at 20k: keep the spec, the few status fields read, and
+        // only our annotation.
+        pods: reflect(
+            Api::all(client.clone()),
+            changed.clone(),
+            |p: &mut KubePod| {
+                trim(p);
+                if let Some(s) = p.status.as_mut() {
+                    s.container_statuses = None;
+                    s.init_container_statuses = None;
+                    s.ephemeral_container_statuses = None;
+                    s.host_ips = None;
+                    s.pod_ips = None;
+                }
+            },
+        ),
+        nodes: reflect(
+            Api::all(client.clone()),
+            changed.clone(),
+            |n: &mut KubeNode| {
+                trim(n);
+                if let Some(s) = n.status.as_mut() {
+                    s.images = None;
+                    s.volumes_attached = None;
+                    s.volumes_in_use = None;
+                }
+            },
+        ),
+        node_pools: reflect(Api::all(client.clone()), changed.clone(), trim),
+        node_claims: reflect(Api::all(client.clone()), changed.clone(), trim),
+        node_classes: reflect(Api::all(client.clone()), changed.clone(), trim),
+        pdbs: reflect(Api::all(client.clone()), changed.clone(), trim),
+        daemonsets: reflect(Api::all(client.clone()), changed.clone(), trim),
+        changed,
+    }
+}
+
+/// Drops what no decision reads: managed fields and annotations other than ours.
+fn trim<K: Resource>(o: &mut K) {
+    o.meta_mut().managed_fields = None;
+    if let Some(a) = o.meta_mut().annotations.as_mut() {
+        a.retain(|k, _| k.starts_with("dovetail.sh/") || k.starts_with("aws.dovetail.sh/"));
+    }
+}
+
+fn reflect<K>(
+    api: Api<K>,
+    changed: Arc<Notify>,
+    modify: impl FnMut(&mut K) + Send + 'static,
+) -> Store<K>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .modify(modify);
+    let stream = reflector::reflector(writer, stream);
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => changed.notify_one(),
+                Err(e) => tracing::warn!(error = %e, "watch failed; retrying with backoff"),
+            }
+        }
+    });
+    reader
+}
+
+/// A NodePool that cannot be used, and why: its Ready=False condition and Event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolProblem {
+    pub node_pool: String,
+    pub reason: String,
+}
+
+/// What the observer remembers between snapshots: when each node's pods last changed (for
+/// `consolidateAfter`), the pods seen pending (a new one opens a batch) and nominations.
+#[derive(Debug, Default)]
+pub struct Observer {
+    /// NodeClaim → (its pods, when that set last changed).
+    pods_of: HashMap<String, (BTreeSet<String>, i64)>,
+    pending: BTreeSet<String>,
+    /// Pod → (NodeClaim, until when the nomination holds).
+    pub nominated: HashMap<String, (String, i64)>,
+    /// Objects seen last time, to signal changes.
+    last_generation: u64,
+}
+
+/// How long a nomination holds before a pod counts as pending again (Karpenter's is the batch
+/// window plus the node's start-up; 5 minutes covers a slow launch).
+pub const NOMINATION_TTL: i64 = 300;
+
+impl Observer {
+    /// The cluster as decisions see it, the signals since the last snapshot, and the NodePools
+    /// that could not be used.
+    pub fn snapshot(
+        &mut self,
+        stores: &Stores,
+        ctx: &Context,
+        now: i64,
+    ) -> (Cluster, Vec<Signal>, Vec<PoolProblem>) {
+        let mut cluster = Cluster::default();
+        let mut signals = Vec::new();
+        let mut problems = Vec::new();
+
+        // DaemonSet overhead: every node runs one of each.
+        let mut overhead = zero();
+        for d in stores.daemonsets.state() {
+            let name = format!("{}/{}", d.namespace().unwrap_or_default(), d.name_any());
+            if let Some(spec) = d.spec.template.spec.as_ref()
+                && let Ok(p) = pending_pod(
+                    &format!("DaemonSet/{name}"),
+                    "spec.template.spec",
+                    &name,
+                    &BTreeMap::new(),
+                    spec,
+                )
+            {
+                overhead = add(&overhead, &p.requests);
+            }
+        }
+        for np in stores.node_pools.state() {
+            let name = np.name_any();
+            if np.meta().deletion_timestamp.is_some() {
+                continue;
+            }
+            match node_pool(&np, overhead, zero()) {
+                Ok(spec) => cluster.pools.push(Pool {
+                    resource: (*np).clone(),
+                    spec,
+                }),
+                Err(e) => problems.push(PoolProblem {
+                    node_pool: name,
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        cluster.pools.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        for c in stores.node_classes.state() {
+            cluster.node_classes.insert(
+                c.name_any(),
+                serde_json::to_string(&c.spec).unwrap_or_default(),
+            );
+        }
+        for b in stores.pdbs.state() {
+            match pdb(&b) {
+                Ok(p) => cluster.pdbs.push(p),
+                Err(e) => {
+                    tracing::warn!(pdb = %b.name_any(), error = %e, "ignoring a PodDisruptionBudget")
+                }
+            }
+        }
+
+        // Nodes: one per launched NodeClaim; the Node object, once registered, adds what the
+        // kubelet reports.
+        let kube_nodes: HashMap<String, Arc<KubeNode>> = stores
+            .nodes
+            .state()
+            .into_iter()
+            .filter_map(|n| {
+                let id = n.spec.as_ref()?.provider_id.clone()?;
+                Some((id, n))
+            })
+            .collect();
+        let mut claim_of_node: HashMap<String, String> = HashMap::new();
+        for c in stores.node_claims.state() {
+            let name = c.name_any();
+            let pool = c
+                .labels()
+                .get(labels::NODEPOOL)
+                .cloned()
+                .unwrap_or_default();
+            let status = c.status.clone().unwrap_or_default();
+            let Some(provider_id) = status.provider_id.clone() else {
+                if c.meta().deletion_timestamp.is_none() {
+                    cluster.unlaunched.push(UnlaunchedClaim {
+                        name,
+                        node_pool: pool,
+                        offers: offers_of(&c),
+                    });
+                }
+                continue;
+            };
+            let get = |k: &str| c.labels().get(k).cloned().unwrap_or_default();
+            let instance_type = get(labels::INSTANCE_TYPE);
+            let zone = get(labels::ZONE);
+            let capacity = capacity_type(&get(labels::CAPACITY_TYPE))
+                .unwrap_or(crate::policy::types::CapacityType::OnDemand);
+            let type_index = ctx.type_index(&instance_type).unwrap_or(0);
+            let zone_index = ctx.its.zones.iter().position(|z| *z == zone).unwrap_or(0) as u32;
+            let price = ctx.its.types[type_index as usize]
+                .offerings
+                .iter()
+                .find(|o| o.capacity_type == capacity && o.zone == zone_index)
+                .map_or(0.0, |o| o.price);
+            let kube_node = kube_nodes.get(&provider_id);
+            if let Some(n) = kube_node {
+                claim_of_node.insert(n.name_any(), name.clone());
+            }
+            let node_labels: Vec<(String, String)> = kube_node
+                .map_or(c.labels().clone(), |n| n.labels().clone())
+                .into_iter()
+                .collect();
+            let taints = kube_node
+                .and_then(|n| n.spec.as_ref()?.taints.clone())
+                .unwrap_or_else(|| c.spec.taints.clone())
+                .iter()
+                .map(taint)
+                .collect();
+            let ready_at = kube_node.and_then(|n| {
+                n.status
+                    .as_ref()?
+                    .conditions
+                    .as_ref()?
+                    .iter()
+                    .find(|c| c.type_ == "Ready" && c.status == "True")
+                    .map(|c| c.last_transition_time.as_ref().map_or(now, timestamp))
+            });
+            let annotations = c.annotations();
+            let node_deleting = kube_node.and_then(|n| n.meta().deletion_timestamp.as_ref());
+            let deletion = c
+                .meta()
+                .deletion_timestamp
+                .as_ref()
+                .or(node_deleting)
+                .map(|t| Deletion {
+                    reason: annotations
+                        .get(ANNOTATION_DISRUPTION)
+                        .and_then(|r| reason(r)),
+                    since: timestamp(t),
+                    replacement: annotations.get(ANNOTATION_REPLACEMENT).cloned(),
+                });
+            let do_not_disrupt = kube_node
+                .map(|n| n.annotations())
+                .and_then(|a| a.get(DO_NOT_DISRUPT))
+                .is_some_and(|v| v == "true");
+            let launched_at = c.meta().creation_timestamp.as_ref().map_or(now, timestamp);
+            cluster.nodes.insert(
+                name.clone(),
+                Node {
+                    name: name.clone(),
+                    instance: Instance {
+                        id: provider_id
+                            .rsplit('/')
+                            .next()
+                            .unwrap_or_default()
+                            .to_string(),
+                        claim: name.clone(),
+                        node_pool: pool,
+                        offer: Offer {
+                            instance_type,
+                            zone,
+                            capacity_type: capacity,
+                            price,
+                        },
+                    },
+                    type_index,
+                    zone_index,
+                    labels: node_labels,
+                    taints,
+                    launched_at,
+                    ready_at,
+                    last_pod_change: launched_at,
+                    template_hash: annotations
+                        .get(ANNOTATION_HASH)
+                        .and_then(|h| h.parse().ok())
+                        .unwrap_or(0),
+                    do_not_disrupt,
+                    deletion,
+                },
+            );
+        }
+
+        // Pods: bound ones on their node's claim (or on a node we do not manage), pending ones
+        // only once kube-scheduler found them unschedulable.
+        self.nominated.retain(|_, (_, until)| *until > now);
+        let mut pending_now = BTreeSet::new();
+        for p in stores.pods.state() {
+            let Some(pod) = self.pod(&p, &claim_of_node, now) else {
+                continue;
+            };
+            if pod.node.is_none() {
+                pending_now.insert(pod.spec.name.clone());
+                if !self.pending.contains(&pod.spec.name) {
+                    signals.push(Signal::PodPending(now));
+                }
+            }
+            cluster.pods.insert(pod.spec.name.clone(), pod);
+        }
+        self.pending = pending_now;
+
+        // When each node's pods last changed.
+        let mut by_node: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for p in cluster.pods.values() {
+            if let Some(n) = &p.node {
+                by_node
+                    .entry(n.clone())
+                    .or_default()
+                    .insert(p.spec.name.clone());
+            }
+        }
+        let mut seen = HashMap::new();
+        for (name, node) in cluster.nodes.iter_mut() {
+            let pods = by_node.remove(name).unwrap_or_default();
+            let since = match self.pods_of.remove(name) {
+                Some((before, since)) if before == pods => since,
+                Some(_) => {
+                    signals.push(Signal::Changed(now));
+                    now
+                }
+                None => node
+                    .ready_at
+                    .unwrap_or(node.launched_at)
+                    .max(node.launched_at),
+            };
+            node.last_pod_change = since;
+            seen.insert(name.clone(), (pods, since));
+        }
+        self.pods_of = seen;
+
+        let generation = stores_generation(stores);
+        if generation != self.last_generation {
+            self.last_generation = generation;
+            signals.push(Signal::Changed(now));
+            signals.push(Signal::Kick(now));
+        }
+        (cluster, signals, problems)
+    }
+
+    /// A pod as decisions see it, or `None` for pods that are not ours to place: finished,
+    /// terminating, DaemonSet and static pods, and pods the scheduler has not tried yet.
+    fn pod(&self, p: &KubePod, claim_of_node: &HashMap<String, String>, now: i64) -> Option<Pod> {
+        if p.meta().deletion_timestamp.is_some() {
+            return None;
+        }
+        let status = p.status.as_ref();
+        let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
+        if phase == "Succeeded" || phase == "Failed" {
+            return None;
+        }
+        let controller = p
+            .owner_references()
+            .iter()
+            .find(|o| o.controller == Some(true));
+        if controller.is_some_and(|o| o.kind == "DaemonSet" || o.kind == "Node") {
+            return None;
+        }
+        let ns = p.namespace().unwrap_or_else(|| "default".into());
+        let id = format!("{ns}/{}", p.name_any());
+        let spec = p.spec.as_ref()?;
+        let node = match &spec.node_name {
+            Some(n) => Some(claim_of_node.get(n).cloned().unwrap_or_else(|| n.clone())),
+            None => {
+                let unschedulable = status
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| {
+                        cs.iter().any(|c| {
+                            c.type_ == "PodScheduled"
+                                && c.status == "False"
+                                && c.reason.as_deref() == Some("Unschedulable")
+                        })
+                    });
+                match self.nominated.get(&id) {
+                    Some((claim, _)) => Some(claim.clone()),
+                    None if unschedulable => None,
+                    None => return None,
+                }
+            }
+        };
+        let spec = match pending_pod(&format!("Pod/{id}"), "spec", &id, p.labels(), spec) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(pod = %id, error = %e, "ignoring a pod that cannot be read");
+                return None;
+            }
+        };
+        let running_since = (phase == "Running").then(|| {
+            status
+                .and_then(|s| s.start_time.as_ref())
+                .map_or(now, timestamp)
+        });
+        Some(Pod {
+            spec,
+            owner: controller.map(|o| format!("{ns}/{}", o.name)),
+            created_at: p.meta().creation_timestamp.as_ref().map_or(now, timestamp),
+            node,
+            running_since,
+            do_not_disrupt: p
+                .annotations()
+                .get(DO_NOT_DISRUPT)
+                .is_some_and(|v| v == "true"),
+        })
+    }
+}
+
+/// A sum over the stores' resource versions: different when any object of a kind that shapes
+/// decisions (NodePools, node classes, PDBs) changed.
+fn stores_generation(stores: &Stores) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for np in stores.node_pools.state() {
+        np.resource_version().hash(&mut h);
+    }
+    for c in stores.node_classes.state() {
+        c.resource_version().hash(&mut h);
+    }
+    for b in stores.pdbs.state() {
+        b.resource_version().hash(&mut h);
+    }
+    h.finish()
+}
+
+fn taint(t: &k8s_openapi::api::core::v1::Taint) -> Taint {
+    Taint {
+        key: t.key.clone(),
+        value: t.value.clone().unwrap_or_default(),
+        effect: match t.effect.as_str() {
+            "NoExecute" => TaintEffect::NoExecute,
+            "PreferNoSchedule" => TaintEffect::PreferNoSchedule,
+            _ => TaintEffect::NoSchedule,
+        },
+    }
+}
+
+fn reason(label: &str) -> Option<crate::policy::types::DisruptionReason> {
+    use crate::policy::types::DisruptionReason as R;
+    [R::Empty, R::Underutilized, R::Drifted, R::Expired]
+        .into_iter()
+        .find(|r| crate::controller::reason_label(*r) == label)
+}
+
+/// The ranked offers recorded on a NodeClaim (`type/zone/capacity-type/price`, best first).
+fn offers_of(c: &NodeClaim) -> Vec<Offer> {
+    c.annotations()
+        .get(ANNOTATION_OFFERS)
+        .map(|s| super::parse_offers(s))
+        .unwrap_or_default()
+}
