@@ -3,6 +3,8 @@
 
 #[path = "aws/moto.rs"]
 mod moto;
+#[path = "aws/seed.rs"]
+mod seed;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
@@ -14,117 +16,7 @@ use dovetail::cloud::{CloudError, CloudProvider, LaunchRequest, Offer};
 use dovetail::interruption::{self, Action, Queue};
 use dovetail::policy::types::CapacityType;
 use moto::Moto;
-
-const DISCOVERY: &str = "dovetail.sh/discovery";
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-struct Seed {
-    /// Tagged subnets by zone.
-    subnets: Vec<(String, String)>,
-    untagged_subnet: String,
-    group: String,
-    untagged_group: String,
-}
-
-/// A VPC with subnets in three zones (tagged for discovery when `tag_subnets`) plus one
-/// untagged, a tagged and an untagged security group, and a tagged image.
-fn seed(moto: &Moto, tag_subnets: bool) -> Seed {
-    let rt = runtime();
-    rt.block_on(async {
-        let ec2 = aws_sdk_ec2::Client::new(&moto.config().await);
-        let tag = Tag::builder().key(DISCOVERY).value("my-cluster").build();
-        let vpc = ec2
-            .create_vpc()
-            .cidr_block("10.0.0.0/16")
-            .send()
-            .await
-            .unwrap()
-            .vpc()
-            .unwrap()
-            .vpc_id()
-            .unwrap()
-            .to_string();
-        let mut subnets = Vec::new();
-        for (i, zone) in ["us-east-1a", "us-east-1b", "us-east-1c", "us-east-1a"]
-            .iter()
-            .enumerate()
-        {
-            let id = ec2
-                .create_subnet()
-                .vpc_id(&vpc)
-                .cidr_block(format!("10.0.{i}.0/24"))
-                .availability_zone(*zone)
-                .send()
-                .await
-                .unwrap()
-                .subnet()
-                .unwrap()
-                .subnet_id()
-                .unwrap()
-                .to_string();
-            subnets.push((id, zone.to_string()));
-        }
-        let untagged_subnet = subnets.pop().unwrap().0;
-        if tag_subnets {
-            for (id, _) in &subnets {
-                ec2.create_tags()
-                    .resources(id)
-                    .tags(tag.clone())
-                    .send()
-                    .await
-                    .unwrap();
-            }
-        }
-        let mut groups = Vec::new();
-        for name in ["nodes", "other"] {
-            groups.push(
-                ec2.create_security_group()
-                    .group_name(name)
-                    .description(name)
-                    .vpc_id(&vpc)
-                    .send()
-                    .await
-                    .unwrap()
-                    .group_id()
-                    .unwrap()
-                    .to_string(),
-            );
-        }
-        ec2.create_tags()
-            .resources(&groups[0])
-            .tags(tag.clone())
-            .send()
-            .await
-            .unwrap();
-        let images = ec2.describe_images().owners("amazon").send().await.unwrap();
-        let image = images
-            .images()
-            .iter()
-            .find(|i| i.architecture().is_some_and(|a| a.as_str() == "x86_64"))
-            .expect("moto ships x86_64 images")
-            .image_id()
-            .unwrap()
-            .to_string();
-        ec2.create_tags()
-            .resources(&image)
-            .tags(tag)
-            .send()
-            .await
-            .unwrap();
-        Seed {
-            subnets,
-            untagged_subnet,
-            group: groups[0].clone(),
-            untagged_group: groups[1].clone(),
-        }
-    })
-}
+use seed::{DISCOVERY, runtime, seed};
 
 fn node_class(ami_terms: &str) -> dovetail::api::ec2nodeclass::EC2NodeClassSpec {
     let yaml = format!(

@@ -170,10 +170,11 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
         .build()
         .map_err(|e| Error::Runtime(e.to_string()))?;
     let handle = rt.handle().clone();
-    let client = Client::try_from(config)?;
-    let stores = {
+    let (client, stores) = {
         let _enter = rt.enter();
-        observe::start(&client)
+        let client = Client::try_from(config)?;
+        let stores = observe::start(&client);
+        (client, stores)
     };
     let synced = rt.block_on(async {
         tokio::time::timeout(settings.sync_timeout, async {
