@@ -139,9 +139,14 @@ fn name(o: &Value) -> String {
 
 /// One round of kubelet and kube-scheduler.
 fn play_kubelet_and_scheduler(api: &ApiServer, live: &[String]) {
+    play(api, live, true)
+}
+
+/// kubelet (registering nodes only with `register`) and kube-scheduler.
+fn play(api: &ApiServer, live: &[String], register: bool) {
     // kubelet: an instance that runs registers its Node, Ready at once.
     let nodes = api.list(NODES);
-    for c in api.list(CLAIMS) {
+    for c in api.list(CLAIMS).into_iter().filter(|_| register) {
         let Some(pid) = c["status"]["providerID"].as_str() else {
             continue;
         };
@@ -236,17 +241,31 @@ fn until(
     what: &str,
     done: impl Fn(&ApiServer, &[String]) -> bool,
 ) {
+    until_with(api, moto, limit, what, true, done)
+}
+
+/// [`until`], with a kubelet that registers nodes only with `register`.
+fn until_with(
+    api: &ApiServer,
+    moto: &Moto,
+    limit: Duration,
+    what: &str,
+    register: bool,
+    done: impl Fn(&ApiServer, &[String]) -> bool,
+) {
     let started = Instant::now();
     loop {
         let ids = live(moto);
-        play_kubelet_and_scheduler(api, &ids);
+        play(api, &ids, register);
         if done(api, &ids) {
             eprintln!("{what}: {:.1} s", started.elapsed().as_secs_f64());
             return;
         }
         assert!(
             started.elapsed() < limit,
-            "{what}: not within {limit:?}; claims {:#?}; pods {:#?}",
+            "{what}: not within {limit:?}; live {:?}; nodes {:?}; claims {:#?}; pods {:#?}",
+            live(moto),
+            api.list(NODES).iter().map(name).collect::<Vec<_>>(),
             api.list(CLAIMS)
                 .iter()
                 .map(|c| (
@@ -421,4 +440,206 @@ fn inflate_scales_up_through_nodeclaims_and_ec2_then_consolidates_to_zero() {
         |api, ids| api.list(CLAIMS).is_empty() && api.list(NODES).is_empty() && ids.is_empty(),
     );
     controller.stop();
+}
+
+/// moto with a seeded account, the double with the default node class, on a runtime.
+fn world() -> Option<(Moto, tokio::runtime::Runtime, ApiServer)> {
+    logs();
+    let moto = Moto::start()?;
+    seed::seed(&moto, true);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let api = ApiServer::start(&rt);
+    api.put("aws.dovetail.sh/v1/ec2nodeclasses", node_class());
+    Some((moto, rt, api))
+}
+
+fn ready_condition(api: &ApiServer, pool: &str) -> Value {
+    api.get("dovetail.sh/v1/nodepools", "", pool)
+        .expect("the pool")["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready").cloned())
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn a_malformed_node_pool_is_not_ready_with_a_reason_and_an_event_while_others_provision() {
+    let Some((moto, _rt, api)) = world() else {
+        return;
+    };
+    let mut bad = node_pool("5s");
+    bad["metadata"]["name"] = "broken".into();
+    bad["spec"]["limits"] = json!({"cpu": "banana"});
+    bad["spec"]["weight"] = 100.into();
+    api.put("dovetail.sh/v1/nodepools", bad);
+    api.put("dovetail.sh/v1/nodepools", node_pool("1h"));
+    let _controller = Running::start(&api, settings(&moto));
+    for i in 0..3 {
+        api.put(PODS, inflate_pod(i));
+    }
+    until(
+        &api,
+        &moto,
+        Duration::from_secs(60),
+        "pods bound through the good pool",
+        |api, _| {
+            api.list(PODS)
+                .iter()
+                .all(|p| !p["spec"]["nodeName"].is_null())
+                && ready_condition(api, "broken")["status"] == "False"
+        },
+    );
+    let broken = ready_condition(&api, "broken");
+    assert_eq!(broken["reason"], "InvalidSpec");
+    assert!(
+        broken["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.limits.cpu"),
+        "{broken}"
+    );
+    assert_eq!(ready_condition(&api, "default")["status"], "True");
+    assert!(
+        api.list(CLAIMS)
+            .iter()
+            .all(|c| c["metadata"]["labels"]["dovetail.sh/nodepool"] == "default")
+    );
+    let events = api.list("events.k8s.io/v1/events");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["reason"] == "InvalidSpec" && e["regarding"]["name"] == "broken"),
+        "{events:#?}"
+    );
+}
+
+#[test]
+fn a_pdb_with_max_unavailable_zero_blocks_the_drain_until_it_is_relaxed() {
+    let Some((moto, _rt, api)) = world() else {
+        return;
+    };
+    api.put("dovetail.sh/v1/nodepools", node_pool("1h"));
+    let pdb = |max: i64| {
+        json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+               "metadata": {"name": "inflate", "namespace": "default"},
+               "spec": {"maxUnavailable": max, "selector": {"matchLabels": {"app": "inflate"}}}})
+    };
+    api.put("policy/v1/poddisruptionbudgets", pdb(0));
+    let _controller = Running::start(&api, settings(&moto));
+    for i in 0..2 {
+        api.put(PODS, inflate_pod(i));
+    }
+    until(
+        &api,
+        &moto,
+        Duration::from_secs(60),
+        "pods running",
+        |api, _| {
+            api.list(PODS)
+                .iter()
+                .all(|p| p["status"]["phase"] == "Running")
+                && api
+                    .list(NODES)
+                    .iter()
+                    .all(|n| n["metadata"]["finalizers"] == json!(["dovetail.sh/termination"]))
+        },
+    );
+    // A user deletes the node: the finalizer holds it while it drains.
+    let node = name(&api.list(NODES)[0]);
+    api.delete(NODES, "", &node);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(8) {
+        play_kubelet_and_scheduler(&api, &live(&moto));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(api.list(PODS).len(), 2, "the budget allows no eviction");
+    assert!(
+        api.get(NODES, "", &node).is_some(),
+        "the node stays while its pods cannot leave"
+    );
+    assert!(
+        !api.log()
+            .iter()
+            .any(|r| r.path.ends_with("/eviction") && r.method == "POST" && false)
+    );
+    // Relaxed: the drain goes on, one allowance at a time, and the node goes.
+    api.put("policy/v1/poddisruptionbudgets", pdb(1));
+    until(
+        &api,
+        &moto,
+        Duration::from_secs(60),
+        "drained and terminated",
+        |api, ids| {
+            api.get(NODES, "", &node).is_none()
+                && !ids
+                    .iter()
+                    .any(|i| node.contains(i.trim_start_matches("i-")))
+        },
+    );
+    let evictions = api
+        .log()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/eviction"))
+        .count();
+    assert!(
+        evictions >= 2,
+        "evictions through the subresource: {evictions}"
+    );
+}
+
+#[test]
+fn an_instance_whose_node_never_registers_is_cleaned_up_by_liveness() {
+    let Some((moto, _rt, api)) = world() else {
+        return;
+    };
+    api.put("dovetail.sh/v1/nodepools", node_pool("1h"));
+    let mut s = settings(&moto);
+    s.registration_ttl = Duration::from_secs(3);
+    let _controller = Running::start(&api, s);
+    api.put(PODS, inflate_pod(0));
+    until_with(
+        &api,
+        &moto,
+        Duration::from_secs(30),
+        "a claim launched",
+        false,
+        |api, _| {
+            api.list(CLAIMS)
+                .iter()
+                .any(|c| !c["status"]["providerID"].is_null())
+        },
+    );
+    let first = api
+        .list(CLAIMS)
+        .into_iter()
+        .find(|c| !c["status"]["providerID"].is_null())
+        .unwrap();
+    let claim = name(&first);
+    let id = first["status"]["providerID"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    until_with(
+        &api,
+        &moto,
+        Duration::from_secs(30),
+        "the unregistered claim deleted with its instance",
+        false,
+        |api, ids| api.get(CLAIMS, "", &claim).is_none() && !ids.contains(&id),
+    );
+    let events = api.list("events.k8s.io/v1/events");
+    let never = events
+        .iter()
+        .find(|e| e["reason"] == "NodeNeverJoined")
+        .expect("an Event says why");
+    assert!(
+        never["note"].as_str().unwrap().contains("access entry"),
+        "{never}"
+    );
 }

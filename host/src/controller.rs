@@ -742,6 +742,9 @@ impl Controller {
 
     fn terminate(&mut self, now: i64, port: &mut dyn ClusterPort, cloud: &mut dyn CloudProvider) {
         let plan = crate::termination::plan(port.cluster(), now);
+        if !plan.evict.is_empty() || !plan.terminate.is_empty() {
+            tracing::debug!(evict = plan.evict.len(), terminate = ?plan.terminate, "termination plan");
+        }
         let mut refused: Vec<String> = Vec::new();
         for (pod, node) in &plan.evict {
             match port.evict(pod, node) {

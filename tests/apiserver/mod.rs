@@ -473,13 +473,14 @@ impl ApiServer {
         let finalizers_left = new["metadata"]["finalizers"]
             .as_array()
             .is_some_and(|f| !f.is_empty());
+        // The response is the object as written, also when that write let it go.
         if deleting && !finalizers_left {
             self.commit(&mut st, key.clone(), new.clone(), "DELETED");
+            json_response(200, new)
         } else {
             self.commit(&mut st, key.clone(), new, "MODIFIED");
+            json_response(200, st.objects.get(&key).cloned().unwrap_or(Value::Null))
         }
-        let out = st.objects.get(&key).cloned().unwrap_or(Value::Null);
-        json_response(200, out)
     }
 
     /// The Eviction subresource, enforcing PodDisruptionBudgets.

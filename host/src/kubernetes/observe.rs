@@ -371,6 +371,17 @@ impl Observer {
             signals.push(Signal::Changed(now));
             signals.push(Signal::Kick(now));
         }
+        tracing::debug!(
+            nodes = cluster.nodes.len(),
+            deleting = cluster
+                .nodes
+                .values()
+                .filter(|n| n.deletion.is_some())
+                .count(),
+            pods = cluster.pods.len(),
+            pdbs = cluster.pdbs.len(),
+            "snapshot"
+        );
         (cluster, signals, problems)
     }
 
