@@ -294,16 +294,9 @@ fn logs() {
 
 #[test]
 fn inflate_scales_up_through_nodeclaims_and_ec2_then_consolidates_to_zero() {
-    logs();
-    let Some(moto) = Moto::start() else { return };
-    seed::seed(&moto, true);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let api = ApiServer::start(&rt);
-    api.put("aws.dovetail.sh/v1/ec2nodeclasses", node_class());
+    let Some((moto, _rt, api)) = world() else {
+        return;
+    };
     api.put("dovetail.sh/v1/nodepools", node_pool("5s"));
 
     // What the simulator decides for the same manifests on the same account.

@@ -449,3 +449,24 @@ mod tests {
         ));
     }
 }
+
+/// The queue driven from a thread outside the runtime (the controller core is synchronous):
+/// the core's [`crate::controller::Interruptions`].
+pub struct BlockingQueue {
+    pub rt: tokio::runtime::Handle,
+    pub queue: Queue,
+}
+
+impl crate::controller::Interruptions for BlockingQueue {
+    fn poll(&mut self) -> Result<Vec<Received>, String> {
+        self.rt
+            .block_on(self.queue.poll())
+            .map_err(|e| e.to_string())
+    }
+
+    fn done(&mut self, r: &Received, action: Action) -> Result<(), String> {
+        self.rt
+            .block_on(self.queue.done(r, action))
+            .map_err(|e| e.to_string())
+    }
+}

@@ -138,29 +138,6 @@ pub fn parse_offers(s: &str) -> Vec<Offer> {
         .collect()
 }
 
-/// The interruption queue driven from the controller's thread.
-struct BlockingQueue {
-    rt: tokio::runtime::Handle,
-    queue: crate::interruption::Queue,
-}
-
-impl Interruptions for BlockingQueue {
-    fn poll(&mut self) -> Result<Vec<crate::interruption::Received>, String> {
-        self.rt
-            .block_on(self.queue.poll())
-            .map_err(|e| e.to_string())
-    }
-    fn done(
-        &mut self,
-        r: &crate::interruption::Received,
-        action: crate::interruption::Action,
-    ) -> Result<(), String> {
-        self.rt
-            .block_on(self.queue.done(r, action))
-            .map_err(|e| e.to_string())
-    }
-}
-
 /// Runs the controller against the cluster `config` points at until `shutdown` is set. Must be
 /// called outside a Tokio runtime (it owns one).
 pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Result<(), Error> {
@@ -236,7 +213,7 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
             let sdk = handle.block_on(settings.aws.sdk_config());
             let mut q = crate::interruption::Queue::new(aws_sdk_sqs::Client::new(&sdk), url);
             q.wait = Duration::from_secs(1);
-            Some(BlockingQueue {
+            Some(crate::interruption::BlockingQueue {
                 rt: handle.clone(),
                 queue: q,
             })

@@ -456,11 +456,14 @@ impl Sim {
             }
             self.world.become_ready();
             let now = self.now();
-            let queue = self.queue.as_mut().map(|q| q as &mut dyn Interruptions);
+            let queue = self
+                .queue
+                .as_mut()
+                .map(|q| &mut q.queue as &mut dyn Interruptions);
             self.controller
                 .tick(now, &mut self.world, self.cloud.as_mut(), queue);
             if let Some(q) = &self.queue {
-                self.world.report.interruption = q.queue.metrics.clone();
+                self.world.report.interruption = q.queue.queue.metrics.clone();
             }
             self.world.observe();
             let t = self.world.t;
@@ -985,35 +988,19 @@ fn apply_policy(
     Ok(())
 }
 
-impl Interruptions for QueueClient {
-    fn poll(&mut self) -> Result<Vec<crate::interruption::Received>, String> {
-        self.rt
-            .block_on(self.queue.poll())
-            .map_err(|e| e.to_string())
-    }
-
-    fn done(
-        &mut self,
-        r: &crate::interruption::Received,
-        action: crate::interruption::Action,
-    ) -> Result<(), String> {
-        self.rt
-            .block_on(self.queue.done(r, action))
-            .map_err(|e| e.to_string())
-    }
-}
-
 /// The interruption queue with the runtime that drives it (the simulator is synchronous).
 struct QueueClient {
     rt: tokio::runtime::Runtime,
     sqs: aws_sdk_sqs::Client,
     url: String,
-    queue: crate::interruption::Queue,
+    queue: crate::interruption::BlockingQueue,
 }
 
 impl QueueClient {
     fn new(settings: &crate::cloud::aws::AwsSettings, url: &str) -> Result<Self, SimError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
+        // One worker drives the I/O, so the queue can block on the runtime's handle.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
             .enable_all()
             .build()
             .map_err(|e| SimError::Input(format!("runtime: {e}")))?;
@@ -1023,10 +1010,13 @@ impl QueueClient {
         // The virtual clock does not wait: take what is there.
         queue.wait = Duration::ZERO;
         Ok(QueueClient {
+            queue: crate::interruption::BlockingQueue {
+                rt: rt.handle().clone(),
+                queue,
+            },
             rt,
             sqs,
             url: url.into(),
-            queue,
         })
     }
 
