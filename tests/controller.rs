@@ -636,3 +636,85 @@ fn an_instance_whose_node_never_registers_is_cleaned_up_by_liveness() {
         "{never}"
     );
 }
+
+#[test]
+fn a_restart_after_create_fleet_adopts_the_instance_instead_of_launching_a_second() {
+    let Some((moto, _rt, api)) = world() else {
+        return;
+    };
+    api.put("dovetail.sh/v1/nodepools", node_pool("1h"));
+    // What a controller killed right after CreateFleet leaves: the NodeClaim object (created
+    // first, with its finalizer and offers) and an instance tagged with its name, but no
+    // recorded launch.
+    let offers = "m5.large/us-east-1a/on-demand/0.096";
+    let mut cloud = dovetail::cloud::aws::AwsCloud::new(settings(&moto).aws).unwrap();
+    let spec: dovetail::api::ec2nodeclass::EC2NodeClassSpec =
+        serde_json::from_value(node_class()["spec"].clone()).unwrap();
+    use dovetail::cloud::CloudProvider;
+    cloud
+        .node_class("default", &spec)
+        .expect("the class resolves");
+    let request = dovetail::cloud::LaunchRequest {
+        claim: "default-00007".into(),
+        node_pool: "default".into(),
+        offers: dovetail::kubernetes::parse_offers(offers),
+    };
+    let before = cloud.create(&request).expect("the first launch");
+    api.put(
+        CLAIMS,
+        json!({
+            "apiVersion": "dovetail.sh/v1", "kind": "NodeClaim",
+            "metadata": {"name": "default-00007", "labels": {"dovetail.sh/nodepool": "default"},
+                         "annotations": {"dovetail.sh/offers": offers},
+                         "finalizers": ["dovetail.sh/termination"]},
+            "spec": {"nodeClassRef": {"group": "aws.dovetail.sh", "kind": "EC2NodeClass", "name": "default"}},
+        }),
+    );
+    let _controller = Running::start(&api, settings(&moto));
+    until(
+        &api,
+        &moto,
+        Duration::from_secs(30),
+        "the claim's launch recorded",
+        |api, _| {
+            api.get(CLAIMS, "", "default-00007")
+                .is_some_and(|c| !c["status"]["providerID"].is_null())
+        },
+    );
+    let claim = api.get(CLAIMS, "", "default-00007").unwrap();
+    assert!(
+        claim["status"]["providerID"]
+            .as_str()
+            .unwrap()
+            .ends_with(&before.id),
+        "the instance launched before the restart is the claim's: {}",
+        claim["status"]["providerID"]
+    );
+    let ids = live(&moto);
+    assert_eq!(
+        ids,
+        vec![before.id.clone()],
+        "one instance for one NodeClaim"
+    );
+    // New claims continue after the names that exist.
+    api.put(PODS, inflate_pod(0));
+    api.put(PODS, inflate_pod(1));
+    api.put(PODS, inflate_pod(2));
+    api.put(PODS, inflate_pod(3));
+    api.put(PODS, inflate_pod(4));
+    until(
+        &api,
+        &moto,
+        Duration::from_secs(60),
+        "pods bound",
+        |api, _| {
+            api.list(PODS)
+                .iter()
+                .all(|p| !p["spec"]["nodeName"].is_null())
+        },
+    );
+    for c in api.list(CLAIMS) {
+        let n: u64 = name(&c).rsplit('-').next().unwrap().parse().unwrap();
+        assert!(n >= 7, "{}", name(&c));
+    }
+}
