@@ -209,6 +209,31 @@ impl Context {
     }
 }
 
+/// How a launch is carried out and told.
+struct Launch<'a> {
+    pool: &'a Pool,
+    /// Pods it is for (for the log line).
+    pods: usize,
+    /// The policy whose ranking chose it.
+    policy: &'a str,
+    /// Log the launch as an event (replacements), or as provisioning's own line.
+    log: bool,
+    /// Create the NodeClaim object first (false: it exists, a launch resumed after a restart).
+    create: bool,
+}
+
+impl<'a> Launch<'a> {
+    fn resumed(pool: &'a Pool) -> Self {
+        Launch {
+            pool,
+            pods: 0,
+            policy: "resumed",
+            log: false,
+            create: false,
+        }
+    }
+}
+
 /// How many recent events are remembered to keep repeated disruption notes out.
 const RECENT_EVENTS: usize = 200;
 
@@ -449,17 +474,14 @@ impl Controller {
                 requests: c.requests,
                 purpose: if bind { "provisioning" } else { "interruption" },
             };
-            match self.launch(
-                now,
-                &claim,
+            let how = Launch {
                 pool,
-                c.pods.len(),
-                &c.policy,
-                false,
-                true,
-                port,
-                cloud,
-            ) {
+                pods: c.pods.len(),
+                policy: &c.policy,
+                log: false,
+                create: true,
+            };
+            match self.launch(now, &claim, how, port, cloud) {
                 Ok(name) => {
                     for &p in c.pods.iter().filter(|_| bind) {
                         port.nominate(&pending[p], &name);
@@ -510,19 +532,21 @@ impl Controller {
 
     /// Creates the NodeClaim, launches its instance, and makes it an in-flight node; returns its
     /// name, or why not (the claim is then abandoned).
-    #[allow(clippy::too_many_arguments)]
     fn launch(
         &mut self,
         now: i64,
         claim: &NewClaim,
-        pool: &Pool,
-        pods: usize,
-        policy: &str,
-        log: bool,
-        create: bool,
+        how: Launch<'_>,
         port: &mut dyn ClusterPort,
         cloud: &mut dyn CloudProvider,
     ) -> Result<String, String> {
+        let Launch {
+            pool,
+            pods,
+            policy,
+            log,
+            create,
+        } = how;
         if create {
             port.create_claim(claim)
                 .map_err(|e| format!("creating the NodeClaim: {e}"))?;
@@ -601,9 +625,7 @@ impl Controller {
                 requests: crate::scheduling::model::zero(),
                 purpose: "resumed",
             };
-            if let Err(reason) =
-                self.launch(now, &claim, &pool, 0, "resumed", false, false, port, cloud)
-            {
+            if let Err(reason) = self.launch(now, &claim, Launch::resumed(&pool), port, cloud) {
                 self.emit(
                     port,
                     EventKind::NotLaunched {
@@ -912,7 +934,14 @@ impl Controller {
                 requests: crate::scheduling::model::zero(),
                 purpose: "replacement",
             };
-            match self.launch(now, &claim, &pool, 0, &c.policy, true, true, port, cloud) {
+            let how = Launch {
+                pool: &pool,
+                pods: 0,
+                policy: &c.policy,
+                log: true,
+                create: true,
+            };
+            match self.launch(now, &claim, how, port, cloud) {
                 Ok(name) => replacement = Some(name),
                 Err(reason) => {
                     self.emit(
