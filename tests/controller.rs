@@ -81,9 +81,14 @@ fn settings(moto: &Moto) -> Settings {
             "us-east-1b".into(),
             "us-east-1c".into(),
         ],
-        core: Default::default(),
+        core: dovetail::controller::Settings {
+            // Garbage collection every few seconds, so a test sees it.
+            gc_interval: Duration::from_secs(3),
+            ..Default::default()
+        },
         registration_ttl: Duration::from_secs(900),
         sync_timeout: Duration::from_secs(20),
+        orphan_grace: Duration::from_secs(5),
         instance: "test".into(),
     }
 }
@@ -660,6 +665,13 @@ fn a_restart_after_create_fleet_adopts_the_instance_instead_of_launching_a_secon
         offers: dovetail::kubernetes::parse_offers(offers),
     };
     let before = cloud.create(&request).expect("the first launch");
+    // And an instance whose claim never made it (or was deleted): an orphan.
+    let orphan = cloud
+        .create(&dovetail::cloud::LaunchRequest {
+            claim: "default-00099".into(),
+            ..request.clone()
+        })
+        .expect("a launch");
     api.put(
         CLAIMS,
         json!({
@@ -674,11 +686,12 @@ fn a_restart_after_create_fleet_adopts_the_instance_instead_of_launching_a_secon
     until(
         &api,
         &moto,
-        Duration::from_secs(30),
-        "the claim's launch recorded",
-        |api, _| {
+        Duration::from_secs(60),
+        "the claim's launch recorded and the orphan collected after its grace",
+        |api, ids| {
             api.get(CLAIMS, "", "default-00007")
                 .is_some_and(|c| !c["status"]["providerID"].is_null())
+                && !ids.contains(&orphan.id)
         },
     );
     let claim = api.get(CLAIMS, "", "default-00007").unwrap();
@@ -717,4 +730,98 @@ fn a_restart_after_create_fleet_adopts_the_instance_instead_of_launching_a_secon
         let n: u64 = name(&c).rsplit('-').next().unwrap().parse().unwrap();
         assert!(n >= 7, "{}", name(&c));
     }
+}
+
+#[test]
+fn a_spot_interruption_from_sqs_creates_the_replacement_before_the_first_eviction() {
+    let Some((moto, _rt, api)) = world() else {
+        return;
+    };
+    api.put("dovetail.sh/v1/nodepools", node_pool("1h"));
+    let sqs_rt = seed::runtime();
+    let sqs = sqs_rt.block_on(async { aws_sdk_sqs::Client::new(&moto.config().await) });
+    let url = sqs_rt
+        .block_on(sqs.create_queue().queue_name("interruptions").send())
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_string();
+    let mut s = settings(&moto);
+    s.interruption_queue = Some(url.clone());
+    let _controller = Running::start(&api, s);
+    for i in 0..2 {
+        api.put(PODS, inflate_pod(i));
+    }
+    until(
+        &api,
+        &moto,
+        Duration::from_secs(60),
+        "pods running",
+        |api, _| {
+            api.list(PODS)
+                .iter()
+                .all(|p| p["status"]["phase"] == "Running")
+                && api
+                    .list(NODES)
+                    .iter()
+                    .all(|n| !n["metadata"]["finalizers"].is_null())
+        },
+    );
+    let old = api.list(CLAIMS).remove(0);
+    let old_name = name(&old);
+    let id = old["status"]["providerID"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let body = dovetail::interruption::example_message(
+        &dovetail::interruption::Kind::SpotInterruption,
+        &id,
+    );
+    let mark = api.log().len();
+    sqs_rt
+        .block_on(sqs.send_message().queue_url(&url).message_body(body).send())
+        .unwrap();
+    until(
+        &api,
+        &moto,
+        Duration::from_secs(60),
+        "drained onto the replacement",
+        |api, ids| {
+            api.get(CLAIMS, "", &old_name).is_none()
+                && !ids.contains(&id)
+                && api.list(CLAIMS).len() == 1
+        },
+    );
+    let log = api.log();
+    let after: Vec<_> = log.iter().skip(mark).collect();
+    let replacement = after
+        .iter()
+        .position(|r| r.method == "POST" && r.path.ends_with("/nodeclaims"))
+        .expect("a replacement NodeClaim");
+    let first_eviction = after
+        .iter()
+        .position(|r| r.method == "POST" && r.path.ends_with("/eviction"))
+        .expect("evictions");
+    assert!(
+        replacement < first_eviction,
+        "replacement first, then the drain"
+    );
+    let left = sqs_rt
+        .block_on(
+            sqs.receive_message()
+                .queue_url(&url)
+                .wait_time_seconds(0)
+                .send(),
+        )
+        .unwrap();
+    assert!(left.messages().is_empty(), "the message was deleted");
+    let events = api.list("events.k8s.io/v1/events");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["reason"] == "Interrupted" && e["regarding"]["name"] == old_name.as_str())
+    );
 }

@@ -69,6 +69,9 @@ pub struct Settings {
     pub registration_ttl: Duration,
     /// How long to wait for the caches at start.
     pub sync_timeout: Duration,
+    /// An instance of the cluster with no NodeClaim is terminated once it is this old (a
+    /// launch in progress has its claim already; the grace covers a lagging cache).
+    pub orphan_grace: Duration,
     /// The identity in Events (the pod name in a cluster).
     pub instance: String,
 }
@@ -136,6 +139,27 @@ pub fn parse_offers(s: &str) -> Vec<Offer> {
             })
         })
         .collect()
+}
+
+/// Instances of the cluster that no NodeClaim claims (after the grace period) and launch
+/// templates no longer used are deleted.
+fn collect_garbage(stores: &observe::Stores, cloud: &mut AwsCloud, grace: Duration, now: i64) {
+    let claims: std::collections::HashSet<String> = stores
+        .node_claims
+        .state()
+        .iter()
+        .map(|c| c.name_any())
+        .collect();
+    match cloud.collect_orphans(&claims, grace, now) {
+        Ok(gone) if !gone.is_empty() => {
+            tracing::info!(instances = ?gone, "terminated instances no NodeClaim claims")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "orphan garbage collection failed"),
+    }
+    if let Err(e) = cloud.collect_launch_templates() {
+        tracing::warn!(error = %e, "launch template garbage collection failed");
+    }
 }
 
 /// Runs the controller against the cluster `config` points at until `shutdown` is set. Must be
@@ -211,12 +235,8 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
     let mut queue = match &settings.interruption_queue {
         Some(url) => {
             let sdk = handle.block_on(settings.aws.sdk_config());
-            let mut q = crate::interruption::Queue::new(aws_sdk_sqs::Client::new(&sdk), url);
-            q.wait = Duration::from_secs(1);
-            Some(crate::interruption::BlockingQueue {
-                rt: handle.clone(),
-                queue: q,
-            })
+            let q = crate::interruption::Queue::new(aws_sdk_sqs::Client::new(&sdk), url);
+            Some(crate::interruption::Poller::spawn(&handle, q))
         }
         None => None,
     };
@@ -229,10 +249,15 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
     );
     let mut observer = observe::Observer::default();
     let mut pools = lifecycle::PoolStatus::default();
+    let mut next_gc = unix_now();
     tracing::info!(zones = ?zones, "controller started");
     while !shutdown.stopped() {
         let now = unix_now();
         classes.resolve(&stores, &mut cloud, &client, &handle, now);
+        if now >= next_gc {
+            next_gc = now + settings.core.gc_interval.as_secs() as i64;
+            collect_garbage(&stores, &mut cloud, settings.orphan_grace, now);
+        }
         let (cluster, signals, problems) = observer.snapshot(&stores, &controller.ctx, now);
         pools.write(&cluster, &problems, &client, &handle, &recorder, now);
         let node_names: BTreeMap<String, String> = lifecycle::node_names(&stores);

@@ -113,6 +113,9 @@ struct ControllerArgs {
     /// How long to wait for the caches at start.
     #[arg(long, env = "CACHE_SYNC_TIMEOUT", default_value = "2m", value_parser = parse_duration)]
     cache_sync_timeout: Duration,
+    /// An instance of the cluster that no NodeClaim claims is terminated once this old.
+    #[arg(long, env = "ORPHAN_GRACE_PERIOD", default_value = "2m", value_parser = parse_duration)]
+    orphan_grace_period: Duration,
     /// Log lines as JSON (default) or text.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     log_format: LogFormat,
@@ -706,6 +709,7 @@ fn controller(args: ControllerArgs) -> Result<()> {
         },
         registration_ttl: args.registration_ttl,
         sync_timeout: args.cache_sync_timeout,
+        orphan_grace: args.orphan_grace_period,
         instance: std::env::var("POD_NAME").unwrap_or_else(|_| "dovetail".into()),
     };
     let shutdown = dovetail::kubernetes::Shutdown::default();

@@ -282,6 +282,16 @@ impl Observer {
                 .and_then(|a| a.get(DO_NOT_DISRUPT))
                 .is_some_and(|v| v == "true");
             let launched_at = c.meta().creation_timestamp.as_ref().map_or(now, timestamp);
+            // A claim without the hash (made by hand, or by an older controller) shows no
+            // evidence of drift: it counts as made from the pool as it is.
+            let template_hash = annotations
+                .get(ANNOTATION_HASH)
+                .and_then(|h| h.parse().ok())
+                .or_else(|| {
+                    let p = cluster.pools.iter().find(|p| p.spec.name == pool)?;
+                    Some(crate::cluster::template_hash(p, &cluster.node_classes))
+                })
+                .unwrap_or(0);
             cluster.nodes.insert(
                 name.clone(),
                 Node {
@@ -308,10 +318,7 @@ impl Observer {
                     launched_at,
                     ready_at,
                     last_pod_change: launched_at,
-                    template_hash: annotations
-                        .get(ANNOTATION_HASH)
-                        .and_then(|h| h.parse().ok())
-                        .unwrap_or(0),
+                    template_hash,
                     do_not_disrupt,
                     deletion,
                 },
