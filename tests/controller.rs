@@ -3,8 +3,6 @@
 //! the test plays kubelet (registers a Node once a NodeClaim has an instance, marks it Ready)
 //! and kube-scheduler (marks pending pods Unschedulable, binds them where they fit).
 
-#[path = "apiserver/mod.rs"]
-mod apiserver;
 #[path = "aws/moto.rs"]
 mod moto;
 #[path = "aws/seed.rs"]
@@ -12,9 +10,9 @@ mod seed;
 
 use std::time::{Duration, Instant};
 
-use apiserver::ApiServer;
 use dovetail::cloud::aws::{AwsSettings, tags};
 use dovetail::kubernetes::{Settings, Shutdown};
+use dovetail_apiserver_double::ApiServer;
 use moto::Moto;
 use serde_json::{Value, json};
 
@@ -74,6 +72,7 @@ fn settings(moto: &Moto) -> Settings {
     aws.cluster_endpoint = "https://ABCDEF.gr7.us-east-1.eks.amazonaws.com".into();
     aws.cluster_ca = "LS0tLS1CRUdJTi...".into();
     Settings {
+        cloud: dovetail::kubernetes::Cloud::Aws,
         aws,
         interruption_queue: None,
         zones: vec![
@@ -420,11 +419,7 @@ fn inflate_scales_up_through_nodeclaims_and_ec2_then_consolidates_to_zero() {
         .expect("a launch record");
     assert!(created < launched_at);
     // Pods were told where they go.
-    assert!(
-        api.list("events.k8s.io/v1/events")
-            .iter()
-            .any(|e| e["reason"] == "Nominated")
-    );
+    event(&api, "Nominated", None);
 
     // Scale to zero: the empty nodes are consolidated, drained, terminated, released.
     for p in api.list(PODS) {
@@ -438,6 +433,25 @@ fn inflate_scales_up_through_nodeclaims_and_ec2_then_consolidates_to_zero() {
         |api, ids| api.list(CLAIMS).is_empty() && api.list(NODES).is_empty() && ids.is_empty(),
     );
     controller.stop();
+}
+
+/// The Event with `reason` (about the object named `regarding`), waiting a little for it:
+/// the controller publishes Events without waiting on them.
+fn event(api: &ApiServer, reason: &str, regarding: Option<&str>) -> Value {
+    let started = Instant::now();
+    loop {
+        let events = api.list("events.k8s.io/v1/events");
+        if let Some(e) = events.iter().find(|e| {
+            e["reason"] == reason && regarding.is_none_or(|r| e["regarding"]["name"] == r)
+        }) {
+            return e.clone();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no {reason} Event about {regarding:?}: {events:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// moto with a seeded account, the double with the default node class, on a runtime.
@@ -505,13 +519,7 @@ fn a_malformed_node_pool_is_not_ready_with_a_reason_and_an_event_while_others_pr
             .iter()
             .all(|c| c["metadata"]["labels"]["dovetail.sh/nodepool"] == "default")
     );
-    let events = api.list("events.k8s.io/v1/events");
-    assert!(
-        events
-            .iter()
-            .any(|e| e["reason"] == "InvalidSpec" && e["regarding"]["name"] == "broken"),
-        "{events:#?}"
-    );
+    event(&api, "InvalidSpec", Some("broken"));
 }
 
 #[test]
@@ -631,11 +639,7 @@ fn an_instance_whose_node_never_registers_is_cleaned_up_by_liveness() {
         false,
         |api, ids| api.get(CLAIMS, "", &claim).is_none() && !ids.contains(&id),
     );
-    let events = api.list("events.k8s.io/v1/events");
-    let never = events
-        .iter()
-        .find(|e| e["reason"] == "NodeNeverJoined")
-        .expect("an Event says why");
+    let never = event(&api, "NodeNeverJoined", Some(&claim));
     assert!(
         never["note"].as_str().unwrap().contains("access entry"),
         "{never}"
@@ -818,10 +822,5 @@ fn a_spot_interruption_from_sqs_creates_the_replacement_before_the_first_evictio
         )
         .unwrap();
     assert!(left.messages().is_empty(), "the message was deleted");
-    let events = api.list("events.k8s.io/v1/events");
-    assert!(
-        events
-            .iter()
-            .any(|e| e["reason"] == "Interrupted" && e["regarding"]["name"] == old_name.as_str())
-    );
+    event(&api, "Interrupted", Some(&old_name));
 }

@@ -101,6 +101,29 @@ pub trait CloudProvider {
     ) -> Result<Vec<String>, CloudError> {
         Ok(Vec::new())
     }
+    /// The status of a node class taken into use with [`CloudProvider::node_class`]: what it
+    /// resolved to. `None` when the cloud has nothing to report beyond Ready.
+    fn node_class_status(
+        &self,
+        _name: &str,
+        _now: i64,
+    ) -> Option<crate::api::ec2nodeclass::EC2NodeClassStatus> {
+        None
+    }
+    /// The zones the node classes in use can launch into (empty: not known).
+    fn zones(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// Terminates this cluster's instances that none of `claims` owns and that are older than
+    /// `grace`, and removes what launches no longer use; returns the instances terminated.
+    fn collect_garbage(
+        &mut self,
+        _claims: &std::collections::HashSet<String>,
+        _grace: std::time::Duration,
+        _now: i64,
+    ) -> Result<Vec<String>, CloudError> {
+        Ok(Vec::new())
+    }
     /// Makes an offering refuse launches: only a simulated cloud can.
     fn exhaust(
         &mut self,

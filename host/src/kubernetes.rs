@@ -19,6 +19,7 @@ use kube::runtime::events::{Recorder, Reporter};
 use kube::{Client, ResourceExt};
 
 use crate::cloud::aws::{AwsCloud, AwsSettings};
+use crate::cloud::sim::SimCloud;
 use crate::cloud::{CloudProvider, Offer};
 use crate::controller::{Context, Controller, Interruptions, capacity_type};
 use crate::policy::{EngineConfig, PolicyEngine, PolicyRegistry};
@@ -56,9 +57,20 @@ pub enum Error {
     Runtime(String),
 }
 
+/// Where the controller launches.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cloud {
+    /// EC2 (or an AWS API server such as moto).
+    Aws,
+    /// The in-memory cloud: instances that exist only in the controller (benchmarks, dry runs
+    /// against a cluster double).
+    Sim,
+}
+
 /// What `dovetail controller` is configured with.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    pub cloud: Cloud,
     pub aws: AwsSettings,
     /// The SQS queue of interruption events, if any.
     pub interruption_queue: Option<String>,
@@ -87,6 +99,40 @@ impl Shutdown {
     pub fn stopped(&self) -> bool {
         self.0.load(Ordering::SeqCst)
     }
+}
+
+/// Publishes an Event without waiting for it: Events are for people, and a decision must not
+/// wait on one. The recorder aggregates repeats into a series; the note is bounded (the API
+/// takes at most 1 kB).
+pub fn publish(
+    rt: &tokio::runtime::Handle,
+    recorder: &Recorder,
+    reference: k8s_openapi::api::core::v1::ObjectReference,
+    type_: kube::runtime::events::EventType,
+    reason: &str,
+    mut note: String,
+) {
+    if note.len() > 1000 {
+        let mut cut = 997;
+        while !note.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        note.truncate(cut);
+        note.push('…');
+    }
+    let event = kube::runtime::events::Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: reason.into(),
+        secondary: None,
+    };
+    let recorder = recorder.clone();
+    rt.spawn(async move {
+        if let Err(e) = recorder.publish(&event, &reference).await {
+            tracing::debug!(error = %e, reason = %event.reason, "could not publish an Event");
+        }
+    });
 }
 
 /// Unix seconds now.
@@ -143,22 +189,24 @@ pub fn parse_offers(s: &str) -> Vec<Offer> {
 
 /// Instances of the cluster that no NodeClaim claims (after the grace period) and launch
 /// templates no longer used are deleted.
-fn collect_garbage(stores: &observe::Stores, cloud: &mut AwsCloud, grace: Duration, now: i64) {
+fn collect_garbage(
+    stores: &observe::Stores,
+    cloud: &mut dyn CloudProvider,
+    grace: Duration,
+    now: i64,
+) {
     let claims: std::collections::HashSet<String> = stores
         .node_claims
         .state()
         .iter()
         .map(|c| c.name_any())
         .collect();
-    match cloud.collect_orphans(&claims, grace, now) {
+    match cloud.collect_garbage(&claims, grace, now) {
         Ok(gone) if !gone.is_empty() => {
             tracing::info!(instances = ?gone, "terminated instances no NodeClaim claims")
         }
         Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "orphan garbage collection failed"),
-    }
-    if let Err(e) = cloud.collect_launch_templates() {
-        tracing::warn!(error = %e, "launch template garbage collection failed");
+        Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
     }
 }
 
@@ -194,15 +242,14 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
     }
     tracing::info!("caches synced");
 
-    let mut cloud = AwsCloud::new(settings.aws.clone())?;
+    let mut cloud: Box<dyn CloudProvider> = match settings.cloud {
+        Cloud::Aws => Box::new(AwsCloud::new(settings.aws.clone())?),
+        Cloud::Sim => Box::new(SimCloud::new()),
+    };
+    let cloud = cloud.as_mut();
     let mut classes = lifecycle::NodeClasses::default();
-    classes.resolve(&stores, &mut cloud, &client, &handle, unix_now());
-    let mut zones: Vec<String> = cloud
-        .class()
-        .map(|c| c.subnets.iter().map(|s| s.zone.clone()).collect())
-        .unwrap_or_default();
-    zones.sort();
-    zones.dedup();
+    classes.resolve(&stores, cloud, &client, &handle, unix_now());
+    let mut zones = cloud.zones();
     if zones.is_empty() {
         zones = settings.zones.clone();
     }
@@ -253,10 +300,10 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
     tracing::info!(zones = ?zones, "controller started");
     while !shutdown.stopped() {
         let now = unix_now();
-        classes.resolve(&stores, &mut cloud, &client, &handle, now);
+        classes.resolve(&stores, cloud, &client, &handle, now);
         if now >= next_gc {
             next_gc = now + settings.core.gc_interval.as_secs() as i64;
-            collect_garbage(&stores, &mut cloud, settings.orphan_grace, now);
+            collect_garbage(&stores, cloud, settings.orphan_grace, now);
         }
         let (cluster, signals, problems) = observer.snapshot(&stores, &controller.ctx, now);
         pools.write(&cluster, &problems, &client, &handle, &recorder, now);
@@ -272,7 +319,7 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
             now,
         );
         let q = queue.as_mut().map(|q| q as &mut dyn Interruptions);
-        controller.tick(now, &mut port, &mut cloud, q);
+        controller.tick(now, &mut port, cloud, q);
         for (pod, claim, until) in std::mem::take(&mut port.nominations) {
             observer.nominated.insert(pod, (claim, until));
         }
@@ -281,7 +328,7 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
             &client,
             &handle,
             &recorder,
-            &mut cloud,
+            cloud,
             settings.registration_ttl,
             now,
         );

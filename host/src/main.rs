@@ -119,6 +119,9 @@ struct ControllerArgs {
     /// Log lines as JSON (default) or text.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "json")]
     log_format: LogFormat,
+    /// Where to launch: EC2, or the in-memory cloud (benchmarks and dry runs).
+    #[arg(long, env = "CLOUD", value_enum, default_value = "aws")]
+    cloud: CloudKind,
 }
 
 #[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
@@ -699,6 +702,10 @@ fn controller(args: ControllerArgs) -> Result<()> {
     aws.cluster_endpoint = args.cluster_endpoint;
     aws.cluster_ca = args.cluster_ca_bundle;
     let settings = dovetail::kubernetes::Settings {
+        cloud: match args.cloud {
+            CloudKind::Aws => dovetail::kubernetes::Cloud::Aws,
+            CloudKind::Sim => dovetail::kubernetes::Cloud::Sim,
+        },
         aws,
         interruption_queue: args.interruption_queue,
         zones: args.zones,

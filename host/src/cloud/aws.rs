@@ -1010,6 +1010,39 @@ impl CloudProvider for AwsCloud {
         self.resolve(name, spec).map(|_| ()).map_err(|e| e.reason)
     }
 
+    fn node_class_status(
+        &self,
+        name: &str,
+        now: i64,
+    ) -> Option<crate::api::ec2nodeclass::EC2NodeClassStatus> {
+        self.class
+            .as_ref()
+            .filter(|c| c.name == name)
+            .map(|c| c.status(now))
+    }
+
+    fn zones(&self) -> Vec<String> {
+        let mut zones: Vec<String> = self
+            .class
+            .iter()
+            .flat_map(|c| c.subnets.iter().map(|s| s.zone.clone()))
+            .collect();
+        zones.sort();
+        zones.dedup();
+        zones
+    }
+
+    fn collect_garbage(
+        &mut self,
+        claims: &std::collections::HashSet<String>,
+        grace: Duration,
+        now: i64,
+    ) -> Result<Vec<String>, CloudError> {
+        let gone = self.collect_orphans(claims, grace, now)?;
+        self.collect_launch_templates()?;
+        Ok(gone)
+    }
+
     fn mark_unavailable(&mut self, instance_type: &str, zone: &str, capacity: CapacityType) {
         self.unavailable.insert(
             (

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Node as KubeNode, ObjectReference, Pod as KubePod};
 use kube::api::{DeleteParams, EvictParams, Patch, PatchParams, PostParams};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
 use kube::{Api, Client, Resource};
 use serde_json::json;
 
@@ -73,16 +73,7 @@ impl KubePort {
     }
 
     fn publish(&self, reference: ObjectReference, type_: EventType, reason: &str, note: String) {
-        let event = KubeEvent {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: reason.into(),
-            secondary: None,
-        };
-        if let Err(e) = self.rt.block_on(self.recorder.publish(&event, &reference)) {
-            tracing::debug!(error = %e, reason, "could not publish an Event");
-        }
+        super::publish(&self.rt, &self.recorder, reference, type_, reason, note);
     }
 
     fn claim_ref(&self, name: &str) -> ObjectReference {

@@ -6,18 +6,17 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node as KubeNode, ObjectReference};
+use k8s_openapi::api::core::v1::Node as KubeNode;
 use kube::api::{DeleteParams, Patch, PatchParams};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
 use super::act::condition;
 use super::observe::{PoolProblem, Stores};
-use super::{FINALIZER, timestamp};
+use super::{FINALIZER, publish, timestamp};
 use crate::api::{EC2NodeClass, NodeClaim, NodePool};
 use crate::cloud::CloudProvider;
-use crate::cloud::aws::AwsCloud;
 use crate::cluster::Cluster;
 
 /// NodeClaim name → the name of its registered Node.
@@ -37,26 +36,6 @@ pub fn node_names(stores: &Stores) -> BTreeMap<String, String> {
             Some((c.name_any(), by_provider.get(id)?.clone()))
         })
         .collect()
-}
-
-fn publish(
-    rt: &tokio::runtime::Handle,
-    recorder: &Recorder,
-    r: ObjectReference,
-    t: EventType,
-    reason: &str,
-    note: String,
-) {
-    let event = KubeEvent {
-        type_: t,
-        reason: reason.into(),
-        note: Some(note),
-        action: reason.into(),
-        secondary: None,
-    };
-    if let Err(e) = rt.block_on(recorder.publish(&event, &r)) {
-        tracing::debug!(error = %e, reason, "could not publish an Event");
-    }
 }
 
 fn has(c: &NodeClaim, type_: &str) -> bool {
@@ -92,7 +71,7 @@ pub fn reconcile(
     client: &Client,
     rt: &tokio::runtime::Handle,
     recorder: &Recorder,
-    cloud: &mut AwsCloud,
+    cloud: &mut dyn CloudProvider,
     registration_ttl: Duration,
     now: i64,
 ) {
@@ -250,7 +229,7 @@ impl NodeClasses {
     pub fn resolve(
         &mut self,
         stores: &Stores,
-        cloud: &mut AwsCloud,
+        cloud: &mut dyn CloudProvider,
         client: &Client,
         rt: &tokio::runtime::Handle,
         now: i64,
@@ -264,11 +243,19 @@ impl NodeClasses {
                 continue;
             }
             self.seen.insert(name.clone(), spec_version);
-            let status = match cloud.resolve(&name, &c.spec) {
-                Ok(resolved) => resolved.status(now),
-                Err(e) => {
-                    tracing::warn!(node_class = %name, reason = %e.reason, "EC2NodeClass not ready");
-                    e.status(now)
+            let status = match cloud.node_class(&name, &c.spec) {
+                Ok(()) => cloud.node_class_status(&name, now).unwrap_or_else(|| {
+                    crate::api::ec2nodeclass::EC2NodeClassStatus {
+                        conditions: vec![ready(true, "Resolved", "", now)],
+                        ..Default::default()
+                    }
+                }),
+                Err(reason) => {
+                    tracing::warn!(node_class = %name, reason = %reason, "EC2NodeClass not ready");
+                    crate::api::ec2nodeclass::EC2NodeClassStatus {
+                        conditions: vec![ready(false, "ResolutionFailed", &reason, now)],
+                        ..Default::default()
+                    }
                 }
             };
             let patch = json!({"status": status});
@@ -350,4 +337,13 @@ impl PoolStatus {
             }
         }
     }
+}
+
+fn ready(
+    ok: bool,
+    reason: &str,
+    message: &str,
+    now: i64,
+) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
+    serde_json::from_value(condition("Ready", ok, reason, message, now)).expect("a condition")
 }

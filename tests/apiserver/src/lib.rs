@@ -23,8 +23,6 @@
 //! - **Request log**: method, path, query, body and field manager of every request.
 //! - **Faults**: the next N writes can be answered 409 or 429 (a fault-injecting mode).
 
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
