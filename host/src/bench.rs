@@ -2,6 +2,8 @@
 
 use std::time::{Duration, Instant};
 
+pub mod controller;
+
 use crate::catalog;
 use crate::policy::round::ScoringRound;
 use crate::policy::types::{CapacityType, ClaimScores, Pod, Resources, Workload};
@@ -264,7 +266,12 @@ pub fn karpenter_mix(n: usize, seed: u64) -> Vec<crate::scheduling::PendingPod> 
 }
 
 fn peak_rss() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    peak_rss_of("self")
+}
+
+/// Peak resident set of a process (`self` or a pid), bytes (Linux `VmHWM`).
+fn peak_rss_of(pid: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)

@@ -220,6 +220,13 @@ enum BenchCommand {
         #[arg(long, default_value_t = 5000)]
         pods: usize,
     },
+    /// Run `dovetail controller` (in-memory cloud) against the API server double: scale up to
+    /// `pods` pods (ten per node), sit idle, remove 40%; print the controller's peak memory,
+    /// the time to every NodeClaim, and API requests per launched and per disrupted node.
+    Controller {
+        #[arg(long, default_value_t = 20000)]
+        pods: usize,
+    },
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -308,6 +315,34 @@ fn run() -> Result<()> {
             bench_provisioning(&pods, types)?
         }
         Command::Bench(BenchCommand::Disruption { pods }) => bench_disruption(pods)?,
+        Command::Bench(BenchCommand::Controller { pods }) => {
+            let f = bench::controller::run(pods).map_err(anyhow::Error::msg)?;
+            println!("pods {}, nodes {}", f.pods, f.nodes);
+            println!(
+                "last pending pod created → last NodeClaim created: {:.2} s; → every pod bound: {:.2} s",
+                f.to_claims.as_secs_f64(),
+                f.to_bound.as_secs_f64()
+            );
+            match f.peak_rss {
+                Some(b) => println!(
+                    "controller peak RSS: {:.0} MiB",
+                    b as f64 / (1u64 << 20) as f64
+                ),
+                None => println!("controller peak RSS: not readable"),
+            }
+            println!(
+                "scale-up: {:.1} API requests per launched node ({:.1} writes)",
+                f.requests_per_launched, f.writes_per_launched
+            );
+            println!(
+                "idle: {:.0} requests per minute ({:.0} writes)",
+                f.steady_requests_per_minute, f.steady_writes_per_minute
+            );
+            println!(
+                "40% scale-down: {} nodes disrupted, {:.1} requests per disrupted node ({:.1} writes)",
+                f.disrupted, f.requests_per_disrupted, f.writes_per_disrupted
+            );
+        }
         Command::Bench(BenchCommand::Policy {
             types,
             pods,

@@ -45,6 +45,8 @@ pub struct Request {
     pub body: String,
     pub field_manager: Option<String>,
     pub user_agent: String,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 /// Where a resource lives: its collection (`group/version/plural`) and namespace.
@@ -118,6 +120,11 @@ impl ApiServer {
     /// Every request so far.
     pub fn log(&self) -> Vec<Request> {
         self.state.lock().unwrap().log.clone()
+    }
+
+    /// How many requests so far.
+    pub fn requests(&self) -> usize {
+        self.state.lock().unwrap().log.len()
     }
 
     /// The next `n` writes are answered with `code` (409 Conflict or 429 TooManyRequests).
@@ -251,6 +258,7 @@ impl ApiServer {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or_default()
                     .to_string(),
+                at: std::time::Instant::now(),
             });
             if method != Method::GET
                 && let Some(code) = st.faults.pop_front()

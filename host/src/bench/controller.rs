@@ -1,0 +1,341 @@
+//! `dovetail bench controller`: the real `dovetail controller` process (with the in-memory
+//! cloud) against the API server double over HTTP. The benchmark plays kubelet and
+//! kube-scheduler, creates the pods, and reads the double's request log and the controller's
+//! peak memory.
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dovetail_apiserver_double::ApiServer;
+use serde_json::{Value, json};
+
+const CLAIMS: &str = "dovetail.sh/v1/nodeclaims";
+const PODS: &str = "v1/pods";
+const NODES: &str = "v1/nodes";
+
+/// Per pod: fits ten to an m5.large (1,930m allocatable).
+const POD_CPU_MILLIS: u64 = 180;
+
+/// What the benchmark measured.
+#[derive(Debug, Clone)]
+pub struct ControllerFigures {
+    pub pods: usize,
+    pub nodes: usize,
+    /// From the last pending pod's creation to the last NodeClaim created.
+    pub to_claims: Duration,
+    /// From the last pending pod's creation to every pod bound.
+    pub to_bound: Duration,
+    /// The controller's peak resident set, bytes.
+    pub peak_rss: Option<u64>,
+    /// Requests (and writes) to the API server per launched node, during scale-up.
+    pub requests_per_launched: f64,
+    pub writes_per_launched: f64,
+    /// With nothing to do: requests (and writes) per minute.
+    pub steady_requests_per_minute: f64,
+    pub steady_writes_per_minute: f64,
+    /// After 40% of the pods go: nodes disrupted, and requests (and writes) per disrupted node.
+    pub disrupted: usize,
+    pub requests_per_disrupted: f64,
+    pub writes_per_disrupted: f64,
+}
+
+struct Controller(Child);
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn name(o: &Value) -> String {
+    o["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn pod(i: usize) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {
+            "name": format!("web-{}-{i:06}", i % 10), "namespace": "default",
+            "labels": {"app": format!("web-{}", i % 10)},
+            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                "name": format!("web-{}", i % 10), "uid": format!("rs-{}", i % 10), "controller": true}],
+        },
+        "spec": {"containers": [{"name": "app", "image": "pause",
+            "resources": {"requests": {"cpu": format!("{POD_CPU_MILLIS}m"), "memory": "128Mi"}}}]},
+        "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+            "reason": "Unschedulable", "message": "0/0 nodes are available"}]},
+    })
+}
+
+/// kubelet, kube-scheduler and the ReplicaSet controller for the benchmark: nodes register as
+/// soon as their claim is launched, pods bind first-fit by CPU, and a pod that is evicted comes
+/// back pending under a new name.
+#[derive(Default)]
+struct World {
+    /// providerIDs registered, with their node's allocatable CPU millis.
+    registered: HashMap<String, (String, u64)>,
+    /// The replicas that should exist: base name → current pod name.
+    replicas: BTreeMap<String, String>,
+    next: usize,
+}
+
+impl World {
+    fn round(&mut self, api: &ApiServer) -> usize {
+        for c in api.list(CLAIMS) {
+            let Some(pid) = c["status"]["providerID"].as_str() else {
+                continue;
+            };
+            if self.registered.contains_key(pid) || !c["metadata"]["deletionTimestamp"].is_null() {
+                continue;
+            }
+            let node = format!("ip-{}", pid.rsplit('/').next().unwrap_or_default());
+            let mut labels = c["metadata"]["labels"].clone();
+            labels["kubernetes.io/hostname"] = node.clone().into();
+            api.put(
+                NODES,
+                json!({
+                    "apiVersion": "v1", "kind": "Node",
+                    "metadata": {"name": node, "labels": labels},
+                    "spec": {"providerID": pid},
+                    "status": {"allocatable": c["status"]["allocatable"], "capacity": c["status"]["capacity"],
+                        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "",
+                            "lastTransitionTime": "2026-12-02T00:00:00Z"}]},
+                }),
+            );
+            let cpu = c["status"]["allocatable"]["cpu"]
+                .as_str()
+                .and_then(|s| s.strip_suffix('m'))
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            self.registered.insert(pid.to_string(), (node, cpu));
+        }
+        let nodes: BTreeMap<String, (u64, bool)> = api
+            .list(NODES)
+            .iter()
+            .map(|n| {
+                let usable = n["metadata"]["deletionTimestamp"].is_null()
+                    && n["spec"]["taints"].as_array().is_none_or(|t| t.is_empty());
+                let cpu = self
+                    .registered
+                    .get(n["spec"]["providerID"].as_str().unwrap_or_default())
+                    .map_or(0, |r| r.1);
+                (name(n), (cpu, usable))
+            })
+            .collect();
+        let pods = api.list(PODS);
+        let present: std::collections::HashSet<String> = pods.iter().map(name).collect();
+        // The ReplicaSet: evicted replicas come back pending.
+        let missing: Vec<String> = self
+            .replicas
+            .iter()
+            .filter(|(_, current)| !present.contains(*current))
+            .map(|(base, _)| base.clone())
+            .collect();
+        let mut pending: Vec<Value> = pods
+            .iter()
+            .filter(|p| p["spec"]["nodeName"].is_null())
+            .cloned()
+            .collect();
+        for base in missing {
+            self.next += 1;
+            let mut p = pod(0);
+            let fresh = format!("{base}-r{}", self.next);
+            p["metadata"]["name"] = fresh.clone().into();
+            self.replicas.insert(base, fresh);
+            api.put(PODS, p.clone());
+            pending.push(p);
+        }
+        let mut free: BTreeMap<String, u64> = nodes
+            .iter()
+            .filter(|(_, (_, usable))| *usable)
+            .map(|(n, (cpu, _))| (n.clone(), *cpu))
+            .collect();
+        for p in &pods {
+            if let Some(n) = p["spec"]["nodeName"].as_str()
+                && let Some(f) = free.get_mut(n)
+            {
+                *f = f.saturating_sub(POD_CPU_MILLIS);
+            }
+        }
+        let mut left = 0;
+        for mut p in pending {
+            match free.iter_mut().find(|(_, f)| **f >= POD_CPU_MILLIS) {
+                Some((node, f)) => {
+                    *f -= POD_CPU_MILLIS;
+                    p["spec"]["nodeName"] = node.clone().into();
+                    p["status"] = json!({"phase": "Running", "startTime": "2026-12-02T00:00:00Z",
+                        "conditions": [{"type": "PodScheduled", "status": "True"}]});
+                    api.put(PODS, p);
+                }
+                None => left += 1,
+            }
+        }
+        left
+    }
+}
+
+/// Runs the benchmark with `pods` pods (ten per node).
+pub fn run(pods: usize) -> Result<ControllerFigures, String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let api = ApiServer::start(&rt);
+    let dir = std::env::temp_dir().join(format!("dovetail-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: double, cluster: {{server: \"http://{}\"}}}}]\nusers: [{{name: bench, user: {{}}}}]\ncontexts: [{{name: bench, context: {{cluster: double, user: bench}}}}]\ncurrent-context: bench\n",
+            api.addr
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    api.put(
+        "aws.dovetail.sh/v1/ec2nodeclasses",
+        json!({"apiVersion": "aws.dovetail.sh/v1", "kind": "EC2NodeClass", "metadata": {"name": "default"},
+               "spec": {"instanceProfile": "nodes", "amiSelectorTerms": [{"alias": "al2023@latest"}],
+                        "subnetSelectorTerms": [{"tags": {"dovetail.sh/discovery": "bench"}}],
+                        "securityGroupSelectorTerms": [{"tags": {"dovetail.sh/discovery": "bench"}}]}}),
+    );
+    api.put(
+        "dovetail.sh/v1/nodepools",
+        json!({"apiVersion": "dovetail.sh/v1", "kind": "NodePool", "metadata": {"name": "default"},
+               "spec": {"template": {"spec": {
+                            "requirements": [
+                                {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["m5.large"]},
+                                {"key": "dovetail.sh/capacity-type", "operator": "In", "values": ["on-demand"]}],
+                            "nodeClassRef": {"group": "aws.dovetail.sh", "kind": "EC2NodeClass", "name": "default"}}},
+                        "disruption": {"consolidationPolicy": "WhenEmptyOrUnderutilized", "consolidateAfter": "20s",
+                                       "budgets": [{"nodes": "100%"}]}}}),
+    );
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let child = Command::new(exe)
+        .args([
+            "controller",
+            "--cloud",
+            "sim",
+            "--cluster-name",
+            "bench",
+            "--aws-region",
+            "us-east-1",
+            "--log-format",
+            "text",
+        ])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("starting the controller: {e}"))?;
+    let controller = Controller(child);
+    let pid = controller.0.id().to_string();
+    let wait =
+        |what: &str, limit: Duration, done: &mut dyn FnMut() -> bool| -> Result<(), String> {
+            let started = Instant::now();
+            while !done() {
+                if started.elapsed() > limit {
+                    return Err(format!("{what}: not within {limit:?}"));
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Ok(())
+        };
+    wait(
+        "the controller's first status write",
+        Duration::from_secs(60),
+        &mut || {
+            api.get("dovetail.sh/v1/nodepools", "", "default")
+                .is_some_and(|np| !np["status"].is_null())
+        },
+    )?;
+
+    // Scale up: every pod at once, pending and Unschedulable.
+    let before = api.requests();
+    let mut world = World::default();
+    for i in 0..pods {
+        let p = pod(i);
+        world.replicas.insert(name(&p), name(&p));
+        api.put(PODS, p);
+    }
+    let created = Instant::now();
+    wait("every pod bound", Duration::from_secs(600), &mut || {
+        world.round(&api) == 0
+    })?;
+    let to_bound = created.elapsed();
+    let log = api.log();
+    let last_claim = log
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/nodeclaims"))
+        .map(|r| r.at)
+        .max()
+        .ok_or("no NodeClaim was created")?;
+    let to_claims = last_claim.saturating_duration_since(created);
+    let nodes = api.list(CLAIMS).len();
+    let scale_up = &log[before..];
+    let writes =
+        |rs: &[dovetail_apiserver_double::Request]| rs.iter().filter(|r| r.method != "GET").count();
+    let requests_per_launched = scale_up.len() as f64 / nodes.max(1) as f64;
+    let writes_per_launched = writes(scale_up) as f64 / nodes.max(1) as f64;
+
+    // Steady: nothing to do for 30 s.
+    std::thread::sleep(Duration::from_secs(5));
+    let quiet = api.requests();
+    std::thread::sleep(Duration::from_secs(30));
+    let log = api.log();
+    let steady = &log[quiet..];
+    let steady_requests_per_minute = steady.len() as f64 * 2.0;
+    let steady_writes_per_minute = writes(steady) as f64 * 2.0;
+
+    // 40% of every deployment goes: consolidation.
+    let mark = api.requests();
+    for i in (0..pods).filter(|i| i % 5 < 2) {
+        let base = name(&pod(i));
+        if let Some(current) = world.replicas.remove(&base) {
+            api.delete(PODS, "default", &current);
+        }
+    }
+    let mut stable = 0;
+    let mut last = nodes;
+    wait(
+        "consolidation settles",
+        Duration::from_secs(600),
+        &mut || {
+            let pending = world.round(&api);
+            let now = api.list(CLAIMS).len() + pending;
+            stable = if now == last { stable + 1 } else { 0 };
+            last = now;
+            // Settled: no change for 30 s (past the consolidateAfter window).
+            stable >= 150 && pending == 0
+        },
+    )?;
+    let log = api.log();
+    let down = &log[mark..];
+    let disrupted = down
+        .iter()
+        .filter(|r| r.method == "DELETE" && r.path.contains("/nodeclaims/"))
+        .map(|r| r.path.clone())
+        .collect::<std::collections::HashSet<_>>()
+        .len();
+    Ok(ControllerFigures {
+        pods,
+        nodes,
+        to_claims,
+        to_bound,
+        peak_rss: super::peak_rss_of(&pid),
+        requests_per_launched,
+        writes_per_launched,
+        steady_requests_per_minute,
+        steady_writes_per_minute,
+        disrupted,
+        requests_per_disrupted: down.len() as f64 / disrupted.max(1) as f64,
+        writes_per_disrupted: writes(down) as f64 / disrupted.max(1) as f64,
+    })
+}
