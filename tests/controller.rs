@@ -824,3 +824,62 @@ fn a_spot_interruption_from_sqs_creates_the_replacement_before_the_first_evictio
     assert!(left.messages().is_empty(), "the message was deleted");
     event(&api, "Interrupted", Some(&old_name));
 }
+
+#[test]
+fn refused_writes_are_retried_and_every_instance_belongs_to_exactly_one_claim() {
+    let Some((moto, _rt, api)) = world() else {
+        return;
+    };
+    api.put("dovetail.sh/v1/nodepools", node_pool("1h"));
+    let _controller = Running::start(&api, settings(&moto));
+    // Wait for the controller's first write, then refuse the next ones: creates, launch
+    // records, registrations, Events alike.
+    let started = Instant::now();
+    while !api.log().iter().any(|r| r.method != "GET") {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the controller never wrote"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    api.inject(429, 4);
+    api.inject(409, 4);
+    for i in 0..6 {
+        api.put(PODS, inflate_pod(i));
+    }
+    until(
+        &api,
+        &moto,
+        Duration::from_secs(90),
+        "every pod bound despite refused writes",
+        |api, ids| {
+            let claims = api.list(CLAIMS);
+            api.list(PODS)
+                .iter()
+                .all(|p| !p["spec"]["nodeName"].is_null())
+                && claims.iter().all(|c| !c["status"]["providerID"].is_null())
+                && ids.len() == claims.len()
+        },
+    );
+    let refused = api.log().iter().filter(|r| r.method != "GET").count();
+    assert!(refused > 8, "the faults were spent on writes");
+    // One instance per claim, each the claim's own.
+    let ids = live(&moto);
+    let mut claimed: Vec<String> = api
+        .list(CLAIMS)
+        .iter()
+        .map(|c| {
+            c["status"]["providerID"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    claimed.sort();
+    let mut ids = ids;
+    ids.sort();
+    assert_eq!(claimed, ids);
+}
