@@ -454,6 +454,29 @@ fn event(api: &ApiServer, reason: &str, regarding: Option<&str>) -> Value {
     }
 }
 
+/// Creates `n` inflate pods and plays kubelet and scheduler until they run on registered nodes
+/// (nodes carrying the termination finalizer).
+fn run_pods(api: &ApiServer, moto: &Moto, n: usize) {
+    for i in 0..n {
+        api.put(PODS, inflate_pod(i));
+    }
+    until(
+        api,
+        moto,
+        Duration::from_secs(60),
+        "pods running",
+        |api, _| {
+            api.list(PODS)
+                .iter()
+                .all(|p| p["status"]["phase"] == "Running")
+                && api
+                    .list(NODES)
+                    .iter()
+                    .all(|n| n["metadata"]["finalizers"] == json!(["dovetail.sh/termination"]))
+        },
+    );
+}
+
 /// moto with a seeded account, the double with the default node class, on a runtime.
 fn world() -> Option<(Moto, tokio::runtime::Runtime, ApiServer)> {
     logs();
@@ -535,24 +558,7 @@ fn a_pdb_with_max_unavailable_zero_blocks_the_drain_until_it_is_relaxed() {
     };
     api.put("policy/v1/poddisruptionbudgets", pdb(0));
     let _controller = Running::start(&api, settings(&moto));
-    for i in 0..2 {
-        api.put(PODS, inflate_pod(i));
-    }
-    until(
-        &api,
-        &moto,
-        Duration::from_secs(60),
-        "pods running",
-        |api, _| {
-            api.list(PODS)
-                .iter()
-                .all(|p| p["status"]["phase"] == "Running")
-                && api
-                    .list(NODES)
-                    .iter()
-                    .all(|n| n["metadata"]["finalizers"] == json!(["dovetail.sh/termination"]))
-        },
-    );
+    run_pods(&api, &moto, 2);
     // A user deletes the node: the finalizer holds it while it drains.
     let node = name(&api.list(NODES)[0]);
     api.delete(NODES, "", &node);
@@ -753,24 +759,7 @@ fn a_spot_interruption_from_sqs_creates_the_replacement_before_the_first_evictio
     let mut s = settings(&moto);
     s.interruption_queue = Some(url.clone());
     let _controller = Running::start(&api, s);
-    for i in 0..2 {
-        api.put(PODS, inflate_pod(i));
-    }
-    until(
-        &api,
-        &moto,
-        Duration::from_secs(60),
-        "pods running",
-        |api, _| {
-            api.list(PODS)
-                .iter()
-                .all(|p| p["status"]["phase"] == "Running")
-                && api
-                    .list(NODES)
-                    .iter()
-                    .all(|n| !n["metadata"]["finalizers"].is_null())
-        },
-    );
+    run_pods(&api, &moto, 2);
     let old = api.list(CLAIMS).remove(0);
     let old_name = name(&old);
     let id = old["status"]["providerID"]
