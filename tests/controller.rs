@@ -405,6 +405,26 @@ fn inflate_scales_up_through_nodeclaims_and_ec2_then_consolidates_to_zero() {
             c["metadata"]["name"]
         );
     }
+    // The NodePool counts what its nodes hold against its limits (written on the next pass).
+    let started = Instant::now();
+    let np = loop {
+        let np = api.get("dovetail.sh/v1/nodepools", "", "default").unwrap();
+        if np["status"]["resources"]["nodes"] == claims.len().to_string() {
+            break np;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{}",
+            np["status"]
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        np["status"]["resources"]["cpu"]
+            .as_str()
+            .unwrap()
+            .ends_with('m')
+    );
     // The NodeClaim object existed before its instance: the create came before any status.
     let log = api.log();
     let created = log

@@ -306,7 +306,15 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
             collect_garbage(&stores, cloud, settings.orphan_grace, now);
         }
         let (cluster, signals, problems) = observer.snapshot(&stores, &controller.ctx, now);
-        pools.write(&cluster, &problems, &client, &handle, &recorder, now);
+        pools.write(
+            &cluster,
+            &controller.ctx.its,
+            &problems,
+            &client,
+            &handle,
+            &recorder,
+            now,
+        );
         let node_names: BTreeMap<String, String> = lifecycle::node_names(&stores);
         let mut port = act::KubePort::new(
             client.clone(),

@@ -278,6 +278,7 @@ impl PoolStatus {
     pub fn write(
         &mut self,
         cluster: &Cluster,
+        its: &crate::scheduling::InstanceTypes,
         problems: &[PoolProblem],
         client: &Client,
         rt: &tokio::runtime::Handle,
@@ -289,13 +290,18 @@ impl PoolStatus {
         for p in problems {
             wanted.push((p.node_pool.clone(), json!({"type": "Ready", "status": "False", "reason": "InvalidSpec", "message": p.reason}), Some(p.reason.clone())));
         }
-        for pool in &cluster.pools {
+        for (pool, spec) in cluster.pools.iter().zip(cluster.pool_specs(its)) {
             let nodes = cluster
                 .nodes
                 .values()
                 .filter(|n| n.instance.node_pool == pool.spec.name)
                 .count();
-            wanted.push((pool.spec.name.clone(), json!({"type": "Ready", "status": "True", "reason": "Ready", "message": "", "nodes": nodes}), None));
+            let resources = json!({
+                "cpu": format!("{}m", spec.in_use.cpu_millis),
+                "memory": format!("{}Ki", spec.in_use.memory_bytes / 1024),
+                "nodes": nodes.to_string(),
+            });
+            wanted.push((pool.spec.name.clone(), json!({"type": "Ready", "status": "True", "reason": "Ready", "message": "", "resources": resources}), None));
         }
         for (name, key, problem) in wanted {
             if self.written.get(&name) == Some(&key) {
@@ -311,7 +317,10 @@ impl PoolStatus {
             if problem.is_none() {
                 cond["message"] = "".into();
             }
-            let status = json!({"status": {"conditions": [cond]}});
+            let mut status = json!({"status": {"conditions": [cond]}});
+            if !key["resources"].is_null() {
+                status["status"]["resources"] = key["resources"].clone();
+            }
             match rt.block_on(api.patch_status(
                 &name,
                 &PatchParams::default(),
