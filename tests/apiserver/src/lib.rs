@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 /// How many watch events are kept for watches that resume from a resourceVersion.
-const HISTORY: usize = 10_000;
+const HISTORY: usize = 100_000;
 
 /// One request as the double received it.
 #[derive(Debug, Clone)]
