@@ -101,38 +101,72 @@ impl Shutdown {
     }
 }
 
-/// Publishes an Event without waiting for it: Events are for people, and a decision must not
-/// wait on one. The recorder aggregates repeats into a series; the note is bounded (the API
-/// takes at most 1 kB).
-pub fn publish(
-    rt: &tokio::runtime::Handle,
-    recorder: &Recorder,
-    reference: k8s_openapi::api::core::v1::ObjectReference,
-    type_: kube::runtime::events::EventType,
-    reason: &str,
-    mut note: String,
-) {
-    if note.len() > 1000 {
-        let mut cut = 997;
-        while !note.is_char_boundary(cut) {
-            cut -= 1;
+/// Where Events go: a bounded queue drained by one task, so a decision never waits on an Event
+/// and a burst (20,000 pods nominated at once) costs a bounded amount of memory. When the
+/// queue is full, further Events are dropped and counted (Events are for people; kube's own
+/// recorder drops the same way). The recorder aggregates repeats into a series.
+#[derive(Clone)]
+pub struct Events {
+    tx: tokio::sync::mpsc::Sender<(
+        k8s_openapi::api::core::v1::ObjectReference,
+        kube::runtime::events::Event,
+    )>,
+    dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Events waiting to be published, at most.
+const EVENT_QUEUE: usize = 1024;
+
+impl Events {
+    /// Starts the publishing task on `rt`.
+    pub fn start(rt: &tokio::runtime::Handle, recorder: Recorder) -> Events {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(
+            k8s_openapi::api::core::v1::ObjectReference,
+            kube::runtime::events::Event,
+        )>(EVENT_QUEUE);
+        rt.spawn(async move {
+            while let Some((reference, event)) = rx.recv().await {
+                if let Err(e) = recorder.publish(&event, &reference).await {
+                    tracing::debug!(error = %e, reason = %event.reason, "could not publish an Event");
+                }
+            }
+        });
+        Events {
+            tx,
+            dropped: Arc::default(),
         }
-        note.truncate(cut);
-        note.push('…');
     }
-    let event = kube::runtime::events::Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: reason.into(),
-        secondary: None,
-    };
-    let recorder = recorder.clone();
-    rt.spawn(async move {
-        if let Err(e) = recorder.publish(&event, &reference).await {
-            tracing::debug!(error = %e, reason = %event.reason, "could not publish an Event");
+
+    /// Queues an Event; the note is bounded (the API takes at most 1 kB).
+    pub fn publish(
+        &self,
+        reference: k8s_openapi::api::core::v1::ObjectReference,
+        type_: kube::runtime::events::EventType,
+        reason: &str,
+        mut note: String,
+    ) {
+        if note.len() > 1000 {
+            let mut cut = 997;
+            while !note.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            note.truncate(cut);
+            note.push('…');
         }
-    });
+        let event = kube::runtime::events::Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
+        if self.tx.try_send((reference, event)).is_err() {
+            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(dropped = n, "Event queue full; dropping Events");
+            }
+        }
+    }
 }
 
 /// Unix seconds now.
@@ -287,12 +321,15 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
         }
         None => None,
     };
-    let recorder = Recorder::new(
-        client.clone(),
-        Reporter {
-            controller: "dovetail".into(),
-            instance: Some(settings.instance.clone()),
-        },
+    let recorder = Events::start(
+        &handle,
+        Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "dovetail".into(),
+                instance: Some(settings.instance.clone()),
+            },
+        ),
     );
     let mut observer = observe::Observer::default();
     let mut pools = lifecycle::PoolStatus::default();

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Node as KubeNode, ObjectReference, Pod as KubePod};
 use kube::api::{DeleteParams, EvictParams, Patch, PatchParams, PostParams};
-use kube::runtime::events::{EventType, Recorder};
+use kube::runtime::events::EventType;
 use kube::{Api, Client, Resource};
 use serde_json::json;
 
@@ -25,7 +25,7 @@ use crate::scheduling::model::{capacity_type_label, labels};
 pub struct KubePort {
     client: Client,
     rt: tokio::runtime::Handle,
-    recorder: Recorder,
+    recorder: super::Events,
     cluster: Cluster,
     signals: Vec<Signal>,
     /// NodeClaim → Node name, for claims whose node registered.
@@ -40,7 +40,7 @@ impl KubePort {
     pub fn new(
         client: Client,
         rt: tokio::runtime::Handle,
-        recorder: Recorder,
+        recorder: super::Events,
         cluster: Cluster,
         signals: Vec<Signal>,
         node_names: BTreeMap<String, String>,
@@ -73,7 +73,7 @@ impl KubePort {
     }
 
     fn publish(&self, reference: ObjectReference, type_: EventType, reason: &str, note: String) {
-        super::publish(&self.rt, &self.recorder, reference, type_, reason, note);
+        self.recorder.publish(reference, type_, reason, note);
     }
 
     fn claim_ref(&self, name: &str) -> ObjectReference {

@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node as KubeNode;
 use kube::api::{DeleteParams, Patch, PatchParams};
-use kube::runtime::events::{EventType, Recorder};
+use kube::runtime::events::EventType;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
 use super::act::condition;
 use super::observe::{PoolProblem, Stores};
-use super::{FINALIZER, publish, timestamp};
+use super::{Events, FINALIZER, timestamp};
 use crate::api::{EC2NodeClass, NodeClaim, NodePool};
 use crate::cloud::CloudProvider;
 use crate::cluster::Cluster;
@@ -70,7 +70,7 @@ pub fn reconcile(
     stores: &Stores,
     client: &Client,
     rt: &tokio::runtime::Handle,
-    recorder: &Recorder,
+    recorder: &Events,
     cloud: &mut dyn CloudProvider,
     registration_ttl: Duration,
     now: i64,
@@ -102,9 +102,7 @@ pub fn reconcile(
                         .next()
                         .unwrap_or_default()
                         .to_string();
-                    publish(
-                        rt,
-                        recorder,
+                    recorder.publish(
                         reference.clone(),
                         EventType::Warning,
                         "NodeNeverJoined",
@@ -163,9 +161,7 @@ pub fn reconcile(
                 .is_ok()
             {
                 tracing::info!(nodeclaim = %name, node = %node_name, "registered nodeclaim");
-                publish(
-                    rt,
-                    recorder,
+                recorder.publish(
                     reference,
                     EventType::Normal,
                     "Registered",
@@ -205,9 +201,7 @@ pub fn reconcile(
                     .is_ok()
                 {
                     tracing::info!(nodeclaim = %name, "initialized nodeclaim");
-                    publish(
-                        rt,
-                        recorder,
+                    recorder.publish(
                         reference,
                         EventType::Normal,
                         "Initialized",
@@ -282,7 +276,7 @@ impl PoolStatus {
         problems: &[PoolProblem],
         client: &Client,
         rt: &tokio::runtime::Handle,
-        recorder: &Recorder,
+        recorder: &Events,
         now: i64,
     ) {
         let api: Api<NodePool> = Api::all(client.clone());
@@ -330,9 +324,7 @@ impl PoolStatus {
                     self.written.insert(name.clone(), key);
                     if let Some(reason) = problem {
                         tracing::warn!(nodepool = %name, reason = %reason, "NodePool not ready");
-                        publish(
-                            rt,
-                            recorder,
+                        recorder.publish(
                             np.object_ref(&()),
                             EventType::Warning,
                             "InvalidSpec",
