@@ -158,21 +158,9 @@ fn play(api: &ApiServer, live: &[String], register: bool) {
         if !live.iter().any(|l| l == id) || nodes.iter().any(|n| n["spec"]["providerID"] == pid) {
             continue;
         }
-        let node_name = format!("ip-{}.ec2.internal", id.trim_start_matches("i-"));
-        let mut labels = c["metadata"]["labels"].clone();
-        labels["kubernetes.io/hostname"] = node_name.clone().into();
-        api.put(
-            NODES,
-            json!({
-                "apiVersion": "v1", "kind": "Node",
-                "metadata": {"name": node_name, "labels": labels},
-                "spec": {"providerID": pid},
-                "status": {
-                    "allocatable": c["status"]["allocatable"],
-                    "capacity": c["status"]["capacity"],
-                    "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-12-02T00:00:00Z", "reason": "KubeletReady", "message": ""}],
-                },
-            }),
+        api.register_node(
+            &c,
+            &format!("ip-{}.ec2.internal", id.trim_start_matches("i-")),
         );
     }
     // kube-scheduler: bind where a Ready, untainted node has room; otherwise Unschedulable.

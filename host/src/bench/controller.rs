@@ -93,19 +93,9 @@ impl World {
             if self.registered.contains_key(pid) || !c["metadata"]["deletionTimestamp"].is_null() {
                 continue;
             }
-            let node = format!("ip-{}", pid.rsplit('/').next().unwrap_or_default());
-            let mut labels = c["metadata"]["labels"].clone();
-            labels["kubernetes.io/hostname"] = node.clone().into();
-            api.put(
-                NODES,
-                json!({
-                    "apiVersion": "v1", "kind": "Node",
-                    "metadata": {"name": node, "labels": labels},
-                    "spec": {"providerID": pid},
-                    "status": {"allocatable": c["status"]["allocatable"], "capacity": c["status"]["capacity"],
-                        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "",
-                            "lastTransitionTime": "2026-12-02T00:00:00Z"}]},
-                }),
+            let node = api.register_node(
+                &c,
+                &format!("ip-{}", pid.rsplit('/').next().unwrap_or_default()),
             );
             let cpu = c["status"]["allocatable"]["cpu"]
                 .as_str()

@@ -117,6 +117,28 @@ impl ApiServer {
         c
     }
 
+    /// Plays kubelet for a launched NodeClaim: registers a Ready Node named `node` with the
+    /// claim's providerID, labels and allocatable, as a joining node does. Returns the name.
+    pub fn register_node(&self, claim: &Value, node: &str) -> String {
+        let mut labels = claim["metadata"]["labels"].clone();
+        labels["kubernetes.io/hostname"] = node.into();
+        self.put(
+            "v1/nodes",
+            json!({
+                "apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": node, "labels": labels},
+                "spec": {"providerID": claim["status"]["providerID"]},
+                "status": {
+                    "allocatable": claim["status"]["allocatable"],
+                    "capacity": claim["status"]["capacity"],
+                    "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
+                        "message": "", "lastTransitionTime": now_rfc3339()}],
+                },
+            }),
+        );
+        node.to_string()
+    }
+
     /// Every request so far.
     pub fn log(&self) -> Vec<Request> {
         self.state.lock().unwrap().log.clone()
