@@ -9,7 +9,7 @@ mod seed;
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use aws_sdk_ec2::types::{Filter, Tag};
+use aws_sdk_ec2::types::Filter;
 use dovetail::api::manifest::{Manifest, parse};
 use dovetail::cloud::aws::{AwsCloud, AwsSettings, tags};
 use dovetail::cloud::{CloudError, CloudProvider, LaunchRequest, Offer};

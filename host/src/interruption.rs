@@ -367,6 +367,86 @@ impl Queue {
     }
 }
 
+/// The queue driven from a thread outside the runtime (the controller core is synchronous):
+/// the core's [`crate::controller::Interruptions`].
+pub struct BlockingQueue {
+    pub rt: tokio::runtime::Handle,
+    pub queue: Queue,
+}
+
+impl crate::controller::Interruptions for BlockingQueue {
+    fn poll(&mut self) -> Result<Vec<Received>, String> {
+        self.rt
+            .block_on(self.queue.poll())
+            .map_err(|e| e.to_string())
+    }
+
+    fn done(&mut self, r: &Received, action: Action) -> Result<(), String> {
+        self.rt
+            .block_on(self.queue.done(r, action))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The queue long-polled by a task of its own, so the controller's loop never waits on SQS:
+/// notices arrive on a channel the core drains each tick, and handled messages are deleted
+/// from the controller's thread.
+pub struct Poller {
+    rt: tokio::runtime::Handle,
+    rx: tokio::sync::mpsc::UnboundedReceiver<Received>,
+    /// Deletes handled messages (and counts the actions taken).
+    deleter: Queue,
+}
+
+impl Poller {
+    /// Starts long-polling `queue` on `rt`.
+    pub fn spawn(rt: &tokio::runtime::Handle, mut queue: Queue) -> Poller {
+        let deleter = Queue::new(queue.sqs.clone(), &queue.url);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        rt.spawn(async move {
+            loop {
+                match queue.poll().await {
+                    Ok(received) => {
+                        for r in received {
+                            if tx.send(r).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "polling the interruption queue failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                }
+                if tx.is_closed() {
+                    return;
+                }
+            }
+        });
+        Poller {
+            rt: rt.clone(),
+            rx,
+            deleter,
+        }
+    }
+}
+
+impl crate::controller::Interruptions for Poller {
+    fn poll(&mut self) -> Result<Vec<Received>, String> {
+        let mut out = Vec::new();
+        while let Ok(r) = self.rx.try_recv() {
+            out.push(r);
+        }
+        Ok(out)
+    }
+
+    fn done(&mut self, r: &Received, action: Action) -> Result<(), String> {
+        self.rt
+            .block_on(self.deleter.done(r, action))
+            .map_err(|e| e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -447,85 +527,5 @@ mod tests {
             parse(&SPOT[..SPOT.len() / 2]),
             Err(ParseError::NotJson(_))
         ));
-    }
-}
-
-/// The queue driven from a thread outside the runtime (the controller core is synchronous):
-/// the core's [`crate::controller::Interruptions`].
-pub struct BlockingQueue {
-    pub rt: tokio::runtime::Handle,
-    pub queue: Queue,
-}
-
-impl crate::controller::Interruptions for BlockingQueue {
-    fn poll(&mut self) -> Result<Vec<Received>, String> {
-        self.rt
-            .block_on(self.queue.poll())
-            .map_err(|e| e.to_string())
-    }
-
-    fn done(&mut self, r: &Received, action: Action) -> Result<(), String> {
-        self.rt
-            .block_on(self.queue.done(r, action))
-            .map_err(|e| e.to_string())
-    }
-}
-
-/// The queue long-polled by a task of its own, so the controller's loop never waits on SQS:
-/// notices arrive on a channel the core drains each tick, and handled messages are deleted
-/// from the controller's thread.
-pub struct Poller {
-    rt: tokio::runtime::Handle,
-    rx: tokio::sync::mpsc::UnboundedReceiver<Received>,
-    /// Deletes handled messages (and counts the actions taken).
-    deleter: Queue,
-}
-
-impl Poller {
-    /// Starts long-polling `queue` on `rt`.
-    pub fn spawn(rt: &tokio::runtime::Handle, mut queue: Queue) -> Poller {
-        let deleter = Queue::new(queue.sqs.clone(), &queue.url);
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        rt.spawn(async move {
-            loop {
-                match queue.poll().await {
-                    Ok(received) => {
-                        for r in received {
-                            if tx.send(r).is_err() {
-                                return;
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "polling the interruption queue failed; retrying");
-                        tokio::time::sleep(Duration::from_secs(5)).await;
-                    }
-                }
-                if tx.is_closed() {
-                    return;
-                }
-            }
-        });
-        Poller {
-            rt: rt.clone(),
-            rx,
-            deleter,
-        }
-    }
-}
-
-impl crate::controller::Interruptions for Poller {
-    fn poll(&mut self) -> Result<Vec<Received>, String> {
-        let mut out = Vec::new();
-        while let Ok(r) = self.rx.try_recv() {
-            out.push(r);
-        }
-        Ok(out)
-    }
-
-    fn done(&mut self, r: &Received, action: Action) -> Result<(), String> {
-        self.rt
-            .block_on(self.deleter.done(r, action))
-            .map_err(|e| e.to_string())
     }
 }

@@ -101,6 +101,15 @@ impl Shutdown {
     }
 }
 
+/// The connection every write goes through: the client, the runtime that drives it, and where
+/// Events go.
+#[derive(Clone)]
+pub struct Kube {
+    pub client: Client,
+    pub rt: tokio::runtime::Handle,
+    pub events: Events,
+}
+
 /// Where Events go: a bounded queue drained by one task, so a decision never waits on an Event
 /// and a burst (20,000 pods nominated at once) costs a bounded amount of memory. When the
 /// queue is full, further Events are dropped and counted (Events are for people; kube's own
@@ -275,6 +284,20 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
         return Err(Error::NotSynced(settings.sync_timeout));
     }
     tracing::info!("caches synced");
+    let kube = Kube {
+        client: client.clone(),
+        rt: handle.clone(),
+        events: Events::start(
+            &handle,
+            Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: "dovetail".into(),
+                    instance: Some(settings.instance.clone()),
+                },
+            ),
+        ),
+    };
 
     let mut cloud: Box<dyn CloudProvider> = match settings.cloud {
         Cloud::Aws => Box::new(AwsCloud::new(settings.aws.clone())?),
@@ -282,7 +305,7 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
     };
     let cloud = cloud.as_mut();
     let mut classes = lifecycle::NodeClasses::default();
-    classes.resolve(&stores, cloud, &client, &handle, unix_now());
+    classes.resolve(&stores, cloud, &kube, unix_now());
     let mut zones = cloud.zones();
     if zones.is_empty() {
         zones = settings.zones.clone();
@@ -321,62 +344,28 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
         }
         None => None,
     };
-    let recorder = Events::start(
-        &handle,
-        Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "dovetail".into(),
-                instance: Some(settings.instance.clone()),
-            },
-        ),
-    );
     let mut observer = observe::Observer::default();
     let mut pools = lifecycle::PoolStatus::default();
     let mut next_gc = unix_now();
     tracing::info!(zones = ?zones, "controller started");
     while !shutdown.stopped() {
         let now = unix_now();
-        classes.resolve(&stores, cloud, &client, &handle, now);
+        classes.resolve(&stores, cloud, &kube, now);
         if now >= next_gc {
             next_gc = now + settings.core.gc_interval.as_secs() as i64;
             collect_garbage(&stores, cloud, settings.orphan_grace, now);
         }
         let (cluster, signals, problems) = observer.snapshot(&stores, &controller.ctx, now);
-        pools.write(
-            &cluster,
-            &controller.ctx.its,
-            &problems,
-            &client,
-            &handle,
-            &recorder,
-            now,
-        );
+        pools.write(&cluster, &controller.ctx.its, &problems, &kube, now);
         let node_names: BTreeMap<String, String> = lifecycle::node_names(&stores);
-        let mut port = act::KubePort::new(
-            client.clone(),
-            handle.clone(),
-            recorder.clone(),
-            cluster,
-            signals,
-            node_names,
-            capacities.clone(),
-            now,
-        );
+        let mut port =
+            act::KubePort::new(&kube, cluster, signals, node_names, capacities.clone(), now);
         let q = queue.as_mut().map(|q| q as &mut dyn Interruptions);
         controller.tick(now, &mut port, cloud, q);
         for (pod, claim, until) in std::mem::take(&mut port.nominations) {
             observer.nominated.insert(pod, (claim, until));
         }
-        lifecycle::reconcile(
-            &stores,
-            &client,
-            &handle,
-            &recorder,
-            cloud,
-            settings.registration_ttl,
-            now,
-        );
+        lifecycle::reconcile(&stores, &kube, cloud, settings.registration_ttl, now);
         // Sleep until the next timer or the next change, at most a second: the clock moves
         // batch windows and liveness along.
         let wake = controller

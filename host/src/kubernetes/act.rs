@@ -38,9 +38,7 @@ pub struct KubePort {
 
 impl KubePort {
     pub fn new(
-        client: Client,
-        rt: tokio::runtime::Handle,
-        recorder: super::Events,
+        kube: &super::Kube,
         cluster: Cluster,
         signals: Vec<Signal>,
         node_names: BTreeMap<String, String>,
@@ -48,9 +46,9 @@ impl KubePort {
         now: i64,
     ) -> Self {
         KubePort {
-            client,
-            rt,
-            recorder,
+            client: kube.client.clone(),
+            rt: kube.rt.clone(),
+            recorder: kube.events.clone(),
             cluster,
             signals,
             node_names,

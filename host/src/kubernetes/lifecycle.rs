@@ -9,12 +9,12 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Node as KubeNode;
 use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::runtime::events::EventType;
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
 use super::act::condition;
 use super::observe::{PoolProblem, Stores};
-use super::{Events, FINALIZER, timestamp};
+use super::{FINALIZER, Kube, timestamp};
 use crate::api::{EC2NodeClass, NodeClaim, NodePool};
 use crate::cloud::CloudProvider;
 use crate::cluster::Cluster;
@@ -68,13 +68,12 @@ fn with_condition(c: &NodeClaim, new: serde_json::Value) -> Vec<serde_json::Valu
 #[allow(clippy::too_many_arguments)]
 pub fn reconcile(
     stores: &Stores,
-    client: &Client,
-    rt: &tokio::runtime::Handle,
-    recorder: &Events,
+    kube: &Kube,
     cloud: &mut dyn CloudProvider,
     registration_ttl: Duration,
     now: i64,
 ) {
+    let (client, rt, recorder) = (&kube.client, &kube.rt, &kube.events);
     let claims: Api<NodeClaim> = Api::all(client.clone());
     let nodes: Api<KubeNode> = Api::all(client.clone());
     let by_provider: HashMap<String, std::sync::Arc<KubeNode>> = stores
@@ -224,10 +223,10 @@ impl NodeClasses {
         &mut self,
         stores: &Stores,
         cloud: &mut dyn CloudProvider,
-        client: &Client,
-        rt: &tokio::runtime::Handle,
+        kube: &Kube,
         now: i64,
     ) {
+        let (client, rt) = (&kube.client, &kube.rt);
         let api: Api<EC2NodeClass> = Api::all(client.clone());
         for c in stores.node_classes.state() {
             let name = c.name_any();
@@ -274,11 +273,10 @@ impl PoolStatus {
         cluster: &Cluster,
         its: &crate::scheduling::InstanceTypes,
         problems: &[PoolProblem],
-        client: &Client,
-        rt: &tokio::runtime::Handle,
-        recorder: &Events,
+        kube: &Kube,
         now: i64,
     ) {
+        let (client, rt, recorder) = (&kube.client, &kube.rt, &kube.events);
         let api: Api<NodePool> = Api::all(client.clone());
         let mut wanted: Vec<(String, serde_json::Value, Option<String>)> = Vec::new();
         for p in problems {

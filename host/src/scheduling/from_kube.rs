@@ -414,6 +414,33 @@ fn lenient(key: &str, op: &str, values: &Option<Vec<String>>) -> Option<Requirem
         values: values.clone().unwrap_or_default(),
     })
 }
+/// A policy/v1 PodDisruptionBudget as the host's safety rules read it.
+pub fn pdb(
+    b: &k8s_openapi::api::policy::v1::PodDisruptionBudget,
+) -> Result<crate::cluster::Pdb, String> {
+    use crate::cluster::IntOrPercent;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let name = b.metadata.name.clone().unwrap_or_default();
+    let spec = b.spec.clone().unwrap_or_default();
+    let value = |v: Option<IntOrString>, field: &str| -> Result<Option<IntOrPercent>, String> {
+        match v {
+            None => Ok(None),
+            Some(IntOrString::Int(n)) => Ok(Some(IntOrPercent::Count(n.max(0) as u32))),
+            Some(IntOrString::String(s)) => IntOrPercent::parse(&s)
+                .map(Some)
+                .map_err(|e| format!("PodDisruptionBudget {name}: spec.{field}: {e}")),
+        }
+    };
+    let selector = spec.selector.unwrap_or_default();
+    Ok(crate::cluster::Pdb {
+        namespace: b.metadata.namespace.clone().unwrap_or("default".into()),
+        selector: selector_of(&selector),
+        min_available: value(spec.min_available, "minAvailable")?,
+        max_unavailable: value(spec.max_unavailable, "maxUnavailable")?,
+        name,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -568,31 +595,4 @@ spec:
             "NodePool/default: spec.limits.cpu: invalid quantity \"10 cores\": not a number"
         );
     }
-}
-
-/// A policy/v1 PodDisruptionBudget as the host's safety rules read it.
-pub fn pdb(
-    b: &k8s_openapi::api::policy::v1::PodDisruptionBudget,
-) -> Result<crate::cluster::Pdb, String> {
-    use crate::cluster::IntOrPercent;
-    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-    let name = b.metadata.name.clone().unwrap_or_default();
-    let spec = b.spec.clone().unwrap_or_default();
-    let value = |v: Option<IntOrString>, field: &str| -> Result<Option<IntOrPercent>, String> {
-        match v {
-            None => Ok(None),
-            Some(IntOrString::Int(n)) => Ok(Some(IntOrPercent::Count(n.max(0) as u32))),
-            Some(IntOrString::String(s)) => IntOrPercent::parse(&s)
-                .map(Some)
-                .map_err(|e| format!("PodDisruptionBudget {name}: spec.{field}: {e}")),
-        }
-    };
-    let selector = spec.selector.unwrap_or_default();
-    Ok(crate::cluster::Pdb {
-        namespace: b.metadata.namespace.clone().unwrap_or("default".into()),
-        selector: selector_of(&selector),
-        min_available: value(spec.min_available, "minAvailable")?,
-        max_unavailable: value(spec.max_unavailable, "maxUnavailable")?,
-        name,
-    })
 }
