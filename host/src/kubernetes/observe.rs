@@ -327,7 +327,14 @@ impl Observer {
 
         // Pods: bound ones on their node's claim (or on a node we do not manage), pending ones
         // only once kube-scheduler found them unschedulable.
-        self.nominated.retain(|_, (_, until)| *until > now);
+        // A nomination ends when it expires or its NodeClaim is gone (deleted, never joined):
+        // the pod is pending again rather than waiting on a node that will not come.
+        let unlaunched: BTreeSet<&str> =
+            cluster.unlaunched.iter().map(|u| u.name.as_str()).collect();
+        self.nominated.retain(|_, (claim, until)| {
+            *until > now
+                && (cluster.nodes.contains_key(claim) || unlaunched.contains(claim.as_str()))
+        });
         let mut pending_now = BTreeSet::new();
         for p in stores.pods.state() {
             let Some(pod) = self.pod(&p, &claim_of_node, now) else {
