@@ -82,6 +82,25 @@ pub fn reconcile(
         .into_iter()
         .filter_map(|n| Some((n.spec.as_ref()?.provider_id.clone()?, n)))
         .collect();
+    // A lifecycle condition on the claim (with more status fields), and its Event.
+    let record = |c: &NodeClaim, type_: &str, message: &str, mut status: serde_json::Value| {
+        status["conditions"] =
+            with_condition(c, condition(type_, true, type_, message, now)).into();
+        let patch = json!({ "status": status });
+        let name = c.name_any();
+        let ok = rt
+            .block_on(claims.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)))
+            .is_ok();
+        if ok {
+            recorder.publish(
+                c.object_ref(&()),
+                EventType::Normal,
+                type_,
+                message.to_string(),
+            );
+        }
+        ok
+    };
     for c in stores.node_claims.state() {
         let name = c.name_any();
         let Some(provider_id) = c.status.as_ref().and_then(|s| s.provider_id.clone()) else {
@@ -147,25 +166,9 @@ pub fn reconcile(
                 tracing::warn!(node = %node_name, error = %e, "could not label the registered node");
                 continue;
             }
-            let status = json!({"status": {
-                "nodeName": node_name,
-                "conditions": with_condition(&c, condition("Registered", true, "Registered", &format!("node {node_name}"), now)),
-            }});
-            if rt
-                .block_on(claims.patch_status(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(&status),
-                ))
-                .is_ok()
-            {
+            let message = format!("node {node_name} registered");
+            if record(&c, "Registered", &message, json!({"nodeName": node_name})) {
                 tracing::info!(nodeclaim = %name, node = %node_name, "registered nodeclaim");
-                recorder.publish(
-                    reference,
-                    EventType::Normal,
-                    "Registered",
-                    format!("node {node_name} registered"),
-                );
             }
             continue;
         }
@@ -187,26 +190,8 @@ pub fn reconcile(
                     .iter()
                     .any(|t| t.key == s.key && t.effect == s.effect)
             });
-            if ready && !startup_left {
-                let status = json!({"status": {
-                    "conditions": with_condition(&c, condition("Initialized", true, "Initialized", "node Ready", now)),
-                }});
-                if rt
-                    .block_on(claims.patch_status(
-                        &name,
-                        &PatchParams::default(),
-                        &Patch::Merge(&status),
-                    ))
-                    .is_ok()
-                {
-                    tracing::info!(nodeclaim = %name, "initialized nodeclaim");
-                    recorder.publish(
-                        reference,
-                        EventType::Normal,
-                        "Initialized",
-                        "node is Ready".into(),
-                    );
-                }
+            if ready && !startup_left && record(&c, "Initialized", "node is Ready", json!({})) {
+                tracing::info!(nodeclaim = %name, "initialized nodeclaim");
             }
         }
     }
