@@ -25,7 +25,7 @@ use crate::cluster::{self, Cluster, DO_NOT_DISRUPT, Deletion, Node};
 use crate::disruption::{self, Note};
 use crate::interruption::{Action, Kind as InterruptionKind};
 use crate::policy::PolicyRegistry;
-use crate::policy::types::{CapacityType, Catalog, DisruptionReason, Resources};
+use crate::policy::types::{Catalog, DisruptionReason, Resources};
 use crate::provisioning::{self, Pool};
 use crate::scheduling::model::capacity_type_label;
 use crate::scheduling::{InstanceTypes, PendingPod};
@@ -985,15 +985,5 @@ pub fn reason_label(r: DisruptionReason) -> &'static str {
         DisruptionReason::Underutilized => "underutilized",
         DisruptionReason::Drifted => "drifted",
         DisruptionReason::Expired => "expired",
-    }
-}
-
-/// A capacity type from its label.
-pub fn capacity_type(label: &str) -> Option<CapacityType> {
-    match label {
-        "spot" => Some(CapacityType::Spot),
-        "on-demand" => Some(CapacityType::OnDemand),
-        "reserved" => Some(CapacityType::Reserved),
-        _ => None,
     }
 }

@@ -23,11 +23,10 @@ use crate::cluster::{Cluster, DO_NOT_DISRUPT, Deletion, Node, Pdb, Pod, disrupte
 use crate::controller::{
     ClusterPort, Context, Controller, Interruptions, NewClaim, PortError, Signal,
 };
-use crate::policy::types::CapacityType;
 use crate::policy::{EngineConfig, PolicyEngine, PolicyError, PolicyRegistry};
 use crate::provisioning::Pool;
 use crate::scheduling::from_kube::{ConvertError, deployment_pods, node_pool, pending_pod};
-use crate::scheduling::model::{add, zero};
+use crate::scheduling::model::{add, capacity_type, zero};
 use crate::scheduling::{InstanceTypes, PendingPod};
 
 /// Simulator settings.
@@ -838,16 +837,12 @@ impl Sim {
             }
         }
         if let Some(x) = &step.exhaust {
-            let capacity = match x.capacity_type.as_str() {
-                "spot" => CapacityType::Spot,
-                "on-demand" => CapacityType::OnDemand,
-                "reserved" => CapacityType::Reserved,
-                other => {
-                    return Err(SimError::Input(format!(
-                        "{label}: exhaust.capacityType {other:?} (spot, on-demand, reserved)"
-                    )));
-                }
-            };
+            let capacity = capacity_type(&x.capacity_type).ok_or_else(|| {
+                SimError::Input(format!(
+                    "{label}: exhaust.capacityType {:?} (spot, on-demand, reserved)",
+                    x.capacity_type
+                ))
+            })?;
             self.cloud
                 .exhaust(&x.instance_type, &x.zone, capacity)
                 .map_err(|e| SimError::Input(format!("{label}: exhaust: {e}")))?;

@@ -20,9 +20,10 @@ use super::{
 use crate::api::{EC2NodeClass, NodeClaim, NodePool};
 use crate::cloud::{Instance, Offer};
 use crate::cluster::{Cluster, DO_NOT_DISRUPT, Deletion, Node, Pod, UnlaunchedClaim};
-use crate::controller::{Context, Signal, capacity_type};
+use crate::controller::{Context, Signal};
 use crate::provisioning::Pool;
 use crate::scheduling::from_kube::{node_pool, pdb, pending_pod};
+use crate::scheduling::model::capacity_type;
 use crate::scheduling::model::{Taint, TaintEffect, add, labels, zero};
 
 /// The reflector stores, and a notification whenever any of them changes.

@@ -328,6 +328,17 @@ pub fn capacity_type_label(c: CapacityType) -> &'static str {
     }
 }
 
+/// A capacity type from its label value.
+pub fn capacity_type(label: &str) -> Option<CapacityType> {
+    [
+        CapacityType::Spot,
+        CapacityType::OnDemand,
+        CapacityType::Reserved,
+    ]
+    .into_iter()
+    .find(|&c| capacity_type_label(c) == label)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
