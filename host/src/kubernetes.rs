@@ -21,10 +21,10 @@ use kube::{Client, ResourceExt};
 use crate::cloud::aws::{AwsCloud, AwsSettings};
 use crate::cloud::sim::SimCloud;
 use crate::cloud::{CloudProvider, Offer};
-use crate::controller::{Context, Controller, Interruptions, capacity_type};
+use crate::controller::{Context, Controller, Interruptions};
 use crate::policy::{EngineConfig, PolicyEngine, PolicyRegistry};
 use crate::scheduling::InstanceTypes;
-use crate::scheduling::model::capacity_type_label;
+use crate::scheduling::model::{capacity_type, capacity_type_label};
 
 /// The finalizer on NodeClaims and Nodes: removed only once the instance is terminated.
 pub const FINALIZER: &str = "dovetail.sh/termination";
@@ -108,6 +108,35 @@ pub struct Kube {
     pub client: Client,
     pub rt: tokio::runtime::Handle,
     pub events: Events,
+}
+
+/// Deletes an object the controller holds a finalizer on and releases it: once its instance
+/// is gone nothing is left to wait for. An object already gone is not an error.
+pub fn delete_released<K>(
+    rt: &tokio::runtime::Handle,
+    api: &kube::Api<K>,
+    name: &str,
+) -> Result<(), kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let gone = |r: Result<(), kube::Error>| match r {
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        other => other,
+    };
+    gone(
+        rt.block_on(api.delete(name, &kube::api::DeleteParams::default()))
+            .map(|_| ()),
+    )?;
+    let release = serde_json::json!({"metadata": {"finalizers": null}});
+    gone(
+        rt.block_on(api.patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&release),
+        ))
+        .map(|_| ()),
+    )
 }
 
 /// Where Events go: a bounded queue drained by one task, so a decision never waits on an Event

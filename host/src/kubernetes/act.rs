@@ -248,13 +248,7 @@ impl ClusterPort for KubePort {
             "LaunchFailed",
             reason.to_string(),
         );
-        let _ = self.patch_claim(claim, json!({"metadata": {"finalizers": null}}));
-        let api = self.claims();
-        if let Err(e) = self
-            .rt
-            .block_on(api.delete(claim, &DeleteParams::default()))
-            && !not_found(&e)
-        {
+        if let Err(e) = super::delete_released(&self.rt, &self.claims(), claim) {
             tracing::warn!(nodeclaim = claim, error = %e, "could not delete an abandoned NodeClaim");
         }
     }
@@ -362,36 +356,11 @@ impl ClusterPort for KubePort {
     fn remove_node(&mut self, node: &str) -> Result<(), PortError> {
         if let Some(kube_name) = self.node_names.get(node).cloned() {
             let nodes: Api<KubeNode> = Api::all(self.client.clone());
-            match self
-                .rt
-                .block_on(nodes.delete(&kube_name, &DeleteParams::default()))
-            {
-                Ok(_) => {}
-                Err(e) if not_found(&e) => {}
-                Err(e) => return Err(failed("deleting Node", &kube_name, &e)),
-            }
-            let release = json!({"metadata": {"finalizers": null}});
-            match self.rt.block_on(nodes.patch(
-                &kube_name,
-                &PatchParams::default(),
-                &Patch::Merge(&release),
-            )) {
-                Ok(_) => {}
-                Err(e) if not_found(&e) => {}
-                Err(e) => return Err(failed("releasing Node", &kube_name, &e)),
-            }
+            super::delete_released(&self.rt, &nodes, &kube_name)
+                .map_err(|e| failed("deleting Node", &kube_name, &e))?;
         }
-        let api = self.claims();
-        match self.rt.block_on(api.delete(node, &DeleteParams::default())) {
-            Ok(_) => {}
-            Err(e) if not_found(&e) => {}
-            Err(e) => return Err(failed("deleting NodeClaim", node, &e)),
-        }
-        match self.patch_claim(node, json!({"metadata": {"finalizers": null}})) {
-            Ok(()) => {}
-            Err(PortError::Failed(m)) if m.contains("404") || m.contains("not found") => {}
-            Err(e) => return Err(e),
-        }
+        super::delete_released(&self.rt, &self.claims(), node)
+            .map_err(|e| failed("deleting NodeClaim", node, &e))?;
         self.cluster.nodes.remove(node);
         self.cluster
             .pods

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node as KubeNode;
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -134,13 +134,9 @@ pub fn reconcile(
                         tracing::warn!(nodeclaim = %name, error = %e, "terminating the unregistered instance failed");
                         continue;
                     }
-                    let release = json!({"metadata": {"finalizers": null}});
-                    let _ = rt.block_on(claims.patch(
-                        &name,
-                        &PatchParams::default(),
-                        &Patch::Merge(&release),
-                    ));
-                    let _ = rt.block_on(claims.delete(&name, &DeleteParams::default()));
+                    if let Err(e) = super::delete_released(rt, &claims, &name) {
+                        tracing::warn!(nodeclaim = %name, error = %e, "could not delete the unregistered NodeClaim");
+                    }
                 }
                 continue;
             };
