@@ -155,6 +155,11 @@ impl ApiServer {
         st.faults.extend(std::iter::repeat_n(code, n));
     }
 
+    /// Injected faults not yet answered.
+    pub fn faults_left(&self) -> usize {
+        self.state.lock().unwrap().faults.len()
+    }
+
     /// Objects of a collection (`v1/pods`, `dovetail.sh/v1/nodeclaims`).
     pub fn list(&self, collection: &str) -> Vec<Value> {
         let st = self.state.lock().unwrap();
