@@ -11,3 +11,8 @@ fi
 if ! python3 -c "import moto.server, flask" 2>/dev/null; then
     python3 -m pip install --quiet 'moto[server]>=5.1'
 fi
+
+# The metrics test parses /metrics with Prometheus' own client library's parser.
+if ! python3 -c "import prometheus_client.openmetrics.parser" 2>/dev/null; then
+    python3 -m pip install --quiet 'prometheus-client>=0.20'
+fi

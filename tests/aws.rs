@@ -1,6 +1,8 @@
 //! The EC2 provider and the interruption queue against a real AWS API server (moto), through the
 //! real aws-sdk-ec2 / aws-sdk-sqs request paths.
 
+#[path = "aws/fault_proxy.rs"]
+mod fault_proxy;
 #[path = "aws/moto.rs"]
 mod moto;
 #[path = "aws/seed.rs"]
@@ -15,6 +17,7 @@ use dovetail::cloud::aws::{AwsCloud, AwsSettings, tags};
 use dovetail::cloud::{CloudError, CloudProvider, LaunchRequest, Offer};
 use dovetail::interruption::{self, Action, Queue};
 use dovetail::policy::types::CapacityType;
+use fault_proxy::FaultProxy;
 use moto::Moto;
 use seed::{DISCOVERY, runtime, seed};
 
@@ -413,67 +416,11 @@ fn interruption_messages_are_handled_deleted_and_counted_and_the_loop_survives_g
     );
 }
 
-/// The fault-injecting proxy in front of moto (tests/aws/ice_proxy.py).
-struct IceProxy {
-    child: std::process::Child,
-    url: String,
-}
-
-impl IceProxy {
-    fn start(upstream: &str, ice: &[&str]) -> IceProxy {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let script = format!("{}/aws/ice_proxy.py", env!("CARGO_MANIFEST_DIR"));
-        let mut cmd = std::process::Command::new("python3");
-        cmd.args([&script, "--port", &port.to_string(), "--upstream", upstream]);
-        for i in ice {
-            cmd.args(["--ice", i]);
-        }
-        let child = cmd.spawn().expect("python3 runs the proxy");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "proxy did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        IceProxy {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    fn injected(&self) -> u32 {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(self.url.trim_start_matches("http://")).unwrap();
-        write!(s, "GET /ice-count HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out.rsplit("\r\n\r\n")
-            .next()
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    }
-}
-
-impl Drop for IceProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn insufficient_capacity_on_the_first_choice_caches_it_and_launches_the_next() {
     let Some(moto) = Moto::start() else { return };
     seed(&moto, true);
-    let proxy = IceProxy::start(&moto.endpoint, &["m5.large:us-east-1a"]);
+    let proxy = FaultProxy::start(&moto.endpoint, &["--ice", "m5.large:us-east-1a"]);
     let mut settings = AwsSettings::new("us-east-1", "my-cluster");
     settings.endpoint = Some(proxy.url.clone());
     let mut cloud = AwsCloud::new(settings).unwrap();
@@ -500,7 +447,7 @@ fn insufficient_capacity_on_the_first_choice_caches_it_and_launches_the_next() {
     );
     // Every offering out of capacity: a clear error naming the NodeClaim, nothing launched.
     let only = [("m5.large", "us-east-1a", CapacityType::OnDemand)];
-    let proxy_all = IceProxy::start(&moto.endpoint, &["m5.large:us-east-1a"]);
+    let proxy_all = FaultProxy::start(&moto.endpoint, &["--ice", "m5.large:us-east-1a"]);
     let mut settings = AwsSettings::new("us-east-1", "my-cluster");
     settings.endpoint = Some(proxy_all.url.clone());
     let mut cloud = AwsCloud::new(settings).unwrap();

@@ -3,6 +3,10 @@
 //! the test plays kubelet (registers a Node once a NodeClaim has an instance, marks it Ready)
 //! and kube-scheduler (marks pending pods Unschedulable, binds them where they fit).
 
+#[path = "aws/fault_proxy.rs"]
+mod fault_proxy;
+#[path = "controller/harness.rs"]
+mod harness;
 #[path = "aws/moto.rs"]
 mod moto;
 #[path = "aws/seed.rs"]
@@ -10,279 +14,8 @@ mod seed;
 
 use std::time::{Duration, Instant};
 
-use dovetail::cloud::aws::{AwsSettings, tags};
-use dovetail::kubernetes::{Settings, Shutdown};
-use dovetail_apiserver_double::ApiServer;
-use moto::Moto;
-use serde_json::{Value, json};
-
-const CLAIMS: &str = "dovetail.sh/v1/nodeclaims";
-const PODS: &str = "v1/pods";
-const NODES: &str = "v1/nodes";
-
-fn node_pool(consolidate_after: &str) -> Value {
-    json!({
-        "apiVersion": "dovetail.sh/v1", "kind": "NodePool",
-        "metadata": {"name": "default"},
-        "spec": {
-            "template": {"spec": {
-                "requirements": [
-                    {"key": "node.kubernetes.io/instance-type", "operator": "In", "values": ["m5.large", "m5.xlarge", "c5.xlarge"]},
-                    {"key": "dovetail.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
-                ],
-                "nodeClassRef": {"group": "aws.dovetail.sh", "kind": "EC2NodeClass", "name": "default"},
-            }},
-            "disruption": {"consolidationPolicy": "WhenEmptyOrUnderutilized", "consolidateAfter": consolidate_after},
-        },
-    })
-}
-
-fn node_class() -> Value {
-    json!({
-        "apiVersion": "aws.dovetail.sh/v1", "kind": "EC2NodeClass",
-        "metadata": {"name": "default"},
-        "spec": {
-            "instanceProfile": "dovetail-node",
-            "amiSelectorTerms": [{"tags": {seed::DISCOVERY: "my-cluster"}}],
-            "subnetSelectorTerms": [{"tags": {seed::DISCOVERY: "my-cluster"}}],
-            "securityGroupSelectorTerms": [{"tags": {seed::DISCOVERY: "my-cluster"}}],
-        },
-    })
-}
-
-/// A pod of the `inflate` Deployment (owned by its ReplicaSet), as the ReplicaSet controller
-/// creates it.
-fn inflate_pod(i: usize) -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {
-            "name": format!("inflate-7d9f-{i:05}"), "namespace": "default",
-            "labels": {"app": "inflate"},
-            "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "inflate-7d9f", "uid": "rs-1", "controller": true}],
-        },
-        "spec": {"containers": [{"name": "inflate", "image": "public.ecr.aws/eks-distro/kubernetes/pause:3.7",
-                                  "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}}}]},
-        "status": {"phase": "Pending"},
-    })
-}
-
-fn settings(moto: &Moto) -> Settings {
-    let mut aws = AwsSettings::new("us-east-1", "my-cluster");
-    aws.endpoint = Some(moto.endpoint.clone());
-    aws.cluster_endpoint = "https://ABCDEF.gr7.us-east-1.eks.amazonaws.com".into();
-    aws.cluster_ca = "LS0tLS1CRUdJTi...".into();
-    Settings {
-        cloud: dovetail::kubernetes::Cloud::Aws,
-        aws,
-        interruption_queue: None,
-        zones: vec![
-            "us-east-1a".into(),
-            "us-east-1b".into(),
-            "us-east-1c".into(),
-        ],
-        core: dovetail::controller::Settings {
-            // Garbage collection every few seconds, so a test sees it.
-            gc_interval: Duration::from_secs(3),
-            ..Default::default()
-        },
-        registration_ttl: Duration::from_secs(900),
-        sync_timeout: Duration::from_secs(20),
-        orphan_grace: Duration::from_secs(5),
-        instance: "test".into(),
-    }
-}
-
-/// The controller on its own thread until the returned handle is stopped.
-struct Running {
-    shutdown: Shutdown,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Running {
-    fn start(api: &ApiServer, settings: Settings) -> Running {
-        let shutdown = Shutdown::default();
-        let stop = shutdown.clone();
-        let config = api.config();
-        let thread = std::thread::spawn(move || {
-            dovetail::kubernetes::run(config, settings, stop).expect("the controller runs");
-        });
-        Running {
-            shutdown,
-            thread: Some(thread),
-        }
-    }
-
-    fn stop(&mut self) {
-        self.shutdown.stop();
-        if let Some(t) = self.thread.take() {
-            t.join().expect("the controller thread ends cleanly");
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        self.shutdown.stop();
-    }
-}
-
-fn cpu_millis(q: &Value) -> u64 {
-    let s = q.as_str().unwrap_or("0");
-    match s.strip_suffix('m') {
-        Some(m) => m.parse().unwrap_or(0),
-        None => s.parse::<f64>().map_or(0, |c| (c * 1000.0) as u64),
-    }
-}
-
-fn name(o: &Value) -> String {
-    o["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
-/// One round of kubelet and kube-scheduler.
-fn play_kubelet_and_scheduler(api: &ApiServer, live: &[String]) {
-    play(api, live, true)
-}
-
-/// kubelet (registering nodes only with `register`) and kube-scheduler.
-fn play(api: &ApiServer, live: &[String], register: bool) {
-    // kubelet: an instance that runs registers its Node, Ready at once.
-    let nodes = api.list(NODES);
-    for c in api.list(CLAIMS).into_iter().filter(|_| register) {
-        let Some(pid) = c["status"]["providerID"].as_str() else {
-            continue;
-        };
-        let id = pid.rsplit('/').next().unwrap_or_default();
-        if !live.iter().any(|l| l == id) || nodes.iter().any(|n| n["spec"]["providerID"] == pid) {
-            continue;
-        }
-        api.register_node(
-            &c,
-            &format!("ip-{}.ec2.internal", id.trim_start_matches("i-")),
-        );
-    }
-    // kube-scheduler: bind where a Ready, untainted node has room; otherwise Unschedulable.
-    let nodes = api.list(NODES);
-    let mut pods = api.list(PODS);
-    for i in 0..pods.len() {
-        if !pods[i]["spec"]["nodeName"].is_null()
-            || !pods[i]["metadata"]["deletionTimestamp"].is_null()
-        {
-            continue;
-        }
-        let want = cpu_millis(&pods[i]["spec"]["containers"][0]["resources"]["requests"]["cpu"]);
-        let fits = nodes.iter().find(|n| {
-            let tainted = n["spec"]["taints"]
-                .as_array()
-                .is_some_and(|t| !t.is_empty());
-            let used: u64 = pods
-                .iter()
-                .filter(|p| p["spec"]["nodeName"] == n["metadata"]["name"])
-                .map(|p| cpu_millis(&p["spec"]["containers"][0]["resources"]["requests"]["cpu"]))
-                .sum();
-            !tainted
-                && n["metadata"]["deletionTimestamp"].is_null()
-                && used + want <= cpu_millis(&n["status"]["allocatable"]["cpu"])
-        });
-        let mut pod = pods[i].clone();
-        match fits {
-            Some(n) => {
-                pod["spec"]["nodeName"] = n["metadata"]["name"].clone();
-                pod["status"] = json!({"phase": "Running", "startTime": "2026-12-02T00:00:00Z",
-                    "conditions": [{"type": "PodScheduled", "status": "True"}]});
-            }
-            None if pod["status"]["conditions"].is_null() => {
-                pod["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
-                    "message": "0/0 nodes are available"}]);
-            }
-            None => continue,
-        }
-        api.put(PODS, pod.clone());
-        pods[i] = pod;
-    }
-}
-
-/// Ids of the cluster's live instances in moto.
-fn live(moto: &Moto) -> Vec<String> {
-    seed::runtime().block_on(async {
-        let ec2 = aws_sdk_ec2::Client::new(&moto.config().await);
-        let out = ec2.describe_instances().send().await.unwrap();
-        out.reservations()
-            .iter()
-            .flat_map(|r| r.instances())
-            .filter(|i| {
-                i.state()
-                    .and_then(|s| s.name())
-                    .is_some_and(|n| matches!(n.as_str(), "pending" | "running"))
-                    && i.tags()
-                        .iter()
-                        .any(|t| t.key() == Some(tags::CLUSTER) && t.value() == Some("my-cluster"))
-            })
-            .map(|i| i.instance_id().unwrap_or_default().to_string())
-            .collect()
-    })
-}
-
-/// Plays kubelet and scheduler until `done` holds, or fails after `limit`.
-fn until(
-    api: &ApiServer,
-    moto: &Moto,
-    limit: Duration,
-    what: &str,
-    done: impl Fn(&ApiServer, &[String]) -> bool,
-) {
-    until_with(api, moto, limit, what, true, done)
-}
-
-/// [`until`], with a kubelet that registers nodes only with `register`.
-fn until_with(
-    api: &ApiServer,
-    moto: &Moto,
-    limit: Duration,
-    what: &str,
-    register: bool,
-    done: impl Fn(&ApiServer, &[String]) -> bool,
-) {
-    let started = Instant::now();
-    loop {
-        let ids = live(moto);
-        play(api, &ids, register);
-        if done(api, &ids) {
-            eprintln!("{what}: {:.1} s", started.elapsed().as_secs_f64());
-            return;
-        }
-        assert!(
-            started.elapsed() < limit,
-            "{what}: not within {limit:?}; live {:?}; nodes {:?}; claims {:#?}; pods {:#?}",
-            live(moto),
-            api.list(NODES).iter().map(name).collect::<Vec<_>>(),
-            api.list(CLAIMS)
-                .iter()
-                .map(|c| (
-                    name(c),
-                    c["status"].clone(),
-                    c["metadata"]["deletionTimestamp"].clone()
-                ))
-                .collect::<Vec<_>>(),
-            api.list(PODS)
-                .iter()
-                .map(|p| (name(p), p["spec"]["nodeName"].clone()))
-                .collect::<Vec<_>>()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
-fn logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .with_test_writer()
-        .try_init();
-}
+use harness::*;
+use serde_json::json;
 
 #[test]
 fn inflate_scales_up_through_nodeclaims_and_ec2_then_consolidates_to_zero() {
@@ -443,71 +176,6 @@ fn inflate_scales_up_through_nodeclaims_and_ec2_then_consolidates_to_zero() {
     controller.stop();
 }
 
-/// The Event with `reason` (about the object named `regarding`), waiting a little for it:
-/// the controller publishes Events without waiting on them.
-fn event(api: &ApiServer, reason: &str, regarding: Option<&str>) -> Value {
-    let started = Instant::now();
-    loop {
-        let events = api.list("events.k8s.io/v1/events");
-        if let Some(e) = events.iter().find(|e| {
-            e["reason"] == reason && regarding.is_none_or(|r| e["regarding"]["name"] == r)
-        }) {
-            return e.clone();
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "no {reason} Event about {regarding:?}: {events:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Creates `n` inflate pods and plays kubelet and scheduler until they run on registered nodes
-/// (nodes carrying the termination finalizer).
-fn run_pods(api: &ApiServer, moto: &Moto, n: usize) {
-    for i in 0..n {
-        api.put(PODS, inflate_pod(i));
-    }
-    until(
-        api,
-        moto,
-        Duration::from_secs(60),
-        "pods running",
-        |api, _| {
-            api.list(PODS)
-                .iter()
-                .all(|p| p["status"]["phase"] == "Running")
-                && api
-                    .list(NODES)
-                    .iter()
-                    .all(|n| n["metadata"]["finalizers"] == json!(["dovetail.sh/termination"]))
-        },
-    );
-}
-
-/// moto with a seeded account, the double with the default node class, on a runtime.
-fn world() -> Option<(Moto, tokio::runtime::Runtime, ApiServer)> {
-    logs();
-    let moto = Moto::start()?;
-    seed::seed(&moto, true);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let api = ApiServer::start(&rt);
-    api.put("aws.dovetail.sh/v1/ec2nodeclasses", node_class());
-    Some((moto, rt, api))
-}
-
-fn ready_condition(api: &ApiServer, pool: &str) -> Value {
-    api.get("dovetail.sh/v1/nodepools", "", pool)
-        .expect("the pool")["status"]["conditions"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["type"] == "Ready").cloned())
-        .unwrap_or(Value::Null)
-}
-
 #[test]
 fn a_malformed_node_pool_is_not_ready_with_a_reason_and_an_event_while_others_provision() {
     let Some((moto, _rt, api)) = world() else {
@@ -663,7 +331,86 @@ fn an_instance_whose_node_never_registers_is_cleaned_up_by_liveness() {
 }
 
 #[test]
-fn a_restart_after_create_fleet_adopts_the_instance_instead_of_launching_a_second() {
+fn a_controller_killed_right_after_create_fleet_converges_with_one_instance_per_claim() {
+    let Some((moto, _rt, api)) = world() else {
+        return;
+    };
+    api.put("dovetail.sh/v1/nodepools", node_pool("1h"));
+    let dir = std::env::temp_dir().join(format!("dovetail-kill-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pid_file = dir.join("pid");
+    let proxy = fault_proxy::FaultProxy::start(
+        &moto.endpoint,
+        &["--kill-after-create-fleet", pid_file.to_str().unwrap()],
+    );
+    let mut first = Process::start(&api, &proxy.url, &dir);
+    std::fs::write(&pid_file, first.0.id().to_string()).unwrap();
+    for i in 0..5 {
+        api.put(PODS, inflate_pod(i));
+    }
+    // kube-scheduler finds the pods unschedulable; the controller launches and is killed.
+    let started = Instant::now();
+    while first.0.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the controller was not killed after CreateFleet; claims {:?}",
+            api.list(CLAIMS).iter().map(name).collect::<Vec<_>>()
+        );
+        play(&api, &[], false);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(proxy.killed(), 1);
+    let launched = live(&moto);
+    let claims = api.list(CLAIMS);
+    assert!(
+        !launched.is_empty(),
+        "CreateFleet reached EC2 before the kill"
+    );
+    assert!(
+        claims.iter().all(|c| c["status"]["providerID"].is_null()),
+        "the killed controller recorded no launch: {claims:#?}"
+    );
+    assert!(
+        claims.len() >= launched.len(),
+        "every instance has its NodeClaim object, created before CreateFleet"
+    );
+
+    // Restarted: the claims' launches resume and adopt what exists; the pods land.
+    let _second = Process::start(&api, &proxy.url, &dir);
+    until(
+        &api,
+        &moto,
+        Duration::from_secs(90),
+        "every pod bound after the restart",
+        |api, _| {
+            api.list(PODS)
+                .iter()
+                .all(|p| !p["spec"]["nodeName"].is_null())
+        },
+    );
+    // Past the orphan grace and a collection: what runs is exactly what the claims own.
+    std::thread::sleep(Duration::from_secs(7));
+    let mut owned: Vec<String> = api
+        .list(CLAIMS)
+        .iter()
+        .filter_map(|c| c["status"]["providerID"].as_str())
+        .map(|p| p.rsplit('/').next().unwrap().to_string())
+        .collect();
+    owned.sort();
+    let mut ids = live(&moto);
+    ids.sort();
+    assert_eq!(ids, owned, "one instance per NodeClaim, no orphan");
+    for id in &launched {
+        assert!(
+            ids.contains(id),
+            "the instance launched before the kill was adopted, not replaced: {id}"
+        );
+    }
+    assert_eq!(proxy.killed(), 1);
+}
+
+#[test]
+fn a_claim_without_a_recorded_launch_adopts_its_instance_and_an_orphan_is_collected() {
     let Some((moto, _rt, api)) = world() else {
         return;
     };

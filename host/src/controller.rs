@@ -72,8 +72,10 @@ pub enum Signal {
 pub trait ClusterPort {
     /// The snapshot decisions read.
     fn cluster(&self) -> &Cluster;
-    /// Creates the NodeClaim object (with its termination finalizer), before its launch.
-    fn create_claim(&mut self, claim: &NewClaim) -> Result<(), PortError>;
+    /// Creates the NodeClaim objects (each with its termination finalizer) before their
+    /// launch; one result per claim, in order. One call per batch, so a world that talks to an
+    /// API server can make the writes concurrently.
+    fn create_claims(&mut self, claims: &[NewClaim]) -> Vec<Result<(), PortError>>;
     /// The claim's instance was launched: it is an in-flight node from now on.
     fn launched(&mut self, claim: &NewClaim, node: Node) -> Result<(), PortError>;
     /// A claim that could not be launched goes away again.
@@ -90,6 +92,8 @@ pub trait ClusterPort {
     fn record(&mut self, event: EventKind);
     /// A disruption pass that had candidates (for reports and metrics).
     fn disruption_round(&mut self, _round: DisruptionRound) {}
+    /// A provisioning batch of `pods` was simulated and scored in `took` (for metrics).
+    fn provisioned(&mut self, _pods: usize, _took: Duration) {}
     /// What happened in the world since the last call.
     fn take_signals(&mut self) -> Vec<Signal>;
 }
@@ -117,6 +121,51 @@ pub struct Settings {
     pub drain_retry: Duration,
     /// How soon claims that could not launch are tried again.
     pub launch_retry: Duration,
+    pub feature_gates: FeatureGates,
+}
+
+/// Behaviours that can be switched (`FEATURE_GATES`, Karpenter's syntax: `Name=true,…`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureGates {
+    /// Replace a spot node with a cheaper spot node (only with at least
+    /// [`crate::disruption::MIN_SPOT_TO_SPOT_TYPES`] cheaper spot types, so the replacement is
+    /// not the next to be reclaimed). On by default here; Karpenter's is off.
+    pub spot_to_spot_consolidation: bool,
+}
+
+impl Default for FeatureGates {
+    fn default() -> Self {
+        FeatureGates {
+            spot_to_spot_consolidation: true,
+        }
+    }
+}
+
+impl std::str::FromStr for FeatureGates {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut gates = FeatureGates::default();
+        for term in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let (name, value) = term.split_once('=').ok_or_else(|| {
+                format!("feature gate {term:?}: expected Name=true or Name=false")
+            })?;
+            let on = match value.trim() {
+                "true" => true,
+                "false" => false,
+                v => return Err(format!("feature gate {name}: {v:?} is not true or false")),
+            };
+            match name.trim() {
+                "SpotToSpotConsolidation" => gates.spot_to_spot_consolidation = on,
+                other => {
+                    return Err(format!(
+                        "unknown feature gate {other:?} (known: SpotToSpotConsolidation)"
+                    ));
+                }
+            }
+        }
+        Ok(gates)
+    }
 }
 
 impl Default for Settings {
@@ -128,6 +177,7 @@ impl Default for Settings {
             gc_interval: Duration::from_secs(60),
             drain_retry: Duration::from_secs(5),
             launch_retry: Duration::from_secs(30),
+            feature_gates: FeatureGates::default(),
         }
     }
 }
@@ -209,6 +259,75 @@ impl Context {
     }
 }
 
+/// One disruption pass's notes, counted: a pass over 500 nodes is one log line, not hundreds
+/// (the notes themselves are debug lines and Events).
+#[derive(Default)]
+struct PassSummary {
+    blocked: usize,
+    kept: usize,
+    overruled: usize,
+    policy_failed: usize,
+    /// A few of them, as examples.
+    examples: Vec<String>,
+}
+
+/// Examples a pass's line carries.
+const PASS_EXAMPLES: usize = 3;
+
+impl PassSummary {
+    fn count(&mut self, note: &Note) {
+        let example = match note {
+            Note::Blocked { node, why } => {
+                self.blocked += 1;
+                format!("{node} blocked: {why}")
+            }
+            Note::Kept { nodes, why } => {
+                self.kept += 1;
+                format!("{} kept: {why}", nodes.join(","))
+            }
+            Note::Overruled { nodes, why } => {
+                self.overruled += 1;
+                format!("{} overruled: {why}", nodes.join(","))
+            }
+            Note::PolicyFailed { policy, error } => {
+                self.policy_failed += 1;
+                format!("policy {policy} failed: {error}")
+            }
+        };
+        if self.examples.len() < PASS_EXAMPLES {
+            self.examples.push(crate::bounded::bounded(&example, 300));
+        }
+    }
+
+    fn log(&self, candidates: usize, commands: usize) {
+        if self.blocked + self.kept + self.overruled + self.policy_failed == 0 {
+            return;
+        }
+        if self.policy_failed > 0 {
+            tracing::warn!(
+                candidates,
+                commands,
+                blocked = self.blocked,
+                kept_by_policy = self.kept,
+                overruled_by_host = self.overruled,
+                policy_failures = self.policy_failed,
+                examples = ?self.examples,
+                "disruption pass"
+            );
+        } else {
+            tracing::info!(
+                candidates,
+                commands,
+                blocked = self.blocked,
+                kept_by_policy = self.kept,
+                overruled_by_host = self.overruled,
+                examples = ?self.examples,
+                "disruption pass"
+            );
+        }
+    }
+}
+
 /// How a launch is carried out and told.
 struct Launch<'a> {
     pool: &'a Pool,
@@ -218,7 +337,8 @@ struct Launch<'a> {
     policy: &'a str,
     /// Log the launch as an event (replacements), or as provisioning's own line.
     log: bool,
-    /// Create the NodeClaim object first (false: it exists, a launch resumed after a restart).
+    /// Create the NodeClaim object first (false: it exists — created with its batch, or a
+    /// launch resumed after a restart).
     create: bool,
 }
 
@@ -271,6 +391,12 @@ impl Controller {
             unschedulable: HashMap::new(),
             recent: VecDeque::new(),
         }
+    }
+
+    /// What it decides with, to start afresh (a replica that became leader again must not act
+    /// on batches and timers from its last term).
+    pub fn into_context(self) -> Context {
+        self.ctx
     }
 
     /// NodeClaim names continue after this number (a restarted controller starts past the
@@ -443,6 +569,7 @@ impl Controller {
             })
             .collect();
         let next_claim = &mut self.next_claim;
+        let started = std::time::Instant::now();
         let plan = provisioning::plan(
             now,
             &specs,
@@ -457,31 +584,40 @@ impl Controller {
                 format!("{pool}-{:05}", *next_claim)
             },
         );
+        port.provisioned(specs.len(), started.elapsed());
         for &(p, n) in plan.bound.iter().filter(|_| bind) {
             port.nominate(&pending[p], &names[n]);
             self.unschedulable.remove(&pending[p]);
         }
         let mut failed = false;
-        for c in &plan.claims {
-            let pool = pools
-                .iter()
-                .find(|p| p.spec.name == c.request.node_pool)
-                .expect("planned from a pool");
-            let claim = NewClaim {
+        let claims: Vec<NewClaim> = plan
+            .claims
+            .iter()
+            .map(|c| NewClaim {
                 name: c.request.claim.clone(),
                 node_pool: c.request.node_pool.clone(),
                 offers: c.request.offers.clone(),
                 requests: c.requests,
                 purpose: if bind { "provisioning" } else { "interruption" },
-            };
+            })
+            .collect();
+        let created = port.create_claims(&claims);
+        for ((c, claim), created) in plan.claims.iter().zip(&claims).zip(created) {
+            let pool = pools
+                .iter()
+                .find(|p| p.spec.name == c.request.node_pool)
+                .expect("planned from a pool");
             let how = Launch {
                 pool,
                 pods: c.pods.len(),
                 policy: &c.policy,
                 log: false,
-                create: true,
+                create: false,
             };
-            match self.launch(now, &claim, how, port, cloud) {
+            let launched = created
+                .map_err(|e| format!("creating the NodeClaim: {e}"))
+                .and_then(|()| self.launch(now, claim, how, port, cloud));
+            match launched {
                 Ok(name) => {
                     for &p in c.pods.iter().filter(|_| bind) {
                         port.nominate(&pending[p], &name);
@@ -548,7 +684,9 @@ impl Controller {
             create,
         } = how;
         if create {
-            port.create_claim(claim)
+            port.create_claims(std::slice::from_ref(claim))
+                .pop()
+                .unwrap_or(Ok(()))
                 .map_err(|e| format!("creating the NodeClaim: {e}"))?;
         }
         let request = LaunchRequest {
@@ -836,7 +974,13 @@ impl Controller {
             self.next_disruption = Some(now + interval);
             return;
         }
-        let decision = disruption::decide(cluster, &self.ctx.its, &self.ctx.registry, now);
+        let decision = disruption::decide(
+            cluster,
+            &self.ctx.its,
+            &self.ctx.registry,
+            now,
+            &self.settings.feature_gates,
+        );
         if decision.candidates > 0 {
             let round = DisruptionRound {
                 at: now,
@@ -850,8 +994,10 @@ impl Controller {
             port.disruption_round(round);
         }
         let mut revisit = false;
+        let mut pass = PassSummary::default();
         for note in &decision.notes {
             revisit = true;
+            pass.count(note);
             let kind = match note {
                 Note::Blocked { node, why } => EventKind::Blocked {
                     node: node.clone(),
@@ -870,11 +1016,14 @@ impl Controller {
                     error: error.clone(),
                 },
             };
-            // Repeats of the same note every pass say nothing new.
+            // Repeats of the same note every pass say nothing new. Each note is a debug line
+            // and an Event; the pass says what happened in one line below.
             if !self.recent.iter().any(|e| *e == kind) {
-                self.emit(port, kind);
+                tracing::debug!(note = ?kind, "disruption note");
+                self.remember(port, kind);
             }
         }
+        pass.log(decision.candidates, decision.commands.len());
         for c in decision.commands {
             self.execute(now, c, port, cloud);
         }

@@ -94,6 +94,8 @@ struct Pass<'a> {
     cluster: &'a Cluster,
     its: &'a InstanceTypes,
     now: i64,
+    /// The SpotToSpotConsolidation gate.
+    spot_to_spot: bool,
     specs: Vec<NodePoolSpec>,
     /// Schedulable nodes (not being deleted), then replacements accepted this pass. Pods of
     /// accepted moves are counted on the nodes they would move to.
@@ -110,6 +112,7 @@ pub fn decide(
     its: &InstanceTypes,
     registry: &PolicyRegistry,
     now: i64,
+    gates: &crate::controller::FeatureGates,
 ) -> Decision {
     let (existing, names) = cluster.schedulable_nodes(its, |_| false);
     let index = names
@@ -122,6 +125,7 @@ pub fn decide(
         cluster,
         its,
         now,
+        spot_to_spot: gates.spot_to_spot_consolidation,
         specs: cluster.pool_specs(its),
         gone: vec![false; existing.len()],
         existing,
@@ -544,7 +548,9 @@ impl Pass<'_> {
             let spot = t.offerings[o.1].capacity_type == CapacityType::Spot;
             self.price(o) < price
                 && !types.contains(t.name.as_str())
-                && !(all_spot && spot && cheaper_spot_types.len() < MIN_SPOT_TO_SPOT_TYPES)
+                && !(all_spot
+                    && spot
+                    && (!self.spot_to_spot || cheaper_spot_types.len() < MIN_SPOT_TO_SPOT_TYPES))
         })
     }
 
@@ -619,7 +625,7 @@ impl Pass<'_> {
             let m = &round.moves[i];
             let nodes = names(m);
             let overrule = |why: String, decision: &mut Decision| {
-                tracing::warn!(nodepool = %pool.spec.name, nodes = ?nodes, policy, %why, "overruled consolidation action");
+                tracing::debug!(nodepool = %pool.spec.name, nodes = ?nodes, policy, %why, "overruled consolidation action");
                 decision.notes.push(Note::Overruled {
                     nodes: nodes.clone(),
                     why,
@@ -760,7 +766,7 @@ fn consolidate(
 ) -> (String, Vec<Action>) {
     let policies = &pool.resource.spec.policies;
     let name = &policies.consolidation;
-    let attempt = |n: &str| registry.get(n).and_then(|p| p.consolidate(round));
+    let attempt = |n: &str| registry.call(n, "consolidate", |p| p.consolidate(round));
     match attempt(name) {
         Ok(actions) => (name.clone(), actions),
         Err(err) => {
@@ -772,16 +778,19 @@ fn consolidate(
             tracing::warn!(policy = %name, error = %err, on_failure = ?policies.on_failure, "consolidation policy failed");
             match policies.on_failure {
                 OnFailure::Block => (name.clone(), Vec::new()),
-                OnFailure::Fallback => match attempt(FALLBACK_CONSOLIDATOR) {
-                    Ok(actions) => (FALLBACK_CONSOLIDATOR.to_string(), actions),
-                    Err(e) => {
-                        decision.notes.push(Note::PolicyFailed {
-                            policy: FALLBACK_CONSOLIDATOR.into(),
-                            error: e.to_string(),
-                        });
-                        (FALLBACK_CONSOLIDATOR.to_string(), Vec::new())
+                OnFailure::Fallback => {
+                    registry.report_fallback(name, FALLBACK_CONSOLIDATOR);
+                    match attempt(FALLBACK_CONSOLIDATOR) {
+                        Ok(actions) => (FALLBACK_CONSOLIDATOR.to_string(), actions),
+                        Err(e) => {
+                            decision.notes.push(Note::PolicyFailed {
+                                policy: FALLBACK_CONSOLIDATOR.into(),
+                                error: e.to_string(),
+                            });
+                            (FALLBACK_CONSOLIDATOR.to_string(), Vec::new())
+                        }
                     }
-                },
+                }
             }
         }
     }

@@ -242,6 +242,8 @@ pub struct Queue {
     /// Long-poll wait (20 s in production; shorter in tests).
     pub wait: Duration,
     pub metrics: Metrics,
+    /// The controller's Prometheus metrics, when it exports them.
+    pub prom: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl Queue {
@@ -252,6 +254,7 @@ impl Queue {
             url: url.into(),
             wait: Duration::from_secs(20),
             metrics: Metrics::default(),
+            prom: None,
         }
     }
 
@@ -293,6 +296,7 @@ impl Queue {
             let age = Duration::from_millis(now_ms.saturating_sub(sent));
             match parse(m.body().unwrap_or_default()) {
                 Ok(notice) => {
+                    self.count(notice.kind.label(), "received");
                     *self
                         .metrics
                         .received
@@ -307,6 +311,7 @@ impl Queue {
                 }
                 Err(e) => {
                     tracing::warn!(message_id = m.message_id().unwrap_or_default(), error = %e, "dropping interruption message");
+                    self.count(e.label(), "dropped");
                     *self
                         .metrics
                         .received
@@ -344,8 +349,20 @@ impl Queue {
         Ok(handled)
     }
 
+    fn count(&self, kind: &str, action: &str) {
+        if let Some(p) = &self.prom {
+            p.interruption_messages
+                .get_or_create(&vec![
+                    ("kind", kind.to_string()),
+                    ("action", action.to_string()),
+                ])
+                .inc();
+        }
+    }
+
     /// Deletes a handled message and counts the action taken.
     pub async fn done(&mut self, r: &Received, action: Action) -> Result<(), QueueError> {
+        self.count(r.notice.kind.label(), &format!("{action:?}").to_lowercase());
         *self
             .metrics
             .actions

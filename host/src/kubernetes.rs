@@ -7,10 +7,13 @@
 //! API calls are driven on the runtime that also runs the watches.
 
 pub mod act;
+pub mod leader;
 pub mod lifecycle;
 pub mod observe;
+pub mod serve;
+pub mod throttle;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -22,6 +25,7 @@ use crate::cloud::aws::{AwsCloud, AwsSettings};
 use crate::cloud::sim::SimCloud;
 use crate::cloud::{CloudProvider, Offer};
 use crate::controller::{Context, Controller, Interruptions};
+use crate::metrics::{MeasuredCloud, Metrics};
 use crate::policy::{EngineConfig, PolicyEngine, PolicyRegistry};
 use crate::scheduling::InstanceTypes;
 use crate::scheduling::model::{capacity_type, capacity_type_label};
@@ -55,6 +59,8 @@ pub enum Error {
     Policy(#[from] crate::policy::PolicyError),
     #[error("{0}")]
     Runtime(String),
+    #[error("leader election: {0}")]
+    Lease(String),
 }
 
 /// Where the controller launches.
@@ -84,8 +90,40 @@ pub struct Settings {
     /// An instance of the cluster with no NodeClaim is terminated once it is this old (a
     /// launch in progress has its claim already; the grace covers a lagging cache).
     pub orphan_grace: Duration,
-    /// The identity in Events (the pod name in a cluster).
+    /// The identity in Events, the User-Agent and the Lease (the pod name in a cluster).
     pub instance: String,
+    pub operation: Operation,
+}
+
+/// How the process runs beside its replicas and is watched.
+#[derive(Debug, Clone)]
+pub struct Operation {
+    /// `None`: a single replica that always acts (`--leader-elect=false`).
+    pub leader_election: Option<leader::LeaderElection>,
+    /// Where `/metrics` is served (`None`: not at all).
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Where `/healthz` and `/readyz` are served.
+    pub health_addr: Option<std::net::SocketAddr>,
+    /// Client-side rate limit of the Kubernetes API: sustained requests per second…
+    pub kube_qps: f32,
+    /// …and the burst above it.
+    pub kube_burst: u32,
+    /// `/healthz` fails when the loop has not come round for this long.
+    pub stuck_after: Duration,
+}
+
+impl Default for Operation {
+    /// One replica, nothing served, Karpenter's client limits (200 QPS, burst 300).
+    fn default() -> Self {
+        Operation {
+            leader_election: None,
+            metrics_addr: None,
+            health_addr: None,
+            kube_qps: 200.0,
+            kube_burst: 300,
+            stuck_after: Duration::from_secs(120),
+        }
+    }
 }
 
 /// Stops the controller loop when set (SIGTERM, or a test).
@@ -108,6 +146,7 @@ pub struct Kube {
     pub client: Client,
     pub rt: tokio::runtime::Handle,
     pub events: Events,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Deletes an object the controller holds a finalizer on and releases it: once its instance
@@ -142,22 +181,36 @@ where
 /// Where Events go: a bounded queue drained by one task, so a decision never waits on an Event
 /// and a burst (20,000 pods nominated at once) costs a bounded amount of memory. When the
 /// queue is full, further Events are dropped and counted (Events are for people; kube's own
-/// recorder drops the same way). The recorder aggregates repeats into a series.
+/// recorder drops the same way). A storm of one Event (same object, same reason) is cut down
+/// before it is queued, as client-go's spam filter does: a burst of [`EVENT_BURST`], then one
+/// per [`EVENT_REFILL`]; the recorder aggregates what passes into one Event with a count.
 #[derive(Clone)]
 pub struct Events {
     tx: tokio::sync::mpsc::Sender<(
         k8s_openapi::api::core::v1::ObjectReference,
         kube::runtime::events::Event,
     )>,
-    dropped: Arc<std::sync::atomic::AtomicU64>,
+    spam: Arc<std::sync::Mutex<SpamFilter>>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
+
+/// (object, reason) → (tokens left, when last refilled).
+type SpamFilter = HashMap<(String, String), (u32, i64)>;
 
 /// Events waiting to be published, at most.
 const EVENT_QUEUE: usize = 1024;
+/// Events of one object and reason published back to back before the filter holds them back.
+pub const EVENT_BURST: u32 = 10;
+/// …then one more each this many seconds.
+pub const EVENT_REFILL: i64 = 60;
 
 impl Events {
     /// Starts the publishing task on `rt`.
-    pub fn start(rt: &tokio::runtime::Handle, recorder: Recorder) -> Events {
+    pub fn start(
+        rt: &tokio::runtime::Handle,
+        recorder: Recorder,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Events {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<(
             k8s_openapi::api::core::v1::ObjectReference,
             kube::runtime::events::Event,
@@ -171,8 +224,30 @@ impl Events {
         });
         Events {
             tx,
-            dropped: Arc::default(),
+            spam: Arc::default(),
+            metrics,
         }
+    }
+
+    /// Whether an Event of this object and reason may go out now.
+    fn admit(&self, object: String, reason: &str, now: i64) -> bool {
+        let mut spam = self.spam.lock().unwrap_or_else(|p| p.into_inner());
+        if spam.len() > 10_000 {
+            spam.retain(|_, (_, at)| now - *at < 10 * EVENT_REFILL);
+        }
+        let (tokens, at) = spam
+            .entry((object, reason.to_string()))
+            .or_insert((EVENT_BURST, now));
+        let refill = ((now - *at) / EVENT_REFILL).max(0) as u32;
+        if refill > 0 {
+            *tokens = (*tokens + refill).min(EVENT_BURST);
+            *at = now;
+        }
+        if *tokens == 0 {
+            return false;
+        }
+        *tokens -= 1;
+        true
     }
 
     /// Queues an Event; the note is bounded (the API takes at most 1 kB).
@@ -181,16 +256,22 @@ impl Events {
         reference: k8s_openapi::api::core::v1::ObjectReference,
         type_: kube::runtime::events::EventType,
         reason: &str,
-        mut note: String,
+        note: String,
     ) {
-        if note.len() > 1000 {
-            let mut cut = 997;
-            while !note.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            note.truncate(cut);
-            note.push('…');
+        let object = format!(
+            "{}/{}/{}",
+            reference.kind.as_deref().unwrap_or_default(),
+            reference.namespace.as_deref().unwrap_or_default(),
+            reference.name.as_deref().unwrap_or_default()
+        );
+        if !self.admit(object, reason, unix_now()) {
+            self.metrics
+                .events_not_published
+                .get_or_create(&vec![("why", "suppressed".to_string())])
+                .inc();
+            return;
         }
+        let note = crate::bounded::bounded(&note, 1000);
         let event = kube::runtime::events::Event {
             type_,
             reason: reason.into(),
@@ -199,7 +280,11 @@ impl Events {
             secondary: None,
         };
         if self.tx.try_send((reference, event)).is_err() {
-            let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            let c = self
+                .metrics
+                .events_not_published
+                .get_or_create(&vec![("why", "dropped".to_string())]);
+            let n = c.inc() + 1;
             if n.is_power_of_two() {
                 tracing::warn!(dropped = n, "Event queue full; dropping Events");
             }
@@ -266,7 +351,7 @@ fn collect_garbage(
     cloud: &mut dyn CloudProvider,
     grace: Duration,
     now: i64,
-) {
+) -> bool {
     let claims: std::collections::HashSet<String> = stores
         .node_claims
         .state()
@@ -274,16 +359,45 @@ fn collect_garbage(
         .map(|c| c.name_any())
         .collect();
     match cloud.collect_garbage(&claims, grace, now) {
-        Ok(gone) if !gone.is_empty() => {
-            tracing::info!(instances = ?gone, "terminated instances no NodeClaim claims")
+        Ok(gone) => {
+            if !gone.is_empty() {
+                tracing::info!(instances = ?gone, "terminated instances no NodeClaim claims");
+            }
+            true
         }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
+        Err(e) => {
+            tracing::warn!(error = %e, "garbage collection failed");
+            false
+        }
     }
+}
+
+/// The client: kube's stack behind a buffer, under the client-side rate limit, with a
+/// User-Agent naming this replica (so an API server's audit log tells replicas apart).
+fn client(
+    mut config: kube::Config,
+    operation: &Operation,
+    instance: &str,
+) -> Result<Client, Error> {
+    let agent = format!("dovetail/{} ({instance})", env!("CARGO_PKG_VERSION"));
+    if let Ok(v) = http::HeaderValue::from_str(&agent) {
+        config.headers.push((http::header::USER_AGENT, v));
+    }
+    let bucket = throttle::Bucket::new(operation.kube_qps, operation.kube_burst);
+    let client = kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&tower::buffer::BufferLayer::new(1024))
+        .with_layer(&throttle::Throttle(bucket))
+        .build();
+    Ok(client)
 }
 
 /// Runs the controller against the cluster `config` points at until `shutdown` is set. Must be
 /// called outside a Tokio runtime (it owns one).
+///
+/// With leader election, every replica keeps its caches warm; only the one holding the Lease
+/// decides and writes, and it starts each term afresh (no batch or timer from an earlier term).
+/// On shutdown the tick in progress finishes, its deferred writes are made, and the Lease is
+/// released so the other replica takes over at once.
 pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Result<(), Error> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -291,9 +405,18 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
         .build()
         .map_err(|e| Error::Runtime(e.to_string()))?;
     let handle = rt.handle().clone();
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(serve::Health::new(settings.operation.stuck_after));
+    serve::start(
+        &handle,
+        settings.operation.metrics_addr,
+        settings.operation.health_addr,
+        metrics.clone(),
+        health.clone(),
+    )?;
     let (client, stores) = {
         let _enter = rt.enter();
-        let client = Client::try_from(config)?;
+        let client = client(config, &settings.operation, &settings.instance)?;
         let stores = observe::start(&client);
         (client, stores)
     };
@@ -312,6 +435,7 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
     if synced.is_err() {
         return Err(Error::NotSynced(settings.sync_timeout));
     }
+    health.set_synced(true);
     tracing::info!("caches synced");
     let kube = Kube {
         client: client.clone(),
@@ -325,16 +449,20 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
                     instance: Some(settings.instance.clone()),
                 },
             ),
+            metrics.clone(),
         ),
+        metrics: metrics.clone(),
     };
 
-    let mut cloud: Box<dyn CloudProvider> = match settings.cloud {
+    let mut provider: Box<dyn CloudProvider> = match settings.cloud {
         Cloud::Aws => Box::new(AwsCloud::new(settings.aws.clone())?),
         Cloud::Sim => Box::new(SimCloud::new()),
     };
-    let cloud = cloud.as_mut();
-    let mut classes = lifecycle::NodeClasses::default();
-    classes.resolve(&stores, cloud, &kube, unix_now());
+    let mut cloud = MeasuredCloud {
+        inner: provider.as_mut(),
+        metrics: &metrics,
+    };
+    let cloud: &mut dyn CloudProvider = &mut cloud;
     let mut zones = cloud.zones();
     if zones.is_empty() {
         zones = settings.zones.clone();
@@ -348,69 +476,152 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
             (entries, cat)
         }
     };
+    health.set_cloud(true);
     let its = InstanceTypes::new(&entries, &cat);
     let capacities = act::capacities(&its);
     let registry = Arc::new(PolicyRegistry::new(PolicyEngine::new(
         EngineConfig::default(),
     )?));
-    let ctx = Context::new(its, cat, registry);
-    let mut controller = Controller::new(settings.core.clone(), ctx, unix_now());
-    // Names continue after the claims that exist (a restart never reuses one).
-    let highest = stores
+    registry.observe(metrics.clone());
+    let mut controller = Controller::new(
+        settings.core.clone(),
+        Context::new(its, cat, registry),
+        unix_now(),
+    );
+
+    let mut queue = match &settings.interruption_queue {
+        Some(url) => {
+            let sdk = handle.block_on(settings.aws.sdk_config());
+            let mut q = crate::interruption::Queue::new(aws_sdk_sqs::Client::new(&sdk), url);
+            q.prom = Some(metrics.clone());
+            Some(crate::interruption::Poller::spawn(&handle, q))
+        }
+        None => None,
+    };
+    let leadership = match &settings.operation.leader_election {
+        Some(election) => {
+            tracing::info!(lease = %election.lease, namespace = %election.namespace, identity = %settings.instance, "campaigning for the leader lease");
+            handle.block_on(leader::Leadership::campaign(
+                client.clone(),
+                election,
+                &settings.instance,
+            ))?
+        }
+        None => leader::Leadership::Alone,
+    };
+    let mut leadership = leadership;
+    let mut observer = observe::Observer::default();
+    let mut pools = lifecycle::PoolStatus::default();
+    let mut classes = lifecycle::NodeClasses::default();
+    let mut next_gc = unix_now();
+    let mut leading = false;
+    tracing::info!(zones = ?zones, "controller started");
+    while !shutdown.stopped() {
+        let now = unix_now();
+        health.beat(now);
+        handle.block_on(leadership.look());
+        if leadership.leading() != leading {
+            leading = !leading;
+            metrics.leader.set(i64::from(leading));
+            if leading {
+                tracing::info!(identity = %settings.instance, "became the leader");
+                // A new term: nothing carried over from an earlier one.
+                controller = Controller::new(settings.core.clone(), controller.into_context(), now);
+                controller.continue_names_after(highest_claim(&stores));
+                observer = observe::Observer::default();
+                pools = lifecycle::PoolStatus::default();
+                classes = lifecycle::NodeClasses::default();
+                next_gc = now;
+            } else {
+                tracing::warn!(identity = %settings.instance, "lost the leader lease; stopped acting");
+            }
+        }
+        // Sleep until the next timer or the next change, at most a second: the clock moves
+        // batch windows and liveness along.
+        let mut wake = 1;
+        if leading {
+            classes.resolve(&stores, cloud, &kube, now);
+            if now >= next_gc {
+                next_gc = now + settings.core.gc_interval.as_secs() as i64;
+                health.set_cloud(collect_garbage(&stores, cloud, settings.orphan_grace, now));
+            }
+            let (cluster, signals, problems) = observer.snapshot(&stores, &controller.ctx, now);
+            pools.write(&cluster, &controller.ctx.its, &problems, &kube, now);
+            let node_names: BTreeMap<String, String> = lifecycle::node_names(&stores);
+            let mut port = act::KubePort::new(
+                &kube,
+                cluster,
+                signals,
+                node_names,
+                capacities.clone(),
+                now,
+                leadership.changes(),
+            );
+            let q = queue.as_mut().map(|q| q as &mut dyn Interruptions);
+            controller.tick(now, &mut port, cloud, q);
+            port.flush();
+            for claim in std::mem::take(&mut port.launched) {
+                observer.launched.insert(claim, now);
+            }
+            for (pod, claim, until) in std::mem::take(&mut port.nominations) {
+                observer.nominated.insert(pod, (claim, until));
+            }
+            for s in std::mem::take(&mut observer.started) {
+                metrics.pods_startup_duration.observe(s.max(0) as f64);
+            }
+            metrics.observe_cluster(
+                crate::controller::ClusterPort::cluster(&port),
+                &controller.ctx.its,
+                &|pod| controller.unschedulable_reason(pod).map(str::to_string),
+            );
+            wake = controller
+                .next_wake(crate::controller::ClusterPort::cluster(&port), now)
+                .map_or(1, |t| (t - now).clamp(0, 1));
+            drop(port);
+            if leadership.leading() {
+                lifecycle::reconcile(&stores, &kube, cloud, settings.registration_ttl, now);
+            }
+        }
+        let changed = stores.changed.clone();
+        let mut lease = leadership.changes();
+        handle.block_on(async move {
+            let lease_changed = async {
+                match lease.as_mut() {
+                    Some(l) => {
+                        let _ = l.changed().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            let _ = tokio::time::timeout(
+                Duration::from_millis(250).max(Duration::from_secs(wake as u64)),
+                async {
+                    tokio::select! {
+                        _ = changed.notified() => {},
+                        _ = lease_changed => {},
+                    }
+                },
+            )
+            .await;
+        });
+    }
+    tracing::info!("controller stopping");
+    drop(queue);
+    handle.block_on(leadership.release());
+    metrics.leader.set(0);
+    rt.shutdown_timeout(Duration::from_secs(5));
+    tracing::info!("controller stopped");
+    Ok(())
+}
+
+/// The highest NodeClaim number in use: new names continue after it (a restart, or a new
+/// leader, never reuses one).
+fn highest_claim(stores: &observe::Stores) -> u64 {
+    stores
         .node_claims
         .state()
         .iter()
         .filter_map(|c| c.name_any().rsplit_once('-')?.1.parse::<u64>().ok())
         .max()
-        .unwrap_or(0);
-    controller.continue_names_after(highest);
-
-    let mut queue = match &settings.interruption_queue {
-        Some(url) => {
-            let sdk = handle.block_on(settings.aws.sdk_config());
-            let q = crate::interruption::Queue::new(aws_sdk_sqs::Client::new(&sdk), url);
-            Some(crate::interruption::Poller::spawn(&handle, q))
-        }
-        None => None,
-    };
-    let mut observer = observe::Observer::default();
-    let mut pools = lifecycle::PoolStatus::default();
-    let mut next_gc = unix_now();
-    tracing::info!(zones = ?zones, "controller started");
-    while !shutdown.stopped() {
-        let now = unix_now();
-        classes.resolve(&stores, cloud, &kube, now);
-        if now >= next_gc {
-            next_gc = now + settings.core.gc_interval.as_secs() as i64;
-            collect_garbage(&stores, cloud, settings.orphan_grace, now);
-        }
-        let (cluster, signals, problems) = observer.snapshot(&stores, &controller.ctx, now);
-        pools.write(&cluster, &controller.ctx.its, &problems, &kube, now);
-        let node_names: BTreeMap<String, String> = lifecycle::node_names(&stores);
-        let mut port =
-            act::KubePort::new(&kube, cluster, signals, node_names, capacities.clone(), now);
-        let q = queue.as_mut().map(|q| q as &mut dyn Interruptions);
-        controller.tick(now, &mut port, cloud, q);
-        for (pod, claim, until) in std::mem::take(&mut port.nominations) {
-            observer.nominated.insert(pod, (claim, until));
-        }
-        lifecycle::reconcile(&stores, &kube, cloud, settings.registration_ttl, now);
-        // Sleep until the next timer or the next change, at most a second: the clock moves
-        // batch windows and liveness along.
-        let wake = controller
-            .next_wake(crate::controller::ClusterPort::cluster(&port), now)
-            .map_or(1, |t| (t - now).clamp(0, 1));
-        let changed = stores.changed.clone();
-        handle.block_on(async move {
-            let _ = tokio::time::timeout(
-                Duration::from_millis(250).max(Duration::from_secs(wake as u64)),
-                changed.notified(),
-            )
-            .await;
-        });
-    }
-    tracing::info!("controller stopped");
-    drop(queue);
-    rt.shutdown_timeout(Duration::from_secs(5));
-    Ok(())
+        .unwrap_or(0)
 }

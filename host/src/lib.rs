@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod bench;
+pub mod bounded;
 pub mod catalog;
 pub mod cloud;
 pub mod cluster;
@@ -10,6 +11,7 @@ pub mod controller;
 pub mod disruption;
 pub mod interruption;
 pub mod kubernetes;
+pub mod metrics;
 pub mod policy;
 pub mod provisioning;
 pub mod quantity;

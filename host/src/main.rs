@@ -122,6 +122,50 @@ struct ControllerArgs {
     /// Where to launch: EC2, or the in-memory cloud (benchmarks and dry runs).
     #[arg(long, env = "CLOUD", value_enum, default_value = "aws")]
     cloud: CloudKind,
+    /// Elect a leader among replicas on a Lease; `--leader-elect=false` for a single replica.
+    #[arg(long, env = "LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_elect: bool,
+    /// The namespace of the leader Lease (the controller's own, from the downward API).
+    #[arg(long, env = "SYSTEM_NAMESPACE", default_value = "kube-system")]
+    system_namespace: String,
+    /// A leader that stops renewing loses the Lease after this long.
+    #[arg(long, env = "LEADER_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    leader_election_lease_duration: Duration,
+    /// The port of `/metrics` (0: not served).
+    #[arg(long, env = "METRICS_PORT", default_value_t = 8080)]
+    metrics_port: u16,
+    /// The port of `/healthz` and `/readyz` (0: not served).
+    #[arg(long, env = "HEALTH_PROBE_PORT", default_value_t = 8081)]
+    health_probe_port: u16,
+    /// `error`, `warn`, `info`, `debug`, or a filter (`info,dovetail::disruption=debug`).
+    #[arg(long, env = "LOG_LEVEL", default_value = "info", value_parser = parse_log_level)]
+    log_level: String,
+    /// Kubernetes API requests per second, sustained (client-side limit).
+    #[arg(long, env = "KUBE_CLIENT_QPS", default_value_t = 200.0, value_parser = parse_qps)]
+    kube_client_qps: f32,
+    /// Kubernetes API requests above the sustained rate, in a burst.
+    #[arg(long, env = "KUBE_CLIENT_BURST", default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..))]
+    kube_client_burst: u32,
+    /// Feature gates, `Name=true,Name=false` (SpotToSpotConsolidation).
+    #[arg(long, env = "FEATURE_GATES", default_value = "", value_parser = parse_feature_gates)]
+    feature_gates: dovetail::controller::FeatureGates,
+}
+
+fn parse_log_level(s: &str) -> std::result::Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(s)
+        .map(|_| s.to_string())
+        .map_err(|e| format!("not a log level or filter: {e}"))
+}
+
+fn parse_qps(s: &str) -> std::result::Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(q) if q > 0.0 && q.is_finite() => Ok(q),
+        _ => Err("a positive number of requests per second is needed".into()),
+    }
+}
+
+fn parse_feature_gates(s: &str) -> std::result::Result<dovetail::controller::FeatureGates, String> {
+    s.parse()
 }
 
 #[derive(Clone, Copy, PartialEq, clap::ValueEnum)]
@@ -264,8 +308,10 @@ fn run() -> Result<()> {
         .with_writer(std::io::stdout);
     // Simulated logs carry their virtual time (`t`); the wall clock would only mislead.
     if let Command::Controller(args) = &cli.command {
+        // RUST_LOG, when set, wins over LOG_LEVEL (a developer's override).
         let logs = logs.with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| args.log_level.as_str().into()),
         );
         if args.log_format == LogFormat::Json {
             logs.json().init();
@@ -747,12 +793,32 @@ fn controller(args: ControllerArgs) -> Result<()> {
         core: dovetail::controller::Settings {
             batch_idle: args.batch_idle_duration,
             batch_max: args.batch_max_duration,
+            feature_gates: args.feature_gates,
             ..Default::default()
         },
         registration_ttl: args.registration_ttl,
         sync_timeout: args.cache_sync_timeout,
         orphan_grace: args.orphan_grace_period,
-        instance: std::env::var("POD_NAME").unwrap_or_else(|_| "dovetail".into()),
+        instance: std::env::var("POD_NAME").unwrap_or_else(|_| {
+            // Out of a cluster: unique per process, so two replicas never share an identity.
+            format!("dovetail-{}", std::process::id())
+        }),
+        operation: dovetail::kubernetes::Operation {
+            leader_election: args.leader_elect.then(|| {
+                dovetail::kubernetes::leader::LeaderElection {
+                    namespace: args.system_namespace,
+                    duration: args.leader_election_lease_duration,
+                    ..Default::default()
+                }
+            }),
+            metrics_addr: (args.metrics_port != 0)
+                .then(|| std::net::SocketAddr::from(([0, 0, 0, 0], args.metrics_port))),
+            health_addr: (args.health_probe_port != 0)
+                .then(|| std::net::SocketAddr::from(([0, 0, 0, 0], args.health_probe_port))),
+            kube_qps: args.kube_client_qps,
+            kube_burst: args.kube_client_burst,
+            ..Default::default()
+        },
     };
     let shutdown = dovetail::kubernetes::Shutdown::default();
     let stop = shutdown.clone();

@@ -180,7 +180,9 @@ fn score(
     on_failure: OnFailure,
     round: &ScoringRound,
 ) -> Result<(String, Vec<crate::policy::types::ClaimScores>), String> {
-    let attempt = |policy: &str| -> Result<_, PolicyError> { registry.get(policy)?.score(round) };
+    let attempt = |policy: &str| -> Result<_, PolicyError> {
+        registry.call(policy, "score", |p| p.score(round))
+    };
     match attempt(name) {
         Ok(scores) => Ok((name.to_string(), scores)),
         Err(err) => {
@@ -191,6 +193,7 @@ fn score(
                 )),
                 OnFailure::Fallback => {
                     tracing::warn!(policy = name, fallback = FALLBACK_SCORER, error = %err, "scoring policy failed; falling back");
+                    registry.report_fallback(name, FALLBACK_SCORER);
                     attempt(FALLBACK_SCORER)
                         .map(|s| (FALLBACK_SCORER.to_string(), s))
                         .map_err(|e| format!("fallback policy failed too: {e}"))

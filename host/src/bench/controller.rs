@@ -180,14 +180,7 @@ pub fn run(pods: usize) -> Result<ControllerFigures, String> {
     let dir = std::env::temp_dir().join(format!("dovetail-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: double, cluster: {{server: \"http://{}\"}}}}]\nusers: [{{name: bench, user: {{}}}}]\ncontexts: [{{name: bench, context: {{cluster: double, user: bench}}}}]\ncurrent-context: bench\n",
-            api.addr
-        ),
-    )
-    .map_err(|e| e.to_string())?;
+    std::fs::write(&kubeconfig, api.kubeconfig()).map_err(|e| e.to_string())?;
     api.put(
         "aws.dovetail.sh/v1/ec2nodeclasses",
         json!({"apiVersion": "aws.dovetail.sh/v1", "kind": "EC2NodeClass", "metadata": {"name": "default"},

@@ -4,7 +4,10 @@
 //! them (a pod nominated to a claim launched a moment ago).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node as KubeNode, ObjectReference, Pod as KubePod};
 use kube::api::{DeleteParams, EvictParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::EventType;
@@ -19,6 +22,7 @@ use super::{
 use crate::api::{NodeClaim, NodePool};
 use crate::cluster::{self, Cluster, Deletion, Node, disrupted_taint};
 use crate::controller::{ClusterPort, EventKind, NewClaim, PortError, Signal, reason_label};
+use crate::metrics::{Metrics, why_label};
 use crate::scheduling::model::{capacity_type_label, labels};
 
 /// The Kubernetes world behind the controller core's port.
@@ -34,7 +38,20 @@ pub struct KubePort {
     pub nominations: Vec<(String, String, i64)>,
     capacities: Capacities,
     now: i64,
+    metrics: Arc<Metrics>,
+    /// The leadership state under leader election: a replica that lost the Lease makes no
+    /// further write, even within the tick in progress.
+    leading: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Claims launched this tick (the observer does not take them for unlaunched while the
+    /// cache catches up).
+    pub launched: Vec<String>,
+    /// Writes deferred to the end of the tick, made concurrently by [`KubePort::flush`].
+    writes: Vec<futures::future::BoxFuture<'static, Result<(), PortError>>>,
 }
+
+/// Writes of one tick in flight at once: enough to hide a round trip, few enough that a
+/// 2,000-node batch does not hit the API server as a burst of thousands.
+const WRITE_CONCURRENCY: usize = 16;
 
 impl KubePort {
     pub fn new(
@@ -44,7 +61,9 @@ impl KubePort {
         node_names: BTreeMap<String, String>,
         capacities: Capacities,
         now: i64,
+        leading: Option<tokio::sync::watch::Receiver<bool>>,
     ) -> Self {
+        let metrics = kube.metrics.clone();
         KubePort {
             client: kube.client.clone(),
             rt: kube.rt.clone(),
@@ -55,6 +74,42 @@ impl KubePort {
             nominations: Vec::new(),
             capacities,
             now,
+            metrics,
+            leading,
+            launched: Vec::new(),
+            writes: Vec::new(),
+        }
+    }
+
+    /// `Err` once this replica no longer holds the leader Lease.
+    fn acting(&self) -> Result<(), PortError> {
+        match &self.leading {
+            Some(l) if !*l.borrow() => Err(PortError::Failed(
+                "this replica lost the leader lease".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Makes the tick's deferred writes, [`WRITE_CONCURRENCY`] at a time; a failure is logged
+    /// (the next tick decides again from what the API server holds).
+    pub fn flush(&mut self) {
+        let writes = std::mem::take(&mut self.writes);
+        if writes.is_empty() {
+            return;
+        }
+        if let Err(e) = self.acting() {
+            // The claims read as unlaunched to the next leader, which adopts their instances.
+            tracing::warn!(writes = writes.len(), error = %e, "deferred writes not made");
+            return;
+        }
+        let results: Vec<Result<(), PortError>> = self.rt.block_on(
+            futures::stream::iter(writes)
+                .buffer_unordered(WRITE_CONCURRENCY)
+                .collect(),
+        );
+        for e in results.into_iter().filter_map(Result::err) {
+            tracing::warn!(error = %e, "a deferred write failed");
         }
     }
 
@@ -67,7 +122,7 @@ impl KubePort {
         self.rt
             .block_on(api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)))
             .map(|_| ())
-            .map_err(|e| failed("patching NodeClaim", name, &e))
+            .map_err(|e| failed(&self.metrics, "patching NodeClaim", name, &e))
     }
 
     fn publish(&self, reference: ObjectReference, type_: EventType, reason: &str, note: String) {
@@ -82,39 +137,9 @@ impl KubePort {
             ..Default::default()
         }
     }
-}
 
-/// A pod's reference from its `namespace/name`.
-fn pod_ref(id: &str) -> ObjectReference {
-    let (ns, name) = id.split_once('/').unwrap_or(("default", id));
-    ObjectReference {
-        api_version: Some("v1".into()),
-        kind: Some("Pod".into()),
-        namespace: Some(ns.into()),
-        name: Some(name.into()),
-        ..Default::default()
-    }
-}
-
-fn failed(what: &str, name: &str, e: &kube::Error) -> PortError {
-    match e {
-        kube::Error::Api(s) if s.code == 429 || s.code == 409 => {
-            PortError::Refused(format!("{what} {name}: {}", s.message))
-        }
-        _ => PortError::Failed(format!("{what} {name}: {e}")),
-    }
-}
-
-fn not_found(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 404)
-}
-
-impl ClusterPort for KubePort {
-    fn cluster(&self) -> &Cluster {
-        &self.cluster
-    }
-
-    fn create_claim(&mut self, claim: &NewClaim) -> Result<(), PortError> {
+    /// The NodeClaim object for a planned claim: requirements narrowed to its offers.
+    fn claim_object(&self, claim: &NewClaim) -> Result<NodeClaim, PortError> {
         let pool = self
             .cluster
             .pools
@@ -185,39 +210,131 @@ impl ClusterPort for KubePort {
                 "terminationGracePeriod": t.spec.termination_grace_period,
             },
         });
-        let claim_obj: NodeClaim = serde_json::from_value(body)
-            .map_err(|e| PortError::Failed(format!("NodeClaim {}: {e}", claim.name)))?;
-        let api = self.claims();
-        self.rt
-            .block_on(api.create(
-                &PostParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..Default::default()
-                },
-                &claim_obj,
-            ))
-            .map(|_| ())
-            .map_err(|e| failed("creating NodeClaim", &claim.name, &e))
+        serde_json::from_value(body)
+            .map_err(|e| PortError::Failed(format!("NodeClaim {}: {e}", claim.name)))
+    }
+}
+
+impl KubePort {
+    /// The metrics an event stands for.
+    fn count(&self, event: &EventKind) {
+        let decision = |reason: &str, policy: &str, outcome: &str, why: &str| {
+            self.metrics
+                .disruption_decisions
+                .get_or_create(&vec![
+                    ("reason", reason.to_string()),
+                    ("policy", policy.to_string()),
+                    ("outcome", outcome.to_string()),
+                    ("why", why.to_string()),
+                ])
+                .inc();
+        };
+        match event {
+            EventKind::NotLaunched { .. } => {
+                self.metrics.nodeclaims_not_launched.inc();
+            }
+            EventKind::Disrupting { reason, policy, .. } => {
+                decision(reason, policy, "executed", "")
+            }
+            EventKind::Kept { why, .. } => decision("", "", "kept_by_policy", why_label(why)),
+            EventKind::Overruled { why, .. } => {
+                decision("", "", "overruled_by_host", why_label(why))
+            }
+            EventKind::Blocked { why, .. } => decision("", "", "blocked", why_label(why)),
+            _ => {}
+        }
+    }
+}
+
+/// A pod's reference from its `namespace/name`.
+fn pod_ref(id: &str) -> ObjectReference {
+    let (ns, name) = id.split_once('/').unwrap_or(("default", id));
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        namespace: Some(ns.into()),
+        name: Some(name.into()),
+        ..Default::default()
+    }
+}
+
+/// A write's error as the core sees it (409 and 429 are refusals to retry), counted.
+fn failed(metrics: &Metrics, what: &str, name: &str, e: &kube::Error) -> PortError {
+    let code = match e {
+        kube::Error::Api(s) if s.code == 409 => "conflict",
+        kube::Error::Api(s) if s.code == 429 => "throttled",
+        kube::Error::Api(s) if s.code == 404 => "not_found",
+        _ => "other",
+    };
+    metrics
+        .api_write_errors
+        .get_or_create(&vec![
+            ("what", what.to_string()),
+            ("code", code.to_string()),
+        ])
+        .inc();
+    match e {
+        kube::Error::Api(s) if s.code == 429 || s.code == 409 => {
+            PortError::Refused(format!("{what} {name}: {}", s.message))
+        }
+        _ => PortError::Failed(format!("{what} {name}: {e}")),
+    }
+}
+
+fn not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+impl ClusterPort for KubePort {
+    fn cluster(&self) -> &Cluster {
+        &self.cluster
     }
 
+    fn create_claims(&mut self, claims: &[NewClaim]) -> Vec<Result<(), PortError>> {
+        if let Err(e) = self.acting() {
+            return claims.iter().map(|_| Err(e.clone())).collect();
+        }
+        let objects: Vec<Result<NodeClaim, PortError>> =
+            claims.iter().map(|c| self.claim_object(c)).collect();
+        let api = self.claims();
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
+        let api = &api;
+        let params = &params;
+        let metrics = &*self.metrics;
+        self.rt.block_on(
+            futures::stream::iter(objects.into_iter().zip(claims))
+                .map(|(object, claim)| async move {
+                    api.create(params, &object?)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| failed(metrics, "creating NodeClaim", &claim.name, &e))
+                })
+                .buffered(WRITE_CONCURRENCY)
+                .collect(),
+        )
+    }
+
+    /// The launch is recorded (labels, then the Launched status) with the tick's other
+    /// deferred writes in [`KubePort::flush`]: if that fails, the claim reads as unlaunched
+    /// later and its next launch adopts the instance by its tag.
     fn launched(&mut self, claim: &NewClaim, node: Node) -> Result<(), PortError> {
-        let offer = &node.instance.offer;
+        let offer = node.instance.offer.clone();
         let provider_id = format!("aws:///{}/{}", offer.zone, node.instance.id);
         let labels: BTreeMap<String, String> = node.labels.iter().cloned().collect();
         let name = node.name.clone();
-        self.cluster.nodes.insert(name.clone(), node);
-        self.patch_claim(&name, json!({"metadata": {"labels": labels}}))?;
-        let it = &self.cluster.nodes[&name].instance.offer;
         let (capacity, allocatable) = self
             .capacities
-            .get(&it.instance_type)
+            .get(&offer.instance_type)
             .cloned()
             .unwrap_or_default();
         let message = format!(
             "{} in {} ({})",
-            it.instance_type,
-            it.zone,
-            capacity_type_label(it.capacity_type)
+            offer.instance_type,
+            offer.zone,
+            capacity_type_label(offer.capacity_type)
         );
         let status = json!({"status": {
             "providerID": provider_id,
@@ -225,10 +342,44 @@ impl ClusterPort for KubePort {
             "allocatable": allocatable,
             "conditions": [condition("Launched", true, "Launched", &message, self.now)],
         }});
+        self.cluster.nodes.insert(name.clone(), node);
+        self.launched.push(name.clone());
         let api = self.claims();
-        self.rt
-            .block_on(api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)))
-            .map_err(|e| failed("recording the launch of NodeClaim", &name, &e))?;
+        let write_name = name.clone();
+        let metrics = self.metrics.clone();
+        self.metrics
+            .nodeclaims_created
+            .get_or_create(&vec![
+                ("nodepool", claim.node_pool.clone()),
+                ("reason", claim.purpose.to_string()),
+                (
+                    "capacity_type",
+                    capacity_type_label(offer.capacity_type).to_string(),
+                ),
+                ("instance_type", offer.instance_type.clone()),
+            ])
+            .inc();
+        self.writes.push(Box::pin(async move {
+            let params = PatchParams::default();
+            api.patch(
+                &write_name,
+                &params,
+                &Patch::Merge(&json!({"metadata": {"labels": labels}})),
+            )
+            .await
+            .map_err(|e| failed(&metrics, "labelling NodeClaim", &write_name, &e))?;
+            api.patch_status(&write_name, &params, &Patch::Merge(&status))
+                .await
+                .map(|_| ())
+                .map_err(|e| {
+                    failed(
+                        &metrics,
+                        "recording the launch of NodeClaim",
+                        &write_name,
+                        &e,
+                    )
+                })
+        }));
         self.publish(
             self.claim_ref(&name),
             EventType::Normal,
@@ -268,6 +419,7 @@ impl ClusterPort for KubePort {
     }
 
     fn mark_deleting(&mut self, node: &str, deletion: Deletion) -> Result<(), PortError> {
+        self.acting()?;
         let mut annotations = serde_json::Map::new();
         if let Some(r) = deletion.reason {
             annotations.insert(ANNOTATION_DISRUPTION.into(), reason_label(r).into());
@@ -299,13 +451,13 @@ impl ClusterPort for KubePort {
                         &PatchParams::default(),
                         &Patch::Merge(&patch),
                     ))
-                    .map_err(|e| failed("tainting Node", &kube_name, &e))?;
+                    .map_err(|e| failed(&self.metrics, "tainting Node", &kube_name, &e))?;
             }
         }
         let api = self.claims();
         self.rt
             .block_on(api.delete(node, &DeleteParams::default()))
-            .map_err(|e| failed("deleting NodeClaim", node, &e))?;
+            .map_err(|e| failed(&self.metrics, "deleting NodeClaim", node, &e))?;
         let why = deletion
             .reason
             .map_or("deleted or interrupted".to_string(), |r| {
@@ -331,13 +483,26 @@ impl ClusterPort for KubePort {
     }
 
     fn evict(&mut self, pod: &str, node: &str) -> Result<(), PortError> {
+        self.acting()?;
         let (ns, name) = pod.split_once('/').unwrap_or(("default", pod));
         let pods: Api<KubePod> = Api::namespaced(self.client.clone(), ns);
+        let outcome = |o: &str| vec![("outcome", o.to_string())];
         match self.rt.block_on(pods.evict(name, &EvictParams::default())) {
-            Ok(_) => {}
+            Ok(_) => {
+                self.metrics
+                    .evictions
+                    .get_or_create(&outcome("evicted"))
+                    .inc();
+            }
             Err(e) if not_found(&e) => {}
             Err(e) => {
-                let err = failed("evicting Pod", pod, &e);
+                let err = failed(&self.metrics, "evicting Pod", pod, &e);
+                let o = if matches!(err, PortError::Refused(_)) {
+                    "refused_by_pdb"
+                } else {
+                    "failed"
+                };
+                self.metrics.evictions.get_or_create(&outcome(o)).inc();
                 if matches!(err, PortError::Refused(_)) {
                     self.publish(
                         self.claim_ref(node),
@@ -354,21 +519,40 @@ impl ClusterPort for KubePort {
     }
 
     fn remove_node(&mut self, node: &str) -> Result<(), PortError> {
+        self.acting()?;
         if let Some(kube_name) = self.node_names.get(node).cloned() {
             let nodes: Api<KubeNode> = Api::all(self.client.clone());
             super::delete_released(&self.rt, &nodes, &kube_name)
-                .map_err(|e| failed("deleting Node", &kube_name, &e))?;
+                .map_err(|e| failed(&self.metrics, "deleting Node", &kube_name, &e))?;
         }
         super::delete_released(&self.rt, &self.claims(), node)
-            .map_err(|e| failed("deleting NodeClaim", node, &e))?;
-        self.cluster.nodes.remove(node);
+            .map_err(|e| failed(&self.metrics, "deleting NodeClaim", node, &e))?;
+        if let Some(n) = self.cluster.nodes.remove(node) {
+            let reason = n
+                .deletion
+                .and_then(|d| d.reason)
+                .map_or("deleted", reason_label);
+            self.metrics
+                .nodeclaims_terminated
+                .get_or_create(&vec![
+                    ("nodepool", n.instance.node_pool.clone()),
+                    ("reason", reason.to_string()),
+                ])
+                .inc();
+        }
         self.cluster
             .pods
             .retain(|_, p| p.node.as_deref() != Some(node));
         Ok(())
     }
 
+    fn provisioned(&mut self, pods: usize, took: Duration) {
+        self.metrics.batch_size.observe(pods as f64);
+        self.metrics.scheduling_duration.observe(took.as_secs_f64());
+    }
+
     fn record(&mut self, event: EventKind) {
+        self.count(&event);
         let (reference, type_, reason, note) = match &event {
             EventKind::Unschedulable { pod, reason } => (
                 pod_ref(pod),

@@ -130,6 +130,13 @@ pub struct Observer {
     pending: BTreeSet<String>,
     /// Pod → (NodeClaim, until when the nomination holds).
     pub nominated: HashMap<String, (String, i64)>,
+    /// NodeClaim → when this process launched it: until the cache shows the launch, the claim
+    /// is neither launched again nor does a nomination to it end.
+    pub launched: HashMap<String, i64>,
+    /// Pods seen without a node → when they were created.
+    unbound: HashMap<String, i64>,
+    /// Seconds from creation to bound on a node we launched, of pods bound since last taken.
+    pub started: Vec<i64>,
     /// Objects seen last time, to signal changes.
     last_generation: u64,
 }
@@ -137,6 +144,10 @@ pub struct Observer {
 /// How long a nomination holds before a pod counts as pending again (Karpenter's is the batch
 /// window plus the node's start-up; 5 minutes covers a slow launch).
 pub const NOMINATION_TTL: i64 = 300;
+
+/// How long a launch this process made stands in for what the cache has not shown yet (a
+/// watch event is usually milliseconds behind; a slow one must not cause a second launch).
+pub const LAUNCH_GRACE: i64 = 30;
 
 impl Observer {
     /// The cluster as decisions see it, the signals since the last snapshot, and the NodePools
@@ -147,6 +158,7 @@ impl Observer {
         ctx: &Context,
         now: i64,
     ) -> (Cluster, Vec<Signal>, Vec<PoolProblem>) {
+        self.launched.retain(|_, at| now - *at < LAUNCH_GRACE);
         let mut cluster = Cluster::default();
         let mut signals = Vec::new();
         let mut problems = Vec::new();
@@ -220,7 +232,7 @@ impl Observer {
                 .unwrap_or_default();
             let status = c.status.clone().unwrap_or_default();
             let Some(provider_id) = status.provider_id.clone() else {
-                if c.meta().deletion_timestamp.is_none() {
+                if c.meta().deletion_timestamp.is_none() && !self.launched.contains_key(&name) {
                     cluster.unlaunched.push(UnlaunchedClaim {
                         name,
                         node_pool: pool,
@@ -332,15 +344,31 @@ impl Observer {
         // the pod is pending again rather than waiting on a node that will not come.
         let unlaunched: BTreeSet<&str> =
             cluster.unlaunched.iter().map(|u| u.name.as_str()).collect();
+        let launched = &self.launched;
         self.nominated.retain(|_, (claim, until)| {
             *until > now
-                && (cluster.nodes.contains_key(claim) || unlaunched.contains(claim.as_str()))
+                && (cluster.nodes.contains_key(claim)
+                    || unlaunched.contains(claim.as_str())
+                    || launched.contains_key(claim))
         });
         let mut pending_now = BTreeSet::new();
+        let mut unbound_now = HashMap::new();
         for p in stores.pods.state() {
             let Some(pod) = self.pod(&p, &claim_of_node, now) else {
                 continue;
             };
+            match p.spec.as_ref().and_then(|s| s.node_name.as_ref()) {
+                None => {
+                    unbound_now.insert(pod.spec.name.clone(), pod.created_at);
+                }
+                // Pending until now, bound to a node we launched: its startup is ours.
+                Some(node) if claim_of_node.contains_key(node) => {
+                    if let Some(created) = self.unbound.get(&pod.spec.name) {
+                        self.started.push(now - created);
+                    }
+                }
+                Some(_) => {}
+            }
             if pod.node.is_none() {
                 pending_now.insert(pod.spec.name.clone());
                 if !self.pending.contains(&pod.spec.name) {
@@ -350,6 +378,7 @@ impl Observer {
             cluster.pods.insert(pod.spec.name.clone(), pod);
         }
         self.pending = pending_now;
+        self.unbound = unbound_now;
 
         // When each node's pods last changed.
         let mut by_node: HashMap<String, BTreeSet<String>> = HashMap::new();

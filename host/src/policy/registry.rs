@@ -6,7 +6,8 @@
 //! already holds the old version finishes on it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -31,11 +32,28 @@ pub struct PolicyStatus {
     pub exports: Vec<String>,
 }
 
+/// Told about every policy call made through [`PolicyRegistry::call`] (the controller's
+/// metrics).
+pub trait CallObserver: Send + Sync {
+    /// A call ended: `failure` is the error's reason (`Timeout`, `Trapped`, …) when it failed.
+    fn call(
+        &self,
+        policy: &str,
+        digest: &str,
+        call: &'static str,
+        took: Duration,
+        failure: Option<&'static str>,
+    );
+    /// A fallback decided because `policy` failed.
+    fn fallback(&self, policy: &str, fallback: &str);
+}
+
 /// The live policies of the controller, built-ins included.
 pub struct PolicyRegistry {
     engine: PolicyEngine,
     live: RwLock<HashMap<String, Arc<LoadedPolicy>>>,
     status: RwLock<HashMap<String, PolicyStatus>>,
+    observer: OnceLock<Arc<dyn CallObserver>>,
 }
 
 impl PolicyRegistry {
@@ -45,6 +63,41 @@ impl PolicyRegistry {
             engine,
             live: RwLock::default(),
             status: RwLock::default(),
+            observer: OnceLock::new(),
+        }
+    }
+
+    /// Reports every call from now on to `observer` (set once).
+    pub fn observe(&self, observer: Arc<dyn CallObserver>) {
+        let _ = self.observer.set(observer);
+    }
+
+    /// Runs `f` on the version serving `name`, timed and reported to the observer.
+    pub fn call<T>(
+        &self,
+        name: &str,
+        call: &'static str,
+        f: impl FnOnce(&LoadedPolicy) -> Result<T>,
+    ) -> Result<T> {
+        let started = Instant::now();
+        let (digest, out) = match self.get(name) {
+            Ok(p) => {
+                let out = f(&p);
+                (p.info().digest.clone(), out)
+            }
+            Err(e) => (String::new(), Err(e)),
+        };
+        if let Some(o) = self.observer.get() {
+            let failure = out.as_ref().err().map(PolicyError::reason);
+            o.call(name, &digest, call, started.elapsed(), failure);
+        }
+        out
+    }
+
+    /// A fallback decided for `policy`.
+    pub fn report_fallback(&self, policy: &str, fallback: &str) {
+        if let Some(o) = self.observer.get() {
+            o.fallback(policy, fallback);
         }
     }
 

@@ -79,7 +79,7 @@ impl WasiView for Sandbox {
 }
 
 impl super::bindings::scorer::dovetail::policy::log::Host for Sandbox {
-    fn log(&mut self, level: LogLevel, mut message: String) {
+    fn log(&mut self, level: LogLevel, message: String) {
         self.log_lines += 1;
         if self.log_lines > MAX_LOG_LINES {
             if self.log_lines == MAX_LOG_LINES + 1 {
@@ -87,14 +87,7 @@ impl super::bindings::scorer::dovetail::policy::log::Host for Sandbox {
             }
             return;
         }
-        if message.len() > MAX_LOG_BYTES {
-            let mut cut = MAX_LOG_BYTES;
-            while !message.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            message.truncate(cut);
-            message.push('…');
-        }
+        let message = crate::bounded::bounded(&message, MAX_LOG_BYTES);
         let policy = &*self.policy;
         match level {
             LogLevel::Debug => tracing::debug!(policy, "{message}"),

@@ -13,6 +13,10 @@
 //! - **Writes**: create (409 AlreadyExists), get (404 NotFound), replace, merge patch (RFC 7386),
 //!   JSON patch (RFC 6902: add, replace, remove), strategic merge and server-side apply applied
 //!   as a merge of the fields sent (field manager recorded in the request log).
+//! - **Field ownership** (server-side apply): every field a merge, strategic merge or apply
+//!   patch sets is owned by its field manager; an apply that would change a field another
+//!   manager owns is refused with 409 `Conflict` unless `force=true`, as the real server does
+//!   (this is what makes a Lease safe for leader election). Only patched fields are tracked.
 //! - **Status subresource**: `…/status` writes change only `status`; writes to the object
 //!   ignore `status`, as for resources with the status subresource.
 //! - **Graceful deletion with finalizers**: delete sets `deletionTimestamp` while finalizers
@@ -74,12 +78,16 @@ struct State {
     log: Vec<Request>,
     /// Status codes to answer the next writes with.
     faults: VecDeque<u16>,
+    /// Object → field (a JSON pointer, `/spec/holderIdentity`) → the field manager that owns it.
+    owners: BTreeMap<Key, BTreeMap<String, String>>,
 }
 
 /// The running double.
 #[derive(Clone)]
 pub struct ApiServer {
     state: Arc<Mutex<State>>,
+    /// Held across a patch, so the ownership check and the write are one step.
+    patching: Arc<Mutex<()>>,
     events: broadcast::Sender<WatchEvent>,
     pub addr: SocketAddr,
 }
@@ -94,6 +102,7 @@ impl ApiServer {
         let addr = listener.local_addr().expect("an address");
         let server = ApiServer {
             state: Arc::default(),
+            patching: Arc::default(),
             events: tx,
             addr,
         };
@@ -115,6 +124,14 @@ impl ApiServer {
         let mut c = kube::Config::new(format!("http://{}", self.addr).parse().expect("a URL"));
         c.default_namespace = "default".into();
         c
+    }
+
+    /// A kubeconfig pointing here, for a controller run as its own process.
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: double, cluster: {{server: \"http://{}\"}}}}]\nusers: [{{name: double, user: {{}}}}]\ncontexts: [{{name: double, context: {{cluster: double, user: double, namespace: default}}}}]\ncurrent-context: double\n",
+            self.addr
+        )
     }
 
     /// Plays kubelet for a launched NodeClaim: registers a Ready Node named `node` with the
@@ -234,6 +251,7 @@ impl ApiServer {
             object: object.clone(),
         };
         if kind == "DELETED" {
+            st.owners.remove(&key);
             st.objects.remove(&key);
         } else {
             st.objects.insert(key, object);
@@ -290,7 +308,16 @@ impl ApiServer {
             if method != Method::GET
                 && let Some(code) = st.faults.pop_front()
             {
-                return status(code, "injected fault", "the double was told to refuse this");
+                let reason = if code == 409 {
+                    "Conflict"
+                } else {
+                    "TooManyRequests"
+                };
+                return status(
+                    code,
+                    reason,
+                    "the double was told to refuse this (injected fault)",
+                );
             }
         }
         let Some(path) = parse_path(uri.path()) else {
@@ -319,7 +346,7 @@ impl ApiServer {
                 self.evict(&path)
             }
             (Method::PUT, true) => self.replace(&path, &text),
-            (Method::PATCH, true) => self.patch(&path, &text, &content_type),
+            (Method::PATCH, true) => self.patch(&path, &text, &content_type, &query),
             (Method::DELETE, true) => {
                 let key = path.key();
                 let mut st = self.state.lock().unwrap();
@@ -466,11 +493,26 @@ impl ApiServer {
         })
     }
 
-    fn patch(&self, path: &Path, text: &str, content_type: &str) -> Response {
+    fn patch(
+        &self,
+        path: &Path,
+        text: &str,
+        content_type: &str,
+        query: &BTreeMap<String, String>,
+    ) -> Response {
         let Ok(patch) = serde_json::from_str::<Value>(text) else {
             return status(400, "BadRequest", "body is not JSON");
         };
         let json_patch = content_type.starts_with("application/json-patch+json");
+        let _one_at_a_time = self.patching.lock().unwrap();
+        if !json_patch {
+            let apply = content_type.starts_with("application/apply-patch");
+            let force = query.get("force").is_some_and(|f| f == "true");
+            let manager = query.get("fieldManager").cloned().unwrap_or_default();
+            if let Err(conflict) = self.own_fields(path, &patch, &manager, apply && !force) {
+                return status(409, "Conflict", &conflict);
+            }
+        }
         self.update(path, |old| {
             let mut out = old.clone();
             if json_patch {
@@ -480,6 +522,50 @@ impl ApiServer {
             }
             out
         })
+    }
+
+    /// Records `manager` as the owner of every field `patch` sets (a null removes the field and
+    /// its owner). With `check`, a field another manager owns whose value would change is a
+    /// conflict, and nothing is recorded.
+    fn own_fields(
+        &self,
+        path: &Path,
+        patch: &Value,
+        manager: &str,
+        check: bool,
+    ) -> Result<(), String> {
+        let key = path.key();
+        let mut st = self.state.lock().unwrap();
+        let current = st.objects.get(&key).cloned().unwrap_or(Value::Null);
+        let mut fields = Vec::new();
+        leaves(patch, String::new(), &mut fields);
+        let owners = st.owners.entry(key).or_default();
+        if check {
+            let conflicts: Vec<String> = fields
+                .iter()
+                .filter(|(field, value)| {
+                    owners.get(field).is_some_and(|o| o != manager)
+                        && current.pointer(field).is_some_and(|v| v != *value)
+                })
+                .map(|(field, _)| format!("conflict with \"{}\": {field}", owners[field]))
+                .collect();
+            if !conflicts.is_empty() {
+                return Err(format!(
+                    "Apply failed with {} conflict{}: {}",
+                    conflicts.len(),
+                    if conflicts.len() == 1 { "" } else { "s" },
+                    conflicts.join(", ")
+                ));
+            }
+        }
+        for (field, value) in fields {
+            if value.is_null() {
+                owners.remove(&field);
+            } else {
+                owners.insert(field, manager.to_string());
+            }
+        }
+        Ok(())
     }
 
     /// A write to an object or its status subresource, then finalizer-driven deletion.
@@ -651,6 +737,25 @@ fn selects(selector: &str, obj: &Value) -> bool {
 }
 
 /// RFC 7386 JSON merge patch.
+/// The leaf fields a patch sets, as JSON pointers (identity fields excluded).
+fn leaves<'a>(v: &'a Value, at: String, out: &mut Vec<(String, &'a Value)>) {
+    match v.as_object() {
+        Some(o) if !o.is_empty() => {
+            for (k, child) in o {
+                if at.is_empty() && (k == "apiVersion" || k == "kind") {
+                    continue;
+                }
+                if at == "/metadata" && matches!(k.as_str(), "name" | "namespace") {
+                    continue;
+                }
+                let escaped = k.replace('~', "~0").replace('/', "~1");
+                leaves(child, format!("{at}/{escaped}"), out);
+            }
+        }
+        _ => out.push((at, v)),
+    }
+}
+
 pub fn merge(target: &mut Value, patch: &Value) {
     match patch {
         Value::Object(p) => {

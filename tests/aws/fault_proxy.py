@@ -1,20 +1,30 @@
-"""A fault-injecting proxy in front of moto: CreateFleet overrides for the offerings named on the
-command line fail with InsufficientInstanceCapacity, as EC2 reports it (an entry in the response's
-errorSet); the request goes on to moto without them, so the fleet launches the next override the
-way EC2 would. Everything else is forwarded unchanged. GET /ice-count says how many errors were
-injected.
+"""A fault-injecting proxy in front of moto. Two faults:
 
-    python3 ice_proxy.py --port 4567 --upstream http://127.0.0.1:5000 --ice m5.large:us-east-1a
+- `--ice TYPE:ZONE`: CreateFleet overrides for that offering fail with
+  InsufficientInstanceCapacity, as EC2 reports it (an entry in the response's errorSet); the request
+  goes on to moto without them, so the fleet launches the next override the way EC2 would.
+- `--kill-after-create-fleet PIDFILE`: the first CreateFleet goes to moto (the instance exists),
+  then the process whose pid the file holds is killed (SIGKILL) before the answer reaches it: a
+  controller that crashed right after launching.
+
+Everything else is forwarded unchanged. GET /ice-count and GET /killed say how often each fault
+struck.
+
+    python3 fault_proxy.py --port 4567 --upstream http://127.0.0.1:5000 --ice m5.large:us-east-1a
 """
 
 import argparse
+import os
 import re
+import signal
+import time
 import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ARGS = None
 INJECTED = 0
+KILLED = 0
 
 ERROR_ITEM = """<item><errorCode>InsufficientInstanceCapacity</errorCode><errorMessage>We currently do not have sufficient {t} capacity in the Availability Zone you requested ({z}).</errorMessage><launchTemplateAndOverrides><overrides><instanceType>{t}</instanceType><availabilityZone>{z}</availabilityZone></overrides></launchTemplateAndOverrides><lifecycle>{life}</lifecycle></item>"""
 
@@ -54,8 +64,8 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self):
-        if self.path == "/ice-count":
-            body = str(INJECTED).encode()
+        if self.path in ("/ice-count", "/killed"):
+            body = str(INJECTED if self.path == "/ice-count" else KILLED).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -72,7 +82,8 @@ class Handler(BaseHTTPRequestHandler):
         dropped = []
         params = urllib.parse.parse_qsl(body.decode(), keep_blank_values=True) if body else []
         life = "spot"
-        if ("Action", "CreateFleet") in params:
+        create_fleet = ("Action", "CreateFleet") in params
+        if create_fleet:
             for k, v in params:
                 if k == "TargetCapacitySpecification.DefaultTargetCapacityType":
                     life = v
@@ -100,6 +111,10 @@ class Handler(BaseHTTPRequestHandler):
                 status, data, rheaders = resp.status, resp.read(), resp.headers
         except urllib.error.HTTPError as e:
             status, data, rheaders = e.code, e.read(), e.headers
+        if create_fleet and status == 200 and ARGS.kill_after_create_fleet and kill_once():
+            # The caller is gone; there is no one to answer.
+            self.close_connection = True
+            return
         if dropped and status == 200:
             items = "".join(ERROR_ITEM.format(t=t, z=z, life=life) for t, z in dropped)
             INJECTED += len(dropped)
@@ -120,12 +135,34 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
+def kill_once():
+    """Kills the process named in the pid file the first time; True when it did."""
+    global KILLED
+    if KILLED:
+        return False
+    with open(ARGS.kill_after_create_fleet) as f:
+        pid = int(f.read().strip())
+    os.kill(pid, signal.SIGKILL)
+    KILLED += 1
+    # Until it is gone: nothing it had in flight may land after this.
+    for _ in range(200):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    break
+        except FileNotFoundError:
+            break
+        time.sleep(0.01)
+    return True
+
+
 def main():
     global ARGS
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--upstream", required=True)
     p.add_argument("--ice", action="append", default=[], help="TYPE:ZONE")
+    p.add_argument("--kill-after-create-fleet", metavar="PIDFILE")
     ARGS = p.parse_args()
     ThreadingHTTPServer(("127.0.0.1", ARGS.port), Handler).serve_forever()
 
