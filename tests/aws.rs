@@ -417,6 +417,41 @@ fn interruption_messages_are_handled_deleted_and_counted_and_the_loop_survives_g
 }
 
 #[test]
+fn a_launch_adopted_after_a_restart_records_what_runs_not_the_first_choice() {
+    let Some(moto) = Moto::start() else { return };
+    seed(&moto, true);
+    // Before the crash: the first choice was out of capacity, the second launched.
+    let proxy = FaultProxy::start(&moto.endpoint, &["--ice", "m5.large:us-east-1a"]);
+    let mut settings = AwsSettings::new("us-east-1", "my-cluster");
+    settings.endpoint = Some(proxy.url.clone());
+    let mut before = AwsCloud::new(settings).unwrap();
+    before.resolve("default", &node_class(TAGGED_AMI)).unwrap();
+    let offers = [
+        ("m5.large", "us-east-1a", CapacityType::Spot),
+        ("m5a.large", "us-east-1b", CapacityType::OnDemand),
+    ];
+    let launched = before.create(&request("default-00001", &offers)).unwrap();
+    assert_eq!(launched.offer.instance_type, "m5a.large");
+    // After the restart: a new provider, the same claim's launch is retried and adopts.
+    let mut settings = AwsSettings::new("us-east-1", "my-cluster");
+    settings.endpoint = Some(moto.endpoint.clone());
+    let mut after = AwsCloud::new(settings).unwrap();
+    after.resolve("default", &node_class(TAGGED_AMI)).unwrap();
+    let adopted = after.create(&request("default-00001", &offers)).unwrap();
+    assert_eq!(adopted.id, launched.id, "no second instance");
+    assert_eq!(
+        (
+            adopted.offer.instance_type.as_str(),
+            adopted.offer.zone.as_str(),
+            adopted.offer.capacity_type
+        ),
+        ("m5a.large", "us-east-1b", CapacityType::OnDemand),
+        "what EC2 says runs"
+    );
+    assert_eq!(adopted.offer.price, launched.offer.price);
+}
+
+#[test]
 fn insufficient_capacity_on_the_first_choice_caches_it_and_launches_the_next() {
     let Some(moto) = Moto::start() else { return };
     seed(&moto, true);

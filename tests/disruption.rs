@@ -403,6 +403,25 @@ fn evictions(r: &Report) -> Vec<(i64, String)> {
 }
 
 #[test]
+fn a_deleted_pod_of_a_deployment_is_recreated_by_its_replicaset() {
+    let r = run(&lab(
+        LAB_DISRUPTION,
+        &format!(
+            "{SCALE_TO_8}    - at: 4m\n      delete: {{kind: Pod, namespace: default, name: inflate-00000}}\n"
+        ),
+        "",
+    ));
+    let names: Vec<&str> = r.pods.iter().map(|p| p.spec.name.as_str()).collect();
+    assert_eq!(
+        names.len(),
+        8,
+        "the Deployment keeps its replicas: {names:?}"
+    );
+    assert!(!names.contains(&"default/inflate-00000"), "{names:?}");
+    all_running(&r);
+}
+
+#[test]
 fn a_node_deleted_by_hand_drains_one_pdb_allowance_at_a_time() {
     let pdb = "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: inflate}\nspec:\n  maxUnavailable: 1\n  selector: {matchLabels: {app: inflate}}\n";
     let r = run(&lab(

@@ -84,6 +84,30 @@ fn a_trap_is_an_error_that_carries_the_panic_message() {
 }
 
 #[test]
+fn what_a_policy_writes_is_bounded_and_cannot_forge_log_lines() {
+    let engine = engine();
+    let round = scoring_round(5, 4);
+    let err = hostile(&engine, "forge", limits(5_000, 256))
+        .score(&round)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.len() < 2048,
+        "a 40 MB error is cut: {} bytes",
+        err.len()
+    );
+    assert!(err.ends_with('…'), "the cut is marked");
+    assert!(
+        !err.contains('\n') && !err.contains('\r') && !err.contains('\x1b'),
+        "no control characters pass: {err:?}"
+    );
+    assert!(
+        err.contains("level=ERROR msg="),
+        "the text itself is kept: {err:?}"
+    );
+}
+
+#[test]
 fn nan_and_wrong_length_scores_break_the_contract() {
     let engine = engine();
     let round = scoring_round(50, 4);

@@ -278,25 +278,72 @@ pub fn node_labels(
 
 /// A hash of everything in a NodePool's template except its requirements (requirement drift is
 /// judged on the node's labels instead, so widening them does not replace every node), and of
-/// the spec of the node class it references.
+/// the spec of the node class it references. It is stored on every NodeClaim, so it must not
+/// change unless the template does: SHA-256 over canonical JSON (keys sorted, no whitespace),
+/// its first 8 bytes. [`HASH_VERSION`] names this scheme in the annotation.
 pub fn template_hash(pool: &Pool, node_classes: &BTreeMap<String, String>) -> u64 {
-    use std::hash::{Hash, Hasher};
+    use sha2::{Digest, Sha256};
     let t = &pool.resource.spec.template;
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    serde_json::to_string(&t.metadata)
-        .unwrap_or_default()
-        .hash(&mut h);
-    serde_json::to_string(&t.spec.node_class_ref)
-        .unwrap_or_default()
-        .hash(&mut h);
-    serde_json::to_string(&t.spec.taints)
-        .unwrap_or_default()
-        .hash(&mut h);
-    serde_json::to_string(&t.spec.startup_taints)
-        .unwrap_or_default()
-        .hash(&mut h);
-    node_classes.get(&t.spec.node_class_ref.name).hash(&mut h);
-    h.finish()
+    let form = serde_json::json!({
+        "metadata": t.metadata,
+        "nodeClassRef": t.spec.node_class_ref,
+        "taints": t.spec.taints,
+        "startupTaints": t.spec.startup_taints,
+        "nodeClass": node_classes.get(&t.spec.node_class_ref.name),
+    });
+    let mut text = String::new();
+    canonical(&form, &mut text);
+    let digest = Sha256::digest(text.as_bytes());
+    u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+}
+
+/// The version of [`template_hash`]'s scheme, written with it (`v1:…`): a later scheme is a
+/// new version, and a claim with another version shows no evidence of drift.
+pub const HASH_VERSION: &str = "v1";
+
+/// The hash as the NodeClaim annotation holds it.
+pub fn format_hash(hash: u64) -> String {
+    format!("{HASH_VERSION}:{hash:016x}")
+}
+
+/// The hash back from the annotation; `None` for another scheme or garbage.
+pub fn parse_hash(s: &str) -> Option<u64> {
+    let (version, hex) = s.split_once(':')?;
+    if version != HASH_VERSION || hex.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// JSON with object keys sorted at every level and no whitespace.
+fn canonical(v: &serde_json::Value, out: &mut String) {
+    match v {
+        serde_json::Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::Value::String(k.clone()).to_string());
+                out.push(':');
+                canonical(&m[k], out);
+            }
+            out.push('}');
+        }
+        serde_json::Value::Array(a) => {
+            out.push('[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical(x, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
 }
 
 /// `namespace` of a `namespace/name`.
@@ -317,6 +364,48 @@ mod tests {
             running_since: running.then_some(0),
             do_not_disrupt: false,
         }
+    }
+
+    fn pool_with(
+        requirements: serde_json::Value,
+        taints: serde_json::Value,
+    ) -> crate::provisioning::Pool {
+        let resource: crate::api::NodePool = serde_json::from_value(serde_json::json!({
+            "apiVersion": "dovetail.sh/v1", "kind": "NodePool", "metadata": {"name": "default"},
+            "spec": {"template": {
+                "metadata": {"labels": {"team": "web"}},
+                "spec": {"requirements": requirements, "taints": taints,
+                         "nodeClassRef": {"group": "aws.dovetail.sh", "kind": "EC2NodeClass", "name": "default"}}}}
+        }))
+        .unwrap();
+        crate::provisioning::Pool {
+            resource,
+            spec: crate::scheduling::NodePoolSpec::new("default", Default::default()),
+        }
+    }
+
+    #[test]
+    fn the_template_hash_is_pinned_so_an_upgrade_does_not_drift_the_fleet() {
+        let classes = BTreeMap::from([(
+            "default".to_string(),
+            r#"{"amiFamily":"AL2023"}"#.to_string(),
+        )]);
+        let reqs = serde_json::json!([{"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]);
+        let pool = pool_with(reqs, serde_json::json!([]));
+        let h = template_hash(&pool, &classes);
+        // The scheme's output for this pool, recorded once: a change here re-hashes every
+        // NodeClaim in every cluster, so it needs a new HASH_VERSION instead.
+        assert_eq!(format_hash(h), "v1:bea2352c7037779f");
+        assert_eq!(parse_hash(&format_hash(h)), Some(h));
+        assert_eq!(parse_hash("12345"), None, "an older scheme is not compared");
+        // Requirements do not count (label drift judges them); taints do.
+        let wider = pool_with(serde_json::json!([]), serde_json::json!([]));
+        assert_eq!(template_hash(&wider, &classes), h);
+        let tainted = pool_with(
+            serde_json::json!([]),
+            serde_json::json!([{"key": "gpu", "value": "true", "effect": "NoSchedule"}]),
+        );
+        assert_ne!(template_hash(&tainted, &classes), h);
     }
 
     #[test]

@@ -930,13 +930,15 @@ impl Controller {
             };
             let (id, launched_at) = (node.instance.id.clone(), node.launched_at);
             if let Err(e) = cloud.delete(&id) {
-                self.emit(
-                    port,
-                    EventKind::NotLaunched {
-                        claim: String::new(),
-                        reason: format!("terminate: {e}"),
-                    },
-                );
+                let kind = EventKind::TerminationFailed {
+                    node: name.clone(),
+                    instance: id,
+                    error: e.to_string(),
+                };
+                // Retried every drain round: the same failure is told once.
+                if !self.recent.contains(&kind) {
+                    self.emit(port, kind);
+                }
                 continue;
             }
             if let Err(e) = port.remove_node(&name) {
@@ -1073,6 +1075,7 @@ impl Controller {
                 .pool_index(&c.node_pool)
                 .map(|i| port.cluster().pools[i].clone())
             else {
+                tracing::info!(nodepool = %c.node_pool, nodes = ?c.nodes, "NodePool gone; the disruption is not carried out");
                 return;
             };
             self.next_claim += 1;

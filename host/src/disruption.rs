@@ -617,7 +617,7 @@ impl Pass<'_> {
                 Action::Keep(k) => {
                     decision.notes.push(Note::Kept {
                         nodes: names(&round.moves[k.move_index as usize]),
-                        why: k.reason.clone(),
+                        why: crate::policy::engine::guest_text(&k.reason),
                     });
                     continue;
                 }

@@ -212,10 +212,13 @@ pub struct Metrics {
     pub received: BTreeMap<String, u64>,
     /// Actions taken, by action.
     pub actions: BTreeMap<String, u64>,
-    /// Seconds from a message being sent to its handling.
-    pub ages: Vec<f64>,
+    /// Seconds from a message being sent to its handling, the last [`AGES_KEPT`].
+    pub ages: std::collections::VecDeque<f64>,
     pub deleted: u64,
 }
+
+/// Message ages kept for the figures (a long-running controller must not grow them).
+pub const AGES_KEPT: usize = 1024;
 
 /// A message understood and waiting for the controller to act, then [`Queue::done`].
 #[derive(Debug, Clone)]
@@ -302,7 +305,10 @@ impl Queue {
                         .received
                         .entry(notice.kind.label().to_string())
                         .or_default() += 1;
-                    self.metrics.ages.push(age.as_secs_f64());
+                    if self.metrics.ages.len() == AGES_KEPT {
+                        self.metrics.ages.pop_front();
+                    }
+                    self.metrics.ages.push_back(age.as_secs_f64());
                     handled.push(Received {
                         notice,
                         receipt,
@@ -333,17 +339,23 @@ impl Queue {
                         .expect("id and receipt are set"),
                 );
             }
-            let out = req
-                .send()
-                .await
-                .map_err(|e| self.error("DeleteMessageBatch", &e))?;
-            self.metrics.deleted += out.successful().len() as u64;
-            for f in out.failed() {
-                tracing::warn!(
-                    id = f.id(),
-                    code = f.code(),
-                    "could not delete a dropped message"
-                );
+            // A failed delete must not cost the notices understood in the same poll: they are
+            // returned to act on, and the garbage comes back after its visibility timeout.
+            match req.send().await {
+                Ok(out) => {
+                    self.metrics.deleted += out.successful().len() as u64;
+                    for f in out.failed() {
+                        tracing::warn!(
+                            id = f.id(),
+                            code = f.code(),
+                            "could not delete a dropped message"
+                        );
+                    }
+                }
+                Err(e) => {
+                    let e = self.error("DeleteMessageBatch", &e);
+                    tracing::warn!(error = %e, messages = dropped.len(), "could not delete dropped messages; they return after their visibility timeout");
+                }
             }
         }
         Ok(handled)

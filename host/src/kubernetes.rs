@@ -414,11 +414,19 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
         metrics.clone(),
         health.clone(),
     )?;
-    let (client, stores) = {
+    let (client, events_client, stores) = {
         let _enter = rt.enter();
+        // Events have their own quarter of the budget: a storm of them never delays a
+        // decision's writes.
+        let events_budget = Operation {
+            kube_qps: (settings.operation.kube_qps / 4.0).max(1.0),
+            kube_burst: (settings.operation.kube_burst / 4).max(1),
+            ..settings.operation.clone()
+        };
+        let events_client = client(config.clone(), &events_budget, &settings.instance)?;
         let client = client(config, &settings.operation, &settings.instance)?;
         let stores = observe::start(&client);
-        (client, stores)
+        (client, events_client, stores)
     };
     let synced = rt.block_on(async {
         tokio::time::timeout(settings.sync_timeout, async {
@@ -443,7 +451,7 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
         events: Events::start(
             &handle,
             Recorder::new(
-                client.clone(),
+                events_client,
                 Reporter {
                     controller: "dovetail".into(),
                     instance: Some(settings.instance.clone()),

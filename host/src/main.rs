@@ -381,8 +381,25 @@ fn run() -> Result<()> {
                 f.requests_per_launched, f.writes_per_launched
             );
             println!(
-                "idle: {:.0} requests per minute ({:.0} writes)",
-                f.steady_requests_per_minute, f.steady_writes_per_minute
+                "(client limit KUBE_CLIENT_QPS={})",
+                dovetail::bench::controller::BENCH_QPS
+            );
+            println!(
+                "idle: {:.0} requests per minute ({:.0} writes{})",
+                f.steady_requests_per_minute,
+                f.steady_writes_per_minute,
+                if f.steady_writes_by_kind.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ": {}",
+                        f.steady_writes_by_kind
+                            .iter()
+                            .map(|(k, n)| format!("{k} ×{n}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                }
             );
             println!(
                 "40% scale-down: {} nodes disrupted, {:.1} requests per disrupted node ({:.1} writes)",

@@ -203,7 +203,8 @@ fn score(
     }
 }
 
-/// A claim as the policy sees it: pods grouped by owner (`namespace/name` up to the last `-`).
+/// A claim as the policy sees it: pods grouped by the workload that owns them (a bare pod is
+/// its own).
 fn policy_claim<'a>(
     node_pool: &str,
     pods: impl Iterator<Item = &'a PendingPod>,
@@ -214,17 +215,13 @@ fn policy_claim<'a>(
     let mut index: BTreeMap<String, u32> = BTreeMap::new();
     let pods = pods
         .map(|p| {
-            let owner = p
-                .name
-                .rsplit_once('-')
-                .map_or(p.name.as_str(), |(o, _)| o)
-                .to_string();
-            let w = *index.entry(owner.clone()).or_insert_with(|| {
-                let (namespace, name) =
-                    owner.split_once('/').unwrap_or(("default", owner.as_str()));
+            let (namespace, pod) = p.name.split_once('/').unwrap_or(("default", &p.name));
+            let owner = p.owner.clone().unwrap_or_else(|| format!("Pod/{pod}"));
+            let key = format!("{namespace}/{owner}");
+            let w = *index.entry(key).or_insert_with(|| {
                 workloads.push(Workload {
                     namespace: namespace.to_string(),
-                    owner: format!("Deployment/{name}"),
+                    owner,
                     labels: p.labels.clone(),
                 });
                 (workloads.len() - 1) as u32

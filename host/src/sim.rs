@@ -733,8 +733,13 @@ impl Sim {
                     self.world.workloads.remove(&key);
                 }
                 "Pod" => {
-                    if self.world.cluster.pods.contains_key(&key) {
+                    if let Some(owner) = self.world.cluster.pods.get(&key).map(|p| p.owner.clone())
+                    {
                         self.world.delete_pod(&key);
+                        // Its ReplicaSet makes a new one, as in a cluster.
+                        if let Some(owner) = owner {
+                            self.world.reconcile(&owner);
+                        }
                     }
                 }
                 "Node" => {

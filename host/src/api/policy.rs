@@ -73,8 +73,10 @@ pub struct PolicyLimits {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10000))]
     pub timeout_millis: Option<u32>,
+    /// Memory cap in MiB, at most 512: the engine's ceiling (the schema refuses more rather
+    /// than the engine lowering it unseen).
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "memoryMiB")]
-    #[schemars(range(min = 1, max = 4096))]
+    #[schemars(range(min = 1, max = 512))]
     pub memory_mib: Option<u32>,
 }
 

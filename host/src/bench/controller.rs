@@ -14,6 +14,11 @@ const CLAIMS: &str = "dovetail.sh/v1/nodeclaims";
 const PODS: &str = "v1/pods";
 const NODES: &str = "v1/nodes";
 
+/// The controller's client-side rate limit here: a 2,000-node batch is 2,000 creates, which
+/// the default 200 QPS paces over 10 s by design; the benchmark measures the controller, not
+/// its limiter.
+pub const BENCH_QPS: u32 = 5000;
+
 /// Per pod: fits ten to an m5.large (1,930m allocatable).
 const POD_CPU_MILLIS: u64 = 180;
 
@@ -34,6 +39,8 @@ pub struct ControllerFigures {
     /// With nothing to do: requests (and writes) per minute.
     pub steady_requests_per_minute: f64,
     pub steady_writes_per_minute: f64,
+    /// What the idle writes were: (method and resource, count), most first.
+    pub steady_writes_by_kind: Vec<(String, usize)>,
     /// After 40% of the pods go: nodes disrupted, and requests (and writes) per disrupted node.
     pub disrupted: usize,
     pub requests_per_disrupted: f64,
@@ -200,7 +207,23 @@ pub fn run(pods: usize) -> Result<ControllerFigures, String> {
                                        "budgets": [{"nodes": "100%"}]}}}),
     );
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-    let child = Command::new(exe)
+    // The controller's log lines, at info, into a file (`DOVETAIL_BENCH_LOG=/tmp/ctl.log`).
+    let log = std::env::var("DOVETAIL_BENCH_LOG")
+        .ok()
+        .and_then(|p| std::fs::File::create(p).ok());
+    // A profiler to run the controller under (`DOVETAIL_BENCH_WRAP="heaptrack -o /tmp/ctl"`).
+    let wrap: Vec<String> = std::env::var("DOVETAIL_BENCH_WRAP")
+        .map(|w| w.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    let mut command = match wrap.split_first() {
+        Some((tool, args)) => {
+            let mut c = Command::new(tool);
+            c.args(args).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    };
+    let child = command
         .args([
             "controller",
             "--cloud",
@@ -211,10 +234,21 @@ pub fn run(pods: usize) -> Result<ControllerFigures, String> {
             "us-east-1",
             "--log-format",
             "text",
+            "--leader-elect=false",
+            "--kube-client-qps",
+            &BENCH_QPS.to_string(),
+            "--kube-client-burst",
+            &BENCH_QPS.to_string(),
+            "--metrics-port",
+            "0",
+            "--health-probe-port",
+            "0",
         ])
         .env("KUBECONFIG", &kubeconfig)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
+        .env("RUST_LOG", if log.is_some() { "info" } else { "error" })
+        .stdout(log.as_ref().map_or_else(Stdio::null, |f| {
+            f.try_clone().map_or_else(|_| Stdio::null(), Stdio::from)
+        }))
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("starting the controller: {e}"))?;
@@ -268,14 +302,52 @@ pub fn run(pods: usize) -> Result<ControllerFigures, String> {
     let requests_per_launched = scale_up.len() as f64 / nodes.max(1) as f64;
     let writes_per_launched = writes(scale_up) as f64 / nodes.max(1) as f64;
 
-    // Steady: nothing to do for 30 s.
-    std::thread::sleep(Duration::from_secs(5));
+    // Steady: once the controller has written nothing for 5 s (the launches' registrations
+    // are done), 30 s with nothing to do.
+    wait(
+        "the controller goes quiet",
+        Duration::from_secs(300),
+        &mut || {
+            let log = api.log();
+            log.iter()
+                .rev()
+                .find(|r| r.method != "GET")
+                .is_none_or(|r| r.at.elapsed() > Duration::from_secs(5))
+        },
+    )?;
     let quiet = api.requests();
     std::thread::sleep(Duration::from_secs(30));
     let log = api.log();
     let steady = &log[quiet..];
     let steady_requests_per_minute = steady.len() as f64 * 2.0;
     let steady_writes_per_minute = writes(steady) as f64 * 2.0;
+    let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
+    for r in steady.iter().filter(|r| r.method != "GET") {
+        // `/api/v1/namespaces/default/pods/web-1/eviction` → `POST pods/eviction`.
+        let parts: Vec<&str> = r.path.split('/').filter(|p| !p.is_empty()).collect();
+        let plural = parts
+            .iter()
+            .position(|p| *p == "namespaces")
+            .map_or_else(
+                || parts.get(if parts[0] == "api" { 2 } else { 3 }).copied(),
+                |i| parts.get(i + 2).copied(),
+            )
+            .unwrap_or("?");
+        let sub = if parts
+            .last()
+            .is_some_and(|l| matches!(*l, "status" | "eviction"))
+        {
+            format!("/{}", parts.last().unwrap())
+        } else {
+            String::new()
+        };
+        *by_kind
+            .entry(format!("{} {plural}{sub}", r.method))
+            .or_default() += 1;
+    }
+    let mut steady_writes_by_kind: Vec<(String, usize)> = by_kind.into_iter().collect();
+    steady_writes_by_kind.sort_by_key(|k| std::cmp::Reverse(k.1));
+    steady_writes_by_kind.truncate(5);
 
     // 40% of every deployment goes: consolidation.
     let mark = api.requests();
@@ -317,6 +389,7 @@ pub fn run(pods: usize) -> Result<ControllerFigures, String> {
         writes_per_launched,
         steady_requests_per_minute,
         steady_writes_per_minute,
+        steady_writes_by_kind,
         disrupted,
         requests_per_disrupted: down.len() as f64 / disrupted.max(1) as f64,
         writes_per_disrupted: writes(down) as f64 / disrupted.max(1) as f64,

@@ -702,8 +702,13 @@ impl AwsCloud {
     }
 
     /// The instance already launched for a NodeClaim, found by its tag (after a restart, a
-    /// retried launch must not start a second one).
-    fn existing(&mut self, claim: &str) -> Result<Option<String>, CloudError> {
+    /// retried launch must not start a second one): its id, type, zone and whether it is spot,
+    /// as EC2 says — not what the claim asked for first (that offer may have been out of
+    /// capacity).
+    fn existing(
+        &mut self,
+        claim: &str,
+    ) -> Result<Option<(String, String, String, CapacityType)>, CloudError> {
         self.count("DescribeInstances");
         let out = self
             .rt
@@ -726,7 +731,19 @@ impl AwsCloud {
             .reservations()
             .iter()
             .flat_map(|r| r.instances())
-            .find_map(|i| i.instance_id().map(str::to_string)))
+            .find_map(|i| {
+                let id = i.instance_id()?.to_string();
+                let instance_type = i.instance_type()?.as_str().to_string();
+                let zone = i.placement()?.availability_zone()?.to_string();
+                let capacity = if i.instance_lifecycle()
+                    == Some(&aws_sdk_ec2::types::InstanceLifecycleType::Spot)
+                {
+                    CapacityType::Spot
+                } else {
+                    CapacityType::OnDemand
+                };
+                Some((id, instance_type, zone, capacity))
+            }))
     }
 
     /// One CreateFleet over `offers` (one capacity type, one architecture).
@@ -868,13 +885,34 @@ impl CloudProvider for AwsCloud {
             claim: request.claim.clone(),
             reason: "no EC2NodeClass resolved".into(),
         })?;
-        if let Some(id) = self.existing(&request.claim)? {
-            tracing::info!(nodeclaim = %request.claim, instance = %id, "instance already launched for this nodeclaim");
+        if let Some((id, instance_type, zone, capacity_type)) = self.existing(&request.claim)? {
+            tracing::info!(nodeclaim = %request.claim, instance = %id, %instance_type, %zone, "instance already launched for this nodeclaim");
+            // The price of what runs: the claim's offer for it, else any offer of its type.
+            let price = request
+                .offers
+                .iter()
+                .find(|o| {
+                    o.instance_type == instance_type
+                        && o.zone == zone
+                        && o.capacity_type == capacity_type
+                })
+                .or_else(|| {
+                    request
+                        .offers
+                        .iter()
+                        .find(|o| o.instance_type == instance_type)
+                })
+                .map_or(0.0, |o| o.price);
             let instance = Instance {
                 id,
                 claim: request.claim.clone(),
                 node_pool: request.node_pool.clone(),
-                offer: request.offers[0].clone(),
+                offer: Offer {
+                    instance_type,
+                    zone,
+                    capacity_type,
+                    price,
+                },
             };
             self.launched
                 .insert(request.claim.clone(), instance.clone());

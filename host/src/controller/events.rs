@@ -77,6 +77,12 @@ pub enum EventKind {
         node: String,
         lived_seconds: i64,
     },
+    /// The instance of a draining node could not be terminated (retried on the next drain).
+    TerminationFailed {
+        node: String,
+        instance: String,
+        error: String,
+    },
 }
 
 impl EventKind {
@@ -149,6 +155,17 @@ impl EventKind {
                 node,
                 lived_seconds,
             } => tracing::info!(node, lived_seconds, "terminated node"),
+            EventKind::TerminationFailed {
+                node,
+                instance,
+                error,
+            } => tracing::warn!(
+                node,
+                instance,
+                call = "terminate",
+                error,
+                "could not terminate the instance"
+            ),
         }
     }
 }

@@ -185,7 +185,7 @@ impl KubePort {
                 "labels": claim_labels,
                 "annotations": {
                     ANNOTATION_OFFERS: format_offers(&claim.offers),
-                    ANNOTATION_HASH: hash.to_string(),
+                    ANNOTATION_HASH: cluster::format_hash(hash),
                     "dovetail.sh/purpose": claim.purpose,
                 },
                 "finalizers": [FINALIZER],
@@ -577,6 +577,16 @@ impl ClusterPort for KubePort {
                 EventType::Normal,
                 "Terminated",
                 "instance terminated".to_string(),
+            ),
+            EventKind::TerminationFailed {
+                node,
+                instance,
+                error,
+            } => (
+                self.claim_ref(node),
+                EventType::Warning,
+                "FailedTerminating",
+                format!("terminating {instance}: {error}"),
             ),
             EventKind::Interrupted { node, kind } => (
                 self.claim_ref(node),

@@ -22,7 +22,7 @@ use crate::cloud::{Instance, Offer};
 use crate::cluster::{Cluster, DO_NOT_DISRUPT, Deletion, Node, Pod, UnlaunchedClaim};
 use crate::controller::{Context, Signal};
 use crate::provisioning::Pool;
-use crate::scheduling::from_kube::{node_pool, pdb, pending_pod};
+use crate::scheduling::from_kube::{node_pool, pdb, pending_pod, workload_owner};
 use crate::scheduling::model::capacity_type;
 use crate::scheduling::model::{Taint, TaintEffect, add, labels, zero};
 
@@ -295,11 +295,11 @@ impl Observer {
                 .and_then(|a| a.get(DO_NOT_DISRUPT))
                 .is_some_and(|v| v == "true");
             let launched_at = c.meta().creation_timestamp.as_ref().map_or(now, timestamp);
-            // A claim without the hash (made by hand, or by an older controller) shows no
-            // evidence of drift: it counts as made from the pool as it is.
+            // A claim without the hash (made by hand, or by an older controller with another
+            // scheme) shows no evidence of drift: it counts as made from the pool as it is.
             let template_hash = annotations
                 .get(ANNOTATION_HASH)
-                .and_then(|h| h.parse().ok())
+                .and_then(|h| crate::cluster::parse_hash(h))
                 .or_else(|| {
                     let p = cluster.pools.iter().find(|p| p.spec.name == pool)?;
                     Some(crate::cluster::template_hash(p, &cluster.node_classes))
@@ -470,7 +470,10 @@ impl Observer {
             }
         };
         let spec = match pending_pod(&format!("Pod/{id}"), "spec", &id, p.labels(), spec) {
-            Ok(s) => s,
+            Ok(mut s) => {
+                s.owner = workload_owner(p.owner_references(), p.labels());
+                s
+            }
             Err(e) => {
                 tracing::warn!(pod = %id, error = %e, "ignoring a pod that cannot be read");
                 return None;

@@ -313,7 +313,7 @@ impl LoadedPolicy {
             .map_err(|e| self.runtime_error(&store, e))?
             .map_err(|message| PolicyError::Failed {
                 policy: self.name.to_string(),
-                message,
+                message: guest_text(&message),
             })?;
         let began = Instant::now();
         let mut out = Vec::with_capacity(round.claims.len());
@@ -323,7 +323,11 @@ impl LoadedPolicy {
                 .map_err(|e| self.runtime_error(&store, e))?
                 .map_err(|message| PolicyError::Failed {
                     policy: self.name.to_string(),
-                    message: format!("claim {i} of NodePool {}: {message}", claim.node_pool),
+                    message: format!(
+                        "claim {i} of NodePool {}: {}",
+                        claim.node_pool,
+                        guest_text(&message)
+                    ),
                 })?;
             contract::check_scores(claim, &scores).map_err(|detail| {
                 self.contract(format!(
@@ -356,7 +360,7 @@ impl LoadedPolicy {
             .map_err(|e| self.runtime_error(&store, e))?
             .map_err(|message| PolicyError::Failed {
                 policy: self.name.to_string(),
-                message,
+                message: guest_text(&message),
             })?;
         contract::check_actions(round, &actions).map_err(|detail| self.contract(detail))?;
         Ok(actions)
@@ -413,7 +417,7 @@ impl LoadedPolicy {
         init.map_err(|e| self.runtime_error(store, e))?
             .map_err(|message| PolicyError::ConfigRejected {
                 policy: self.name.to_string(),
-                message,
+                message: guest_text(&message),
             })
     }
 
@@ -437,7 +441,7 @@ impl LoadedPolicy {
                 let detail = if stderr.is_empty() {
                     trap.to_string()
                 } else {
-                    format!("{trap}: {stderr}")
+                    format!("{trap}: {}", guest_text(&stderr))
                 };
                 PolicyError::Trap { policy, detail }
             }
@@ -498,3 +502,12 @@ impl Drop for EpochTicker {
         }
     }
 }
+
+/// What a policy wrote (an error, a reason, its stderr) as the host passes it on: bounded to
+/// [`MAX_GUEST_TEXT`] bytes and stripped of control characters, once, here at the boundary.
+pub fn guest_text(s: &str) -> String {
+    crate::bounded::bounded(s, MAX_GUEST_TEXT)
+}
+
+/// Bytes of policy-supplied text kept.
+pub const MAX_GUEST_TEXT: usize = 1024;

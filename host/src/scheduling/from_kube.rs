@@ -151,9 +151,27 @@ pub fn deployment_pods(d: &Deployment) -> Result<Vec<PendingPod>, ConvertError> 
     Ok((0..replicas)
         .map(|i| PendingPod {
             name: format!("{namespace}/{name}-{i}"),
+            owner: Some(object.clone()),
             ..pod.clone()
         })
         .collect())
+}
+
+/// The workload a pod belongs to, from its controller's ownerReference: `Kind/name`, with a
+/// ReplicaSet made by a Deployment (its name is the Deployment's plus `-<pod-template-hash>`)
+/// counted as that Deployment. `None` for a bare pod.
+pub fn workload_owner(
+    refs: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference],
+    labels: &BTreeMap<String, String>,
+) -> Option<String> {
+    let c = refs.iter().find(|o| o.controller == Some(true))?;
+    if c.kind == "ReplicaSet"
+        && let Some(hash) = labels.get("pod-template-hash")
+        && let Some(deployment) = c.name.strip_suffix(&format!("-{hash}"))
+    {
+        return Some(format!("Deployment/{deployment}"));
+    }
+    Some(format!("{}/{}", c.kind, c.name))
 }
 
 /// One pending pod from a pod spec. `path` prefixes field names in errors.
@@ -172,8 +190,14 @@ pub fn pending_pod(
     let requests_of =
         |r: Option<&ResourceRequirements>, field: String| -> Result<Resources, ConvertError> {
             let mut out = zero();
-            let map = r.and_then(|r| r.requests.as_ref().or(r.limits.as_ref()));
-            for (key, q) in map.into_iter().flatten() {
+            // Per resource, the request, else the limit (Kubernetes defaults a missing request
+            // to its limit key by key, also when other requests are set).
+            let mut map: BTreeMap<&String, &Quantity> = BTreeMap::new();
+            if let Some(r) = r {
+                map.extend(r.limits.iter().flatten());
+                map.extend(r.requests.iter().flatten());
+            }
+            for (key, q) in map {
                 let parse = |f: fn(&str) -> Result<u64, quantity::QuantityError>, q: &Quantity| {
                     f(&q.0).map_err(|e| err(format!("{field}.{key}"), e.to_string()))
                 };
@@ -372,6 +396,7 @@ pub fn pending_pod(
         anti_affinity,
         workload: 0,
         priority: spec.priority.unwrap_or(0),
+        owner: None,
     })
 }
 
@@ -593,6 +618,54 @@ spec:
         assert_eq!(
             e.to_string(),
             "NodePool/default: spec.limits.cpu: invalid quantity \"10 cores\": not a number"
+        );
+    }
+
+    #[test]
+    fn a_request_missing_for_a_resource_defaults_to_its_limit_key_by_key() {
+        let spec: PodSpec = serde_json::from_value(serde_json::json!({
+            "containers": [{"name": "app", "resources": {
+                "requests": {"cpu": "250m"},
+                "limits": {"cpu": "1", "memory": "512Mi"}}}]
+        }))
+        .unwrap();
+        let p = pending_pod("Pod/x", "spec", "x", &BTreeMap::new(), &spec).unwrap();
+        assert_eq!(
+            p.requests.cpu_millis, 250,
+            "the request wins where there is one"
+        );
+        assert_eq!(
+            p.requests.memory_bytes,
+            512 << 20,
+            "the limit stands in where not"
+        );
+    }
+
+    #[test]
+    fn a_pods_workload_comes_from_its_owner_references_not_its_name() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        let rs = |name: &str| OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "ReplicaSet".into(),
+            name: name.into(),
+            uid: "u".into(),
+            controller: Some(true),
+            ..Default::default()
+        };
+        let hash = BTreeMap::from([("pod-template-hash".to_string(), "7d9f8b".to_string())]);
+        assert_eq!(
+            workload_owner(&[rs("web-api-7d9f8b")], &hash).as_deref(),
+            Some("Deployment/web-api")
+        );
+        assert_eq!(
+            workload_owner(&[rs("standalone")], &BTreeMap::new()).as_deref(),
+            Some("ReplicaSet/standalone"),
+            "a ReplicaSet of its own"
+        );
+        assert_eq!(
+            workload_owner(&[], &BTreeMap::new()),
+            None,
+            "a bare pod `my-pod` is no Deployment `my`"
         );
     }
 }

@@ -176,6 +176,9 @@ pub struct PendingPod {
     /// Index into the round's workloads (owner), for the policy.
     pub workload: u32,
     pub priority: i32,
+    /// The workload that owns it, `Kind/name` (a ReplicaSet's pods are their Deployment's);
+    /// `None` for a bare pod.
+    pub owner: Option<String>,
 }
 
 impl PendingPod {
@@ -203,6 +206,7 @@ impl PendingPod {
             anti_affinity: Vec::new(),
             workload: 0,
             priority: 0,
+            owner: None,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! A policy that misbehaves on request (`config: {mode: …}`), so the sandbox is tested against
 //! real compiled components. Modes: `good` (default, cheapest), `spin`, `spin-init`, `bomb`,
-//! `trap`, `nan`, `short`, `bad-veto`, `reject`, `error`, `bad-index`, `twice`, `probe`.
+//! `trap`, `nan`, `short`, `bad-veto`, `reject`, `error`, `bad-index`, `twice`, `probe`,
+//! `forge` (an error with newlines, ANSI escapes and 40 MB, after a log line of the same).
 
 use dovetail_policy_sdk::{
     Action, Claim, ClaimScores, ConsolidationRound, Consolidator, LaunchCandidate, Params, Policy,
@@ -68,6 +69,11 @@ impl Scorer for Hostile {
             "bomb" => bomb(),
             "trap" => panic!("hostile policy panicked on purpose"),
             "error" => Err("mode=error: no ranking today".into()),
+            "forge" => {
+                let forged = "ok\nlevel=ERROR msg=\"forged line\"\r\x1b[31mred";
+                dovetail_policy_sdk::log(dovetail_policy_sdk::LogLevel::Warn, forged);
+                Err(format!("{forged}{}", "x".repeat(40 << 20)))
+            }
             "nan" => {
                 let mut v = good()?;
                 v.scores[0] = f64::NAN;
