@@ -382,3 +382,39 @@ fn an_event_storm_becomes_a_handful_of_events_with_counts() {
         "{suppressed}"
     );
 }
+
+#[test]
+fn a_node_pool_at_its_limits_and_a_failing_policy_say_so_on_the_node_pool() {
+    let Some((moto, _rt, api)) = world() else {
+        return;
+    };
+    let mut pool = node_pool("1h");
+    // Room for one m5.large (2 vCPU): five pods of 500m need more.
+    pool["spec"]["limits"] = serde_json::json!({"cpu": "2"});
+    // A scoring policy that does not exist fails every round; the fallback scores.
+    pool["spec"]["policies"] =
+        serde_json::json!({"scoring": "no-such-policy", "onFailure": "Fallback"});
+    api.put("dovetail.sh/v1/nodepools", pool);
+    let _controller = Running::start(&api, settings(&moto));
+    for i in 0..5 {
+        api.put(PODS, inflate_pod(i));
+    }
+    until(
+        &api,
+        &moto,
+        Duration::from_secs(60),
+        "a node launched",
+        |api, _| !api.list(CLAIMS).is_empty(),
+    );
+    let limits = event(&api, "LimitsReached", Some("default"));
+    assert_eq!(limits["regarding"]["kind"], "NodePool");
+    assert!(
+        limits["note"].as_str().unwrap().contains("limits reached"),
+        "{limits}"
+    );
+    let failed = event(&api, "PolicyFailed", Some("default"));
+    assert!(
+        failed["note"].as_str().unwrap().contains("no-such-policy"),
+        "{failed}"
+    );
+}

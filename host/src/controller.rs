@@ -650,6 +650,16 @@ impl Controller {
                 );
             }
         }
+        for (policy, error) in &plan.policy_failures {
+            let kind = EventKind::PolicyFailed {
+                policy: policy.clone(),
+                error: error.clone(),
+            };
+            // Every batch until it is fixed: told once while it repeats (logged by the call).
+            if !self.recent.contains(&kind) {
+                self.remember(port, kind);
+            }
+        }
         for n in &plan.not_launched {
             failed = true;
             self.emit(

@@ -10,6 +10,7 @@ pub mod act;
 pub mod leader;
 pub mod lifecycle;
 pub mod observe;
+pub mod pods;
 pub mod serve;
 pub mod throttle;
 

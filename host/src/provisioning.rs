@@ -53,6 +53,9 @@ pub struct Plan {
     pub claims: Vec<Planned>,
     pub not_launched: Vec<NotLaunched>,
     pub unschedulable: Vec<Unschedulable>,
+    /// Scoring policies that failed this round: (policy, error); the NodePool's `onFailure`
+    /// decided instead.
+    pub policy_failures: Vec<(String, String)>,
 }
 
 /// Plans one provisioning round: pending `pods` go on `existing` nodes where they fit, the rest
@@ -131,8 +134,16 @@ pub fn plan(
             &round,
         );
         let (policy, scores) = match scored {
-            Ok(s) => s,
+            Ok((policy, scores, failure)) => {
+                if let Some(error) = failure {
+                    plan.policy_failures
+                        .push((resource.spec.policies.scoring.clone(), error));
+                }
+                (policy, scores)
+            }
             Err(reason) => {
+                plan.policy_failures
+                    .push((resource.spec.policies.scoring.clone(), reason.clone()));
                 for (k, &i) in claim_ids.iter().enumerate() {
                     plan.not_launched.push(NotLaunched {
                         claim: names[k].clone(),
@@ -173,18 +184,26 @@ pub fn plan(
     plan
 }
 
+/// What scored a round: the policy followed, its scores, and the pool's own policy's error
+/// when a fallback scored instead.
+type Scored = (
+    String,
+    Vec<crate::policy::types::ClaimScores>,
+    Option<String>,
+);
+
 /// Scores with the pool's policy; on failure, reports it and falls back or blocks.
 fn score(
     registry: &PolicyRegistry,
     name: &str,
     on_failure: OnFailure,
     round: &ScoringRound,
-) -> Result<(String, Vec<crate::policy::types::ClaimScores>), String> {
+) -> Result<Scored, String> {
     let attempt = |policy: &str| -> Result<_, PolicyError> {
         registry.call(policy, "score", |p| p.score(round))
     };
     match attempt(name) {
-        Ok(scores) => Ok((name.to_string(), scores)),
+        Ok(scores) => Ok((name.to_string(), scores, None)),
         Err(err) => {
             registry.report_failure(name, &err);
             match on_failure {
@@ -195,7 +214,7 @@ fn score(
                     tracing::warn!(policy = name, fallback = FALLBACK_SCORER, error = %err, "scoring policy failed; falling back");
                     registry.report_fallback(name, FALLBACK_SCORER);
                     attempt(FALLBACK_SCORER)
-                        .map(|s| (FALLBACK_SCORER.to_string(), s))
+                        .map(|s| (FALLBACK_SCORER.to_string(), s, Some(err.to_string())))
                         .map_err(|e| format!("fallback policy failed too: {e}"))
                 }
             }

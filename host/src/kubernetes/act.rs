@@ -216,6 +216,55 @@ impl KubePort {
 }
 
 impl KubePort {
+    fn pool_ref(name: &str) -> ObjectReference {
+        ObjectReference {
+            api_version: Some(NodePool::api_version(&()).into()),
+            kind: Some("NodePool".into()),
+            name: Some(name.into()),
+            ..Default::default()
+        }
+    }
+
+    /// What a NodePool's owner should see on it: its limits reached (a pod could not get a
+    /// node because of them), or one of its policies failing.
+    fn tell_node_pools(&self, event: &EventKind) {
+        match event {
+            EventKind::Unschedulable { reason, .. } => {
+                for part in reason.split("; ") {
+                    if let Some((pool, why)) = part
+                        .strip_prefix("NodePool ")
+                        .and_then(|p| p.split_once(": "))
+                        && why.starts_with("limits reached")
+                    {
+                        self.publish(
+                            Self::pool_ref(pool),
+                            EventType::Warning,
+                            "LimitsReached",
+                            format!("pending pods need more than the limits allow: {why}"),
+                        );
+                    }
+                }
+            }
+            EventKind::PolicyFailed { policy, error } => {
+                for p in &self.cluster.pools {
+                    let policies = &p.resource.spec.policies;
+                    if policies.scoring == *policy || policies.consolidation == *policy {
+                        self.publish(
+                            Self::pool_ref(&p.spec.name),
+                            EventType::Warning,
+                            "PolicyFailed",
+                            format!(
+                                "policy {policy} failed ({error}); onFailure {:?} decided",
+                                policies.on_failure
+                            ),
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
     /// The metrics an event stands for.
     fn count(&self, event: &EventKind) {
         let decision = |reason: &str, policy: &str, outcome: &str, why: &str| {
@@ -553,6 +602,7 @@ impl ClusterPort for KubePort {
 
     fn record(&mut self, event: EventKind) {
         self.count(&event);
+        self.tell_node_pools(&event);
         let (reference, type_, reason, note) = match &event {
             EventKind::Unschedulable { pod, reason } => (
                 pod_ref(pod),

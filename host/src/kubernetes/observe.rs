@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::{Node as KubeNode, Pod as KubePod};
+use k8s_openapi::api::core::v1::Node as KubeNode;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -22,14 +22,14 @@ use crate::cloud::{Instance, Offer};
 use crate::cluster::{Cluster, DO_NOT_DISRUPT, Deletion, Node, Pod, UnlaunchedClaim};
 use crate::controller::{Context, Signal};
 use crate::provisioning::Pool;
-use crate::scheduling::from_kube::{node_pool, pdb, pending_pod, workload_owner};
+use crate::scheduling::from_kube::{node_pool, pdb, pending_pod};
 use crate::scheduling::model::capacity_type;
 use crate::scheduling::model::{Taint, TaintEffect, add, labels, zero};
 
 /// The reflector stores, and a notification whenever any of them changes.
 #[derive(Clone)]
 pub struct Stores {
-    pub pods: Store<KubePod>,
+    pub pods: super::pods::PodCache,
     pub nodes: Store<KubeNode>,
     pub node_pools: Store<NodePool>,
     pub node_claims: Store<NodeClaim>,
@@ -43,22 +43,8 @@ pub struct Stores {
 pub fn start(client: &Client) -> Stores {
     let changed = Arc::new(Notify::new());
     Stores {
-        // Pods are the bulk of memory at 20k: keep the spec, the few status fields read, and
-        // only our annotation.
-        pods: reflect(
-            Api::all(client.clone()),
-            changed.clone(),
-            |p: &mut KubePod| {
-                trim(p);
-                if let Some(s) = p.status.as_mut() {
-                    s.container_statuses = None;
-                    s.init_container_statuses = None;
-                    s.ephemeral_container_statuses = None;
-                    s.host_ips = None;
-                    s.pod_ips = None;
-                }
-            },
-        ),
+        // Pods are the bulk of memory at 20k: converted once, as they change.
+        pods: super::pods::PodCache::start(Api::all(client.clone()), changed.clone()),
         nodes: reflect(
             Api::all(client.clone()),
             changed.clone(),
@@ -357,7 +343,7 @@ impl Observer {
             let Some(pod) = self.pod(&p, &claim_of_node, now) else {
                 continue;
             };
-            match p.spec.as_ref().and_then(|s| s.node_name.as_ref()) {
+            match p.node_name.as_ref() {
                 None => {
                     unbound_now.insert(pod.spec.name.clone(), pod.created_at);
                 }
@@ -431,69 +417,31 @@ impl Observer {
 
     /// A pod as decisions see it, or `None` for pods that are not ours to place: finished,
     /// terminating, DaemonSet and static pods, and pods the scheduler has not tried yet.
-    fn pod(&self, p: &KubePod, claim_of_node: &HashMap<String, String>, now: i64) -> Option<Pod> {
-        if p.meta().deletion_timestamp.is_some() {
+    fn pod(
+        &self,
+        p: &super::pods::ObservedPod,
+        claim_of_node: &HashMap<String, String>,
+        now: i64,
+    ) -> Option<Pod> {
+        if p.ignored {
             return None;
         }
-        let status = p.status.as_ref();
-        let phase = status.and_then(|s| s.phase.as_deref()).unwrap_or("Pending");
-        if phase == "Succeeded" || phase == "Failed" {
-            return None;
-        }
-        let controller = p
-            .owner_references()
-            .iter()
-            .find(|o| o.controller == Some(true));
-        if controller.is_some_and(|o| o.kind == "DaemonSet" || o.kind == "Node") {
-            return None;
-        }
-        let ns = p.namespace().unwrap_or_else(|| "default".into());
-        let id = format!("{ns}/{}", p.name_any());
-        let spec = p.spec.as_ref()?;
-        let node = match &spec.node_name {
+        let spec = p.spec.as_ref().ok()?;
+        let node = match &p.node_name {
             Some(n) => Some(claim_of_node.get(n).cloned().unwrap_or_else(|| n.clone())),
-            None => {
-                let unschedulable = status
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|cs| {
-                        cs.iter().any(|c| {
-                            c.type_ == "PodScheduled"
-                                && c.status == "False"
-                                && c.reason.as_deref() == Some("Unschedulable")
-                        })
-                    });
-                match self.nominated.get(&id) {
-                    Some((claim, _)) => Some(claim.clone()),
-                    None if unschedulable => None,
-                    None => return None,
-                }
-            }
+            None => match self.nominated.get(&p.id) {
+                Some((claim, _)) => Some(claim.clone()),
+                None if p.unschedulable => None,
+                None => return None,
+            },
         };
-        let spec = match pending_pod(&format!("Pod/{id}"), "spec", &id, p.labels(), spec) {
-            Ok(mut s) => {
-                s.owner = workload_owner(p.owner_references(), p.labels());
-                s
-            }
-            Err(e) => {
-                tracing::warn!(pod = %id, error = %e, "ignoring a pod that cannot be read");
-                return None;
-            }
-        };
-        let running_since = (phase == "Running").then(|| {
-            status
-                .and_then(|s| s.start_time.as_ref())
-                .map_or(now, timestamp)
-        });
         Some(Pod {
-            spec,
-            owner: controller.map(|o| format!("{ns}/{}", o.name)),
-            created_at: p.meta().creation_timestamp.as_ref().map_or(now, timestamp),
+            spec: spec.clone(),
+            owner: p.controller.clone(),
+            created_at: p.created_at.unwrap_or(now),
             node,
-            running_since,
-            do_not_disrupt: p
-                .annotations()
-                .get(DO_NOT_DISRUPT)
-                .is_some_and(|v| v == "true"),
+            running_since: p.running.then(|| p.start_time.unwrap_or(now)),
+            do_not_disrupt: p.do_not_disrupt,
         })
     }
 }
