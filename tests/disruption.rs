@@ -327,6 +327,11 @@ fn no_churn_replacements_are_other_types_and_cheaper_by_the_margin_then_nothing_
             _ => None,
         })
         .collect();
+    assert!(
+        d.iter()
+            .any(|(_, _, _, replacement, _)| replacement.is_some()),
+        "at least one move is a replacement (else the checks below check nothing): {d:?}"
+    );
     for (_, nodes, _, replacement, savings) in &d {
         let Some(rep) = replacement else { continue };
         let old_price: f64 = nodes.iter().map(|n| launched[n].1).sum();

@@ -322,10 +322,12 @@ fn batch_windows_are_configurable_per_scenario() {
     // Pods arriving every 3 s keep a batch with a 5 s idle window open until its 20 s maximum.
     let mut steps = String::new();
     for i in 1..=10 {
+        // The last three arrivals are big (80 more pods): the first batch's nodes cannot hold
+        // them, so the second batch has to launch.
+        let replicas = if i <= 7 { 10 + i } else { 80 + i };
         steps.push_str(&format!(
-            "    - at: {}s\n      scale: {{deployment: inflate, replicas: {}}}\n",
+            "    - at: {}s\n      scale: {{deployment: inflate, replicas: {replicas}}}\n",
             60 + 3 * i,
-            10 + i
         ));
     }
     let text = format!(
@@ -342,5 +344,74 @@ fn batch_windows_are_configurable_per_scenario() {
     // Arrivals at 63…81 s: the batch closes at its 20 s maximum (83 s), not 5 s after each
     // pod. Arrivals at 84, 87, 90 s: a new batch closing 5 s after the last (95 s).
     assert_eq!(rounds.first(), Some(&83), "{rounds:?}");
+    assert_eq!(
+        rounds.last(),
+        Some(&95),
+        "the second batch launched: {rounds:?}"
+    );
     assert!(rounds.iter().all(|&t| t == 83 || t == 95), "{rounds:?}");
+}
+
+#[test]
+fn the_summary_prints_what_the_report_holds_and_a_comparison_its_difference() {
+    let spot = run(&[("a.yaml", example("inflate-spot.yaml"))]).unwrap();
+    let text = spot.summary();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("instance type"), "{text}");
+    // One row per (type, capacity) that ends the run, with its node count.
+    let rows: Vec<&str> = lines[1..]
+        .iter()
+        .take_while(|l| !l.starts_with("pods:"))
+        .copied()
+        .collect();
+    let nodes: usize = rows
+        .iter()
+        .map(|r| {
+            r.split_whitespace()
+                .nth(2)
+                .unwrap()
+                .parse::<usize>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(nodes, spot.nodes.len(), "{text}");
+    let running = spot
+        .pods
+        .iter()
+        .filter(|p| p.running_since.is_some())
+        .count();
+    assert!(
+        text.contains(&format!("pods: {running} running of {}", spot.pods.len())),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("nodes launched: {};", spot.launched)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{:.4} $/hour at the end", spot.cost_per_hour())),
+        "{text}"
+    );
+    // The same run against itself differs by nothing, and says so without a sign.
+    let same = spot.difference(&spot).to_string();
+    assert_eq!(
+        same.lines().next(),
+        Some("cost over the run: 0.0000 $ (0.0%)"),
+        "{same}"
+    );
+    // On demand costs more than spot: the difference is positive and matches the runs.
+    let od = run(&[(
+        "b.yaml",
+        example("inflate-spot.yaml").replace("[\"spot\"]", "[\"on-demand\"]"),
+    )])
+    .unwrap();
+    let d = spot.difference(&od);
+    assert!(d.cost_usd > 0.0, "{d:?}");
+    assert!(
+        d.to_string().starts_with(&format!(
+            "cost over the run: +{:.4} $",
+            od.cost_usd - spot.cost_usd
+        )),
+        "{d}"
+    );
 }

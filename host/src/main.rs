@@ -563,7 +563,7 @@ fn score(args: ScoreArgs) -> Result<()> {
     for (i, r) in ranking.ranked.iter().take(args.top).enumerate() {
         let (t, o, zone) = round.resolve(r.option);
         println!(
-            "{:>4}  {:<18} {:<6} {:<12} {:<10} {:>10.4} {:>14.4}",
+            "{:>4}  {:<18} {:<6} {:<12} {:<10} {:>10.4} {:>14}",
             i + 1,
             t.name,
             match t.arch {
@@ -577,7 +577,7 @@ fn score(args: ScoreArgs) -> Result<()> {
                 CapacityType::Reserved => "reserved",
             },
             o.price,
-            r.score
+            dovetail::sim::report::plain(r.score, 4)
         );
     }
     if !ranking.vetoed.is_empty() {

@@ -7,6 +7,10 @@
   then the process whose pid the file holds is killed (SIGKILL) before the answer reaches it: a
   controller that crashed right after launching.
 
+And one stand-in: `--ssm-parameter NAME=VALUE` answers SSM GetParameter for NAME as AWS would.
+moto refuses to store parameters under the reserved `/aws/` prefix, where AWS publishes the
+EKS-optimized AMI ids; the proxy plays that public parameter.
+
 Everything else is forwarded unchanged. GET /ice-count and GET /killed say how often each fault
 struck.
 
@@ -75,6 +79,20 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.headers.get("X-Amz-Target") == "AmazonSSM.GetParameter":
+            import json
+            name = json.loads(body or b"{}").get("Name")
+            for entry in ARGS.ssm_parameter:
+                key, value = entry.split("=", 1)
+                if key == name:
+                    data = json.dumps({"Parameter": {"Name": name, "Type": "String", "Value": value, "Version": 1,
+                                                     "DataType": "text", "ARN": f"arn:aws:ssm:us-east-1::parameter{name}"}}).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/x-amz-json-1.1")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
         self.forward(body)
 
     def forward(self, body):
@@ -163,6 +181,7 @@ def main():
     p.add_argument("--upstream", required=True)
     p.add_argument("--ice", action="append", default=[], help="TYPE:ZONE")
     p.add_argument("--kill-after-create-fleet", metavar="PIDFILE")
+    p.add_argument("--ssm-parameter", action="append", default=[], metavar="NAME=VALUE")
     ARGS = p.parse_args()
     ThreadingHTTPServer(("127.0.0.1", ARGS.port), Handler).serve_forever()
 

@@ -178,15 +178,64 @@ impl std::fmt::Display for Difference {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "cost over the run: {:+.4} $ ({:+.1}%)",
-            self.cost_usd,
-            (self.cost_ratio - 1.0) * 100.0
+            "cost over the run: {} $ ({}%)",
+            signed(self.cost_usd, 4),
+            signed((self.cost_ratio - 1.0) * 100.0, 1)
         )?;
-        writeln!(f, "cost at the end: {:+.4} $/hour", self.cost_per_hour)?;
+        writeln!(
+            f,
+            "cost at the end: {} $/hour",
+            signed(self.cost_per_hour, 4)
+        )?;
         writeln!(
             f,
             "nodes disrupted: {:+}; pods evicted: {:+}",
             self.disrupted, self.evicted
         )
+    }
+}
+
+/// `x` with its sign and `places` decimals, and no sign at all when it rounds to zero (a
+/// difference of `-0.0000` says nothing but looks like a loss).
+pub fn signed(x: f64, places: usize) -> String {
+    let s = format!("{x:+.places$}");
+    if s[1..].chars().all(|c| c == '0' || c == '.') {
+        s[1..].to_string()
+    } else {
+        s
+    }
+}
+
+/// `x` with `places` decimals, `-0` shown as `0`.
+pub fn plain(x: f64, places: usize) -> String {
+    let s = format!("{x:.places$}");
+    match s.strip_prefix('-') {
+        Some(rest) if rest.chars().all(|c| c == '0' || c == '.') => rest.to_string(),
+        _ => s,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn differences_that_round_to_zero_carry_no_sign() {
+        let d = Difference {
+            cost_usd: -0.00001,
+            cost_ratio: 0.9999999,
+            cost_per_hour: 0.0,
+            disrupted: 0,
+            evicted: -2,
+        };
+        let text = d.to_string();
+        assert_eq!(
+            text,
+            "cost over the run: 0.0000 $ (0.0%)\ncost at the end: 0.0000 $/hour\nnodes disrupted: +0; pods evicted: -2\n"
+        );
+        assert_eq!(signed(-1.23456, 4), "-1.2346");
+        assert_eq!(signed(0.5, 1), "+0.5");
+        assert_eq!(plain(-0.00001, 4), "0.0000");
+        assert_eq!(plain(-1.5, 1), "-1.5");
     }
 }
