@@ -119,3 +119,89 @@ fn the_crds_carry_their_validation_and_the_chart_ships_the_generated_ones() {
         "the chart's CRDs are stale: regenerate with `cargo run -p dovetail -- crds > charts/dovetail/crds/crds.yaml`"
     );
 }
+
+/// One row per rule: a change to a valid manifest, and the field its refusal must name.
+#[test]
+fn every_invalid_field_is_refused_with_its_own_message() {
+    let base = include_str!("manifests/karpenter-getting-started.yaml");
+    let policy = "apiVersion: dovetail.sh/v1\nkind: Policy\nmetadata:\n  name: graviton\nspec:\n  source:\n    builtin: arm-first\n";
+    let rows: &[(&str, String, &str)] = &[
+        (
+            "a duration that is not one",
+            base.replace("consolidateAfter: 1m", "consolidateAfter: banana"),
+            "spec.disruption.consolidateAfter",
+        ),
+        (
+            "expireAfter that is not a duration",
+            base.replace("expireAfter: 720h", "expireAfter: forever-ish"),
+            "spec.template.spec.expireAfter",
+        ),
+        (
+            "a budget of words",
+            base.replace(
+                "    consolidateAfter: 1m\n",
+                "    consolidateAfter: 1m\n    budgets:\n      - nodes: \"ten\"\n",
+            ),
+            "spec.disruption.budgets[0].nodes",
+        ),
+        (
+            "a budget schedule without a duration",
+            base.replace(
+                "    consolidateAfter: 1m\n",
+                "    consolidateAfter: 1m\n    budgets:\n      - nodes: \"10%\"\n        schedule: \"0 9 * * *\"\n",
+            ),
+            "spec.disruption.budgets[0]",
+        ),
+        (
+            "In without values",
+            base.replace("values: [\"linux\"]", "values: []"),
+            "spec.template.spec.requirements[1]",
+        ),
+        (
+            "Gt with two values",
+            base.replace("values: [\"2\"]", "values: [\"2\", \"3\"]"),
+            "spec.template.spec.requirements[4]",
+        ),
+        (
+            "a node class with both a role and an instance profile",
+            base.replace(
+                "  role: \"KarpenterNodeRole-${CLUSTER_NAME}\"",
+                "  role: \"KarpenterNodeRole-${CLUSTER_NAME}\"\n  instanceProfile: nodes",
+            ),
+            "EC2NodeClass/default: (root)",
+        ),
+        (
+            "a policy with two sources",
+            format!(
+                "{policy}    url: {{url: \"https://example.com/p.wasm\", sha256: \"{}\"}}\n",
+                "0".repeat(64)
+            ),
+            "Policy/graviton: spec.source",
+        ),
+        (
+            "a policy memory cap above the engine's",
+            format!("{policy}  limits:\n    memoryMiB: 4096\n"),
+            "spec.limits.memoryMiB",
+        ),
+    ];
+    for (what, text, field) in rows {
+        let err = parse("m.yaml", text).expect_err(what);
+        let message = err.to_string();
+        assert!(
+            matches!(err, ManifestError::Rejected { .. }),
+            "{what}: refused by the schema: {message}"
+        );
+        assert!(
+            message.starts_with("m.yaml:"),
+            "{what}: names the file: {message}"
+        );
+        assert!(message.contains(field), "{what}: names {field}: {message}");
+    }
+    // The base itself is valid, and each refusal says something different.
+    assert!(parse("m.yaml", base).is_ok());
+    let messages: std::collections::BTreeSet<String> = rows
+        .iter()
+        .map(|(_, t, _)| parse("m.yaml", t).unwrap_err().to_string())
+        .collect();
+    assert_eq!(messages.len(), rows.len(), "{messages:#?}");
+}

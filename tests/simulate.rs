@@ -415,3 +415,58 @@ fn the_summary_prints_what_the_report_holds_and_a_comparison_its_difference() {
         "{d}"
     );
 }
+
+/// Budgets and timelines the API server (or the simulator) would refuse are refused, each with
+/// its own message — never read as something wider or silently skipped.
+#[test]
+fn invalid_budgets_and_scenarios_are_refused_with_their_own_message() {
+    let base = example("inflate-spot.yaml");
+    let pdb = |spec: &str| {
+        format!(
+            "{base}\n---\napiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {{name: web}}\nspec:\n{spec}"
+        )
+    };
+    let scenario = |steps: &str| {
+        format!(
+            "{base}\n---\napiVersion: sim.dovetail.sh/v1\nkind: Scenario\nmetadata: {{name: s}}\nspec:\n  steps:\n{steps}"
+        )
+    };
+    let rows: Vec<(&str, String, &str)> = vec![
+        (
+            "an unknown selector operator",
+            pdb(
+                "  maxUnavailable: 1\n  selector:\n    matchExpressions: [{key: app, operator: Matches, values: [web]}]\n",
+            ),
+            "spec.selector.matchExpressions[0].operator",
+        ),
+        (
+            "minAvailable and maxUnavailable together",
+            pdb("  minAvailable: 1\n  maxUnavailable: 1\n  selector: {matchLabels: {app: web}}\n"),
+            "cannot both be set",
+        ),
+        (
+            "a percentage that is not one",
+            pdb("  maxUnavailable: \"ten%\"\n  selector: {matchLabels: {app: web}}\n"),
+            "spec.maxUnavailable",
+        ),
+        (
+            "a step at no time",
+            scenario("    - at: soon\n      scale: {deployment: inflate, replicas: 2}\n"),
+            "soon",
+        ),
+        (
+            "a step scaling a Deployment that does not exist",
+            scenario("    - at: 1m\n      scale: {deployment: nowhere, replicas: 2}\n"),
+            "nowhere",
+        ),
+    ];
+    let mut messages = std::collections::BTreeSet::new();
+    for (what, text, needle) in &rows {
+        let err = run(&[("x.yaml", text.clone())])
+            .expect_err(what)
+            .to_string();
+        assert!(err.contains(needle), "{what}: names {needle}: {err}");
+        messages.insert(err);
+    }
+    assert_eq!(messages.len(), rows.len(), "{messages:#?}");
+}

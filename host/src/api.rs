@@ -1,6 +1,7 @@
 //! The resources users apply (`NodePool`, `EC2NodeClass`, `Policy`) and the one the controller
 //! creates (`NodeClaim`). The CRDs are generated from these types (`dovetail crds`); validation
-//! lives in the schema (enums, patterns, ranges, CEL rules) so the apiserver enforces it.
+//! lives in the schema (enums, patterns, ranges, CEL rules) so the apiserver enforces it, and
+//! `validate` applies the same schema and rules where no API server is in the way.
 
 pub mod duration;
 pub mod ec2nodeclass;
@@ -9,6 +10,7 @@ pub mod nodeclaim;
 pub mod nodepool;
 pub mod policy;
 pub mod scenario;
+pub mod validate;
 
 pub use ec2nodeclass::EC2NodeClass;
 pub use nodeclaim::NodeClaim;

@@ -39,6 +39,17 @@ pub enum ManifestError {
         document: usize,
         message: String,
     },
+    /// A document the API server would refuse: its schema or a CEL rule of its CRD.
+    #[error("{file}:{line}: {object}: {}", violations.join("; "))]
+    Rejected {
+        file: String,
+        /// Where the document starts.
+        line: usize,
+        /// `Kind/name`.
+        object: String,
+        /// `field: rule`, every one broken.
+        violations: Vec<String>,
+    },
     /// An old or foreign API version of one of our kinds.
     #[error("{file}: document {document}: {kind} must be apiVersion {expected}, not {found}")]
     WrongVersion {
@@ -59,6 +70,29 @@ struct TypeMeta {
     kind: String,
 }
 
+/// The line where the `index`th document of a YAML stream starts (1-based).
+fn document_line(text: &str, index: usize) -> usize {
+    let separators: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| *l == "---" || l.starts_with("--- "))
+        .map(|(n, _)| n + 1)
+        .collect();
+    let leading = text
+        .lines()
+        .find(|l| !l.trim().is_empty() && !l.trim_start().starts_with('#'))
+        .is_some_and(|l| l == "---" || l.starts_with("--- "));
+    let k = if leading {
+        Some(index)
+    } else {
+        index.checked_sub(1)
+    };
+    match k {
+        None => 1,
+        Some(k) => separators.get(k).map_or(1, |l| l + 1),
+    }
+}
+
 /// Reads every document of a YAML stream. `file` names it in errors.
 pub fn parse(file: &str, text: &str) -> Result<Vec<Manifest>, ManifestError> {
     let invalid = |e: serde_norway::Error| {
@@ -72,15 +106,38 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Manifest>, ManifestError> {
     };
     // First pass: the kind of each document (empty documents skipped).
     let mut kinds = Vec::new();
+    let mut jsons = Vec::new();
     for doc in serde_norway::Deserializer::from_str(text) {
         let value = serde_norway::Value::deserialize(doc).map_err(invalid)?;
         if value.is_null() {
             kinds.push(None);
+            jsons.push(None);
             continue;
         }
-        let meta: TypeMeta = serde_norway::from_value(value).map_err(invalid)?;
+        let meta: TypeMeta = serde_norway::from_value(value.clone()).map_err(invalid)?;
+        jsons.push(serde_norway::from_value::<serde_json::Value>(value).ok());
         kinds.push(Some(meta));
     }
+    // Our kinds are checked as the API server would check them, once they read (a wrong
+    // type or enum is reported with its line by the reading itself).
+    let check = |index: usize, kind: &str| -> Result<(), ManifestError> {
+        let Some(json) = jsons.get(index).and_then(Option::as_ref) else {
+            return Ok(());
+        };
+        let violations = super::validate::validate(kind, json);
+        if violations.is_empty() {
+            return Ok(());
+        }
+        Err(ManifestError::Rejected {
+            file: file.to_string(),
+            line: document_line(text, index),
+            object: format!(
+                "{kind}/{}",
+                json["metadata"]["name"].as_str().unwrap_or("?")
+            ),
+            violations: violations.iter().map(ToString::to_string).collect(),
+        })
+    };
     // Second pass: each document into its type, so errors carry the line in the file.
     let mut out = Vec::new();
     for (i, (doc, meta)) in serde_norway::Deserializer::from_str(text)
@@ -112,15 +169,21 @@ pub fn parse(file: &str, text: &str) -> Result<Vec<Manifest>, ManifestError> {
         let manifest = match (group, meta.kind.as_str()) {
             ("dovetail.sh", "NodePool") => {
                 ours("dovetail.sh/v1")?;
-                Manifest::NodePool(Box::new(NodePool::deserialize(doc).map_err(invalid)?))
+                let pool = NodePool::deserialize(doc).map_err(invalid)?;
+                check(i, "NodePool")?;
+                Manifest::NodePool(Box::new(pool))
             }
             ("aws.dovetail.sh", "EC2NodeClass") => {
                 ours("aws.dovetail.sh/v1")?;
-                Manifest::EC2NodeClass(Box::new(EC2NodeClass::deserialize(doc).map_err(invalid)?))
+                let class = EC2NodeClass::deserialize(doc).map_err(invalid)?;
+                check(i, "EC2NodeClass")?;
+                Manifest::EC2NodeClass(Box::new(class))
             }
             ("dovetail.sh", "Policy") => {
                 ours("dovetail.sh/v1")?;
-                Manifest::Policy(Box::new(Policy::deserialize(doc).map_err(invalid)?))
+                let policy = Policy::deserialize(doc).map_err(invalid)?;
+                check(i, "Policy")?;
+                Manifest::Policy(Box::new(policy))
             }
             ("sim.dovetail.sh", "Scenario") => {
                 ours("sim.dovetail.sh/v1")?;

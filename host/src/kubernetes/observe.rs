@@ -119,6 +119,8 @@ pub struct Observer {
     /// NodeClaim → when this process launched it: until the cache shows the launch, the claim
     /// is neither launched again nor does a nomination to it end.
     pub launched: HashMap<String, i64>,
+    /// PodDisruptionBudgets (name@resourceVersion) already reported as unreadable.
+    unreadable: BTreeSet<String>,
     /// Pods seen without a node → when they were created.
     unbound: HashMap<String, i64>,
     /// Seconds from creation to bound on a node we launched, of pods bound since last taken.
@@ -192,7 +194,23 @@ impl Observer {
             match pdb(&b) {
                 Ok(p) => cluster.pdbs.push(p),
                 Err(e) => {
-                    tracing::warn!(pdb = %b.name_any(), error = %e, "ignoring a PodDisruptionBudget")
+                    // Fail safe: a budget that cannot be read protects every pod of its
+                    // namespace (no voluntary eviction there) until it is fixed.
+                    let version = format!(
+                        "{}@{}",
+                        b.name_any(),
+                        b.resource_version().unwrap_or_default()
+                    );
+                    if self.unreadable.insert(version) {
+                        tracing::warn!(pdb = %b.name_any(), error = %e, "a PodDisruptionBudget cannot be read; no pod of its namespace is evicted voluntarily until it is fixed");
+                    }
+                    cluster.pdbs.push(crate::cluster::Pdb {
+                        namespace: b.namespace().unwrap_or_else(|| "default".into()),
+                        name: b.name_any(),
+                        selector: Default::default(),
+                        min_available: None,
+                        max_unavailable: Some(crate::cluster::IntOrPercent::Count(0)),
+                    });
                 }
             }
         }

@@ -457,6 +457,21 @@ pub fn pdb(
         }
     };
     let selector = spec.selector.unwrap_or_default();
+    // A selector is not widened: an operator we do not know refuses the budget (a dropped
+    // expression would protect more pods than asked, or, in a Deployment, fewer).
+    for (i, e) in selector.match_expressions.iter().flatten().enumerate() {
+        if operator(&e.operator).is_none() {
+            return Err(format!(
+                "PodDisruptionBudget {name}: spec.selector.matchExpressions[{i}].operator: {:?} is not In, NotIn, Exists or DoesNotExist",
+                e.operator
+            ));
+        }
+    }
+    if spec.min_available.is_some() && spec.max_unavailable.is_some() {
+        return Err(format!(
+            "PodDisruptionBudget {name}: spec: minAvailable and maxUnavailable cannot both be set"
+        ));
+    }
     Ok(crate::cluster::Pdb {
         namespace: b.metadata.namespace.clone().unwrap_or("default".into()),
         selector: selector_of(&selector),
