@@ -186,6 +186,11 @@ fn a_malformed_node_pool_is_not_ready_with_a_reason_and_an_event_while_others_pr
     bad["spec"]["limits"] = json!({"cpu": "banana"});
     bad["spec"]["weight"] = 100.into();
     api.put("dovetail.sh/v1/nodepools", bad);
+    // A duration the CRD's pattern refuses (an object the API server let through: an old one,
+    // or a CRD without validation) is refused the same way, not read as Never.
+    let mut sloppy = node_pool("banana");
+    sloppy["metadata"]["name"] = "sloppy".into();
+    api.put("dovetail.sh/v1/nodepools", sloppy);
     api.put("dovetail.sh/v1/nodepools", node_pool("1h"));
     let _controller = Running::start(&api, settings(&moto));
     for i in 0..3 {
@@ -211,6 +216,15 @@ fn a_malformed_node_pool_is_not_ready_with_a_reason_and_an_event_while_others_pr
             .unwrap()
             .contains("spec.limits.cpu"),
         "{broken}"
+    );
+    let sloppy = ready_condition(&api, "sloppy");
+    assert_eq!(sloppy["status"], "False", "{sloppy}");
+    assert!(
+        sloppy["message"]
+            .as_str()
+            .unwrap()
+            .contains("spec.disruption.consolidateAfter"),
+        "{sloppy}"
     );
     assert_eq!(ready_condition(&api, "default")["status"], "True");
     assert!(

@@ -172,6 +172,23 @@ impl Observer {
             if np.meta().deletion_timestamp.is_some() {
                 continue;
             }
+            // What the API server should have refused (a CRD without validation, an object
+            // older than a rule) is refused here, with the same messages, rather than read as
+            // a default.
+            let violations = serde_json::to_value(&*np)
+                .map(|v| crate::api::validate::validate("NodePool", &v))
+                .unwrap_or_default();
+            if !violations.is_empty() {
+                problems.push(PoolProblem {
+                    node_pool: name.clone(),
+                    reason: violations
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                });
+                continue;
+            }
             match node_pool(&np, overhead, zero()) {
                 Ok(spec) => cluster.pools.push(Pool {
                     resource: (*np).clone(),
