@@ -191,6 +191,11 @@ fn a_malformed_node_pool_is_not_ready_with_a_reason_and_an_event_while_others_pr
     let mut sloppy = node_pool("banana");
     sloppy["metadata"]["name"] = "sloppy".into();
     api.put("dovetail.sh/v1/nodepools", sloppy);
+    // And one whose field has the wrong type does not stop the watch of every other pool.
+    let mut typo = node_pool("1h");
+    typo["metadata"]["name"] = "typo".into();
+    typo["spec"]["weight"] = "heavy".into();
+    api.put("dovetail.sh/v1/nodepools", typo);
     api.put("dovetail.sh/v1/nodepools", node_pool("1h"));
     let _controller = Running::start(&api, settings(&moto));
     for i in 0..3 {
@@ -225,6 +230,12 @@ fn a_malformed_node_pool_is_not_ready_with_a_reason_and_an_event_while_others_pr
             .unwrap()
             .contains("spec.disruption.consolidateAfter"),
         "{sloppy}"
+    );
+    let typo = ready_condition(&api, "typo");
+    assert_eq!(typo["status"], "False", "{typo}");
+    assert!(
+        typo["message"].as_str().unwrap().contains("cannot be read"),
+        "{typo}"
     );
     assert_eq!(ready_condition(&api, "default")["status"], "True");
     assert!(

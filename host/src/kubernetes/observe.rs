@@ -31,7 +31,9 @@ use crate::scheduling::model::{Taint, TaintEffect, add, labels, zero};
 pub struct Stores {
     pub pods: super::pods::PodCache,
     pub nodes: Store<KubeNode>,
-    pub node_pools: Store<NodePool>,
+    /// Untyped, so one NodePool that does not read (a wrong type the CRD let through) is that
+    /// pool's problem, not a watch that fails for every pool.
+    pub node_pools: Store<kube::api::DynamicObject>,
     pub node_claims: Store<NodeClaim>,
     pub node_classes: Store<EC2NodeClass>,
     pub pdbs: Store<PodDisruptionBudget>,
@@ -57,7 +59,7 @@ pub fn start(client: &Client) -> Stores {
                 }
             },
         ),
-        node_pools: reflect(Api::all(client.clone()), changed.clone(), trim),
+        node_pools: reflect_untyped::<NodePool>(client, changed.clone()),
         node_claims: reflect(Api::all(client.clone()), changed.clone(), trim),
         node_classes: reflect(Api::all(client.clone()), changed.clone(), trim),
         pdbs: reflect(Api::all(client.clone()), changed.clone(), trim),
@@ -72,6 +74,33 @@ fn trim<K: Resource>(o: &mut K) {
     if let Some(a) = o.meta_mut().annotations.as_mut() {
         a.retain(|k, _| k.starts_with("dovetail.sh/") || k.starts_with("aws.dovetail.sh/"));
     }
+}
+
+/// Objects of `K`'s kind as they are stored, read into `K` one by one by their user.
+fn reflect_untyped<K>(client: &Client, changed: Arc<Notify>) -> Store<kube::api::DynamicObject>
+where
+    K: Resource<DynamicType = ()>,
+{
+    let ar = kube::api::ApiResource::erase::<K>(&());
+    let writer = reflector::store::Writer::new(ar.clone());
+    let reader = writer.as_reader();
+    let stream = watcher(
+        Api::<kube::api::DynamicObject>::all_with(client.clone(), &ar),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(trim);
+    let stream = reflector::reflector(writer, stream);
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(_) => changed.notify_one(),
+                Err(e) => tracing::warn!(error = %e, "watch failed; retrying with backoff"),
+            }
+        }
+    });
+    reader
 }
 
 fn reflect<K>(
@@ -167,17 +196,26 @@ impl Observer {
                 overhead = add(&overhead, &p.requests);
             }
         }
-        for np in stores.node_pools.state() {
-            let name = np.name_any();
-            if np.meta().deletion_timestamp.is_some() {
+        for object in stores.node_pools.state() {
+            let name = object.name_any();
+            if object.meta().deletion_timestamp.is_some() {
                 continue;
             }
             // What the API server should have refused (a CRD without validation, an object
             // older than a rule) is refused here, with the same messages, rather than read as
             // a default.
-            let violations = serde_json::to_value(&*np)
-                .map(|v| crate::api::validate::validate("NodePool", &v))
-                .unwrap_or_default();
+            let value = serde_json::to_value(&*object).unwrap_or_default();
+            let np: NodePool = match serde_json::from_value(value.clone()) {
+                Ok(np) => np,
+                Err(e) => {
+                    problems.push(PoolProblem {
+                        node_pool: name.clone(),
+                        reason: format!("cannot be read: {e}"),
+                    });
+                    continue;
+                }
+            };
+            let violations = crate::api::validate::validate("NodePool", &value);
             if !violations.is_empty() {
                 problems.push(PoolProblem {
                     node_pool: name.clone(),
@@ -190,10 +228,7 @@ impl Observer {
                 continue;
             }
             match node_pool(&np, overhead, zero()) {
-                Ok(spec) => cluster.pools.push(Pool {
-                    resource: (*np).clone(),
-                    spec,
-                }),
+                Ok(spec) => cluster.pools.push(Pool { resource: np, spec }),
                 Err(e) => problems.push(PoolProblem {
                     node_pool: name,
                     reason: e.to_string(),
