@@ -121,6 +121,9 @@ pub struct Settings {
     pub drain_retry: Duration,
     /// How soon claims that could not launch are tried again.
     pub launch_retry: Duration,
+    /// How soon claims whose creation the API server refused for now (429, 409) are tried
+    /// again.
+    pub refused_retry: Duration,
     pub feature_gates: FeatureGates,
 }
 
@@ -177,6 +180,7 @@ impl Default for Settings {
             gc_interval: Duration::from_secs(60),
             drain_retry: Duration::from_secs(5),
             launch_retry: Duration::from_secs(30),
+            refused_retry: Duration::from_secs(5),
             feature_gates: FeatureGates::default(),
         }
     }
@@ -602,6 +606,7 @@ impl Controller {
             })
             .collect();
         let created = port.create_claims(&claims);
+        let mut refused = false;
         for ((c, claim), created) in plan.claims.iter().zip(&claims).zip(created) {
             let pool = pools
                 .iter()
@@ -614,6 +619,10 @@ impl Controller {
                 log: false,
                 create: false,
             };
+            // The API server said "not now" (429, 409): a short wait, not a failed launch's.
+            if matches!(created, Err(PortError::Refused(_))) {
+                refused = true;
+            }
             let launched = created
                 .map_err(|e| format!("creating the NodeClaim: {e}"))
                 .and_then(|()| self.launch(now, claim, how, port, cloud));
@@ -671,7 +680,12 @@ impl Controller {
             );
         }
         if failed {
-            self.retry_provisioning = Some(now + self.settings.launch_retry.as_secs() as i64);
+            let wait = if refused {
+                self.settings.refused_retry
+            } else {
+                self.settings.launch_retry
+            };
+            self.retry_provisioning = Some(now + wait.as_secs() as i64);
         }
         self.changed(now);
     }
