@@ -7,4 +7,7 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 cargo fmt --all --check
+# The end-to-end tests also run `dovetail controller` as its own process (killed, SIGTERMed,
+# two replicas): the binary is built beside them first.
+cargo build -p dovetail --bin dovetail --locked
 cargo test --workspace --locked

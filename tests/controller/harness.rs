@@ -375,7 +375,7 @@ impl Process {
             .unwrap();
         assert!(
             exe.exists(),
-            "the dovetail binary is built beside the tests: {}",
+            "the dovetail binary is built beside the tests ({}): `cargo build -p dovetail --bin dovetail` (scripts/test.sh does)",
             exe.display()
         );
         let kubeconfig = dir.join("kubeconfig");
