@@ -108,8 +108,10 @@ impl KubePort {
                 .buffer_unordered(WRITE_CONCURRENCY)
                 .collect(),
         );
-        for e in results.into_iter().filter_map(Result::err) {
-            tracing::warn!(error = %e, "a deferred write failed");
+        // One line, not one per write: a refused burst is many of the same.
+        let failed: Vec<PortError> = results.into_iter().filter_map(Result::err).collect();
+        if let Some(first) = failed.first() {
+            tracing::warn!(failed = failed.len(), first = %first, "deferred writes failed; the next ticks adopt what they launched");
         }
     }
 
