@@ -597,6 +597,8 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
             let lease_changed = async {
                 match lease.as_mut() {
                     Some(l) => {
+                        // Only a change from now on wakes the loop (a clone has seen nothing).
+                        l.borrow_and_update();
                         let _ = l.changed().await;
                     }
                     None => std::future::pending().await,
