@@ -50,7 +50,12 @@ pub struct ControllerFigures {
 struct Controller(Child);
 
 impl Drop for Controller {
+    /// The whole process group: under a profiler (`DOVETAIL_BENCH_WRAP`) the controller is the
+    /// wrapper's child.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", &format!("-{}", self.0.id())])
+            .status();
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -223,7 +228,9 @@ pub fn run(pods: usize) -> Result<ControllerFigures, String> {
         }
         None => Command::new(exe),
     };
+    use std::os::unix::process::CommandExt;
     let child = command
+        .process_group(0)
         .args([
             "controller",
             "--cloud",
