@@ -162,6 +162,10 @@ pub struct Observer {
 /// window plus the node's start-up; 5 minutes covers a slow launch).
 pub const NOMINATION_TTL: i64 = 300;
 
+/// How long after its creation a pod bound to a node not (yet) known is still looked at for its
+/// startup duration.
+const STARTUP_WAIT: i64 = 600;
+
 /// How long a launch this process made stands in for what the cache has not shown yet (a
 /// watch event is usually milliseconds behind; a slow one must not cause a second launch).
 pub const LAUNCH_GRACE: i64 = 30;
@@ -423,7 +427,15 @@ impl Observer {
                         self.started.push(now - created);
                     }
                 }
-                Some(_) => {}
+                // Bound to a node the cache does not know yet (its watch event can come after
+                // the pod's): asked again next time, for a while.
+                Some(_) => {
+                    if let Some(&created) = self.unbound.get(&pod.spec.name)
+                        && now - created < STARTUP_WAIT
+                    {
+                        unbound_now.insert(pod.spec.name.clone(), created);
+                    }
+                }
             }
             if pod.node.is_none() {
                 pending_now.insert(pod.spec.name.clone());
