@@ -91,6 +91,15 @@ where
     .default_backoff()
     .modify(trim);
     let stream = reflector::reflector(writer, stream);
+    drive(stream, changed);
+    reader
+}
+
+/// Runs a reflector's stream on the current runtime, telling `changed` of every event.
+fn drive<T, E: std::fmt::Display>(
+    stream: impl futures::Stream<Item = Result<T, E>> + Send + 'static,
+    changed: Arc<Notify>,
+) {
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
@@ -100,7 +109,6 @@ where
             }
         }
     });
-    reader
 }
 
 fn reflect<K>(
@@ -117,15 +125,7 @@ where
         .default_backoff()
         .modify(modify);
     let stream = reflector::reflector(writer, stream);
-    tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
-        while let Some(event) = stream.next().await {
-            match event {
-                Ok(_) => changed.notify_one(),
-                Err(e) => tracing::warn!(error = %e, "watch failed; retrying with backoff"),
-            }
-        }
-    });
+    drive(stream, changed);
     reader
 }
 
