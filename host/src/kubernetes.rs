@@ -11,6 +11,7 @@ pub mod leader;
 pub mod lifecycle;
 pub mod observe;
 pub mod pods;
+pub mod policies;
 pub mod serve;
 pub mod throttle;
 
@@ -94,6 +95,8 @@ pub struct Settings {
     /// The identity in Events, the User-Agent and the Lease (the pod name in a cluster).
     pub instance: String,
     pub operation: Operation,
+    /// Limits and trust of fetching Policy components (`url`, `oci`).
+    pub policy_fetch: crate::policy::source::FetchSettings,
 }
 
 /// How the process runs beside its replicas and is watched.
@@ -438,6 +441,8 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
             let _ = stores.node_classes.wait_until_ready().await;
             let _ = stores.pdbs.wait_until_ready().await;
             let _ = stores.daemonsets.wait_until_ready().await;
+            let _ = stores.policies.wait_until_ready().await;
+            let _ = stores.policy_config_maps.wait_until_ready().await;
         })
         .await
     });
@@ -522,6 +527,8 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
     let mut observer = observe::Observer::default();
     let mut pools = lifecycle::PoolStatus::default();
     let mut classes = lifecycle::NodeClasses::default();
+    let mut loader = policies::PolicyLoader::new(settings.policy_fetch.clone());
+    let mut waiting_for: Option<String> = None;
     let mut next_gc = unix_now();
     let mut leading = false;
     tracing::info!(zones = ?zones, "controller started");
@@ -540,6 +547,7 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
                 observer = observe::Observer::default();
                 pools = lifecycle::PoolStatus::default();
                 classes = lifecycle::NodeClasses::default();
+                loader.forget_written();
                 next_gc = now;
             } else {
                 tracing::warn!(identity = %settings.instance, "lost the leader lease; stopped acting");
@@ -548,14 +556,29 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
         // Sleep until the next timer or the next change, at most a second: the clock moves
         // batch windows and liveness along.
         let mut wake = 1;
-        if leading {
+        loader.reconcile(&stores, &controller.ctx.registry, &kube, leading, now);
+        let loading = loader.loading().map(str::to_string);
+        if loading != waiting_for {
+            if let Some(p) = &loading {
+                tracing::info!(policy = %p, "waiting for Policies to load before deciding");
+            }
+            waiting_for = loading;
+        }
+        if leading && waiting_for.is_none() {
             classes.resolve(&stores, cloud, &kube, now);
             if now >= next_gc {
                 next_gc = now + settings.core.gc_interval.as_secs() as i64;
                 health.set_cloud(collect_garbage(&stores, cloud, settings.orphan_grace, now));
             }
             let (cluster, signals, problems) = observer.snapshot(&stores, &controller.ctx, now);
-            pools.write(&cluster, &controller.ctx.its, &problems, &kube, now);
+            pools.write(
+                &cluster,
+                &controller.ctx.its,
+                &controller.ctx.registry,
+                &problems,
+                &kube,
+                now,
+            );
             let node_names: BTreeMap<String, String> = lifecycle::node_names(&stores);
             let mut port = act::KubePort::new(
                 &kube,

@@ -146,6 +146,16 @@ struct ControllerArgs {
     /// Kubernetes API requests above the sustained rate, in a burst.
     #[arg(long, env = "KUBE_CLIENT_BURST", default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..))]
     kube_client_burst: u32,
+    /// PEM file of certificates trusted, beside the system's, to fetch Policy components (`url`
+    /// and `oci` sources behind a private CA).
+    #[arg(long, env = "POLICY_CA_BUNDLE")]
+    policy_ca_bundle: Option<PathBuf>,
+    /// Registries (`host:port`, comma-separated) that serve Policy components over plain HTTP.
+    #[arg(long, env = "POLICY_PLAIN_HTTP_REGISTRIES", value_delimiter = ',')]
+    policy_plain_http_registries: Vec<String>,
+    /// Largest Policy component fetched, in MiB.
+    #[arg(long, env = "POLICY_MAX_MIB", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=512))]
+    policy_max_mib: u64,
     /// Feature gates, `Name=true,Name=false` (SpotToSpotConsolidation).
     #[arg(long, env = "FEATURE_GATES", default_value = "", value_parser = parse_feature_gates)]
     feature_gates: dovetail::controller::FeatureGates,
@@ -834,6 +844,17 @@ fn controller(args: ControllerArgs) -> Result<()> {
                 .then(|| std::net::SocketAddr::from(([0, 0, 0, 0], args.health_probe_port))),
             kube_qps: args.kube_client_qps,
             kube_burst: args.kube_client_burst,
+            ..Default::default()
+        },
+        policy_fetch: dovetail::policy::source::FetchSettings {
+            max_bytes: args.policy_max_mib << 20,
+            extra_roots: match &args.policy_ca_bundle {
+                Some(path) => vec![std::fs::read(path).with_context(|| {
+                    format!("POLICY_CA_BUNDLE: cannot read {}", path.display())
+                })?],
+                None => Vec::new(),
+            },
+            plain_http: args.policy_plain_http_registries,
             ..Default::default()
         },
     };

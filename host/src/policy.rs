@@ -8,9 +8,12 @@
 //! - [`inspect`]: what a component is and which WIT version it targets.
 //! - [`round`]: a scoring round and its packed launch options.
 //! - [`ranking`]: scores → launch order.
+//! - [`canary`]: the rounds a component must pass before it serves.
+//! - [`source`]: fetching components (HTTPS, OCI) and publishing them.
 
 pub mod bindings;
 pub mod builtin;
+pub mod canary;
 mod contract;
 pub mod engine;
 pub mod error;
@@ -19,6 +22,7 @@ pub mod ranking;
 pub mod registry;
 pub mod round;
 mod sandbox;
+pub mod source;
 
 pub use bindings::types;
 pub use engine::{CallStats, EngineConfig, Limits, LoadedPolicy, PolicyEngine};

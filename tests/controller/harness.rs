@@ -91,6 +91,7 @@ pub fn settings(moto: &Moto) -> Settings {
         orphan_grace: Duration::from_secs(5),
         instance: "test".into(),
         operation: Default::default(),
+        policy_fetch: Default::default(),
     }
 }
 

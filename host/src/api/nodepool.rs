@@ -270,4 +270,15 @@ pub struct NodePoolStatus {
     /// Capacity of the pool's nodes, counted against `limits`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub resources: BTreeMap<String, Quantity>,
+    /// The policy serving each role (`scoring`, `consolidation`), with its digest.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub policies: BTreeMap<String, PolicyInUse>,
+}
+
+/// A policy a NodePool uses; no digest while it is not serving.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+pub struct PolicyInUse {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }

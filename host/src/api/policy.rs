@@ -35,8 +35,8 @@ pub struct PolicySpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = kube::core::Rule::new(
-    "[has(self.configMap), has(self.url), has(self.builtin)].filter(x, x).size() == 1"
-).message("exactly one of configMap, url and builtin"))]
+    "[has(self.configMap), has(self.url), has(self.oci), has(self.builtin), has(self.file)].filter(x, x).size() == 1"
+).message("exactly one of builtin, configMap, url, oci and file"))]
 pub struct PolicySource {
     /// A policy shipped with the controller (`cheapest`, `arm-first`, `quiet-hours`…), to run
     /// with this Policy's `config`.
@@ -46,6 +46,44 @@ pub struct PolicySource {
     pub config_map: Option<ConfigMapSource>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<UrlSource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oci: Option<OciSource>,
+    /// A local `.wasm` file, for `dovetail simulate` and `dovetail policy test` only (relative to
+    /// the manifest's directory); the controller refuses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub file: Option<String>,
+}
+
+impl PolicySource {
+    /// The source in one line, for logs, statuses and the cache key of a fetch.
+    pub fn describe(&self) -> String {
+        if let Some(b) = &self.builtin {
+            format!("builtin {b}")
+        } else if let Some(c) = &self.config_map {
+            format!("configMap {}/{} key {}", c.namespace, c.name, c.key)
+        } else if let Some(u) = &self.url {
+            format!("url {} sha256:{}", u.url, u.sha256)
+        } else if let Some(o) = &self.oci {
+            format!("oci {}", o.reference)
+        } else if let Some(f) = &self.file {
+            format!("file {f}")
+        } else {
+            "no source".to_string()
+        }
+    }
+}
+
+/// An OCI artifact: one layer of media type `application/vnd.wasm.content.layer.v1+wasm` (the
+/// component) and a config of `application/vnd.wasm.config.v1+json`, as `dovetail policy push`
+/// writes it. A tag is resolved to a digest and the digest recorded in status.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct OciSource {
+    /// `registry/repository:tag` or `registry/repository@sha256:…`.
+    #[schemars(regex(
+        pattern = r"^[a-z0-9.-]+(:[0-9]+)?/[a-z0-9._/-]+(:[A-Za-z0-9._-]+|@sha256:[0-9a-f]{64})$"
+    ))]
+    pub reference: String,
 }
 
 /// A component stored in a ConfigMap's `binaryData`.
@@ -87,6 +125,15 @@ pub struct PolicyStatus {
     /// `sha256:…` of the serving component.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    /// Size in bytes of the serving component.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// For an `oci` source: the reference pinned by manifest digest that is serving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<String>,
+    /// `sha256:…` of the latest version refused while an older one keeps serving.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused_digest: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exports: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

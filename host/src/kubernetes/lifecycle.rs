@@ -242,6 +242,9 @@ impl NodeClasses {
     }
 }
 
+/// A Warning Event's reason and message.
+type Warning = Option<(&'static str, String)>;
+
 /// NodePool status: Ready with a reason, and resources in use; written when it changes.
 #[derive(Debug, Default)]
 pub struct PoolStatus {
@@ -253,15 +256,23 @@ impl PoolStatus {
         &mut self,
         cluster: &Cluster,
         its: &crate::scheduling::InstanceTypes,
+        registry: &crate::policy::PolicyRegistry,
         problems: &[PoolProblem],
         kube: &Kube,
         now: i64,
     ) {
         let (client, rt, recorder) = (&kube.client, &kube.rt, &kube.events);
         let api: Api<NodePool> = Api::all(client.clone());
-        let mut wanted: Vec<(String, serde_json::Value, Option<String>)> = Vec::new();
+        // Per pool: the status to write, and the Warning (reason, message) it comes with.
+        let mut wanted: Vec<(String, serde_json::Value, Warning)> = Vec::new();
         for p in problems {
-            wanted.push((p.node_pool.clone(), json!({"type": "Ready", "status": "False", "reason": "InvalidSpec", "message": p.reason}), Some(p.reason.clone())));
+            let status =
+                json!({"conditions": [condition("Ready", false, "InvalidSpec", &p.reason, 0)]});
+            wanted.push((
+                p.node_pool.clone(),
+                status,
+                Some(("InvalidSpec", p.reason.clone())),
+            ));
         }
         for (pool, spec) in cluster.pools.iter().zip(cluster.pool_specs(its)) {
             let nodes = cluster
@@ -274,41 +285,83 @@ impl PoolStatus {
                 "memory": format!("{}Ki", spec.in_use.memory_bytes / 1024),
                 "nodes": nodes.to_string(),
             });
-            wanted.push((pool.spec.name.clone(), json!({"type": "Ready", "status": "True", "reason": "Ready", "message": "", "resources": resources}), None));
+            let policies = &pool.resource.spec.policies;
+            let mut in_use = serde_json::Map::new();
+            let mut missing = Vec::new();
+            for (role, name) in [
+                ("scoring", &policies.scoring),
+                ("consolidation", &policies.consolidation),
+            ] {
+                match registry.get(name) {
+                    Ok(p) => {
+                        in_use.insert(
+                            role.into(),
+                            json!({"name": name, "digest": p.info().digest}),
+                        );
+                    }
+                    Err(e) => {
+                        let why = registry
+                            .status(name)
+                            .map(|s| s.message)
+                            .unwrap_or_else(|| e.to_string());
+                        missing.push(format!("{role} policy {name} is not serving ({why})"));
+                        in_use.insert(role.into(), json!({"name": name}));
+                    }
+                }
+            }
+            let policies_ready = if missing.is_empty() {
+                condition("PoliciesReady", true, "Serving", "", 0)
+            } else {
+                let then = match policies.on_failure {
+                    crate::api::nodepool::OnFailure::Fallback => {
+                        "onFailure Fallback: the built-in defaults decide"
+                    }
+                    crate::api::nodepool::OnFailure::Block => {
+                        "onFailure Block: no decisions for this pool"
+                    }
+                };
+                condition(
+                    "PoliciesReady",
+                    false,
+                    "PolicyNotServing",
+                    &format!("{}; {then}", missing.join("; ")),
+                    0,
+                )
+            };
+            let warning = (!missing.is_empty()).then(|| {
+                (
+                    "PolicyNotServing",
+                    policies_ready["message"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            });
+            let status = json!({
+                "conditions": [condition("Ready", true, "Ready", "", 0), policies_ready],
+                "resources": resources,
+                "policies": in_use,
+            });
+            wanted.push((pool.spec.name.clone(), status, warning));
         }
-        for (name, key, problem) in wanted {
+        for (name, key, warning) in wanted {
             if self.written.get(&name) == Some(&key) {
                 continue;
             }
-            let mut cond = condition(
-                "Ready",
-                problem.is_none(),
-                key["reason"].as_str().unwrap_or_default(),
-                problem.as_deref().unwrap_or(""),
-                now,
-            );
-            if problem.is_none() {
-                cond["message"] = "".into();
-            }
-            let mut status = json!({"status": {"conditions": [cond]}});
-            if !key["resources"].is_null() {
-                status["status"]["resources"] = key["resources"].clone();
+            let mut status = key.clone();
+            for c in status["conditions"].as_array_mut().into_iter().flatten() {
+                c["lastTransitionTime"] = super::rfc3339(now).into();
             }
             match rt.block_on(api.patch_status(
                 &name,
                 &PatchParams::default(),
-                &Patch::Merge(&status),
+                &Patch::Merge(&json!({"status": status})),
             )) {
                 Ok(np) => {
                     self.written.insert(name.clone(), key);
-                    if let Some(reason) = problem {
-                        tracing::warn!(nodepool = %name, reason = %reason, "NodePool not ready");
-                        recorder.publish(
-                            np.object_ref(&()),
-                            EventType::Warning,
-                            "InvalidSpec",
-                            reason,
-                        );
+                    if let Some((reason, message)) = warning {
+                        tracing::warn!(nodepool = %name, reason, message = %message, "NodePool not ready");
+                        recorder.publish(np.object_ref(&()), EventType::Warning, reason, message);
                     }
                 }
                 Err(e) => {

@@ -38,8 +38,16 @@ pub struct Stores {
     pub node_classes: Store<EC2NodeClass>,
     pub pdbs: Store<PodDisruptionBudget>,
     pub daemonsets: Store<DaemonSet>,
+    pub policies: Store<crate::api::Policy>,
+    /// Only ConfigMaps labelled [`POLICY_CONFIG_MAP_LABEL`]: a cluster's ConfigMaps are many
+    /// and big, and the controller needs the few that hold components.
+    pub policy_config_maps: Store<k8s_openapi::api::core::v1::ConfigMap>,
     pub changed: Arc<Notify>,
 }
+
+/// The label (`=true`) that makes a ConfigMap visible to the Policy controller;
+/// `dovetail policy configmap` sets it.
+pub const POLICY_CONFIG_MAP_LABEL: &str = "dovetail.sh/policy-component";
 
 /// Starts one reflector per kind on the current runtime.
 pub fn start(client: &Client) -> Stores {
@@ -64,6 +72,13 @@ pub fn start(client: &Client) -> Stores {
         node_classes: reflect(Api::all(client.clone()), changed.clone(), trim),
         pdbs: reflect(Api::all(client.clone()), changed.clone(), trim),
         daemonsets: reflect(Api::all(client.clone()), changed.clone(), trim),
+        policies: reflect(Api::all(client.clone()), changed.clone(), trim),
+        policy_config_maps: reflect_with(
+            Api::all(client.clone()),
+            watcher::Config::default().labels(&format!("{POLICY_CONFIG_MAP_LABEL}=true")),
+            changed.clone(),
+            trim,
+        ),
         changed,
     }
 }
@@ -120,10 +135,21 @@ where
     K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
+    reflect_with(api, watcher::Config::default(), changed, modify)
+}
+
+fn reflect_with<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    changed: Arc<Notify>,
+    modify: impl FnMut(&mut K) + Send + 'static,
+) -> Store<K>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
     let (reader, writer) = reflector::store();
-    let stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .modify(modify);
+    let stream = watcher(api, config).default_backoff().modify(modify);
     let stream = reflector::reflector(writer, stream);
     drive(stream, changed);
     reader

@@ -58,6 +58,33 @@ pub enum PolicyError {
         "no policy {policy}: no Policy of that name is applied and no built-in has it (built-ins: {builtins})"
     )]
     NotFound { policy: String, builtins: String },
+    /// A canary round (see [`crate::policy::canary`]) failed: the component is refused.
+    #[error("canary {round} round: {inner}")]
+    Canary {
+        round: &'static str,
+        inner: Box<PolicyError>,
+    },
+    /// The component could not be fetched from its source.
+    #[error("policy {policy}: cannot fetch {source_ref}: {detail}")]
+    Fetch {
+        policy: String,
+        source_ref: String,
+        detail: String,
+    },
+    /// The fetched bytes are not the ones the Policy pins.
+    #[error("policy {policy}: {source_ref} has digest {found}, the Policy pins {expected}")]
+    DigestMismatch {
+        policy: String,
+        source_ref: String,
+        expected: String,
+        found: String,
+    },
+    /// A component could not be published.
+    #[error("cannot push to {target}: {detail}")]
+    Publish { target: String, detail: String },
+    /// A source this program does not read (a local file in the controller).
+    #[error("policy {policy}: {detail}")]
+    SourceNotAllowed { policy: String, detail: String },
     /// The engine itself could not be set up.
     #[error("policy engine: {0}")]
     Engine(String),
@@ -80,6 +107,11 @@ impl PolicyError {
             PolicyError::Contract { .. } => "ContractViolation",
             PolicyError::Instantiate { .. } => "InstantiateFailed",
             PolicyError::NotFound { .. } => "PolicyNotFound",
+            PolicyError::Canary { inner, .. } => inner.reason(),
+            PolicyError::Fetch { .. } => "FetchFailed",
+            PolicyError::DigestMismatch { .. } => "DigestMismatch",
+            PolicyError::SourceNotAllowed { .. } => "SourceNotAllowed",
+            PolicyError::Publish { .. } => "PublishFailed",
             PolicyError::Engine(_) => "EngineError",
         }
     }
@@ -100,6 +132,11 @@ impl PolicyError {
             PolicyError::Contract { .. } => "contract",
             PolicyError::Instantiate { .. } => "instantiate",
             PolicyError::NotFound { .. } => "not_found",
+            PolicyError::Canary { inner, .. } => inner.metric_label(),
+            PolicyError::Fetch { .. } => "fetch",
+            PolicyError::DigestMismatch { .. } => "digest_mismatch",
+            PolicyError::SourceNotAllowed { .. } => "source_not_allowed",
+            PolicyError::Publish { .. } => "publish",
             PolicyError::Engine(_) => "engine",
         }
     }

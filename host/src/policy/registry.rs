@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::builtin;
+use super::canary::{self, Roles};
 use super::engine::{Limits, LoadedPolicy, PolicyEngine};
 use super::error::{PolicyError, Result};
+use crate::bounded::bounded;
 
 /// What the controller reports in a Policy's status.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -30,7 +32,15 @@ pub struct PolicyStatus {
     pub wit_version: Option<String>,
     /// Exports of the serving version.
     pub exports: Vec<String>,
+    /// Size in bytes of the serving version.
+    pub size: Option<usize>,
+    /// Digest of the last version refused, while that refusal is the latest news.
+    pub refused_digest: Option<String>,
 }
+
+/// Longest message of a status or an Event (etcd objects are limited to ~1.5 MB; a compile
+/// error can be long).
+const MESSAGE_BYTES: usize = 4096;
 
 /// Told about every policy call made through [`PolicyRegistry::call`] (the controller's
 /// metrics).
@@ -115,34 +125,65 @@ impl PolicyRegistry {
         config: Vec<(String, String)>,
         limits: Limits,
     ) -> Result<Arc<LoadedPolicy>> {
-        let loaded = self.engine.load(name, bytes, config, limits).and_then(|p| {
-            p.validate()?;
-            Ok(Arc::new(p))
-        });
-        match loaded {
+        match self.prepare(name, bytes, config, limits, Roles::default()) {
             Ok(policy) => {
-                self.live
-                    .write()
-                    .unwrap()
-                    .insert(name.to_string(), policy.clone());
-                self.set_status(name, "Loaded", format!("serving {}", policy.info().digest));
-                tracing::info!(policy = name, digest = %policy.info().digest, "policy loaded");
+                self.serve(policy.clone());
                 Ok(policy)
             }
             Err(err) => {
-                let keeps = self.live.read().unwrap().contains_key(name);
-                tracing::warn!(policy = name, reason = err.reason(), error = %err, keeps_last_good = keeps, "policy refused");
-                self.set_status(name, err.reason(), err.to_string());
+                self.refuse(name, Some(super::inspect::digest(bytes)), &err);
                 Err(err)
             }
         }
     }
 
+    /// Everything a new version must pass before it may serve, without serving it: compile,
+    /// version check, `init` with its configuration, the exports `needs` names and the canary
+    /// rounds ([`canary::run`]) inside its own limits. Slow (a first compile takes seconds):
+    /// the controller calls it off its decision loop.
+    pub fn prepare(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        config: Vec<(String, String)>,
+        limits: Limits,
+        needs: Roles,
+    ) -> Result<Arc<LoadedPolicy>> {
+        let policy = self.engine.load(name, bytes, config, limits)?;
+        policy.validate()?;
+        canary::run(&policy, needs)?;
+        Ok(Arc::new(policy))
+    }
+
+    /// Serves `policy` under its name from the next round on; a round holding the old version
+    /// finishes on it.
+    pub fn serve(&self, policy: Arc<LoadedPolicy>) {
+        let name = policy.name().to_string();
+        self.live
+            .write()
+            .unwrap()
+            .insert(name.clone(), policy.clone());
+        let digest = policy.info().digest.clone();
+        tracing::info!(policy = %name, digest = %digest, "policy loaded");
+        self.set_status(&name, "Loaded", format!("serving {digest}"), None);
+    }
+
+    /// Records that a new version (of `digest`, when its bytes were read) was refused; the last
+    /// good version, if any, keeps serving.
+    pub fn refuse(&self, name: &str, digest: Option<String>, err: &PolicyError) {
+        let keeps = self.live.read().unwrap().contains_key(name);
+        let message = bounded(&err.to_string(), MESSAGE_BYTES);
+        tracing::warn!(policy = name, reason = err.reason(), error = %message, keeps_last_good = keeps, "policy refused");
+        self.set_status(name, err.reason(), message, digest);
+    }
+
     /// Records that a live policy failed a decision (it keeps its place: the NodePool's
     /// `onFailure` decides what to do with the round).
     pub fn report_failure(&self, name: &str, err: &PolicyError) {
-        tracing::warn!(policy = name, reason = err.reason(), error = %err, "policy decision failed");
-        self.set_status(name, err.reason(), err.to_string());
+        let message = bounded(&err.to_string(), MESSAGE_BYTES);
+        tracing::warn!(policy = name, reason = err.reason(), error = %message, "policy decision failed");
+        let refused = self.status(name).and_then(|s| s.refused_digest);
+        self.set_status(name, err.reason(), message, refused);
     }
 
     /// The version serving `name`: an applied Policy, else the built-in of that name.
@@ -179,7 +220,7 @@ impl PolicyRegistry {
         self.status.read().unwrap().get(name).cloned()
     }
 
-    fn set_status(&self, name: &str, reason: &str, message: String) {
+    fn set_status(&self, name: &str, reason: &str, message: String, refused: Option<String>) {
         let serving = self.live.read().unwrap().get(name).cloned();
         let info = serving.as_ref().map(|p| p.info());
         self.status.write().unwrap().insert(
@@ -191,6 +232,8 @@ impl PolicyRegistry {
                 serving_digest: info.map(|i| i.digest.clone()),
                 wit_version: info.map(|i| i.wit_version.clone()),
                 exports: info.map(|i| i.exports.clone()).unwrap_or_default(),
+                size: info.map(|i| i.size),
+                refused_digest: refused,
             },
         );
     }
