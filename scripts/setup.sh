@@ -16,3 +16,16 @@ fi
 if ! python3 -c "import prometheus_client.openmetrics.parser" 2>/dev/null; then
     python3 -m pip install --quiet 'prometheus-client>=0.20'
 fi
+
+# The policy-distribution tests run a real OCI registry (the CNCF Distribution registry, Debian's
+# docker-registry), read what we push with skopeo, and make certificates with openssl.
+need=()
+command -v docker-registry >/dev/null || need+=(docker-registry)
+command -v skopeo >/dev/null || need+=(skopeo)
+command -v openssl >/dev/null || need+=(openssl)
+if ((${#need[@]})); then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo=sudo; fi
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
+fi

@@ -212,6 +212,29 @@ enum PolicyCommand {
     },
     /// Rank launch options for some pods with a scoring policy.
     Score(ScoreArgs),
+    /// Publish a component as an OCI artifact (checked first: it compiles and targets a WIT
+    /// version this controller runs). Prints the reference pinned by digest.
+    Push {
+        /// The `.wasm` component.
+        file: PathBuf,
+        /// `oci://REGISTRY/REPOSITORY:TAG`.
+        target: String,
+        /// Speak plain HTTP to the registry (a registry on loopback, in tests).
+        #[arg(long)]
+        plain_http: bool,
+    },
+    /// Print a ConfigMap holding a component (in binaryData, labelled for the controller) and a
+    /// Policy that uses it, for `kubectl apply -f -`.
+    Configmap {
+        /// The `.wasm` component.
+        file: PathBuf,
+        /// Name of the ConfigMap and the Policy.
+        #[arg(long)]
+        name: String,
+        /// Namespace of the ConfigMap.
+        #[arg(long, default_value = "dovetail")]
+        namespace: String,
+    },
 }
 
 #[derive(Args)]
@@ -367,6 +390,22 @@ fn run() -> Result<()> {
         }
         Command::Policy(PolicyCommand::Inspect { policy, json }) => inspect(&policy, json)?,
         Command::Policy(PolicyCommand::Score(args)) => score(args)?,
+        Command::Policy(PolicyCommand::Push {
+            file,
+            target,
+            plain_http,
+        }) => push(&file, &target, plain_http)?,
+        Command::Policy(PolicyCommand::Configmap {
+            file,
+            name,
+            namespace,
+        }) => {
+            let (_, bytes) = checked_component(&file)?;
+            print!(
+                "{}",
+                dovetail::policy::source::config_map_manifests(&name, &namespace, &bytes)?
+            );
+        }
         Command::Bench(BenchCommand::Provisioning { pods, types }) => {
             bench_provisioning(&pods, types)?
         }
@@ -445,6 +484,42 @@ fn component(policy: &str) -> Result<(String, Vec<u8>)> {
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| policy.to_string());
     Ok((name, bytes))
+}
+
+/// A component file that compiles and targets a supported WIT version.
+fn checked_component(file: &std::path::Path) -> Result<(dovetail::policy::ComponentInfo, Vec<u8>)> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let name = file.display().to_string();
+    let info = PolicyEngine::new(EngineConfig::default())?.inspect(&name, &bytes)?;
+    Ok((info, bytes))
+}
+
+fn push(file: &std::path::Path, target: &str, plain_http: bool) -> Result<()> {
+    let Some(reference) = target.strip_prefix("oci://") else {
+        bail!("{target}: give the target as oci://REGISTRY/REPOSITORY:TAG");
+    };
+    let (info, bytes) = checked_component(file)?;
+    let mut settings = dovetail::policy::source::FetchSettings::default();
+    if plain_http {
+        let registry = reference.split('/').next().unwrap_or_default();
+        settings.plain_http.push(registry.to_string());
+    }
+    let title = file
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let pinned = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(dovetail::policy::source::push_oci(
+            &settings, bytes, &info, &title, reference,
+        ))?;
+    eprintln!(
+        "pushed {} ({} bytes, dovetail:policy@{}) to {reference}",
+        info.digest, info.size, info.wit_version
+    );
+    println!("{pinned}");
+    Ok(())
 }
 
 fn inspect(policy: &str, json: bool) -> Result<()> {

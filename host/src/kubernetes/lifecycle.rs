@@ -305,7 +305,8 @@ impl PoolStatus {
                             .map(|s| s.message)
                             .unwrap_or_else(|| e.to_string());
                         missing.push(format!("{role} policy {name} is not serving ({why})"));
-                        in_use.insert(role.into(), json!({"name": name}));
+                        // null: a merge patch removes the digest written while it served.
+                        in_use.insert(role.into(), json!({"name": name, "digest": null}));
                     }
                 }
             }

@@ -278,6 +278,44 @@ pub async fn push_oci(
     ))
 }
 
+/// Largest component a ConfigMap can hold: the API server refuses objects over 1 MiB, and
+/// base64 and the object's metadata take their share.
+pub const CONFIG_MAP_MAX_BYTES: usize = 700 * 1024;
+
+/// A ConfigMap holding `bytes` in `binaryData` under `policy.wasm`, labelled for the Policy
+/// controller's watch, and a Policy named like it that uses it, as two YAML documents.
+pub fn config_map_manifests(name: &str, namespace: &str, bytes: &[u8]) -> Result<String> {
+    use base64::Engine as _;
+    if bytes.len() > CONFIG_MAP_MAX_BYTES {
+        return Err(PolicyError::Publish {
+            target: format!("ConfigMap {namespace}/{name}"),
+            detail: format!(
+                "{} bytes do not fit a ConfigMap (at most {CONFIG_MAP_MAX_BYTES}); build with the release profile of `dovetail policy new`, or publish with `dovetail policy push`",
+                bytes.len()
+            ),
+        });
+    }
+    let config_map = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {crate::kubernetes::observe::POLICY_CONFIG_MAP_LABEL: "true"},
+            "annotations": {"dovetail.sh/digest": digest(bytes)},
+        },
+        "binaryData": {"policy.wasm": base64::engine::general_purpose::STANDARD.encode(bytes)},
+    });
+    let policy = json!({
+        "apiVersion": "dovetail.sh/v1",
+        "kind": "Policy",
+        "metadata": {"name": name},
+        "spec": {"source": {"configMap": {"namespace": namespace, "name": name, "key": "policy.wasm"}}},
+    });
+    let yaml = |v: &serde_json::Value| serde_norway::to_string(v).expect("yaml");
+    Ok(format!("{}---\n{}", yaml(&config_map), yaml(&policy)))
+}
+
 fn oci(settings: &FetchSettings) -> OciClient {
     OciClient::new(ClientConfig {
         protocol: ClientProtocol::HttpsExcept(settings.plain_http.clone()),
