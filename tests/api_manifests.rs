@@ -105,7 +105,7 @@ fn the_crds_carry_their_validation_and_the_chart_ships_the_generated_ones() {
         "name: ec2nodeclasses.aws.dovetail.sh",
         "name: policies.dovetail.sh",
         "exactly one of role and instanceProfile",
-        "exactly one of configMap, url and builtin",
+        "exactly one of builtin, configMap, url, oci and file",
         "schedule and duration go together",
         "- WhenEmptyOrUnderutilized",
         "- DoesNotExist",

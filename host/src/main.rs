@@ -223,6 +223,39 @@ enum PolicyCommand {
         #[arg(long)]
         plain_http: bool,
     },
+    /// Run the checks the controller runs before it serves a component (compile, WIT version,
+    /// exports, `init` with the config, canary rounds: the same code), then the scenarios given.
+    Test {
+        /// The `.wasm` component.
+        file: PathBuf,
+        /// Policy configuration, KEY=VALUE; repeatable.
+        #[arg(long = "config", value_parser = parse_key_value)]
+        config: Vec<(String, String)>,
+        /// Manifests or a Scenario to simulate with the component in every role it exports.
+        #[arg(short = 'f', long = "file")]
+        files: Vec<PathBuf>,
+    },
+    /// Scaffold a policy crate (outside this workspace) that builds as generated.
+    New {
+        /// The policy's name: lowercase letters, digits and '-'.
+        name: String,
+        /// A scoring policy (the default).
+        #[arg(long, conflicts_with_all = ["consolidator", "both"])]
+        scorer: bool,
+        /// A consolidation policy.
+        #[arg(long, conflicts_with = "both")]
+        consolidator: bool,
+        /// A policy that does both.
+        #[arg(long)]
+        both: bool,
+        /// Where to create the crate's directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// A local SDK checkout (`…/dovetail/sdk`) to depend on; by default the checkout this
+        /// binary was built from, else the repository at this release.
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
     /// Print a ConfigMap holding a component (in binaryData, labelled for the controller) and a
     /// Policy that uses it, for `kubectl apply -f -`.
     Configmap {
@@ -395,6 +428,40 @@ fn run() -> Result<()> {
             target,
             plain_http,
         }) => push(&file, &target, plain_http)?,
+        Command::Policy(PolicyCommand::Test {
+            file,
+            config,
+            files,
+        }) => policy_test(&file, config, files)?,
+        Command::Policy(PolicyCommand::New {
+            name,
+            consolidator,
+            both,
+            dir,
+            sdk,
+            ..
+        }) => {
+            use dovetail::policy::scaffold::{Kind, Sdk, new_crate};
+            let kind = match (consolidator, both) {
+                (true, _) => Kind::Consolidator,
+                (_, true) => Kind::Both,
+                _ => Kind::Scorer,
+            };
+            let sdk = match sdk {
+                Some(p) => Sdk::Path(
+                    p.canonicalize()
+                        .with_context(|| format!("--sdk {}", p.display()))?,
+                ),
+                None => Sdk::detect(),
+            };
+            for f in new_crate(&dir, &name, kind, &sdk)? {
+                println!("created {}", f.display());
+            }
+            println!(
+                "\nnext: cd {} && cargo test && cargo build --release --target wasm32-wasip2",
+                dir.join(&name).display()
+            );
+        }
         Command::Policy(PolicyCommand::Configmap {
             file,
             name,
@@ -492,6 +559,77 @@ fn checked_component(file: &std::path::Path) -> Result<(dovetail::policy::Compon
     let name = file.display().to_string();
     let info = PolicyEngine::new(EngineConfig::default())?.inspect(&name, &bytes)?;
     Ok((info, bytes))
+}
+
+/// `dovetail policy test`: what the controller checks, then the scenarios.
+fn policy_test(
+    file: &std::path::Path,
+    config: Vec<(String, String)>,
+    files: Vec<PathBuf>,
+) -> Result<()> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let name = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().replace('_', "-"))
+        .unwrap_or_else(|| "policy".into());
+    let registry =
+        dovetail::policy::PolicyRegistry::new(PolicyEngine::new(EngineConfig::default())?);
+    let started = std::time::Instant::now();
+    let policy = match registry.prepare(
+        &name,
+        &bytes,
+        config.clone(),
+        Limits::default(),
+        dovetail::policy::canary::Roles::default(),
+    ) {
+        Ok(p) => p,
+        Err(e) => bail!(
+            "refused ({}): {}",
+            e.reason(),
+            dovetail::bounded::bounded(&e.to_string(), 4096)
+        ),
+    };
+    let info = policy.info();
+    println!(
+        "{}: {} ({} bytes), dovetail:policy@{}",
+        file.display(),
+        info.digest,
+        info.size,
+        info.wit_version
+    );
+    let roles: Vec<&str> = [
+        ("scoring", info.scoring),
+        ("consolidation", info.consolidation),
+    ]
+    .into_iter()
+    .filter_map(|(r, has)| has.then_some(r))
+    .collect();
+    println!(
+        "accepted in {:.0} ms: compiles, links, init takes the config, canary {} round(s) pass",
+        started.elapsed().as_secs_f64() * 1000.0,
+        roles.join(" and ")
+    );
+    if files.is_empty() {
+        return Ok(());
+    }
+    let texts = files
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .map(|t| (f.display().to_string(), t))
+                .with_context(|| format!("reading {}", f.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let opts = dovetail::sim::SimOptions {
+        scoring: info.scoring.then(|| name.clone()),
+        consolidation: info.consolidation.then(|| name.clone()),
+        policies: vec![(name.clone(), bytes, config)],
+        ..Default::default()
+    };
+    let report = dovetail::sim::simulate(&texts, &opts)?;
+    println!();
+    print!("{}", report.summary());
+    Ok(())
 }
 
 fn push(file: &std::path::Path, target: &str, plain_http: bool) -> Result<()> {
@@ -846,10 +984,29 @@ fn simulate(
             ..Default::default()
         };
         for pair in set.unwrap_or_default().split(',').filter(|p| !p.is_empty()) {
-            match pair.split_once('=') {
-                Some(("scoring", v)) => opts.scoring = Some(v.to_string()),
-                Some(("consolidation", v)) => opts.consolidation = Some(v.to_string()),
-                _ => bail!("policy set {pair:?}: use scoring=NAME and/or consolidation=NAME"),
+            let (role, v) = match pair.split_once('=') {
+                Some((role @ ("scoring" | "consolidation"), v)) => (role, v),
+                _ => bail!(
+                    "policy set {pair:?}: use scoring=NAME and/or consolidation=NAME (NAME: a built-in or a .wasm file)"
+                ),
+            };
+            // A path names a component of the user's: loaded under its file's stem.
+            let name = if v.ends_with(".wasm") || v.contains('/') {
+                let bytes = std::fs::read(v)
+                    .with_context(|| format!("policy set {pair:?}: reading {v}"))?;
+                let name = std::path::Path::new(v)
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().replace('_', "-"))
+                    .unwrap_or_else(|| v.to_string());
+                opts.policies.push((name.clone(), bytes, Vec::new()));
+                name
+            } else {
+                v.to_string()
+            };
+            if role == "scoring" {
+                opts.scoring = Some(name);
+            } else {
+                opts.consolidation = Some(name);
             }
         }
         Ok(opts)

@@ -9,6 +9,7 @@
 //! - [`round`]: a scoring round and its packed launch options.
 //! - [`ranking`]: scores → launch order.
 //! - [`canary`]: the rounds a component must pass before it serves.
+//! - [`scaffold`]: `dovetail policy new`'s crate.
 //! - [`source`]: fetching components (HTTPS, OCI) and publishing them.
 
 pub mod bindings;
@@ -22,6 +23,7 @@ pub mod ranking;
 pub mod registry;
 pub mod round;
 mod sandbox;
+pub mod scaffold;
 pub mod source;
 
 pub use bindings::types;

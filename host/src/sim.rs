@@ -945,25 +945,45 @@ fn pdb(file: &str, document: serde_json::Value) -> Result<Pdb, SimError> {
     crate::scheduling::from_kube::pdb(&b).map_err(|e| SimError::Input(format!("{file}: {e}")))
 }
 
-/// Loads a Policy manifest into the registry (built-in sources; the simulator has no cluster to
-/// read ConfigMaps from and fetches nothing).
+/// Loads a Policy manifest into the registry: a built-in, or a local component (`file`, relative
+/// to the manifest's directory). The simulator has no cluster to read ConfigMaps from and
+/// fetches nothing, so other sources are refused with what to use instead.
 fn apply_policy(
     registry: &PolicyRegistry,
     file: &str,
     p: &crate::api::Policy,
 ) -> Result<(), SimError> {
     let name = p.metadata.name.clone().unwrap_or_default();
-    let Some(builtin) = &p.spec.source.builtin else {
+    let src = &p.spec.source;
+    let wasm: std::borrow::Cow<'static, [u8]> = if let Some(builtin) = &src.builtin {
+        let b = crate::policy::builtin::find(builtin).ok_or_else(|| {
+            SimError::Input(format!(
+                "{file}: Policy {name}: spec.source.builtin: no built-in {builtin:?} (built-ins: {})",
+                crate::policy::builtin::names().join(", ")
+            ))
+        })?;
+        b.wasm.into()
+    } else if let Some(path) = &src.file {
+        // A step's label is "FILE spec.steps[i].apply": paths are relative to FILE's directory.
+        let manifest = file.split(" spec.steps[").next().unwrap_or(file);
+        let dir = std::path::Path::new(manifest)
+            .parent()
+            .unwrap_or(std::path::Path::new(""));
+        let at = dir.join(path);
+        std::fs::read(&at)
+            .map_err(|e| {
+                SimError::Input(format!(
+                    "{file}: Policy {name}: spec.source.file: cannot read {}: {e}",
+                    at.display()
+                ))
+            })?
+            .into()
+    } else {
         return Err(SimError::Input(format!(
-            "{file}: Policy {name}: the simulator runs built-in sources only (spec.source.builtin)"
+            "{file}: Policy {name}: the simulator reads builtin and file sources; {} is read by the controller in a cluster (use spec.source.file to try the component here)",
+            src.describe()
         )));
     };
-    let b = crate::policy::builtin::find(builtin).ok_or_else(|| {
-        SimError::Input(format!(
-            "{file}: Policy {name}: spec.source.builtin: no built-in {builtin:?} (built-ins: {})",
-            crate::policy::builtin::names().join(", ")
-        ))
-    })?;
     let config = p
         .spec
         .config
@@ -984,7 +1004,7 @@ fn apply_policy(
             .and_then(|l| l.memory_mib)
             .map(u64::from),
     };
-    registry.apply(&name, b.wasm, config, limits)?;
+    registry.apply(&name, &wasm, config, limits)?;
     Ok(())
 }
 
