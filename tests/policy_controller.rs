@@ -3,7 +3,6 @@
 //! pushed with `dovetail policy push`, read back with `skopeo`) and on an HTTPS server.
 
 #[path = "aws/fault_proxy.rs"]
-#[allow(dead_code)]
 mod fault_proxy;
 #[path = "controller/harness.rs"]
 mod harness;

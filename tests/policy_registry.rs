@@ -60,10 +60,10 @@ fn a_swap_takes_effect_for_the_next_round_while_held_rounds_finish_on_the_old_on
         .apply(
             "p",
             &fixture("hostile"),
-            vec![("mode".into(), "error".into())],
+            vec![("mode".into(), "sly-nan".into())],
             Limits::default(),
         )
-        .unwrap();
+        .expect("it passes the canary rounds");
     let round = scoring_round(30, 2);
     assert!(
         in_flight.score(&round).is_ok(),
@@ -93,13 +93,47 @@ fn built_ins_are_served_by_name_without_a_policy_resource() {
 }
 
 #[test]
+fn a_version_that_fails_its_canary_round_is_refused_and_the_last_good_serves() {
+    let registry = PolicyRegistry::new(engine());
+    let good = registry
+        .apply("p", builtin_wasm("cheapest"), vec![], Limits::default())
+        .unwrap();
+    for (mode, reason) in [
+        ("nan", "ContractViolation"),
+        ("error", "DecisionFailed"),
+        ("spin", "DeadlineExceeded"),
+    ] {
+        let err = registry
+            .apply(
+                "p",
+                &fixture("hostile"),
+                vec![("mode".into(), mode.into())],
+                limits(100, 64),
+            )
+            .unwrap_err();
+        assert_eq!(err.reason(), reason, "{mode}: {err}");
+        assert!(
+            err.to_string().starts_with("canary scoring round: "),
+            "{err}"
+        );
+        assert_eq!(registry.get("p").unwrap().info().digest, good.info().digest);
+        let status = registry.status("p").unwrap();
+        assert!(status.ready, "the last good version serves");
+        assert_eq!(
+            status.serving_digest.as_deref(),
+            Some(good.info().digest.as_str())
+        );
+    }
+}
+
+#[test]
 fn a_failed_decision_is_reported_while_the_policy_keeps_its_place() {
     let registry = PolicyRegistry::new(engine());
     let policy = registry
         .apply(
             "p",
             &fixture("hostile"),
-            vec![("mode".into(), "nan".into())],
+            vec![("mode".into(), "sly-nan".into())],
             Limits::default(),
         )
         .unwrap();
@@ -115,5 +149,37 @@ fn a_failed_decision_is_reported_while_the_policy_keeps_its_place() {
     assert_eq!(
         registry.get("p").unwrap().info().digest,
         policy.info().digest
+    );
+}
+
+#[test]
+fn a_forty_megabyte_init_error_reaches_the_status_bounded_and_without_control_characters() {
+    let registry = PolicyRegistry::new(engine());
+    let err = registry
+        .apply(
+            "hostile",
+            &fixture("hostile"),
+            vec![("mode".to_string(), "forge-init".to_string())],
+            // Room for the 40 MB string in the guest.
+            limits(5_000, 256),
+        )
+        .unwrap_err();
+    assert_eq!(err.reason(), "ConfigRejected");
+    let status = registry.status("hostile").expect("a status");
+    assert!(!status.ready);
+    assert!(
+        status.message.len() <= 4096,
+        "status message of {} bytes",
+        status.message.len()
+    );
+    assert!(
+        !status.message.chars().any(|c| c.is_control()),
+        "no raw newline, CR or ESC: {:?}",
+        &status.message[..200.min(status.message.len())]
+    );
+    assert!(status.message.contains("forged line"), "{}", status.message);
+    assert_eq!(
+        status.refused_digest,
+        Some(dovetail::policy::inspect::digest(&fixture("hostile")))
     );
 }

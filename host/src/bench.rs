@@ -509,3 +509,51 @@ spec:
         wall,
     })
 }
+
+/// What loading a new version of a policy costs, per built-in component.
+#[derive(Debug, Clone)]
+pub struct LoadFigures {
+    pub policy: &'static str,
+    pub size: usize,
+    /// Compile (Cranelift), link and the header checks: a digest never seen.
+    pub first_load: Duration,
+    /// The same digest again: the compiled component is reused.
+    pub cache_hit: Duration,
+    /// Everything the controller does before a swap on a cache hit: `init` and the canary
+    /// rounds.
+    pub validate: Duration,
+}
+
+/// Loads every built-in on a fresh engine, then again, then validates it as the Policy
+/// controller does (`PolicyRegistry::prepare`).
+pub fn load() -> Result<Vec<LoadFigures>, PolicyError> {
+    let registry = crate::policy::PolicyRegistry::new(PolicyEngine::new(EngineConfig::default())?);
+    let mut out = Vec::new();
+    for b in builtin::all() {
+        let engine = registry.engine();
+        let t = Instant::now();
+        let first = engine.load(b.name, b.wasm, Vec::new(), Limits::default())?;
+        let first_load = t.elapsed();
+        let t = Instant::now();
+        let again = engine.load(b.name, b.wasm, Vec::new(), Limits::default())?;
+        let cache_hit = t.elapsed();
+        let t = Instant::now();
+        registry.prepare(
+            b.name,
+            b.wasm,
+            Vec::new(),
+            Limits::default(),
+            crate::policy::canary::Roles::default(),
+        )?;
+        let validate = t.elapsed();
+        drop((first, again));
+        out.push(LoadFigures {
+            policy: b.name,
+            size: b.wasm.len(),
+            first_load,
+            cache_hit,
+            validate,
+        });
+    }
+    Ok(out)
+}

@@ -337,6 +337,9 @@ enum BenchCommand {
         #[arg(long, default_value_t = 20000)]
         pods: usize,
     },
+    /// Load every built-in component as a new Policy version: first compile, a cache hit, and
+    /// the checks before a swap (init and canary rounds).
+    Load,
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -477,6 +480,28 @@ fn run() -> Result<()> {
             bench_provisioning(&pods, types)?
         }
         Command::Bench(BenchCommand::Disruption { pods }) => bench_disruption(pods)?,
+        Command::Bench(BenchCommand::Load) => {
+            if cfg!(debug_assertions) {
+                eprintln!(
+                    "note: a debug build; run `cargo run --release -p dovetail -- bench load` for real figures"
+                );
+            }
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            println!(
+                "{:<16} {:>9} {:>14} {:>13} {:>16}",
+                "policy", "bytes", "first load ms", "cache hit ms", "validate ms"
+            );
+            for f in bench::load()? {
+                println!(
+                    "{:<16} {:>9} {:>14.1} {:>13.3} {:>16.2}",
+                    f.policy,
+                    f.size,
+                    ms(f.first_load),
+                    ms(f.cache_hit),
+                    ms(f.validate)
+                );
+            }
+        }
         Command::Bench(BenchCommand::Controller { pods }) => {
             let f = bench::controller::run(pods).map_err(anyhow::Error::msg)?;
             println!("pods {}, nodes {}", f.pods, f.nodes);

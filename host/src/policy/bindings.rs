@@ -1,27 +1,19 @@
-//! Host bindings of `dovetail:policy@0.1.0`, one module per world.
+//! Host bindings, one module per released `dovetail:policy` version, as Zed's extension host
+//! keeps one per extension API version: a component built against any released version keeps
+//! loading after the interface moves on.
 //!
-//! NB: a component that exports both interfaces (the `policy` world) is driven through both
-//! modules: a world's `…Pre::new` only needs its own exports to be present.
+//! The newest version's types are the host's own ([`types`]); the engine reads a component's
+//! version ([`super::inspect`]) and drives it through that version's module. Releasing 0.2.0
+//! means: `wit/0.2.0/`, a `v0_2` module here that becomes [`latest`], conversions from the new
+//! types to `v0_1`'s in `v0_1`, a variant per version where the engine holds a component's
+//! bindings, and "0.2" in [`SUPPORTED`]. `tests/wit_versions.rs` keeps a component frozen at
+//! each released version and checks that it still loads and decides.
 
-/// The `scorer` world; owns the shared `types` and `log` bindings.
-pub mod scorer {
-    wasmtime::component::bindgen!({
-        path: "../wit/0.1.0",
-        world: "scorer",
-        additional_derives: [PartialEq],
-    });
-}
+pub mod v0_1;
 
-/// The `consolidator` world, reusing the shared bindings of [`scorer`].
-pub mod consolidator {
-    wasmtime::component::bindgen!({
-        path: "../wit/0.1.0",
-        world: "consolidator",
-        with: {
-            "dovetail:policy/types": super::scorer::dovetail::policy::types,
-            "dovetail:policy/log": super::scorer::dovetail::policy::log,
-        },
-    });
-}
+pub use latest::types;
+/// The newest version: the types decisions are made in.
+pub use v0_1 as latest;
 
-pub use scorer::dovetail::policy::types;
+/// Every `major.minor` this host runs, oldest first.
+pub const SUPPORTED: &[&str] = &[v0_1::VERSION];

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap};
 
-use super::bindings::consolidator::{Consolidator, ConsolidatorPre};
-use super::bindings::scorer::{Scorer, ScorerPre};
+use super::bindings::latest::consolidator::{Consolidator, ConsolidatorPre};
+use super::bindings::latest::scorer::{Scorer, ScorerPre};
 use super::bindings::types::{Action, ClaimScores, ConsolidationRound};
 use super::contract;
 use super::error::{PolicyError, Result};
@@ -124,7 +124,7 @@ impl PolicyEngine {
 
         let mut linker = Linker::<Sandbox>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(engine_err)?;
-        super::bindings::scorer::dovetail::policy::log::add_to_linker::<
+        super::bindings::latest::scorer::dovetail::policy::log::add_to_linker::<
             Sandbox,
             wasmtime::component::HasSelf<Sandbox>,
         >(&mut linker, |s| s)

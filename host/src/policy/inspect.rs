@@ -12,7 +12,7 @@ use super::error::{PolicyError, Result};
 pub const WIT_PACKAGE: &str = "dovetail:policy";
 /// Versions of the WIT package this controller runs, as `major.minor` (0.x versions are
 /// compatible within one minor, as in semver).
-pub const SUPPORTED_WIT: &[&str] = &["0.1"];
+pub const SUPPORTED_WIT: &[&str] = super::bindings::SUPPORTED;
 
 /// Facts about a component, shown by `dovetail policy inspect` and in the Policy's status.
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -78,7 +78,7 @@ impl WasiView for Sandbox {
     }
 }
 
-impl super::bindings::scorer::dovetail::policy::log::Host for Sandbox {
+impl super::bindings::latest::scorer::dovetail::policy::log::Host for Sandbox {
     fn log(&mut self, level: LogLevel, message: String) {
         self.log_lines += 1;
         if self.log_lines > MAX_LOG_LINES {

@@ -1,7 +1,9 @@
 //! A policy that misbehaves on request (`config: {mode: …}`), so the sandbox is tested against
 //! real compiled components. Modes: `good` (default, cheapest), `spin`, `spin-init`, `bomb`,
 //! `trap`, `nan`, `short`, `bad-veto`, `reject`, `error`, `bad-index`, `twice`, `probe`,
-//! `forge` (an error with newlines, ANSI escapes and 40 MB, after a log line of the same).
+//! `forge` (an error with newlines, ANSI escapes and 40 MB, after a log line of the same),
+//! `forge-init` (the same error from `init`), `sly-nan` (good in the controller's canary rounds,
+//! NaN scores otherwise).
 
 use dovetail_policy_sdk::{
     Action, Claim, ClaimScores, ConsolidationRound, Consolidator, LaunchCandidate, Params, Policy,
@@ -18,6 +20,10 @@ impl Policy for Hostile {
         match mode.as_str() {
             "reject" => Err("mode=reject: this configuration is refused on purpose".into()),
             "spin-init" => spin(),
+            "forge-init" => Err(format!(
+                "ok\nlevel=ERROR msg=\"forged line\"\r\x1b[31mred{}",
+                "x".repeat(40 << 20)
+            )),
             _ => Ok(Hostile { mode }),
         }
     }
@@ -64,7 +70,14 @@ impl Scorer for Hostile {
                 .map(|&o| Ok(self.score_option(claim, round.resolve(o)?)))
                 .collect::<Result<ClaimScores, String>>()
         };
-        match self.mode.as_str() {
+        // The canary rounds' NodePool is "canary": a policy can tell them apart, so a canary
+        // cannot catch every failure (`sly-nan` passes it, then answers NaN).
+        let mode = match self.mode.as_str() {
+            "sly-nan" if claim.node_pool == "canary" => "good",
+            "sly-nan" => "nan",
+            m => m,
+        };
+        match mode {
             "spin" => spin(),
             "bomb" => bomb(),
             "trap" => panic!("hostile policy panicked on purpose"),
