@@ -457,6 +457,66 @@ fn interruption_messages_are_handled_deleted_and_counted_and_the_loop_survives_g
 }
 
 #[test]
+fn a_failing_delete_of_garbage_does_not_cost_the_spot_warning_of_the_same_poll() {
+    let Some(moto) = Moto::start() else { return };
+    let rt = runtime();
+    let proxy = FaultProxy::start(&moto.endpoint, &["--fail", "AmazonSQS.DeleteMessageBatch"]);
+    let (sqs, url) = rt.block_on(async {
+        let direct = aws_sdk_sqs::Client::new(&moto.config().await);
+        let url = direct
+            .create_queue()
+            .queue_name("dovetail-interruption")
+            .send()
+            .await
+            .unwrap()
+            .queue_url()
+            .unwrap()
+            .to_string();
+        for body in ["not json", r#"{"detail-type":"EC2 AMI State Change","detail":{}}"#] {
+            direct.send_message().queue_url(&url).message_body(body).send().await.unwrap();
+        }
+        let spot = r#"{"version":"0","id":"2","detail-type":"EC2 Spot Instance Interruption Warning","source":"aws.ec2","account":"123456789012","time":"2026-11-23T12:00:00Z","region":"us-east-1","resources":[],"detail":{"instance-id":"i-0fedcba9876543210","instance-action":"terminate"}}"#;
+        direct.send_message().queue_url(&url).message_body(spot).send().await.unwrap();
+        // The queue client of the test goes through the proxy: its batch deletes fail.
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(&proxy.url)
+            .load()
+            .await;
+        (aws_sdk_sqs::Client::new(&config), url)
+    });
+    let mut queue = Queue::new(sqs, &url);
+    queue.wait = Duration::from_secs(1);
+    let handled = rt.block_on(async {
+        let mut handled = Vec::new();
+        for _ in 0..10 {
+            for r in queue
+                .poll()
+                .await
+                .expect("a failed delete is not a failed poll")
+            {
+                handled.push(r.notice);
+            }
+            if !handled.is_empty() {
+                break;
+            }
+        }
+        handled
+    });
+    assert_eq!(handled.len(), 1, "the spot warning is acted on");
+    assert_eq!(handled[0].instance_ids, vec!["i-0fedcba9876543210"]);
+    let m = &queue.metrics;
+    assert_eq!(m.deleted, 0, "the deletes failed: {m:?}");
+    let dropped: u64 = m
+        .received
+        .iter()
+        .filter(|(k, _)| k.as_str() != "spot_interruption")
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(dropped, 2, "both bad messages were read and counted: {m:?}");
+}
+
+#[test]
 fn a_launch_adopted_after_a_restart_records_what_runs_not_the_first_choice() {
     let Some(moto) = Moto::start() else { return };
     seed(&moto, true);

@@ -306,6 +306,58 @@ fn a_pdb_with_max_unavailable_zero_blocks_the_drain_until_it_is_relaxed() {
 }
 
 #[test]
+fn a_failing_termination_names_the_node_the_call_and_the_error_once() {
+    let Some((moto, _rt, api)) = world() else {
+        return;
+    };
+    api.put("dovetail.sh/v1/nodepools", node_pool("1h"));
+    let proxy = fault_proxy::FaultProxy::start(&moto.endpoint, &["--fail", "TerminateInstances"]);
+    let mut settings = settings(&moto);
+    settings.aws.endpoint = Some(proxy.url.clone());
+    let _controller = Running::start(&api, settings);
+    run_pods(&api, &moto, 1);
+    let node = name(&api.list(NODES)[0]);
+    let claim = name(&api.list(CLAIMS)[0]);
+    let instance = api.list(CLAIMS)[0]["status"]["providerID"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    api.delete(NODES, "", &node);
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(15) {
+        play_kubelet_and_scheduler(&api, &live(&moto));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let e = event(&api, "FailedTerminating", Some(&claim));
+    let note = e["note"].as_str().unwrap();
+    assert!(
+        note.contains(&format!("terminating {instance}"))
+            && note.contains(&format!("instance {instance}: TerminateInstances"))
+            && note.contains("InternalError"),
+        "the instance, the call and the error: {note}"
+    );
+    assert!(!note.contains("nodeclaim :"), "no empty claim name: {note}");
+    let failures: Vec<_> = api
+        .list("events.k8s.io/v1/events")
+        .into_iter()
+        .filter(|e| e["reason"] == "FailedTerminating")
+        .collect();
+    assert_eq!(
+        failures.len(),
+        1,
+        "retried every round, told once: {failures:#?}"
+    );
+    assert!(live(&moto).contains(&instance), "the instance still runs");
+    assert!(
+        api.get(NODES, "", &node).is_some(),
+        "the node waits for its instance"
+    );
+}
+
+#[test]
 fn an_instance_whose_node_never_registers_is_cleaned_up_by_liveness() {
     let Some((moto, _rt, api)) = world() else {
         return;

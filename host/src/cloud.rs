@@ -36,7 +36,7 @@ pub struct Instance {
     pub offer: Offer,
 }
 
-/// Cloud errors, each naming the NodeClaim.
+/// Cloud errors, each naming what it is about (a NodeClaim, an instance).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CloudError {
     /// Every offer was out of capacity (each is now cached as unavailable).
@@ -48,10 +48,11 @@ pub enum CloudError {
     /// The provider cannot launch yet (e.g. its node class did not resolve).
     #[error("nodeclaim {claim}: not ready to launch: {reason}")]
     NotReady { claim: String, reason: String },
-    /// A cloud API call failed.
-    #[error("nodeclaim {claim}: {call}: {message}")]
+    /// A cloud API call failed. `subject` is what it was about (`nodeclaim default-00001`,
+    /// `instance i-0123…`), empty for a call about the account (discovery, garbage collection).
+    #[error("{}{call}: {message}", if subject.is_empty() { String::new() } else { format!("{subject}: ") })]
     Api {
-        claim: String,
+        subject: String,
         call: &'static str,
         message: String,
     },

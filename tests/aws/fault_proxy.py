@@ -7,6 +7,10 @@
   then the process whose pid the file holds is killed (SIGKILL) before the answer reaches it: a
   controller that crashed right after launching.
 
+- `--fail CALL`: a call is answered 500 InternalError and not forwarded — a JSON-protocol call
+  by its X-Amz-Target (`AmazonSQS.DeleteMessageBatch`), a query-protocol one by its Action
+  (`TerminateInstances`).
+
 And one stand-in: `--ssm-parameter NAME=VALUE` answers SSM GetParameter for NAME as AWS would.
 moto refuses to store parameters under the reserved `/aws/` prefix, where AWS publishes the
 EKS-optimized AMI ids; the proxy plays that public parameter.
@@ -79,6 +83,24 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        if self.headers.get("X-Amz-Target") in ARGS.fail:
+            data = b'{"__type":"InternalError","message":"fault proxy: injected failure"}'
+            self.send_response(500)
+            self.send_header("Content-Type", "application/x-amz-json-1.0")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
+        action = dict(urllib.parse.parse_qsl(body.decode(errors="replace"))).get("Action") if body else None
+        if action and action in ARGS.fail:
+            data = ("<Response><Errors><Error><Code>InternalError</Code><Message>fault proxy: injected "
+                    f"{action} failure</Message></Error></Errors><RequestID>fault</RequestID></Response>").encode()
+            self.send_response(500)
+            self.send_header("Content-Type", "text/xml")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         if self.headers.get("X-Amz-Target") == "AmazonSSM.GetParameter":
             import json
             name = json.loads(body or b"{}").get("Name")
@@ -182,6 +204,7 @@ def main():
     p.add_argument("--ice", action="append", default=[], help="TYPE:ZONE")
     p.add_argument("--kill-after-create-fleet", metavar="PIDFILE")
     p.add_argument("--ssm-parameter", action="append", default=[], metavar="NAME=VALUE")
+    p.add_argument("--fail", action="append", default=[], metavar="CALL")
     ARGS = p.parse_args()
     ThreadingHTTPServer(("127.0.0.1", ARGS.port), Handler).serve_forever()
 

@@ -1010,7 +1010,11 @@ impl CloudProvider for AwsCloud {
         {
             Ok(_) => Ok(()),
             Err(e) if sdk_message(&e).contains("InvalidInstanceID.NotFound") => Ok(()),
-            Err(e) => Err(api_error("", "TerminateInstances", sdk_message(&e))),
+            Err(e) => Err(CloudError::Api {
+                subject: format!("instance {id}"),
+                call: "TerminateInstances",
+                message: sdk_message(&e),
+            }),
         }
     }
 
@@ -1153,9 +1157,14 @@ fn describe_terms<'a>(
     }
 }
 
+/// A failed call about a NodeClaim (`claim` non-empty) or about the account.
 fn api_error(claim: &str, call: &'static str, message: impl std::fmt::Display) -> CloudError {
     CloudError::Api {
-        claim: claim.to_string(),
+        subject: if claim.is_empty() {
+            String::new()
+        } else {
+            format!("nodeclaim {claim}")
+        },
         call,
         message: message.to_string(),
     }
