@@ -705,3 +705,50 @@ fn refused_writes_are_retried_and_every_instance_belongs_to_exactly_one_claim() 
     ids.sort();
     assert_eq!(claimed, ids);
 }
+
+#[test]
+fn the_double_refuses_what_the_crds_refuse_and_ratchets_an_old_invalid_object() {
+    logs();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let api = dovetail_apiserver_double::ApiServer::start(&rt);
+    api.validate_with(crd_validator());
+    let client = {
+        let _enter = rt.enter();
+        kube::Client::try_from(api.config()).unwrap()
+    };
+    let pools: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(
+        client,
+        &kube::api::ApiResource::erase::<dovetail::api::NodePool>(&()),
+    );
+    let mut bad = node_pool("banana");
+    bad["metadata"]["name"] = "bad".into();
+    let obj: kube::api::DynamicObject = serde_json::from_value(bad.clone()).unwrap();
+    let err = rt
+        .block_on(pools.create(&Default::default(), &obj))
+        .unwrap_err();
+    match err {
+        kube::Error::Api(s) => {
+            assert_eq!(s.code, 422);
+            assert!(
+                s.message.contains("spec.disruption.consolidateAfter"),
+                "{}",
+                s.message
+            );
+        }
+        e => panic!("expected 422 Invalid, got {e}"),
+    }
+    // Stored before the schema said so (put by the test): its status still writes.
+    api.put("dovetail.sh/v1/nodepools", bad);
+    let status = json!({"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "InvalidSpec",
+        "message": "m", "lastTransitionTime": "2026-12-02T00:00:00Z"}]}});
+    rt.block_on(pools.patch_status(
+        "bad",
+        &Default::default(),
+        &kube::api::Patch::Merge(&status),
+    ))
+    .expect("ratcheting lets an unchanged invalid field through");
+}

@@ -329,6 +329,17 @@ pub fn run_pods(api: &ApiServer, moto: &Moto, n: usize) {
     );
 }
 
+/// What the controller writes is checked against the CRDs' schema and CEL rules, as a real API
+/// server would.
+pub fn crd_validator() -> dovetail_apiserver_double::Validator {
+    Box::new(|object| {
+        dovetail::api::validate::validate(object["kind"].as_str().unwrap_or_default(), object)
+            .iter()
+            .map(|v| v.to_string())
+            .collect()
+    })
+}
+
 /// moto with a seeded account, the double with the default node class, on a runtime.
 pub fn world() -> Option<(Moto, tokio::runtime::Runtime, ApiServer)> {
     logs();
@@ -340,6 +351,7 @@ pub fn world() -> Option<(Moto, tokio::runtime::Runtime, ApiServer)> {
         .build()
         .unwrap();
     let api = ApiServer::start(&rt);
+    api.validate_with(crd_validator());
     api.put("aws.dovetail.sh/v1/ec2nodeclasses", node_class());
     Some((moto, rt, api))
 }

@@ -24,6 +24,14 @@
 //! - **Eviction** (`pods/{name}/eviction`): refused with 429 and the real message when a
 //!   PodDisruptionBudget of the namespace (matchLabels) would be violated, counting Running
 //!   pods as healthy; otherwise the pod is deleted.
+//! - **Schema validation** (opt-in, [`ApiServer::validate_with`]): HTTP creates and updates
+//!   (status writes included) are checked by a validator the test hands in — the CRDs' own schema
+//!   and CEL rules, as the real server applies them — and refused with 422 `Invalid`. An update is
+//!   refused only for violations the stored object did not already have, as CRD validation
+//!   ratcheting (KEP-4008, on by default since 1.30) lets unchanged invalid fields through: a
+//!   status write to an old, now-invalid object succeeds. Objects put by the test itself
+//!   ([`ApiServer::put`]) are not checked: they stand for old objects or a CRD without
+//!   validation.
 //! - **Request log**: method, path, query, body and field manager of every request.
 //! - **Faults**: the next N writes can be answered 409 or 429 (a fault-injecting mode).
 
@@ -89,8 +97,12 @@ pub struct ApiServer {
     /// Held across a patch, so the ownership check and the write are one step.
     patching: Arc<Mutex<()>>,
     events: broadcast::Sender<WatchEvent>,
+    validator: Arc<std::sync::OnceLock<Validator>>,
     pub addr: SocketAddr,
 }
+
+/// Checks an object as it would be stored; the violations, empty when it is valid.
+pub type Validator = Box<dyn Fn(&Value) -> Vec<String> + Send + Sync>;
 
 impl ApiServer {
     /// Starts the double on a free loopback port, on the given runtime.
@@ -104,6 +116,7 @@ impl ApiServer {
             state: Arc::default(),
             patching: Arc::default(),
             events: tx,
+            validator: Arc::default(),
             addr,
         };
         let s = server.clone();
@@ -117,6 +130,34 @@ impl ApiServer {
             axum::serve(listener, app).await.expect("serving");
         });
         server
+    }
+
+    /// Checks every HTTP create and update with `validator` from now on (set once).
+    pub fn validate_with(&self, validator: Validator) {
+        let _ = self.validator.set(validator);
+    }
+
+    /// 422 Invalid, as the real server answers, when the validator refuses `object` for
+    /// something `old` (the stored version, on an update) did not already break.
+    fn invalid(&self, object: &Value, old: Option<&Value>) -> Option<Response> {
+        let Some(validate) = self.validator.get() else {
+            return None;
+        };
+        let before = old.map(|o| validate(o)).unwrap_or_default();
+        let violations: Vec<String> = validate(object)
+            .into_iter()
+            .filter(|v| !before.contains(v))
+            .collect();
+        if violations.is_empty() {
+            return None;
+        }
+        let kind = object["kind"].as_str().unwrap_or("object");
+        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+        Some(status(
+            422,
+            "Invalid",
+            &format!("{kind} \"{name}\" is invalid: {}", violations.join(", ")),
+        ))
     }
 
     /// A kube client configuration pointing here.
@@ -472,6 +513,9 @@ impl ApiServer {
                 &format!("{} \"{name}\" already exists", path.plural),
             );
         }
+        if let Some(refused) = self.invalid(&obj, None) {
+            return refused;
+        }
         stamp_new(&mut obj, st.rv + 1);
         self.commit(&mut st, key, obj.clone(), "ADDED");
         let obj = st
@@ -588,6 +632,9 @@ impl ApiServer {
             }
         }
         keep_identity(&old, &mut new);
+        if let Some(refused) = self.invalid(&new, Some(&old)) {
+            return refused;
+        }
         let deleting = !new["metadata"]["deletionTimestamp"].is_null();
         let finalizers_left = new["metadata"]["finalizers"]
             .as_array()
