@@ -140,10 +140,8 @@ impl ApiServer {
     /// 422 Invalid, as the real server answers, when the validator refuses `object` for
     /// something `old` (the stored version, on an update) did not already break.
     fn invalid(&self, object: &Value, old: Option<&Value>) -> Option<Response> {
-        let Some(validate) = self.validator.get() else {
-            return None;
-        };
-        let before = old.map(|o| validate(o)).unwrap_or_default();
+        let validate = self.validator.get()?;
+        let before = old.map(validate).unwrap_or_default();
         let violations: Vec<String> = validate(object)
             .into_iter()
             .filter(|v| !before.contains(v))
