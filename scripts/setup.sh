@@ -17,6 +17,13 @@ if ! python3 -c "import prometheus_client.openmetrics.parser" 2>/dev/null; then
     python3 -m pip install --quiet 'prometheus-client>=0.20'
 fi
 
+# The installation checks: the real Helm library (helm-python-sdk, no helm binary), Kubernetes
+# schemas (kubernetes-validate), checkov, cfn-lint. (boto3 comes with moto.)
+if ! python3 -c "import helm_python, kubernetes_validate" 2>/dev/null \
+    || ! command -v checkov >/dev/null || ! command -v cfn-lint >/dev/null; then
+    python3 -m pip install --quiet 'helm-python-sdk>=0.2.2' 'kubernetes-validate>=1.33' 'checkov>=3.2' 'cfn-lint>=1.20'
+fi
+
 # The policy-distribution tests run a real OCI registry (the CNCF Distribution registry, Debian's
 # docker-registry), read what we push with skopeo, and make certificates with openssl.
 need=()

@@ -112,11 +112,11 @@ fn the_crds_carry_their_validation_and_the_chart_ships_the_generated_ones() {
     ] {
         assert!(yaml.contains(needle), "{needle} missing from the CRDs");
     }
-    let chart = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/dovetail/crds/crds.yaml"))
-        .expect("charts/dovetail/crds/crds.yaml: regenerate with `cargo run -p dovetail -- crds > charts/dovetail/crds/crds.yaml`");
+    let chart = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/dovetail-crd/templates/crds.yaml"))
+        .expect("charts/dovetail-crd/templates/crds.yaml: regenerate with `cargo run -p dovetail -- crds > charts/dovetail-crd/templates/crds.yaml`");
     assert!(
         chart == yaml,
-        "the chart's CRDs are stale: regenerate with `cargo run -p dovetail -- crds > charts/dovetail/crds/crds.yaml`"
+        "the chart's CRDs are stale: regenerate with `cargo run -p dovetail -- crds > charts/dovetail-crd/templates/crds.yaml`"
     );
 }
 

@@ -1,0 +1,361 @@
+//! Installation, checked with the ecosystem's own tools (`tests/install/check.py`): both charts
+//! rendered and linted by the real Helm library and validated against the Kubernetes schemas;
+//! checkov on the manifests, the Dockerfile and the CloudFormation template; cfn-lint and a
+//! deployment of the template into moto. And coverage: the controller runs a full life cycle
+//! against the API server double and moto, and every API request and AWS action it made must be
+//! allowed by the chart's RBAC and the template's IAM policy, which grant nothing else.
+
+#[path = "aws/fault_proxy.rs"]
+mod fault_proxy;
+#[path = "controller/harness.rs"]
+mod harness;
+#[path = "aws/moto.rs"]
+mod moto;
+#[path = "aws/seed.rs"]
+mod seed;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use harness::*;
+use serde_json::{Value, json};
+
+/// Runs `check.py ARGS`; `None` (a skip, loud under CI) when its tools are not installed.
+fn check(args: &[&str]) -> Option<String> {
+    let tools = Command::new("python3")
+        .args(["-c", "import helm_python, kubernetes_validate, yaml, boto3"])
+        .status()
+        .is_ok_and(|s| s.success())
+        && Command::new("checkov").arg("--version").output().is_ok()
+        && Command::new("cfn-lint").arg("--version").output().is_ok();
+    if !tools {
+        let why = "helm-python-sdk, kubernetes-validate, checkov and cfn-lint (PyPI)";
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{why} are required under CI=true; run scripts/setup.sh");
+        }
+        eprintln!("SKIPPED: {why} are not installed; run scripts/setup.sh");
+        return None;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("install/check.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "check.py {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    eprint!("{stdout}");
+    Some(stdout)
+}
+
+#[test]
+fn both_charts_render_lint_and_validate_with_default_and_every_value_set() {
+    check(&["charts"]);
+}
+
+#[test]
+fn checkov_fails_nothing_in_the_charts_the_dockerfile_and_the_template() {
+    check(&["checkov"]);
+}
+
+#[test]
+fn the_cloudformation_template_lints_and_deploys_into_moto() {
+    let Some(moto) = moto::Moto::start() else {
+        return;
+    };
+    check(&["cfn", &moto.endpoint]);
+}
+
+/// One API request as an RBAC check sees it: (apiGroup, resource[/subresource], verb, namespace).
+fn rbac_request(
+    r: &dovetail_apiserver_double::Request,
+) -> Option<(String, String, String, String)> {
+    let parts: Vec<&str> = r.path.trim_matches('/').split('/').collect();
+    let (group, rest) = match parts.as_slice() {
+        ["api", "v1", rest @ ..] => (String::new(), rest),
+        ["apis", group, _version, rest @ ..] => (group.to_string(), rest),
+        _ => return None,
+    };
+    let (namespace, rest) = match rest {
+        ["namespaces", ns, rest @ ..] if !rest.is_empty() => (ns.to_string(), rest),
+        rest => (String::new(), rest),
+    };
+    let (resource, name, sub) = match rest {
+        [plural] => (*plural, None, None),
+        [plural, name] => (*plural, Some(*name), None),
+        [plural, name, sub] => (*plural, Some(*name), Some(*sub)),
+        _ => return None,
+    };
+    let watch = r
+        .query
+        .split('&')
+        .any(|kv| kv == "watch=true" || kv == "watch=1");
+    let verb = match (r.method.as_str(), name) {
+        ("GET", Some(_)) => "get",
+        ("GET", None) if watch => "watch",
+        ("GET", None) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", Some(_)) => "delete",
+        ("DELETE", None) => "deletecollection",
+        _ => return None,
+    };
+    let resource = match sub {
+        Some(s) => format!("{resource}/{s}"),
+        None => resource.to_string(),
+    };
+    Some((group, resource, verb.to_string(), namespace))
+}
+
+/// What the chart grants but the run did not exercise, and why it stays.
+const RBAC_KEPT: &[(&str, &str, &str, &str)] = &[
+    (
+        "events.k8s.io",
+        "events",
+        "patch",
+        "kube's recorder patches an Event's count when it repeats; the run's Events did not repeat",
+    ),
+    (
+        "coordination.k8s.io",
+        "leases",
+        "create",
+        "kube-lease-manager creates the Lease when none exists; the run's first replica may take it by an apply patch",
+    ),
+    (
+        "coordination.k8s.io",
+        "leases",
+        "update",
+        "kube-lease-manager may replace the Lease on renewal",
+    ),
+    (
+        "",
+        "nodes",
+        "get",
+        "disruption reads a node's taints before it adds its own; the run's node is deleted by hand, not consolidated",
+    ),
+];
+
+/// IAM actions the policy grants that no call makes by that name, and why.
+const IAM_KEPT: &[(&str, &str)] = &[
+    (
+        "iam:GetInstanceProfile",
+        "an EC2NodeClass with spec.role finds its instance profile; the run's class names an instanceProfile",
+    ),
+    (
+        "ec2:RunInstances",
+        "CreateFleet (type instant) launches through RunInstances: both are authorized",
+    ),
+    (
+        "ec2:CreateTags",
+        "tags given to CreateFleet and CreateLaunchTemplate are authorized as CreateTags on create",
+    ),
+    (
+        "iam:PassRole",
+        "CreateFleet passes the node role of the instance profile",
+    ),
+    (
+        "iam:TagInstanceProfile",
+        "CreateInstanceProfile with tags is authorized as TagInstanceProfile too",
+    ),
+    (
+        "iam:CreateInstanceProfile",
+        "made once per role, when no instance profile exists (moto's seeded account has one)",
+    ),
+    ("iam:AddRoleToInstanceProfile", "with CreateInstanceProfile"),
+    (
+        "ec2:DeleteLaunchTemplate",
+        "garbage collection of launch templates no NodeClass uses any more",
+    ),
+    (
+        "ssm:GetParameter",
+        "an EC2NodeClass with an AMI alias (al2023@latest); the run's class selects by tag",
+    ),
+    (
+        "ec2:DescribeSpotPriceHistory",
+        "spot prices, read with the catalog when spot is offered",
+    ),
+];
+
+#[test]
+fn the_chart_rbac_and_the_iam_policy_allow_every_call_of_a_full_life_cycle_and_nothing_more() {
+    let Some(rules) = check(&["rbac"]) else {
+        return;
+    };
+    let iam = check(&["iam"]).unwrap();
+    let Some((moto, _rt, api)) = world() else {
+        return;
+    };
+    moto.record();
+    // A life cycle that touches every kind the controller reads and writes: a Policy from a
+    // ConfigMap, a NodePool using it, pods that need nodes, a node deleted and drained, the
+    // leader Lease, an interruption queue.
+    let queue_url = seed::runtime().block_on(async {
+        let sqs = aws_sdk_sqs::Client::new(&moto.config().await);
+        let url = sqs
+            .create_queue()
+            .queue_name("dovetail-my-cluster")
+            .send()
+            .await
+            .unwrap()
+            .queue_url()
+            .unwrap()
+            .to_string();
+        // Something the controller does not understand: it deletes it.
+        sqs.send_message()
+            .queue_url(&url)
+            .message_body("not an EventBridge event")
+            .send()
+            .await
+            .unwrap();
+        url
+    });
+    let text = dovetail::policy::source::config_map_manifests(
+        "team",
+        "kube-system",
+        dovetail::policy::builtin::find("cheapest").unwrap().wasm,
+    )
+    .unwrap();
+    let mut docs = text.split("---\n");
+    api.put(
+        "v1/configmaps",
+        serde_norway::from_str(docs.next().unwrap()).unwrap(),
+    );
+    api.put(
+        "dovetail.sh/v1/policies",
+        serde_norway::from_str(docs.next().unwrap()).unwrap(),
+    );
+    let mut pool = node_pool("1h");
+    pool["spec"]["policies"] = json!({"scoring": "team"});
+    api.put("dovetail.sh/v1/nodepools", pool);
+    api.put(
+        "policy/v1/poddisruptionbudgets",
+        json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+               "metadata": {"name": "inflate", "namespace": "default"},
+               "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "inflate"}}}}),
+    );
+    let mut settings = settings(&moto);
+    settings.interruption_queue = Some(queue_url);
+    settings.operation.leader_election = Some(dovetail::kubernetes::leader::LeaderElection {
+        namespace: "kube-system".into(),
+        duration: Duration::from_secs(6),
+        ..Default::default()
+    });
+    let mut controller = Running::start(&api, settings);
+    run_pods(&api, &moto, 3);
+    let node = name(&api.list(NODES)[0]);
+    api.delete(NODES, "", &node);
+    until(
+        &api,
+        &moto,
+        Duration::from_secs(90),
+        "the deleted node drained and gone",
+        |api, _| api.get(NODES, "", &node).is_none(),
+    );
+    controller.stop();
+
+    // Every request against the rules.
+    let rules: Vec<Value> = serde_json::from_str(&rules).unwrap();
+    let allows = |group: &str, resource: &str, verb: &str, namespace: &str| {
+        rules.iter().any(|r| {
+            let has = |field: &str, v: &str| {
+                r[field]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == v))
+            };
+            // A Role binds in the release's namespace (the test's system namespace).
+            let scope_ok = r["kind"] == "ClusterRole" || namespace == "kube-system";
+            scope_ok && has("apiGroups", group) && has("resources", resource) && has("verbs", verb)
+        })
+    };
+    let used: BTreeSet<(String, String, String, String)> =
+        api.log().iter().filter_map(rbac_request).collect();
+    let mut denied = Vec::new();
+    for (g, res, verb, ns) in &used {
+        if !allows(g, res, verb, ns) {
+            denied.push(format!("{verb} {g}/{res} (namespace {ns:?})"));
+        }
+    }
+    assert!(
+        denied.is_empty(),
+        "the chart's RBAC does not allow: {denied:#?}"
+    );
+    let used_rules: BTreeSet<(String, String, String)> = used
+        .iter()
+        .map(|(g, r, v, _)| (g.clone(), r.clone(), v.clone()))
+        .collect();
+    let mut unused = Vec::new();
+    for r in &rules {
+        for g in r["apiGroups"].as_array().unwrap() {
+            for res in r["resources"].as_array().unwrap() {
+                for v in r["verbs"].as_array().unwrap() {
+                    let key = (
+                        g.as_str().unwrap().to_string(),
+                        res.as_str().unwrap().to_string(),
+                        v.as_str().unwrap().to_string(),
+                    );
+                    let kept = RBAC_KEPT.iter().any(|(kg, kr, kv, _)| {
+                        (*kg, *kr, *kv) == (key.0.as_str(), key.1.as_str(), key.2.as_str())
+                    });
+                    if !used_rules.contains(&key) && !kept {
+                        unused.push(format!("{} {}/{}", key.2, key.0, key.1));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        unused.is_empty(),
+        "the chart grants what the controller never did (use it, or keep it in RBAC_KEPT with the reason): {unused:#?}"
+    );
+
+    // Every AWS action against the policy.
+    let granted: BTreeSet<String> = serde_json::from_str(&iam).unwrap();
+    assert!(
+        granted.iter().all(|a| !a.contains('*')),
+        "no wildcard action: {granted:?}"
+    );
+    let called: BTreeSet<String> = moto
+        .recorded_actions()
+        .into_iter()
+        // Batch deletes are authorized as the single action.
+        .map(|a| {
+            if a == "sqs:DeleteMessageBatch" {
+                "sqs:DeleteMessage".to_string()
+            } else {
+                a
+            }
+        })
+        // The test's own setup calls (creating the queue) are not the controller's.
+        .filter(|a| a != "sqs:CreateQueue" && a != "sqs:SendMessage")
+        .collect();
+    assert!(
+        called.contains("ec2:CreateFleet") && called.contains("sqs:ReceiveMessage"),
+        "{called:?}"
+    );
+    let missing: Vec<&String> = called.iter().filter(|a| !granted.contains(*a)).collect();
+    assert!(
+        missing.is_empty(),
+        "the IAM policy does not grant: {missing:?}"
+    );
+    let idle: Vec<&String> = granted
+        .iter()
+        .filter(|a| !called.contains(*a) && !IAM_KEPT.iter().any(|(k, _)| k == a))
+        .collect();
+    assert!(
+        idle.is_empty(),
+        "the IAM policy grants what the controller never called (use it, or keep it in IAM_KEPT with the reason): {idle:?}"
+    );
+    eprintln!(
+        "{} (verb, resource) pairs and {} AWS actions used; all allowed, nothing else granted",
+        used_rules.len(),
+        called.len()
+    );
+}
