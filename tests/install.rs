@@ -359,3 +359,59 @@ fn the_chart_rbac_and_the_iam_policy_allow_every_call_of_a_full_life_cycle_and_n
         called.len()
     );
 }
+
+#[test]
+fn the_controller_refuses_to_start_on_older_or_missing_crds_and_says_what_to_run() {
+    logs();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let api = dovetail_apiserver_double::ApiServer::start(&rt);
+    let mut crds: Vec<Value> = dovetail::api::crds()
+        .into_iter()
+        .map(|c| serde_json::to_value(c).unwrap())
+        .collect();
+    crds[0]["metadata"]["annotations"][dovetail::api::CRD_VERSION_ANNOTATION] = json!("0.0.1");
+    for crd in &crds[..3] {
+        api.put(
+            "apiextensions.k8s.io/v1/customresourcedefinitions",
+            crd.clone(),
+        );
+    }
+    let dir = std::env::temp_dir().join(format!("dovetail-crd-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
+    let exe = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|d| d.join("dovetail"))
+        .unwrap();
+    let out = Command::new(exe)
+        .args(["controller", "--log-format", "text"])
+        .env("KUBECONFIG", &kubeconfig)
+        .env("CLUSTER_NAME", "my-cluster")
+        .env("AWS_REGION", "us-east-1")
+        .env("CLOUD", "sim")
+        .env("LEADER_ELECT", "false")
+        .env("METRICS_PORT", "0")
+        .env("HEALTH_PROBE_PORT", "0")
+        .output()
+        .expect("the controller runs");
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(!out.status.success(), "it refused to start");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("nodepools.dovetail.sh is version 0.0.1, older than this controller")
+            && stderr.contains("policies.dovetail.sh is not installed")
+            && stderr.contains("helm upgrade --install dovetail-crd"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.lines().count() < 5,
+        "a few clear lines, not a dump: {stderr}"
+    );
+}

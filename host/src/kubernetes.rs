@@ -63,6 +63,39 @@ pub enum Error {
     Runtime(String),
     #[error("leader election: {0}")]
     Lease(String),
+    #[error("{0}")]
+    Crds(String),
+}
+
+/// Refuses CRDs older than this controller, or missing, with what to run (instead of reflectors
+/// that fail on fields the cluster's schema drops, or crash-loop).
+async fn check_crds(client: &kube::Client) -> Result<(), Error> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
+    let mut found = Vec::new();
+    for crd in crate::api::crds() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        let version = match api.get_opt(&name).await {
+            Ok(Some(c)) => Some(
+                c.metadata
+                    .annotations
+                    .and_then(|a| a.get(crate::api::CRD_VERSION_ANNOTATION).cloned())
+                    .unwrap_or_default(),
+            ),
+            Ok(None) => None,
+            Err(kube::Error::Api(s)) if s.code == 403 => {
+                return Err(Error::Crds(format!(
+                    "reading CustomResourceDefinition {name} is forbidden: the controller's ClusterRole needs get on apiextensions.k8s.io/customresourcedefinitions (the chart grants it)"
+                )));
+            }
+            Err(e) => return Err(Error::Kube(e)),
+        };
+        found.push((name, version));
+    }
+    match crate::api::crds_problem(&found) {
+        Some(problem) => Err(Error::Crds(problem)),
+        None => Ok(()),
+    }
 }
 
 /// Where the controller launches.
@@ -418,7 +451,7 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
         metrics.clone(),
         health.clone(),
     )?;
-    let (client, events_client, stores) = {
+    let (client, events_client) = {
         let _enter = rt.enter();
         // Events have their own quarter of the budget: a storm of them never delays a
         // decision's writes.
@@ -429,8 +462,12 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
         };
         let events_client = client(config.clone(), &events_budget, &settings.instance)?;
         let client = client(config, &settings.operation, &settings.instance)?;
-        let stores = observe::start(&client);
-        (client, events_client, stores)
+        (client, events_client)
+    };
+    rt.block_on(check_crds(&client))?;
+    let stores = {
+        let _enter = rt.enter();
+        observe::start(&client)
     };
     let synced = rt.block_on(async {
         tokio::time::timeout(settings.sync_timeout, async {

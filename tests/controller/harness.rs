@@ -340,6 +340,17 @@ pub fn crd_validator() -> dovetail_apiserver_double::Validator {
     })
 }
 
+/// The CRDs of this release, as `helm install dovetail-crd` leaves them (the controller checks
+/// their version at start).
+pub fn install_crds(api: &ApiServer) {
+    for crd in dovetail::api::crds() {
+        api.put(
+            "apiextensions.k8s.io/v1/customresourcedefinitions",
+            serde_json::to_value(crd).unwrap(),
+        );
+    }
+}
+
 /// moto with a seeded account, the double with the default node class, on a runtime.
 pub fn world() -> Option<(Moto, tokio::runtime::Runtime, ApiServer)> {
     logs();
@@ -352,6 +363,7 @@ pub fn world() -> Option<(Moto, tokio::runtime::Runtime, ApiServer)> {
         .unwrap();
     let api = ApiServer::start(&rt);
     api.validate_with(crd_validator());
+    install_crds(&api);
     api.put("aws.dovetail.sh/v1/ec2nodeclasses", node_class());
     Some((moto, rt, api))
 }

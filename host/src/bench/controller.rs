@@ -193,6 +193,12 @@ pub fn run(pods: usize) -> Result<ControllerFigures, String> {
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(&kubeconfig, api.kubeconfig()).map_err(|e| e.to_string())?;
+    for crd in crate::api::crds() {
+        api.put(
+            "apiextensions.k8s.io/v1/customresourcedefinitions",
+            serde_json::to_value(crd).map_err(|e| e.to_string())?,
+        );
+    }
     api.put(
         "aws.dovetail.sh/v1/ec2nodeclasses",
         json!({"apiVersion": "aws.dovetail.sh/v1", "kind": "EC2NodeClass", "metadata": {"name": "default"},
