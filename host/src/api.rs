@@ -20,40 +20,6 @@ pub use policy::Policy;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn crds_older_than_the_controller_or_missing_are_a_problem_that_says_what_to_run() {
-        let ours = env!("CARGO_PKG_VERSION").to_string();
-        let ok = vec![("nodepools.dovetail.sh".to_string(), Some(ours.clone()))];
-        assert_eq!(crds_problem(&ok), None);
-        let newer = vec![("nodepools.dovetail.sh".to_string(), Some("99.0.0".into()))];
-        assert_eq!(
-            crds_problem(&newer),
-            None,
-            "newer CRDs serve an older controller"
-        );
-        let bad = vec![
-            ("nodepools.dovetail.sh".to_string(), Some("0.0.1".into())),
-            ("policies.dovetail.sh".to_string(), None),
-            ("nodeclaims.dovetail.sh".to_string(), Some(String::new())),
-        ];
-        let p = crds_problem(&bad).unwrap();
-        assert!(
-            p.contains("nodepools.dovetail.sh is version 0.0.1, older"),
-            "{p}"
-        );
-        assert!(p.contains("policies.dovetail.sh is not installed"), "{p}");
-        assert!(
-            p.contains("nodeclaims.dovetail.sh has no dovetail.sh/version"),
-            "{p}"
-        );
-        assert!(p.contains("helm upgrade --install dovetail-crd"), "{p}");
-    }
-}
-
 /// The annotation on each CRD that says which release generated it: the controller refuses to
 /// start against CRDs older than itself.
 pub const CRD_VERSION_ANNOTATION: &str = "dovetail.sh/version";
@@ -114,4 +80,38 @@ pub fn crds_yaml() -> String {
         .map(|crd| serde_norway::to_string(crd).expect("a CRD serializes"))
         .collect::<Vec<_>>()
         .join("---\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crds_older_than_the_controller_or_missing_are_a_problem_that_says_what_to_run() {
+        let ours = env!("CARGO_PKG_VERSION").to_string();
+        let ok = vec![("nodepools.dovetail.sh".to_string(), Some(ours.clone()))];
+        assert_eq!(crds_problem(&ok), None);
+        let newer = vec![("nodepools.dovetail.sh".to_string(), Some("99.0.0".into()))];
+        assert_eq!(
+            crds_problem(&newer),
+            None,
+            "newer CRDs serve an older controller"
+        );
+        let bad = vec![
+            ("nodepools.dovetail.sh".to_string(), Some("0.0.1".into())),
+            ("policies.dovetail.sh".to_string(), None),
+            ("nodeclaims.dovetail.sh".to_string(), Some(String::new())),
+        ];
+        let p = crds_problem(&bad).unwrap();
+        assert!(
+            p.contains("nodepools.dovetail.sh is version 0.0.1, older"),
+            "{p}"
+        );
+        assert!(p.contains("policies.dovetail.sh is not installed"), "{p}");
+        assert!(
+            p.contains("nodeclaims.dovetail.sh has no dovetail.sh/version"),
+            "{p}"
+        );
+        assert!(p.contains("helm upgrade --install dovetail-crd"), "{p}");
+    }
 }
