@@ -470,3 +470,52 @@ fn invalid_budgets_and_scenarios_are_refused_with_their_own_message() {
     }
     assert_eq!(messages.len(), rows.len(), "{messages:#?}");
 }
+
+#[test]
+fn karpenter_v1_manifests_convert_and_the_result_runs_in_the_simulator() {
+    let text = include_str!("manifests/karpenter-v1.yaml");
+    let converted = dovetail::api::convert::convert("karpenter-v1.yaml", text).unwrap();
+    assert_eq!(converted.changed, 3, "NodePool, EC2NodeClass, Deployment");
+    assert!(
+        !converted.yaml.contains("karpenter.sh/capacity-type")
+            && !converted.yaml.contains("karpenter.k8s.aws/")
+            && !converted.yaml.contains("karpenter.sh/do-not-disrupt"),
+        "{}",
+        converted.yaml
+    );
+    assert!(converted.yaml.contains("dovetail.sh/do-not-disrupt"));
+    let notes = converted.notes.join("\n");
+    assert!(
+        notes.contains("EC2NodeClass/default: spec.capacityReservationSelectorTerms has no Dovetail equivalent; dropped"),
+        "{notes}"
+    );
+    assert!(
+        notes.contains("karpenter.sh/discovery"),
+        "the discovery tag is pointed out: {notes}"
+    );
+    let report = run(&[("converted.yaml", converted.yaml)]).unwrap();
+    assert_eq!(report.pods.len(), 5);
+    assert!(
+        report.pods.iter().all(|p| p.node.is_some()),
+        "every inflate pod runs"
+    );
+    for n in nodes(&report) {
+        assert_eq!(
+            n.capacity_type,
+            CapacityType::OnDemand,
+            "the converted nodeSelector holds"
+        );
+        assert!(
+            !n.instance_type.starts_with("c5."),
+            "the converted affinity holds: {}",
+            n.instance_type
+        );
+        assert!(
+            ["c", "m", "r"]
+                .iter()
+                .any(|c| n.instance_type.starts_with(c)),
+            "the converted requirements hold: {}",
+            n.instance_type
+        );
+    }
+}

@@ -3,6 +3,7 @@
 //! lives in the schema (enums, patterns, ranges, CEL rules) so the apiserver enforces it, and
 //! `validate` applies the same schema and rules where no API server is in the way.
 
+pub mod convert;
 pub mod duration;
 pub mod ec2nodeclass;
 pub mod manifest;

@@ -66,6 +66,13 @@ enum Command {
     },
     /// Print the CustomResourceDefinitions (NodePool, NodeClaim, EC2NodeClass, Policy) as YAML.
     Crds,
+    /// Rewrite Karpenter v1 manifests (NodePools, EC2NodeClasses, workload keys and
+    /// annotations) to Dovetail's; the result on stdout, what could not be carried over on
+    /// stderr.
+    Convert {
+        #[arg(short = 'f', long = "file", required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Run the controller against a cluster (in-cluster config, or KUBECONFIG from a laptop):
     /// provisioning, NodeClaim lifecycle, disruption, termination, interruption handling and
     /// garbage collection, launching on EC2.
@@ -418,6 +425,20 @@ fn run() -> Result<()> {
             )?
         }
         Command::Crds => print!("{}", dovetail::api::crds_yaml()),
+        Command::Convert { files } => {
+            let mut out = Vec::new();
+            for f in &files {
+                let text = std::fs::read_to_string(f)
+                    .with_context(|| format!("reading {}", f.display()))?;
+                let c = dovetail::api::convert::convert(&f.display().to_string(), &text)?;
+                eprintln!("{}: {} document(s) changed", f.display(), c.changed);
+                for n in &c.notes {
+                    eprintln!("  {n}");
+                }
+                out.push(c.yaml);
+            }
+            print!("{}", out.join("---\n"));
+        }
         Command::Controller(args) => controller(args)?,
         Command::Policy(PolicyCommand::List) => {
             for b in builtin::all() {

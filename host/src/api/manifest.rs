@@ -93,6 +93,29 @@ fn document_line(text: &str, index: usize) -> usize {
     }
 }
 
+/// The documents of a YAML stream as JSON values (`None` for an empty document), with errors
+/// that name the line.
+pub fn documents(file: &str, text: &str) -> Result<Vec<Option<serde_json::Value>>, ManifestError> {
+    let mut out = Vec::new();
+    for doc in serde_norway::Deserializer::from_str(text) {
+        let value = serde_norway::Value::deserialize(doc).map_err(|e| {
+            let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+            ManifestError::Invalid {
+                file: file.to_string(),
+                line,
+                column,
+                message: e.to_string(),
+            }
+        })?;
+        out.push(if value.is_null() {
+            None
+        } else {
+            serde_norway::from_value(value).ok()
+        });
+    }
+    Ok(out)
+}
+
 /// Reads every document of a YAML stream. `file` names it in errors.
 pub fn parse(file: &str, text: &str) -> Result<Vec<Manifest>, ManifestError> {
     let invalid = |e: serde_norway::Error| {
