@@ -415,3 +415,137 @@ fn the_controller_refuses_to_start_on_older_or_missing_crds_and_says_what_to_run
         "a few clear lines, not a dump: {stderr}"
     );
 }
+
+/// Runs the `dovetail` binary; (exit success, stdout, stderr).
+fn dovetail(args: &[&str], env: &[(&str, &str)], unset: &[&str]) -> (bool, String, String) {
+    let exe = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|d| d.join("dovetail"))
+        .unwrap();
+    let mut cmd = Command::new(exe);
+    cmd.args(args).envs(env.iter().copied());
+    for k in unset {
+        cmd.env_remove(k);
+    }
+    let out = cmd.output().expect("dovetail runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn doctor_names_each_problem_in_words_and_what_works() {
+    let Some((moto, _rt, api)) = world() else {
+        return;
+    };
+    // The stack of the CloudFormation template: the queue and its rules.
+    if check(&["cfn", &moto.endpoint]).is_none() {
+        return;
+    }
+    let mut broken = node_class();
+    broken["metadata"]["name"] = "broken".into();
+    broken["spec"] = json!({
+        "role": "DovetailNodeRole-nope",
+        "amiSelectorTerms": [{"tags": {seed::DISCOVERY: "my-cluster"}}],
+        "subnetSelectorTerms": [{"tags": {"team": "nobody-tagged-this"}}],
+        "securityGroupSelectorTerms": [{"tags": {seed::DISCOVERY: "my-cluster"}}],
+    });
+    api.put("aws.dovetail.sh/v1/ec2nodeclasses", broken);
+    api.put("dovetail.sh/v1/nodepools", node_pool("1h"));
+    let mut pod = inflate_pod(0);
+    pod["spec"]["nodeSelector"] = json!({"kubernetes.io/arch": "s390x"});
+    api.put(PODS, pod);
+    let dir = std::env::temp_dir().join(format!("dovetail-doctor-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
+    let queue = "https://sqs.us-east-1.amazonaws.com/123456789012/dovetail-my-cluster";
+    let (ok, out, err) = dovetail(
+        &["doctor"],
+        &[
+            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+            ("CLUSTER_NAME", "my-cluster"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ENDPOINT_URL", &moto.endpoint),
+            ("INTERRUPTION_QUEUE", queue),
+        ],
+        &[],
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    eprintln!("{out}{err}");
+    assert!(!ok, "problems exit non-zero");
+    let line = |start: &str| {
+        out.lines()
+            .find(|l| l.contains(start))
+            .unwrap_or_else(|| panic!("no line with {start:?}: {out}"))
+            .to_string()
+    };
+    assert!(line("AWS credentials").starts_with("ok"), "{out}");
+    assert!(line("CRDs").starts_with("ok"), "{out}");
+    assert!(line("EC2NodeClass default").starts_with("ok"), "{out}");
+    let b = line("EC2NodeClass broken");
+    assert!(
+        b.starts_with("PROBLEM") && b.contains("nobody-tagged-this"),
+        "names the tag it looked for: {b}"
+    );
+    let role = line("node role DovetailNodeRole-nope");
+    assert!(
+        role.starts_with("PROBLEM") && role.contains("no IAM role"),
+        "{role}"
+    );
+    assert!(line("interruption queue").starts_with("ok"), "{out}");
+    assert!(line("EventBridge rules").starts_with("ok"), "{out}");
+    let p = line("pending pods");
+    assert!(
+        p.starts_with("PROBLEM") && p.contains("default/inflate-7d9f-00000") && p.contains("s390x"),
+        "the pod and the requirement that keeps it out: {p}"
+    );
+}
+
+#[test]
+fn missing_aws_credentials_are_one_line_that_says_where_it_looked_and_what_to_set() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/inflate-spot.yaml");
+    let no_credentials: &[(&str, &str)] = &[
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("AWS_CONFIG_FILE", "/nonexistent/config"),
+        ("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials"),
+    ];
+    let unset = [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    ];
+    let (ok, _, err) = dovetail(
+        &[
+            "simulate",
+            "-f",
+            examples.to_str().unwrap(),
+            "--cloud",
+            "aws",
+            "--aws-endpoint",
+            "http://127.0.0.1:9",
+        ],
+        no_credentials,
+        &unset,
+    );
+    assert!(!ok);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() <= 2, "one line, not an SDK dump: {err}");
+    assert!(
+        err.contains("no AWS credentials found")
+            && err.contains("AWS_PROFILE")
+            && err.contains("IRSA")
+            && err.contains("eks.amazonaws.com/role-arn"),
+        "{err}"
+    );
+    assert!(!err.contains("nodeclaim :"), "{err}");
+}

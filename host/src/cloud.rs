@@ -48,6 +48,9 @@ pub enum CloudError {
     /// The provider cannot launch yet (e.g. its node class did not resolve).
     #[error("nodeclaim {claim}: not ready to launch: {reason}")]
     NotReady { claim: String, reason: String },
+    /// The provider cannot start: credentials, region or an endpoint (one actionable line).
+    #[error("{0}")]
+    Setup(String),
     /// A cloud API call failed. `subject` is what it was about (`nodeclaim default-00001`,
     /// `instance i-0123…`), empty for a call about the account (discovery, garbage collection).
     #[error("{}{call}: {message}", if subject.is_empty() { String::new() } else { format!("{subject}: ") })]

@@ -70,6 +70,14 @@ pub enum Error {
 /// Refuses CRDs older than this controller, or missing, with what to run (instead of reflectors
 /// that fail on fields the cluster's schema drops, or crash-loop).
 async fn check_crds(client: &kube::Client) -> Result<(), Error> {
+    match crate::api::crds_problem(&crd_versions(client).await?) {
+        Some(problem) => Err(Error::Crds(problem)),
+        None => Ok(()),
+    }
+}
+
+/// Each of our CRDs with its version annotation (`None`: not installed).
+pub async fn crd_versions(client: &kube::Client) -> Result<Vec<(String, Option<String>)>, Error> {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
     let api: kube::Api<CustomResourceDefinition> = kube::Api::all(client.clone());
     let mut found = Vec::new();
@@ -92,10 +100,7 @@ async fn check_crds(client: &kube::Client) -> Result<(), Error> {
         };
         found.push((name, version));
     }
-    match crate::api::crds_problem(&found) {
-        Some(problem) => Err(Error::Crds(problem)),
-        None => Ok(()),
-    }
+    Ok(found)
 }
 
 /// Where the controller launches.

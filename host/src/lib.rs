@@ -9,6 +9,7 @@ pub mod cloud;
 pub mod cluster;
 pub mod controller;
 pub mod disruption;
+pub mod doctor;
 pub mod interruption;
 pub mod kubernetes;
 pub mod metrics;

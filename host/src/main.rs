@@ -66,6 +66,20 @@ enum Command {
     },
     /// Print the CustomResourceDefinitions (NodePool, NodeClaim, EC2NodeClass, Policy) as YAML.
     Crds,
+    /// Check an installation: AWS credentials, the CRDs, each EC2NodeClass (subnets, security
+    /// groups, AMIs, node role), the interruption queue and its EventBridge rules, and pending
+    /// pods no NodePool can serve. Exits 1 when something needs fixing.
+    Doctor {
+        #[arg(long, env = "CLUSTER_NAME")]
+        cluster_name: String,
+        #[arg(long, env = "AWS_REGION")]
+        aws_region: String,
+        /// An AWS endpoint override (moto in tests).
+        #[arg(long, env = "AWS_ENDPOINT_URL")]
+        aws_endpoint: Option<String>,
+        #[arg(long, env = "INTERRUPTION_QUEUE")]
+        interruption_queue: Option<String>,
+    },
     /// Rewrite Karpenter v1 manifests (NodePools, EC2NodeClasses, workload keys and
     /// annotations) to Dovetail's; the result on stdout, what could not be carried over on
     /// stderr.
@@ -425,6 +439,37 @@ fn run() -> Result<()> {
             )?
         }
         Command::Crds => print!("{}", dovetail::api::crds_yaml()),
+        Command::Doctor {
+            cluster_name,
+            aws_region,
+            aws_endpoint,
+            interruption_queue,
+        } => {
+            let kube = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(kube::Config::infer())
+                .context("no Kubernetes configuration: run in a cluster, or set KUBECONFIG")?;
+            let mut aws = dovetail::cloud::aws::AwsSettings::new(&aws_region, &cluster_name);
+            aws.endpoint = aws_endpoint;
+            let checks = dovetail::doctor::run(dovetail::doctor::DoctorSettings {
+                aws,
+                interruption_queue,
+                kube,
+            });
+            for c in &checks {
+                println!("{c}");
+            }
+            let problems = checks
+                .iter()
+                .filter(|c| matches!(c.verdict, dovetail::doctor::Verdict::Problem(_)))
+                .count();
+            if problems > 0 {
+                println!("\n{problems} problem(s) to fix");
+                std::process::exit(1);
+            }
+            println!("\nno problem found");
+        }
         Command::Convert { files } => {
             let mut out = Vec::new();
             for f in &files {

@@ -95,6 +95,26 @@ impl AwsSettings {
     }
 }
 
+/// Why the SDK found no credentials, as one line that says where it looked and how to set one;
+/// `None` when it found some.
+pub async fn credentials_problem(config: &aws_config::SdkConfig) -> Option<String> {
+    use aws_credential_types::provider::ProvideCredentials as _;
+    let tried = "tried: AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the environment; AWS_PROFILE in ~/.aws/config and ~/.aws/credentials; a web identity token (IRSA: AWS_ROLE_ARN with AWS_WEB_IDENTITY_TOKEN_FILE); container credentials (EKS Pod Identity: AWS_CONTAINER_CREDENTIALS_FULL_URI); the EC2 instance metadata service";
+    let fix = "in a cluster, give the service account an IRSA role (the chart's serviceAccount.annotations eks.amazonaws.com/role-arn) or an EKS Pod Identity association; elsewhere export AWS_PROFILE or the key pair";
+    let Some(provider) = config.credentials_provider() else {
+        return Some(format!(
+            "no AWS credentials provider is configured ({tried}); {fix}"
+        ));
+    };
+    match provider.provide_credentials().await {
+        Ok(_) => None,
+        Err(e) => Some(format!(
+            "no AWS credentials found ({}); {tried}; {fix}",
+            crate::bounded::bounded(&e.to_string(), 120)
+        )),
+    }
+}
+
 /// A node class resolved against the account.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResolvedClass {
@@ -200,6 +220,9 @@ impl AwsCloud {
             .build()
             .map_err(|e| api_error("", "runtime", e))?;
         let config = rt.block_on(settings.sdk_config());
+        if let Some(problem) = rt.block_on(credentials_problem(&config)) {
+            return Err(CloudError::Setup(problem));
+        }
         let arch = crate::catalog::embedded()
             .into_iter()
             .map(|e| {
@@ -381,6 +404,27 @@ impl AwsCloud {
 
     /// The instance profile for a node role, as Karpenter does it: `dovetail_<cluster>_<hash>`,
     /// created with the role in it when missing, reused otherwise.
+    /// Whether the IAM role exists (`dovetail doctor`), in words.
+    pub fn role_exists(&mut self, role: &str) -> Result<(), String> {
+        self.count("GetRole");
+        match self.rt.block_on(self.iam.get_role().role_name(role).send()) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let m = sdk_message(&e);
+                if m.contains("NoSuchEntity") {
+                    Err(format!(
+                        "no IAM role {role}: create it (the CloudFormation template's NodeRole) or fix spec.role"
+                    ))
+                } else {
+                    Err(format!(
+                        "GetRole {role}: {}",
+                        crate::bounded::bounded(&m, 300)
+                    ))
+                }
+            }
+        }
+    }
+
     fn instance_profile(&mut self, role: &str) -> Result<String, String> {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();

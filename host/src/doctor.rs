@@ -1,0 +1,363 @@
+//! `dovetail doctor`: checks an installation and says what is wrong in words a user can act on,
+//! for the pitfalls the Karpenter guides list — AWS credentials and region, the CRDs against this
+//! release, each EC2NodeClass's subnets, security groups and AMIs, the node role, the interruption
+//! queue and the EventBridge rules feeding it, and pending pods no NodePool can serve (with the
+//! requirement that keeps them out). Every check runs the controller's own code where there is one
+//! (node class resolution, the scheduling simulation, the CRD check).
+
+use std::collections::BTreeMap;
+
+use kube::ResourceExt;
+
+use crate::cloud::aws::{AwsCloud, AwsSettings};
+
+/// One check's verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Ok(String),
+    /// Something to fix, with how.
+    Problem(String),
+    /// Not checked, and why (an earlier problem, nothing to check).
+    Skipped(String),
+}
+
+/// A named check and its verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    pub name: String,
+    pub verdict: Verdict,
+}
+
+impl std::fmt::Display for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (mark, text) = match &self.verdict {
+            Verdict::Ok(t) => ("ok     ", t),
+            Verdict::Problem(t) => ("PROBLEM", t),
+            Verdict::Skipped(t) => ("skipped", t),
+        };
+        write!(f, "{mark}  {}: {text}", self.name)
+    }
+}
+
+/// What to check.
+pub struct DoctorSettings {
+    pub aws: AwsSettings,
+    pub interruption_queue: Option<String>,
+    pub kube: kube::Config,
+}
+
+/// The EventBridge event types the interruption queue must receive.
+const RULES: [&str; 4] = [
+    "EC2 Spot Instance Interruption Warning",
+    "EC2 Instance Rebalance Recommendation",
+    "EC2 Instance State-change Notification",
+    "AWS Health Event",
+];
+
+/// Runs every check; never fails as a whole (each problem is a verdict).
+pub fn run(settings: DoctorSettings) -> Vec<Check> {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            return vec![check("runtime", Verdict::Problem(e.to_string()))];
+        }
+    };
+    let mut out = Vec::new();
+    let sdk = rt.block_on(settings.aws.sdk_config());
+    let aws_ok = match rt.block_on(crate::cloud::aws::credentials_problem(&sdk)) {
+        None => {
+            out.push(check(
+                "AWS credentials",
+                Verdict::Ok(format!("found, region {}", settings.aws.region)),
+            ));
+            true
+        }
+        Some(p) => {
+            out.push(check("AWS credentials", Verdict::Problem(p)));
+            false
+        }
+    };
+
+    let client = {
+        let _enter = rt.enter();
+        kube::Client::try_from(settings.kube.clone())
+    };
+    let client = match client {
+        Ok(c) => Some(c),
+        Err(e) => {
+            out.push(check(
+                "Kubernetes API",
+                Verdict::Problem(format!("{e}: set KUBECONFIG or run in the cluster")),
+            ));
+            None
+        }
+    };
+    if let Some(client) = &client {
+        out.push(match rt.block_on(crate::kubernetes::crd_versions(client)) {
+            Ok(found) => match crate::api::crds_problem(&found) {
+                None => check(
+                    "CRDs",
+                    Verdict::Ok(format!(
+                        "{} installed, version {} or newer",
+                        found.len(),
+                        env!("CARGO_PKG_VERSION")
+                    )),
+                ),
+                Some(p) => check("CRDs", Verdict::Problem(p)),
+            },
+            Err(e) => check("CRDs", Verdict::Problem(e.to_string())),
+        });
+    }
+
+    // Node classes, through the provider's own resolution.
+    let classes: Vec<crate::api::EC2NodeClass> = match &client {
+        Some(c) => rt
+            .block_on(
+                kube::Api::<crate::api::EC2NodeClass>::all(c.clone()).list(&Default::default()),
+            )
+            .map(|l| l.items)
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let mut cloud = if aws_ok {
+        AwsCloud::new(settings.aws.clone()).ok()
+    } else {
+        None
+    };
+    if classes.is_empty() {
+        out.push(check(
+            "EC2NodeClasses",
+            Verdict::Skipped("none found: apply one (see the README's Install on EKS)".into()),
+        ));
+    }
+    for class in &classes {
+        let name = format!("EC2NodeClass {}", class.name_any());
+        let Some(cloud) = cloud.as_mut() else {
+            out.push(check(&name, Verdict::Skipped("no AWS credentials".into())));
+            continue;
+        };
+        out.push(match cloud.resolve(&class.name_any(), &class.spec) {
+            Ok(r) => check(
+                &name,
+                Verdict::Ok(format!(
+                    "{} subnet(s) in {}, {} security group(s), AMIs for {}",
+                    r.subnets.len(),
+                    r.subnets
+                        .iter()
+                        .map(|s| s.zone.as_str())
+                        .collect::<std::collections::BTreeSet<_>>()
+                        .into_iter()
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    r.security_groups.len(),
+                    r.amis.keys().cloned().collect::<Vec<_>>().join(", ")
+                )),
+            ),
+            Err(e) => check(&name, Verdict::Problem(e.reason)),
+        });
+        if let Some(role) = &class.spec.role {
+            let what = format!("node role {role}");
+            out.push(match cloud.role_exists(role) {
+                Ok(()) => check(&what, Verdict::Ok("exists".into())),
+                Err(why) => check(&what, Verdict::Problem(why)),
+            });
+        }
+    }
+
+    // The interruption queue and what feeds it.
+    match (&settings.interruption_queue, aws_ok) {
+        (None, _) => out.push(check(
+            "interruption queue",
+            Verdict::Skipped(
+                "none set (INTERRUPTION_QUEUE / settings.interruptionQueue): spot interruptions are not handled ahead of time"
+                    .into(),
+            ),
+        )),
+        (Some(_), false) => out.push(check(
+            "interruption queue",
+            Verdict::Skipped("no AWS credentials".into()),
+        )),
+        (Some(url), true) => out.extend(rt.block_on(queue(&sdk, url))),
+    }
+
+    // Pending pods no NodePool can serve.
+    if let Some(client) = &client {
+        out.push(rt.block_on(pending(client)));
+    }
+    out
+}
+
+fn check(name: &str, verdict: Verdict) -> Check {
+    Check {
+        name: name.to_string(),
+        verdict,
+    }
+}
+
+async fn queue(sdk: &aws_config::SdkConfig, url: &str) -> Vec<Check> {
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await;
+    let arn = match attrs {
+        Ok(a) => a
+            .attributes()
+            .and_then(|m| m.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+            .cloned()
+            .unwrap_or_default(),
+        Err(e) => {
+            return vec![check(
+                "interruption queue",
+                Verdict::Problem(format!(
+                    "{url} cannot be read ({}): create it with the CloudFormation template (deploy/cloudformation.yaml) or fix INTERRUPTION_QUEUE",
+                    crate::bounded::bounded(
+                        &aws_sdk_sqs::error::DisplayErrorContext(&e).to_string(),
+                        300
+                    )
+                )),
+            )];
+        }
+    };
+    let mut out = vec![check(
+        "interruption queue",
+        Verdict::Ok(format!("{url} exists")),
+    )];
+    let events = aws_sdk_eventbridge::Client::new(sdk);
+    let names = match events
+        .list_rule_names_by_target()
+        .target_arn(&arn)
+        .send()
+        .await
+    {
+        Ok(r) => r.rule_names().to_vec(),
+        Err(e) => {
+            out.push(check(
+                "EventBridge rules",
+                Verdict::Problem(format!(
+                    "cannot list the rules targeting {arn}: {}",
+                    crate::bounded::bounded(
+                        &aws_sdk_eventbridge::error::DisplayErrorContext(&e).to_string(),
+                        300
+                    )
+                )),
+            ));
+            return out;
+        }
+    };
+    let mut covered = std::collections::BTreeSet::new();
+    for name in &names {
+        if let Ok(rule) = events.describe_rule().name(name).send().await
+            && let Some(pattern) = rule.event_pattern()
+            && let Ok(p) = serde_json::from_str::<serde_json::Value>(pattern)
+        {
+            for t in p["detail-type"].as_array().into_iter().flatten() {
+                if let Some(t) = t.as_str() {
+                    covered.insert(t.to_string());
+                }
+            }
+        }
+    }
+    let missing: Vec<&str> = RULES
+        .iter()
+        .copied()
+        .filter(|r| !covered.contains(*r))
+        .collect();
+    out.push(if missing.is_empty() {
+        check(
+            "EventBridge rules",
+            Verdict::Ok(format!("{} rule(s) feed the queue every event type", names.len())),
+        )
+    } else {
+        check(
+            "EventBridge rules",
+            Verdict::Problem(format!(
+                "no rule sends {} to the queue: the CloudFormation template (deploy/cloudformation.yaml) creates them",
+                missing.join(", ")
+            )),
+        )
+    });
+    out
+}
+
+/// Pending pods that no NodePool can take, by the scheduling simulation's own reasons.
+async fn pending(client: &kube::Client) -> Check {
+    use k8s_openapi::api::core::v1::Pod;
+    let pods = match kube::Api::<Pod>::all(client.clone())
+        .list(&kube::api::ListParams::default().fields("status.phase=Pending"))
+        .await
+    {
+        Ok(l) => l.items,
+        Err(e) => {
+            return check(
+                "pending pods",
+                Verdict::Problem(format!("cannot list pods: {e}")),
+            );
+        }
+    };
+    let pools = kube::Api::<crate::api::NodePool>::all(client.clone())
+        .list(&Default::default())
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    let zero = crate::scheduling::model::zero();
+    let specs: Vec<_> = pools
+        .iter()
+        .filter_map(|p| crate::scheduling::from_kube::node_pool(p, zero, zero).ok())
+        .collect();
+    let mut waiting = Vec::new();
+    let mut names = Vec::new();
+    for p in pods.iter().filter(|p| {
+        p.spec.as_ref().is_some_and(|s| s.node_name.is_none())
+            && p.metadata.deletion_timestamp.is_none()
+    }) {
+        let id = format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any());
+        let Some(spec) = &p.spec else { continue };
+        let labels: BTreeMap<String, String> = p.labels().clone();
+        if let Ok(pod) = crate::scheduling::from_kube::pending_pod(
+            &format!("Pod/{id}"),
+            "spec",
+            &id,
+            &labels,
+            spec,
+        ) {
+            waiting.push(pod);
+            names.push(id);
+        }
+    }
+    if waiting.is_empty() {
+        return check("pending pods", Verdict::Ok("none waiting".into()));
+    }
+    let entries = crate::catalog::embedded();
+    let zones = ["us-east-1a", "us-east-1b", "us-east-1c"];
+    let cat = crate::catalog::policy_catalog(&entries, &zones);
+    let its = crate::scheduling::InstanceTypes::new(&entries, &cat);
+    let plan = crate::scheduling::solve(&waiting, &specs, &its);
+    if plan.unschedulable.is_empty() {
+        return check(
+            "pending pods",
+            Verdict::Ok(format!("{} waiting, each fits a NodePool", waiting.len())),
+        );
+    }
+    let lines: Vec<String> = plan
+        .unschedulable
+        .iter()
+        .take(5)
+        .map(|u| format!("{}: {}", names[u.pod], u.reason))
+        .collect();
+    check(
+        "pending pods",
+        Verdict::Problem(format!(
+            "{} of {} cannot be served by any NodePool: {}",
+            plan.unschedulable.len(),
+            waiting.len(),
+            lines.join("; ")
+        )),
+    )
+}
