@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
-# Installs what building and testing Dovetail needs beyond a Rust toolchain. Idempotent.
+# Installs what building and testing Dovetail needs beyond a Rust toolchain: the build's own
+# needs (setup-build.sh), then the real servers and tools the tests run. Idempotent.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
-# Policies are WebAssembly components built for wasm32-wasip2.
-if ! rustup target list --installed | grep -qx wasm32-wasip2; then
-    rustup target add wasm32-wasip2
-fi
+bash scripts/setup-build.sh
 
 # The AWS tests run against moto, a real AWS API server (EC2, SQS, SSM) on loopback.
 if ! python3 -c "import moto.server, flask" 2>/dev/null; then
