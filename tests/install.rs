@@ -384,12 +384,7 @@ fn the_controller_refuses_to_start_on_older_or_missing_crds_and_says_what_to_run
     std::fs::create_dir_all(&dir).unwrap();
     let kubeconfig = dir.join("kubeconfig");
     std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
-    let exe = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|d| d.join("dovetail"))
-        .unwrap();
+    let exe = dovetail_exe();
     let out = Command::new(exe)
         .args(["controller", "--log-format", "text"])
         .env("KUBECONFIG", &kubeconfig)
@@ -418,12 +413,7 @@ fn the_controller_refuses_to_start_on_older_or_missing_crds_and_says_what_to_run
 
 /// Runs the `dovetail` binary; (exit success, stdout, stderr).
 fn dovetail(args: &[&str], env: &[(&str, &str)], unset: &[&str]) -> (bool, String, String) {
-    let exe = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|d| d.join("dovetail"))
-        .unwrap();
+    let exe = dovetail_exe();
     let mut cmd = Command::new(exe);
     cmd.args(args).envs(env.iter().copied());
     for k in unset {

@@ -357,12 +357,7 @@ fn oci_and_url_sources_pin_digests_and_a_wrong_sha256_is_refused_before_compilin
     std::fs::write(&file, wasm("arm-first")).unwrap();
 
     // Publish with the CLI, as a user does.
-    let exe = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|d| d.join("dovetail"))
-        .unwrap();
+    let exe = dovetail_exe();
     let target = format!("oci://{}/policies/arm-first:v1", registry.host);
     let out = std::process::Command::new(&exe)
         .args(["policy", "push"])

@@ -652,6 +652,18 @@ fn checked_component(file: &std::path::Path) -> Result<(dovetail::policy::Compon
     Ok((info, bytes))
 }
 
+/// Each file's name and text.
+fn read_all(files: &[PathBuf]) -> Result<Vec<(String, String)>> {
+    files
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .map(|t| (f.display().to_string(), t))
+                .with_context(|| format!("reading {}", f.display()))
+        })
+        .collect()
+}
+
 /// `dovetail policy test`: what the controller checks, then the scenarios.
 fn policy_test(
     file: &std::path::Path,
@@ -703,14 +715,7 @@ fn policy_test(
     if files.is_empty() {
         return Ok(());
     }
-    let texts = files
-        .iter()
-        .map(|f| {
-            std::fs::read_to_string(f)
-                .map(|t| (f.display().to_string(), t))
-                .with_context(|| format!("reading {}", f.display()))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let texts = read_all(&files)?;
     let opts = dovetail::sim::SimOptions {
         scoring: info.scoring.then(|| name.clone()),
         consolidation: info.consolidation.then(|| name.clone()),
@@ -1060,14 +1065,7 @@ fn simulate(
     if files.is_empty() {
         bail!("no manifests: give files with -f FILE");
     }
-    let texts = files
-        .iter()
-        .map(|f| {
-            std::fs::read_to_string(f)
-                .map(|t| (f.display().to_string(), t))
-                .with_context(|| format!("reading {}", f.display()))
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let texts = read_all(&files)?;
     let options = |set: Option<&str>| -> Result<dovetail::sim::SimOptions> {
         let mut opts = dovetail::sim::SimOptions {
             aws: aws.clone(),

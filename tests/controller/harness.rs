@@ -376,6 +376,22 @@ pub fn ready_condition(api: &ApiServer, pool: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// The `dovetail` binary, built beside the test binaries (scripts/test.sh builds it first).
+pub fn dovetail_exe() -> std::path::PathBuf {
+    let exe = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|d| d.join("dovetail"))
+        .unwrap();
+    assert!(
+        exe.exists(),
+        "the dovetail binary is built beside the tests ({}): `cargo build -p dovetail --bin dovetail` (scripts/test.sh does)",
+        exe.display()
+    );
+    exe
+}
+
 /// `dovetail controller` as its own process (the binary `cargo test` built beside this test),
 /// killed when dropped.
 pub struct Process(pub std::process::Child);
@@ -392,17 +408,7 @@ impl Process {
         dir: &std::path::Path,
         env: &[(&str, &str)],
     ) -> Process {
-        let exe = std::env::current_exe()
-            .unwrap()
-            .parent()
-            .and_then(|deps| deps.parent())
-            .map(|d| d.join("dovetail"))
-            .unwrap();
-        assert!(
-            exe.exists(),
-            "the dovetail binary is built beside the tests ({}): `cargo build -p dovetail --bin dovetail` (scripts/test.sh does)",
-            exe.display()
-        );
+        let exe = dovetail_exe();
         let kubeconfig = dir.join("kubeconfig");
         std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
         let child = std::process::Command::new(exe)

@@ -307,37 +307,24 @@ fn keys_of(doc: &mut Value, pointer: &str, field: &str, c: &mut Ctx) {
 fn pod_spec(doc: &mut Value, at: &str, c: &mut Ctx) {
     rekey(doc, &format!("{at}/nodeSelector"), c);
     let na = format!("{at}/affinity/nodeAffinity");
-    let terms = doc
-        .pointer(&format!(
-            "{na}/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms"
-        ))
-        .and_then(Value::as_array)
-        .map_or(0, Vec::len);
-    for t in 0..terms {
-        keys_of(
-            doc,
-            &format!(
-                "{na}/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms/{t}/matchExpressions"
-            ),
-            "key",
-            c,
-        );
-    }
-    let preferred = doc
-        .pointer(&format!(
-            "{na}/preferredDuringSchedulingIgnoredDuringExecution"
-        ))
-        .and_then(Value::as_array)
-        .map_or(0, Vec::len);
-    for t in 0..preferred {
-        keys_of(
-            doc,
-            &format!(
-                "{na}/preferredDuringSchedulingIgnoredDuringExecution/{t}/preference/matchExpressions"
-            ),
-            "key",
-            c,
-        );
+    // (list of terms, where a term keeps its expressions)
+    for (terms, exprs) in [
+        (
+            format!("{na}/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms"),
+            "matchExpressions",
+        ),
+        (
+            format!("{na}/preferredDuringSchedulingIgnoredDuringExecution"),
+            "preference/matchExpressions",
+        ),
+    ] {
+        let n = doc
+            .pointer(&terms)
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        for t in 0..n {
+            keys_of(doc, &format!("{terms}/{t}/{exprs}"), "key", c);
+        }
     }
     keys_of(
         doc,

@@ -93,20 +93,23 @@ fn document_line(text: &str, index: usize) -> usize {
     }
 }
 
+/// A YAML error with its place.
+fn invalid(file: &str, e: serde_norway::Error) -> ManifestError {
+    let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+    ManifestError::Invalid {
+        file: file.to_string(),
+        line,
+        column,
+        message: e.to_string(),
+    }
+}
+
 /// The documents of a YAML stream as JSON values (`None` for an empty document), with errors
 /// that name the line.
 pub fn documents(file: &str, text: &str) -> Result<Vec<Option<serde_json::Value>>, ManifestError> {
     let mut out = Vec::new();
     for doc in serde_norway::Deserializer::from_str(text) {
-        let value = serde_norway::Value::deserialize(doc).map_err(|e| {
-            let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-            ManifestError::Invalid {
-                file: file.to_string(),
-                line,
-                column,
-                message: e.to_string(),
-            }
-        })?;
+        let value = serde_norway::Value::deserialize(doc).map_err(|e| invalid(file, e))?;
         out.push(if value.is_null() {
             None
         } else {
@@ -118,15 +121,7 @@ pub fn documents(file: &str, text: &str) -> Result<Vec<Option<serde_json::Value>
 
 /// Reads every document of a YAML stream. `file` names it in errors.
 pub fn parse(file: &str, text: &str) -> Result<Vec<Manifest>, ManifestError> {
-    let invalid = |e: serde_norway::Error| {
-        let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-        ManifestError::Invalid {
-            file: file.to_string(),
-            line,
-            column,
-            message: e.to_string(),
-        }
-    };
+    let invalid = |e: serde_norway::Error| invalid(file, e);
     // First pass: the kind of each document (empty documents skipped).
     let mut kinds = Vec::new();
     let mut jsons = Vec::new();
