@@ -216,3 +216,10 @@ fn balanced_and_empty_only_differ_on_underused_nodes() {
     );
     assert_eq!(executed(empty_only.consolidate(&round).unwrap()), vec![2]);
 }
+
+#[test]
+fn every_built_in_loads_and_passes_the_checks_before_a_swap_as_bench_load_measures() {
+    let figures = dovetail::bench::load().expect("every built-in passes, with its configuration");
+    let names: Vec<&str> = figures.iter().map(|f| f.policy).collect();
+    assert_eq!(names, dovetail::policy::builtin::names());
+}
