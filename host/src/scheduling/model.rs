@@ -24,6 +24,13 @@ pub mod labels {
     pub const GPU_COUNT: &str = "aws.dovetail.sh/instance-gpu-count";
 
     /// Keys an instance type itself answers (zone and capacity type come from the offering).
+    /// Labels every node the controller launches carries, whatever its NodePool defines.
+    pub fn well_known(key: &str) -> bool {
+        TYPE_KEYS.contains(&key) || [ZONE, CAPACITY_TYPE, NODEPOOL, HOSTNAME, REGION].contains(&key)
+    }
+
+    pub const REGION: &str = "topology.kubernetes.io/region";
+
     pub const TYPE_KEYS: [&str; 12] = [
         ARCH,
         OS,

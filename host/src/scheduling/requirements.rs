@@ -189,6 +189,40 @@ impl Requirements {
         })
     }
 
+    /// [`Requirements::compatible`] for a NodePool's requirements: a key they do not define is a
+    /// label the pool's nodes will not have, unless `well_known` says every node gets it — as
+    /// Karpenter treats undefined custom labels. So a pod selecting `team: a` needs a pool that
+    /// defines `team`; one excluding it (`NotIn`, `DoesNotExist`) does not.
+    pub fn compatible_on_pool(
+        &self,
+        other: &Requirements,
+        well_known: impl Fn(&str) -> bool,
+    ) -> bool {
+        self.undefined_key(other, &well_known).is_none()
+            && other.keys.iter().all(|(k, a)| match self.keys.get(k) {
+                None => a.satisfiable(),
+                Some(mine) => {
+                    let mut both = mine.clone();
+                    both.intersect(a);
+                    both.satisfiable()
+                }
+            })
+    }
+
+    /// The first key of `other` that needs a label these requirements do not define and no
+    /// node gets anyway.
+    pub fn undefined_key<'a>(
+        &self,
+        other: &'a Requirements,
+        well_known: impl Fn(&str) -> bool,
+    ) -> Option<&'a str> {
+        other
+            .keys
+            .iter()
+            .find(|(k, a)| !self.keys.contains_key(*k) && !well_known(k) && !a.allows(None))
+            .map(|(k, _)| k.as_str())
+    }
+
     /// The first key (in order) no node could satisfy, if any.
     pub fn unsatisfiable_key(&self) -> Option<&str> {
         self.keys

@@ -470,9 +470,18 @@ impl<'a> Solver<'a> {
                 t.key, t.value, t.effect
             ));
         }
+        let known = super::model::labels::well_known;
         if !pod.node_terms.is_empty()
-            && !pod.node_terms.iter().any(|t| np.requirements.compatible(t))
+            && !pod
+                .node_terms
+                .iter()
+                .any(|t| np.requirements.compatible_on_pool(t, known))
         {
+            if let Some(k) = np.requirements.undefined_key(&pod.node_terms[0], known) {
+                return Err(format!(
+                    "it selects the label {k}, which the NodePool does not define (add it to the NodePool's requirements or template labels)"
+                ));
+            }
             let wanted = pod.node_terms[0].describe();
             return Err(format!(
                 "its requirements ({wanted}) conflict with the NodePool's ({})",
@@ -485,10 +494,10 @@ impl<'a> Solver<'a> {
     fn new_claim(&mut self, pool: usize, p: usize) -> Result<(), String> {
         let np = &self.pools[pool];
         let pod = &self.pods[p];
-        let term = pod
-            .node_terms
-            .iter()
-            .find(|t| np.requirements.compatible(t));
+        let term = pod.node_terms.iter().find(|t| {
+            np.requirements
+                .compatible_on_pool(t, super::model::labels::well_known)
+        });
         let requirements = match term {
             Some(t) => np.requirements.intersection(t),
             None => np.requirements.clone(),
@@ -592,7 +601,12 @@ impl<'a> Solver<'a> {
             let term = pod
                 .node_terms
                 .iter()
-                .find(|t| claim.planned.requirements.compatible(t))
+                .find(|t| {
+                    claim
+                        .planned
+                        .requirements
+                        .compatible_on_pool(t, super::model::labels::well_known)
+                })
                 .ok_or(Reject::Requirements)?;
             requirements = Some(claim.planned.requirements.intersection(term));
         }
@@ -1205,6 +1219,37 @@ mod tests {
                 .map(|p| (p.name.clone(), p.labels.clone()))
                 .collect(),
         }
+    }
+
+    #[test]
+    fn a_pod_selecting_a_label_no_pool_defines_waits_with_the_fix_and_a_pool_that_defines_it_serves()
+     {
+        use crate::scheduling::Operator::{In, NotIn};
+        let its = its();
+        let mut team = pods(1, "team", 500, 512);
+        team[0].node_terms = vec![Requirements::from_labels([("team", "a")])];
+        let plain = [pool("default", &[])];
+        let plan = solve(&team, &plain, &its);
+        assert!(
+            plan.claims.is_empty(),
+            "no node of the pool would carry team=a"
+        );
+        let reason = &plan.unschedulable[0].reason;
+        assert!(
+            reason.contains("it selects the label team, which the NodePool does not define"),
+            "{reason}"
+        );
+        // The pool defines it (a template label becomes an In requirement).
+        let defines = [pool("teams", &[("team", In, &["a"])])];
+        assert_eq!(solve(&team, &defines, &its).claims.len(), 1);
+        // Excluding an undefined label is satisfied by its absence; well-known labels need no
+        // definition.
+        let mut not_b = pods(1, "not-b", 500, 512);
+        not_b[0].node_terms = vec![Requirements::from_list(&[
+            Requirement::new("team", NotIn, &["b"]),
+            Requirement::new(labels::ARCH, In, &["amd64"]),
+        ])];
+        assert_eq!(solve(&not_b, &plain, &its).claims.len(), 1);
     }
 
     #[test]
