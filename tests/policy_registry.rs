@@ -183,3 +183,40 @@ fn a_forty_megabyte_init_error_reaches_the_status_bounded_and_without_control_ch
         Some(dovetail::policy::inspect::digest(&fixture("hostile")))
     );
 }
+
+#[test]
+fn a_component_that_lacks_the_interface_a_node_pool_needs_is_refused_with_which() {
+    use dovetail::policy::canary::Roles;
+    let registry = PolicyRegistry::new(engine());
+    let err = registry
+        .prepare(
+            "consolidator-only",
+            builtin_wasm("balanced"),
+            vec![],
+            Limits::default(),
+            Roles {
+                scoring: true,
+                consolidation: true,
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.reason(), "MissingExport");
+    assert!(
+        err.to_string()
+            .contains("dovetail:policy/scoring (a NodePool names it for scoring)"),
+        "{err}"
+    );
+    // Named only for what it exports, it is accepted.
+    registry
+        .prepare(
+            "consolidator-only",
+            builtin_wasm("balanced"),
+            vec![],
+            Limits::default(),
+            Roles {
+                scoring: false,
+                consolidation: true,
+            },
+        )
+        .expect("a consolidator serves consolidation");
+}
