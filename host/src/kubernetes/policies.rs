@@ -113,7 +113,7 @@ impl PolicyLoader {
         for p in &policies {
             let name = p.name_any();
             let needs = roles.get(&name).copied().unwrap_or_default();
-            let (key, input) = version(p, needs, stores);
+            let key = version(p, needs, stores);
             let retry_due = self
                 .retry
                 .get(&name)
@@ -130,7 +130,7 @@ impl PolicyLoader {
                 // In flight: its outcome sets the next try.
                 *at = std::time::Instant::now() + RETRY_MAX * 12;
             }
-            self.start(kube, registry, stores, p, key, input, needs);
+            self.start(kube, registry, stores, p, key, input(p, stores), needs);
         }
         let mut changed = false;
         while let Ok(outcome) = self.rx.try_recv() {
@@ -345,23 +345,47 @@ enum Input {
 }
 
 /// The version of a Policy to load, as a key that changes when anything that goes into the
-/// load changes (spec, the ConfigMap's bytes, the roles NodePools give it), and its input.
-fn version(p: &Policy, needs: Roles, stores: &Stores) -> (String, Input) {
-    let name = p.name_any();
-    let src = &p.spec.source;
+/// load changes (spec, the ConfigMap's bytes, the roles NodePools give it). Cheap: it runs for
+/// every Policy on every pass of the loop, and copies nothing.
+fn version(p: &Policy, needs: Roles, stores: &Stores) -> String {
     let mut key = format!(
         "{}|scoring={} consolidation={}",
         serde_json::to_string(&p.spec).unwrap_or_default(),
         needs.scoring,
         needs.consolidation
     );
+    if let Some(c) = &p.spec.source.config_map
+        && let Some(m) = config_map(stores, c)
+    {
+        match config_map_bytes(&m, &c.key) {
+            Ok(bytes) => key.push_str(&format!("|{}", crate::policy::inspect::digest(bytes))),
+            Err(detail) => key.push_str(&format!("|{detail}")),
+        }
+    }
+    key
+}
+
+fn config_map(
+    stores: &Stores,
+    c: &crate::api::policy::ConfigMapSource,
+) -> Option<std::sync::Arc<ConfigMap>> {
+    stores.policy_config_maps.state().into_iter().find(|m| {
+        m.metadata.namespace.as_deref() == Some(c.namespace.as_str())
+            && m.metadata.name.as_deref() == Some(c.name.as_str())
+    })
+}
+
+/// What a version is read from: its bytes when they are at hand, else where to fetch them.
+fn input(p: &Policy, stores: &Stores) -> Input {
+    let name = p.name_any();
+    let src = &p.spec.source;
     let refused = |detail: String| {
         Input::Refused(PolicyError::SourceNotAllowed {
             policy: name.clone(),
             detail,
         })
     };
-    let input = if let Some(b) = &src.builtin {
+    if let Some(b) = &src.builtin {
         match builtin::find(b) {
             Some(b) => Input::Bytes(b.wasm.to_vec()),
             None => refused(format!(
@@ -370,31 +394,22 @@ fn version(p: &Policy, needs: Roles, stores: &Stores) -> (String, Input) {
             )),
         }
     } else if let Some(c) = &src.config_map {
-        let found = stores.policy_config_maps.state().into_iter().find(|m| {
-            m.metadata.namespace.as_deref() == Some(c.namespace.as_str())
-                && m.metadata.name.as_deref() == Some(c.name.as_str())
-        });
-        match found.as_deref().map(|m| config_map_bytes(m, &c.key)) {
-            Some(Ok(bytes)) => {
-                key.push_str(&format!("|{}", crate::policy::inspect::digest(&bytes)));
-                Input::Bytes(bytes)
-            }
-            Some(Err(detail)) => {
-                key.push_str(&format!("|{detail}"));
-                Input::Refused(PolicyError::Fetch {
-                    policy: name.clone(),
-                    source_ref: src.describe(),
-                    detail,
-                })
-            }
-            None => Input::Refused(PolicyError::Fetch {
+        let fetch = |detail: String| {
+            Input::Refused(PolicyError::Fetch {
                 policy: name.clone(),
                 source_ref: src.describe(),
-                detail: format!(
-                    "no ConfigMap {}/{} labelled {POLICY_CONFIG_MAP_LABEL}=true (the controller watches only labelled ConfigMaps; `dovetail policy configmap` writes the label)",
-                    c.namespace, c.name
-                ),
-            }),
+                detail,
+            })
+        };
+        match config_map(stores, c) {
+            Some(m) => match config_map_bytes(&m, &c.key) {
+                Ok(bytes) => Input::Bytes(bytes.to_vec()),
+                Err(detail) => fetch(detail),
+            },
+            None => fetch(format!(
+                "no ConfigMap {}/{} labelled {POLICY_CONFIG_MAP_LABEL}=true (the controller watches only labelled ConfigMaps; `dovetail policy configmap` writes the label)",
+                c.namespace, c.name
+            )),
         }
     } else if let Some(u) = &src.url {
         Input::Url {
@@ -409,13 +424,12 @@ fn version(p: &Policy, needs: Roles, stores: &Stores) -> (String, Input) {
         )
     } else {
         refused("spec.source names no source".into())
-    };
-    (key, input)
+    }
 }
 
-fn config_map_bytes(m: &ConfigMap, key: &str) -> Result<Vec<u8>, String> {
+fn config_map_bytes<'a>(m: &'a ConfigMap, key: &str) -> Result<&'a [u8], String> {
     if let Some(b) = m.binary_data.as_ref().and_then(|d| d.get(key)) {
-        return Ok(b.0.clone());
+        return Ok(&b.0);
     }
     let keys: Vec<&String> = m
         .binary_data
@@ -475,6 +489,6 @@ mod tests {
         )]));
         let err = config_map_bytes(&m, "x.wasm").unwrap_err();
         assert!(err.contains("other.wasm"), "{err}");
-        assert_eq!(config_map_bytes(&m, "other.wasm").unwrap(), vec![0, 97]);
+        assert_eq!(config_map_bytes(&m, "other.wasm").unwrap(), [0, 97]);
     }
 }
