@@ -183,9 +183,37 @@ pub fn scoring(opts: &ScoringBench) -> Result<(Vec<Timing>, usize), PolicyError>
     Ok((out, options))
 }
 
+/// The workloads and offerings the provisioning benchmark is run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchWorkload {
+    /// The mix's sizes without topology constraints, on-demand offerings only.
+    PlainOnDemand,
+    /// Karpenter's full mix, on-demand offerings only.
+    MixOnDemand,
+    /// Karpenter's full mix, spot and on-demand offerings.
+    MixSpot,
+}
+
+impl BenchWorkload {
+    pub const ALL: [BenchWorkload; 3] = [
+        BenchWorkload::PlainOnDemand,
+        BenchWorkload::MixOnDemand,
+        BenchWorkload::MixSpot,
+    ];
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            BenchWorkload::PlainOnDemand => "plain pods, on-demand",
+            BenchWorkload::MixOnDemand => "Karpenter's mix, on-demand",
+            BenchWorkload::MixSpot => "Karpenter's mix, spot",
+        }
+    }
+}
+
 /// Figures of one provisioning benchmark size.
 #[derive(Debug, Clone)]
 pub struct ProvisioningFigures {
+    pub workload: BenchWorkload,
     pub pods: usize,
     pub scheduled: usize,
     pub claims: usize,
@@ -197,9 +225,25 @@ pub struct ProvisioningFigures {
     pub peak_rss: Option<u64>,
     /// Sum of the chosen options' prices, USD/hour.
     pub fleet_cost: f64,
-    /// Requested CPU and memory priced at the catalog's cheapest per-unit rates, USD/hour.
-    pub lower_bound: f64,
+    /// The old bound: requested CPU at the catalog's cheapest per-vCPU rate or memory at its
+    /// cheapest per-GiB rate, whichever is higher, on raw capacity.
+    pub naive_bound: f64,
+    /// The LP relaxation on allocatable (CPU, memory, pods), USD/hour.
+    pub lp_bound: f64,
+    /// The LP with the node count hostname topology forces.
+    pub topology_bound: f64,
+    /// With spot: the LP when no pool (type and zone) may supply more than
+    /// [`SPOT_POOL_SHARE`] of the CPU; the fleet follows the same rule.
+    pub diverse_bound: Option<f64>,
+    /// The most pods any one node holds, as a share of all scheduled pods.
+    pub largest_share: f64,
+    /// Nodes by instance type, most used first (the first few).
+    pub top_types: Vec<(String, usize)>,
 }
+
+/// The capacity-diversity rule of the spot benchmark: no spot pool (instance type in a zone)
+/// supplies more than this share of a round's CPU, so one reclamation takes at most a fifth.
+pub const SPOT_POOL_SHARE: f64 = 0.2;
 
 /// Karpenter's scheduling-benchmark pod mix: one fifth each of plain pods, zone topology spread,
 /// hostname topology spread, zone pod affinity and hostname pod anti-affinity; CPU from
@@ -277,21 +321,25 @@ fn peak_rss_of(pid: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Schedules each size of the Karpenter mix against `types` instance types of the catalog, ranks
-/// every claim with the `cheapest` component (one WASM round per decision) and launches the top
-/// option of each.
+/// Schedules each size of each benchmark workload against `types` instance types of the
+/// catalog, ranks every claim with the `cheapest` component (one WASM round per decision) and
+/// launches the top option of each — with spot, the top option whose pool still has room under
+/// [`SPOT_POOL_SHARE`].
 pub fn provisioning(
     sizes: &[usize],
     types: usize,
 ) -> Result<Vec<ProvisioningFigures>, PolicyError> {
     use crate::policy::ranking::rank;
-    use crate::scheduling::{InstanceTypes, NodePoolSpec, Requirements, solve};
+    use crate::scheduling::cost::{self, Demand};
+    use crate::scheduling::model::{TopologyKey, labels};
+    use crate::scheduling::{
+        InstanceTypes, NodePoolSpec, Operator, Requirement, Requirements, solve,
+    };
 
     let entries = catalog::embedded();
     let mut cat = catalog::policy_catalog(&entries, &["us-east-1a", "us-east-1b", "us-east-1c"]);
     cat.instance_types.truncate(types);
     let its = InstanceTypes::new(&entries, &cat);
-    let pools = vec![NodePoolSpec::new("default", Requirements::default())];
     let engine = PolicyEngine::new(EngineConfig::default())?;
     let policy = engine.load(
         "cheapest",
@@ -307,68 +355,170 @@ pub fn provisioning(
         })
         .collect();
 
-    // Cheapest per-unit rates over every offering of the catalog.
-    let (mut per_vcpu, mut per_gib) = (f64::INFINITY, f64::INFINITY);
-    for t in &cat.instance_types {
-        for o in &t.offerings {
-            per_vcpu = per_vcpu.min(o.price / f64::from(t.vcpus.max(1)));
-            per_gib = per_gib.min(o.price / (t.memory_mib.max(1) as f64 / 1024.0));
-        }
-    }
-
     let mut out = Vec::new();
-    for &n in sizes {
-        let pods = karpenter_mix(n, 42);
-        let started = Instant::now();
-        let plan = solve(&pods, &pools, &its);
-        let solved = started.elapsed();
-        let claims = plan
-            .claims
-            .iter()
-            .map(|c| crate::policy::types::Claim {
-                node_pool: pools[c.node_pool].name.clone(),
-                workloads: workloads.clone(),
-                pods: c
-                    .pods
-                    .iter()
-                    .map(|&p| Pod {
-                        workload: pods[p].workload,
-                        requests: pods[p].requests,
-                        priority: pods[p].priority,
-                    })
-                    .collect(),
-                requests: c.requests,
-                options: c.options(&its),
-            })
-            .collect();
-        let round = ScoringRound {
-            now: 1_790_000_000,
-            catalog: cat.clone(),
-            claims,
+    for workload in BenchWorkload::ALL {
+        let requirements = match workload {
+            BenchWorkload::MixSpot => Requirements::default(),
+            _ => Requirements::from_list(&[Requirement::new(
+                labels::CAPACITY_TYPE,
+                Operator::In,
+                &["on-demand"],
+            )]),
         };
-        let scores = policy.score(&round)?;
-        let fleet_cost: f64 = (0..round.claims.len())
-            .map(|i| {
-                let best = rank(&round, i, &scores[i]).ranked[0].option;
-                round.resolve(best).1.price
-            })
-            .sum();
-        let decision = started.elapsed();
-        let (cpu, mem) = pods.iter().fold((0u64, 0u64), |(c, m), p| {
-            (c + p.requests.cpu_millis, m + p.requests.memory_bytes)
-        });
-        let lower_bound =
-            (cpu as f64 / 1000.0 * per_vcpu).max(mem as f64 / f64::from(1u32 << 30) * per_gib);
-        out.push(ProvisioningFigures {
-            pods: n,
-            scheduled: n - plan.unschedulable.len(),
-            claims: plan.claims.len(),
-            solve: solved,
-            decision,
-            peak_rss: peak_rss(),
-            fleet_cost,
-            lower_bound,
-        });
+        let pools = vec![NodePoolSpec::new("default", requirements.clone())];
+        // The old bound's cheapest per-unit rates, over the offerings the pool allows.
+        let (mut per_vcpu, mut per_gib) = (f64::INFINITY, f64::INFINITY);
+        for t in &cat.instance_types {
+            for o in &t.offerings {
+                if workload != BenchWorkload::MixSpot && o.capacity_type != CapacityType::OnDemand {
+                    continue;
+                }
+                per_vcpu = per_vcpu.min(o.price / f64::from(t.vcpus.max(1)));
+                per_gib = per_gib.min(o.price / (t.memory_mib.max(1) as f64 / 1024.0));
+            }
+        }
+        let admitted = its.admitted_by(&requirements);
+        let supplies = cost::supplies(
+            &its,
+            &admitted,
+            &requirements,
+            &crate::scheduling::model::zero(),
+        );
+        for &n in sizes {
+            let mut pods = karpenter_mix(n, 42);
+            if workload == BenchWorkload::PlainOnDemand {
+                for p in &mut pods {
+                    p.spread.clear();
+                    p.affinity.clear();
+                    p.anti_affinity.clear();
+                }
+            }
+            let started = Instant::now();
+            let plan = solve(&pods, &pools, &its);
+            let solved = started.elapsed();
+            let claims = plan
+                .claims
+                .iter()
+                .map(|c| crate::policy::types::Claim {
+                    node_pool: pools[c.node_pool].name.clone(),
+                    workloads: workloads.clone(),
+                    pods: c
+                        .pods
+                        .iter()
+                        .map(|&p| Pod {
+                            workload: pods[p].workload,
+                            requests: pods[p].requests,
+                            priority: pods[p].priority,
+                        })
+                        .collect(),
+                    requests: c.requests,
+                    options: c.options(&its),
+                })
+                .collect();
+            let round = ScoringRound {
+                now: 1_790_000_000,
+                catalog: cat.clone(),
+                claims,
+            };
+            let scores = policy.score(&round)?;
+            let mut demand = Demand::default();
+            for p in &pods {
+                demand.add(&cost::amount(&p.requests));
+            }
+            // Spot pools used so far, vCPUs, for the diversity rule.
+            let cpu_cap = demand.amount[0] * SPOT_POOL_SHARE;
+            let mut pool_cpu: std::collections::HashMap<(usize, usize), f64> = Default::default();
+            let mut by_type: std::collections::BTreeMap<String, usize> = Default::default();
+            let mut fleet_cost = 0.0;
+            for i in 0..round.claims.len() {
+                let ranked = rank(&round, i, &scores[i]).ranked;
+                let pick = ranked
+                    .iter()
+                    .find(|r| {
+                        let (t, o, _) = round.resolve(r.option);
+                        o.capacity_type != CapacityType::Spot
+                            || workload != BenchWorkload::MixSpot
+                            || pool_cpu
+                                .get(&crate::policy::round::unpack(r.option))
+                                .copied()
+                                .unwrap_or(0.0)
+                                + f64::from(t.vcpus)
+                                <= cpu_cap
+                    })
+                    .unwrap_or(&ranked[0]);
+                let (t, o, _) = round.resolve(pick.option);
+                if o.capacity_type == CapacityType::Spot {
+                    *pool_cpu
+                        .entry(crate::policy::round::unpack(pick.option))
+                        .or_default() += f64::from(t.vcpus);
+                }
+                *by_type.entry(t.name.clone()).or_default() += 1;
+                fleet_cost += o.price;
+            }
+            let decision = started.elapsed();
+            let (cpu, mem) = pods.iter().fold((0u64, 0u64), |(c, m), p| {
+                (c + p.requests.cpu_millis, m + p.requests.memory_bytes)
+            });
+            let naive_bound =
+                (cpu as f64 / 1000.0 * per_vcpu).max(mem as f64 / f64::from(1u32 << 30) * per_gib);
+            let lp_bound = cost::lower_bound(&supplies, &demand).map_or(f64::NAN, |b| b.cost);
+            // Hostname anti-affinity and maxSkew-1 hostname spread put each selector's pods on
+            // nodes of their own: the largest such group is a node count.
+            let mut groups: std::collections::HashMap<String, f64> = Default::default();
+            for p in &pods {
+                let own_host = p
+                    .anti_affinity
+                    .iter()
+                    .any(|a| a.key == TopologyKey::Hostname)
+                    || p.spread.iter().any(|s| s.key == TopologyKey::Hostname);
+                if own_host {
+                    let app = p
+                        .labels
+                        .iter()
+                        .find(|(k, _)| k == "app")
+                        .map(|l| l.1.clone());
+                    *groups.entry(app.unwrap_or_default()).or_default() += 1.0;
+                }
+            }
+            let topology_demand = Demand {
+                nodes: groups.values().copied().fold(0.0, f64::max),
+                ..demand
+            };
+            let topology_bound =
+                cost::lower_bound(&supplies, &topology_demand).map_or(f64::NAN, |b| b.cost);
+            let diverse_bound = (workload == BenchWorkload::MixSpot)
+                .then(|| {
+                    let pools = cost::offering_supplies(
+                        &its,
+                        &admitted,
+                        &requirements,
+                        &crate::scheduling::model::zero(),
+                    );
+                    cost::diverse_lower_bound(&pools, &topology_demand, SPOT_POOL_SHARE)
+                })
+                .flatten();
+            let scheduled = n - plan.unschedulable.len();
+            let largest = plan.claims.iter().map(|c| c.pods.len()).max().unwrap_or(0);
+            let mut top_types: Vec<(String, usize)> = by_type.into_iter().collect();
+            top_types.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            top_types.truncate(3);
+            out.push(ProvisioningFigures {
+                workload,
+                pods: n,
+                scheduled,
+                claims: plan.claims.len(),
+                solve: solved,
+                decision,
+                peak_rss: peak_rss(),
+                fleet_cost,
+                naive_bound,
+                lp_bound,
+                topology_bound,
+                diverse_bound,
+                largest_share: largest as f64 / scheduled.max(1) as f64,
+                top_types,
+            });
+        }
     }
     Ok(out)
 }

@@ -5,6 +5,7 @@
 //! Pure over its inputs: no clock, no I/O. Provisioning feeds it a snapshot and hands the claims'
 //! options to the NodePool's scoring policy.
 
+pub mod cost;
 pub mod from_kube;
 pub mod instance_types;
 pub mod model;

@@ -140,19 +140,7 @@ impl InstanceTypes {
     /// are not efficient.
     pub fn efficient(&self, types: &[u32], reqs: &Requirements, tolerance: f64) -> Vec<bool> {
         let zones = self.zones_admitted_by(reqs);
-        let capacity = reqs.get(labels::CAPACITY_TYPE);
-        let price = |t: u32| {
-            self.types[t as usize]
-                .offerings
-                .iter()
-                .filter(|o| {
-                    zones & (1 << o.zone) != 0
-                        && capacity
-                            .is_none_or(|a| a.allows(Some(capacity_type_label(o.capacity_type))))
-                })
-                .map(|o| o.price)
-                .fold(f64::INFINITY, f64::min)
-        };
+        let price = |t: u32| self.cheapest(t, zones, reqs).unwrap_or(f64::INFINITY);
         let units = |t: u32| {
             let (cpu, mem) = self.types[t as usize].capacity;
             (cpu as f64 / 1000.0, mem as f64 / f64::from(1u32 << 30))
@@ -182,6 +170,22 @@ impl InstanceTypes {
             out[t as usize] = ratio(t) <= baseline * (1.0 + tolerance);
         }
         out
+    }
+
+    /// The price of type `t`'s cheapest available offering in `zones` with a capacity type `reqs`
+    /// allow.
+    pub fn cheapest(&self, t: u32, zones: u64, reqs: &Requirements) -> Option<f64> {
+        let capacity = reqs.get(labels::CAPACITY_TYPE);
+        self.types[t as usize]
+            .offerings
+            .iter()
+            .filter(|o| {
+                o.available
+                    && zones & (1 << o.zone) != 0
+                    && capacity.is_none_or(|a| a.allows(Some(capacity_type_label(o.capacity_type))))
+            })
+            .map(|o| o.price)
+            .min_by(f64::total_cmp)
     }
 
     /// Zones `reqs` admit, as a bit mask.

@@ -18,6 +18,7 @@
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
+use super::cost::{self, Bound, DIMS, Demand};
 use super::instance_types::InstanceTypes;
 use super::model::{
     ExistingNode, LabelSelector, NodePoolSpec, PendingPod, TopologyKey, add, capacity_type_label,
@@ -30,6 +31,16 @@ use crate::policy::types::{LaunchOption, Resources};
 /// How much dearer than the 10th-percentile value a type's capacity may be before a claim
 /// avoids growing into it.
 pub const PREMIUM_TOLERANCE: f64 = 0.3;
+
+/// How much less value per dollar than the best type a smaller node may give and still be
+/// chosen: the node-size rule. A claim grows to the *smallest* type whose value per dollar (what
+/// it would hold, at the LP's unit prices, over its price) is within this of the best, so a node
+/// is larger only when that is cheaper per unit by more than this — big nodes are a blast radius.
+pub const SIZE_TOLERANCE: f64 = 0.03;
+
+/// Below this many pods still to place, the size estimate of a new node places them one by one
+/// rather than as a fluid (see `Solver::target`).
+const LOOKAHEAD: usize = 32;
 
 /// A NodeClaim the simulation decided to create.
 #[derive(Debug, Clone, PartialEq)]
@@ -160,6 +171,8 @@ struct Claim {
     open: bool,
     /// Zones that count as topology domains for its pods (its NodePool's).
     domain: u64,
+    /// The allocatable of the type packing aims at: it grows no larger (see [`SIZE_TOLERANCE`]).
+    target: Option<Resources>,
 }
 
 struct Solver<'a> {
@@ -196,6 +209,16 @@ struct Solver<'a> {
     /// Pods per selector placed so far.
     placed: Vec<u32>,
     smallest: Resources,
+    /// Per pod: its position in the visiting order.
+    position: Vec<usize>,
+    /// Requests of the pods in visiting order, summed: `ahead[i]` is the sum before position i.
+    ahead: Vec<[f64; DIMS]>,
+    /// Requests of the pods in visiting order.
+    sequence: Vec<[f64; DIMS]>,
+    /// Per pool: the LP bound of every pending pod on its types, computed when first needed.
+    bounds: Vec<Option<Option<Bound>>>,
+    /// Per pool: the requests of the pending pods it is the first to admit, summed.
+    demand: Vec<[f64; DIMS]>,
 }
 
 #[derive(Clone, Copy)]
@@ -354,6 +377,7 @@ impl<'a> Solver<'a> {
                 efficient: Vec::new(),
                 open: !gone,
                 domain,
+                target: None,
             });
         }
         let mut solver = Solver {
@@ -376,6 +400,11 @@ impl<'a> Solver<'a> {
             host_counts,
             placed,
             smallest,
+            position: Vec::new(),
+            ahead: Vec::new(),
+            sequence: Vec::new(),
+            bounds: vec![None; pools.len()],
+            demand: vec![[0.0; DIMS]; pools.len()],
         };
         for c in 0..existing.len() {
             solver.refresh(c);
@@ -384,13 +413,7 @@ impl<'a> Solver<'a> {
     }
 
     fn run(mut self) -> Plan {
-        let mut order: Vec<usize> = (0..self.pods.len()).collect();
-        order.sort_by(|&a, &b| {
-            let (ra, rb) = (&self.pods[a].requests, &self.pods[b].requests);
-            (rb.cpu_millis, rb.memory_bytes)
-                .cmp(&(ra.cpu_millis, ra.memory_bytes))
-                .then(a.cmp(&b))
-        });
+        let order = self.visiting_order();
         let mut unschedulable = Vec::new();
         for p in order {
             if let Err(reason) = self.place(p) {
@@ -413,6 +436,99 @@ impl<'a> Solver<'a> {
     }
 
     /// Places pod `p`, with its preferences if it can, else without them.
+    /// The order pods are placed in: first fit decreasing, with shapes interleaved. Pods are
+    /// grouped by the first pool that admits them and sized by their value at that pool's LP unit
+    /// prices — the one size that weighs CPU and memory as the cheapest fleet does. Within a
+    /// size class (a half-octave of value) the shapes take turns, so consecutive pods complement
+    /// each other on a node: sorting by CPU alone sends runs of one shape to the same nodes,
+    /// which fill on one resource and strand the other (on the benchmark's plain pods that is
+    /// 1.16× the LP bound; interleaved, 1.07×).
+    fn visiting_order(&mut self) -> Vec<usize> {
+        let n = self.pods.len();
+        let mut home: Vec<Option<usize>> = vec![None; n];
+        let mut demand = vec![[0.0; DIMS]; self.pools.len()];
+        for (p, h) in home.iter_mut().enumerate() {
+            let pod = &self.pods[p];
+            *h = self
+                .pool_order
+                .iter()
+                .copied()
+                .find(|&pool| self.admits(pool, pod).is_ok());
+            if let Some(pool) = *h {
+                let a = cost::amount(&pod.requests);
+                for d in 0..DIMS {
+                    demand[pool][d] += a[d];
+                }
+            }
+        }
+        self.demand = demand;
+        let mut rank = vec![usize::MAX; self.pools.len()];
+        for (i, &pool) in self.pool_order.iter().enumerate() {
+            rank[pool] = i;
+        }
+        let bounds: Vec<Option<Bound>> = (0..self.pools.len()).map(|i| self.bound(i)).collect();
+        // (home pool's rank, value) per pod.
+        let key: Vec<(usize, f64)> = (0..n)
+            .map(|p| match home[p] {
+                Some(pool) => (
+                    rank[pool],
+                    bounds[pool].map_or(0.0, |b| b.value(&cost::amount(&self.pods[p].requests))),
+                ),
+                None => (usize::MAX, 0.0),
+            })
+            .collect();
+        let class = |v: f64| -> i64 {
+            if v > 0.0 {
+                -((v.log2() * 2.0).floor() as i64)
+            } else {
+                i64::MAX
+            }
+        };
+        let mut order: Vec<usize> = (0..n).collect();
+        let largest_first = |a: &usize, b: &usize| {
+            let (ra, rb) = (&self.pods[*a].requests, &self.pods[*b].requests);
+            key[*a]
+                .0
+                .cmp(&key[*b].0)
+                .then(key[*b].1.total_cmp(&key[*a].1))
+                .then((rb.cpu_millis, rb.memory_bytes).cmp(&(ra.cpu_millis, ra.memory_bytes)))
+                .then(a.cmp(b))
+        };
+        order.sort_by(largest_first);
+        // Each pod's turn among the pods of its shape in its class.
+        let mut seen: HashMap<(usize, i64, u64, u64), u32> = HashMap::new();
+        let mut turn = vec![0u32; n];
+        for &p in &order {
+            let r = &self.pods[p].requests;
+            let k = seen
+                .entry((key[p].0, class(key[p].1), r.cpu_millis, r.memory_bytes))
+                .or_default();
+            turn[p] = *k;
+            *k += 1;
+        }
+        order.sort_by(|a, b| {
+            let (ka, kb) = (key[*a], key[*b]);
+            (ka.0, class(ka.1), turn[*a])
+                .cmp(&(kb.0, class(kb.1), turn[*b]))
+                .then(largest_first(a, b))
+        });
+        self.position = vec![0; n];
+        self.ahead = Vec::with_capacity(n + 1);
+        self.sequence = Vec::with_capacity(n);
+        let mut sum = [0.0; DIMS];
+        self.ahead.push(sum);
+        for (i, &p) in order.iter().enumerate() {
+            self.position[p] = i;
+            let a = cost::amount(&self.pods[p].requests);
+            for d in 0..DIMS {
+                sum[d] += a[d];
+            }
+            self.ahead.push(sum);
+            self.sequence.push(a);
+        }
+        order
+    }
+
     fn place(&mut self, p: usize) -> Result<(), String> {
         match self.place_once(p) {
             Err(_) if self.relaxed[p].is_some() => {
@@ -536,6 +652,24 @@ impl<'a> Solver<'a> {
         let zones = self.pool_zones[pool] & self.its.zones_admitted_by(&requirements);
         let requests = np.daemonset_overhead;
         let efficient = self.its.efficient(&types, &requirements, PREMIUM_TOLERANCE);
+        let target = self.target(pool, p, &types, zones, &requirements);
+        // Under a limit, a claim's options are no larger than its target on the limited
+        // resources: what it reserves is the size packing chose, not the catalog's largest.
+        let types = match target {
+            Some(t) if np.limits.cpu_millis.is_some() || np.limits.memory_bytes.is_some() => {
+                let cap = self.its.types[t as usize].capacity;
+                types
+                    .into_iter()
+                    .filter(|&u| {
+                        let c = self.its.types[u as usize].capacity;
+                        (np.limits.cpu_millis.is_none() || c.0 <= cap.0)
+                            && (np.limits.memory_bytes.is_none() || c.1 <= cap.1)
+                    })
+                    .collect()
+            }
+            _ => types,
+        };
+        let target = target.map(|t| self.its.types[t as usize].allocatable);
         let c = self.claims.len();
         self.claims.push(Claim {
             planned: PlannedClaim {
@@ -554,6 +688,7 @@ impl<'a> Solver<'a> {
             efficient,
             open: true,
             domain: self.pool_zones[pool],
+            target,
         });
         self.refresh(c);
         match self.try_add(p, c) {
@@ -796,6 +931,11 @@ impl<'a> Solver<'a> {
             max.pods = max.pods.max(a.pods);
             max.gpus = max.gpus.max(a.gpus);
         }
+        if let Some(t) = &claim.target {
+            max.cpu_millis = max.cpu_millis.min(t.cpu_millis);
+            max.memory_bytes = max.memory_bytes.min(t.memory_bytes);
+            max.pods = max.pods.min(t.pods);
+        }
         claim.max_alloc = max;
         let (old_cpu, old_mem) = claim.reserved;
         claim.reserved = cap;
@@ -807,6 +947,108 @@ impl<'a> Solver<'a> {
         claim.open = r.cpu_millis.saturating_add(s.cpu_millis) <= max.cpu_millis
             && r.memory_bytes.saturating_add(s.memory_bytes) <= max.memory_bytes
             && r.pods < max.pods;
+    }
+
+    /// The pool's LP bound over every pending pod: its unit prices value what a node holds.
+    fn bound(&mut self, pool: usize) -> Option<Bound> {
+        if let Some(b) = self.bounds[pool] {
+            return b;
+        }
+        let (_, supplies) = self.pool_supplies(pool);
+        // A pool no pod calls home (it takes overflow) is priced for all of them.
+        let mut amount = self.demand[pool];
+        if amount.iter().all(|&a| a == 0.0) {
+            amount = std::array::from_fn(|d| self.demand.iter().map(|a| a[d]).sum());
+        }
+        let b = cost::lower_bound(&supplies, &Demand { amount, nodes: 0.0 });
+        self.bounds[pool] = Some(b);
+        b
+    }
+
+    /// The pool's types with what a node of each holds after DaemonSet overhead, at its
+    /// cheapest offering the pool allows.
+    fn pool_supplies(&self, pool: usize) -> (Vec<u32>, Vec<cost::Supply>) {
+        let np = &self.pools[pool];
+        let zones = self.pool_zones[pool];
+        self.pool_types[pool]
+            .iter()
+            .filter_map(|&t| {
+                let price = self.its.cheapest(t, zones, &np.requirements)?;
+                let ty = &self.its.types[t as usize];
+                Some((
+                    t,
+                    cost::supply(price, &ty.allocatable, &np.daemonset_overhead)?,
+                ))
+            })
+            .unzip()
+    }
+
+    /// The type a new claim for pod `p` grows to: of `types`, the cheapest whose value per dollar
+    /// is within [`SIZE_TOLERANCE`] of the best. What a type would hold is estimated from the pods
+    /// from `p` on in visiting order, the ones first fit places next: their sum as a fluid, up to
+    /// the node's room (first fit tops nodes up with later, smaller pods, so a mixed backlog
+    /// fills them). When the next [`LOOKAHEAD`] are all alike (a Deployment's replicas) or are
+    /// the last, they are placed one by one as they fit first — pods are whole: a 2-vCPU node
+    /// holds one 1.5-vCPU pod, not 1.3 of them — and the fluid tops up only what the smallest
+    /// pending pod still fits in. What it holds is valued at the pool's LP unit prices, so a node's shape, its DaemonSet overhead
+    /// (small nodes pay it each) and its price all count, and the last pods get a node their size.
+    fn target(
+        &mut self,
+        pool: usize,
+        p: usize,
+        types: &[u32],
+        zones: u64,
+        requirements: &Requirements,
+    ) -> Option<u32> {
+        let bound = self.bound(pool)?;
+        let overhead = cost::amount(&self.pools[pool].daemonset_overhead);
+        let start = self.position[p];
+        let window = &self.sequence[start..(start + LOOKAHEAD).min(self.sequence.len())];
+        let beyond = start + window.len();
+        // Few pods left, or a run of identical ones (a Deployment's replicas): count them whole.
+        let whole = beyond == self.sequence.len() || window.iter().all(|a| *a == window[0]);
+        let (base, total) = (self.ahead[beyond], self.ahead[self.ahead.len() - 1]);
+        let rest: [f64; DIMS] = std::array::from_fn(|d| total[d] - base[d]);
+        let smallest = cost::amount(&self.smallest);
+        // (value per dollar, price, type)
+        let mut scored: Vec<(f64, f64, u32)> = Vec::with_capacity(types.len());
+        for &t in types {
+            let Some(price) = self.its.cheapest(t, zones, requirements) else {
+                continue;
+            };
+            let alloc = cost::amount(&self.its.types[t as usize].allocatable);
+            let mut room: [f64; DIMS] = std::array::from_fn(|d| alloc[d] - overhead[d]);
+            if (0..DIMS).any(|d| window[0][d] > room[d] + 1e-9) {
+                continue;
+            }
+            let mut held = [0.0; DIMS];
+            if whole {
+                for a in window {
+                    if (0..DIMS).all(|d| a[d] <= room[d] + 1e-9) {
+                        for d in 0..DIMS {
+                            room[d] -= a[d];
+                            held[d] += a[d];
+                        }
+                    }
+                }
+                if (0..DIMS).any(|d| smallest[d] > room[d] + 1e-9) {
+                    room = [0.0; DIMS];
+                }
+            }
+            for d in 0..DIMS {
+                held[d] += room[d].max(0.0).min(rest[d]);
+            }
+            scored.push((bound.value(&held) / price, price, t));
+        }
+        let best = scored.iter().map(|s| s.0).fold(0.0, f64::max);
+        if best <= 0.0 {
+            return None;
+        }
+        let r = scored
+            .iter()
+            .filter(|s| s.0 >= best * (1.0 - SIZE_TOLERANCE))
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        r.map(|s| s.2)
     }
 
     /// Where first fit starts for pod `p` in `pool`: past the closed prefix, and past the claims
@@ -999,7 +1241,27 @@ mod tests {
         let plan = solve(&pods, &[np], &its);
         assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
         assert_eq!(plan.claims.iter().map(|c| c.pods.len()).sum::<usize>(), 10);
-        assert_eq!(plan.claims.len(), 1, "ten small pods fit one node");
+        // 5 vCPU in all: one 8-vCPU node costs more than a 4-vCPU and a 2-vCPU one, so packing,
+        // being cost-driven, takes two.
+        assert!(plan.claims.len() <= 2, "{}", plan.claims.len());
+        let price = |c: &PlannedClaim| -> f64 {
+            c.instance_types
+                .iter()
+                .filter_map(|&t| its.cheapest(t, c.zones, &c.requirements))
+                .fold(f64::INFINITY, f64::min)
+        };
+        let fleet: f64 = plan.claims.iter().map(price).sum();
+        let reqs = &plan.claims[0].requirements;
+        let one_node = its
+            .admitted_by(reqs)
+            .into_iter()
+            .filter(|&t| {
+                let a = &its.types[t as usize].allocatable;
+                a.cpu_millis >= 5000 && a.memory_bytes >= 1280 << 20 && a.pods >= 10
+            })
+            .filter_map(|t| its.cheapest(t, plan.claims[0].zones, reqs))
+            .fold(f64::INFINITY, f64::min);
+        assert!(fleet <= one_node, "{fleet} > {one_node}");
         for c in &plan.claims {
             for &t in &c.instance_types {
                 assert!(["c", "m", "r"].contains(&its.label(t, labels::CATEGORY).unwrap()));
@@ -1271,7 +1533,7 @@ mod tests {
         });
         let plan = solve_on(&pods(2, "api", 1000, 1024), &nodes, &pools, &its);
         assert!(plan.bound.is_empty());
-        assert_eq!(plan.claims.len(), 1);
+        assert_eq!(plan.claims.iter().map(|c| c.pods.len()).sum::<usize>(), 2);
         nodes[0].taints.clear();
 
         // A nodeSelector the node's labels do not satisfy.
