@@ -992,6 +992,8 @@ impl<'a> Solver<'a> {
     /// holds one 1.5-vCPU pod, not 1.3 of them — and the fluid tops up only what the smallest
     /// pending pod still fits in. What it holds is valued at the pool's LP unit prices, so a node's shape, its DaemonSet overhead
     /// (small nodes pay it each) and its price all count, and the last pods get a node their size.
+    /// Under a NodePool limit its pods would overrun, what a node holds is weighed against the
+    /// capacity it reserves instead of its price.
     fn target(
         &mut self,
         pool: usize,
@@ -1001,6 +1003,14 @@ impl<'a> Solver<'a> {
         requirements: &Requirements,
     ) -> Option<u32> {
         let bound = self.bound(pool)?;
+        // Under a limit the pool's pods would overrun, capacity is what is scarce, not dollars:
+        // a node is then worth what it holds per unit of limit it takes.
+        let limits = &self.pools[pool].limits;
+        let (cpu_room, mem_room) = self.headroom[pool];
+        let demand = self.demand[pool];
+        let scarce_cpu = limits.cpu_millis.is_some() && demand[0] * 1000.0 > cpu_room as f64;
+        let scarce_mem =
+            limits.memory_bytes.is_some() && demand[1] * f64::from(1u32 << 30) > mem_room as f64;
         let overhead = cost::amount(&self.pools[pool].daemonset_overhead);
         let start = self.position[p];
         let window = &self.sequence[start..(start + LOOKAHEAD).min(self.sequence.len())];
@@ -1035,10 +1045,33 @@ impl<'a> Solver<'a> {
                     room = [0.0; DIMS];
                 }
             }
-            for d in 0..DIMS {
-                held[d] += room[d].max(0.0).min(rest[d]);
+            if whole {
+                let scale = (0..DIMS)
+                    .filter(|&d| rest[d] > 0.0)
+                    .map(|d| room[d].max(0.0) / rest[d])
+                    .fold(1.0, f64::min);
+                for d in 0..DIMS {
+                    held[d] += rest[d] * scale;
+                }
+            } else {
+                for d in 0..DIMS {
+                    held[d] += room[d].max(0.0).min(rest[d]);
+                }
             }
-            scored.push((bound.value(&held) / price, price, t));
+            let worth = if scarce_cpu || scarce_mem {
+                let cap = self.its.types[t as usize].capacity;
+                let mut fill = f64::INFINITY;
+                if scarce_cpu {
+                    fill = fill.min(held[0] * 1000.0 / cap.0.max(1) as f64);
+                }
+                if scarce_mem {
+                    fill = fill.min(held[1] * f64::from(1u32 << 30) / cap.1.max(1) as f64);
+                }
+                fill
+            } else {
+                bound.value(&held) / price
+            };
+            scored.push((worth, price, t));
         }
         let best = scored.iter().map(|s| s.0).fold(0.0, f64::max);
         if best <= 0.0 {
