@@ -395,6 +395,16 @@ fn the_summary_prints_what_the_report_holds_and_a_comparison_its_difference() {
         text.contains(&format!("{:.4} $/hour at the end", spot.cost_per_hour())),
         "{text}"
     );
+    // Beside it, the LP bound of the running pods: below what runs, and above nothing.
+    let bound = spot.bound_per_hour.expect("a bound");
+    assert!(bound > 0.0 && bound <= spot.cost_per_hour(), "{bound}");
+    assert!(
+        text.contains(&format!(
+            "(LP bound for the running pods {bound:.4} $/hour: {:.2}×)",
+            spot.cost_per_hour() / bound
+        )),
+        "{text}"
+    );
     // The same run against itself differs by nothing, and says so without a sign.
     let same = spot.difference(&spot).to_string();
     assert_eq!(

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use crate::cloud::Instance;
 use crate::policy::types::DisruptionReason;
 use crate::provisioning::Pool;
+use crate::scheduling::cost;
 use crate::scheduling::model::{
     ExistingNode, LabelSelector, PendingPod, Taint, TaintEffect, add, labels, zero,
 };
@@ -188,6 +189,43 @@ impl Cluster {
             }
         }
         specs
+    }
+
+    /// The LP lower bound of what runs, USD per hour: per NodePool, the pods running on its
+    /// nodes priced as the cheapest fractional fleet of the pool's types would hold them
+    /// ([`cost::lower_bound`], DaemonSet overhead paid per node), summed. The summary prints it
+    /// beside the real cost so a user sees how close a NodePool and its policy get. `None` when
+    /// some pool's types cannot hold its pods at all (a dimension nothing supplies).
+    pub fn running_bound(&self, its: &InstanceTypes) -> Option<f64> {
+        let mut demand = vec![cost::Demand::default(); self.pools.len()];
+        for p in self.pods.values() {
+            let (Some(node), Some(_)) = (&p.node, p.running_since) else {
+                continue;
+            };
+            let Some(i) = self
+                .nodes
+                .get(node)
+                .and_then(|n| self.pool_index(&n.instance.node_pool))
+            else {
+                continue;
+            };
+            demand[i].add(&cost::amount(&p.spec.requests));
+        }
+        let mut total = 0.0;
+        for (pool, d) in self.pools.iter().zip(&demand) {
+            if d.amount.iter().all(|&a| a == 0.0) {
+                continue;
+            }
+            let reqs = &pool.spec.requirements;
+            let supplies = cost::supplies(
+                its,
+                &its.admitted_by(reqs),
+                reqs,
+                &pool.spec.daemonset_overhead,
+            );
+            total += cost::lower_bound(&supplies, d)?.cost;
+        }
+        Some(total)
     }
 
     /// The nodes new pods may go on (not being deleted, not excluded), as the simulation sees

@@ -496,6 +496,7 @@ impl Sim {
         w.report.duration_secs = end;
         w.report.nodes = w.cluster.nodes.values().cloned().collect();
         w.report.pods = w.cluster.pods.values().cloned().collect();
+        w.report.bound_per_hour = w.cluster.running_bound(&self.controller.ctx.its);
         w.report.still_pending = w
             .cluster
             .pods

@@ -39,6 +39,10 @@ pub struct Demand {
     /// Nodes the fleet must have at least (hostname anti-affinity and spread force them); 0 for
     /// none.
     pub nodes: f64,
+    /// The least of every dimension over the pods (`None`: not known). A type whose room lacks
+    /// it holds no pod at all and supplies nothing: without this rule the LP would buy CPU from
+    /// 2-vCPU nodes with 15 MiB of memory for pods and memory from elsewhere.
+    pub smallest: Option<[f64; DIMS]>,
 }
 
 /// The LP optimum.
@@ -87,10 +91,21 @@ pub fn supply(price: f64, allocatable: &Resources, overhead: &Resources) -> Opti
 }
 
 impl Demand {
+    /// One more pod.
     pub fn add(&mut self, amount: &[f64; DIMS]) {
         for (d, a) in self.amount.iter_mut().zip(amount) {
             *d += a;
         }
+        let s = self.smallest.get_or_insert(*amount);
+        for (s, a) in s.iter_mut().zip(amount) {
+            *s = s.min(*a);
+        }
+    }
+
+    /// Whether a node with `supply` can hold any of the pods.
+    fn usable(&self, supply: &Supply) -> bool {
+        self.smallest
+            .is_none_or(|m| (0..DIMS).all(|d| m[d] <= supply.amount[d] + 1e-9))
     }
 }
 
@@ -157,7 +172,7 @@ pub fn lower_bound(supplies: &[Supply], demand: &Demand) -> Option<Bound> {
             return None;
         }
     }
-    let frontier: Vec<Supply> = frontier(supplies, &dims, nodes)
+    let frontier: Vec<Supply> = frontier(supplies, demand, &dims, nodes)
         .into_iter()
         .map(|i| supplies[i])
         .collect();
@@ -205,7 +220,9 @@ pub fn diverse_lower_bound(offerings: &[Supply], demand: &Demand, share: f64) ->
     let x: Vec<_> = offerings
         .iter()
         .map(|s| {
-            let max = if s.amount[0] > 0.0 {
+            let max = if !demand.usable(s) {
+                0.0
+            } else if s.amount[0] > 0.0 {
                 cpu_cap / s.amount[0]
             } else {
                 f64::INFINITY
@@ -238,7 +255,7 @@ pub fn diverse_lower_bound(offerings: &[Supply], demand: &Demand, share: f64) ->
 /// The supplies not dominated per dollar, as indices into `supplies`: a type that gives no more
 /// of every demanded dimension per dollar than another can never be in the optimum, and its dual
 /// constraint is implied by the other's. Keeps the LP a few dozen rows whatever the catalog's size.
-fn frontier(supplies: &[Supply], dims: &[usize], nodes: bool) -> Vec<usize> {
+fn frontier(supplies: &[Supply], demand: &Demand, dims: &[usize], nodes: bool) -> Vec<usize> {
     let per_dollar = |s: &Supply| -> Vec<f64> {
         let mut v: Vec<f64> = dims.iter().map(|&d| s.amount[d] / s.price).collect();
         if nodes {
@@ -249,7 +266,7 @@ fn frontier(supplies: &[Supply], dims: &[usize], nodes: bool) -> Vec<usize> {
     let mut candidates: Vec<(Vec<f64>, usize)> = supplies
         .iter()
         .enumerate()
-        .filter(|(_, s)| s.price > 0.0 && s.price.is_finite())
+        .filter(|(_, s)| s.price > 0.0 && s.price.is_finite() && demand.usable(s))
         .map(|(i, s)| (per_dollar(s), i))
         .collect();
     // Sorted by the sum of per-dollar values, descending: nothing later can dominate something
@@ -279,7 +296,7 @@ pub fn mix(supplies: &[Supply], demand: &Demand) -> Option<Vec<(usize, f64)>> {
     if dims.is_empty() && !nodes {
         return Some(Vec::new());
     }
-    let frontier = frontier(supplies, &dims, nodes);
+    let frontier = frontier(supplies, demand, &dims, nodes);
     let mut lp = Problem::new(OptimizationDirection::Minimize);
     let x: Vec<_> = frontier
         .iter()
@@ -326,7 +343,7 @@ mod tests {
     fn demand(cpu: f64, mem: f64) -> Demand {
         Demand {
             amount: [cpu, mem, 0.0, 0.0],
-            nodes: 0.0,
+            ..Demand::default()
         }
     }
 
@@ -391,6 +408,33 @@ mod tests {
     }
 
     #[test]
+    fn a_type_that_holds_no_pod_supplies_nothing() {
+        // Cheap CPU with no memory to speak of, and cheap memory: the relaxation would mix them.
+        let types = [
+            supply(0.1, 2.0, 0.01),
+            supply(4.0, 4.0, 700.0),
+            supply(1.0, 4.0, 8.0),
+        ];
+        let mut d = Demand::default();
+        for _ in 0..16 {
+            d.add(&[0.5, 1.0, 1.0, 0.0]);
+        }
+        let loose = lower_bound(
+            &types,
+            &Demand {
+                smallest: None,
+                ..d
+            },
+        )
+        .unwrap();
+        let tight = lower_bound(&types, &d).unwrap();
+        assert!(loose.cost < 1.0, "{loose:?}");
+        // 8 vCPU and 16 GiB: two of the 4/8 type, not the nano.
+        assert!((tight.cost - 2.0).abs() < 1e-6, "{tight:?}");
+        assert_eq!(d.smallest, Some([0.5, 1.0, 1.0, 0.0]));
+    }
+
+    #[test]
     fn dominated_types_leave_the_lp() {
         let types = [
             supply(1.0, 4.0, 8.0),
@@ -398,7 +442,10 @@ mod tests {
             supply(2.0, 4.0, 8.0),
             supply(1.0, 2.0, 16.0),
         ];
-        assert_eq!(frontier(&types, &[0, 1], false).len(), 2);
+        assert_eq!(
+            frontier(&types, &Demand::default(), &[0, 1], false).len(),
+            2
+        );
     }
 
     #[test]

@@ -960,7 +960,12 @@ impl<'a> Solver<'a> {
         if amount.iter().all(|&a| a == 0.0) {
             amount = std::array::from_fn(|d| self.demand.iter().map(|a| a[d]).sum());
         }
-        let b = cost::lower_bound(&supplies, &Demand { amount, nodes: 0.0 });
+        let demand = Demand {
+            amount,
+            nodes: 0.0,
+            smallest: Some(cost::amount(&self.smallest)),
+        };
+        let b = cost::lower_bound(&supplies, &demand);
         self.bounds[pool] = Some(b);
         b
     }

@@ -33,6 +33,9 @@ pub struct Report {
     pub pending_seconds: Vec<f64>,
     /// USD spent over the run (every node billed from launch to termination).
     pub cost_usd: f64,
+    /// The LP lower bound of the pods running at the end, USD per hour
+    /// ([`crate::cluster::Cluster::running_bound`]).
+    pub bound_per_hour: Option<f64>,
     pub duration_secs: i64,
     pub launched: u32,
     /// Nodes disrupted, by reason.
@@ -128,17 +131,30 @@ impl Report {
             q(0.99)
         );
         let hours = self.duration_secs as f64 / 3600.0;
+        let now = self.cost_per_hour();
+        let bound = match self.bound_per_hour {
+            Some(b) if b > 0.0 => format!(
+                " (LP bound for the running pods {} $/hour: {:.2}×)",
+                plain(b, 4),
+                now / b
+            ),
+            Some(_) => " (LP bound for the running pods 0.0000 $/hour)".into(),
+            None => String::new(),
+        };
         let _ = writeln!(
             out,
-            "cost: {:.4} $/hour at the end; {:.4} $ over {} ({:.4} $/hour on average)",
-            self.cost_per_hour(),
-            self.cost_usd,
+            "cost: {} $/hour at the end{bound}; {} $ over {} ({} $/hour on average)",
+            plain(now, 4),
+            plain(self.cost_usd, 4),
             clock(self.duration_secs),
-            if hours > 0.0 {
-                self.cost_usd / hours
-            } else {
-                0.0
-            }
+            plain(
+                if hours > 0.0 {
+                    self.cost_usd / hours
+                } else {
+                    0.0
+                },
+                4
+            )
         );
         let disruptions = if self.disruptions.is_empty() {
             "none".to_string()
@@ -218,6 +234,24 @@ pub fn plain(x: f64, places: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_empty_cluster_costs_zero_without_a_sign() {
+        let r = Report {
+            bound_per_hour: Some(-0.0),
+            cost_usd: -0.0,
+            duration_secs: 60,
+            ..Report::default()
+        };
+        let text = r.summary();
+        assert!(!text.contains("-0"), "{text}");
+        assert!(
+            text.contains(
+                "cost: 0.0000 $/hour at the end (LP bound for the running pods 0.0000 $/hour); 0.0000 $ over 0h01m00s (0.0000 $/hour on average)"
+            ),
+            "{text}"
+        );
+    }
 
     #[test]
     fn differences_that_round_to_zero_carry_no_sign() {
