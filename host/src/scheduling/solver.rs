@@ -178,8 +178,9 @@ struct Claim {
 struct Solver<'a> {
     /// Pods with their preferences held as requirements (borrowed when none has any).
     pods: Cow<'a, [PendingPod]>,
-    /// Per pod with preferences: the pod as written and its topology terms, for a second try.
-    relaxed: Vec<Option<(PendingPod, Vec<Term>)>>,
+    /// Per pod with preferences: the pod with fewer of them and its topology terms, the next
+    /// to try last (see `Solver::new`).
+    relaxed: Vec<Vec<(PendingPod, Vec<Term>)>>,
     /// Existing nodes; claim `i < existing.len()` is existing node `i`.
     existing: &'a [ExistingNode],
     pools: &'a [NodePoolSpec],
@@ -311,9 +312,26 @@ impl<'a> Solver<'a> {
                 .collect()
         };
         let terms: Vec<Vec<Term>> = pods.iter().map(&mut make_terms).collect();
-        let relaxed: Vec<Option<(PendingPod, Vec<Term>)>> = original
+        // What to try when a pod with preferences does not fit, in order, last first (they are
+        // popped): its preferred node affinity terms dropped one at a time, lowest weight first,
+        // then its ScheduleAnyway spreads one at a time, last written first, down to the pod
+        // with none — the most important preferences are kept longest.
+        let relaxed: Vec<Vec<(PendingPod, Vec<Term>)>> = original
             .iter()
-            .map(|p| prefers(p).then(|| (p.clone(), make_terms(p))))
+            .map(|p| {
+                if !prefers(p) {
+                    return Vec::new();
+                }
+                let mut stages = Vec::new();
+                let mut q = p.clone();
+                while q.preferred.pop().is_some() || q.soft_spread.pop().is_some() {
+                    let s = strict(&q);
+                    let t = make_terms(&s);
+                    stages.push((s, t));
+                }
+                stages.reverse();
+                stages
+            })
             .collect();
         let matches = pods
             .iter()
@@ -530,14 +548,15 @@ impl<'a> Solver<'a> {
     }
 
     fn place(&mut self, p: usize) -> Result<(), String> {
-        match self.place_once(p) {
-            Err(_) if self.relaxed[p].is_some() => {
-                let (pod, terms) = self.relaxed[p].take().expect("checked");
-                self.pods.to_mut()[p] = pod;
-                self.terms[p] = terms;
-                self.place_once(p)
+        loop {
+            match self.place_once(p) {
+                Err(_) if !self.relaxed[p].is_empty() => {
+                    let (pod, terms) = self.relaxed[p].pop().expect("checked");
+                    self.pods.to_mut()[p] = pod;
+                    self.terms[p] = terms;
+                }
+                done => return done,
             }
-            done => done,
         }
     }
 
@@ -1689,6 +1708,46 @@ mod tests {
         let one_zone = [pool("one", &[(labels::ZONE, In, &["us-east-1a"])])];
         let plan = solve(&soft(3), &one_zone, &its);
         assert!(plan.unschedulable.is_empty());
+    }
+
+    #[test]
+    fn preferences_are_relaxed_one_at_a_time_lowest_weight_first() {
+        let its = its();
+        let pools = [pool("default", &[])];
+        // Heavy: amd64; light: a category no type has. Dropping only the light one keeps amd64
+        // (all at once would leave the cheapest, arm64).
+        let mut two = pods(2, "two", 500, 512);
+        for p in &mut two {
+            p.preferred = vec![
+                Requirements::from_labels([(labels::ARCH, "amd64")]),
+                Requirements::from_labels([(labels::CATEGORY, "zz")]),
+            ];
+        }
+        let plan = solve(&two, &pools, &its);
+        assert!(plan.unschedulable.is_empty());
+        for c in &plan.claims {
+            assert!(
+                c.instance_types
+                    .iter()
+                    .all(|&t| its.label(t, labels::ARCH) == Some("amd64"))
+            );
+        }
+        // Preferred node affinity goes before ScheduleAnyway spread: a preferred zone holds the
+        // first pod, then the spread sends the next two to the other zones.
+        let mut zoned = pods(3, "zoned", 100, 128);
+        for p in &mut zoned {
+            p.preferred = vec![Requirements::from_labels([(labels::ZONE, "us-east-1a")])];
+            p.soft_spread = vec![SpreadConstraint {
+                key: TopologyKey::Zone,
+                max_skew: 1,
+                selector: crate::scheduling::model::LabelSelector::labels(&[("app", "zoned")]),
+            }];
+        }
+        let plan = solve(&zoned, &pools, &its);
+        assert!(plan.unschedulable.is_empty());
+        let zones: std::collections::BTreeSet<u32> =
+            plan.claims.iter().map(|c| zone_of(&plan, c)).collect();
+        assert_eq!(zones.len(), 3, "spread kept, zone preference dropped");
     }
 
     #[test]
