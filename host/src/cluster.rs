@@ -258,6 +258,16 @@ impl Cluster {
                     .iter()
                     .map(|p| (p.spec.name.clone(), p.spec.labels.clone()))
                     .collect(),
+                repels: pods
+                    .iter()
+                    .flat_map(|p| {
+                        let ns = p.spec.name.split_once('/').map_or("default", |s| s.0);
+                        p.spec
+                            .anti_affinity
+                            .iter()
+                            .map(move |a| (ns.to_string(), a.clone()))
+                    })
+                    .collect(),
             });
             names.push(n.name.clone());
         }

@@ -753,6 +753,7 @@ impl Pass<'_> {
             allocatable: self.its.types[t as usize].allocatable,
             requested: pool.spec.daemonset_overhead,
             pods: Vec::new(),
+            repels: Vec::new(),
         }
     }
 }

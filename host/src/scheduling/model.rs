@@ -235,6 +235,10 @@ pub struct ExistingNode {
     pub requested: Resources,
     /// Pods already on it, for topology counting: `namespace/name` and labels.
     pub pods: Vec<(String, Vec<(String, String)>)>,
+    /// The required anti-affinity terms of those pods, with their namespaces: a new pod one of
+    /// them selects must keep out of that pod's topology domain (kube-scheduler checks
+    /// anti-affinity both ways).
+    pub repels: Vec<(String, AffinityTerm)>,
 }
 
 impl ExistingNode {

@@ -209,6 +209,11 @@ struct Solver<'a> {
     host_counts: HashMap<(u32, usize), u32, FastHash>,
     /// Pods per selector placed so far.
     placed: Vec<u32>,
+    /// (selector, claim): a pod there has required hostname anti-affinity with that selector,
+    /// so no pod it selects may join it.
+    repel_host: HashSet<(u32, usize), FastHash>,
+    /// Per selector: zones where a pod has required zone anti-affinity with it.
+    repel_zone: Vec<u64>,
     smallest: Resources,
     /// Per pod: its position in the visiting order.
     position: Vec<usize>,
@@ -222,7 +227,7 @@ struct Solver<'a> {
     demand: Vec<[f64; DIMS]>,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum TermKind {
     Spread(u32),
     Affinity,
@@ -333,6 +338,16 @@ impl<'a> Solver<'a> {
                 stages
             })
             .collect();
+        // Running pods' required anti-affinity, interned like the pending pods' own terms.
+        let repels: Vec<Vec<(u32, TopologyKey)>> = existing
+            .iter()
+            .map(|node| {
+                node.repels
+                    .iter()
+                    .map(|(ns, a)| (intern(ns, &a.selector), a.key))
+                    .collect()
+            })
+            .collect();
         let matches = pods
             .iter()
             .map(|p| {
@@ -364,9 +379,19 @@ impl<'a> Solver<'a> {
         let mut zone_counts = vec![vec![0; its.zones.len()]; n_sel];
         let mut host_counts: HashMap<(u32, usize), u32, FastHash> = HashMap::default();
         let mut placed = vec![0; n_sel];
+        let mut repel_host: HashSet<(u32, usize), FastHash> = HashSet::default();
+        let mut repel_zone = vec![0u64; n_sel];
         let mut claims = Vec::with_capacity(existing.len());
         for (i, node) in existing.iter().enumerate() {
             let gone = excluded.get(i).copied().unwrap_or(false);
+            for &(s, key) in repels[i].iter().filter(|_| !gone) {
+                match key {
+                    TopologyKey::Hostname => {
+                        repel_host.insert((s, i));
+                    }
+                    TopologyKey::Zone => repel_zone[s as usize] |= 1 << node.zone,
+                }
+            }
             for (name, labels) in node.pods.iter().filter(|_| !gone) {
                 let ns = namespace(name);
                 for (s, (n, sel)) in selectors.iter().enumerate() {
@@ -417,6 +442,8 @@ impl<'a> Solver<'a> {
             zone_counts,
             host_counts,
             placed,
+            repel_host,
+            repel_zone,
             smallest,
             position: Vec::new(),
             ahead: Vec::new(),
@@ -823,6 +850,21 @@ impl<'a> Solver<'a> {
                 self.zone_counts[s as usize][z] += 1;
             }
         }
+        for t in self.terms[p]
+            .iter()
+            .filter(|t| t.kind == TermKind::AntiAffinity)
+        {
+            match t.key {
+                TopologyKey::Hostname => {
+                    self.repel_host.insert((t.selector, c));
+                }
+                TopologyKey::Zone => {
+                    if let Some(z) = single_zone {
+                        self.repel_zone[t.selector as usize] |= 1 << z;
+                    }
+                }
+            }
+        }
     }
 
     /// The first `minValues` key of the pool that `types` no longer meet (keys a type does not
@@ -847,6 +889,20 @@ impl<'a> Solver<'a> {
         let mut zones = claim.planned.zones;
         let pool_zones = claim.domain;
         let self_match = |s: u32| self.matches[p].contains(&s);
+        // The other way round: pods already placed whose anti-affinity selects this one.
+        for &s in &self.matches[p] {
+            if self.repel_host.contains(&(s, c)) {
+                return Err(Reject::Topology(
+                    "the anti-affinity of a pod on the node excludes it",
+                ));
+            }
+            zones &= !self.repel_zone[s as usize];
+        }
+        if zones == 0 {
+            return Err(Reject::Topology(
+                "the anti-affinity of pods in its zones excludes it",
+            ));
+        }
         for term in &self.terms[p] {
             let s = term.selector as usize;
             let here = self
@@ -1537,6 +1593,13 @@ mod tests {
                 .iter()
                 .map(|p| (p.name.clone(), p.labels.clone()))
                 .collect(),
+            repels: on
+                .iter()
+                .flat_map(|p| {
+                    let ns = namespace(&p.name).to_string();
+                    p.anti_affinity.iter().map(move |a| (ns.clone(), a.clone()))
+                })
+                .collect(),
         }
     }
 
@@ -1748,6 +1811,48 @@ mod tests {
         let zones: std::collections::BTreeSet<u32> =
             plan.claims.iter().map(|c| zone_of(&plan, c)).collect();
         assert_eq!(zones.len(), 3, "spread kept, zone preference dropped");
+    }
+
+    #[test]
+    fn a_running_pods_anti_affinity_keeps_the_pods_it_selects_away() {
+        let its = its();
+        let pools = [pool("default", &[])];
+        // A running pod that wants no `web` pod beside it, on a node with room for many.
+        let mut loner = pods(1, "loner", 100, 128);
+        loner[0].anti_affinity = vec![AffinityTerm {
+            key: TopologyKey::Hostname,
+            selector: crate::scheduling::model::LabelSelector::labels(&[("app", "web")]),
+        }];
+        let nodes = vec![node(&its, "n1", "m5.xlarge", 0, &loner)];
+        let web = pods(2, "web", 100, 128);
+        let plan = solve_on(&web, &nodes, &pools, &its);
+        assert!(plan.bound.is_empty(), "kept off the loner's node");
+        assert_eq!(plan.claims.iter().map(|c| c.pods.len()).sum::<usize>(), 2);
+        // Pods it does not select still fill it.
+        let plan = solve_on(&pods(2, "api", 100, 128), &nodes, &pools, &its);
+        assert_eq!(plan.bound.len(), 2);
+
+        // By zone: no `web` pod in the loner's zone, new claims included.
+        loner[0].anti_affinity[0].key = TopologyKey::Zone;
+        let nodes = vec![node(&its, "n1", "m5.xlarge", 0, &loner)];
+        let plan = solve_on(&web, &nodes, &pools, &its);
+        assert!(plan.bound.is_empty());
+        for c in &plan.claims {
+            assert_eq!(c.zones & 1, 0, "zone 0 excluded: {:b}", c.zones);
+        }
+
+        // Within one round too: a pending pod's anti-affinity keeps later pods it selects away,
+        // even when they carry no term of their own.
+        let mut round = pods(1, "loner", 100, 128);
+        round[0].anti_affinity = vec![AffinityTerm {
+            key: TopologyKey::Hostname,
+            selector: crate::scheduling::model::LabelSelector::labels(&[("app", "web")]),
+        }];
+        round.extend(pods(3, "web", 100, 128));
+        let plan = solve(&round, &pools, &its);
+        assert!(plan.unschedulable.is_empty());
+        let with_loner = plan.claims.iter().find(|c| c.pods.contains(&0)).unwrap();
+        assert_eq!(with_loner.pods, vec![0], "{:?}", plan.claims);
     }
 
     #[test]
