@@ -532,3 +532,36 @@ fn karpenter_v1_manifests_convert_and_the_result_runs_in_the_simulator() {
         );
     }
 }
+
+#[test]
+fn pods_follow_their_volumes_zones_and_return_to_them() {
+    let r = run(&[("zonal-volumes.yaml", example("zonal-volumes.yaml"))]).unwrap();
+    assert!(r.still_pending.is_empty(), "{:?}", r.still_pending);
+    let zone_of = |app: &str| -> String {
+        let pod = r
+            .pods
+            .iter()
+            .find(|p| p.spec.name.starts_with(&format!("default/{app}-")))
+            .unwrap();
+        let node = r
+            .nodes
+            .iter()
+            .find(|n| Some(&n.name) == pod.node.as_ref())
+            .unwrap();
+        node.instance.offer.zone.clone()
+    };
+    // A bound volume's zone, and a class's allowed topology.
+    assert_eq!(zone_of("postgres"), "us-east-1b");
+    assert_eq!(zone_of("cache"), "us-east-1c");
+    // The default class made queue's volume where its first pod landed; the pod's successor,
+    // after that node was deleted, went back to that zone on a new node.
+    let first = r.events_where(
+        |k| matches!(k, dovetail::sim::EventKind::Launched { node, .. } if node == "default-00001"),
+    );
+    let dovetail::sim::EventKind::Launched { zone, .. } = &first[0].kind else {
+        unreachable!()
+    };
+    assert!(r.nodes.iter().all(|n| n.name != "default-00001"));
+    assert_eq!(&zone_of("queue"), zone);
+    assert!(r.pods.iter().all(|p| p.running_since.is_some()));
+}

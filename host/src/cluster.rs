@@ -4,6 +4,9 @@
 
 use std::collections::BTreeMap;
 
+mod volumes;
+pub use volumes::Volumes;
+
 use crate::cloud::Instance;
 use crate::policy::types::DisruptionReason;
 use crate::provisioning::Pool;
@@ -147,6 +150,8 @@ pub struct Cluster {
     pub node_classes: BTreeMap<String, String>,
     /// NodeClaims created but not launched (only after a restart in a cluster).
     pub unlaunched: Vec<UnlaunchedClaim>,
+    /// Where PersistentVolumeClaims let their pods run.
+    pub volumes: Volumes,
 }
 
 impl Cluster {

@@ -376,6 +376,24 @@ impl ClusterPort for World {
             return;
         };
         p.node = Some(node.to_string());
+        if !p.spec.volume_claims.is_empty() {
+            // The CSI provisioner makes a waiting claim's volume in the zone its pod landed in.
+            let zone = self.cluster.nodes.get(node).and_then(|n| {
+                n.labels
+                    .iter()
+                    .find(|(k, _)| k == crate::scheduling::model::labels::ZONE)
+                    .map(|(_, v)| v.clone())
+            });
+            let claims = p.spec.volume_claims.clone();
+            if let Some(zone) = zone
+                && self.cluster.volumes.provision(&claims, &zone)
+            {
+                self.resolve_volumes();
+            }
+        }
+        let Some(p) = self.cluster.pods.get_mut(pod) else {
+            return;
+        };
         if ready {
             p.running_since = Some(t);
             self.report.pending_seconds.push((t - p.created_at) as f64);
@@ -690,6 +708,21 @@ impl Sim {
                     self.world.cluster.pdbs.push(pdb);
                     self.world.dirty();
                 }
+                "PersistentVolume" | "PersistentVolumeClaim" | "StorageClass" => {
+                    let bad =
+                        |e: serde_json::Error| SimError::Input(format!("{file}: {kind}: {e}"));
+                    let v = &mut self.world.cluster.volumes;
+                    match kind.as_str() {
+                        "PersistentVolume" => {
+                            v.apply_volume(&serde_json::from_value(document).map_err(bad)?)
+                        }
+                        "PersistentVolumeClaim" => {
+                            v.apply_claim(&serde_json::from_value(document).map_err(bad)?)
+                        }
+                        _ => v.apply_class(&serde_json::from_value(document).map_err(bad)?),
+                    }
+                    self.world.resolve_volumes();
+                }
                 // Services, ConfigMaps and the like do not change capacity decisions.
                 _ => {}
             },
@@ -858,7 +891,8 @@ impl Sim {
 }
 
 impl World {
-    fn create_pod(&mut self, spec: PendingPod, owner: Option<String>, do_not_disrupt: bool) {
+    fn create_pod(&mut self, mut spec: PendingPod, owner: Option<String>, do_not_disrupt: bool) {
+        spec.volume_requirements = self.cluster.volumes.requirements(&spec.volume_claims);
         let pod = Pod {
             spec,
             owner,
@@ -869,6 +903,17 @@ impl World {
         };
         self.cluster.pods.insert(pod.spec.name.clone(), pod);
         self.signals.push(Signal::PodPending(self.now()));
+    }
+
+    /// Resolves again where each waiting pod's volumes let it run (volumes or claims changed).
+    fn resolve_volumes(&mut self) {
+        let volumes = &self.cluster.volumes;
+        for p in self.cluster.pods.values_mut() {
+            if p.node.is_none() && !p.spec.volume_claims.is_empty() {
+                p.spec.volume_requirements = volumes.requirements(&p.spec.volume_claims);
+            }
+        }
+        self.dirty();
     }
 
     fn delete_pod(&mut self, name: &str) {

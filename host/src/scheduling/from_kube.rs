@@ -397,6 +397,17 @@ pub fn pending_pod(
         workload: 0,
         priority: spec.priority.unwrap_or(0),
         owner: None,
+        volume_claims: spec
+            .volumes
+            .iter()
+            .flatten()
+            .filter_map(|v| v.persistent_volume_claim.as_ref())
+            .map(|c| {
+                let ns = name.split_once('/').map_or("default", |s| s.0);
+                format!("{ns}/{}", c.claim_name)
+            })
+            .collect(),
+        volume_requirements: None,
     })
 }
 

@@ -186,6 +186,11 @@ pub struct PendingPod {
     /// The workload that owns it, `Kind/name` (a ReplicaSet's pods are their Deployment's);
     /// `None` for a bare pod.
     pub owner: Option<String>,
+    /// Its PersistentVolumeClaims, `namespace/name`.
+    pub volume_claims: Vec<String>,
+    /// Where its volumes let it run (`None`: anywhere), as the cluster resolved the claims
+    /// ([`crate::cluster::Volumes`]); joined to every node term when it is placed.
+    pub volume_requirements: Option<Requirements>,
 }
 
 impl PendingPod {
@@ -214,6 +219,8 @@ impl PendingPod {
             workload: 0,
             priority: 0,
             owner: None,
+            volume_claims: Vec::new(),
+            volume_requirements: None,
         }
     }
 }

@@ -249,6 +249,13 @@ impl<'a> Solver<'a> {
         pools: &'a [NodePoolSpec],
         its: &'a InstanceTypes,
     ) -> Self {
+        // Where a pod's volumes let it run joins every one of its node terms.
+        let original: Cow<'a, [PendingPod]> =
+            if original.iter().any(|p| p.volume_requirements.is_some()) {
+                Cow::Owned(original.iter().map(with_volume_topology).collect())
+            } else {
+                Cow::Borrowed(original)
+            };
         let mut pool_order: Vec<usize> = (0..pools.len()).collect();
         pool_order.sort_by_key(|&i| (std::cmp::Reverse(pools[i].weight), pools[i].name.clone()));
         let pool_types: Vec<Vec<u32>> = pools
@@ -290,7 +297,7 @@ impl<'a> Solver<'a> {
         let pods: Cow<'a, [PendingPod]> = if original.iter().any(prefers) {
             Cow::Owned(original.iter().map(strict).collect())
         } else {
-            Cow::Borrowed(original)
+            original.clone()
         };
         let mut make_terms = |p: &PendingPod| -> Vec<Term> {
             let ns = namespace(&p.name);
@@ -791,7 +798,14 @@ impl<'a> Solver<'a> {
                 .ok_or(Reject::Requirements)?;
             requirements = Some(claim.planned.requirements.intersection(term));
         }
-        let zones = self.allowed_zones(p, c)?;
+        let mut zones = self.allowed_zones(p, c)?;
+        if let Some(r) = &requirements {
+            // A zone the pod's terms (nodeSelector, affinity, its volumes) name narrows the claim.
+            zones &= self.its.zones_admitted_by(r);
+            if zones == 0 {
+                return Err(Reject::Requirements);
+            }
+        }
         let pin = self.pin_zone(p, zones);
         let its = self.its;
         let capacity = requirements
@@ -1232,6 +1246,19 @@ impl std::hash::Hasher for FastHasher {
     fn write_usize(&mut self, n: usize) {
         self.write_u64(n as u64);
     }
+}
+
+/// A pod with the topology of its volumes joined to its node terms.
+fn with_volume_topology(p: &PendingPod) -> PendingPod {
+    let mut q = p.clone();
+    if let Some(v) = q.volume_requirements.take() {
+        q.node_terms = if p.node_terms.is_empty() {
+            vec![v]
+        } else {
+            p.node_terms.iter().map(|t| t.intersection(&v)).collect()
+        };
+    }
+    q
 }
 
 /// A pod with its preferences as requirements: the preferred terms joined to every required
@@ -1853,6 +1880,44 @@ mod tests {
         assert!(plan.unschedulable.is_empty());
         let with_loner = plan.claims.iter().find(|c| c.pods.contains(&0)).unwrap();
         assert_eq!(with_loner.pods, vec![0], "{:?}", plan.claims);
+    }
+
+    #[test]
+    fn a_pods_volumes_keep_it_in_their_zone() {
+        let its = its();
+        let pools = [pool("default", &[])];
+        let mut pinned = pods(2, "db", 500, 512);
+        pinned[0].volume_requirements = Some(Requirements::from_list(&[Requirement::new(
+            labels::ZONE,
+            In,
+            &["us-east-1c"],
+        )]));
+        let plan = solve(&pinned, &pools, &its);
+        assert!(plan.unschedulable.is_empty());
+        let c = plan.claims.iter().find(|c| c.pods.contains(&0)).unwrap();
+        assert_eq!(its.zones[zone_of(&plan, c) as usize], "us-east-1c");
+        // Also when it joins a claim an unpinned pod opened.
+        pinned.swap(0, 1);
+        let plan = solve(&pinned, &pools, &its);
+        for c in &plan.claims {
+            if c.pods.contains(&1) {
+                assert_eq!(c.zones.count_ones(), 1, "{:b}", c.zones);
+                assert_eq!(its.zones[zone_of(&plan, c) as usize], "us-east-1c");
+            }
+        }
+        // A pool without that zone cannot take it, and says why.
+        let elsewhere = [pool(
+            "ab",
+            &[(labels::ZONE, In, &["us-east-1a", "us-east-1b"])],
+        )];
+        let plan = solve(&pinned, &elsewhere, &its);
+        assert_eq!(plan.unschedulable.len(), 1);
+        assert_eq!(plan.unschedulable[0].pod, 1);
+        assert!(
+            plan.unschedulable[0].reason.contains("us-east-1c"),
+            "{}",
+            plan.unschedulable[0].reason
+        );
     }
 
     #[test]
