@@ -247,6 +247,59 @@ fn a_malformed_node_pool_is_not_ready_with_a_reason_and_an_event_while_others_pr
 }
 
 #[test]
+fn a_pod_goes_to_the_zone_of_its_volume() {
+    let Some((moto, _rt, api)) = world() else {
+        return;
+    };
+    api.put(
+        "storage.k8s.io/v1/storageclasses",
+        json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+               "metadata": {"name": "gp3", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+               "provisioner": "ebs.csi.aws.com", "volumeBindingMode": "WaitForFirstConsumer"}),
+    );
+    api.put(
+        "v1/persistentvolumes",
+        json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv-data"},
+               "spec": {"capacity": {"storage": "10Gi"}, "accessModes": ["ReadWriteOnce"],
+                        "csi": {"driver": "ebs.csi.aws.com", "volumeHandle": "vol-1"},
+                        "claimRef": {"namespace": "default", "name": "data"},
+                        "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                            {"key": "topology.ebs.csi.aws.com/zone", "operator": "In", "values": ["us-east-1b"]}]}]}}}}),
+    );
+    api.put(
+        "v1/persistentvolumeclaims",
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+               "metadata": {"name": "data", "namespace": "default"},
+               "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Gi"}},
+                        "volumeName": "pv-data"}}),
+    );
+    api.put("dovetail.sh/v1/nodepools", node_pool("1h"));
+    let _controller = Running::start(&api, settings(&moto));
+    let mut pod = inflate_pod(0);
+    pod["spec"]["volumes"] =
+        json!([{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]);
+    api.put(PODS, pod);
+    until(
+        &api,
+        &moto,
+        Duration::from_secs(60),
+        "the pod bound",
+        |api, _| {
+            api.list(PODS)
+                .iter()
+                .all(|p| !p["spec"]["nodeName"].is_null())
+        },
+    );
+    let claims = api.list(CLAIMS);
+    assert_eq!(claims.len(), 1);
+    assert_eq!(
+        claims[0]["metadata"]["labels"]["topology.kubernetes.io/zone"], "us-east-1b",
+        "{}",
+        claims[0]
+    );
+}
+
+#[test]
 fn a_pdb_with_max_unavailable_zero_blocks_the_drain_until_it_is_relaxed() {
     let Some((moto, _rt, api)) = world() else {
         return;

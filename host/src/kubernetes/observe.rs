@@ -42,6 +42,10 @@ pub struct Stores {
     /// Only ConfigMaps labelled [`POLICY_CONFIG_MAP_LABEL`]: a cluster's ConfigMaps are many
     /// and big, and the controller needs the few that hold components.
     pub policy_config_maps: Store<k8s_openapi::api::core::v1::ConfigMap>,
+    /// Volumes decide where their pods may run.
+    pub persistent_volumes: Store<k8s_openapi::api::core::v1::PersistentVolume>,
+    pub persistent_volume_claims: Store<k8s_openapi::api::core::v1::PersistentVolumeClaim>,
+    pub storage_classes: Store<k8s_openapi::api::storage::v1::StorageClass>,
     pub changed: Arc<Notify>,
 }
 
@@ -79,9 +83,33 @@ pub fn start(client: &Client) -> Stores {
             changed.clone(),
             trim,
         ),
+        persistent_volumes: reflect(Api::all(client.clone()), changed.clone(), trim),
+        persistent_volume_claims: reflect(Api::all(client.clone()), changed.clone(), trim),
+        storage_classes: reflect(
+            Api::all(client.clone()),
+            changed.clone(),
+            |c: &mut k8s_openapi::api::storage::v1::StorageClass| {
+                // Keeps the default-class annotation `trim` would drop.
+                let default = c
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(DEFAULT_CLASS).cloned());
+                trim(c);
+                if let Some(v) = default {
+                    c.metadata
+                        .annotations
+                        .get_or_insert_default()
+                        .insert(DEFAULT_CLASS.into(), v);
+                }
+            },
+        ),
         changed,
     }
 }
+
+/// The annotation that marks a cluster's default StorageClass.
+const DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
 
 /// Drops what no decision reads: managed fields and annotations other than ours.
 fn trim<K: Resource>(o: &mut K) {
@@ -266,6 +294,15 @@ impl Observer {
             }
         }
         cluster.pools.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+        for c in stores.storage_classes.state() {
+            cluster.volumes.apply_class(&c);
+        }
+        for v in stores.persistent_volumes.state() {
+            cluster.volumes.apply_volume(&v);
+        }
+        for c in stores.persistent_volume_claims.state() {
+            cluster.volumes.apply_claim(&c);
+        }
         for c in stores.node_classes.state() {
             cluster.node_classes.insert(
                 c.name_any(),
@@ -440,9 +477,13 @@ impl Observer {
         let mut pending_now = BTreeSet::new();
         let mut unbound_now = HashMap::new();
         for p in stores.pods.state() {
-            let Some(pod) = self.pod(&p, &claim_of_node, now) else {
+            let Some(mut pod) = self.pod(&p, &claim_of_node, now) else {
                 continue;
             };
+            if pod.node.is_none() && !pod.spec.volume_claims.is_empty() {
+                pod.spec.volume_requirements =
+                    cluster.volumes.requirements(&pod.spec.volume_claims);
+            }
             match p.node_name.as_ref() {
                 None => {
                     unbound_now.insert(pod.spec.name.clone(), pod.created_at);
