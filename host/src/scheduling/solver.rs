@@ -225,6 +225,10 @@ struct Solver<'a> {
     bounds: Vec<Option<Option<Bound>>>,
     /// Per pool: the requests of the pending pods it is the first to admit, summed.
     demand: Vec<[f64; DIMS]>,
+    /// Per (pool, zones): each type's cheapest price on the pool's requirements (NaN: none).
+    prices: HashMap<(usize, u64), Vec<f64>>,
+    /// Per pool: the last new claim's requirements, types and premium cut-off.
+    efficient: HashMap<usize, (Requirements, Vec<u32>, Vec<bool>)>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -457,6 +461,8 @@ impl<'a> Solver<'a> {
             sequence: Vec::new(),
             bounds: vec![None; pools.len()],
             demand: vec![[0.0; DIMS]; pools.len()],
+            prices: HashMap::new(),
+            efficient: HashMap::new(),
         };
         for c in 0..existing.len() {
             solver.refresh(c);
@@ -537,33 +543,28 @@ impl<'a> Solver<'a> {
             }
         };
         let mut order: Vec<usize> = (0..n).collect();
-        let largest_first = |a: &usize, b: &usize| {
-            let (ra, rb) = (&self.pods[*a].requests, &self.pods[*b].requests);
-            key[*a]
+        order.sort_unstable_by(|&a, &b| {
+            let (ra, rb) = (&self.pods[a].requests, &self.pods[b].requests);
+            key[a]
                 .0
-                .cmp(&key[*b].0)
-                .then(key[*b].1.total_cmp(&key[*a].1))
+                .cmp(&key[b].0)
+                .then(key[b].1.total_cmp(&key[a].1))
                 .then((rb.cpu_millis, rb.memory_bytes).cmp(&(ra.cpu_millis, ra.memory_bytes)))
-                .then(a.cmp(b))
-        };
-        order.sort_by(largest_first);
-        // Each pod's turn among the pods of its shape in its class.
+                .then(a.cmp(&b))
+        });
+        // Each pod's turn among the pods of its shape in its class, and its place largest first.
+        let class: Vec<i64> = key.iter().map(|k| class(k.1)).collect();
         let mut seen: HashMap<(usize, i64, u64, u64), u32> = HashMap::new();
-        let mut turn = vec![0u32; n];
-        for &p in &order {
+        let mut sort_key = vec![(0usize, 0i64, 0u32, 0u32); n];
+        for (rank, &p) in order.iter().enumerate() {
             let r = &self.pods[p].requests;
             let k = seen
-                .entry((key[p].0, class(key[p].1), r.cpu_millis, r.memory_bytes))
+                .entry((key[p].0, class[p], r.cpu_millis, r.memory_bytes))
                 .or_default();
-            turn[p] = *k;
+            sort_key[p] = (key[p].0, class[p], *k, rank as u32);
             *k += 1;
         }
-        order.sort_by(|a, b| {
-            let (ka, kb) = (key[*a], key[*b]);
-            (ka.0, class(ka.1), turn[*a])
-                .cmp(&(kb.0, class(kb.1), turn[*b]))
-                .then(largest_first(a, b))
-        });
+        order.sort_unstable_by_key(|&p| sort_key[p]);
         self.position = vec![0; n];
         self.ahead = Vec::with_capacity(n + 1);
         self.sequence = Vec::with_capacity(n);
@@ -704,7 +705,16 @@ impl<'a> Solver<'a> {
         }
         let zones = self.pool_zones[pool] & self.its.zones_admitted_by(&requirements);
         let requests = np.daemonset_overhead;
-        let efficient = self.its.efficient(&types, &requirements, PREMIUM_TOLERANCE);
+        // The premium cut-off of a pool's plain claims is the same claim after claim.
+        let efficient = match self.efficient.get(&pool) {
+            Some((r, t, e)) if *r == requirements && *t == types => e.clone(),
+            _ => {
+                let e = self.its.efficient(&types, &requirements, PREMIUM_TOLERANCE);
+                self.efficient
+                    .insert(pool, (requirements.clone(), types.clone(), e.clone()));
+                e
+            }
+        };
         let target = self.target(pool, p, &types, zones, &requirements);
         // Under a limit, a claim's options are no larger than its target on the limited
         // resources: what it reserves is the size packing chose, not the catalog's largest.
@@ -1114,10 +1124,23 @@ impl<'a> Solver<'a> {
         let (base, total) = (self.ahead[beyond], self.ahead[self.ahead.len() - 1]);
         let rest: [f64; DIMS] = std::array::from_fn(|d| total[d] - base[d]);
         let smallest = cost::amount(&self.smallest);
+        // Prices per type for claims on the pool's own requirements, computed once per zone set.
+        let table = (*requirements == self.pools[pool].requirements).then(|| {
+            let its = self.its;
+            self.prices.remove(&(pool, zones)).unwrap_or_else(|| {
+                (0..its.types.len() as u32)
+                    .map(|t| its.cheapest(t, zones, requirements).unwrap_or(f64::NAN))
+                    .collect()
+            })
+        });
         // (value per dollar, price, type)
         let mut scored: Vec<(f64, f64, u32)> = Vec::with_capacity(types.len());
         for &t in types {
-            let Some(price) = self.its.cheapest(t, zones, requirements) else {
+            let price = match &table {
+                Some(prices) => Some(prices[t as usize]).filter(|p| !p.is_nan()),
+                None => self.its.cheapest(t, zones, requirements),
+            };
+            let Some(price) = price else {
                 continue;
             };
             let alloc = cost::amount(&self.its.types[t as usize].allocatable);
@@ -1166,6 +1189,9 @@ impl<'a> Solver<'a> {
                 bound.value(&held) / price
             };
             scored.push((worth, price, t));
+        }
+        if let Some(prices) = table {
+            self.prices.insert((pool, zones), prices);
         }
         let best = scored.iter().map(|s| s.0).fold(0.0, f64::max);
         if best <= 0.0 {
