@@ -114,6 +114,11 @@ pub trait CloudProvider {
     ) -> Option<crate::api::ec2nodeclass::EC2NodeClassStatus> {
         None
     }
+    /// Every instance the cloud runs for this cluster, when it can say cheaply (the simulated
+    /// cloud; a real account is asked through `collect_garbage` instead).
+    fn running(&self) -> Option<Vec<Instance>> {
+        None
+    }
     /// The zones the node classes in use can launch into (empty: not known).
     fn zones(&self) -> Vec<String> {
         Vec::new()

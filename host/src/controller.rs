@@ -188,6 +188,7 @@ impl Default for Settings {
 
 /// What the decisions are made with: the instance types, the catalog policies see, and the
 /// policies.
+#[derive(Clone)]
 pub struct Context {
     pub its: InstanceTypes,
     pub catalog: Catalog,

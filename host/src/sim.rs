@@ -8,7 +8,7 @@
 
 pub mod report;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 pub use report::{Difference, DisruptionRound, Event, EventKind, Report};
@@ -57,6 +57,10 @@ pub struct SimOptions {
     /// With `aws`: the SQS queue of interruption events, polled as the simulation runs; an
     /// `interrupt` step sends the documented EventBridge message to it.
     pub interruption_queue: Option<String>,
+    /// The controller stops right after its n-th effect on the world (counted over the run,
+    /// from 1) and a new one starts from the world alone, as a restarted process would from
+    /// the API server and the cloud: crash recovery under test.
+    pub crash_after: Vec<u32>,
 }
 
 impl Default for SimOptions {
@@ -79,6 +83,7 @@ impl Default for SimOptions {
             policies: Vec::new(),
             aws: None,
             interruption_queue: None,
+            crash_after: Vec::new(),
         }
     }
 }
@@ -97,7 +102,43 @@ pub enum SimError {
     Policy(#[from] PolicyError),
     #[error("{0}")]
     Input(String),
+    /// What a run's watcher refused ([`simulate_watched`]).
+    #[error("at {}: {what}", report::clock(*at))]
+    Violated { at: i64, what: String },
 }
+
+/// What a watcher of a run sees after every step: the world as it is, what the cloud runs,
+/// and every event so far. Property tests check their invariants on it.
+pub struct Moment<'a> {
+    /// Seconds since the start.
+    pub t: i64,
+    /// Unix seconds.
+    pub now: i64,
+    pub cluster: &'a Cluster,
+    pub its: &'a InstanceTypes,
+    /// The cloud's instances (the in-memory cloud's; empty against AWS).
+    pub instances: Vec<crate::cloud::Instance>,
+    pub events: &'a [Event],
+    /// Facts of each eviction, at the moment it was asked for.
+    pub evictions: &'a [EvictionFact],
+    pub restarts: u32,
+}
+
+/// An eviction as the world saw it when asked: the pod's node and that node's deletion, and
+/// for each PodDisruptionBudget selecting the pod, its healthy and selected pods just before.
+#[derive(Debug, Clone)]
+pub struct EvictionFact {
+    pub t: i64,
+    pub pod: String,
+    pub node: String,
+    pub deletion: Option<crate::cluster::Deletion>,
+    /// (namespace/name, healthy, selected) per PDB that selects the pod.
+    pub pdbs: Vec<(String, u32, u32)>,
+}
+
+/// How long an instance no claim owns may run before it is terminated (the controller's
+/// `--orphan-grace-period` default).
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(120);
 
 /// A Deployment the simulated ReplicaSet controller keeps at its replica count.
 #[derive(Debug, Clone)]
@@ -111,6 +152,16 @@ struct Workload {
 /// Runs manifests (file name, text) — plain ones and an optional Scenario — to the end of the
 /// scenario's duration.
 pub fn simulate(files: &[(String, String)], opts: &SimOptions) -> Result<Report, SimError> {
+    simulate_watched(files, opts, &mut |_| Ok(()))
+}
+
+/// [`simulate`], with `watch` shown the world after every step (every controller tick and
+/// every Scenario step); the run stops with [`SimError::Violated`] at the first refusal.
+pub fn simulate_watched(
+    files: &[(String, String)],
+    opts: &SimOptions,
+    watch: &mut dyn FnMut(&Moment<'_>) -> Result<(), String>,
+) -> Result<Report, SimError> {
     let mut docs = Vec::new();
     let mut scenario: Option<(String, Scenario)> = None;
     for (name, text) in files {
@@ -223,6 +274,10 @@ pub fn simulate(files: &[(String, String)], opts: &SimOptions) -> Result<Report,
             ready_due: BTreeMap::new(),
             report: Report::default(),
             signals: Vec::new(),
+            effects: 0,
+            crash_after: opts.crash_after.iter().copied().collect(),
+            crashed: false,
+            evictions: Vec::new(),
         },
         cloud,
         queue: match (&opts.aws, &opts.interruption_queue) {
@@ -245,7 +300,7 @@ pub fn simulate(files: &[(String, String)], opts: &SimOptions) -> Result<Report,
     {
         return Err(SimError::Input("no NodePool in the given manifests".into()));
     }
-    sim.run(steps)?;
+    sim.run(steps, watch)?;
     Ok(sim.world.report)
 }
 
@@ -273,6 +328,12 @@ struct World {
     report: Report,
     /// What happened since the controller last asked.
     signals: Vec<Signal>,
+    /// Effects the controller has had on the world so far, and the counts it stops after.
+    effects: u32,
+    crash_after: BTreeSet<u32>,
+    /// Stopped: every further effect of this tick is refused, then a new controller starts.
+    crashed: bool,
+    evictions: Vec<EvictionFact>,
 }
 
 impl World {
@@ -345,11 +406,27 @@ impl ClusterPort for World {
         &self.cluster
     }
 
+    /// A NodeClaim object exists from here until its node does (what a restart resumes).
     fn create_claims(&mut self, claims: &[NewClaim]) -> Vec<Result<(), PortError>> {
-        claims.iter().map(|_| Ok(())).collect()
+        claims
+            .iter()
+            .map(|c| {
+                self.effect()?;
+                self.cluster
+                    .unlaunched
+                    .push(crate::cluster::UnlaunchedClaim {
+                        name: c.name.clone(),
+                        node_pool: c.node_pool.clone(),
+                        offers: c.offers.clone(),
+                    });
+                Ok(())
+            })
+            .collect()
     }
 
-    fn launched(&mut self, _claim: &NewClaim, node: Node) -> Result<(), PortError> {
+    fn launched(&mut self, claim: &NewClaim, node: Node) -> Result<(), PortError> {
+        self.effect()?;
+        self.cluster.unlaunched.retain(|u| u.name != claim.name);
         let name = node.name.clone();
         self.cluster.nodes.insert(name.clone(), node);
         self.ready_due
@@ -358,10 +435,17 @@ impl ClusterPort for World {
         Ok(())
     }
 
-    fn abandon_claim(&mut self, _claim: &str, _reason: &str) {}
+    fn abandon_claim(&mut self, claim: &str, _reason: &str) {
+        if self.effect().is_ok() {
+            self.cluster.unlaunched.retain(|u| u.name != claim);
+        }
+    }
 
     /// kube-scheduler binds the pod once the node exists; it runs once the node is Ready.
     fn nominate(&mut self, pod: &str, node: &str) {
+        if self.effect().is_err() {
+            return;
+        }
         let t = self.now();
         let ready = self
             .cluster
@@ -401,6 +485,7 @@ impl ClusterPort for World {
     }
 
     fn mark_deleting(&mut self, node: &str, deletion: Deletion) -> Result<(), PortError> {
+        self.effect()?;
         let n = self
             .cluster
             .nodes
@@ -411,7 +496,10 @@ impl ClusterPort for World {
         Ok(())
     }
 
-    fn evict(&mut self, pod: &str, _node: &str) -> Result<(), PortError> {
+    fn evict(&mut self, pod: &str, node: &str) -> Result<(), PortError> {
+        self.effect()?;
+        let fact = self.eviction_fact(pod, node);
+        self.evictions.push(fact);
         let p = self
             .cluster
             .pods
@@ -426,6 +514,7 @@ impl ClusterPort for World {
     }
 
     fn remove_node(&mut self, node: &str) -> Result<(), PortError> {
+        self.effect()?;
         self.cluster.nodes.remove(node);
         self.ready_due.remove(node);
         self.drop_pods_of(node);
@@ -458,7 +547,92 @@ impl Sim {
         self.world.now()
     }
 
-    fn run(&mut self, steps: Vec<(i64, usize, Step, Vec<Manifest>)>) -> Result<(), SimError> {
+    /// Shows `watch` the world now.
+    fn watch(
+        &self,
+        watch: &mut dyn FnMut(&Moment<'_>) -> Result<(), String>,
+    ) -> Result<(), SimError> {
+        let moment = Moment {
+            t: self.world.t,
+            now: self.now(),
+            cluster: &self.world.cluster,
+            its: &self.controller.ctx.its,
+            instances: self.cloud.running().unwrap_or_default(),
+            events: &self.world.report.events,
+            evictions: &self.world.evictions,
+            restarts: self.world.report.restarts,
+        };
+        watch(&moment).map_err(|what| SimError::Violated {
+            at: self.world.t,
+            what,
+        })
+    }
+
+    /// The controller stopped: a new one starts with nothing but what the world and the cloud
+    /// hold (as a restarted process has the API server and the account), its names continuing
+    /// past every claim that exists.
+    fn restart(&mut self) {
+        let now = self.now();
+        let suffix = |name: &str| {
+            name.rsplit_once('-')
+                .and_then(|(_, n)| n.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let highest = self
+            .world
+            .cluster
+            .nodes
+            .keys()
+            .map(|n| suffix(n))
+            .chain(
+                self.world
+                    .cluster
+                    .unlaunched
+                    .iter()
+                    .map(|u| suffix(&u.name)),
+            )
+            .chain(
+                self.cloud
+                    .running()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|i| suffix(&i.claim)),
+            )
+            .max()
+            .unwrap_or(0);
+        let settings = self.controller.settings.clone();
+        let ctx = self.controller.ctx.clone();
+        self.controller = Controller::new(settings, ctx, now);
+        self.controller.continue_names_after(highest);
+        self.world.crashed = false;
+        self.world.report.restarts += 1;
+        self.world.kick();
+        self.world.dirty();
+    }
+
+    /// Instances no claim owns are terminated after the grace period, on the core's GC
+    /// interval — what `dovetail controller`'s loop does with the API's NodeClaims.
+    fn collect_garbage(&mut self, now: i64) {
+        let claims: std::collections::HashSet<String> = self
+            .world
+            .cluster
+            .nodes
+            .values()
+            .map(|n| n.instance.claim.clone())
+            .chain(self.world.cluster.unlaunched.iter().map(|u| u.name.clone()))
+            .collect();
+        if let Err(e) = self.cloud.collect_garbage(&claims, ORPHAN_GRACE, now) {
+            tracing::warn!(error = %e, "garbage collection failed");
+        }
+    }
+
+    fn run(
+        &mut self,
+        steps: Vec<(i64, usize, Step, Vec<Manifest>)>,
+        watch: &mut dyn FnMut(&Moment<'_>) -> Result<(), String>,
+    ) -> Result<(), SimError> {
+        let mut next_gc =
+            self.world.opts.start + self.controller.settings.gc_interval.as_secs() as i64;
         let end = self.world.opts.duration.as_secs() as i64;
         let start = self.world.opts.start;
         let mut steps = steps.into_iter().peekable();
@@ -470,6 +644,7 @@ impl Sim {
             {
                 let (_, i, step, applied) = steps.next().expect("peeked");
                 self.step(i, &step, applied)?;
+                self.watch(watch)?;
             }
             self.world.become_ready();
             let now = self.now();
@@ -483,6 +658,15 @@ impl Sim {
                 self.world.report.interruption = q.queue.queue.metrics.clone();
             }
             self.world.observe();
+            self.watch(watch)?;
+            if self.world.crashed {
+                self.restart();
+                continue;
+            }
+            if now >= next_gc {
+                next_gc = now + self.controller.settings.gc_interval.as_secs() as i64;
+                self.collect_garbage(now);
+            }
             let t = self.world.t;
             let mut next = i64::MAX;
             if let Some((at, ..)) = steps.peek() {
@@ -891,6 +1075,60 @@ impl Sim {
 }
 
 impl World {
+    /// Counts one effect of the controller; refuses it once the controller has stopped.
+    fn effect(&mut self) -> Result<(), PortError> {
+        if self.crashed {
+            return Err(PortError::Failed("the controller stopped".into()));
+        }
+        self.effects += 1;
+        if self.crash_after.contains(&self.effects) {
+            self.crashed = true;
+        }
+        Ok(())
+    }
+
+    /// The PodDisruptionBudgets that select `pod`, with their healthy (running) and selected
+    /// pods now, before it goes.
+    fn eviction_fact(&self, pod: &str, node: &str) -> EvictionFact {
+        let pdbs = match self.cluster.pods.get(pod) {
+            Some(p) => self
+                .cluster
+                .pdbs
+                .iter()
+                .filter(|b| b.selects(p))
+                .map(|b| {
+                    let selected: Vec<&Pod> = self
+                        .cluster
+                        .pods
+                        .values()
+                        .filter(|q| b.selects(q))
+                        .collect();
+                    let healthy = selected
+                        .iter()
+                        .filter(|q| q.running_since.is_some())
+                        .count();
+                    (
+                        format!("{}/{}", b.namespace, b.name),
+                        healthy as u32,
+                        selected.len() as u32,
+                    )
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        EvictionFact {
+            t: self.t,
+            pod: pod.to_string(),
+            node: node.to_string(),
+            deletion: self
+                .cluster
+                .nodes
+                .get(node)
+                .and_then(|n| n.deletion.clone()),
+            pdbs,
+        }
+    }
+
     fn create_pod(&mut self, mut spec: PendingPod, owner: Option<String>, do_not_disrupt: bool) {
         spec.volume_requirements = self.cluster.volumes.requirements(&spec.volume_claims);
         let pod = Pod {

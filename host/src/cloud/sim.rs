@@ -18,6 +18,8 @@ pub struct SimCloud {
     pub instances: BTreeMap<String, Instance>,
     /// Launches by claim: a retry of the same claim returns the same instance.
     by_claim: BTreeMap<String, String>,
+    /// Instances no claim owned when garbage collection last looked, and since when.
+    unowned_since: BTreeMap<String, i64>,
 }
 
 impl SimCloud {
@@ -89,6 +91,37 @@ impl CloudProvider for SimCloud {
     ) -> Result<(), String> {
         SimCloud::exhaust(self, instance_type, zone, capacity_type);
         Ok(())
+    }
+
+    fn running(&self) -> Option<Vec<Instance>> {
+        Some(self.instances.values().cloned().collect())
+    }
+
+    /// An instance no claim owns is terminated once it has been seen unowned for `grace` (the
+    /// simulated cloud keeps no launch times; counting from first sight only waits longer).
+    fn collect_garbage(
+        &mut self,
+        claims: &std::collections::HashSet<String>,
+        grace: std::time::Duration,
+        now: i64,
+    ) -> Result<Vec<String>, CloudError> {
+        let unowned: Vec<String> = self
+            .instances
+            .values()
+            .filter(|i| !claims.contains(&i.claim))
+            .map(|i| i.id.clone())
+            .collect();
+        self.unowned_since.retain(|id, _| unowned.contains(id));
+        let mut gone = Vec::new();
+        for id in unowned {
+            let since = *self.unowned_since.entry(id.clone()).or_insert(now);
+            if now - since >= grace.as_secs() as i64 {
+                CloudProvider::delete(self, &id)?;
+                self.unowned_since.remove(&id);
+                gone.push(id);
+            }
+        }
+        Ok(gone)
     }
 
     fn vanished(

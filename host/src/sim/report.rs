@@ -47,6 +47,8 @@ pub struct Report {
     pub disruption_rounds: Vec<DisruptionRound>,
     /// The interruption queue's counters (with `--cloud aws` and a queue).
     pub interruption: crate::interruption::Metrics,
+    /// Times the controller was stopped and started afresh (`SimOptions::crash_after`).
+    pub restarts: u32,
 }
 
 impl Report {
