@@ -611,6 +611,12 @@ impl Pass<'_> {
             .filter(|n| n.instance.node_pool == pool.spec.name)
             .collect();
         let total = pool_nodes.len() as u32;
+        // Capacity against the NodePool's limits: every node it has (leaving ones too, until
+        // they are gone) plus the replacements accepted this round.
+        let mut in_use = pool_nodes.iter().fold((0u64, 0u64), |(c, m), n| {
+            let cap = self.its.types[n.type_index as usize].capacity;
+            (c + cap.0, m + cap.1)
+        });
         for action in actions {
             let i = match action {
                 Action::Execute(i) => *i as usize,
@@ -637,6 +643,22 @@ impl Pass<'_> {
                     decision,
                 );
                 continue;
+            }
+            if let Some((t, _)) = replacements[i] {
+                let cap = self.its.types[t as usize].capacity;
+                let limits = &pool.spec.limits;
+                let over = limits.cpu_millis.is_some_and(|l| in_use.0 + cap.0 > l)
+                    || limits.memory_bytes.is_some_and(|l| in_use.1 + cap.1 > l);
+                if over {
+                    overrule(
+                        format!(
+                            "the NodePool's limits leave no room for the replacement {} beside the nodes it replaces",
+                            self.its.types[t as usize].name
+                        ),
+                        decision,
+                    );
+                    continue;
+                }
             }
             let allowed = match budget::allowed(
                 &pool.resource.spec.disruption.budgets,
@@ -706,6 +728,10 @@ impl Pass<'_> {
             // Accepted.
             for n in &nodes {
                 leaving.insert(n.clone());
+            }
+            if let Some((t, _)) = replacements[i] {
+                let cap = self.its.types[t as usize].capacity;
+                in_use = (in_use.0 + cap.0, in_use.1 + cap.1);
             }
             if replacements[i].is_some() {
                 self.index.insert(name, self.existing.len() - 1);

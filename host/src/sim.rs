@@ -134,6 +134,9 @@ pub struct EvictionFact {
     pub deletion: Option<crate::cluster::Deletion>,
     /// (namespace/name, healthy, selected) per PDB that selects the pod.
     pub pdbs: Vec<(String, u32, u32)>,
+    /// The pod, or its node, says `karpenter.sh/do-not-disrupt`.
+    pub do_not_disrupt: bool,
+    pub node_do_not_disrupt: bool,
 }
 
 /// How long an instance no claim owns may run before it is terminated (the controller's
@@ -1126,6 +1129,12 @@ impl World {
                 .get(node)
                 .and_then(|n| n.deletion.clone()),
             pdbs,
+            do_not_disrupt: self.cluster.pods.get(pod).is_some_and(|p| p.do_not_disrupt),
+            node_do_not_disrupt: self
+                .cluster
+                .nodes
+                .get(node)
+                .is_some_and(|n| n.do_not_disrupt),
         }
     }
 

@@ -1,7 +1,8 @@
 //! An adversary within the contract, for the property tests (`tests/safety.rs`): every answer is
 //! valid — finite scores, vetoes of real options, actions on real moves — and otherwise arbitrary,
 //! drawn from `config: {seed: N}` and the round itself, so a run is repeatable. Consolidation:
-//! a sequence of execute and keep actions of any length, in any order, with repeats. Scoring:
+//! a sequence of execute and keep actions of any length, in any order (each move once, as the
+//! contract says; a repeated move is refused whole, see the `hostile` fixture). Scoring:
 //! any scores, and vetoes of any options (sometimes all of them).
 
 use dovetail_policy_sdk::{
@@ -66,13 +67,16 @@ impl Scorer for Adversary {
             .map(|_| (d.below(2_000_001) as f64 - 1_000_000.0) / 1000.0)
             .collect();
         // Usually a few vetoes; one round in eight vetoes everything.
-        let vetoes = if d.below(8) == 0 {
+        let mut vetoes = if d.below(8) == 0 {
             (0..n as u32).collect::<Vec<_>>()
         } else {
             (0..d.below(n.min(4) + 1))
                 .map(|_| d.below(n) as u32)
                 .collect()
         };
+        // The contract allows each option one veto.
+        vetoes.sort_unstable();
+        vetoes.dedup();
         Ok(ClaimScores {
             scores,
             vetoes: vetoes
@@ -98,20 +102,27 @@ impl Consolidator for Adversary {
         if n == 0 {
             return Ok(Vec::new());
         }
+        // Any length, any order; the first mention of a move is the one that counts (the
+        // contract allows one per move: a repeat is refused whole, which the `hostile`
+        // fixture's `twice` mode covers).
         let len = d.below(2 * n + 2);
-        Ok((0..len)
-            .map(|_| {
-                let i = d.below(n) as u32;
-                if d.below(3) == 0 {
-                    Action::Keep(Kept {
-                        move_index: i,
-                        reason: "the adversary keeps it".into(),
-                    })
-                } else {
-                    Action::Execute(i)
-                }
-            })
-            .collect())
+        let mut seen = vec![false; n as usize];
+        let mut actions = Vec::new();
+        for _ in 0..len {
+            let i = d.below(n) as u32;
+            if std::mem::replace(&mut seen[i as usize], true) {
+                continue;
+            }
+            actions.push(if d.below(3) == 0 {
+                Action::Keep(Kept {
+                    move_index: i,
+                    reason: "the adversary keeps it".into(),
+                })
+            } else {
+                Action::Execute(i)
+            });
+        }
+        Ok(actions)
     }
 }
 
