@@ -131,6 +131,8 @@ pub struct EvictionFact {
     pub t: i64,
     pub pod: String,
     pub node: String,
+    /// The node's NodePool.
+    pub node_pool: Option<String>,
     pub deletion: Option<crate::cluster::Deletion>,
     /// (namespace/name, healthy, selected) per PDB that selects the pod.
     pub pdbs: Vec<(String, u32, u32)>,
@@ -1123,6 +1125,11 @@ impl World {
             t: self.t,
             pod: pod.to_string(),
             node: node.to_string(),
+            node_pool: self
+                .cluster
+                .nodes
+                .get(node)
+                .map(|n| n.instance.node_pool.clone()),
             deletion: self
                 .cluster
                 .nodes
