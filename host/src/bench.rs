@@ -430,8 +430,8 @@ pub fn provisioning(
             let mut pool_cpu: std::collections::HashMap<(usize, usize), f64> = Default::default();
             let mut by_type: std::collections::BTreeMap<String, usize> = Default::default();
             let mut fleet_cost = 0.0;
-            for i in 0..round.claims.len() {
-                let ranked = rank(&round, i, &scores[i]).ranked;
+            for (i, claim_scores) in scores.iter().enumerate() {
+                let ranked = rank(&round, i, claim_scores).ranked;
                 let pick = ranked
                     .iter()
                     .find(|r| {
