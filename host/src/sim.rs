@@ -1176,6 +1176,11 @@ impl World {
         {
             n.last_pod_change = self.opts.start + self.t;
             self.dirty();
+            // Room on a node: kube-scheduler would bind pods that wait and now fit there, so
+            // they are looked at again.
+            if self.cluster.pods.values().any(|p| p.node.is_none()) {
+                self.kick();
+            }
         }
     }
 
