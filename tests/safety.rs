@@ -78,6 +78,8 @@ struct DeploymentGen {
 #[derive(Debug, Clone)]
 enum PdbGen {
     MaxUnavailable(u8),
+    MaxUnavailablePercent(u8),
+    MinAvailable(u8),
     MinAvailablePercent(u8),
 }
 
@@ -188,6 +190,8 @@ fn case() -> impl Strategy<Value = Case> {
                         0..d,
                         prop_oneof![
                             (0u8..2).prop_map(PdbGen::MaxUnavailable),
+                            (0u8..60).prop_map(PdbGen::MaxUnavailablePercent),
+                            (0u8..6).prop_map(PdbGen::MinAvailable),
                             (10u8..90).prop_map(PdbGen::MinAvailablePercent),
                         ],
                     ),
@@ -319,6 +323,8 @@ fn manifests(case: &Case) -> String {
     for (d, pdb) in &case.pdbs {
         let rule = match pdb {
             PdbGen::MaxUnavailable(n) => format!("maxUnavailable: {n}"),
+            PdbGen::MaxUnavailablePercent(p) => format!("maxUnavailable: \"{p}%\""),
+            PdbGen::MinAvailable(n) => format!("minAvailable: {n}"),
             PdbGen::MinAvailablePercent(p) => format!("minAvailable: \"{p}%\""),
         };
         let _ = write!(
