@@ -54,6 +54,8 @@ struct PoolGen {
     expire_after_m: Option<u32>,
     grace_m: Option<u32>,
     spot: bool,
+    /// Its nodes say do-not-disrupt (the template's annotation).
+    do_not_disrupt: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -125,15 +127,19 @@ fn pool() -> impl Strategy<Value = PoolGen> {
         prop::option::of(20u32..90),
         prop::option::of(1u32..20),
         any::<bool>(),
+        prop::bool::weighted(0.15),
     )
         .prop_map(
-            |(cpu_limit, budgets, consolidate_after_s, expire_after_m, grace_m, spot)| PoolGen {
-                cpu_limit,
-                budgets,
-                consolidate_after_s,
-                expire_after_m,
-                grace_m,
-                spot,
+            |(cpu_limit, budgets, consolidate_after_s, expire_after_m, grace_m, spot, dnd)| {
+                PoolGen {
+                    cpu_limit,
+                    budgets,
+                    consolidate_after_s,
+                    expire_after_m,
+                    grace_m,
+                    spot,
+                    do_not_disrupt: dnd,
+                }
             },
         )
 }
@@ -241,9 +247,14 @@ fn manifests(case: &Case) -> String {
     for (i, p) in case.pools.iter().enumerate() {
         let _ = write!(
             y,
-            "apiVersion: dovetail.sh/v1\nkind: NodePool\nmetadata: {{name: {}}}\nspec:\n  template:\n    metadata: {{labels: {{pool: {}}}}}\n    spec:\n      requirements:\n        - {{key: dovetail.sh/capacity-type, operator: In, values: [{}]}}\n        - {{key: aws.dovetail.sh/instance-category, operator: In, values: [c, m, r]}}\n        - {{key: aws.dovetail.sh/instance-cpu, operator: Lt, values: [\"17\"]}}\n      nodeClassRef: {{group: aws.dovetail.sh, kind: EC2NodeClass, name: default}}\n",
+            "apiVersion: dovetail.sh/v1\nkind: NodePool\nmetadata: {{name: {}}}\nspec:\n  template:\n    metadata: {{labels: {{pool: {}}}{}}}\n    spec:\n      requirements:\n        - {{key: dovetail.sh/capacity-type, operator: In, values: [{}]}}\n        - {{key: aws.dovetail.sh/instance-category, operator: In, values: [c, m, r]}}\n        - {{key: aws.dovetail.sh/instance-cpu, operator: Lt, values: [\"17\"]}}\n      nodeClassRef: {{group: aws.dovetail.sh, kind: EC2NodeClass, name: default}}\n",
             pool_name(i),
             pool_name(i),
+            if p.do_not_disrupt {
+                ", annotations: {dovetail.sh/do-not-disrupt: \"true\"}"
+            } else {
+                ""
+            },
             if p.spot { "spot" } else { "on-demand" }
         );
         if let Some(m) = p.expire_after_m {
@@ -286,7 +297,7 @@ fn manifests(case: &Case) -> String {
             d.replicas
         );
         if d.do_not_disrupt {
-            y.push_str("      annotations: {karpenter.sh/do-not-disrupt: \"true\"}\n");
+            y.push_str("      annotations: {dovetail.sh/do-not-disrupt: \"true\"}\n");
         }
         y.push_str("    spec:\n");
         if let Some(p) = d.pool {

@@ -1161,8 +1161,7 @@ impl<'a> Solver<'a> {
                 if (0..DIMS).any(|d| smallest[d] > room[d] + 1e-9) {
                     room = [0.0; DIMS];
                 }
-            }
-            if whole {
+                // Topped up in the rest's own shape: identical pods use no resource apart.
                 let scale = (0..DIMS)
                     .filter(|&d| rest[d] > 0.0)
                     .map(|d| room[d].max(0.0) / rest[d])
