@@ -216,40 +216,57 @@ pub fn lower_bound(supplies: &[Supply], demand: &Demand) -> Option<Bound> {
 /// zone); without the rule the optimum would put everything on the cheapest.
 pub fn diverse_lower_bound(offerings: &[Supply], demand: &Demand, share: f64) -> Option<f64> {
     let cpu_cap = demand.amount[0] * share;
-    let mut lp = Problem::new(OptimizationDirection::Minimize);
-    let x: Vec<_> = offerings
-        .iter()
-        .map(|s| {
-            let max = if !demand.usable(s) {
-                0.0
-            } else if s.amount[0] > 0.0 {
-                cpu_cap / s.amount[0]
-            } else {
-                f64::INFINITY
-            };
-            lp.add_var(s.price, (0.0, max))
-        })
-        .collect();
-    for d in 0..DIMS {
-        if demand.amount[d] > 0.0 {
-            let row: Vec<_> = x
-                .iter()
-                .zip(offerings)
-                .filter(|(_, s)| s.amount[d] > 0.0)
-                .map(|(&v, s)| (v, s.amount[d]))
-                .collect();
-            if row.is_empty() {
-                return None;
-            }
-            lp.add_constraint(row.as_slice(), ComparisonOp::Ge, demand.amount[d]);
+    let all: Vec<usize> = (0..offerings.len()).collect();
+    let most = |s: &Supply| {
+        if !demand.usable(s) {
+            0.0
+        } else if s.amount[0] > 0.0 {
+            cpu_cap / s.amount[0]
+        } else {
+            f64::INFINITY
         }
+    };
+    primal(offerings, &all, demand, most).map(|(cost, _)| cost)
+}
+
+/// The LP in its primal form over `candidates` (indices into `supplies`), each used for at most
+/// `most(supply)` nodes: its cost and how many nodes of each candidate it uses. `None` when a
+/// demanded dimension has no candidate that supplies it, or the solver fails.
+fn primal(
+    supplies: &[Supply],
+    candidates: &[usize],
+    demand: &Demand,
+    most: impl Fn(&Supply) -> f64,
+) -> Option<(f64, Vec<(usize, f64)>)> {
+    let mut lp = Problem::new(OptimizationDirection::Minimize);
+    let x: Vec<_> = candidates
+        .iter()
+        .map(|&i| lp.add_var(supplies[i].price, (0.0, most(&supplies[i]))))
+        .collect();
+    for d in (0..DIMS).filter(|&d| demand.amount[d] > 0.0) {
+        let row: Vec<_> = x
+            .iter()
+            .zip(candidates)
+            .filter(|(_, i)| supplies[**i].amount[d] > 0.0)
+            .map(|(&v, &i)| (v, supplies[i].amount[d]))
+            .collect();
+        if row.is_empty() {
+            return None;
+        }
+        lp.add_constraint(row.as_slice(), ComparisonOp::Ge, demand.amount[d]);
     }
     if demand.nodes > 0.0 {
         let row: Vec<_> = x.iter().map(|&v| (v, 1.0)).collect();
         lp.add_constraint(row.as_slice(), ComparisonOp::Ge, demand.nodes);
     }
     let solution = lp.solve().ok()?.into_solution().ok()?;
-    Some(solution.objective())
+    let used = candidates
+        .iter()
+        .zip(&x)
+        .map(|(&i, &v)| (i, solution.var_value(v)))
+        .filter(|&(_, n)| n > 1e-9)
+        .collect();
+    Some((solution.objective(), used))
 }
 
 /// The supplies not dominated per dollar, as indices into `supplies`: a type that gives no more
@@ -288,8 +305,8 @@ fn frontier(supplies: &[Supply], demand: &Demand, dims: &[usize], nodes: bool) -
 }
 
 /// The LP optimum itself: how many nodes (fractional) of which supplies the cheapest fractional
-/// fleet uses, as `(index into supplies, count)` — at most one type per binding dimension.
-/// Packing follows it: pods are split between these types by shape.
+/// fleet uses, as `(index into supplies, count)` — at most one type per binding dimension:
+/// what a bound is made of, when one wants to read it.
 pub fn mix(supplies: &[Supply], demand: &Demand) -> Option<Vec<(usize, f64)>> {
     let dims: Vec<usize> = (0..DIMS).filter(|&d| demand.amount[d] > 0.0).collect();
     let nodes = demand.nodes > 0.0;
@@ -297,36 +314,7 @@ pub fn mix(supplies: &[Supply], demand: &Demand) -> Option<Vec<(usize, f64)>> {
         return Some(Vec::new());
     }
     let frontier = frontier(supplies, demand, &dims, nodes);
-    let mut lp = Problem::new(OptimizationDirection::Minimize);
-    let x: Vec<_> = frontier
-        .iter()
-        .map(|&i| lp.add_var(supplies[i].price, (0.0, f64::INFINITY)))
-        .collect();
-    for &d in &dims {
-        let row: Vec<_> = x
-            .iter()
-            .zip(&frontier)
-            .filter(|(_, i)| supplies[**i].amount[d] > 0.0)
-            .map(|(&v, &i)| (v, supplies[i].amount[d]))
-            .collect();
-        if row.is_empty() {
-            return None;
-        }
-        lp.add_constraint(row.as_slice(), ComparisonOp::Ge, demand.amount[d]);
-    }
-    if nodes {
-        let row: Vec<_> = x.iter().map(|&v| (v, 1.0)).collect();
-        lp.add_constraint(row.as_slice(), ComparisonOp::Ge, demand.nodes);
-    }
-    let solution = lp.solve().ok()?.into_solution().ok()?;
-    Some(
-        frontier
-            .iter()
-            .zip(&x)
-            .map(|(&i, &v)| (i, solution.var_value(v)))
-            .filter(|&(_, n)| n > 1e-9)
-            .collect(),
-    )
+    primal(supplies, &frontier, demand, |_| f64::INFINITY).map(|(_, used)| used)
 }
 
 #[cfg(test)]
