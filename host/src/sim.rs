@@ -157,7 +157,7 @@ struct Workload {
 /// Runs manifests (file name, text) — plain ones and an optional Scenario — to the end of the
 /// scenario's duration.
 pub fn simulate(files: &[(String, String)], opts: &SimOptions) -> Result<Report, SimError> {
-    simulate_watched(files, opts, &mut |_| Ok(()))
+    run_files(files, opts, None)
 }
 
 /// [`simulate`], with `watch` shown the world after every step (every controller tick and
@@ -166,6 +166,17 @@ pub fn simulate_watched(
     files: &[(String, String)],
     opts: &SimOptions,
     watch: &mut dyn FnMut(&Moment<'_>) -> Result<(), String>,
+) -> Result<Report, SimError> {
+    run_files(files, opts, Some(watch))
+}
+
+/// A watcher of a run, when there is one: without, no [`Moment`] is built.
+type Watch<'w> = Option<&'w mut dyn FnMut(&Moment<'_>) -> Result<(), String>>;
+
+fn run_files(
+    files: &[(String, String)],
+    opts: &SimOptions,
+    watch: Watch<'_>,
 ) -> Result<Report, SimError> {
     let mut docs = Vec::new();
     let mut scenario: Option<(String, Scenario)> = None;
@@ -553,10 +564,10 @@ impl Sim {
     }
 
     /// Shows `watch` the world now.
-    fn watch(
-        &self,
-        watch: &mut dyn FnMut(&Moment<'_>) -> Result<(), String>,
-    ) -> Result<(), SimError> {
+    fn watch(&self, watch: &mut Watch<'_>) -> Result<(), SimError> {
+        let Some(watch) = watch else {
+            return Ok(());
+        };
         let moment = Moment {
             t: self.world.t,
             now: self.now(),
@@ -634,7 +645,7 @@ impl Sim {
     fn run(
         &mut self,
         steps: Vec<(i64, usize, Step, Vec<Manifest>)>,
-        watch: &mut dyn FnMut(&Moment<'_>) -> Result<(), String>,
+        mut watch: Watch<'_>,
     ) -> Result<(), SimError> {
         let mut next_gc =
             self.world.opts.start + self.controller.settings.gc_interval.as_secs() as i64;
@@ -649,7 +660,7 @@ impl Sim {
             {
                 let (_, i, step, applied) = steps.next().expect("peeked");
                 self.step(i, &step, applied)?;
-                self.watch(watch)?;
+                self.watch(&mut watch)?;
             }
             self.world.become_ready();
             let now = self.now();
@@ -663,7 +674,7 @@ impl Sim {
                 self.world.report.interruption = q.queue.queue.metrics.clone();
             }
             self.world.observe();
-            self.watch(watch)?;
+            self.watch(&mut watch)?;
             if self.world.crashed {
                 self.restart();
                 continue;
