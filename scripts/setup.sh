@@ -29,6 +29,10 @@ need=()
 command -v docker-registry >/dev/null || need+=(docker-registry)
 command -v skopeo >/dev/null || need+=(skopeo)
 command -v openssl >/dev/null || need+=(openssl)
+# `dovetail simulate --report` is checked in a real browser (Debian's headless chromium) and
+# `dovetail top` in a real terminal (tmux send-keys / capture-pane).
+command -v chromium >/dev/null || need+=(chromium)
+command -v tmux >/dev/null || need+=(tmux)
 if ((${#need[@]})); then
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then sudo=sudo; fi

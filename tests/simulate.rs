@@ -396,7 +396,7 @@ fn the_summary_prints_what_the_report_holds_and_a_comparison_its_difference() {
         "{text}"
     );
     // Beside it, the LP bound of the running pods: below what runs, and above nothing.
-    let bound = spot.bound_per_hour.expect("a bound");
+    let bound = spot.bound_per_hour().expect("a bound");
     assert!(bound > 0.0 && bound <= spot.cost_per_hour(), "{bound}");
     assert!(
         text.contains(&format!(

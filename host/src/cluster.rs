@@ -62,6 +62,8 @@ pub struct Deletion {
     pub since: i64,
     /// Replacement node that must be Ready before this one is drained.
     pub replacement: Option<String>,
+    /// The consolidation policy whose move it is (what `top` shows beside the reason).
+    pub policy: Option<String>,
 }
 
 /// A pod and where it is.
@@ -202,6 +204,18 @@ impl Cluster {
     /// beside the real cost so a user sees how close a NodePool and its policy get. `None` when
     /// some pool's types cannot hold its pods at all (a dimension nothing supplies).
     pub fn running_bound(&self, its: &InstanceTypes) -> Option<f64> {
+        let mut total = 0.0;
+        for (i, d) in self.running_demands().iter().enumerate() {
+            if d.amount.iter().all(|&a| a == 0.0) {
+                continue;
+            }
+            total += self.pool_bound(its, i, d)?;
+        }
+        Some(total)
+    }
+
+    /// What the pods running on each NodePool's nodes need, by pool index.
+    pub fn running_demands(&self) -> Vec<cost::Demand> {
         let mut demand = vec![cost::Demand::default(); self.pools.len()];
         for p in self.pods.values() {
             let (Some(node), Some(_)) = (&p.node, p.running_since) else {
@@ -216,21 +230,20 @@ impl Cluster {
             };
             demand[i].add(&cost::amount(&p.spec.requests));
         }
-        let mut total = 0.0;
-        for (pool, d) in self.pools.iter().zip(&demand) {
-            if d.amount.iter().all(|&a| a == 0.0) {
-                continue;
-            }
-            let reqs = &pool.spec.requirements;
-            let supplies = cost::supplies(
-                its,
-                &its.admitted_by(reqs),
-                reqs,
-                &pool.spec.daemonset_overhead,
-            );
-            total += cost::lower_bound(&supplies, d)?.cost;
-        }
-        Some(total)
+        demand
+    }
+
+    /// The LP lower bound of `demand` on pool `pool`'s instance types, USD per hour.
+    pub fn pool_bound(
+        &self,
+        its: &InstanceTypes,
+        pool: usize,
+        demand: &cost::Demand,
+    ) -> Option<f64> {
+        let spec = &self.pools[pool].spec;
+        let reqs = &spec.requirements;
+        let supplies = cost::supplies(its, &its.admitted_by(reqs), reqs, &spec.daemonset_overhead);
+        Some(cost::lower_bound(&supplies, demand)?.cost)
     }
 
     /// The nodes new pods may go on (not being deleted, not excluded), as the simulation sees

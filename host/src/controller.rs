@@ -17,7 +17,7 @@ pub mod events;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
-pub use events::{DisruptionRound, EventKind};
+pub use events::{DisruptionRound, EventKind, RANKED_SHOWN, RankedOffer};
 
 use crate::api::duration;
 use crate::cloud::{CloudProvider, Instance, LaunchRequest};
@@ -340,6 +340,8 @@ struct Launch<'a> {
     pods: usize,
     /// The policy whose ranking chose it.
     policy: &'a str,
+    /// Its best options as the policy ranked them (none for a replacement or a resumed launch).
+    ranked: Vec<RankedOffer>,
     /// Log the launch as an event (replacements), or as provisioning's own line.
     log: bool,
     /// Create the NodeClaim object first (false: it exists — created with its batch, or a
@@ -353,6 +355,7 @@ impl<'a> Launch<'a> {
             pool,
             pods: 0,
             policy: "resumed",
+            ranked: Vec::new(),
             log: false,
             create: false,
         }
@@ -617,6 +620,20 @@ impl Controller {
                 pool,
                 pods: c.pods.len(),
                 policy: &c.policy,
+                ranked: c
+                    .request
+                    .offers
+                    .iter()
+                    .zip(&c.scores)
+                    .take(RANKED_SHOWN)
+                    .map(|(o, &score)| RankedOffer {
+                        instance_type: o.instance_type.clone(),
+                        zone: o.zone.clone(),
+                        capacity_type: capacity_type_label(o.capacity_type),
+                        price: o.price,
+                        score,
+                    })
+                    .collect(),
                 log: false,
                 create: false,
             };
@@ -705,6 +722,7 @@ impl Controller {
             pool,
             pods,
             policy,
+            ranked,
             log,
             create,
         } = how;
@@ -748,6 +766,7 @@ impl Controller {
             price: instance.offer.price,
             pods,
             policy: policy.to_string(),
+            ranked,
         };
         let node = self.ctx.node(instance, pool, port.cluster(), now);
         let name = node.name.clone();
@@ -862,6 +881,7 @@ impl Controller {
             reason: None,
             since: now,
             replacement: None,
+            policy: None,
         };
         if let Err(e) = port.mark_deleting(node, deletion) {
             tracing::warn!(node, error = %e, "could not mark the interrupted node");
@@ -1115,6 +1135,7 @@ impl Controller {
                 pool: &pool,
                 pods: 0,
                 policy: &c.policy,
+                ranked: Vec::new(),
                 log: true,
                 create: true,
             };
@@ -1137,6 +1158,7 @@ impl Controller {
                 reason: Some(c.reason),
                 since: now,
                 replacement: replacement.clone(),
+                policy: Some(c.policy.clone()),
             };
             if let Err(e) = port.mark_deleting(name, deletion) {
                 tracing::warn!(node = %name, error = %e, "could not mark the node for disruption");

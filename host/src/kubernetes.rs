@@ -45,6 +45,8 @@ pub const ANNOTATION_HASH: &str = "dovetail.sh/nodepool-hash";
 pub const ANNOTATION_DISRUPTION: &str = "dovetail.sh/disruption-reason";
 /// The NodeClaim that replaces this one: it must be Ready before this one drains.
 pub const ANNOTATION_REPLACEMENT: &str = "dovetail.sh/replacement";
+/// The consolidation policy whose move a disruption is (`dovetail top` shows it).
+pub const ANNOTATION_DISRUPTION_POLICY: &str = "dovetail.sh/disruption-policy";
 
 /// Errors that stop the controller from starting.
 #[derive(Debug, thiserror::Error)]

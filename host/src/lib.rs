@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod controller;
 pub mod disruption;
 pub mod doctor;
+pub mod fleet;
 pub mod interruption;
 pub mod kubernetes;
 pub mod metrics;

@@ -34,6 +34,8 @@ pub struct Planned {
     pub requests: crate::policy::types::Resources,
     /// The policy whose ranking was followed.
     pub policy: String,
+    /// Its score of each of `request.offers`, in their order.
+    pub scores: Vec<f64>,
 }
 
 /// A NodeClaim that could not be launched, and why.
@@ -169,6 +171,7 @@ pub fn plan(
                     }
                 })
                 .collect();
+            let scores = ranking.ranked.iter().map(|r| r.score).collect();
             plan.claims.push(Planned {
                 request: LaunchRequest {
                     claim: names[k].clone(),
@@ -178,6 +181,7 @@ pub fn plan(
                 pods: solved.claims[i].pods.clone(),
                 requests: solved.claims[i].requests,
                 policy: policy.clone(),
+                scores,
             });
         }
     }

@@ -23,6 +23,7 @@ use crate::cluster::{Cluster, DO_NOT_DISRUPT, Deletion, Node, Pdb, Pod, disrupte
 use crate::controller::{
     ClusterPort, Context, Controller, Interruptions, NewClaim, PortError, Signal,
 };
+use crate::fleet::{BoundCache, FleetView};
 use crate::policy::{EngineConfig, PolicyEngine, PolicyError, PolicyRegistry};
 use crate::provisioning::Pool;
 use crate::scheduling::from_kube::{ConvertError, deployment_pods, node_pool, pending_pod};
@@ -61,6 +62,9 @@ pub struct SimOptions {
     /// from 1) and a new one starts from the world alone, as a restarted process would from
     /// the API server and the cloud: crash recovery under test.
     pub crash_after: Vec<u32>,
+    /// Record the fleet after every step ([`Report::timeline`]): for the HTML report and
+    /// `dovetail top`'s replay, off otherwise (it solves an LP whenever what runs changes).
+    pub timeline: bool,
 }
 
 impl Default for SimOptions {
@@ -84,6 +88,7 @@ impl Default for SimOptions {
             aws: None,
             interruption_queue: None,
             crash_after: Vec::new(),
+            timeline: false,
         }
     }
 }
@@ -305,6 +310,7 @@ fn run_files(
             }
             _ => None,
         },
+        bounds: BoundCache::default(),
     };
     for (file, m) in docs {
         sim.apply(&file, m)?;
@@ -327,6 +333,8 @@ struct Sim {
     world: World,
     cloud: Box<dyn CloudProvider>,
     queue: Option<QueueClient>,
+    /// LP bounds solved for the fleet views so far.
+    bounds: BoundCache,
 }
 
 /// The in-memory world the controller acts on: the cluster, and what kubelet, kube-scheduler
@@ -674,6 +682,16 @@ impl Sim {
                 self.world.report.interruption = q.queue.queue.metrics.clone();
             }
             self.world.observe();
+            if self.world.opts.timeline {
+                let fleet = FleetView::of(
+                    &self.world.cluster,
+                    &self.controller.ctx.its,
+                    now,
+                    &mut self.bounds,
+                );
+                let frame = self.world.frame(fleet);
+                self.world.record_frame(frame);
+            }
             self.watch(&mut watch)?;
             if self.world.crashed {
                 self.restart();
@@ -714,7 +732,16 @@ impl Sim {
         w.report.duration_secs = end;
         w.report.nodes = w.cluster.nodes.values().cloned().collect();
         w.report.pods = w.cluster.pods.values().cloned().collect();
-        w.report.bound_per_hour = w.cluster.running_bound(&self.controller.ctx.its);
+        w.report.end = FleetView::of(
+            &w.cluster,
+            &self.controller.ctx.its,
+            w.now(),
+            &mut self.bounds,
+        );
+        if w.opts.timeline {
+            let frame = w.frame(w.report.end.clone());
+            w.record_frame(frame);
+        }
         w.report.still_pending = w
             .cluster
             .pods
@@ -734,6 +761,25 @@ impl Sim {
 }
 
 impl World {
+    /// The fleet now, with the run's counters so far.
+    fn frame(&self, fleet: FleetView) -> report::Frame {
+        report::Frame {
+            at: self.t,
+            fleet,
+            disruptions: self.report.disruptions.clone(),
+            evictions: self.report.evictions,
+        }
+    }
+
+    /// Adds a frame to the timeline; one at the same time as the last replaces it.
+    fn record_frame(&mut self, frame: report::Frame) {
+        let timeline = &mut self.report.timeline;
+        if timeline.last().is_some_and(|f| f.at == frame.at) {
+            timeline.pop();
+        }
+        timeline.push(frame);
+    }
+
     /// Records per-pool disruption concurrency.
     fn observe(&mut self) {
         for pool in &self.cluster.pools {
@@ -987,6 +1033,7 @@ impl Sim {
                             reason: None,
                             since: t,
                             replacement: None,
+                            policy: None,
                         });
                     }
                     self.world.event(EventKind::Deleting {
@@ -1003,6 +1050,7 @@ impl Sim {
                                 reason: None,
                                 since: t,
                                 replacement: None,
+                                policy: None,
                             });
                         }
                     }

@@ -113,6 +113,7 @@ mod tests {
                     reason: None,
                     since: 0,
                     replacement: None,
+                    policy: None,
                 }),
             },
         );

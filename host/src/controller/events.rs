@@ -1,6 +1,20 @@
 //! What the controller tells the world it did: one vocabulary for the simulator's report, the
 //! controller's log lines and, in a cluster, Kubernetes Events.
 
+/// How many of a launch's ranked options its event keeps: enough to see why the first won.
+pub const RANKED_SHOWN: usize = 3;
+
+/// One option a scoring policy ranked, with its score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RankedOffer {
+    pub instance_type: String,
+    pub zone: String,
+    pub capacity_type: &'static str,
+    /// USD per hour.
+    pub price: f64,
+    pub score: f64,
+}
+
 /// Something the controller did or decided against (or, in the simulator, the world did).
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventKind {
@@ -16,6 +30,8 @@ pub enum EventKind {
         price: f64,
         pods: usize,
         policy: String,
+        /// The policy's best options for the claim, best first (at most [`RANKED_SHOWN`]).
+        ranked: Vec<RankedOffer>,
     },
     NotLaunched {
         claim: String,
@@ -102,6 +118,7 @@ impl EventKind {
                 price,
                 pods,
                 policy,
+                ranked: _,
             } => tracing::info!(
                 nodeclaim = node,
                 instance_type,

@@ -16,8 +16,8 @@ use serde_json::json;
 
 use super::observe::NOMINATION_TTL;
 use super::{
-    ANNOTATION_DISRUPTION, ANNOTATION_HASH, ANNOTATION_OFFERS, ANNOTATION_REPLACEMENT,
-    FIELD_MANAGER, FINALIZER, format_offers,
+    ANNOTATION_DISRUPTION, ANNOTATION_DISRUPTION_POLICY, ANNOTATION_HASH, ANNOTATION_OFFERS,
+    ANNOTATION_REPLACEMENT, FIELD_MANAGER, FINALIZER, format_offers,
 };
 use crate::api::{NodeClaim, NodePool};
 use crate::cluster::{self, Cluster, Deletion, Node, disrupted_taint};
@@ -477,6 +477,9 @@ impl ClusterPort for KubePort {
         }
         if let Some(r) = &deletion.replacement {
             annotations.insert(ANNOTATION_REPLACEMENT.into(), r.clone().into());
+        }
+        if let Some(p) = &deletion.policy {
+            annotations.insert(ANNOTATION_DISRUPTION_POLICY.into(), p.clone().into());
         }
         if !annotations.is_empty() {
             self.patch_claim(node, json!({"metadata": {"annotations": annotations}}))?;

@@ -15,7 +15,8 @@ use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::Notify;
 
 use super::{
-    ANNOTATION_DISRUPTION, ANNOTATION_HASH, ANNOTATION_OFFERS, ANNOTATION_REPLACEMENT, timestamp,
+    ANNOTATION_DISRUPTION, ANNOTATION_DISRUPTION_POLICY, ANNOTATION_HASH, ANNOTATION_OFFERS,
+    ANNOTATION_REPLACEMENT, timestamp,
 };
 use crate::api::{EC2NodeClass, NodeClaim, NodePool};
 use crate::cloud::{Instance, Offer};
@@ -412,6 +413,7 @@ impl Observer {
                         .and_then(|r| reason(r)),
                     since: timestamp(t),
                     replacement: annotations.get(ANNOTATION_REPLACEMENT).cloned(),
+                    policy: annotations.get(ANNOTATION_DISRUPTION_POLICY).cloned(),
                 });
             let do_not_disrupt = kube_node
                 .map(|n| n.annotations())

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::cluster::{Node, Pod};
-pub use crate::controller::events::{DisruptionRound, EventKind};
-use crate::scheduling::model::capacity_type_label;
+pub use crate::controller::events::{DisruptionRound, EventKind, RankedOffer};
+use crate::fleet::FleetView;
 
 /// Something the controllers did, at a virtual time.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,9 +33,11 @@ pub struct Report {
     pub pending_seconds: Vec<f64>,
     /// USD spent over the run (every node billed from launch to termination).
     pub cost_usd: f64,
-    /// The LP lower bound of the pods running at the end, USD per hour
-    /// ([`crate::cluster::Cluster::running_bound`]).
-    pub bound_per_hour: Option<f64>,
+    /// The fleet at the end: what the summary's table and cost line print.
+    pub end: FleetView,
+    /// The fleet after every step (with [`super::SimOptions::timeline`]): what the HTML report
+    /// charts and `dovetail top` replays. Its last frame is `end`.
+    pub timeline: Vec<Frame>,
     pub duration_secs: i64,
     pub launched: u32,
     /// Nodes disrupted, by reason.
@@ -51,10 +53,28 @@ pub struct Report {
     pub restarts: u32,
 }
 
+/// The fleet at one moment of a run, with the run's counters so far.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame {
+    /// Seconds since the start.
+    pub at: i64,
+    pub fleet: FleetView,
+    /// Nodes disrupted so far, by reason.
+    pub disruptions: BTreeMap<String, u32>,
+    /// Pods evicted so far.
+    pub evictions: u32,
+}
+
 impl Report {
     /// USD per hour of the nodes at the end.
     pub fn cost_per_hour(&self) -> f64 {
-        self.nodes.iter().map(|n| n.instance.offer.price).sum()
+        self.end.cost_per_hour
+    }
+
+    /// The LP lower bound of the pods running at the end, USD per hour
+    /// ([`crate::cluster::Cluster::running_bound`]).
+    pub fn bound_per_hour(&self) -> Option<f64> {
+        self.end.bound_per_hour
     }
 
     /// The `q` quantile of pending times, seconds.
@@ -91,36 +111,19 @@ impl Report {
     /// The summary table.
     pub fn summary(&self) -> String {
         let mut out = String::new();
-        let mut by_type: BTreeMap<(String, &str), (usize, f64, usize)> = BTreeMap::new();
-        for n in &self.nodes {
-            let o = &n.instance.offer;
-            let e = by_type
-                .entry((
-                    o.instance_type.clone(),
-                    capacity_type_label(o.capacity_type),
-                ))
-                .or_default();
-            e.0 += 1;
-            e.1 += o.price;
-            e.2 += self
-                .pods
-                .iter()
-                .filter(|p| p.node.as_deref() == Some(n.name.as_str()))
-                .count();
-        }
         let _ = writeln!(
             out,
             "{:<20} {:<10} {:>6} {:>6} {:>10}",
             "instance type", "capacity", "nodes", "pods", "$/hour"
         );
-        for ((t, cap), (n, cost, pods)) in &by_type {
-            let _ = writeln!(out, "{t:<20} {cap:<10} {n:>6} {pods:>6} {cost:>10.4}");
+        for ((t, cap), n) in self.end.by_type() {
+            let _ = writeln!(
+                out,
+                "{t:<20} {cap:<10} {:>6} {:>6} {:>10.4}",
+                n.nodes, n.pods, n.cost_per_hour
+            );
         }
-        let running = self
-            .pods
-            .iter()
-            .filter(|p| p.running_since.is_some())
-            .count();
+        let running = self.end.running;
         let q = |q: f64| {
             self.pending_quantile(q)
                 .map_or("-".into(), |s| format!("{s:.0}s"))
@@ -128,13 +131,13 @@ impl Report {
         let _ = writeln!(
             out,
             "pods: {running} running of {}; pending p50 {} / p99 {}",
-            self.pods.len(),
+            self.end.pods,
             q(0.5),
             q(0.99)
         );
         let hours = self.duration_secs as f64 / 3600.0;
         let now = self.cost_per_hour();
-        let bound = match self.bound_per_hour {
+        let bound = match self.bound_per_hour() {
             Some(b) if b > 0.0 => format!(
                 " (LP bound for the running pods {} $/hour: {:.2}×)",
                 plain(b, 4),
@@ -240,7 +243,10 @@ mod tests {
     #[test]
     fn an_empty_cluster_costs_zero_without_a_sign() {
         let r = Report {
-            bound_per_hour: Some(-0.0),
+            end: FleetView {
+                bound_per_hour: Some(-0.0),
+                ..FleetView::default()
+            },
             cost_usd: -0.0,
             duration_secs: 60,
             ..Report::default()
