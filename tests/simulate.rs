@@ -565,3 +565,44 @@ fn pods_follow_their_volumes_zones_and_return_to_them() {
     assert_eq!(&zone_of("queue"), zone);
     assert!(r.pods.iter().all(|p| p.running_since.is_some()));
 }
+
+/// The report's charts and `top`'s replay read the timeline; the summary reads `end`: the same
+/// fleet, so what they show at the end cannot differ from what the summary prints.
+#[test]
+fn the_timeline_follows_the_run_and_ends_at_the_summarys_fleet() {
+    let files = vec![(
+        "consolidation-lab.yaml".to_string(),
+        example("consolidation-lab.yaml"),
+    )];
+    let plain = simulate(&files, &SimOptions::default()).unwrap();
+    assert!(plain.timeline.is_empty(), "no timeline unless asked");
+    let opts = SimOptions {
+        timeline: true,
+        ..SimOptions::default()
+    };
+    let report = simulate(&files, &opts).unwrap();
+    let last = report.timeline.last().expect("frames");
+    assert_eq!(last.fleet, report.end);
+    assert_eq!(last.at, report.duration_secs);
+    assert_eq!(report.end.cost_per_hour, plain.end.cost_per_hour);
+    assert!(
+        report.timeline.windows(2).all(|w| w[0].at < w[1].at),
+        "one frame per moment, in order"
+    );
+    // The fleet grew to two nodes, then consolidation took one away; the counters follow.
+    let peak = report.timeline.iter().map(|f| f.fleet.nodes.len()).max();
+    assert_eq!(peak, Some(2));
+    assert_eq!(report.end.nodes.len(), 1);
+    assert_eq!(last.disruptions, report.disruptions);
+    assert_eq!(last.evictions, report.evictions);
+    let waited = report
+        .timeline
+        .iter()
+        .filter_map(|f| f.fleet.oldest_pending_secs)
+        .max()
+        .unwrap();
+    assert!(
+        waited >= 40,
+        "pods wait at least for their node's boot, {waited}s"
+    );
+}

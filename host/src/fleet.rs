@@ -83,8 +83,11 @@ pub struct FleetView {
     pub in_flight: Vec<ClaimView>,
     pub pods: usize,
     pub running: usize,
-    /// Pods no node holds.
+    /// Pods not running yet (Kubernetes' `Pending`): waiting for a node, or for theirs to be
+    /// Ready.
     pub pending: usize,
+    /// Of those, the pods no node holds yet.
+    pub unplaced: usize,
     /// How long the longest-waiting pending pod has waited, seconds.
     pub oldest_pending_secs: Option<i64>,
     /// USD per hour of every node.
@@ -103,6 +106,7 @@ impl Default for FleetView {
             pods: 0,
             running: 0,
             pending: 0,
+            unplaced: 0,
             oldest_pending_secs: None,
             cost_per_hour: 0.0,
             bound_per_hour: Some(0.0),
@@ -231,7 +235,7 @@ impl FleetView {
         let pending: Vec<i64> = cluster
             .pods
             .values()
-            .filter(|p| p.node.is_none())
+            .filter(|p| p.running_since.is_none())
             .map(|p| (now - p.created_at).max(0))
             .collect();
         FleetView {
@@ -247,6 +251,7 @@ impl FleetView {
                 .filter(|p| p.running_since.is_some())
                 .count(),
             pending: pending.len(),
+            unplaced: cluster.pods.values().filter(|p| p.node.is_none()).count(),
             oldest_pending_secs: pending.iter().copied().max(),
             bound_per_hour: bound,
         }
@@ -396,7 +401,7 @@ mod tests {
         assert!((f.cost_per_hour - 0.08).abs() < 1e-12);
         assert!((f.pools[0].cost_per_hour - 0.08).abs() < 1e-12);
         assert_eq!(f.pools[0].requested.cpu_millis, 850 + 1100);
-        assert_eq!((f.pending, f.running, f.pods), (1, 2, 4));
+        assert_eq!((f.pending, f.unplaced, f.running, f.pods), (2, 1, 2, 4));
         assert_eq!(f.oldest_pending_secs, Some(150));
         assert_eq!(f.in_flight.len(), 1, "b is not Ready");
         let (n, d) = f.disrupting().next().unwrap();

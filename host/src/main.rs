@@ -63,6 +63,10 @@ enum Command {
         /// With `--cloud aws`: the SQS queue of interruption events.
         #[arg(long, value_name = "URL")]
         interruption_queue: Option<String>,
+        /// Also write the run (or both runs of `--compare`) as a self-contained HTML page:
+        /// charts over time and the table of decisions.
+        #[arg(long, value_name = "FILE")]
+        report: Option<PathBuf>,
     },
     /// Print the CustomResourceDefinitions (NodePool, NodeClaim, EC2NodeClass, Policy) as YAML.
     Crds,
@@ -424,6 +428,7 @@ fn run() -> Result<()> {
             aws_region,
             cluster_name,
             interruption_queue,
+            report,
         } => {
             let aws = matches!(cloud, CloudKind::Aws).then(|| {
                 let mut s = dovetail::cloud::aws::AwsSettings::new(&aws_region, &cluster_name);
@@ -436,6 +441,7 @@ fn run() -> Result<()> {
                 compare,
                 aws,
                 interruption_queue,
+                report,
             )?
         }
         Command::Crds => print!("{}", dovetail::api::crds_yaml()),
@@ -1085,15 +1091,32 @@ fn simulate(
     compare: Vec<String>,
     aws: Option<dovetail::cloud::aws::AwsSettings>,
     interruption_queue: Option<String>,
+    report: Option<PathBuf>,
 ) -> Result<()> {
     if files.is_empty() {
         bail!("no manifests: give files with -f FILE");
     }
     let texts = read_all(&files)?;
+    let title = files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let write_report = |runs: &[dovetail::sim::html::Run<'_>]| -> Result<()> {
+        let Some(path) = &report else {
+            return Ok(());
+        };
+        let page = dovetail::sim::html::render(&format!("dovetail simulate {title}"), runs);
+        std::fs::write(path, page)
+            .with_context(|| format!("--report: cannot write {}", path.display()))?;
+        eprintln!("report written to {}", path.display());
+        Ok(())
+    };
     let options = |set: Option<&str>| -> Result<dovetail::sim::SimOptions> {
         let mut opts = dovetail::sim::SimOptions {
             aws: aws.clone(),
             interruption_queue: interruption_queue.clone(),
+            timeline: report.is_some(),
             ..Default::default()
         };
         for pair in set.unwrap_or_default().split(',').filter(|p| !p.is_empty()) {
@@ -1128,7 +1151,11 @@ fn simulate(
         let report = dovetail::sim::simulate(&texts, &options(policies.as_deref())?)?;
         println!();
         print!("{}", report.summary());
-        return Ok(());
+        let label = policies.as_deref().unwrap_or("the NodePools' own policies");
+        return write_report(&[dovetail::sim::html::Run {
+            label,
+            report: &report,
+        }]);
     }
     let mut reports = Vec::new();
     for set in &compare {
@@ -1140,7 +1167,12 @@ fn simulate(
     }
     println!("== difference ({} minus {})", compare[1], compare[0]);
     print!("{}", reports[0].difference(&reports[1]));
-    Ok(())
+    let runs: Vec<dovetail::sim::html::Run<'_>> = compare
+        .iter()
+        .zip(&reports)
+        .map(|(label, report)| dovetail::sim::html::Run { label, report })
+        .collect();
+    write_report(&runs)
 }
 
 /// `dovetail controller`: until SIGTERM or Ctrl-C.

@@ -6,6 +6,7 @@
 //! a node becoming Ready, a drain retry, a disruption pass), so 24 virtual hours of a steady
 //! cluster take milliseconds.
 
+pub mod html;
 pub mod report;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
