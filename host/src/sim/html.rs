@@ -57,7 +57,7 @@ pub fn render(title: &str, runs: &[Run<'_>]) -> String {
         let d = runs[0].report.difference(runs[1].report);
         let _ = write!(
             out,
-            "<section id=\"difference\"><h2>{} against {}</h2><pre>{}</pre></section>\n",
+            "<section id=\"difference\"><h2>{} against {}</h2><pre>{}</pre></section>",
             esc(runs[1].label),
             esc(runs[0].label),
             esc(&d.to_string())
@@ -97,7 +97,7 @@ pub fn render(title: &str, runs: &[Run<'_>]) -> String {
     if compare {
         let _ = write!(
             out,
-            "<p class=\"key\">A: {} (solid lines) · B: {} (dashed lines)</p>\n",
+            "<p class=\"key\">A: {} (solid lines) · B: {} (dashed lines)</p>",
             esc(runs[0].label),
             esc(runs[1].label)
         );
@@ -283,7 +283,7 @@ fn decisions(out: &mut String, run: &Run<'_>, compare: bool) {
         out,
         "<section class=\"decisions\"><h2>{}</h2><table><thead><tr><th>time</th><th>decision</th>\
          <th>nodes</th><th>what</th><th>policy</th><th>why / the policy's best options</th>\
-         </tr></thead><tbody>\n",
+         </tr></thead><tbody>",
         esc(&heading)
     );
     for e in rows.iter().take(DECISIONS_SHOWN) {
