@@ -257,6 +257,26 @@ impl FleetView {
         }
     }
 
+    /// The same fleet `secs` later with nothing changed: every age grows (a replay between two
+    /// recorded moments).
+    pub fn later(&self, secs: i64) -> FleetView {
+        let mut f = self.clone();
+        f.now += secs;
+        for n in &mut f.nodes {
+            n.age_secs += secs;
+            if let Some(d) = &mut n.disrupting {
+                d.since_secs += secs;
+            }
+        }
+        for c in f.in_flight.iter_mut().filter(|c| c.launched) {
+            c.age_secs += secs;
+        }
+        if let Some(w) = &mut f.oldest_pending_secs {
+            *w += secs;
+        }
+        f
+    }
+
     /// Node counts by (instance type, capacity type).
     pub fn by_type(&self) -> std::collections::BTreeMap<(String, &'static str), TypeTotals> {
         let mut out: std::collections::BTreeMap<(String, &'static str), TypeTotals> =

@@ -7,6 +7,7 @@
 //! API calls are driven on the runtime that also runs the watches.
 
 pub mod act;
+pub mod fleet_watch;
 pub mod leader;
 pub mod lifecycle;
 pub mod observe;

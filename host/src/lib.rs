@@ -20,3 +20,4 @@ pub mod quantity;
 pub mod scheduling;
 pub mod sim;
 pub mod termination;
+pub mod top;

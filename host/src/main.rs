@@ -68,6 +68,25 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         report: Option<PathBuf>,
     },
+    /// Watch the fleet in the terminal: per node its type, capacity type, zone, age, requests
+    /// against allocatable, pods and price; totals per NodePool and for the cluster with the LP
+    /// bound; NodeClaims in flight and nodes being disrupted. Against the cluster KUBECONFIG
+    /// points at (read-only: it lists and watches), or with `-f` a simulation, replayed.
+    Top {
+        /// Replay a simulation of these manifests (as `simulate -f` takes them) instead of
+        /// watching a cluster.
+        #[arg(short = 'f', long = "filename")]
+        files: Vec<PathBuf>,
+        /// With `-f`: virtual seconds per real second at the start (`+`/`-` double and halve it).
+        #[arg(long, default_value_t = 60.0)]
+        speed: f64,
+        /// With `-f`: policies for every NodePool, as `simulate --policies` takes them.
+        #[arg(long, value_name = "SET")]
+        policies: Option<String>,
+        /// Against a cluster: how long to wait for the first full list of every kind.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        sync_timeout: Duration,
+    },
     /// Print the CustomResourceDefinitions (NodePool, NodeClaim, EC2NodeClass, Policy) as YAML.
     Crds,
     /// Check an installation: AWS credentials, the CRDs, each EC2NodeClass (subnets, security
@@ -392,6 +411,12 @@ fn run() -> Result<()> {
     } else {
         "warn"
     };
+    // `top` owns the terminal: a log line would tear its screen.
+    let default_level = if matches!(cli.command, Command::Top { .. }) {
+        "off"
+    } else {
+        default_level
+    };
     let simulating = matches!(cli.command, Command::Simulate { .. });
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
@@ -444,6 +469,12 @@ fn run() -> Result<()> {
                 report,
             )?
         }
+        Command::Top {
+            files,
+            speed,
+            policies,
+            sync_timeout,
+        } => top(files, speed, policies, sync_timeout)?,
         Command::Crds => print!("{}", dovetail::api::crds_yaml()),
         Command::Doctor {
             cluster_name,
@@ -1112,41 +1143,13 @@ fn simulate(
         eprintln!("report written to {}", path.display());
         Ok(())
     };
-    let options = |set: Option<&str>| -> Result<dovetail::sim::SimOptions> {
-        let mut opts = dovetail::sim::SimOptions {
-            aws: aws.clone(),
-            interruption_queue: interruption_queue.clone(),
-            timeline: report.is_some(),
-            ..Default::default()
-        };
-        for pair in set.unwrap_or_default().split(',').filter(|p| !p.is_empty()) {
-            let (role, v) = match pair.split_once('=') {
-                Some((role @ ("scoring" | "consolidation"), v)) => (role, v),
-                _ => bail!(
-                    "policy set {pair:?}: use scoring=NAME and/or consolidation=NAME (NAME: a built-in or a .wasm file)"
-                ),
-            };
-            // A path names a component of the user's: loaded under its file's stem.
-            let name = if v.ends_with(".wasm") || v.contains('/') {
-                let bytes = std::fs::read(v)
-                    .with_context(|| format!("policy set {pair:?}: reading {v}"))?;
-                let name = std::path::Path::new(v)
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().replace('_', "-"))
-                    .unwrap_or_else(|| v.to_string());
-                opts.policies.push((name.clone(), bytes, Vec::new()));
-                name
-            } else {
-                v.to_string()
-            };
-            if role == "scoring" {
-                opts.scoring = Some(name);
-            } else {
-                opts.consolidation = Some(name);
-            }
-        }
-        Ok(opts)
+    let base = dovetail::sim::SimOptions {
+        aws: aws.clone(),
+        interruption_queue: interruption_queue.clone(),
+        timeline: report.is_some(),
+        ..Default::default()
     };
+    let options = |set: Option<&str>| with_policies(base.clone(), set);
     if compare.is_empty() {
         let report = dovetail::sim::simulate(&texts, &options(policies.as_deref())?)?;
         println!();
@@ -1173,6 +1176,103 @@ fn simulate(
         .map(|(label, report)| dovetail::sim::html::Run { label, report })
         .collect();
     write_report(&runs)
+}
+
+/// `opts` with the policies of a set such as `scoring=arm-first,consolidation=my.wasm`.
+fn with_policies(
+    mut opts: dovetail::sim::SimOptions,
+    set: Option<&str>,
+) -> Result<dovetail::sim::SimOptions> {
+    for pair in set.unwrap_or_default().split(',').filter(|p| !p.is_empty()) {
+        let (role, v) = match pair.split_once('=') {
+            Some((role @ ("scoring" | "consolidation"), v)) => (role, v),
+            _ => bail!(
+                "policy set {pair:?}: use scoring=NAME and/or consolidation=NAME (NAME: a built-in or a .wasm file)"
+            ),
+        };
+        // A path names a component of the user's: loaded under its file's stem.
+        let name = if v.ends_with(".wasm") || v.contains('/') {
+            let bytes =
+                std::fs::read(v).with_context(|| format!("policy set {pair:?}: reading {v}"))?;
+            let name = std::path::Path::new(v)
+                .file_stem()
+                .map(|s| s.to_string_lossy().replace('_', "-"))
+                .unwrap_or_else(|| v.to_string());
+            opts.policies.push((name.clone(), bytes, Vec::new()));
+            name
+        } else {
+            v.to_string()
+        };
+        if role == "scoring" {
+            opts.scoring = Some(name);
+        } else {
+            opts.consolidation = Some(name);
+        }
+    }
+    Ok(opts)
+}
+
+/// `dovetail top`: a simulation replayed, or the cluster KUBECONFIG names, watched read-only.
+fn top(
+    files: Vec<PathBuf>,
+    speed: f64,
+    policies: Option<String>,
+    sync_timeout: Duration,
+) -> Result<()> {
+    use dovetail::top::{Feed, Live, Replay};
+    if !(speed.is_finite() && speed > 0.0) {
+        bail!("--speed {speed}: give virtual seconds per real second, above 0");
+    }
+    let feed = if files.is_empty() {
+        let config = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(kube::Config::infer())
+            .context(
+                "no Kubernetes configuration: set KUBECONFIG, or replay a simulation with -f FILE",
+            )?;
+        let mut watch =
+            dovetail::kubernetes::fleet_watch::FleetWatch::connect(config, sync_timeout)?;
+        let server = watch.server.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // The views are taken on their own thread so a slow API server never freezes the keys.
+        std::thread::spawn(move || {
+            loop {
+                if tx.send(watch.view()).is_err() {
+                    return;
+                }
+                watch.wait(Duration::from_secs(2));
+            }
+        });
+        Feed::Live(Live {
+            server,
+            latest: None,
+            poll: Box::new(move || rx.try_iter().last()),
+        })
+    } else {
+        let texts = read_all(&files)?;
+        let opts = with_policies(
+            dovetail::sim::SimOptions {
+                timeline: true,
+                ..Default::default()
+            },
+            policies.as_deref(),
+        )?;
+        let report = dovetail::sim::simulate(&texts, &opts)?;
+        let name = files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" ");
+        Feed::Replay(Replay::new(
+            &name,
+            report.timeline,
+            report.duration_secs,
+            speed,
+        ))
+    };
+    dovetail::top::run(feed).context("the terminal")?;
+    Ok(())
 }
 
 /// `dovetail controller`: until SIGTERM or Ctrl-C.

@@ -691,7 +691,7 @@ impl Sim {
                     &mut self.bounds,
                 );
                 let frame = self.world.frame(fleet);
-                self.world.record_frame(frame);
+                self.world.record_frame(frame, false);
             }
             self.watch(&mut watch)?;
             if self.world.crashed {
@@ -741,7 +741,7 @@ impl Sim {
         );
         if w.opts.timeline {
             let frame = w.frame(w.report.end.clone());
-            w.record_frame(frame);
+            w.record_frame(frame, true);
         }
         w.report.still_pending = w
             .cluster
@@ -772,11 +772,20 @@ impl World {
         }
     }
 
-    /// Adds a frame to the timeline; one at the same time as the last replaces it.
-    fn record_frame(&mut self, frame: report::Frame) {
+    /// Adds a frame to the timeline when something changed since the last one (not only the
+    /// clock), or when `last`: a frame at the same time as the last replaces it.
+    fn record_frame(&mut self, frame: report::Frame, last: bool) {
         let timeline = &mut self.report.timeline;
-        if timeline.last().is_some_and(|f| f.at == frame.at) {
-            timeline.pop();
+        if let Some(prev) = timeline.last() {
+            let same = prev.disruptions == frame.disruptions
+                && prev.evictions == frame.evictions
+                && prev.fleet.later(frame.at - prev.at) == frame.fleet;
+            if same && !last {
+                return;
+            }
+            if prev.at == frame.at {
+                timeline.pop();
+            }
         }
         timeline.push(frame);
     }
