@@ -257,3 +257,200 @@ fn top_replays_a_simulation_and_shows_what_the_summary_prints() {
     assert!(gone.contains("EXITED 0"), "{gone}");
     eprintln!("{steps} steps to the first consolidation move");
 }
+
+mod cluster {
+    //! `dovetail top` against a cluster: the API server double on loopback (real HTTP, so kube's
+    //! client, reflectors and watches run unchanged) holding NodePools, NodeClaims, Nodes and
+    //! pods as a running controller leaves them.
+
+    use super::*;
+    use dovetail_apiserver_double::ApiServer;
+    use serde_json::{Value, json};
+
+    fn claim(name: &str, pool: &str, ty: &str, zone: &str, cap: &str, launched: bool) -> Value {
+        let mut c = json!({
+            "apiVersion": "dovetail.sh/v1", "kind": "NodeClaim",
+            "metadata": {"name": name, "labels": {
+                "dovetail.sh/nodepool": pool,
+                "node.kubernetes.io/instance-type": ty,
+                "topology.kubernetes.io/zone": zone,
+                "dovetail.sh/capacity-type": cap,
+            }},
+            "spec": {"nodeClassRef": {"group": "aws.dovetail.sh", "kind": "EC2NodeClass", "name": "default"}},
+        });
+        if launched {
+            c["status"] = json!({
+                "providerID": format!("aws:///{zone}/i-{name}"),
+                "capacity": {"cpu": "2", "memory": "4Gi", "pods": "29"},
+                "allocatable": {"cpu": "1930m", "memory": "3Gi", "pods": "29"},
+            });
+        }
+        c
+    }
+
+    fn pod(name: &str, node: Option<&str>, cpu: &str) -> Value {
+        let mut p = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "image": "pause",
+                "resources": {"requests": {"cpu": cpu, "memory": "512Mi"}}}]},
+            // As kube-scheduler leaves a pod it found no room for.
+            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable"}]},
+        });
+        if let Some(n) = node {
+            p["status"] = json!({"phase": "Running"});
+            p["spec"]["nodeName"] = n.into();
+        }
+        p
+    }
+
+    #[test]
+    fn top_watches_a_cluster_read_only_and_follows_its_changes() {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let api = ApiServer::start(&rt);
+        for crd in dovetail::api::crds() {
+            api.put(
+                "apiextensions.k8s.io/v1/customresourcedefinitions",
+                serde_json::to_value(crd).unwrap(),
+            );
+        }
+        for pool in ["web", "batch"] {
+            api.put(
+                "dovetail.sh/v1/nodepools",
+                json!({
+                    "apiVersion": "dovetail.sh/v1", "kind": "NodePool", "metadata": {"name": pool},
+                    "spec": {"template": {"spec": {"requirements": [],
+                        "nodeClassRef": {"group": "aws.dovetail.sh", "kind": "EC2NodeClass", "name": "default"}}}},
+                }),
+            );
+        }
+        let web = claim(
+            "web-00001",
+            "web",
+            "m7g.large",
+            "us-east-1a",
+            "on-demand",
+            true,
+        );
+        api.put("dovetail.sh/v1/nodeclaims", web.clone());
+        api.register_node(&web, "ip-10-0-1-1.ec2.internal");
+        let mut batch = claim(
+            "batch-00001",
+            "batch",
+            "c6g.large",
+            "us-east-1b",
+            "spot",
+            true,
+        );
+        batch["metadata"]["annotations"] = json!({
+            "dovetail.sh/disruption-reason": "underutilized",
+            "dovetail.sh/disruption-policy": "balanced",
+        });
+        batch["metadata"]["deletionTimestamp"] = "2026-12-03T08:00:00Z".into();
+        batch["metadata"]["finalizers"] = json!(["dovetail.sh/termination"]);
+        api.put("dovetail.sh/v1/nodeclaims", batch.clone());
+        api.register_node(&batch, "ip-10-0-2-1.ec2.internal");
+        api.put(
+            "dovetail.sh/v1/nodeclaims",
+            claim(
+                "web-00002",
+                "web",
+                "m7g.large",
+                "us-east-1c",
+                "on-demand",
+                false,
+            ),
+        );
+        api.put(
+            "v1/pods",
+            pod("web-1", Some("ip-10-0-1-1.ec2.internal"), "1"),
+        );
+        api.put(
+            "v1/pods",
+            pod("web-2", Some("ip-10-0-1-1.ec2.internal"), "500m"),
+        );
+        api.put(
+            "v1/pods",
+            pod("batch-1", Some("ip-10-0-2-1.ec2.internal"), "250m"),
+        );
+        api.put("v1/pods", pod("web-3", None, "1"));
+
+        let dir = std::env::temp_dir().join(format!("dovetail-top-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
+        let Some(tmux) = Tmux::start(
+            "cluster",
+            200,
+            40,
+            &format!(
+                "KUBECONFIG={} {} top",
+                kubeconfig.display(),
+                dovetail().display()
+            ),
+        ) else {
+            return;
+        };
+        let s = tmux.wait_for("the cluster's nodes", |s| s.contains("web-00001 "));
+        assert!(s.contains("· read-only · updated"), "{s}");
+        let web_row = row(&s, "web-00001");
+        for want in ["m7g.large", "on-demand", "us-east-1a", "ready"] {
+            assert!(web_row.contains(want), "{want}: {web_row}");
+        }
+        // 1500m requested of 1930m allocatable.
+        assert!(web_row.contains(" 78%"), "{web_row}");
+        let batch_row = row(&s, "batch-00001");
+        assert!(
+            batch_row.contains("disrupting: underutilized (balanced)"),
+            "{batch_row}"
+        );
+        assert!(s.contains("in flight   web-00002"), "{s}");
+        assert!(
+            row(&s, "cluster").contains("4 (3 running, 1 pending)"),
+            "{s}"
+        );
+
+        // A new node appears without a key pressed: the watch delivers it.
+        let more = claim(
+            "batch-00002",
+            "batch",
+            "c6g.large",
+            "us-east-1b",
+            "spot",
+            true,
+        );
+        api.put("dovetail.sh/v1/nodeclaims", more.clone());
+        api.register_node(&more, "ip-10-0-2-2.ec2.internal");
+        tmux.wait_for("the new node", |s| s.contains("batch-00002 "));
+        tmux.keys(&["p"]);
+        let one = tmux.wait_for("one pool", |s| {
+            s.contains("of 3 · sort name · nodepool ") && !s.contains("nodepool all")
+        });
+        let (shown, hidden) = if one.contains("nodepool batch ─") {
+            ("batch-00002 ", "web-00001 ")
+        } else {
+            ("web-00001 ", "batch-00002 ")
+        };
+        assert!(one.contains(shown) && !one.contains(hidden), "{one}");
+        tmux.keys(&["q"]);
+        let gone = tmux.wait_for("the program to end", |s| s.contains("EXITED "));
+        assert!(gone.contains("EXITED 0"), "{gone}");
+
+        // It only read (the log holds HTTP requests: the test's own puts go straight in).
+        let writes: Vec<String> = api
+            .log()
+            .iter()
+            .filter(|r| r.method != "GET")
+            .map(|r| format!("{} {}", r.method, r.path))
+            .collect();
+        assert!(writes.is_empty(), "top wrote: {writes:?}");
+        assert!(
+            api.log().iter().any(|r| r.query.contains("watch=true")),
+            "top watches"
+        );
+    }
+}
