@@ -595,10 +595,11 @@ fn the_timeline_follows_the_run_and_ends_at_the_summarys_fleet() {
     assert_eq!(report.end.nodes.len(), 1);
     assert_eq!(last.disruptions, report.disruptions);
     assert_eq!(last.evictions, report.evictions);
+    // A frame holds until the next one; a pending pod's wait grows in between.
     let waited = report
         .timeline
-        .iter()
-        .filter_map(|f| f.fleet.oldest_pending_secs)
+        .windows(2)
+        .filter_map(|w| w[0].fleet.later(w[1].at - w[0].at).oldest_pending_secs)
         .max()
         .unwrap();
     assert!(

@@ -168,13 +168,36 @@ pub fn render(title: &str, runs: &[Run<'_>]) -> String {
         &per_run("pending pods", 3, &|f| f.fleet.pending as f64),
         end,
     ));
+    // A frame holds until the next; a waiting pod's wait grows in between, so each frame adds
+    // the wait reached just before the next one.
+    let waits: Vec<Series> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let frames = &r.report.timeline;
+            let mut points = Vec::new();
+            for (k, f) in frames.iter().enumerate() {
+                points.push((f.at as f64, f.fleet.oldest_pending_secs.unwrap_or(0) as f64));
+                if let (Some(next), Some(w)) = (frames.get(k + 1), f.fleet.oldest_pending_secs)
+                    && next.at - f.at > 1
+                {
+                    points.push(((next.at - 1) as f64, (w + next.at - 1 - f.at) as f64));
+                }
+            }
+            Series {
+                name: named(r, "longest wait"),
+                legend: tag(i, "longest wait"),
+                points,
+                color: PALETTE[4],
+                dashed: dash(i),
+            }
+        })
+        .collect();
     out.push_str(&lines(
         "wait",
         "Longest wait of a pending pod",
         "s",
-        &per_run("longest wait", 4, &|f| {
-            f.fleet.oldest_pending_secs.unwrap_or(0) as f64
-        }),
+        &waits,
         end,
     ));
 
