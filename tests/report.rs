@@ -4,24 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
 
-fn dovetail() -> PathBuf {
-    let exe = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|d| d.join("dovetail"))
-        .unwrap();
-    assert!(
-        exe.exists(),
-        "the dovetail binary is built beside the tests ({}): `cargo build -p dovetail --bin dovetail` (scripts/test.sh does)",
-        exe.display()
-    );
-    exe
-}
+use common::{dovetail_exe as dovetail, workspace};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("dovetail-report-{}-{name}", std::process::id()));

@@ -2,28 +2,12 @@
 //! the screen (`capture-pane`) — against a simulation replayed, checking that the screen shows
 //! what `dovetail simulate` prints for the same manifests.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
 
-fn dovetail() -> PathBuf {
-    let exe = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|d| d.join("dovetail"))
-        .unwrap();
-    assert!(
-        exe.exists(),
-        "the dovetail binary is built beside the tests ({}): `cargo build -p dovetail --bin dovetail` (scripts/test.sh does)",
-        exe.display()
-    );
-    exe
-}
+use common::{dovetail_exe as dovetail, workspace};
 
 /// A tmux server of the test's own (its own socket), killed when dropped.
 struct Tmux {
@@ -395,7 +379,13 @@ mod cluster {
         ) else {
             return;
         };
-        let s = tmux.wait_for("the cluster's nodes", |s| s.contains("web-00001 "));
+        // The caches fill by list and watch: what the screen shows settles within the wait.
+        let s = tmux.wait_for("the cluster's nodes and pods", |s| {
+            s.contains("web-00001 ")
+                && s.contains("batch-00001 ")
+                && s.contains("in flight   web-00002")
+                && s.contains("4 (3 running, 1 pending)")
+        });
         assert!(s.contains("· read-only · updated"), "{s}");
         let web_row = row(&s, "web-00001");
         for want in ["m7g.large", "on-demand", "us-east-1a", "ready"] {

@@ -442,12 +442,12 @@ fn row(kind: &EventKind) -> (&'static str, &'static str, String, String, String,
 }
 
 /// The axes, grid and legend of a chart whose values reach `top`, and its plot's scale.
-struct Frame {
+struct Plot {
     end: f64,
     top: f64,
 }
 
-impl Frame {
+impl Plot {
     fn x(&self, t: f64) -> f64 {
         LEFT + (WIDTH - LEFT - RIGHT) * (t / self.end)
     }
@@ -504,7 +504,7 @@ fn lines(id: &str, title: &str, unit: &str, series: &[Series], end: f64) -> Stri
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.1))
         .fold(0.0_f64, f64::max);
-    let frame = Frame {
+    let frame = Plot {
         end,
         top: nice_top(top),
     };
@@ -541,7 +541,7 @@ fn stacked(id: &str, title: &str, layers: &[(String, Vec<(f64, f64)>)], end: f64
     let top = (0..n)
         .map(|i| layers.iter().map(|l| l.1[i].1).sum::<f64>())
         .fold(0.0_f64, f64::max);
-    let frame = Frame {
+    let frame = Plot {
         end,
         top: nice_top(top),
     };
@@ -621,7 +621,7 @@ fn legend(out: &mut String, k: usize, name: &str, color: &str, dashed: bool) {
 
 /// The screen points of a step line: each value held until the next point, the last held to
 /// the end.
-fn step_points(frame: &Frame, points: &[(f64, f64)]) -> Vec<(f64, f64)> {
+fn step_points(frame: &Plot, points: &[(f64, f64)]) -> Vec<(f64, f64)> {
     let mut out = Vec::with_capacity(points.len() * 2 + 1);
     let mut last: Option<f64> = None;
     for &(t, v) in points {
@@ -642,7 +642,7 @@ fn step_points(frame: &Frame, points: &[(f64, f64)]) -> Vec<(f64, f64)> {
     out
 }
 
-fn step_path(frame: &Frame, points: &[(f64, f64)]) -> String {
+fn step_path(frame: &Plot, points: &[(f64, f64)]) -> String {
     let mut d = String::new();
     for (i, (x, y)) in step_points(frame, points).iter().enumerate() {
         let _ = write!(d, "{}{x:.1},{y:.1}", if i == 0 { "M" } else { " L" });
@@ -772,7 +772,7 @@ mod tests {
 
     #[test]
     fn a_step_line_holds_each_value_until_the_next_and_to_the_end() {
-        let frame = Frame {
+        let frame = Plot {
             end: 100.0,
             top: 10.0,
         };
