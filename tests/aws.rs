@@ -31,18 +31,26 @@ fn node_class(ami_terms: &str) -> dovetail::api::ec2nodeclass::EC2NodeClassSpec 
     }
 }
 
-fn cloud(moto: &Moto) -> AwsCloud {
+/// Settings with the cluster given (no discovery), against `endpoint`.
+fn settings(endpoint: &str) -> AwsSettings {
     let mut s = AwsSettings::new("us-east-1", "my-cluster");
-    s.endpoint = Some(moto.endpoint.clone());
+    s.endpoint = Some(endpoint.to_string());
     s.cluster_endpoint = "https://ABCDEF.gr7.us-east-1.eks.amazonaws.com".into();
     s.cluster_ca = "LS0tLS1CRUdJTi...".into();
-    AwsCloud::new(s).unwrap()
+    s.service_cidr = "10.100.0.0/16".into();
+    s.kubernetes_version = "1.34".into();
+    s
+}
+
+fn cloud(moto: &Moto) -> AwsCloud {
+    AwsCloud::new(settings(&moto.endpoint)).unwrap()
 }
 
 fn request(claim: &str, offers: &[(&str, &str, CapacityType)]) -> LaunchRequest {
     LaunchRequest {
         claim: claim.into(),
         node_pool: "default".into(),
+        node_class: "default".into(),
         offers: offers
             .iter()
             .map(|(t, z, c)| Offer {
@@ -225,15 +233,23 @@ fn launches_go_through_create_fleet_into_the_discovered_subnets_with_tags_and_a_
     assert!(names[0].starts_with("dovetail/my-cluster/"), "{names:?}");
     assert_eq!(tokens.as_deref(), Some("required"));
 
-    // A second launch reuses the template; scale to zero terminates everything.
+    // A second spot launch reuses the template; an on-demand one has its own (a spot launch's
+    // template also tags the spot request); scale to zero terminates everything.
     let j = cloud
         .create(&request(
             "default-00002",
-            &[("c5.large", "us-east-1a", CapacityType::OnDemand)],
+            &[("c5.large", "us-east-1a", CapacityType::Spot)],
         ))
         .unwrap();
     assert_eq!(cloud.calls.get("CreateLaunchTemplate"), Some(&1));
-    for id in [&i.id, &j.id] {
+    let k = cloud
+        .create(&request(
+            "default-00003",
+            &[("c5.large", "us-east-1a", CapacityType::OnDemand)],
+        ))
+        .unwrap();
+    assert_eq!(cloud.calls.get("CreateLaunchTemplate"), Some(&2));
+    for id in [&i.id, &j.id, &k.id] {
         cloud.delete(id).unwrap();
     }
     assert!(live(&moto).is_empty(), "{:?}", live(&moto));
@@ -354,9 +370,7 @@ fn an_ami_alias_takes_the_image_the_public_ssm_parameter_names() {
         &moto.endpoint,
         &["--ssm-parameter", &p_x86, "--ssm-parameter", &p_arm],
     );
-    let mut settings = AwsSettings::new("us-east-1", "my-cluster");
-    settings.endpoint = Some(proxy.url.clone());
-    let mut cloud = AwsCloud::new(settings).unwrap();
+    let mut cloud = AwsCloud::new(settings(&proxy.url)).unwrap();
     let class = cloud
         .resolve("default", &node_class("[{alias: al2023@latest}]"))
         .expect("the alias resolves");
@@ -372,7 +386,7 @@ fn interruption_messages_are_handled_deleted_and_counted_and_the_loop_survives_g
         let sqs = aws_sdk_sqs::Client::new(&moto.config().await);
         let url = sqs
             .create_queue()
-            .queue_name("dovetail-interruption")
+            .queue_name("dovetail-my-cluster")
             .send()
             .await
             .unwrap()
@@ -465,7 +479,7 @@ fn a_failing_delete_of_garbage_does_not_cost_the_spot_warning_of_the_same_poll()
         let direct = aws_sdk_sqs::Client::new(&moto.config().await);
         let url = direct
             .create_queue()
-            .queue_name("dovetail-interruption")
+            .queue_name("dovetail-my-cluster")
             .send()
             .await
             .unwrap()
@@ -522,9 +536,7 @@ fn a_launch_adopted_after_a_restart_records_what_runs_not_the_first_choice() {
     seed(&moto, true);
     // Before the crash: the first choice was out of capacity, the second launched.
     let proxy = FaultProxy::start(&moto.endpoint, &["--ice", "m5.large:us-east-1a"]);
-    let mut settings = AwsSettings::new("us-east-1", "my-cluster");
-    settings.endpoint = Some(proxy.url.clone());
-    let mut before = AwsCloud::new(settings).unwrap();
+    let mut before = AwsCloud::new(settings(&proxy.url)).unwrap();
     before.resolve("default", &node_class(TAGGED_AMI)).unwrap();
     let offers = [
         ("m5.large", "us-east-1a", CapacityType::Spot),
@@ -533,9 +545,7 @@ fn a_launch_adopted_after_a_restart_records_what_runs_not_the_first_choice() {
     let launched = before.create(&request("default-00001", &offers)).unwrap();
     assert_eq!(launched.offer.instance_type, "m5a.large");
     // After the restart: a new provider, the same claim's launch is retried and adopts.
-    let mut settings = AwsSettings::new("us-east-1", "my-cluster");
-    settings.endpoint = Some(moto.endpoint.clone());
-    let mut after = AwsCloud::new(settings).unwrap();
+    let mut after = AwsCloud::new(settings(&moto.endpoint)).unwrap();
     after.resolve("default", &node_class(TAGGED_AMI)).unwrap();
     let adopted = after.create(&request("default-00001", &offers)).unwrap();
     assert_eq!(adopted.id, launched.id, "no second instance");
@@ -556,9 +566,7 @@ fn insufficient_capacity_on_the_first_choice_caches_it_and_launches_the_next() {
     let Some(moto) = Moto::start() else { return };
     seed(&moto, true);
     let proxy = FaultProxy::start(&moto.endpoint, &["--ice", "m5.large:us-east-1a"]);
-    let mut settings = AwsSettings::new("us-east-1", "my-cluster");
-    settings.endpoint = Some(proxy.url.clone());
-    let mut cloud = AwsCloud::new(settings).unwrap();
+    let mut cloud = AwsCloud::new(settings(&proxy.url)).unwrap();
     cloud.resolve("default", &node_class(TAGGED_AMI)).unwrap();
     let offers = [
         ("m5.large", "us-east-1a", CapacityType::Spot),
@@ -583,9 +591,7 @@ fn insufficient_capacity_on_the_first_choice_caches_it_and_launches_the_next() {
     // Every offering out of capacity: a clear error naming the NodeClaim, nothing launched.
     let only = [("m5.large", "us-east-1a", CapacityType::OnDemand)];
     let proxy_all = FaultProxy::start(&moto.endpoint, &["--ice", "m5.large:us-east-1a"]);
-    let mut settings = AwsSettings::new("us-east-1", "my-cluster");
-    settings.endpoint = Some(proxy_all.url.clone());
-    let mut cloud = AwsCloud::new(settings).unwrap();
+    let mut cloud = AwsCloud::new(settings(&proxy_all.url)).unwrap();
     cloud.resolve("default", &node_class(TAGGED_AMI)).unwrap();
     let before = live(&moto).len();
     let e = cloud.create(&request("default-00003", &only)).unwrap_err();
@@ -609,7 +615,7 @@ fn simulate_with_the_aws_cloud_launches_interrupts_and_scales_to_zero_in_ec2() {
     let url = rt.block_on(async {
         let sqs = aws_sdk_sqs::Client::new(&moto.config().await);
         sqs.create_queue()
-            .queue_name("interruptions")
+            .queue_name("dovetail-my-cluster")
             .send()
             .await
             .unwrap()
@@ -676,11 +682,11 @@ spec:
       scale: {{deployment: web, replicas: 0}}
 "#
     );
-    let mut settings = AwsSettings::new("us-east-1", "my-cluster");
-    settings.endpoint = Some(moto.endpoint.clone());
+    let settings = settings(&moto.endpoint);
     let opts = SimOptions {
         aws: Some(settings),
         interruption_queue: Some(url),
+        events_endpoint: Some(moto.admin_endpoint.clone()),
         ..SimOptions::default()
     };
     let report = simulate(&[("aws.yaml".into(), manifests)], &opts).unwrap();
@@ -794,7 +800,7 @@ fn a_role_gets_an_instance_profile_and_stale_templates_and_vanished_instances_ar
     rt.block_on(async {
         let iam = aws_sdk_iam::Client::new(&moto.config().await);
         iam.create_role()
-            .role_name("KarpenterNodeRole-my-cluster")
+            .role_name("DovetailNodeRole-my-cluster")
             .assume_role_policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#)
             .send()
             .await
@@ -803,7 +809,7 @@ fn a_role_gets_an_instance_profile_and_stale_templates_and_vanished_instances_ar
     let with_role = |ami: &str| {
         let mut spec = node_class(ami);
         spec.instance_profile = None;
-        spec.role = Some("KarpenterNodeRole-my-cluster".into());
+        spec.role = Some("DovetailNodeRole-my-cluster".into());
         spec
     };
     let mut provider = cloud(&moto);
@@ -827,7 +833,7 @@ fn a_role_gets_an_instance_profile_and_stale_templates_and_vanished_instances_ar
             .map(|r| r.role_name().to_string())
             .collect::<Vec<_>>()
     });
-    assert_eq!(roles, vec!["KarpenterNodeRole-my-cluster"]);
+    assert_eq!(roles, vec!["DovetailNodeRole-my-cluster"]);
     // Resolving again reuses the profile.
     let again = provider.resolve("default", &with_role(TAGGED_AMI)).unwrap();
     assert_eq!(again.instance_profile, Some(profile));
@@ -864,4 +870,409 @@ fn a_role_gets_an_instance_profile_and_stale_templates_and_vanished_instances_ar
     ]
     .into();
     assert_eq!(provider.vanished(&claims).unwrap(), vec!["default-00002"]);
+}
+
+/// The launch template data and tags of an instance moto runs: (image, subnet, security groups,
+/// tags, the template's data).
+fn launched_with(
+    moto: &Moto,
+    id: &str,
+) -> (
+    String,
+    String,
+    Vec<String>,
+    Vec<(String, String)>,
+    aws_sdk_ec2::types::ResponseLaunchTemplateData,
+) {
+    runtime().block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&moto.config().await);
+        let out = ec2
+            .describe_instances()
+            .instance_ids(id)
+            .send()
+            .await
+            .unwrap();
+        let i = out.reservations()[0].instances()[0].clone();
+        let template = i
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some("aws:ec2launchtemplate:id"))
+            .and_then(|t| t.value())
+            .map(str::to_string);
+        let names: Vec<String> = ec2
+            .describe_launch_templates()
+            .send()
+            .await
+            .unwrap()
+            .launch_templates()
+            .iter()
+            .map(|t| t.launch_template_id().unwrap().to_string())
+            .collect();
+        // moto does not tag instances with their template: find it by the image and groups.
+        let mut data = None;
+        for lt in template.into_iter().chain(names) {
+            let v = ec2
+                .describe_launch_template_versions()
+                .launch_template_id(&lt)
+                .send()
+                .await
+                .unwrap();
+            let d = v.launch_template_versions()[0]
+                .launch_template_data()
+                .unwrap()
+                .clone();
+            if d.image_id() == i.image_id() {
+                data = Some(d);
+                break;
+            }
+        }
+        (
+            i.image_id().unwrap().to_string(),
+            i.subnet_id().unwrap_or_default().to_string(),
+            i.security_groups()
+                .iter()
+                .map(|g| g.group_id().unwrap().to_string())
+                .collect(),
+            i.tags()
+                .iter()
+                .map(|t| {
+                    (
+                        t.key().unwrap_or_default().to_string(),
+                        t.value().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect(),
+            data.expect("the instance's launch template"),
+        )
+    })
+}
+
+fn decoded_user_data(data: &aws_sdk_ec2::types::ResponseLaunchTemplateData) -> String {
+    use base64::Engine as _;
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(data.user_data().unwrap())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn two_node_pools_launch_each_with_its_own_node_classs_ami_subnets_groups_tags_and_user_data() {
+    let Some(moto) = Moto::start() else { return };
+    let seed = seed(&moto, true);
+    let arm = runtime().block_on(async {
+        let ec2 = aws_sdk_ec2::Client::new(&moto.config().await);
+        let images = ec2.describe_images().owners("amazon").send().await.unwrap();
+        images
+            .images()
+            .iter()
+            .find(|i| i.architecture().is_some_and(|a| a.as_str() == "arm64"))
+            .and_then(|i| i.image_id())
+            .unwrap()
+            .to_string()
+    });
+    let mut cloud = cloud(&moto);
+    let general = node_class(TAGGED_AMI);
+    let mut gpu = node_class(&format!("[{{id: {arm}}}]"));
+    gpu.subnet_selector_terms[0].tags.clear();
+    gpu.subnet_selector_terms[0].id = Some(seed.untagged_subnet.clone());
+    gpu.security_group_selector_terms[0].tags.clear();
+    gpu.security_group_selector_terms[0].id = Some(seed.untagged_group.clone());
+    gpu.tags = [("team".to_string(), "ml".to_string())].into();
+    gpu.user_data = Some("#!/bin/bash\necho gpu-class".into());
+    cloud.resolve("general", &general).unwrap();
+    cloud.resolve("gpu", &gpu).unwrap();
+
+    let mut a = request(
+        "general-00001",
+        &[("m5.large", "us-east-1b", CapacityType::OnDemand)],
+    );
+    a.node_pool = "general".into();
+    a.node_class = "general".into();
+    let mut b = request(
+        "gpu-00001",
+        &[("m6g.large", "us-east-1a", CapacityType::OnDemand)],
+    );
+    b.node_pool = "gpu".into();
+    b.node_class = "gpu".into();
+    let ia = cloud.create(&a).unwrap();
+    let ib = cloud.create(&b).unwrap();
+
+    let (image_a, subnet_a, _, tags_a, data_a) = launched_with(&moto, &ia.id);
+    let (image_b, subnet_b, _, tags_b, data_b) = launched_with(&moto, &ib.id);
+    // moto does not copy a template's groups onto a fleet's instances: read the template's.
+    let groups_a = data_a.security_group_ids().to_vec();
+    let groups_b = data_b.security_group_ids().to_vec();
+    assert_ne!(image_a, arm);
+    assert_eq!(image_b, arm, "the gpu class's own AMI");
+    let zone_b = &seed
+        .subnets
+        .iter()
+        .find(|(_, z)| z == "us-east-1b")
+        .unwrap()
+        .0;
+    assert_eq!(&subnet_a, zone_b);
+    assert_eq!(subnet_b, seed.untagged_subnet, "the gpu class's own subnet");
+    assert_eq!(groups_a, vec![seed.group.clone()]);
+    assert_eq!(
+        groups_b,
+        vec![seed.untagged_group.clone()],
+        "the gpu class's own group"
+    );
+    let has =
+        |tags: &[(String, String)], k: &str, v: &str| tags.iter().any(|(a, b)| a == k && b == v);
+    assert!(
+        has(&tags_b, "team", "ml") && has(&tags_b, tags::NODECLASS, "gpu"),
+        "{tags_b:?}"
+    );
+    assert!(
+        !has(&tags_a, "team", "ml") && has(&tags_a, tags::NODECLASS, "general"),
+        "{tags_a:?}"
+    );
+    assert!(decoded_user_data(&data_b).contains("echo gpu-class"));
+    assert!(!decoded_user_data(&data_a).contains("echo gpu-class"));
+    // Each class's status reports its own resolution.
+    let status_b = cloud.node_class_status("gpu", 0).unwrap();
+    assert_eq!(status_b.subnets.len(), 1);
+    assert_eq!(status_b.subnets[0].id, seed.untagged_subnet);
+}
+
+#[test]
+fn a_node_classs_disks_metadata_network_monitoring_storage_and_kubelet_reach_the_launch_template() {
+    let Some(moto) = Moto::start() else { return };
+    seed(&moto, true);
+    let mut cloud = cloud(&moto);
+    let mut spec = node_class(TAGGED_AMI);
+    let yaml = "blockDeviceMappings: [{deviceName: /dev/xvda, rootVolume: true, ebs: {volumeSize: 100Gi, volumeType: gp3, iops: 4000, throughput: 250, encrypted: true, deleteOnTermination: true}}]\nmetadataOptions: {httpTokens: required, httpPutResponseHopLimit: 2, httpEndpoint: enabled}\nassociatePublicIPAddress: false\ndetailedMonitoring: true\ninstanceStorePolicy: RAID0\nkubelet: {maxPods: 20, systemReserved: {cpu: 100m}, evictionHard: {memory.available: 5%}}\n";
+    let extra: serde_json::Value = serde_norway::from_str(yaml).unwrap();
+    let mut json = serde_json::to_value(&spec).unwrap();
+    for (k, v) in extra.as_object().unwrap() {
+        json[k] = v.clone();
+    }
+    spec = serde_json::from_value(json).unwrap();
+    cloud.resolve("default", &spec).unwrap();
+    let i = cloud
+        .create(&request(
+            "default-00001",
+            &[("m5.large", "us-east-1a", CapacityType::Spot)],
+        ))
+        .unwrap();
+    let (_, _, _, _, data) = launched_with(&moto, &i.id);
+    let disk = &data.block_device_mappings()[0];
+    assert_eq!(disk.device_name(), Some("/dev/xvda"));
+    let ebs = disk.ebs().unwrap();
+    assert_eq!(ebs.volume_size(), Some(100));
+    assert_eq!(ebs.volume_type().map(|t| t.as_str()), Some("gp3"));
+    assert_eq!((ebs.iops(), ebs.throughput()), (Some(4000), Some(250)));
+    assert_eq!(ebs.encrypted(), Some(true));
+    let m = data.metadata_options().unwrap();
+    assert_eq!(m.http_tokens().map(|t| t.as_str()), Some("required"));
+    assert_eq!(m.http_put_response_hop_limit(), Some(2));
+    assert_eq!(data.monitoring().and_then(|m| m.enabled()), Some(true));
+    let eni = &data.network_interfaces()[0];
+    assert_eq!(eni.device_index(), Some(0));
+    assert_eq!(eni.associate_public_ip_address(), Some(false));
+    assert!(!eni.groups().is_empty(), "the groups ride on the interface");
+    // The network interface and the spot request are tagged by the template.
+    let tagged: Vec<&str> = data
+        .tag_specifications()
+        .iter()
+        .filter(|s| s.tags().iter().any(|t| t.key() == Some(tags::CLUSTER)))
+        .filter_map(|s| s.resource_type().map(|r| r.as_str()))
+        .collect();
+    for t in ["network-interface", "spot-instances-request"] {
+        assert!(tagged.contains(&t), "{t} untagged: {tagged:?}");
+    }
+    let user_data = decoded_user_data(&data);
+    assert!(user_data.contains("maxPods: 20"), "{user_data}");
+    assert!(user_data.contains("strategy: RAID0"), "{user_data}");
+    assert!(user_data.contains("cidr: 10.100.0.0/16"), "{user_data}");
+    assert!(user_data.contains("memory.available: 5%"), "{user_data}");
+}
+
+#[test]
+fn without_an_endpoint_the_cluster_is_learnt_from_eks_and_written_into_the_bootstrap() {
+    let Some(moto) = Moto::start() else { return };
+    seed(&moto, true);
+    // Nothing to learn from: one line that says what to set.
+    let mut bare = AwsSettings::new("us-east-1", "my-cluster");
+    bare.endpoint = Some(moto.endpoint.clone());
+    let e = AwsCloud::new(bare.clone())
+        .err()
+        .expect("no cluster, no start");
+    let line = e.to_string();
+    assert!(!line.contains('\n'), "{line}");
+    assert!(line.contains("eks:DescribeCluster my-cluster"), "{line}");
+    assert!(
+        line.contains("--cluster-endpoint (CLUSTER_ENDPOINT)"),
+        "{line}"
+    );
+    assert!(
+        line.contains("--kubernetes-version (KUBERNETES_VERSION)"),
+        "{line}"
+    );
+
+    let (endpoint, ca) = runtime().block_on(async {
+        let eks = aws_sdk_eks::Client::new(&moto.config().await);
+        let out = eks
+            .create_cluster()
+            .name("my-cluster")
+            .version("1.33")
+            .role_arn("arn:aws:iam::123456789012:role/eks")
+            .resources_vpc_config(aws_sdk_eks::types::VpcConfigRequest::builder().build())
+            .kubernetes_network_config(
+                aws_sdk_eks::types::KubernetesNetworkConfigRequest::builder()
+                    .service_ipv4_cidr("172.31.0.0/16")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let c = out.cluster().unwrap();
+        (
+            c.endpoint().unwrap().to_string(),
+            c.certificate_authority()
+                .and_then(|a| a.data())
+                .unwrap_or_default()
+                .to_string(),
+        )
+    });
+    let mut cloud = AwsCloud::new(bare).expect("the cluster is learnt");
+    assert_eq!(cloud.settings().cluster_endpoint, endpoint);
+    assert_eq!(cloud.settings().kubernetes_version, "1.33");
+    assert_eq!(cloud.settings().service_cidr, "172.31.0.0/16");
+    cloud.resolve("default", &node_class(TAGGED_AMI)).unwrap();
+    let i = cloud
+        .create(&request(
+            "default-00001",
+            &[("m5.large", "us-east-1a", CapacityType::OnDemand)],
+        ))
+        .unwrap();
+    let user_data = decoded_user_data(&launched_with(&moto, &i.id).4);
+    assert!(
+        user_data.contains(&format!("apiServerEndpoint: {endpoint}")),
+        "{user_data}"
+    );
+    assert!(user_data.contains("cidr: 172.31.0.0/16"), "{user_data}");
+    if !ca.is_empty() {
+        assert!(user_data.contains(&ca), "{user_data}");
+    }
+    assert_eq!(
+        cloud.calls.get("DescribeCluster"),
+        None,
+        "discovery is not a per-launch cost"
+    );
+}
+
+#[test]
+fn a_deleted_node_classs_instance_profile_is_emptied_and_deleted_and_a_new_role_replaces_the_old() {
+    let Some(moto) = Moto::start() else { return };
+    seed(&moto, true);
+    let rt = runtime();
+    let iam = rt.block_on(async { aws_sdk_iam::Client::new(&moto.config().await) });
+    for role in ["DovetailNodeRole-my-cluster", "Other"] {
+        rt.block_on(
+            iam.create_role()
+                .role_name(role)
+                .assume_role_policy_document("{}")
+                .send(),
+        )
+        .unwrap();
+    }
+    let mut spec = node_class(TAGGED_AMI);
+    spec.instance_profile = None;
+    spec.role = Some("DovetailNodeRole-my-cluster".into());
+    let mut cloud = cloud(&moto);
+    let profile = cloud
+        .resolve("default", &spec)
+        .unwrap()
+        .instance_profile
+        .unwrap();
+    assert_eq!(
+        profile,
+        dovetail::cloud::aws::instance_profile::profile_name("my-cluster", "us-east-1", "default")
+    );
+    let roles = |name: &str| {
+        rt.block_on(
+            iam.get_instance_profile()
+                .instance_profile_name(name)
+                .send(),
+        )
+        .ok()
+        .map(|o| {
+            o.instance_profile()
+                .unwrap()
+                .roles()
+                .iter()
+                .map(|r| r.role_name().to_string())
+                .collect::<Vec<_>>()
+        })
+    };
+    // The class now names another role (a role outside the template: the IAM check refuses to
+    // pass it, so this part runs against moto directly).
+    let mut admin = AwsCloud::new(settings(&moto.admin_endpoint)).unwrap();
+    spec.role = Some("Other".into());
+    admin.resolve("default", &spec).unwrap();
+    assert_eq!(roles(&profile), Some(vec!["Other".to_string()]));
+    spec.role = Some("DovetailNodeRole-my-cluster".into());
+    cloud.resolve("default", &spec).unwrap();
+    assert_eq!(
+        roles(&profile),
+        Some(vec!["DovetailNodeRole-my-cluster".to_string()])
+    );
+    cloud.remove_node_class("default").unwrap();
+    assert_eq!(roles(&profile), None, "the profile is gone");
+    // Removing it again is no error.
+    cloud.resolve("default", &spec).unwrap();
+    cloud.remove_node_class("default").unwrap();
+    cloud.remove_node_class("default").unwrap();
+}
+
+#[test]
+fn the_iam_check_refuses_what_a_policy_without_one_statement_would_and_names_it() {
+    let Some(moto) = Moto::start() else { return };
+    seed(&moto, true);
+    let (mut check, url) = moto::iam_check(
+        &moto.admin_endpoint,
+        &["--iam-without", "AllowScopedCreation"],
+    );
+    let mut refused = AwsCloud::new(settings(&url)).unwrap();
+    refused.resolve("default", &node_class(TAGGED_AMI)).unwrap();
+    let e = refused
+        .create(&request(
+            "default-00001",
+            &[("m5.large", "us-east-1a", CapacityType::OnDemand)],
+        ))
+        .unwrap_err();
+    let denials = moto::iam_denials(&url);
+    let _ = check.kill();
+    let _ = check.wait();
+    assert!(e.to_string().contains("UnauthorizedOperation"), "{e}");
+    assert!(live(&moto).is_empty(), "nothing launched");
+    assert!(
+        denials
+            .iter()
+            .any(|d| d.contains("ec2:CreateLaunchTemplate")
+                && d.contains("statement AllowScopedCreation is missing")),
+        "{denials:#?}"
+    );
+    // The same launch through the whole policy is allowed (and checked when `moto` drops).
+    let mut whole = cloud(&moto);
+    whole.resolve("default", &node_class(TAGGED_AMI)).unwrap();
+    whole
+        .create(&request(
+            "default-00001",
+            &[("m5.large", "us-east-1a", CapacityType::Spot)],
+        ))
+        .unwrap();
+    let allowed = moto.iam_allowed();
+    for action in [
+        "ec2:CreateFleet",
+        "ec2:RunInstances",
+        "ec2:CreateTags",
+        "ec2:CreateLaunchTemplate",
+    ] {
+        assert!(allowed.contains(action), "{action} was judged: {allowed:?}");
+    }
 }

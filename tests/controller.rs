@@ -559,6 +559,7 @@ fn a_claim_without_a_recorded_launch_adopts_its_instance_and_an_orphan_is_collec
     let request = dovetail::cloud::LaunchRequest {
         claim: "default-00007".into(),
         node_pool: "default".into(),
+        node_class: "default".into(),
         offers: dovetail::kubernetes::parse_offers(offers),
     };
     let before = cloud.create(&request).expect("the first launch");
@@ -638,7 +639,7 @@ fn a_spot_interruption_from_sqs_creates_the_replacement_before_the_first_evictio
     let sqs_rt = seed::runtime();
     let sqs = sqs_rt.block_on(async { aws_sdk_sqs::Client::new(&moto.config().await) });
     let url = sqs_rt
-        .block_on(sqs.create_queue().queue_name("interruptions").send())
+        .block_on(sqs.create_queue().queue_name("dovetail-my-cluster").send())
         .unwrap()
         .queue_url()
         .unwrap()

@@ -607,3 +607,30 @@ fn the_timeline_follows_the_run_and_ends_at_the_summarys_fleet() {
         "pods wait at least for their node's boot, {waited}s"
     );
 }
+
+#[test]
+fn a_node_class_with_max_pods_gets_no_node_with_more_pods_than_that() {
+    let tiny = |class_extra: &str| {
+        example("inflate-spot.yaml")
+            .replace("replicas: 10", "replicas: 120")
+            .replace("cpu: 500m", "cpu: 10m")
+            .replace(
+                "  role: \"KarpenterNodeRole-my-cluster\"",
+                &format!("  role: \"KarpenterNodeRole-my-cluster\"{class_extra}"),
+            )
+    };
+    let most = |report: &Report| nodes(report).iter().map(|n| n.pods).max().unwrap();
+    let free = run(&[("tiny.yaml", tiny(""))]).unwrap();
+    assert!(free.still_pending.is_empty());
+    assert!(
+        most(&free) > 20,
+        "without the setting a node holds {}",
+        most(&free)
+    );
+    let capped = run(&[("tiny.yaml", tiny("\n  kubelet:\n    maxPods: 20"))]).unwrap();
+    assert!(capped.still_pending.is_empty());
+    assert!(most(&capped) <= 20, "a node holds {} pods", most(&capped));
+    // A value kubelet would refuse is refused at its field.
+    let bad = run(&[("tiny.yaml", tiny("\n  kubelet:\n    maxPods: -1"))]).unwrap_err();
+    assert!(bad.to_string().contains("spec.kubelet.maxPods"), "{bad}");
+}

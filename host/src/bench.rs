@@ -383,6 +383,7 @@ pub fn provisioning(
             &admitted,
             &requirements,
             &crate::scheduling::model::zero(),
+            &Default::default(),
         );
         for &n in sizes {
             let mut pods = karpenter_mix(n, 42);
@@ -493,6 +494,7 @@ pub fn provisioning(
                         &admitted,
                         &requirements,
                         &crate::scheduling::model::zero(),
+                        &Default::default(),
                     );
                     cost::diverse_lower_bound(&pools, &topology_demand, SPOT_POOL_SHARE)
                 })

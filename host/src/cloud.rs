@@ -22,6 +22,8 @@ pub struct LaunchRequest {
     /// NodeClaim name; also the idempotency key of the launch.
     pub claim: String,
     pub node_pool: String,
+    /// The NodePool's EC2NodeClass: what the instance boots with.
+    pub node_class: String,
     /// Feasible offers, best first. The provider takes the first it can fulfil.
     pub offers: Vec<Offer>,
 }
@@ -78,6 +80,11 @@ pub trait CloudProvider {
         _name: &str,
         _spec: &crate::api::ec2nodeclass::EC2NodeClassSpec,
     ) -> Result<(), String> {
+        Ok(())
+    }
+    /// Stops using a deleted node class, removing what the provider made for it (the instance
+    /// profile of its role).
+    fn remove_node_class(&mut self, _name: &str) -> Result<(), CloudError> {
         Ok(())
     }
     /// The instance types and offerings this cloud has in `zones`, for decisions; `None` when

@@ -157,6 +157,23 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Gives each NodePool what its EC2NodeClass changes about its nodes' allocatable (kubelet,
+    /// root volume); a pool whose class is missing or unreadable keeps the AMI's defaults (the
+    /// class's own status says why).
+    pub fn apply_node_classes(&mut self) {
+        for p in &mut self.pools {
+            let class = &p.resource.spec.template.spec.node_class_ref.name;
+            p.spec.node = self
+                .node_classes
+                .get(class)
+                .and_then(|json| {
+                    serde_json::from_str::<crate::api::ec2nodeclass::EC2NodeClassSpec>(json).ok()
+                })
+                .and_then(|spec| crate::scheduling::from_kube::node_settings(class, &spec).ok())
+                .unwrap_or_default();
+        }
+    }
+
     /// Index of a NodePool by name.
     pub fn pool_index(&self, name: &str) -> Option<usize> {
         self.pools.iter().position(|p| p.spec.name == name)
@@ -242,7 +259,13 @@ impl Cluster {
     ) -> Option<f64> {
         let spec = &self.pools[pool].spec;
         let reqs = &spec.requirements;
-        let supplies = cost::supplies(its, &its.admitted_by(reqs), reqs, &spec.daemonset_overhead);
+        let supplies = cost::supplies(
+            its,
+            &its.admitted_by(reqs),
+            reqs,
+            &spec.daemonset_overhead,
+            &spec.node,
+        );
         Some(cost::lower_bound(&supplies, demand)?.cost)
     }
 
@@ -270,7 +293,11 @@ impl Cluster {
                 labels: n.labels.clone(),
                 taints: n.taints.clone(),
                 zone: n.zone_index,
-                allocatable: its.types[n.type_index as usize].allocatable,
+                allocatable: pool.map_or(its.types[n.type_index as usize].allocatable, |i| {
+                    self.pools[i]
+                        .spec
+                        .allocatable(&its.types[n.type_index as usize])
+                }),
                 requested,
                 pods: pods
                     .iter()

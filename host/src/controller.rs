@@ -735,6 +735,7 @@ impl Controller {
         let request = LaunchRequest {
             claim: claim.name.clone(),
             node_pool: claim.node_pool.clone(),
+            node_class: pool.resource.spec.template.spec.node_class_ref.name.clone(),
             offers: claim.offers.clone(),
         };
         let instance = match cloud.create(&request) {

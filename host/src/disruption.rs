@@ -575,7 +575,9 @@ impl Pass<'_> {
             zone: n.instance.offer.zone.clone(),
             price: n.instance.offer.price,
             age_seconds: (self.now - n.launched_at).max(0) as u64,
-            allocatable: self.its.types[n.type_index as usize].allocatable,
+            allocatable: pool
+                .spec
+                .allocatable(&self.its.types[n.type_index as usize]),
             // The candidate's pods are at hand: no scan of every pod in the cluster.
             requested: c.pods.iter().fold(pool.spec.daemonset_overhead, |r, p| {
                 crate::scheduling::model::add(&r, &p.spec.requests)
@@ -776,7 +778,7 @@ impl Pass<'_> {
             ),
             taints: pool.spec.taints.clone(),
             zone: off.zone,
-            allocatable: self.its.types[t as usize].allocatable,
+            allocatable: pool.spec.allocatable(&self.its.types[t as usize]),
             requested: pool.spec.daemonset_overhead,
             pods: Vec::new(),
             repels: Vec::new(),

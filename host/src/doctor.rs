@@ -123,8 +123,27 @@ pub fn run(settings: DoctorSettings) -> Vec<Check> {
             .unwrap_or_default(),
         None => Vec::new(),
     };
-    let mut cloud = if aws_ok {
-        AwsCloud::new(settings.aws.clone()).ok()
+    // The cluster as the nodes will see it, learnt the way the controller learns it.
+    let mut aws = settings.aws.clone();
+    let discovered = aws_ok && {
+        let found = rt.block_on(aws.discover(&sdk));
+        out.push(match &found {
+            Ok(()) => check(
+                "cluster",
+                Verdict::Ok(format!(
+                    "{} at {}, Kubernetes {}, service CIDR {}",
+                    aws.cluster_name,
+                    aws.cluster_endpoint,
+                    aws.kubernetes_version,
+                    aws.service_cidr
+                )),
+            ),
+            Err(why) => check("cluster", Verdict::Problem(why.clone())),
+        });
+        found.is_ok()
+    };
+    let mut cloud = if discovered {
+        AwsCloud::new(aws).ok()
     } else {
         None
     };
@@ -137,7 +156,12 @@ pub fn run(settings: DoctorSettings) -> Vec<Check> {
     for class in &classes {
         let name = format!("EC2NodeClass {}", class.name_any());
         let Some(cloud) = cloud.as_mut() else {
-            out.push(check(&name, Verdict::Skipped("no AWS credentials".into())));
+            let why = if aws_ok {
+                "the cluster was not discovered"
+            } else {
+                "no AWS credentials"
+            };
+            out.push(check(&name, Verdict::Skipped(why.into())));
             continue;
         };
         out.push(match cloud.resolve(&class.name_any(), &class.spec) {

@@ -167,10 +167,9 @@ impl FleetView {
             let pods = by_node.get(n.name.as_str()).map_or(&[][..], Vec::as_slice);
             let overhead = pool.map_or(zero(), |i| cluster.pools[i].spec.daemonset_overhead);
             let requested = pods.iter().fold(overhead, |r, p| add(&r, &p.spec.requests));
-            let allocatable = its
-                .types
-                .get(n.type_index as usize)
-                .map_or(zero(), |t| t.allocatable);
+            let allocatable = its.types.get(n.type_index as usize).map_or(zero(), |t| {
+                pool.map_or(t.allocatable, |i| cluster.pools[i].spec.allocatable(t))
+            });
             let offer = &n.instance.offer;
             let view = NodeView {
                 name: n.name.clone(),

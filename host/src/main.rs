@@ -63,6 +63,9 @@ enum Command {
         /// With `--cloud aws`: the SQS queue of interruption events.
         #[arg(long, value_name = "URL")]
         interruption_queue: Option<String>,
+        /// With `--cloud aws`: the cluster the nodes join.
+        #[command(flatten)]
+        cluster: ClusterArgs,
         /// Also write the run (or both runs of `--compare`) as a self-contained HTML page:
         /// charts over time and the table of decisions.
         #[arg(long, value_name = "FILE")]
@@ -116,18 +119,40 @@ enum Command {
     Controller(ControllerArgs),
 }
 
+/// What the nodes must know of their cluster; each learnt from eks:DescribeCluster when not set.
+#[derive(Args)]
+struct ClusterArgs {
+    /// The cluster's API server endpoint, for the nodes' bootstrap.
+    #[arg(long, env = "CLUSTER_ENDPOINT", default_value = "")]
+    cluster_endpoint: String,
+    /// The cluster's CA bundle (base64), for the nodes' bootstrap.
+    #[arg(long, env = "CLUSTER_CA_BUNDLE", default_value = "")]
+    cluster_ca_bundle: String,
+    /// The cluster's service CIDR, for the nodes' bootstrap.
+    #[arg(long, env = "CLUSTER_CIDR", default_value = "")]
+    cluster_cidr: String,
+    /// The cluster's Kubernetes version (`1.34`): AMI aliases resolve for it.
+    #[arg(long, env = "KUBERNETES_VERSION", default_value = "")]
+    kubernetes_version: String,
+}
+
+impl ClusterArgs {
+    fn apply(self, aws: &mut dovetail::cloud::aws::AwsSettings) {
+        aws.cluster_endpoint = self.cluster_endpoint;
+        aws.cluster_ca = self.cluster_ca_bundle;
+        aws.service_cidr = self.cluster_cidr;
+        aws.kubernetes_version = self.kubernetes_version;
+    }
+}
+
 /// Settings of `dovetail controller`; every flag has an environment variable, as Karpenter's.
 #[derive(Args)]
 struct ControllerArgs {
     /// The EKS cluster's name: it tags every AWS resource and finds the discovery tags.
     #[arg(long, env = "CLUSTER_NAME")]
     cluster_name: String,
-    /// The cluster's API server endpoint, for the nodes' NodeConfig.
-    #[arg(long, env = "CLUSTER_ENDPOINT", default_value = "")]
-    cluster_endpoint: String,
-    /// The cluster's CA bundle (base64), for the nodes' NodeConfig.
-    #[arg(long, env = "CLUSTER_CA_BUNDLE", default_value = "")]
-    cluster_ca_bundle: String,
+    #[command(flatten)]
+    cluster: ClusterArgs,
     /// The SQS queue (URL) of EC2 interruption events.
     #[arg(long, env = "INTERRUPTION_QUEUE")]
     interruption_queue: Option<String>,
@@ -453,11 +478,13 @@ fn run() -> Result<()> {
             aws_region,
             cluster_name,
             interruption_queue,
+            cluster,
             report,
         } => {
             let aws = matches!(cloud, CloudKind::Aws).then(|| {
                 let mut s = dovetail::cloud::aws::AwsSettings::new(&aws_region, &cluster_name);
                 s.endpoint = aws_endpoint;
+                cluster.apply(&mut s);
                 s
             });
             simulate(
@@ -1284,8 +1311,7 @@ fn controller(args: ControllerArgs) -> Result<()> {
         .context("no Kubernetes configuration: run in a cluster, or set KUBECONFIG")?;
     let mut aws = dovetail::cloud::aws::AwsSettings::new(&args.aws_region, &args.cluster_name);
     aws.endpoint = args.aws_endpoint;
-    aws.cluster_endpoint = args.cluster_endpoint;
-    aws.cluster_ca = args.cluster_ca_bundle;
+    args.cluster.apply(&mut aws);
     let settings = dovetail::kubernetes::Settings {
         cloud: match args.cloud {
             CloudKind::Aws => dovetail::kubernetes::Cloud::Aws,

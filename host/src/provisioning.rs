@@ -176,6 +176,7 @@ pub fn plan(
                 request: LaunchRequest {
                     claim: names[k].clone(),
                     node_pool: pool_name.clone(),
+                    node_class: resource.spec.template.spec.node_class_ref.name.clone(),
                     offers,
                 },
                 pods: solved.claims[i].pods.clone(),

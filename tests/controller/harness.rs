@@ -72,6 +72,8 @@ pub fn settings(moto: &Moto) -> Settings {
     aws.endpoint = Some(moto.endpoint.clone());
     aws.cluster_endpoint = "https://ABCDEF.gr7.us-east-1.eks.amazonaws.com".into();
     aws.cluster_ca = "LS0tLS1CRUdJTi...".into();
+    aws.service_cidr = "10.100.0.0/16".into();
+    aws.kubernetes_version = "1.34".into();
     Settings {
         cloud: dovetail::kubernetes::Cloud::Aws,
         aws,

@@ -55,7 +55,13 @@ pub struct EC2NodeClassSpec {
     pub user_data: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubelet: Option<KubeletConfiguration>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Whether the nodes' primary network interface gets a public IPv4 address (default: the
+    /// subnet's setting). NB: Karpenter's spelling, `associatePublicIPAddress`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "associatePublicIPAddress"
+    )]
     pub associate_public_ip_address: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detailed_monitoring: Option<bool>,

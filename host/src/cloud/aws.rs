@@ -9,6 +9,13 @@
 //! single-threaded runtime.
 
 pub mod discovery;
+pub mod eks;
+pub mod instance_profile;
+pub mod launch_template;
+pub mod node_class;
+pub mod user_data;
+
+pub use node_class::{NodeClassError, ResolvedClass};
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -16,17 +23,14 @@ use std::time::{Duration, Instant};
 use aws_sdk_ec2::types::{
     DefaultTargetCapacityType, Filter, FleetLaunchTemplateConfigRequest,
     FleetLaunchTemplateOverridesRequest, FleetLaunchTemplateSpecificationRequest,
-    FleetOnDemandAllocationStrategy, FleetType, InstanceType, LaunchTemplateHttpTokensState,
-    LaunchTemplateIamInstanceProfileSpecificationRequest,
-    LaunchTemplateInstanceMetadataOptionsRequest, OnDemandOptionsRequest,
-    RequestLaunchTemplateData, ResourceType, SpotAllocationStrategy, SpotOptionsRequest, Tag,
-    TagSpecification, TargetCapacitySpecificationRequest,
+    FleetOnDemandAllocationStrategy, FleetType, InstanceType, OnDemandOptionsRequest, ResourceType,
+    SpotAllocationStrategy, SpotOptionsRequest, Tag, TagSpecification,
+    TargetCapacitySpecificationRequest,
 };
-use base64::Engine as _;
 
 use super::{CloudError, CloudProvider, Instance, LaunchRequest, Offer};
-use crate::api::ec2nodeclass::{EC2NodeClassSpec, ResolvedId, ResolvedSubnet};
-use crate::policy::types::CapacityType;
+use crate::api::ec2nodeclass::EC2NodeClassSpec;
+use crate::policy::types::{Arch, CapacityType};
 use crate::scheduling::model::capacity_type_label;
 
 /// Tag keys on everything the controller creates.
@@ -57,10 +61,13 @@ pub struct AwsSettings {
     /// Endpoint override (VPC endpoints, or a test server such as moto).
     pub endpoint: Option<String>,
     pub cluster_name: String,
-    /// The cluster's API server and CA bundle (base64), for the nodes' NodeConfig.
+    /// The cluster's API server and CA bundle (base64), for the nodes' bootstrap; learnt from
+    /// `eks:DescribeCluster` when empty ([`AwsSettings::discover`]).
     pub cluster_endpoint: String,
     pub cluster_ca: String,
-    /// Kubernetes minor version, for AMI aliases (`1.34`).
+    /// The cluster's service CIDR (nodeadm needs it); learnt like the endpoint when empty.
+    pub service_cidr: String,
+    /// Kubernetes minor version, for AMI aliases (`1.34`); learnt like the endpoint when empty.
     pub kubernetes_version: String,
     /// How long an offering that ran out of capacity is left out.
     pub unavailable_for: Duration,
@@ -89,7 +96,8 @@ impl AwsSettings {
             cluster_name: cluster_name.into(),
             cluster_endpoint: String::new(),
             cluster_ca: String::new(),
-            kubernetes_version: "1.34".into(),
+            service_cidr: String::new(),
+            kubernetes_version: String::new(),
             unavailable_for: Duration::from_secs(180),
         }
     }
@@ -115,81 +123,6 @@ pub async fn credentials_problem(config: &aws_config::SdkConfig) -> Option<Strin
     }
 }
 
-/// A node class resolved against the account.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ResolvedClass {
-    pub name: String,
-    pub subnets: Vec<ResolvedSubnet>,
-    pub security_groups: Vec<ResolvedId>,
-    /// The newest matching image per architecture (`x86_64`, `arm64`).
-    pub amis: BTreeMap<String, String>,
-    pub instance_profile: Option<String>,
-    pub tags: BTreeMap<String, String>,
-    pub user_data: String,
-    pub http_tokens_required: bool,
-}
-
-impl ResolvedClass {
-    /// The EC2NodeClass status this resolution writes: what was found, and `Ready=True`.
-    pub fn status(&self, now: i64) -> crate::api::ec2nodeclass::EC2NodeClassStatus {
-        crate::api::ec2nodeclass::EC2NodeClassStatus {
-            subnets: self.subnets.clone(),
-            security_groups: self.security_groups.clone(),
-            amis: self
-                .amis
-                .values()
-                .map(|id| ResolvedId {
-                    id: id.clone(),
-                    name: None,
-                })
-                .collect(),
-            instance_profile: self.instance_profile.clone(),
-            conditions: vec![ready_condition(true, "Resolved", "", now)],
-        }
-    }
-}
-
-impl NodeClassError {
-    /// The EC2NodeClass status for this failure: `Ready=False` with the reason.
-    pub fn status(&self, now: i64) -> crate::api::ec2nodeclass::EC2NodeClassStatus {
-        crate::api::ec2nodeclass::EC2NodeClassStatus {
-            conditions: vec![ready_condition(
-                false,
-                "ResolutionFailed",
-                &self.reason,
-                now,
-            )],
-            ..Default::default()
-        }
-    }
-}
-
-fn ready_condition(
-    ready: bool,
-    reason: &str,
-    message: &str,
-    now: i64,
-) -> k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-    k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition {
-        type_: "Ready".into(),
-        status: if ready { "True" } else { "False" }.into(),
-        reason: reason.into(),
-        message: message.into(),
-        last_transition_time: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-            k8s_openapi::jiff::Timestamp::from_second(now).unwrap_or_default(),
-        ),
-        observed_generation: None,
-    }
-}
-
-/// Why a node class is not ready.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("EC2NodeClass {class}: {reason}")]
-pub struct NodeClassError {
-    pub class: String,
-    pub reason: String,
-}
-
 /// The EC2 provider.
 pub struct AwsCloud {
     rt: tokio::runtime::Runtime,
@@ -197,9 +130,10 @@ pub struct AwsCloud {
     ssm: aws_sdk_ssm::Client,
     iam: aws_sdk_iam::Client,
     settings: AwsSettings,
-    class: Option<ResolvedClass>,
-    /// Launch template name by configuration hash.
-    templates: HashMap<u64, String>,
+    /// Resolved EC2NodeClasses by name: each NodePool launches with its own.
+    classes: BTreeMap<String, ResolvedClass>,
+    /// Launch templates known to exist, by name (a digest of their configuration).
+    templates: std::collections::BTreeSet<String>,
     /// Offerings out of capacity, until when.
     unavailable: HashMap<(String, String, &'static str), Instant>,
     /// Instance type → architecture (`x86_64` / `arm64`), from the catalog.
@@ -214,7 +148,7 @@ pub struct AwsCloud {
 
 impl AwsCloud {
     /// Connects (nothing is called until the first request).
-    pub fn new(settings: AwsSettings) -> Result<Self, CloudError> {
+    pub fn new(mut settings: AwsSettings) -> Result<Self, CloudError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -223,12 +157,16 @@ impl AwsCloud {
         if let Some(problem) = rt.block_on(credentials_problem(&config)) {
             return Err(CloudError::Setup(problem));
         }
+        rt.block_on(settings.discover(&config))
+            .map_err(CloudError::Setup)?;
         let arch = crate::catalog::embedded()
             .into_iter()
             .map(|e| {
-                let a = match format!("{:?}", e.arch).as_str() {
-                    "Arm64" => "arm64",
-                    _ => "x86_64",
+                // NB: by the enum, not its Debug text ("Arch::Arm64" never matched "Arm64", so
+                // every Graviton type was launched with the x86_64 image).
+                let a = match e.arch {
+                    Arch::Arm64 => "arm64",
+                    Arch::Amd64 => "x86_64",
                 };
                 (e.name.clone(), a.to_string())
             })
@@ -239,8 +177,8 @@ impl AwsCloud {
             iam: aws_sdk_iam::Client::new(&config),
             rt,
             settings,
-            class: None,
-            templates: HashMap::new(),
+            classes: BTreeMap::new(),
+            templates: Default::default(),
             unavailable: HashMap::new(),
             arch,
             launched: HashMap::new(),
@@ -253,425 +191,14 @@ impl AwsCloud {
         *self.calls.entry(call).or_default() += 1;
     }
 
-    /// The resolved class launches use.
-    pub fn class(&self) -> Option<&ResolvedClass> {
-        self.class.as_ref()
+    /// A resolved class, by name.
+    pub fn class(&self, name: &str) -> Option<&ResolvedClass> {
+        self.classes.get(name)
     }
 
-    /// Resolves a node class: subnets, security groups and AMIs by its selector terms. On
-    /// success launches use it; on failure the reason is what the `Ready=False` condition says
-    /// and nothing launches.
-    pub fn resolve(
-        &mut self,
-        name: &str,
-        spec: &EC2NodeClassSpec,
-    ) -> Result<ResolvedClass, NodeClassError> {
-        let fail = |reason: String| NodeClassError {
-            class: name.to_string(),
-            reason,
-        };
-        let mut subnets = Vec::new();
-        for term in &spec.subnet_selector_terms {
-            let mut req = self.ec2.describe_subnets();
-            if let Some(id) = &term.id {
-                req = req.subnet_ids(id);
-            }
-            for (k, v) in &term.tags {
-                req = req.filters(tag_filter(k, v));
-            }
-            self.count("DescribeSubnets");
-            let out = self
-                .rt
-                .block_on(req.send())
-                .map_err(|e| fail(format!("DescribeSubnets: {}", sdk_message(&e))))?;
-            for s in out.subnets() {
-                subnets.push(ResolvedSubnet {
-                    id: s.subnet_id().unwrap_or_default().to_string(),
-                    zone: s.availability_zone().unwrap_or_default().to_string(),
-                });
-            }
-        }
-        if subnets.is_empty() {
-            return Err(fail(format!(
-                "no subnets matched {}",
-                describe_terms(
-                    spec.subnet_selector_terms
-                        .iter()
-                        .map(|t| (&t.id, &t.name, &t.tags))
-                )
-            )));
-        }
-        let mut groups = Vec::new();
-        for term in &spec.security_group_selector_terms {
-            let mut req = self.ec2.describe_security_groups();
-            if let Some(id) = &term.id {
-                req = req.group_ids(id);
-            }
-            if let Some(n) = &term.name {
-                req = req.filters(Filter::builder().name("group-name").values(n).build());
-            }
-            for (k, v) in &term.tags {
-                req = req.filters(tag_filter(k, v));
-            }
-            self.count("DescribeSecurityGroups");
-            let out = self
-                .rt
-                .block_on(req.send())
-                .map_err(|e| fail(format!("DescribeSecurityGroups: {}", sdk_message(&e))))?;
-            for g in out.security_groups() {
-                groups.push(ResolvedId {
-                    id: g.group_id().unwrap_or_default().to_string(),
-                    name: g.group_name().map(str::to_string),
-                });
-            }
-        }
-        if groups.is_empty() {
-            return Err(fail(format!(
-                "no security groups matched {}",
-                describe_terms(
-                    spec.security_group_selector_terms
-                        .iter()
-                        .map(|t| (&t.id, &t.name, &t.tags))
-                )
-            )));
-        }
-        let mut amis: BTreeMap<String, (String, String)> = BTreeMap::new();
-        for term in &spec.ami_selector_terms {
-            if let Some(alias) = &term.alias {
-                for (arch, id) in self.alias(alias).map_err(fail)? {
-                    amis.insert(arch, (String::from("~"), id));
-                }
-                continue;
-            }
-            let mut req = self.ec2.describe_images();
-            if let Some(id) = &term.id {
-                req = req.image_ids(id);
-            }
-            if let Some(n) = &term.name {
-                req = req.filters(Filter::builder().name("name").values(n).build());
-            }
-            if let Some(o) = &term.owner {
-                req = req.owners(o);
-            }
-            for (k, v) in &term.tags {
-                req = req.filters(tag_filter(k, v));
-            }
-            self.count("DescribeImages");
-            let out = self
-                .rt
-                .block_on(req.send())
-                .map_err(|e| fail(format!("DescribeImages: {}", sdk_message(&e))))?;
-            for img in out.images() {
-                let arch = img
-                    .architecture()
-                    .map_or("x86_64".to_string(), |a| a.as_str().to_string());
-                let created = img.creation_date().unwrap_or_default().to_string();
-                let id = img.image_id().unwrap_or_default().to_string();
-                let newer = amis.get(&arch).is_none_or(|(c, _)| created > *c);
-                if newer {
-                    amis.insert(arch, (created, id));
-                }
-            }
-        }
-        if amis.is_empty() {
-            return Err(fail("no AMIs matched the amiSelectorTerms".into()));
-        }
-        let instance_profile = match (&spec.instance_profile, &spec.role) {
-            (Some(p), _) => Some(p.clone()),
-            (None, Some(role)) => Some(self.instance_profile(role).map_err(fail)?),
-            (None, None) => None,
-        };
-        let mut class_tags = spec.tags.clone();
-        class_tags.insert(tags::CLUSTER.into(), self.settings.cluster_name.clone());
-        class_tags.insert(tags::NODECLASS.into(), name.to_string());
-        let resolved = ResolvedClass {
-            name: name.to_string(),
-            subnets,
-            security_groups: groups,
-            amis: amis.into_iter().map(|(a, (_, id))| (a, id)).collect(),
-            instance_profile,
-            tags: class_tags,
-            user_data: self.user_data(spec),
-            http_tokens_required: spec
-                .metadata_options
-                .as_ref()
-                .and_then(|m| m.http_tokens.as_deref())
-                .is_none_or(|t| t == "required"),
-        };
-        self.class = Some(resolved.clone());
-        Ok(resolved)
-    }
-
-    /// The instance profile for a node role, as Karpenter does it: `dovetail_<cluster>_<hash>`,
-    /// created with the role in it when missing, reused otherwise.
-    /// Whether the IAM role exists (`dovetail doctor`), in words.
-    pub fn role_exists(&mut self, role: &str) -> Result<(), String> {
-        self.count("GetRole");
-        match self.rt.block_on(self.iam.get_role().role_name(role).send()) {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let m = sdk_message(&e);
-                if m.contains("NoSuchEntity") {
-                    Err(format!(
-                        "no IAM role {role}: create it (the CloudFormation template's NodeRole) or fix spec.role"
-                    ))
-                } else {
-                    Err(format!(
-                        "GetRole {role}: {}",
-                        crate::bounded::bounded(&m, 300)
-                    ))
-                }
-            }
-        }
-    }
-
-    fn instance_profile(&mut self, role: &str) -> Result<String, String> {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        role.hash(&mut h);
-        let name = format!(
-            "dovetail_{}_{:016x}",
-            self.settings.cluster_name,
-            h.finish()
-        );
-        self.count("GetInstanceProfile");
-        let found = self.rt.block_on(
-            self.iam
-                .get_instance_profile()
-                .instance_profile_name(&name)
-                .send(),
-        );
-        let has_role = match found {
-            Ok(o) => o
-                .instance_profile()
-                .is_some_and(|p| p.roles().iter().any(|r| r.role_name() == role)),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|x| x.is_no_such_entity_exception()) =>
-            {
-                let tag = aws_sdk_iam::types::Tag::builder()
-                    .key(tags::CLUSTER)
-                    .value(&self.settings.cluster_name)
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                self.count("CreateInstanceProfile");
-                self.rt
-                    .block_on(
-                        self.iam
-                            .create_instance_profile()
-                            .instance_profile_name(&name)
-                            .tags(tag)
-                            .send(),
-                    )
-                    .map_err(|e| {
-                        format!(
-                            "instance profile for role {role}: CreateInstanceProfile: {}",
-                            sdk_message(&e)
-                        )
-                    })?;
-                false
-            }
-            Err(e) => {
-                return Err(format!(
-                    "instance profile for role {role}: GetInstanceProfile: {}",
-                    sdk_message(&e)
-                ));
-            }
-        };
-        if !has_role {
-            self.count("AddRoleToInstanceProfile");
-            self.rt
-                .block_on(
-                    self.iam
-                        .add_role_to_instance_profile()
-                        .instance_profile_name(&name)
-                        .role_name(role)
-                        .send(),
-                )
-                .map_err(|e| {
-                    format!(
-                        "instance profile for role {role}: AddRoleToInstanceProfile: {}",
-                        sdk_message(&e)
-                    )
-                })?;
-        }
-        Ok(name)
-    }
-
-    /// Deletes this cluster's launch templates that no current configuration uses.
-    pub fn collect_launch_templates(&mut self) -> Result<Vec<String>, CloudError> {
-        self.count("DescribeLaunchTemplates");
-        let out = self
-            .rt
-            .block_on(
-                self.ec2
-                    .describe_launch_templates()
-                    .filters(tag_filter(tags::CLUSTER, &self.settings.cluster_name))
-                    .send(),
-            )
-            .map_err(|e| api_error("", "DescribeLaunchTemplates", sdk_message(&e)))?;
-        let current: std::collections::HashSet<&String> = self.templates.values().collect();
-        let stale: Vec<String> = out
-            .launch_templates()
-            .iter()
-            .filter_map(|t| t.launch_template_name().map(str::to_string))
-            .filter(|n| !current.contains(n))
-            .collect();
-        for name in &stale {
-            self.count("DeleteLaunchTemplate");
-            self.rt
-                .block_on(
-                    self.ec2
-                        .delete_launch_template()
-                        .launch_template_name(name)
-                        .send(),
-                )
-                .map_err(|e| api_error("", "DeleteLaunchTemplate", sdk_message(&e)))?;
-        }
-        Ok(stale)
-    }
-
-    /// An AMI alias (`al2023@latest`) through the public SSM parameters, per architecture.
-    fn alias(&mut self, alias: &str) -> Result<Vec<(String, String)>, String> {
-        let (family, version) = alias
-            .split_once('@')
-            .ok_or_else(|| format!("AMI alias {alias:?}: expected family@version"))?;
-        let k8s = self.settings.kubernetes_version.clone();
-        let mut out = Vec::new();
-        for (arch, path_arch) in [("x86_64", "x86_64"), ("arm64", "arm64")] {
-            let name = match (family, version) {
-                ("al2023", "latest") => format!(
-                    "/aws/service/eks/optimized-ami/{k8s}/amazon-linux-2023/{path_arch}/standard/recommended/image_id"
-                ),
-                ("al2023", v) => format!(
-                    "/aws/service/eks/optimized-ami/{k8s}/amazon-linux-2023/{path_arch}/standard/amazon-eks-node-al2023-{path_arch}-standard-{k8s}-{v}/image_id"
-                ),
-                _ => {
-                    return Err(format!(
-                        "AMI alias {alias:?}: unknown family {family:?} (al2023)"
-                    ));
-                }
-            };
-            self.count("GetParameter");
-            match self
-                .rt
-                .block_on(self.ssm.get_parameter().name(&name).send())
-            {
-                Ok(o) => {
-                    if let Some(v) = o.parameter().and_then(|p| p.value()) {
-                        out.push((arch.to_string(), v.to_string()));
-                    }
-                }
-                Err(e) => {
-                    return Err(format!(
-                        "AMI alias {alias}: SSM parameter {name}: {}",
-                        sdk_message(&e)
-                    ));
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// AL2023 user data: a nodeadm NodeConfig for this cluster, then the class's own part.
-    fn user_data(&self, spec: &EC2NodeClassSpec) -> String {
-        let s = &self.settings;
-        let mut parts = format!(
-            "MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary=\"//\"\n\n--//\nContent-Type: application/node.eks.aws\n\napiVersion: node.eks.aws/v1alpha1\nkind: NodeConfig\nspec:\n  cluster:\n    name: {}\n    apiServerEndpoint: {}\n    certificateAuthority: {}\n",
-            s.cluster_name, s.cluster_endpoint, s.cluster_ca
-        );
-        if let Some(max) = spec.kubelet.as_ref().and_then(|k| k.max_pods) {
-            parts.push_str(&format!("  kubelet:\n    config:\n      maxPods: {max}\n"));
-        }
-        if let Some(extra) = &spec.user_data {
-            parts.push_str(&format!(
-                "\n--//\nContent-Type: text/x-shellscript\n\n{extra}\n"
-            ));
-        }
-        parts.push_str("\n--//--\n");
-        parts
-    }
-
-    /// The launch template for an AMI of the resolved class: found by name or created, then
-    /// cached, so a steady state makes no template calls.
-    fn template(&mut self, claim: &str, ami: &str) -> Result<String, CloudError> {
-        let class = self.class.clone().ok_or_else(|| CloudError::NotReady {
-            claim: claim.into(),
-            reason: "no EC2NodeClass resolved".into(),
-        })?;
-        let hash = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            (
-                &class.name,
-                ami,
-                class
-                    .security_groups
-                    .iter()
-                    .map(|g| g.id.as_str())
-                    .collect::<Vec<_>>(),
-                &class.instance_profile,
-                &class.tags,
-                &class.user_data,
-                class.http_tokens_required,
-            )
-                .hash(&mut h);
-            h.finish()
-        };
-        if let Some(name) = self.templates.get(&hash) {
-            return Ok(name.clone());
-        }
-        let name = format!("dovetail/{}/{:016x}", self.settings.cluster_name, hash);
-        self.count("DescribeLaunchTemplates");
-        let found = self.rt.block_on(
-            self.ec2
-                .describe_launch_templates()
-                .launch_template_names(&name)
-                .send(),
-        );
-        let exists = found.is_ok_and(|o| !o.launch_templates().is_empty());
-        if !exists {
-            let mut data = RequestLaunchTemplateData::builder()
-                .image_id(ami)
-                .user_data(base64::engine::general_purpose::STANDARD.encode(&class.user_data))
-                .metadata_options(
-                    LaunchTemplateInstanceMetadataOptionsRequest::builder()
-                        .http_tokens(if class.http_tokens_required {
-                            LaunchTemplateHttpTokensState::Required
-                        } else {
-                            LaunchTemplateHttpTokensState::Optional
-                        })
-                        .http_put_response_hop_limit(1)
-                        .build(),
-                );
-            for g in &class.security_groups {
-                data = data.security_group_ids(&g.id);
-            }
-            if let Some(p) = &class.instance_profile {
-                data = data.iam_instance_profile(
-                    LaunchTemplateIamInstanceProfileSpecificationRequest::builder()
-                        .name(p)
-                        .build(),
-                );
-            }
-            let mut spec = TagSpecification::builder().resource_type(ResourceType::LaunchTemplate);
-            for (k, v) in &class.tags {
-                spec = spec.tags(Tag::builder().key(k).value(v).build());
-            }
-            self.count("CreateLaunchTemplate");
-            self.rt
-                .block_on(
-                    self.ec2
-                        .create_launch_template()
-                        .launch_template_name(&name)
-                        .launch_template_data(data.build())
-                        .tag_specifications(spec.build())
-                        .send(),
-                )
-                .map_err(|e| api_error(claim, "CreateLaunchTemplate", sdk_message(&e)))?;
-        }
-        self.templates.insert(hash, name.clone());
-        Ok(name)
+    /// The settings in force, with what discovery learnt.
+    pub fn settings(&self) -> &AwsSettings {
+        &self.settings
     }
 
     fn is_unavailable(&self, key: &(String, String, &'static str)) -> bool {
@@ -794,6 +321,7 @@ impl AwsCloud {
     fn fleet(
         &mut self,
         request: &LaunchRequest,
+        class: &ResolvedClass,
         offers: &[(Offer, String)],
         template: &str,
     ) -> Result<(Option<Instance>, Vec<FleetError>), CloudError> {
@@ -814,24 +342,30 @@ impl AwsCloud {
                     .build(),
             );
         }
-        let mut instance_tags = TagSpecification::builder().resource_type(ResourceType::Instance);
-        let mut volume_tags = TagSpecification::builder().resource_type(ResourceType::Volume);
-        let class_tags = self
-            .class
-            .as_ref()
-            .map(|c| c.tags.clone())
-            .unwrap_or_default();
-        let mut all: Vec<(String, String)> = class_tags.into_iter().collect();
+        // The fleet, its instances and their volumes carry the class's tags (with the cluster's)
+        // and the claim's: the IAM policy allows the launch only when each does. The network
+        // interfaces and spot requests are tagged by the launch template.
+        let mut all: Vec<(String, String)> = class.tags.clone().into_iter().collect();
         all.push((tags::NODEPOOL.into(), request.node_pool.clone()));
         all.push((tags::NODECLAIM.into(), request.claim.clone()));
         all.push((
             "Name".into(),
             format!("{}/{}", request.node_pool, request.claim),
         ));
-        for (k, v) in &all {
-            instance_tags = instance_tags.tags(Tag::builder().key(k).value(v).build());
-            volume_tags = volume_tags.tags(Tag::builder().key(k).value(v).build());
-        }
+        let tag_specs: Vec<TagSpecification> = [
+            ResourceType::Fleet,
+            ResourceType::Instance,
+            ResourceType::Volume,
+        ]
+        .into_iter()
+        .map(|t| {
+            let mut spec = TagSpecification::builder().resource_type(t);
+            for (k, v) in &all {
+                spec = spec.tags(Tag::builder().key(k).value(v).build());
+            }
+            spec.build()
+        })
+        .collect();
         let (target, fleet) = match capacity {
             CapacityType::Spot => (
                 DefaultTargetCapacityType::Spot,
@@ -860,8 +394,7 @@ impl AwsCloud {
                     .default_target_capacity_type(target)
                     .build(),
             )
-            .tag_specifications(instance_tags.build())
-            .tag_specifications(volume_tags.build());
+            .set_tag_specifications(Some(tag_specs));
         self.count("CreateFleet");
         let out = self
             .rt
@@ -925,10 +458,14 @@ impl CloudProvider for AwsCloud {
                 claim: request.claim.clone(),
             });
         }
-        let class = self.class.clone().ok_or_else(|| CloudError::NotReady {
-            claim: request.claim.clone(),
-            reason: "no EC2NodeClass resolved".into(),
-        })?;
+        let class = self
+            .classes
+            .get(&request.node_class)
+            .cloned()
+            .ok_or_else(|| CloudError::NotReady {
+                claim: request.claim.clone(),
+                reason: format!("EC2NodeClass {} is not resolved", request.node_class),
+            })?;
         if let Some((id, instance_type, zone, capacity_type)) = self.existing(&request.claim)? {
             tracing::info!(nodeclaim = %request.claim, instance = %id, %instance_type, %zone, "instance already launched for this nodeclaim");
             // The price of what runs: the claim's offer for it, else any offer of its type.
@@ -1010,8 +547,8 @@ impl CloudProvider for AwsCloud {
                 .cloned()
                 .collect();
             tried += batch.len();
-            let template = self.template(&request.claim, &ami)?;
-            let (instance, errors) = self.fleet(request, &batch, &template)?;
+            let template = self.template(&request.claim, &class, &ami, capacity)?;
+            let (instance, errors) = self.fleet(request, &class, &batch, &template)?;
             // Offerings EC2 had no capacity for are left out a while, whether or not another
             // override launched.
             let mut capacity_errors = 0;
@@ -1101,16 +638,29 @@ impl CloudProvider for AwsCloud {
         name: &str,
         now: i64,
     ) -> Option<crate::api::ec2nodeclass::EC2NodeClassStatus> {
-        self.class
-            .as_ref()
-            .filter(|c| c.name == name)
-            .map(|c| c.status(now))
+        self.classes.get(name).map(|c| c.status(now))
+    }
+
+    fn remove_node_class(&mut self, name: &str) -> Result<(), CloudError> {
+        let made_profile = self
+            .classes
+            .remove(name)
+            .is_some_and(|c| c.spec.instance_profile.is_none());
+        if made_profile {
+            self.delete_instance_profile(name)
+                .map_err(|message| CloudError::Api {
+                    subject: format!("EC2NodeClass {name}"),
+                    call: "DeleteInstanceProfile",
+                    message,
+                })?;
+        }
+        Ok(())
     }
 
     fn zones(&self) -> Vec<String> {
         let mut zones: Vec<String> = self
-            .class
-            .iter()
+            .classes
+            .values()
             .flat_map(|c| c.subnets.iter().map(|s| s.zone.clone()))
             .collect();
         zones.sort();
@@ -1159,7 +709,7 @@ fn client_token(cluster: &str, claim: &str) -> String {
     t
 }
 
-fn tag_filter(key: &str, value: &str) -> Filter {
+pub(super) fn tag_filter(key: &str, value: &str) -> Filter {
     if value == "*" {
         Filter::builder().name("tag-key").values(key).build()
     } else {
@@ -1167,37 +717,6 @@ fn tag_filter(key: &str, value: &str) -> Filter {
             .name(format!("tag:{key}"))
             .values(value)
             .build()
-    }
-}
-
-fn describe_terms<'a>(
-    terms: impl Iterator<
-        Item = (
-            &'a Option<String>,
-            &'a Option<String>,
-            &'a BTreeMap<String, String>,
-        ),
-    >,
-) -> String {
-    let parts: Vec<String> = terms
-        .map(|(id, name, tags)| {
-            let mut p = Vec::new();
-            if let Some(id) = id {
-                p.push(format!("id {id}"));
-            }
-            if let Some(n) = name {
-                p.push(format!("name {n}"));
-            }
-            for (k, v) in tags {
-                p.push(format!("tag {k}={v}"));
-            }
-            p.join(" and ")
-        })
-        .collect();
-    if parts.is_empty() {
-        "no selector terms".into()
-    } else {
-        parts.join(" or ")
     }
 }
 

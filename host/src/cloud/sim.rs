@@ -173,6 +173,7 @@ mod tests {
         let req = LaunchRequest {
             claim: "c1".into(),
             node_pool: "p".into(),
+            node_class: "default".into(),
             offers: vec![offer("m5.large", "a"), offer("m6i.large", "a")],
         };
         let i = cloud.create(&req).unwrap();
@@ -187,6 +188,7 @@ mod tests {
         let only_bad = LaunchRequest {
             claim: "c2".into(),
             node_pool: "p".into(),
+            node_class: "default".into(),
             offers: vec![offer("m5.large", "a")],
         };
         assert!(matches!(

@@ -209,6 +209,38 @@ impl NodeClasses {
     ) {
         let (client, rt) = (&kube.client, &kube.rt);
         let api: Api<EC2NodeClass> = Api::all(client.clone());
+        // A class deleted: what the cloud made for it goes too (its instance profile), once no
+        // NodeClaim launched from it is left (their instances still use the profile).
+        let live: std::collections::HashSet<String> = stores
+            .node_classes
+            .state()
+            .iter()
+            .map(|c| c.name_any())
+            .chain(
+                stores
+                    .node_claims
+                    .state()
+                    .iter()
+                    .map(|c| c.spec.node_class_ref.name.clone()),
+            )
+            .collect();
+        let gone: Vec<String> = self
+            .seen
+            .keys()
+            .filter(|n| !live.contains(*n))
+            .cloned()
+            .collect();
+        for name in gone {
+            match cloud.remove_node_class(&name) {
+                Ok(()) => {
+                    tracing::info!(node_class = %name, "EC2NodeClass deleted; its instance profile removed");
+                    self.seen.remove(&name);
+                }
+                Err(e) => {
+                    tracing::warn!(node_class = %name, error = %e, "EC2NodeClass deleted; removing its instance profile failed (retried)");
+                }
+            }
+        }
         for c in stores.node_classes.state() {
             let name = c.name_any();
             let version = c.resource_version().unwrap_or_default();
@@ -217,7 +249,10 @@ impl NodeClasses {
                 continue;
             }
             self.seen.insert(name.clone(), spec_version);
-            let status = match cloud.node_class(&name, &c.spec) {
+            let checked = crate::scheduling::from_kube::node_settings(&name, &c.spec)
+                .map_err(|e| format!("{}: {}", e.field, e.message))
+                .and_then(|_| cloud.node_class(&name, &c.spec));
+            let status = match checked {
                 Ok(()) => cloud.node_class_status(&name, now).unwrap_or_else(|| {
                     crate::api::ec2nodeclass::EC2NodeClassStatus {
                         conditions: vec![ready(true, "Resolved", "", now)],

@@ -310,6 +310,7 @@ impl Observer {
                 serde_json::to_string(&c.spec).unwrap_or_default(),
             );
         }
+        cluster.apply_node_classes();
         for b in stores.pdbs.state() {
             match pdb(&b) {
                 Ok(p) => cluster.pdbs.push(p),

@@ -16,6 +16,7 @@
 use microlp::{ComparisonOp, OptimizationDirection, Problem};
 
 use super::instance_types::InstanceTypes;
+use super::kubelet::NodeSettings;
 use super::model::{capacity_type_label, labels};
 use super::requirements::Requirements;
 use crate::policy::types::Resources;
@@ -116,13 +117,14 @@ pub fn supplies(
     types: &[u32],
     reqs: &Requirements,
     overhead: &Resources,
+    node: &NodeSettings,
 ) -> Vec<Supply> {
     let zones = its.zones_admitted_by(reqs);
     types
         .iter()
         .filter_map(|&t| {
             let price = its.cheapest(t, zones, reqs)?;
-            supply(price, &its.types[t as usize].allocatable, overhead)
+            supply(price, &node.allocatable(&its.types[t as usize]), overhead)
         })
         .collect()
 }
@@ -134,6 +136,7 @@ pub fn offering_supplies(
     types: &[u32],
     reqs: &Requirements,
     overhead: &Resources,
+    node: &NodeSettings,
 ) -> Vec<Supply> {
     let zones = its.zones_admitted_by(reqs);
     let capacity = reqs.get(labels::CAPACITY_TYPE);
@@ -145,7 +148,7 @@ pub fn offering_supplies(
                 && zones & (1 << o.zone) != 0
                 && capacity.is_none_or(|a| a.allows(Some(capacity_type_label(o.capacity_type))));
             if let Some(s) = allowed
-                .then(|| supply(o.price, &ty.allocatable, overhead))
+                .then(|| supply(o.price, &node.allocatable(ty), overhead))
                 .flatten()
             {
                 out.push(s);

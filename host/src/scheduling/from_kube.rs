@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{PodAffinityTerm, PodSpec, ResourceRequirements}
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector as KubeSelector;
 
+use super::kubelet::{NodeSettings, Reserved, Threshold};
 use super::model::{
     AffinityTerm, LabelSelector, Limits, NodePoolSpec, PendingPod, SpreadConstraint, Taint,
     TaintEffect, Toleration, TopologyKey, labels, max, zero,
@@ -26,6 +27,110 @@ pub struct ConvertError {
     /// Path of the field, e.g. `spec.template.spec.containers[0].resources.requests.cpu`.
     pub field: String,
     pub message: String,
+}
+
+/// What an EC2NodeClass changes about its nodes' allocatable: `kubelet` and the root volume.
+/// A value kubelet would refuse is an error naming the field.
+pub fn node_settings(
+    name: &str,
+    spec: &crate::api::ec2nodeclass::EC2NodeClassSpec,
+) -> Result<NodeSettings, ConvertError> {
+    let err = |field: String, message: String| ConvertError {
+        object: format!("EC2NodeClass/{name}"),
+        field,
+        message,
+    };
+    let mut out = NodeSettings::default();
+    if let Some(k) = &spec.kubelet {
+        let positive = |field: &str, v: Option<i32>| -> Result<Option<u32>, ConvertError> {
+            v.map(|n| {
+                u32::try_from(n)
+                    .map_err(|_| err(format!("spec.kubelet.{field}"), format!("{n} is negative")))
+            })
+            .transpose()
+        };
+        out.max_pods = positive("maxPods", k.max_pods)?;
+        out.pods_per_core = positive("podsPerCore", k.pods_per_core)?;
+        let reserved = |field: &str,
+                        map: &BTreeMap<String, String>|
+         -> Result<Reserved, ConvertError> {
+            let mut r = Reserved::default();
+            for (key, value) in map {
+                let at = || format!("spec.kubelet.{field}.{key}");
+                match key.as_str() {
+                    "cpu" => {
+                        r.cpu_millis = Some(
+                            quantity::cpu_millis(value).map_err(|e| err(at(), e.to_string()))?,
+                        )
+                    }
+                    "memory" => {
+                        r.memory_bytes =
+                            Some(quantity::bytes(value).map_err(|e| err(at(), e.to_string()))?)
+                    }
+                    "ephemeral-storage" => {
+                        r.ephemeral_storage_bytes =
+                            Some(quantity::bytes(value).map_err(|e| err(at(), e.to_string()))?)
+                    }
+                    "pid" => {}
+                    _ => {
+                        return Err(err(
+                            at(),
+                            "kubelet reserves only cpu, memory, ephemeral-storage and pid".into(),
+                        ));
+                    }
+                }
+            }
+            Ok(r)
+        };
+        out.kube_reserved = reserved("kubeReserved", &k.kube_reserved)?;
+        out.system_reserved = reserved("systemReserved", &k.system_reserved)?;
+        for (i, (field, map)) in [
+            ("evictionHard", &k.eviction_hard),
+            ("evictionSoft", &k.eviction_soft),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            for (key, value) in map {
+                let at = format!("spec.kubelet.{field}.{key}");
+                let threshold = match value.strip_suffix('%') {
+                    Some(p) => Threshold::Percent(
+                        p.parse::<f64>()
+                            .ok()
+                            .filter(|p| (0.0..=100.0).contains(p))
+                            .ok_or_else(|| {
+                                err(at.clone(), format!("{value:?} is not a percentage"))
+                            })?,
+                    ),
+                    None => Threshold::Bytes(
+                        quantity::bytes(value).map_err(|e| err(at.clone(), e.to_string()))?,
+                    ),
+                };
+                match key.as_str() {
+                    "memory.available" => out.eviction_memory[i] = Some(threshold),
+                    "nodefs.available" => out.eviction_nodefs[i] = Some(threshold),
+                    _ => {}
+                }
+            }
+        }
+    }
+    let root = spec
+        .block_device_mappings
+        .iter()
+        .enumerate()
+        .find(|(_, b)| b.root_volume == Some(true))
+        .or_else(|| spec.block_device_mappings.iter().enumerate().next());
+    if let Some((i, b)) = root
+        && let Some(size) = b.ebs.as_ref().and_then(|e| e.volume_size.as_ref())
+    {
+        out.root_volume_bytes = Some(quantity::bytes(&size.0).map_err(|e| {
+            err(
+                format!("spec.blockDeviceMappings[{i}].ebs.volumeSize"),
+                e.to_string(),
+            )
+        })?);
+    }
+    Ok(out)
 }
 
 /// A NodePool resource as the simulation sees it. `daemonset_overhead` and `in_use` come from
@@ -107,6 +212,7 @@ pub fn node_pool(
             .iter()
             .filter_map(|r| Some((r.key.clone(), r.min_values? as usize)))
             .collect(),
+        node: Default::default(),
     })
 }
 

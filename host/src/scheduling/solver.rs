@@ -732,7 +732,7 @@ impl<'a> Solver<'a> {
             }
             _ => types,
         };
-        let target = target.map(|t| self.its.types[t as usize].allocatable);
+        let target = target.map(|t| np.allocatable(&self.its.types[t as usize]));
         let c = self.claims.len();
         self.claims.push(Claim {
             planned: PlannedClaim {
@@ -818,6 +818,7 @@ impl<'a> Solver<'a> {
         }
         let pin = self.pin_zone(p, zones);
         let its = self.its;
+        let node = self.pools[claim.planned.node_pool].node;
         let capacity = requirements
             .as_ref()
             .unwrap_or(&claim.planned.requirements)
@@ -829,7 +830,7 @@ impl<'a> Solver<'a> {
             .copied()
             .filter(|&t| {
                 let ty = &its.types[t as usize];
-                fits(&requests, &ty.allocatable)
+                fits(&requests, &node.allocatable(ty))
                     && requirements.as_ref().is_none_or(|r| its.type_matches(t, r))
                     && ty.offerings.iter().any(|o| {
                         o.available
@@ -1022,7 +1023,7 @@ impl<'a> Solver<'a> {
             if grow_only_efficient && !efficient[t as usize] {
                 continue;
             }
-            let a = &ty.allocatable;
+            let a = &self.pools[pool].allocatable(ty);
             max.cpu_millis = max.cpu_millis.max(a.cpu_millis);
             max.memory_bytes = max.memory_bytes.max(a.memory_bytes);
             max.ephemeral_storage_bytes =
@@ -1081,7 +1082,7 @@ impl<'a> Solver<'a> {
                 let ty = &self.its.types[t as usize];
                 Some((
                     t,
-                    cost::supply(price, &ty.allocatable, &np.daemonset_overhead)?,
+                    cost::supply(price, &np.allocatable(ty), &np.daemonset_overhead)?,
                 ))
             })
             .unzip()
@@ -1143,7 +1144,7 @@ impl<'a> Solver<'a> {
             let Some(price) = price else {
                 continue;
             };
-            let alloc = cost::amount(&self.its.types[t as usize].allocatable);
+            let alloc = cost::amount(&self.pools[pool].allocatable(&self.its.types[t as usize]));
             let mut room: [f64; DIMS] = std::array::from_fn(|d| alloc[d] - overhead[d]);
             if (0..DIMS).any(|d| window[0][d] > room[d] + 1e-9) {
                 continue;

@@ -1,0 +1,199 @@
+//! Instance profiles: the controller makes one per EC2NodeClass that names a `role` (EC2 launches
+//! with a profile, not a role), named stably from the cluster, region and class, tagged with the
+//! cluster and the class so the IAM policy can scope every action on it by tag; the role in it
+//! follows the class; and it is removed (role out, profile deleted) when the class is deleted.
+
+use sha2::Digest as _;
+
+use super::{AwsCloud, sdk_message, tags};
+
+/// The profile of a class: `dovetail_<cluster>_<16 hex digits of sha256(region/class)>`, the same
+/// in every process and every release.
+pub fn profile_name(cluster: &str, region: &str, class: &str) -> String {
+    let digest = sha2::Sha256::digest(format!("{region}/{class}").as_bytes());
+    format!("dovetail_{cluster}_{}", &hex::encode(digest)[..16])
+}
+
+fn is_missing(e: &(dyn std::error::Error + 'static)) -> bool {
+    sdk_message(e).contains("NoSuchEntity")
+}
+
+impl AwsCloud {
+    /// Whether the IAM role exists (`dovetail doctor`), in words.
+    pub fn role_exists(&mut self, role: &str) -> Result<(), String> {
+        self.count("GetRole");
+        match self.rt.block_on(self.iam.get_role().role_name(role).send()) {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let m = sdk_message(&e);
+                if m.contains("NoSuchEntity") {
+                    Err(format!(
+                        "no IAM role {role}: create it (the CloudFormation template's NodeRole) or fix spec.role"
+                    ))
+                } else {
+                    Err(format!(
+                        "GetRole {role}: {}",
+                        crate::bounded::bounded(&m, 300)
+                    ))
+                }
+            }
+        }
+    }
+
+    /// The instance profile of class `class` holding `role`: created (tagged) when missing, its
+    /// role replaced when the class now names another.
+    pub(super) fn ensure_instance_profile(
+        &mut self,
+        class: &str,
+        role: &str,
+    ) -> Result<String, String> {
+        let name = profile_name(&self.settings.cluster_name, &self.settings.region, class);
+        let fail = |call: &str, e: &(dyn std::error::Error + 'static)| {
+            format!(
+                "instance profile {name} for role {role}: {call}: {}",
+                sdk_message(e)
+            )
+        };
+        self.count("GetInstanceProfile");
+        let found = self.rt.block_on(
+            self.iam
+                .get_instance_profile()
+                .instance_profile_name(&name)
+                .send(),
+        );
+        let roles: Vec<String> = match found {
+            Ok(o) => o
+                .instance_profile()
+                .map(|p| {
+                    p.roles()
+                        .iter()
+                        .map(|r| r.role_name().to_string())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Err(e) if is_missing(&e) => {
+                let tag = |k: &str, v: &str| {
+                    aws_sdk_iam::types::Tag::builder()
+                        .key(k)
+                        .value(v)
+                        .build()
+                        .expect("key and value are set")
+                };
+                self.count("CreateInstanceProfile");
+                self.rt
+                    .block_on(
+                        self.iam
+                            .create_instance_profile()
+                            .instance_profile_name(&name)
+                            .tags(tag(tags::CLUSTER, &self.settings.cluster_name))
+                            .tags(tag(tags::NODECLASS, class))
+                            .send(),
+                    )
+                    .map_err(|e| fail("CreateInstanceProfile", &e))?;
+                Vec::new()
+            }
+            Err(e) => return Err(fail("GetInstanceProfile", &e)),
+        };
+        // A role name in a profile carries no path (IAM refuses `/path/name` there).
+        let role = role.rsplit('/').next().unwrap_or(role);
+        for other in roles.iter().filter(|r| r.as_str() != role) {
+            self.count("RemoveRoleFromInstanceProfile");
+            self.rt
+                .block_on(
+                    self.iam
+                        .remove_role_from_instance_profile()
+                        .instance_profile_name(&name)
+                        .role_name(other)
+                        .send(),
+                )
+                .map_err(|e| fail("RemoveRoleFromInstanceProfile", &e))?;
+        }
+        if !roles.iter().any(|r| r == role) {
+            self.count("AddRoleToInstanceProfile");
+            self.rt
+                .block_on(
+                    self.iam
+                        .add_role_to_instance_profile()
+                        .instance_profile_name(&name)
+                        .role_name(role)
+                        .send(),
+                )
+                .map_err(|e| fail("AddRoleToInstanceProfile", &e))?;
+        }
+        Ok(name)
+    }
+
+    /// Removes the instance profile the controller made for a deleted class: its role taken
+    /// out, then the profile deleted. A profile already gone is no error.
+    pub fn delete_instance_profile(&mut self, class: &str) -> Result<(), String> {
+        let name = profile_name(&self.settings.cluster_name, &self.settings.region, class);
+        let fail = |call: &str, e: &(dyn std::error::Error + 'static)| {
+            format!(
+                "instance profile {name} of EC2NodeClass {class}: {call}: {}",
+                sdk_message(e)
+            )
+        };
+        self.count("GetInstanceProfile");
+        let roles: Vec<String> = match self.rt.block_on(
+            self.iam
+                .get_instance_profile()
+                .instance_profile_name(&name)
+                .send(),
+        ) {
+            Ok(o) => o
+                .instance_profile()
+                .map(|p| {
+                    p.roles()
+                        .iter()
+                        .map(|r| r.role_name().to_string())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Err(e) if is_missing(&e) => return Ok(()),
+            Err(e) => return Err(fail("GetInstanceProfile", &e)),
+        };
+        for role in roles {
+            self.count("RemoveRoleFromInstanceProfile");
+            match self.rt.block_on(
+                self.iam
+                    .remove_role_from_instance_profile()
+                    .instance_profile_name(&name)
+                    .role_name(&role)
+                    .send(),
+            ) {
+                Ok(_) => {}
+                Err(e) if is_missing(&e) => {}
+                Err(e) => return Err(fail("RemoveRoleFromInstanceProfile", &e)),
+            }
+        }
+        self.count("DeleteInstanceProfile");
+        match self.rt.block_on(
+            self.iam
+                .delete_instance_profile()
+                .instance_profile_name(&name)
+                .send(),
+        ) {
+            Ok(_) => Ok(()),
+            Err(e) if is_missing(&e) => Ok(()),
+            Err(e) => Err(fail("DeleteInstanceProfile", &e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_profile_name_is_stable_and_differs_by_class_and_region() {
+        let a = profile_name("prod", "us-east-1", "default");
+        assert_eq!(a, profile_name("prod", "us-east-1", "default"));
+        assert_eq!(
+            a,
+            "dovetail_prod_".to_string() + &a["dovetail_prod_".len()..]
+        );
+        assert_eq!(a.len(), "dovetail_prod_".len() + 16);
+        assert_ne!(a, profile_name("prod", "us-east-1", "gpu"));
+        assert_ne!(a, profile_name("prod", "eu-west-1", "default"));
+    }
+}
