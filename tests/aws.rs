@@ -1113,31 +1113,7 @@ fn without_an_endpoint_the_cluster_is_learnt_from_eks_and_written_into_the_boots
         "{line}"
     );
 
-    let (endpoint, ca) = runtime().block_on(async {
-        let eks = aws_sdk_eks::Client::new(&moto.config().await);
-        let out = eks
-            .create_cluster()
-            .name("my-cluster")
-            .version("1.33")
-            .role_arn("arn:aws:iam::123456789012:role/eks")
-            .resources_vpc_config(aws_sdk_eks::types::VpcConfigRequest::builder().build())
-            .kubernetes_network_config(
-                aws_sdk_eks::types::KubernetesNetworkConfigRequest::builder()
-                    .service_ipv4_cidr("172.31.0.0/16")
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
-        let c = out.cluster().unwrap();
-        (
-            c.endpoint().unwrap().to_string(),
-            c.certificate_authority()
-                .and_then(|a| a.data())
-                .unwrap_or_default()
-                .to_string(),
-        )
-    });
+    let (endpoint, ca) = seed::eks_cluster(&moto);
     let mut cloud = AwsCloud::new(bare).expect("the cluster is learnt");
     assert_eq!(cloud.settings().cluster_endpoint, endpoint);
     assert_eq!(cloud.settings().kubernetes_version, "1.33");

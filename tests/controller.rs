@@ -37,8 +37,13 @@ fn inflate_scales_up_through_nodeclaims_and_ec2_then_consolidates_to_zero() {
         }))
         .unwrap()
     );
+    // The simulation tags its instances as another cluster's (the controller below must not
+    // take them for orphans), judged by an IAM check for that cluster.
+    let (mut check, sim_endpoint) =
+        moto::iam_check(&moto.admin_endpoint, &["--iam-cluster", "simulated"]);
     let mut sim_aws = settings(&moto).aws;
     sim_aws.cluster_name = "simulated".into();
+    sim_aws.endpoint = Some(sim_endpoint.clone());
     let report = dovetail::sim::simulate(
         &[("inflate.yaml".into(), manifests)],
         &dovetail::sim::SimOptions {
@@ -54,6 +59,10 @@ fn inflate_scales_up_through_nodeclaims_and_ec2_then_consolidates_to_zero() {
         .map(|n| n.instance.offer.instance_type.clone())
         .collect();
     simulated.sort();
+    let refused = moto::iam_denials(&sim_endpoint);
+    let _ = check.kill();
+    let _ = check.wait();
+    assert!(refused.is_empty(), "{refused:#?}");
     assert!(!simulated.is_empty());
 
     let mut controller = Running::start(&api, settings(&moto));
@@ -537,6 +546,55 @@ fn a_controller_killed_right_after_create_fleet_converges_with_one_instance_per_
         );
     }
     assert_eq!(proxy.killed(), 1);
+    // Started with no endpoint, CA, CIDR or version, the process learnt them from EKS and
+    // bootstrapped its nodes with them.
+    let (endpoint, cidr) = seed::runtime().block_on(async {
+        let eks = aws_sdk_eks::Client::new(&moto.config().await);
+        let c = eks
+            .describe_cluster()
+            .name("my-cluster")
+            .send()
+            .await
+            .unwrap();
+        let c = c.cluster().unwrap().clone();
+        (
+            c.endpoint().unwrap().to_string(),
+            c.kubernetes_network_config()
+                .and_then(|n| n.service_ipv4_cidr())
+                .unwrap()
+                .to_string(),
+        )
+    });
+    let user_data = seed::runtime().block_on(async {
+        use base64::Engine as _;
+        let ec2 = aws_sdk_ec2::Client::new(&moto.config().await);
+        let t = ec2.describe_launch_templates().send().await.unwrap();
+        let id = t.launch_templates()[0]
+            .launch_template_id()
+            .unwrap()
+            .to_string();
+        let v = ec2
+            .describe_launch_template_versions()
+            .launch_template_id(id)
+            .send()
+            .await
+            .unwrap();
+        let data = v.launch_template_versions()[0]
+            .launch_template_data()
+            .unwrap()
+            .clone();
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(data.user_data().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    });
+    assert!(
+        user_data.contains(&format!("apiServerEndpoint: {endpoint}")),
+        "{user_data}"
+    );
+    assert!(user_data.contains(&format!("cidr: {cidr}")), "{user_data}");
 }
 
 #[test]

@@ -117,3 +117,33 @@ pub fn seed(moto: &Moto, tag_subnets: bool) -> Seed {
         }
     })
 }
+
+/// The EKS cluster `my-cluster` (Kubernetes 1.33, services in 172.31.0.0/16) that a controller
+/// without `--cluster-endpoint` learns about; returns its endpoint and CA bundle.
+pub fn eks_cluster(moto: &Moto) -> (String, String) {
+    runtime().block_on(async {
+        let eks = aws_sdk_eks::Client::new(&moto.config().await);
+        let out = eks
+            .create_cluster()
+            .name("my-cluster")
+            .version("1.33")
+            .role_arn("arn:aws:iam::123456789012:role/eks")
+            .resources_vpc_config(aws_sdk_eks::types::VpcConfigRequest::builder().build())
+            .kubernetes_network_config(
+                aws_sdk_eks::types::KubernetesNetworkConfigRequest::builder()
+                    .service_ipv4_cidr("172.31.0.0/16")
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let c = out.cluster().unwrap();
+        (
+            c.endpoint().unwrap().to_string(),
+            c.certificate_authority()
+                .and_then(|a| a.data())
+                .unwrap_or_default()
+                .to_string(),
+        )
+    })
+}

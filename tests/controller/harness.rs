@@ -358,6 +358,7 @@ pub fn world() -> Option<(Moto, tokio::runtime::Runtime, ApiServer)> {
     logs();
     let moto = Moto::start()?;
     seed::seed(&moto, true);
+    seed::eks_cluster(&moto);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -417,11 +418,8 @@ impl Process {
             .args(["controller", "--log-format", "text"])
             .env("KUBECONFIG", &kubeconfig)
             .env("CLUSTER_NAME", "my-cluster")
-            .env(
-                "CLUSTER_ENDPOINT",
-                "https://ABCDEF.gr7.us-east-1.eks.amazonaws.com",
-            )
-            .env("CLUSTER_CA_BUNDLE", "LS0tLS1CRUdJTi...")
+            // No endpoint, CA, CIDR or version: the process learns them from moto's EKS
+            // (world() made the cluster), through the IAM check.
             .env("AWS_REGION", "us-east-1")
             .env("AWS_ENDPOINT_URL", aws_endpoint)
             .env("ZONES", "us-east-1a,us-east-1b,us-east-1c")

@@ -114,6 +114,16 @@ pub fn node_settings(
             }
         }
     }
+    match spec.instance_store_policy.as_deref() {
+        None => {}
+        Some("RAID0") => out.instance_store_raid0 = true,
+        Some(other) => {
+            return Err(err(
+                "spec.instanceStorePolicy".into(),
+                format!("{other:?} is not supported (RAID0)"),
+            ));
+        }
+    }
     let root = spec
         .block_device_mappings
         .iter()

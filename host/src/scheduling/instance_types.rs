@@ -29,6 +29,9 @@ pub struct SchedType {
     pub allocatable: Resources,
     /// Raw (cpu millis, memory bytes): what counts against NodePool limits.
     pub capacity: (u64, u64),
+    /// Local NVMe instance storage, bytes (0: none): ephemeral storage under
+    /// `instanceStorePolicy: RAID0`.
+    pub local_storage_bytes: u64,
     pub offerings: Vec<SchedOffering>,
 }
 
@@ -77,6 +80,10 @@ impl InstanceTypes {
                     labels,
                     allocatable: t.allocatable,
                     capacity: (u64::from(t.vcpus) * 1000, t.memory_mib << 20),
+                    // EC2 states instance storage in decimal GB (TotalSizeInGB).
+                    local_storage_bytes: attr("local-nvme")
+                        .and_then(|gb| gb.parse::<u64>().ok())
+                        .map_or(0, |gb| gb * 1_000_000_000),
                     offerings: t
                         .offerings
                         .iter()

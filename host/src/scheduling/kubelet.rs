@@ -70,6 +70,9 @@ pub struct NodeSettings {
     pub eviction_nodefs: [Option<Threshold>; 2],
     /// The root volume's size (blockDeviceMappings' `rootVolume`, or the AMI's first device).
     pub root_volume_bytes: Option<u64>,
+    /// `instanceStorePolicy: RAID0`: the instance's NVMe disks, striped, hold pods' ephemeral
+    /// storage instead of the root volume (on types that have them).
+    pub instance_store_raid0: bool,
 }
 
 impl NodeSettings {
@@ -110,7 +113,10 @@ impl NodeSettings {
                 memory_capacity,
                 Threshold::Bytes(DEFAULT_EVICTION_MEMORY),
             ));
-        let root = self.root_volume_bytes.unwrap_or(DEFAULT_ROOT_VOLUME);
+        let root = match ty.local_storage_bytes {
+            local if self.instance_store_raid0 && local > 0 => local,
+            _ => self.root_volume_bytes.unwrap_or(DEFAULT_ROOT_VOLUME),
+        };
         let storage = root
             .saturating_sub(
                 self.kube_reserved
@@ -154,8 +160,27 @@ mod tests {
             labels: Vec::new(),
             allocatable: discovery::allocatable(vcpus, memory_mib, pods),
             capacity: (u64::from(vcpus) * 1000, memory_mib << 20),
+            local_storage_bytes: 0,
             offerings: Vec::new(),
         }
+    }
+
+    #[test]
+    fn raid0_puts_ephemeral_storage_on_the_instance_store_where_there_is_one() {
+        let mut t = ty(2, 8192, 29);
+        let raid0 = NodeSettings {
+            instance_store_raid0: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            raid0.allocatable(&t).ephemeral_storage_bytes,
+            17 << 30,
+            "no NVMe: the root volume"
+        );
+        t.local_storage_bytes = 75_000_000_000;
+        let on_nvme = raid0.allocatable(&t).ephemeral_storage_bytes;
+        let expected = 75_000_000_000u64 - (1 << 30) - (7_500_000_000u64);
+        assert_eq!(on_nvme, expected);
     }
 
     #[test]
