@@ -1203,6 +1203,33 @@ fn a_deleted_node_classs_instance_profile_is_emptied_and_deleted_and_a_new_role_
     cloud.resolve("default", &spec).unwrap();
     cloud.remove_node_class("default").unwrap();
     cloud.remove_node_class("default").unwrap();
+
+    // A class deleted while no controller ran: the next one's sweep removes its profile, and
+    // touches neither a live class's nor one that is not this cluster's.
+    let kept = cloud
+        .resolve("default", &spec)
+        .unwrap()
+        .instance_profile
+        .unwrap();
+    let orphan = cloud
+        .resolve("gpu", &spec)
+        .unwrap()
+        .instance_profile
+        .unwrap();
+    rt.block_on(
+        iam.create_instance_profile()
+            .instance_profile_name("someone-elses")
+            .send(),
+    )
+    .unwrap();
+    let mut restarted = AwsCloud::new(settings(&moto.endpoint)).unwrap();
+    let removed = restarted
+        .collect_node_classes(&["default".to_string()].into())
+        .unwrap();
+    assert_eq!(removed, vec![orphan.clone()]);
+    assert_eq!(roles(&orphan), None);
+    assert!(roles(&kept).is_some());
+    assert!(roles("someone-elses").is_some());
 }
 
 #[test]
@@ -1251,4 +1278,39 @@ fn the_iam_check_refuses_what_a_policy_without_one_statement_would_and_names_it(
     ] {
         assert!(allowed.contains(action), "{action} was judged: {allowed:?}");
     }
+}
+
+#[test]
+fn offers_of_an_architecture_the_class_has_no_image_for_are_passed_over() {
+    let Some(moto) = Moto::start() else { return };
+    seed(&moto, true);
+    let mut cloud = cloud(&moto);
+    // The tagged image is x86_64 only.
+    let class = cloud.resolve("default", &node_class(TAGGED_AMI)).unwrap();
+    assert_eq!(class.amis.keys().collect::<Vec<_>>(), ["x86_64"]);
+    let i = cloud
+        .create(&request(
+            "default-00001",
+            &[
+                ("m6g.large", "us-east-1a", CapacityType::OnDemand),
+                ("m5.large", "us-east-1a", CapacityType::OnDemand),
+            ],
+        ))
+        .unwrap();
+    assert_eq!(
+        i.offer.instance_type, "m5.large",
+        "the Graviton type is skipped"
+    );
+    let (image, ..) = launched_with(&moto, &i.id);
+    assert_eq!(Some(&image), class.amis.get("x86_64"));
+    let e = cloud
+        .create(&request(
+            "default-00002",
+            &[("m6g.large", "us-east-1a", CapacityType::OnDemand)],
+        ))
+        .unwrap_err();
+    assert!(
+        matches!(&e, CloudError::NotReady { reason, .. } if reason.contains("no AMI for the architecture")),
+        "{e}"
+    );
 }

@@ -864,3 +864,58 @@ fn the_double_refuses_what_the_crds_refuse_and_ratchets_an_old_invalid_object() 
     ))
     .expect("ratcheting lets an unchanged invalid field through");
 }
+
+#[test]
+fn a_deleted_node_class_takes_its_instance_profile_with_it() {
+    let Some((moto, _rt, api)) = world() else {
+        return;
+    };
+    let iam = seed::runtime().block_on(async { aws_sdk_iam::Client::new(&moto.config().await) });
+    seed::runtime()
+        .block_on(
+            iam.create_role()
+                .role_name("DovetailNodeRole-my-cluster")
+                .assume_role_policy_document("{}")
+                .send(),
+        )
+        .unwrap();
+    let mut class = node_class();
+    class["metadata"]["name"] = "team".into();
+    class["spec"]["role"] = "DovetailNodeRole-my-cluster".into();
+    class["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("instanceProfile");
+    api.put("aws.dovetail.sh/v1/ec2nodeclasses", class);
+    let profile =
+        dovetail::cloud::aws::instance_profile::profile_name("my-cluster", "us-east-1", "team");
+    let exists = |name: &str| {
+        seed::runtime()
+            .block_on(
+                iam.get_instance_profile()
+                    .instance_profile_name(name)
+                    .send(),
+            )
+            .is_ok()
+    };
+    let _controller = Running::start(&api, settings(&moto));
+    until(
+        &api,
+        &moto,
+        Duration::from_secs(60),
+        "the class's profile made",
+        |api, _| {
+            api.get("aws.dovetail.sh/v1/ec2nodeclasses", "", "team")
+                .is_some_and(|c| c["status"]["instanceProfile"] == profile.as_str())
+        },
+    );
+    assert!(exists(&profile));
+    api.delete("aws.dovetail.sh/v1/ec2nodeclasses", "", "team");
+    until(
+        &api,
+        &moto,
+        Duration::from_secs(60),
+        "the profile removed",
+        |_, _| !exists(&profile),
+    );
+}

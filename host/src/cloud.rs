@@ -87,6 +87,14 @@ pub trait CloudProvider {
     fn remove_node_class(&mut self, _name: &str) -> Result<(), CloudError> {
         Ok(())
     }
+    /// Removes what the provider made for node classes that are none of `live` (deleted while
+    /// no controller ran); returns what it removed.
+    fn collect_node_classes(
+        &mut self,
+        _live: &std::collections::BTreeSet<String>,
+    ) -> Result<Vec<String>, CloudError> {
+        Ok(Vec::new())
+    }
     /// The instance types and offerings this cloud has in `zones`, for decisions; `None` when
     /// the embedded catalog describes it.
     #[allow(clippy::type_complexity)]

@@ -500,6 +500,21 @@ impl CloudProvider for MeasuredCloud<'_> {
         self.inner.node_class_status(name, now)
     }
 
+    fn remove_node_class(&mut self, name: &str) -> Result<(), CloudError> {
+        let inner = &mut *self.inner;
+        self.metrics
+            .cloud_call("remove_node_class", || inner.remove_node_class(name))
+    }
+
+    fn collect_node_classes(
+        &mut self,
+        live: &std::collections::BTreeSet<String>,
+    ) -> Result<Vec<String>, CloudError> {
+        let inner = &mut *self.inner;
+        self.metrics
+            .cloud_call("collect_node_classes", || inner.collect_node_classes(live))
+    }
+
     fn zones(&self) -> Vec<String> {
         self.inner.zones()
     }

@@ -499,6 +499,23 @@ impl CloudProvider for AwsCloud {
                 .insert(request.claim.clone(), instance.clone());
             return Ok(instance);
         }
+        // Only offers the class has an image for: a Graviton type on a class with x86_64 AMIs
+        // alone is not an option (Karpenter drops such types the same way).
+        let arch_of = |t: &str| self.arch.get(t).map_or("x86_64", String::as_str);
+        if !request
+            .offers
+            .iter()
+            .any(|o| class.amis.contains_key(arch_of(&o.instance_type)))
+        {
+            return Err(CloudError::NotReady {
+                claim: request.claim.clone(),
+                reason: format!(
+                    "EC2NodeClass {} has no AMI for the architecture of any offer (it has {})",
+                    class.name,
+                    class.amis.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
         let mut tried = 0;
         for _attempt in 0..3 {
             // The best remaining offer decides capacity type and architecture; the fleet gets
@@ -511,7 +528,11 @@ impl CloudProvider for AwsCloud {
                         o.instance_type.clone(),
                         o.zone.clone(),
                         capacity_type_label(o.capacity_type),
-                    ))
+                    )) && class.amis.contains_key(
+                        self.arch
+                            .get(&o.instance_type)
+                            .map_or("x86_64", String::as_str),
+                    )
                 })
                 .filter_map(|o| {
                     let subnet = class.subnets.iter().find(|s| s.zone == o.zone)?;
@@ -655,6 +676,18 @@ impl CloudProvider for AwsCloud {
                 })?;
         }
         Ok(())
+    }
+
+    fn collect_node_classes(
+        &mut self,
+        live: &std::collections::BTreeSet<String>,
+    ) -> Result<Vec<String>, CloudError> {
+        self.collect_instance_profiles(live)
+            .map_err(|message| CloudError::Api {
+                subject: String::new(),
+                call: "DeleteInstanceProfile",
+                message,
+            })
     }
 
     fn zones(&self) -> Vec<String> {

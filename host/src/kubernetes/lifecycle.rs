@@ -197,6 +197,8 @@ pub fn reconcile(
 #[derive(Debug, Default)]
 pub struct NodeClasses {
     seen: HashMap<String, String>,
+    /// Whether this process has swept the profiles of classes deleted while none ran.
+    swept: bool,
 }
 
 impl NodeClasses {
@@ -224,6 +226,19 @@ impl NodeClasses {
                     .map(|c| c.spec.node_class_ref.name.clone()),
             )
             .collect();
+        if !self.swept {
+            match cloud.collect_node_classes(&live.iter().cloned().collect()) {
+                Ok(removed) => {
+                    self.swept = true;
+                    if !removed.is_empty() {
+                        tracing::info!(?removed, "removed what deleted EC2NodeClasses left behind");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not sweep what deleted EC2NodeClasses left behind (retried)");
+                }
+            }
+        }
         let gone: Vec<String> = self
             .seen
             .keys()

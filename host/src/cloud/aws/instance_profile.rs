@@ -123,13 +123,66 @@ impl AwsCloud {
         Ok(name)
     }
 
+    /// Deletes this cluster's instance profiles whose class is none of `live` — classes deleted
+    /// while no controller ran (a restart converges with no profile left behind). Only names
+    /// this cluster's classes would have are touched, and the IAM policy lets the controller
+    /// delete only profiles tagged with its cluster. Returns the profiles deleted.
+    pub fn collect_instance_profiles(
+        &mut self,
+        live: &std::collections::BTreeSet<String>,
+    ) -> Result<Vec<String>, String> {
+        let (cluster, region) = (
+            self.settings.cluster_name.clone(),
+            self.settings.region.clone(),
+        );
+        let prefix = format!("dovetail_{cluster}_");
+        let kept: std::collections::BTreeSet<String> = live
+            .iter()
+            .map(|c| profile_name(&cluster, &region, c))
+            .collect();
+        let mut found = Vec::new();
+        let mut marker: Option<String> = None;
+        loop {
+            self.count("ListInstanceProfiles");
+            let out = self
+                .rt
+                .block_on(
+                    self.iam
+                        .list_instance_profiles()
+                        .set_marker(marker.clone())
+                        .send(),
+                )
+                .map_err(|e| format!("ListInstanceProfiles: {}", sdk_message(&e)))?;
+            found.extend(
+                out.instance_profiles()
+                    .iter()
+                    .map(|p| p.instance_profile_name().to_string())
+                    .filter(|n| n.starts_with(&prefix) && !kept.contains(n)),
+            );
+            marker = out.marker().map(str::to_string);
+            if !out.is_truncated() || marker.is_none() {
+                break;
+            }
+        }
+        for name in &found {
+            tracing::info!(instance_profile = %name, "deleting the instance profile of a deleted EC2NodeClass");
+            self.delete_profile(name, "a deleted EC2NodeClass")?;
+        }
+        Ok(found)
+    }
+
     /// Removes the instance profile the controller made for a deleted class: its role taken
     /// out, then the profile deleted. A profile already gone is no error.
     pub fn delete_instance_profile(&mut self, class: &str) -> Result<(), String> {
         let name = profile_name(&self.settings.cluster_name, &self.settings.region, class);
+        self.delete_profile(&name, &format!("EC2NodeClass {class}"))
+    }
+
+    /// Empties and deletes one profile; `of` says whose it is, for errors.
+    fn delete_profile(&mut self, name: &str, of: &str) -> Result<(), String> {
         let fail = |call: &str, e: &(dyn std::error::Error + 'static)| {
             format!(
-                "instance profile {name} of EC2NodeClass {class}: {call}: {}",
+                "instance profile {name} of {of}: {call}: {}",
                 sdk_message(e)
             )
         };
@@ -137,7 +190,7 @@ impl AwsCloud {
         let roles: Vec<String> = match self.rt.block_on(
             self.iam
                 .get_instance_profile()
-                .instance_profile_name(&name)
+                .instance_profile_name(name)
                 .send(),
         ) {
             Ok(o) => o
@@ -157,7 +210,7 @@ impl AwsCloud {
             match self.rt.block_on(
                 self.iam
                     .remove_role_from_instance_profile()
-                    .instance_profile_name(&name)
+                    .instance_profile_name(name)
                     .role_name(&role)
                     .send(),
             ) {
@@ -170,7 +223,7 @@ impl AwsCloud {
         match self.rt.block_on(
             self.iam
                 .delete_instance_profile()
-                .instance_profile_name(&name)
+                .instance_profile_name(name)
                 .send(),
         ) {
             Ok(_) => Ok(()),
