@@ -14,8 +14,10 @@ mod seed;
 
 use std::time::{Duration, Instant};
 
+use dovetail_apiserver_double::ApiServer;
 use harness::*;
-use serde_json::json;
+use moto::Moto;
+use serde_json::{Value, json};
 
 #[test]
 fn inflate_scales_up_through_nodeclaims_and_ec2_then_consolidates_to_zero() {
@@ -917,5 +919,161 @@ fn a_deleted_node_class_takes_its_instance_profile_with_it() {
         Duration::from_secs(60),
         "the profile removed",
         |_, _| !exists(&profile),
+    );
+}
+
+/// The instance id of a node.
+fn instance_of(api: &ApiServer, node: &str) -> String {
+    api.get(NODES, "", node).unwrap()["spec"]["providerID"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Runs the actors until `node`'s instance is terminated; returns (when the last of its pods
+/// was gone, when its instance was, when its first pod was asked to go), measured from now.
+fn drain_timeline(
+    api: &ApiServer,
+    moto: &Moto,
+    node: &str,
+    instance: &str,
+    limit: Duration,
+) -> (f64, f64, f64) {
+    let instance = instance.to_string();
+    let started = Instant::now();
+    let (mut pods_gone, mut asked) = (None, None);
+    loop {
+        let live = live(moto);
+        play(api, &live, true);
+        let on_node: Vec<Value> = api
+            .list(PODS)
+            .into_iter()
+            .filter(|p| p["spec"]["nodeName"] == node)
+            .collect();
+        if asked.is_none()
+            && on_node
+                .iter()
+                .any(|p| !p["metadata"]["deletionTimestamp"].is_null())
+        {
+            asked = Some(started.elapsed().as_secs_f64());
+        }
+        if on_node.is_empty() && pods_gone.is_none() {
+            pods_gone = Some(started.elapsed().as_secs_f64());
+        }
+        if !live.contains(&instance) {
+            let gone = started.elapsed().as_secs_f64();
+            return (
+                pods_gone.unwrap_or(f64::INFINITY),
+                gone,
+                asked.unwrap_or(gone),
+            );
+        }
+        assert!(
+            started.elapsed() < limit,
+            "the instance of {node} still runs after {limit:?}; pods on it: {:?}",
+            on_node.iter().map(name).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Two pods (20 s to stop each) bound on one node of a running controller; returns the node.
+fn two_slow_pods(api: &ApiServer, moto: &Moto, stop_seconds: u32, pool: Value) -> String {
+    api.put("dovetail.sh/v1/nodepools", pool);
+    for i in 0..2 {
+        let mut pod = inflate_pod(i);
+        pod["metadata"]["annotations"] = json!({STOP_SECONDS: stop_seconds.to_string()});
+        pod["spec"]["terminationGracePeriodSeconds"] = 30.into();
+        api.put(PODS, pod);
+    }
+    until(
+        api,
+        moto,
+        Duration::from_secs(90),
+        "both pods running",
+        |api, _| {
+            api.list(PODS)
+                .iter()
+                .all(|p| p["status"]["phase"] == "Running")
+                && api
+                    .list(NODES)
+                    .iter()
+                    .all(|n| n["metadata"]["finalizers"] == json!(["dovetail.sh/termination"]))
+        },
+    );
+    api.list(PODS)[0]["spec"]["nodeName"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn a_drain_terminates_the_instance_only_after_its_pods_have_stopped() {
+    let Some((moto, _rt, api)) = world() else {
+        return;
+    };
+    let _controller = Running::start(&api, settings(&moto));
+    let node = two_slow_pods(&api, &moto, 20, node_pool("1h"));
+    let instance = instance_of(&api, &node);
+    api.delete(NODES, "", &node);
+    let (pods_gone, instance_gone, asked) =
+        drain_timeline(&api, &moto, &node, &instance, Duration::from_secs(90));
+    eprintln!(
+        "asked at {asked:.1}s, pods gone at {pods_gone:.1}s, instance at {instance_gone:.1}s"
+    );
+    assert!(
+        pods_gone <= instance_gone,
+        "the instance went at {instance_gone:.1}s, before its pods ({pods_gone:.1}s)"
+    );
+    assert!(
+        instance_gone - asked >= 19.0,
+        "the pods take 20 s to stop; the instance went {:.1}s after they were asked",
+        instance_gone - asked
+    );
+}
+
+#[test]
+fn a_pdb_that_never_allows_an_eviction_yields_to_the_termination_grace_period() {
+    let Some((moto, _rt, api)) = world() else {
+        return;
+    };
+    api.put(
+        "policy/v1/poddisruptionbudgets",
+        json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+               "metadata": {"name": "inflate", "namespace": "default"},
+               "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {"app": "inflate"}}}}),
+    );
+    let _controller = Running::start(&api, settings(&moto));
+    let mut pool = node_pool("1h");
+    pool["spec"]["template"]["spec"]["terminationGracePeriod"] = "20s".into();
+    // The pods would take a minute to stop: the grace period cuts them short.
+    let node = two_slow_pods(&api, &moto, 60, pool);
+    let instance = instance_of(&api, &node);
+    api.delete(NODES, "", &node);
+    let (_, instance_gone, _) =
+        drain_timeline(&api, &moto, &node, &instance, Duration::from_secs(90));
+    eprintln!("instance gone at {instance_gone:.1}s");
+    assert!(
+        instance_gone <= 20.0 + 15.0,
+        "terminationGracePeriod 20s: gone at {instance_gone:.1}s"
+    );
+    assert!(
+        instance_gone >= 15.0,
+        "the PDB held the node until the grace period neared its end: gone at {instance_gone:.1}s"
+    );
+    // The budget allows no eviction: the pods were deleted directly, their 30 s grace shortened
+    // to the 20 s left.
+    let deletes: Vec<String> = api
+        .log()
+        .iter()
+        .filter(|r| r.method == "DELETE" && r.path.contains("/pods/"))
+        .map(|r| format!("{}?{} {}", r.path, r.query, r.body))
+        .collect();
+    assert!(
+        deletes.len() >= 2 && deletes.iter().all(|d| d.contains("gracePeriodSeconds")),
+        "{deletes:#?}"
     );
 }

@@ -468,7 +468,12 @@ impl Watcher {
                 Some(d.since + secs)
             });
             let at = m.now - m.t + e.t;
-            let forced = grace.is_some_and(|deadline| at >= deadline);
+            // Evicted past the NodePool's terminationGracePeriod, or deleted directly once the
+            // pod's own grace would no longer end by it (Karpenter's rule), a pod may go whatever
+            // protects it.
+            let forced = grace.is_some_and(|deadline| {
+                at >= deadline || (e.direct && at >= deadline - e.grace_seconds)
+            });
             if forced {
                 continue;
             }

@@ -2,7 +2,7 @@
 //! The simulator feeds it (kube reflectors will, in a cluster); provisioning and disruption read
 //! it as one consistent snapshot and never change it behind each other's back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 mod volumes;
 pub use volumes::Volumes;
@@ -52,6 +52,10 @@ pub struct Node {
     pub do_not_disrupt: bool,
     /// Set once the node is being disrupted or deleted.
     pub deletion: Option<Deletion>,
+    /// Pods on it that were asked to go (evicted or deleted: `deletionTimestamp` set) and are
+    /// still shutting down — grace period, preStop hooks. Its instance is not terminated while
+    /// any is left (unless the NodePool's `terminationGracePeriod` forces it).
+    pub terminating: BTreeSet<String>,
 }
 
 /// Why and since when a node is going away.

@@ -84,8 +84,12 @@ pub trait ClusterPort {
     fn nominate(&mut self, pod: &str, node: &str);
     /// The node is tainted `dovetail.sh/disrupted:NoSchedule` and marked for deletion.
     fn mark_deleting(&mut self, node: &str, deletion: Deletion) -> Result<(), PortError>;
-    /// Evicts a pod (honouring PodDisruptionBudgets); `Refused` when a budget says no.
+    /// Evicts a pod (honouring PodDisruptionBudgets); `Refused` when a budget says no. The
+    /// pod is then terminating on its node (its grace period, preStop hooks) until it is gone.
     fn evict(&mut self, pod: &str, node: &str) -> Result<(), PortError>;
+    /// Deletes a pod directly with `grace_seconds` to stop, bypassing the Eviction API (the
+    /// NodePool's `terminationGracePeriod` ends before any budget would let it go).
+    fn delete_pod(&mut self, pod: &str, node: &str, grace_seconds: i64) -> Result<(), PortError>;
     /// The node's instance is gone: the node and its NodeClaim go (their finalizers released).
     fn remove_node(&mut self, node: &str) -> Result<(), PortError>;
     /// Something to tell users (a log line was written already where it matters).
@@ -260,6 +264,7 @@ impl Context {
             template_hash: cluster::template_hash(pool, &cluster.node_classes),
             do_not_disrupt,
             deletion: None,
+            terminating: Default::default(),
         }
     }
 }
@@ -967,13 +972,45 @@ impl Controller {
                 }
             }
         }
-        for name in plan.terminate {
-            if refused.contains(&name) {
+        for (pod, node, grace) in &plan.delete {
+            match port.delete_pod(pod, node, *grace) {
+                Ok(()) => self.emit(
+                    port,
+                    EventKind::Evicted {
+                        pod: pod.clone(),
+                        node: node.clone(),
+                    },
+                ),
+                Err(e) => {
+                    tracing::warn!(pod, node, error = %e, "could not delete the pod the grace period forces out");
+                    refused.push(node.clone());
+                }
+            }
+        }
+        let disrupted = cluster::disrupted_taint();
+        let candidates: std::collections::BTreeSet<&String> =
+            plan.terminate.iter().chain(&plan.expired).collect();
+        for name in candidates {
+            let expired = plan.expired.contains(name);
+            if refused.contains(name) && !expired {
                 continue;
             }
-            let Some(node) = port.cluster().nodes.get(&name) else {
+            let Some(node) = port.cluster().nodes.get(name) else {
                 continue;
             };
+            // Evicted is not gone: the instance waits until its pods have stopped (or the
+            // grace period is over), so their preStop hooks and volumes are not cut short.
+            let still: usize = node.terminating.len()
+                + port
+                    .cluster()
+                    .pods_on(name)
+                    .filter(|p| !p.spec.tolerations.iter().any(|t| t.tolerates(&disrupted)))
+                    .count();
+            if still > 0 && !expired {
+                tracing::debug!(node = %name, pods = still, "waiting for the node's pods to stop");
+                continue;
+            }
+            let name = name.clone();
             let (id, launched_at) = (node.instance.id.clone(), node.launched_at);
             if let Err(e) = cloud.delete(&id) {
                 let kind = EventKind::TerminationFailed {

@@ -348,6 +348,7 @@ mod tests {
             template_hash: 0,
             do_not_disrupt: false,
             deletion: None,
+            terminating: Default::default(),
         }
     }
 

@@ -150,6 +150,10 @@ pub struct EvictionFact {
     /// The pod, or its node, says `karpenter.sh/do-not-disrupt`.
     pub do_not_disrupt: bool,
     pub node_do_not_disrupt: bool,
+    /// Deleted directly (the grace period forced it out) rather than evicted.
+    pub direct: bool,
+    /// The pod's own `terminationGracePeriodSeconds`.
+    pub grace_seconds: i64,
 }
 
 /// How long an instance no claim owns may run before it is terminated (the controller's
@@ -530,21 +534,19 @@ impl ClusterPort for World {
         Ok(())
     }
 
+    fn delete_pod(&mut self, pod: &str, node: &str, _grace_seconds: i64) -> Result<(), PortError> {
+        self.effect()?;
+        let mut fact = self.eviction_fact(pod, node);
+        fact.direct = true;
+        self.evictions.push(fact);
+        self.remove_evicted(pod)
+    }
+
     fn evict(&mut self, pod: &str, node: &str) -> Result<(), PortError> {
         self.effect()?;
         let fact = self.eviction_fact(pod, node);
         self.evictions.push(fact);
-        let p = self
-            .cluster
-            .pods
-            .remove(pod)
-            .ok_or_else(|| PortError::Failed(format!("no pod {pod}")))?;
-        self.report.evictions += 1;
-        // Its controller recreates it.
-        if let Some(owner) = p.owner {
-            self.reconcile(&owner);
-        }
-        Ok(())
+        self.remove_evicted(pod)
     }
 
     fn remove_node(&mut self, node: &str) -> Result<(), PortError> {
@@ -1175,6 +1177,21 @@ impl World {
 
     /// The PodDisruptionBudgets that select `pod`, with their healthy (running) and selected
     /// pods now, before it goes.
+    /// An evicted or deleted pod goes (NB: at once — the simulated kubelet does not yet run a
+    /// grace period), and its controller recreates it.
+    fn remove_evicted(&mut self, pod: &str) -> Result<(), PortError> {
+        let p = self
+            .cluster
+            .pods
+            .remove(pod)
+            .ok_or_else(|| PortError::Failed(format!("no pod {pod}")))?;
+        self.report.evictions += 1;
+        if let Some(owner) = p.owner {
+            self.reconcile(&owner);
+        }
+        Ok(())
+    }
+
     fn eviction_fact(&self, pod: &str, node: &str) -> EvictionFact {
         let pdbs = match self.cluster.pods.get(pod) {
             Some(p) => self
@@ -1223,6 +1240,12 @@ impl World {
                 .nodes
                 .get(node)
                 .is_some_and(|n| n.do_not_disrupt),
+            direct: false,
+            grace_seconds: self
+                .cluster
+                .pods
+                .get(pod)
+                .map_or(0, |p| p.spec.grace_seconds),
         }
     }
 

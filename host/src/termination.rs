@@ -1,8 +1,13 @@
 //! Termination: a node marked for deletion — by disruption, by a user, or by the cloud — is
-//! drained through evictions that honour PodDisruptionBudgets, its instance is terminated, and
-//! it is removed (the finalizer's job in a cluster). A node waiting for its replacement is not
-//! drained until the replacement is Ready. After the NodePool's `terminationGracePeriod`, pods
-//! are evicted whatever protects them.
+//! drained through evictions that honour PodDisruptionBudgets; its instance is terminated once
+//! its pods are *gone*, not merely evicted (an evicted pod runs its grace period and preStop
+//! hooks first), and it is removed (the finalizer's job in a cluster). A node waiting for its
+//! replacement is not drained until the replacement is Ready.
+//!
+//! The NodePool's `terminationGracePeriod` bounds it all, as Karpenter's does: a pod the
+//! Eviction API would keep refusing (a PodDisruptionBudget, do-not-disrupt) is deleted directly
+//! once its own grace would no longer end by the deadline, with its grace shortened to end
+//! there; at the deadline the instance is terminated whatever still runs.
 
 use crate::cluster::{Cluster, disrupted_taint};
 
@@ -12,9 +17,14 @@ use crate::cluster::{Cluster, disrupted_taint};
 pub struct Plan {
     /// (pod, node) evictions, in node order.
     pub evict: Vec<(String, String)>,
-    /// Nodes whose pods are all evicted by this plan (or gone): their instance can be
-    /// terminated once the evictions went through.
+    /// (pod, node, grace seconds): deletions that bypass the Eviction API, because the node's
+    /// `terminationGracePeriod` will end before the pod would otherwise go.
+    pub delete: Vec<(String, String, i64)>,
+    /// Nodes with nothing left that must be asked to go: their instance is terminated once no
+    /// pod is left on them (the controller checks after carrying out the evictions).
     pub terminate: Vec<String>,
+    /// Nodes past their `terminationGracePeriod`: terminated whatever still runs on them.
+    pub expired: Vec<String>,
 }
 
 /// Drains every deleting node as far as budgets allow; the drained ones are to be terminated.
@@ -42,7 +52,8 @@ pub fn plan(cluster: &Cluster, now: i64) -> Plan {
                 .as_deref()
                 .and_then(|g| crate::api::duration::parse(g).ok().flatten())
         });
-        let forced = grace.is_some_and(|g| now - deletion.since >= g.as_secs() as i64);
+        let deadline = grace.map(|g| deletion.since + g.as_secs() as i64);
+        let expired = deadline.is_some_and(|d| now >= d);
         let mut left = 0;
         for pod in by_node.get(node.name.as_str()).into_iter().flatten() {
             // A pod that tolerates the disrupted taint would only land here again (as
@@ -57,9 +68,19 @@ pub fn plan(cluster: &Cluster, now: i64) -> Plan {
                 .filter(|(_, b)| b.selects(pod))
                 .map(|(i, _)| i)
                 .collect();
-            let may = forced || (!pod.do_not_disrupt && covering.iter().all(|&i| allowance[i] > 0));
+            let may = !pod.do_not_disrupt && covering.iter().all(|&i| allowance[i] > 0);
             if !may {
-                left += 1;
+                // Deleted directly once its own grace would no longer end by the deadline.
+                match deadline {
+                    Some(d) if now >= d - pod.spec.grace_seconds => {
+                        out.delete.push((
+                            pod.spec.name.clone(),
+                            node.name.clone(),
+                            (d - now).max(0),
+                        ));
+                    }
+                    _ => left += 1,
+                }
                 continue;
             }
             for &i in &covering {
@@ -69,6 +90,9 @@ pub fn plan(cluster: &Cluster, now: i64) -> Plan {
         }
         if left == 0 {
             out.terminate.push(node.name.clone());
+        }
+        if expired {
+            out.expired.push(node.name.clone());
         }
     }
     out
@@ -82,9 +106,23 @@ mod tests {
     use crate::policy::types::CapacityType;
     use crate::scheduling::model::{PendingPod, Toleration};
 
-    #[test]
-    fn pods_tolerating_the_disrupted_taint_are_not_evicted_and_do_not_hold_the_node() {
+    /// A deleting node `n1` of pool `default` (deleted at 0, `terminationGracePeriod` as given)
+    /// with the named pods on it.
+    fn draining(grace: Option<&str>, pods: &[(&str, bool, bool)]) -> Cluster {
         let mut c = Cluster::default();
+        let mut spec = serde_json::json!({"template": {"spec": {
+            "nodeClassRef": {"group": "aws.dovetail.sh", "kind": "EC2NodeClass", "name": "default"}}}});
+        if let Some(g) = grace {
+            spec["template"]["spec"]["terminationGracePeriod"] = g.into();
+        }
+        let resource: crate::api::NodePool = serde_json::from_value(serde_json::json!({
+            "apiVersion": "dovetail.sh/v1", "kind": "NodePool", "metadata": {"name": "default"},
+            "spec": spec}))
+        .unwrap();
+        c.pools.push(crate::provisioning::Pool {
+            resource,
+            spec: crate::scheduling::NodePoolSpec::new("default", Default::default()),
+        });
         c.nodes.insert(
             "n1".into(),
             Node {
@@ -115,9 +153,10 @@ mod tests {
                     replacement: None,
                     policy: None,
                 }),
+                terminating: Default::default(),
             },
         );
-        for (name, tolerant) in [("default/web", false), ("default/agent", true)] {
+        for &(name, tolerant, protected) in pods {
             let mut spec = PendingPod::new(name, &[], 100, 1 << 20);
             if tolerant {
                 spec.tolerations.push(Toleration {
@@ -135,15 +174,55 @@ mod tests {
                     created_at: 0,
                     node: Some("n1".into()),
                     running_since: Some(0),
-                    do_not_disrupt: false,
+                    do_not_disrupt: protected,
                 },
             );
         }
+        c
+    }
+
+    #[test]
+    fn pods_tolerating_the_disrupted_taint_are_not_evicted_and_do_not_hold_the_node() {
+        let c = draining(
+            None,
+            &[
+                ("default/web", false, false),
+                ("default/agent", true, false),
+            ],
+        );
         let plan = plan(&c, 10);
         assert_eq!(
             plan.evict,
             vec![("default/web".to_string(), "n1".to_string())]
         );
         assert_eq!(plan.terminate, vec!["n1".to_string()]);
+        assert!(plan.expired.is_empty() && plan.delete.is_empty());
+    }
+
+    #[test]
+    fn a_protected_pod_holds_the_node_until_its_grace_no_longer_fits_before_the_deadline() {
+        // terminationGracePeriod 2m; the pod's own grace is the default 30 s.
+        let c = draining(Some("2m"), &[("default/db", false, true)]);
+        let early = plan(&c, 60);
+        assert!(early.evict.is_empty() && early.delete.is_empty());
+        assert!(early.terminate.is_empty(), "held by the pod");
+        // From 90 s its 30 s would not end by 120 s: deleted directly, its grace shortened.
+        let late = plan(&c, 100);
+        assert_eq!(
+            late.delete,
+            vec![("default/db".to_string(), "n1".to_string(), 20)]
+        );
+        assert_eq!(late.terminate, vec!["n1".to_string()]);
+        assert!(late.expired.is_empty());
+        let over = plan(&c, 120);
+        assert_eq!(over.delete[0].2, 0);
+        assert_eq!(over.expired, vec!["n1".to_string()]);
+    }
+
+    #[test]
+    fn without_a_grace_period_a_protected_pod_holds_the_node_for_good() {
+        let c = draining(None, &[("default/db", false, true)]);
+        let p = plan(&c, 1_000_000);
+        assert!(p.delete.is_empty() && p.terminate.is_empty() && p.expired.is_empty());
     }
 }

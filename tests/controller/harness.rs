@@ -152,7 +152,35 @@ pub fn play_kubelet_and_scheduler(api: &ApiServer, live: &[String]) {
 }
 
 /// kubelet (registering nodes only with `register`) and kube-scheduler.
+/// The annotation that says how long a test pod takes to stop once asked (its preStop hook and
+/// shutdown), in seconds; 0 when absent.
+pub const STOP_SECONDS: &str = "test.dovetail.sh/stop-seconds";
+
 pub fn play(api: &ApiServer, live: &[String], register: bool) {
+    // kubelet: a pod asked to go stops after its preStop and shutdown time, or is killed at the
+    // end of its grace period, whichever comes first; then the kubelet deletes it for good
+    // (kubernetes.io "Pod Lifecycle: Termination of Pods").
+    let now = k8s_openapi::jiff::Timestamp::now();
+    for p in api.list(PODS) {
+        let Some(deadline) = p["metadata"]["deletionTimestamp"]
+            .as_str()
+            .and_then(|t| t.parse::<k8s_openapi::jiff::Timestamp>().ok())
+        else {
+            continue;
+        };
+        let grace = p["metadata"]["deletionGracePeriodSeconds"]
+            .as_i64()
+            .unwrap_or(0);
+        let stop = p["metadata"]["annotations"][STOP_SECONDS]
+            .as_str()
+            .and_then(|s| s.parse::<i64>().ok())
+            .unwrap_or(0);
+        let asked = deadline - k8s_openapi::jiff::SignedDuration::from_secs(grace);
+        if now >= asked + k8s_openapi::jiff::SignedDuration::from_secs(stop.min(grace)) {
+            let ns = p["metadata"]["namespace"].as_str().unwrap_or("default");
+            api.delete(PODS, ns, p["metadata"]["name"].as_str().unwrap_or_default());
+        }
+    }
     // kubelet: an instance that runs registers its Node, Ready at once.
     let nodes = api.list(NODES);
     for c in api.list(CLAIMS).into_iter().filter(|_| register) {

@@ -548,7 +548,10 @@ impl ClusterPort for KubePort {
                     .get_or_create(&outcome("evicted"))
                     .inc();
             }
-            Err(e) if not_found(&e) => {}
+            Err(e) if not_found(&e) => {
+                self.cluster.pods.remove(pod);
+                return Ok(());
+            }
             Err(e) => {
                 let err = failed(&self.metrics, "evicting Pod", pod, &e);
                 let o = if matches!(err, PortError::Refused(_)) {
@@ -568,7 +571,32 @@ impl ClusterPort for KubePort {
                 return Err(err);
             }
         }
-        self.cluster.pods.remove(pod);
+        self.stopping(pod, node);
+        Ok(())
+    }
+
+    fn delete_pod(&mut self, pod: &str, node: &str, grace_seconds: i64) -> Result<(), PortError> {
+        self.acting()?;
+        let (ns, name) = pod.split_once('/').unwrap_or(("default", pod));
+        let pods: Api<KubePod> = Api::namespaced(self.client.clone(), ns);
+        let params = kube::api::DeleteParams {
+            grace_period_seconds: Some(u32::try_from(grace_seconds.max(0)).unwrap_or(u32::MAX)),
+            ..Default::default()
+        };
+        match self.rt.block_on(pods.delete(name, &params)) {
+            Ok(_) => {
+                self.metrics
+                    .evictions
+                    .get_or_create(&vec![("outcome", "deleted".to_string())])
+                    .inc();
+            }
+            Err(e) if not_found(&e) => {
+                self.cluster.pods.remove(pod);
+                return Ok(());
+            }
+            Err(e) => return Err(failed(&self.metrics, "deleting Pod", pod, &e)),
+        }
+        self.stopping(pod, node);
         Ok(())
     }
 
@@ -656,6 +684,17 @@ impl ClusterPort for KubePort {
 
     fn take_signals(&mut self) -> Vec<Signal> {
         std::mem::take(&mut self.signals)
+    }
+}
+
+impl KubePort {
+    /// A pod asked to go is no longer one to schedule or move, but it still runs on its node
+    /// until the kubelet has stopped it: the node waits for it (the observer sees it go).
+    fn stopping(&mut self, pod: &str, node: &str) {
+        self.cluster.pods.remove(pod);
+        if let Some(n) = self.cluster.nodes.get_mut(node) {
+            n.terminating.insert(pod.to_string());
+        }
     }
 }
 

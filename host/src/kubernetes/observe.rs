@@ -460,6 +460,7 @@ impl Observer {
                     template_hash,
                     do_not_disrupt,
                     deletion,
+                    terminating: Default::default(),
                 },
             );
         }
@@ -480,6 +481,15 @@ impl Observer {
         let mut pending_now = BTreeSet::new();
         let mut unbound_now = HashMap::new();
         for p in stores.pods.state() {
+            if p.terminating
+                && let Some(node) = p
+                    .node_name
+                    .as_ref()
+                    .and_then(|n| claim_of_node.get(n))
+                    .and_then(|claim| cluster.nodes.get_mut(claim.as_str()))
+            {
+                node.terminating.insert(p.id.clone());
+            }
             let Some(mut pod) = self.pod(&p, &claim_of_node, now) else {
                 continue;
             };

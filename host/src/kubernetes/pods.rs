@@ -26,6 +26,9 @@ pub struct ObservedPod {
     /// Deleting, finished (Succeeded, Failed), or a DaemonSet's or static pod: not ours to
     /// schedule or count.
     pub ignored: bool,
+    /// Asked to go (`deletionTimestamp`) and still on its node: a drain waits for it. Not a
+    /// DaemonSet's or static pod (those are not drained), not finished.
+    pub terminating: bool,
     pub node_name: Option<String>,
     /// kube-scheduler found no node (PodScheduled=False, reason Unschedulable).
     pub unschedulable: bool,
@@ -51,10 +54,11 @@ impl ObservedPod {
             .owner_references()
             .iter()
             .find(|o| o.controller == Some(true));
-        let ignored = p.meta().deletion_timestamp.is_some()
-            || phase == "Succeeded"
-            || phase == "Failed"
-            || controller.is_some_and(|o| o.kind == "DaemonSet" || o.kind == "Node");
+        let finished = phase == "Succeeded" || phase == "Failed";
+        let daemon = controller.is_some_and(|o| o.kind == "DaemonSet" || o.kind == "Node");
+        let deleting = p.meta().deletion_timestamp.is_some();
+        let ignored = deleting || finished || daemon;
+        let terminating = deleting && !finished && !daemon;
         let unschedulable = status
             .and_then(|s| s.conditions.as_ref())
             .is_some_and(|cs| {
@@ -91,6 +95,7 @@ impl ObservedPod {
                 .get(DO_NOT_DISRUPT)
                 .is_some_and(|v| v == "true"),
             ignored,
+            terminating,
             spec,
             id,
         }

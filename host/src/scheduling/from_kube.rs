@@ -510,6 +510,10 @@ pub fn pending_pod(
         soft_spread,
         affinity,
         anti_affinity,
+        grace_seconds: spec
+            .termination_grace_period_seconds
+            .unwrap_or(super::model::DEFAULT_GRACE_SECONDS)
+            .max(0),
         workload: 0,
         priority: spec.priority.unwrap_or(0),
         owner: None,

@@ -191,7 +191,13 @@ pub struct PendingPod {
     /// Where its volumes let it run (`None`: anywhere), as the cluster resolved the claims
     /// ([`crate::cluster::Volumes`]); joined to every node term when it is placed.
     pub volume_requirements: Option<Requirements>,
+    /// `terminationGracePeriodSeconds`: how long it may take to stop once asked to go (30 by
+    /// default, as the API server defaults it).
+    pub grace_seconds: i64,
 }
+
+/// The API server's default `terminationGracePeriodSeconds`.
+pub const DEFAULT_GRACE_SECONDS: i64 = 30;
 
 impl PendingPod {
     /// A pod with requests and labels and no constraints.
@@ -221,6 +227,7 @@ impl PendingPod {
             owner: None,
             volume_claims: Vec::new(),
             volume_requirements: None,
+            grace_seconds: DEFAULT_GRACE_SECONDS,
         }
     }
 }

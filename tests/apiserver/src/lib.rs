@@ -21,9 +21,18 @@
 //!   ignore `status`, as for resources with the status subresource.
 //! - **Graceful deletion with finalizers**: delete sets `deletionTimestamp` while finalizers
 //!   remain; the object goes when the last finalizer is removed.
+//! - **Pod graceful deletion** (kubernetes.io "Pod Lifecycle: Termination of Pods";
+//!   `pkg/registry/core/pod/strategy.go` `CheckGracefulDelete` and the generic registry's
+//!   `BeforeDelete`): deleting a pod bound to a node that has not finished sets
+//!   `deletionTimestamp` to now + its grace and `deletionGracePeriodSeconds` to the grace — the
+//!   request's `gracePeriodSeconds`, else the pod's `terminationGracePeriodSeconds` (30 when
+//!   unset, as API defaulting sets it) — and keeps the pod until the kubelet, having stopped it,
+//!   deletes it with grace 0. An unbound or finished pod, or a grace of 0, goes at once. A later
+//!   delete may shorten the grace, never lengthen it. (The kubelet is an actor of the end-to-end
+//!   harness, not of this double.)
 //! - **Eviction** (`pods/{name}/eviction`): refused with 429 and the real message when a
 //!   PodDisruptionBudget of the namespace (matchLabels) would be violated, counting Running
-//!   pods as healthy; otherwise the pod is deleted.
+//!   pods as healthy; otherwise the pod is deleted as above, with its own grace.
 //! - **Schema validation** (opt-in, [`ApiServer::validate_with`]): HTTP creates and updates
 //!   (status writes included) are checked by a validator the test hands in — the CRDs' own schema
 //!   and CEL rules, as the real server applies them — and refused with 422 `Invalid`. An update is
@@ -302,6 +311,45 @@ impl ApiServer {
         let _ = self.events.send(event);
     }
 
+    /// A pod's deletion: graceful while bound and running (see the module doc), else at once.
+    fn delete_pod(
+        &self,
+        st: &mut State,
+        key: Key,
+        mut pod: Value,
+        requested: Option<i64>,
+    ) -> Value {
+        let own = pod["spec"]["terminationGracePeriodSeconds"]
+            .as_i64()
+            .unwrap_or(30);
+        let bound = pod["spec"]["nodeName"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty());
+        let finished = matches!(
+            pod["status"]["phase"].as_str(),
+            Some("Succeeded" | "Failed")
+        );
+        let mut grace = requested.unwrap_or(own).max(0);
+        if !bound || finished {
+            grace = 0;
+        }
+        if let Some(already) = pod["metadata"]["deletionGracePeriodSeconds"].as_i64() {
+            grace = grace.min(already);
+        }
+        if grace == 0 {
+            return self.delete_gracefully(st, key, pod);
+        }
+        let at = k8s_openapi::jiff::Timestamp::now()
+            .round(k8s_openapi::jiff::Unit::Second)
+            .unwrap_or_default()
+            .checked_add(k8s_openapi::jiff::SignedDuration::from_secs(grace))
+            .unwrap_or_default();
+        pod["metadata"]["deletionTimestamp"] = at.to_string().into();
+        pod["metadata"]["deletionGracePeriodSeconds"] = grace.into();
+        self.commit(st, key, pod.clone(), "MODIFIED");
+        pod
+    }
+
     /// Deletion with finalizers: a deletionTimestamp while any remain, then gone.
     fn delete_gracefully(&self, st: &mut State, key: Key, mut obj: Value) -> Value {
         let finalizers = obj["metadata"]["finalizers"]
@@ -389,7 +437,19 @@ impl ApiServer {
             (Method::DELETE, true) => {
                 let key = path.key();
                 let mut st = self.state.lock().unwrap();
+                let requested = query
+                    .get("gracePeriodSeconds")
+                    .and_then(|g| g.parse::<i64>().ok())
+                    .or_else(|| {
+                        serde_json::from_str::<Value>(&text)
+                            .ok()
+                            .and_then(|o| o["gracePeriodSeconds"].as_i64())
+                    });
                 match st.objects.get(&key).cloned() {
+                    Some(obj) if key.collection == "v1/pods" => {
+                        let obj = self.delete_pod(&mut st, key, obj, requested);
+                        json_response(200, obj)
+                    }
                     Some(obj) => {
                         let obj = self.delete_gracefully(&mut st, key, obj);
                         json_response(200, obj)
@@ -711,7 +771,7 @@ impl ApiServer {
                 );
             }
         }
-        self.delete_gracefully(&mut st, key, pod);
+        self.delete_pod(&mut st, key, pod, None);
         json_response(
             201,
             json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 201}),
