@@ -82,19 +82,23 @@ fn instances(moto: &Moto) -> Vec<Seen> {
                         .and_then(|s| s.name())
                         .map(|n| n.as_str().to_string())
                         .unwrap_or_default(),
-                    i.tags()
-                        .iter()
-                        .map(|t| {
-                            (
-                                t.key().unwrap_or_default().to_string(),
-                                t.value().unwrap_or_default().to_string(),
-                            )
-                        })
-                        .collect(),
+                    tag_pairs(i.tags()),
                 )
             })
             .collect()
     })
+}
+
+/// EC2 tags as (key, value).
+fn tag_pairs(tags: &[aws_sdk_ec2::types::Tag]) -> Vec<(String, String)> {
+    tags.iter()
+        .map(|t| {
+            (
+                t.key().unwrap_or_default().to_string(),
+                t.value().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
 }
 
 fn live(moto: &Moto) -> Vec<Seen> {
@@ -933,15 +937,7 @@ fn launched_with(
                 .iter()
                 .map(|g| g.group_id().unwrap().to_string())
                 .collect(),
-            i.tags()
-                .iter()
-                .map(|t| {
-                    (
-                        t.key().unwrap_or_default().to_string(),
-                        t.value().unwrap_or_default().to_string(),
-                    )
-                })
-                .collect(),
+            tag_pairs(i.tags()),
             data.expect("the instance's launch template"),
         )
     })

@@ -989,21 +989,7 @@ fn two_slow_pods(api: &ApiServer, moto: &Moto, stop_seconds: u32, pool: Value) -
         pod["spec"]["terminationGracePeriodSeconds"] = 30.into();
         api.put(PODS, pod);
     }
-    until(
-        api,
-        moto,
-        Duration::from_secs(90),
-        "both pods running",
-        |api, _| {
-            api.list(PODS)
-                .iter()
-                .all(|p| p["status"]["phase"] == "Running")
-                && api
-                    .list(NODES)
-                    .iter()
-                    .all(|n| n["metadata"]["finalizers"] == json!(["dovetail.sh/termination"]))
-        },
-    );
+    wait_running(api, moto, Duration::from_secs(90));
     api.list(PODS)[0]["spec"]["nodeName"]
         .as_str()
         .unwrap()

@@ -957,8 +957,22 @@ impl Controller {
             tracing::debug!(evict = plan.evict.len(), terminate = ?plan.terminate, "termination plan");
         }
         let mut refused: Vec<String> = Vec::new();
-        for (pod, node) in &plan.evict {
-            match port.evict(pod, node) {
+        // Evictions, then the deletions a grace period forces (with their shortened grace).
+        let asks = plan
+            .evict
+            .iter()
+            .map(|(pod, node)| (pod, node, None))
+            .chain(
+                plan.delete
+                    .iter()
+                    .map(|(pod, node, g)| (pod, node, Some(*g))),
+            );
+        for (pod, node, grace) in asks {
+            let done = match grace {
+                None => port.evict(pod, node),
+                Some(g) => port.delete_pod(pod, node, g),
+            };
+            match done {
                 Ok(()) => self.emit(
                     port,
                     EventKind::Evicted {
@@ -968,21 +982,6 @@ impl Controller {
                 ),
                 Err(e) => {
                     tracing::info!(pod, node, reason = %e, "eviction not allowed yet");
-                    refused.push(node.clone());
-                }
-            }
-        }
-        for (pod, node, grace) in &plan.delete {
-            match port.delete_pod(pod, node, *grace) {
-                Ok(()) => self.emit(
-                    port,
-                    EventKind::Evicted {
-                        pod: pod.clone(),
-                        node: node.clone(),
-                    },
-                ),
-                Err(e) => {
-                    tracing::warn!(pod, node, error = %e, "could not delete the pod the grace period forces out");
                     refused.push(node.clone());
                 }
             }

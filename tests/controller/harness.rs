@@ -342,21 +342,20 @@ pub fn run_pods(api: &ApiServer, moto: &Moto, n: usize) {
     for i in 0..n {
         api.put(PODS, inflate_pod(i));
     }
-    until(
-        api,
-        moto,
-        Duration::from_secs(60),
-        "pods running",
-        |api, _| {
-            api.list(PODS)
+    wait_running(api, moto, Duration::from_secs(60));
+}
+
+/// Until every pod runs and every node carries the controller's termination finalizer.
+pub fn wait_running(api: &ApiServer, moto: &Moto, limit: Duration) {
+    until(api, moto, limit, "pods running", |api, _| {
+        api.list(PODS)
+            .iter()
+            .all(|p| p["status"]["phase"] == "Running")
+            && api
+                .list(NODES)
                 .iter()
-                .all(|p| p["status"]["phase"] == "Running")
-                && api
-                    .list(NODES)
-                    .iter()
-                    .all(|n| n["metadata"]["finalizers"] == json!(["dovetail.sh/termination"]))
-        },
-    );
+                .all(|n| n["metadata"]["finalizers"] == json!(["dovetail.sh/termination"]))
+    });
 }
 
 /// What the controller writes is checked against the CRDs' schema and CEL rules, as a real API

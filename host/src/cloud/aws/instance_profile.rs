@@ -14,11 +14,39 @@ pub fn profile_name(cluster: &str, region: &str, class: &str) -> String {
     format!("dovetail_{cluster}_{}", &hex::encode(digest)[..16])
 }
 
+type GetProfileError = aws_sdk_iam::error::SdkError<
+    aws_sdk_iam::operation::get_instance_profile::GetInstanceProfileError,
+>;
+
 fn is_missing(e: &(dyn std::error::Error + 'static)) -> bool {
     sdk_message(e).contains("NoSuchEntity")
 }
 
 impl AwsCloud {
+    /// The roles in a profile; `None` when there is no such profile.
+    fn profile_roles(&mut self, name: &str) -> Result<Option<Vec<String>>, GetProfileError> {
+        self.count("GetInstanceProfile");
+        match self.rt.block_on(
+            self.iam
+                .get_instance_profile()
+                .instance_profile_name(name)
+                .send(),
+        ) {
+            Ok(o) => Ok(Some(
+                o.instance_profile()
+                    .map(|p| {
+                        p.roles()
+                            .iter()
+                            .map(|r| r.role_name().to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            )),
+            Err(e) if is_missing(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Whether the IAM role exists (`dovetail doctor`), in words.
     pub fn role_exists(&mut self, role: &str) -> Result<(), String> {
         self.count("GetRole");
@@ -54,24 +82,9 @@ impl AwsCloud {
                 sdk_message(e)
             )
         };
-        self.count("GetInstanceProfile");
-        let found = self.rt.block_on(
-            self.iam
-                .get_instance_profile()
-                .instance_profile_name(&name)
-                .send(),
-        );
-        let roles: Vec<String> = match found {
-            Ok(o) => o
-                .instance_profile()
-                .map(|p| {
-                    p.roles()
-                        .iter()
-                        .map(|r| r.role_name().to_string())
-                        .collect()
-                })
-                .unwrap_or_default(),
-            Err(e) if is_missing(&e) => {
+        let roles: Vec<String> = match self.profile_roles(&name) {
+            Ok(Some(roles)) => roles,
+            Ok(None) => {
                 let tag = |k: &str, v: &str| {
                     aws_sdk_iam::types::Tag::builder()
                         .key(k)
@@ -186,23 +199,9 @@ impl AwsCloud {
                 sdk_message(e)
             )
         };
-        self.count("GetInstanceProfile");
-        let roles: Vec<String> = match self.rt.block_on(
-            self.iam
-                .get_instance_profile()
-                .instance_profile_name(name)
-                .send(),
-        ) {
-            Ok(o) => o
-                .instance_profile()
-                .map(|p| {
-                    p.roles()
-                        .iter()
-                        .map(|r| r.role_name().to_string())
-                        .collect()
-                })
-                .unwrap_or_default(),
-            Err(e) if is_missing(&e) => return Ok(()),
+        let roles = match self.profile_roles(name) {
+            Ok(Some(roles)) => roles,
+            Ok(None) => return Ok(()),
             Err(e) => return Err(fail("GetInstanceProfile", &e)),
         };
         for role in roles {
