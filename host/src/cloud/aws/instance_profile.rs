@@ -14,17 +14,14 @@ pub fn profile_name(cluster: &str, region: &str, class: &str) -> String {
     format!("dovetail_{cluster}_{}", &hex::encode(digest)[..16])
 }
 
-type GetProfileError = aws_sdk_iam::error::SdkError<
-    aws_sdk_iam::operation::get_instance_profile::GetInstanceProfileError,
->;
-
 fn is_missing(e: &(dyn std::error::Error + 'static)) -> bool {
     sdk_message(e).contains("NoSuchEntity")
 }
 
 impl AwsCloud {
     /// The roles in a profile; `None` when there is no such profile.
-    fn profile_roles(&mut self, name: &str) -> Result<Option<Vec<String>>, GetProfileError> {
+    /// The error is the service's message.
+    fn profile_roles(&mut self, name: &str) -> Result<Option<Vec<String>>, String> {
         self.count("GetInstanceProfile");
         match self.rt.block_on(
             self.iam
@@ -43,7 +40,7 @@ impl AwsCloud {
                     .unwrap_or_default(),
             )),
             Err(e) if is_missing(&e) => Ok(None),
-            Err(e) => Err(e),
+            Err(e) => Err(sdk_message(&e)),
         }
     }
 
@@ -76,11 +73,8 @@ impl AwsCloud {
         role: &str,
     ) -> Result<String, String> {
         let name = profile_name(&self.settings.cluster_name, &self.settings.region, class);
-        let fail = |call: &str, e: &(dyn std::error::Error + 'static)| {
-            format!(
-                "instance profile {name} for role {role}: {call}: {}",
-                sdk_message(e)
-            )
+        let fail = |call: &str, e: &dyn std::fmt::Display| {
+            format!("instance profile {name} for role {role}: {call}: {}", e)
         };
         let roles: Vec<String> = match self.profile_roles(&name) {
             Ok(Some(roles)) => roles,
@@ -102,10 +96,10 @@ impl AwsCloud {
                             .tags(tag(tags::NODECLASS, class))
                             .send(),
                     )
-                    .map_err(|e| fail("CreateInstanceProfile", &e))?;
+                    .map_err(|e| fail("CreateInstanceProfile", &sdk_message(&e)))?;
                 Vec::new()
             }
-            Err(e) => return Err(fail("GetInstanceProfile", &e)),
+            Err(message) => return Err(fail("GetInstanceProfile", &message)),
         };
         // A role name in a profile carries no path (IAM refuses `/path/name` there).
         let role = role.rsplit('/').next().unwrap_or(role);
@@ -119,7 +113,7 @@ impl AwsCloud {
                         .role_name(other)
                         .send(),
                 )
-                .map_err(|e| fail("RemoveRoleFromInstanceProfile", &e))?;
+                .map_err(|e| fail("RemoveRoleFromInstanceProfile", &sdk_message(&e)))?;
         }
         if !roles.iter().any(|r| r == role) {
             self.count("AddRoleToInstanceProfile");
@@ -131,7 +125,7 @@ impl AwsCloud {
                         .role_name(role)
                         .send(),
                 )
-                .map_err(|e| fail("AddRoleToInstanceProfile", &e))?;
+                .map_err(|e| fail("AddRoleToInstanceProfile", &sdk_message(&e)))?;
         }
         Ok(name)
     }
@@ -193,16 +187,13 @@ impl AwsCloud {
 
     /// Empties and deletes one profile; `of` says whose it is, for errors.
     fn delete_profile(&mut self, name: &str, of: &str) -> Result<(), String> {
-        let fail = |call: &str, e: &(dyn std::error::Error + 'static)| {
-            format!(
-                "instance profile {name} of {of}: {call}: {}",
-                sdk_message(e)
-            )
+        let fail = |call: &str, e: &dyn std::fmt::Display| {
+            format!("instance profile {name} of {of}: {call}: {}", e)
         };
         let roles = match self.profile_roles(name) {
             Ok(Some(roles)) => roles,
             Ok(None) => return Ok(()),
-            Err(e) => return Err(fail("GetInstanceProfile", &e)),
+            Err(message) => return Err(fail("GetInstanceProfile", &message)),
         };
         for role in roles {
             self.count("RemoveRoleFromInstanceProfile");
@@ -215,7 +206,7 @@ impl AwsCloud {
             ) {
                 Ok(_) => {}
                 Err(e) if is_missing(&e) => {}
-                Err(e) => return Err(fail("RemoveRoleFromInstanceProfile", &e)),
+                Err(e) => return Err(fail("RemoveRoleFromInstanceProfile", &sdk_message(&e))),
             }
         }
         self.count("DeleteInstanceProfile");
@@ -227,7 +218,7 @@ impl AwsCloud {
         ) {
             Ok(_) => Ok(()),
             Err(e) if is_missing(&e) => Ok(()),
-            Err(e) => Err(fail("DeleteInstanceProfile", &e)),
+            Err(e) => Err(fail("DeleteInstanceProfile", &sdk_message(&e))),
         }
     }
 }
