@@ -1063,3 +1063,52 @@ fn a_pdb_that_never_allows_an_eviction_yields_to_the_termination_grace_period() 
         "{deletes:#?}"
     );
 }
+
+#[test]
+fn another_controllers_finalizer_and_taint_on_our_node_survive_its_whole_life() {
+    let Some((moto, _rt, api)) = world() else {
+        return;
+    };
+    api.put("dovetail.sh/v1/nodepools", node_pool("1h"));
+    let _controller = Running::start(&api, settings(&moto));
+    run_pods(&api, &moto, 1);
+    // Another controller (a CSI driver, a node agent) writes its own finalizer and taint.
+    let mut node = api.list(NODES).remove(0);
+    let name = name(&node);
+    node["metadata"]["finalizers"]
+        .as_array_mut()
+        .unwrap()
+        .push("example.com/protect".into());
+    node["spec"]["taints"] =
+        json!([{"key": "example.com/maintenance", "effect": "PreferNoSchedule"}]);
+    api.put(NODES, node);
+    let instance = instance_of(&api, &name);
+    api.delete(NODES, "", &name);
+    until(
+        &api,
+        &moto,
+        Duration::from_secs(90),
+        "the instance terminated and our finalizer released",
+        |api, live| {
+            !live.contains(&instance)
+                && api
+                    .get(NODES, "", &name)
+                    .is_some_and(|n| n["metadata"]["finalizers"] == json!(["example.com/protect"]))
+        },
+    );
+    let node = api
+        .get(NODES, "", &name)
+        .expect("held by the other finalizer");
+    let taints = node["spec"]["taints"].as_array().unwrap();
+    assert!(
+        taints.iter().any(|t| t["key"] == "example.com/maintenance"),
+        "the other controller's taint is kept: {taints:?}"
+    );
+    // Never a write that clears every finalizer.
+    assert!(
+        !api.log()
+            .iter()
+            .any(|r| r.body.contains(r#""finalizers":null"#)),
+        "finalizers: null was sent"
+    );
+}

@@ -212,15 +212,48 @@ where
         rt.block_on(api.delete(name, &kube::api::DeleteParams::default()))
             .map(|_| ()),
     )?;
-    let release = serde_json::json!({"metadata": {"finalizers": null}});
-    gone(
-        rt.block_on(api.patch(
+    release_finalizer(rt, api, name)
+}
+
+/// Removes the controller's own finalizer — only it: another controller's stays — from the
+/// object as it is now, with its resourceVersion as the precondition, retried on 409 Conflict
+/// with the fresh object. An object gone, or without the finalizer, is not an error.
+pub fn release_finalizer<K>(
+    rt: &tokio::runtime::Handle,
+    api: &kube::Api<K>,
+    name: &str,
+) -> Result<(), kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut attempts = 0;
+    loop {
+        let object = match rt.block_on(api.get(name)) {
+            Ok(o) => o,
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let meta = object.meta();
+        let finalizers = meta.finalizers.clone().unwrap_or_default();
+        if !finalizers.iter().any(|f| f == FINALIZER) {
+            return Ok(());
+        }
+        let left: Vec<&String> = finalizers.iter().filter(|f| *f != FINALIZER).collect();
+        let release = serde_json::json!({"metadata": {
+            "finalizers": left,
+            "resourceVersion": meta.resource_version,
+        }});
+        match rt.block_on(api.patch(
             name,
             &kube::api::PatchParams::default(),
             &kube::api::Patch::Merge(&release),
-        ))
-        .map(|_| ()),
-    )
+        )) {
+            Ok(_) => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+            Err(kube::Error::Api(s)) if s.code == 409 && attempts < 5 => attempts += 1,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Where Events go: a bounded queue drained by one task, so a decision never waits on an Event

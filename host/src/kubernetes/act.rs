@@ -484,28 +484,43 @@ impl ClusterPort for KubePort {
         if !annotations.is_empty() {
             self.patch_claim(node, json!({"metadata": {"annotations": annotations}}))?;
         }
-        // The taint first, so nothing new lands on the node while it drains.
+        // The taint first, so nothing new lands on the node while it drains. The taints are
+        // one list: written against the version read (409 on a concurrent change, then read
+        // again), so another controller's taint is never lost.
         if let Some(kube_name) = self.node_names.get(node).cloned() {
             let nodes: Api<KubeNode> = Api::all(self.client.clone());
-            let mut taints = self.rt.block_on(nodes.get(&kube_name)).map_or_else(
-                |_| Vec::new(),
-                |n| n.spec.and_then(|s| s.taints).unwrap_or_default(),
-            );
-            let t = disrupted_taint();
-            if !taints.iter().any(|x| x.key == t.key) {
+            let mut attempts = 0;
+            loop {
+                let Ok(current) = self.rt.block_on(nodes.get(&kube_name)) else {
+                    break;
+                };
+                let mut taints = current
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.taints.clone())
+                    .unwrap_or_default();
+                let t = disrupted_taint();
+                if taints.iter().any(|x| x.key == t.key) {
+                    break;
+                }
                 taints.push(k8s_openapi::api::core::v1::Taint {
                     key: t.key,
                     effect: "NoSchedule".into(),
                     ..Default::default()
                 });
-                let patch = json!({"spec": {"taints": taints}});
-                self.rt
-                    .block_on(nodes.patch(
-                        &kube_name,
-                        &PatchParams::default(),
-                        &Patch::Merge(&patch),
-                    ))
-                    .map_err(|e| failed(&self.metrics, "tainting Node", &kube_name, &e))?;
+                let patch = json!({
+                    "metadata": {"resourceVersion": current.metadata.resource_version},
+                    "spec": {"taints": taints},
+                });
+                match self.rt.block_on(nodes.patch(
+                    &kube_name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )) {
+                    Ok(_) => break,
+                    Err(kube::Error::Api(s)) if s.code == 409 && attempts < 5 => attempts += 1,
+                    Err(e) => return Err(failed(&self.metrics, "tainting Node", &kube_name, &e)),
+                }
             }
         }
         let api = self.claims();

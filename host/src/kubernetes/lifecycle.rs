@@ -141,11 +141,18 @@ pub fn reconcile(
                 continue;
             };
             let node_name = node.name_any();
+            // No finalizer is added to a Node being deleted; the list is written against the
+            // version it was read from, so a finalizer another controller added meanwhile is not
+            // lost (a 409 is retried next pass, from the fresh cache).
+            if node.meta().deletion_timestamp.is_some() {
+                continue;
+            }
             let mut finalizers = node.finalizers().to_vec();
             if !finalizers.iter().any(|f| f == FINALIZER) {
                 finalizers.push(FINALIZER.into());
             }
             let patch = json!({"metadata": {
+                "resourceVersion": node.resource_version(),
                 "labels": c.labels(),
                 "finalizers": finalizers,
                 "ownerReferences": [{

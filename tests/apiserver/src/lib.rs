@@ -10,6 +10,8 @@
 //!   `ADDED`/`MODIFIED`/`DELETED` after the given resourceVersion from a bounded history, and
 //!   answers an `ERROR` event with `410 Gone` for a version older than that history (as etcd
 //!   compaction does). `labelSelector` with `k=v` terms filters lists and watches.
+//! - **Optimistic concurrency**: a replace or patch that carries `metadata.resourceVersion` is
+//!   refused with 409 Conflict (the real message) unless it is the stored object's version.
 //! - **Writes**: create (409 AlreadyExists), get (404 NotFound), replace, merge patch (RFC 7386),
 //!   JSON patch (RFC 6902: add, replace, remove), strategic merge and server-side apply applied
 //!   as a merge of the fields sent (field manager recorded in the request log).
@@ -678,6 +680,22 @@ impl ApiServer {
             return not_found(path);
         };
         let mut new = f(&old);
+        // Optimistic concurrency (API concepts, "Concurrency control and consistency"): a write
+        // that names a resourceVersion — in a replaced object or in a patch — applies only to
+        // that version; otherwise 409 Conflict with the real server's message.
+        if let Some(wanted) = new["metadata"]["resourceVersion"].as_str()
+            && Some(wanted) != old["metadata"]["resourceVersion"].as_str()
+        {
+            return status(
+                409,
+                "Conflict",
+                &format!(
+                    "Operation cannot be fulfilled on {} \"{}\": the object has been modified; please apply your changes to the latest version and try again",
+                    key.collection.rsplit('/').next().unwrap_or_default(),
+                    key.name
+                ),
+            );
+        }
         let status_only = path.subresource.as_deref() == Some("status");
         if status_only {
             let mut kept = old.clone();
