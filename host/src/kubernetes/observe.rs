@@ -135,21 +135,47 @@ where
     .default_backoff()
     .modify(trim);
     let stream = reflector::reflector(writer, stream);
-    drive(stream, changed);
+    drive(stream, changed, resource_name(&ar.plural, &ar.group));
     reader
+}
+
+/// `nodes`, `nodeclaims.dovetail.sh`: a resource as RBAC rules name it.
+fn resource_name(plural: &str, group: &str) -> String {
+    if group.is_empty() {
+        plural.to_string()
+    } else {
+        format!("{plural}.{group}")
+    }
+}
+
+/// Why a watch failed, naming the resource; a 403 names the RBAC rule that is missing.
+pub fn watch_failure(resource: &str, error: &dyn std::fmt::Display) -> String {
+    let text = error.to_string();
+    if text.contains("403") || text.contains("Forbidden") || text.contains("forbidden") {
+        let (plural, group) = resource.split_once('.').unwrap_or((resource, ""));
+        format!(
+            "watching {resource} is forbidden: the controller's ClusterRole needs verbs [list, watch] on resources [{plural}] in apiGroups [\"{group}\"] (the chart grants them; is the ServiceAccount bound?): {text}"
+        )
+    } else {
+        format!("watching {resource} failed: {text}")
+    }
 }
 
 /// Runs a reflector's stream on the current runtime, telling `changed` of every event.
 fn drive<T, E: std::fmt::Display>(
     stream: impl futures::Stream<Item = Result<T, E>> + Send + 'static,
     changed: Arc<Notify>,
+    resource: String,
 ) {
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             match event {
                 Ok(_) => changed.notify_one(),
-                Err(e) => tracing::warn!(error = %e, "watch failed; retrying with backoff"),
+                Err(e) => {
+                    let why = watch_failure(&resource, &e);
+                    tracing::warn!(resource = %resource, error = %why, "watch failed; retrying with backoff")
+                }
             }
         }
     });
@@ -178,9 +204,13 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let (reader, writer) = reflector::store();
+    let resource = resource_name(
+        &K::plural(&Default::default()),
+        &K::group(&Default::default()),
+    );
     let stream = watcher(api, config).default_backoff().modify(modify);
     let stream = reflector::reflector(writer, stream);
-    drive(stream, changed);
+    drive(stream, changed, resource);
     reader
 }
 
@@ -650,4 +680,31 @@ fn offers_of(c: &NodeClaim) -> Vec<Offer> {
         .get(ANNOTATION_OFFERS)
         .map(|s| super::parse_offers(s))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod watch_tests {
+    use super::*;
+
+    #[test]
+    fn a_forbidden_watch_names_the_rule_that_is_missing() {
+        let why = watch_failure(
+            "nodeclaims.dovetail.sh",
+            &"ApiError: nodeclaims.dovetail.sh is forbidden: User cannot list (Forbidden): 403",
+        );
+        assert!(
+            why.contains("resources [nodeclaims] in apiGroups [\"dovetail.sh\"]"),
+            "{why}"
+        );
+        assert!(why.contains("[list, watch]"), "{why}");
+        let core = watch_failure("pods", &"403 Forbidden");
+        assert!(
+            core.contains("resources [pods] in apiGroups [\"\"]"),
+            "{core}"
+        );
+        assert_eq!(
+            watch_failure("nodes", &"connection refused"),
+            "watching nodes failed: connection refused"
+        );
+    }
 }

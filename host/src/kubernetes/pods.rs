@@ -152,7 +152,8 @@ impl PodCache {
                         changed.notify_one();
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "watching pods failed; retrying with backoff")
+                        let why = super::observe::watch_failure("pods", &e);
+                        tracing::warn!(resource = "pods", error = %why, "watch failed; retrying with backoff")
                     }
                 }
             }
