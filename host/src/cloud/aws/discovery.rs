@@ -44,18 +44,11 @@ pub fn max_pods(enis: u32, ipv4_per_eni: u32) -> u32 {
 /// for storage a 20 GiB root volume less 1 GiB reserved and the 10% nodefs threshold. The same
 /// model as the embedded catalog.
 pub fn allocatable(vcpus: u32, memory_mib: u64, max_pods: u32) -> Resources {
+    use crate::scheduling::kubelet::{default_kube_reserved_cpu, default_kube_reserved_memory_mib};
     let cores = u64::from(vcpus);
-    let reserved_cpu = [(1, 60), (1, 10), (2, 5)]
-        .iter()
-        .scan(0u64, |used, &(n, millis_per_core)| {
-            let take = n.min(cores.saturating_sub(*used));
-            *used += take;
-            Some(take * millis_per_core)
-        })
-        .sum::<u64>()
-        + cores.saturating_sub(4) * 25 / 10;
+    let reserved_cpu = default_kube_reserved_cpu(cores);
     let vm = (memory_mib * 75).div_ceil(1000);
-    let reserved_mem = 11 * u64::from(max_pods) + 255 + 100;
+    let reserved_mem = default_kube_reserved_memory_mib(u64::from(max_pods)) + 100;
     Resources {
         cpu_millis: cores * 1000 - reserved_cpu,
         memory_bytes: memory_mib.saturating_sub(vm).saturating_sub(reserved_mem) << 20,
