@@ -1014,8 +1014,11 @@ fn a_drain_terminates_the_instance_only_after_its_pods_have_stopped() {
         pods_gone <= instance_gone,
         "the instance went at {instance_gone:.1}s, before its pods ({pods_gone:.1}s)"
     );
+    // The pods take 20 s (to the second the API server stamps) to stop; `asked` is when the
+    // test first saw them asked, at most a few polls late on a loaded machine. Terminated in
+    // the eviction's own pass, as before, the instance went within a second.
     assert!(
-        instance_gone - asked >= 19.0,
+        instance_gone - asked >= 15.0,
         "the pods take 20 s to stop; the instance went {:.1}s after they were asked",
         instance_gone - asked
     );
