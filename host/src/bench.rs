@@ -383,7 +383,7 @@ pub fn provisioning(
             &admitted,
             &requirements,
             &crate::scheduling::model::zero(),
-            &Default::default(),
+            None,
         );
         for &n in sizes {
             let mut pods = karpenter_mix(n, 42);
@@ -494,7 +494,7 @@ pub fn provisioning(
                         &admitted,
                         &requirements,
                         &crate::scheduling::model::zero(),
-                        &Default::default(),
+                        None,
                     );
                     cost::diverse_lower_bound(&pools, &topology_demand, SPOT_POOL_SHARE)
                 })

@@ -174,7 +174,7 @@ impl Cluster {
                     serde_json::from_str::<crate::api::ec2nodeclass::EC2NodeClassSpec>(json).ok()
                 })
                 .and_then(|spec| crate::scheduling::from_kube::node_settings(class, &spec).ok())
-                .unwrap_or_default();
+                .filter(|s| *s != Default::default());
         }
     }
 
@@ -268,7 +268,7 @@ impl Cluster {
             &its.admitted_by(reqs),
             reqs,
             &spec.daemonset_overhead,
-            &spec.node,
+            spec.node.as_ref(),
         );
         Some(cost::lower_bound(&supplies, demand)?.cost)
     }

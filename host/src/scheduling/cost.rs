@@ -117,14 +117,19 @@ pub fn supplies(
     types: &[u32],
     reqs: &Requirements,
     overhead: &Resources,
-    node: &NodeSettings,
+    node: Option<&NodeSettings>,
 ) -> Vec<Supply> {
     let zones = its.zones_admitted_by(reqs);
     types
         .iter()
         .filter_map(|&t| {
             let price = its.cheapest(t, zones, reqs)?;
-            supply(price, &node.allocatable(&its.types[t as usize]), overhead)
+            let ty = &its.types[t as usize];
+            supply(
+                price,
+                &node.map_or(ty.allocatable, |n| n.allocatable(ty)),
+                overhead,
+            )
         })
         .collect()
 }
@@ -136,7 +141,7 @@ pub fn offering_supplies(
     types: &[u32],
     reqs: &Requirements,
     overhead: &Resources,
-    node: &NodeSettings,
+    node: Option<&NodeSettings>,
 ) -> Vec<Supply> {
     let zones = its.zones_admitted_by(reqs);
     let capacity = reqs.get(labels::CAPACITY_TYPE);
@@ -148,7 +153,13 @@ pub fn offering_supplies(
                 && zones & (1 << o.zone) != 0
                 && capacity.is_none_or(|a| a.allows(Some(capacity_type_label(o.capacity_type))));
             if let Some(s) = allowed
-                .then(|| supply(o.price, &node.allocatable(ty), overhead))
+                .then(|| {
+                    supply(
+                        o.price,
+                        &node.map_or(ty.allocatable, |n| n.allocatable(ty)),
+                        overhead,
+                    )
+                })
                 .flatten()
             {
                 out.push(s);

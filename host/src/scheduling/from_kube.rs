@@ -222,7 +222,7 @@ pub fn node_pool(
             .iter()
             .filter_map(|r| Some((r.key.clone(), r.min_values? as usize)))
             .collect(),
-        node: Default::default(),
+        node: None,
     })
 }
 

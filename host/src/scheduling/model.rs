@@ -288,14 +288,17 @@ pub struct NodePoolSpec {
     /// `minValues`: a claim keeps at least this many distinct values of the key among its
     /// instance types, so a launch stays flexible.
     pub min_values: Vec<(String, usize)>,
-    /// What the pool's EC2NodeClass changes about a node's allocatable (kubelet, root volume).
-    pub node: super::kubelet::NodeSettings,
+    /// What the pool's EC2NodeClass changes about a node's allocatable (kubelet, root volume);
+    /// `None` when it changes nothing, so the hot path reads the catalog's value directly.
+    pub node: Option<super::kubelet::NodeSettings>,
 }
 
 impl NodePoolSpec {
     /// What pods can use on a node of `ty` launched by this pool.
     pub fn allocatable(&self, ty: &super::instance_types::SchedType) -> Resources {
-        self.node.allocatable(ty)
+        self.node
+            .as_ref()
+            .map_or(ty.allocatable, |n| n.allocatable(ty))
     }
 
     /// A pool with no constraints beyond `requirements`.
@@ -309,7 +312,7 @@ impl NodePoolSpec {
             in_use: zero(),
             daemonset_overhead: zero(),
             min_values: Vec::new(),
-            node: Default::default(),
+            node: None,
         }
     }
 }

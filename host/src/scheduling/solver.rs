@@ -818,7 +818,7 @@ impl<'a> Solver<'a> {
         }
         let pin = self.pin_zone(p, zones);
         let its = self.its;
-        let node = self.pools[claim.planned.node_pool].node;
+        let pool = &self.pools[claim.planned.node_pool];
         let capacity = requirements
             .as_ref()
             .unwrap_or(&claim.planned.requirements)
@@ -830,7 +830,7 @@ impl<'a> Solver<'a> {
             .copied()
             .filter(|&t| {
                 let ty = &its.types[t as usize];
-                fits(&requests, &node.allocatable(ty))
+                fits(&requests, &pool.allocatable(ty))
                     && requirements.as_ref().is_none_or(|r| its.type_matches(t, r))
                     && ty.offerings.iter().any(|o| {
                         o.available
