@@ -460,6 +460,59 @@ fn a_node_deleted_by_hand_drains_one_pdb_allowance_at_a_time() {
 }
 
 #[test]
+fn a_drain_ends_only_after_its_pods_have_stopped() {
+    // Each pod sleeps 20 s in its preStop hook (within its 30 s grace): the simulated kubelet
+    // keeps it on its node until then, and the instance goes only after the last one.
+    let text = lab(
+        "    consolidationPolicy: WhenEmpty\n    consolidateAfter: 5m\n",
+        "    - at: 5m\n      delete: {kind: Node, name: default-00001}\n",
+        "",
+    )
+    .replace(
+        "          image: public.ecr.aws/eks-distro/kubernetes/pause:3.7\n",
+        "          image: public.ecr.aws/eks-distro/kubernetes/pause:3.7\n          lifecycle: {preStop: {sleep: {seconds: 20}}}\n",
+    );
+    let r = run(&text);
+    let ev = evictions(&r);
+    assert_eq!(ev.len(), 8, "{ev:?}");
+    let last = ev.iter().map(|e| e.0).max().unwrap();
+    let terminated = r.events_where(
+        |k| matches!(k, EventKind::Terminated { node, .. } if node == "default-00001"),
+    );
+    assert_eq!(terminated.len(), 1);
+    assert!(
+        terminated[0].at >= last + 20,
+        "terminated at {}s, before the pods evicted at {last}s had stopped",
+        terminated[0].at
+    );
+    all_running(&r);
+}
+
+#[test]
+fn a_pod_two_pdbs_cover_is_not_evicted_until_the_grace_period_forces_it() {
+    // The Eviction API refuses a pod more than one budget covers (500), whatever both allow.
+    let pdbs = "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: a}\nspec:\n  maxUnavailable: 5\n  selector: {matchLabels: {app: inflate}}\n---\napiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: b}\nspec:\n  minAvailable: 1\n  selector: {matchLabels: {app: inflate}}\n";
+    let text = lab(
+        "    consolidationPolicy: WhenEmpty\n    consolidateAfter: 5m\n",
+        "    - at: 5m\n      delete: {kind: Node, name: default-00002}\n",
+        pdbs,
+    )
+    .replace(
+        "      nodeClassRef:",
+        "      terminationGracePeriod: 3m\n      nodeClassRef:",
+    );
+    let r = run(&text);
+    let ev = evictions(&r);
+    assert_eq!(ev.len(), 1, "{ev:?}");
+    assert!(
+        ev[0].0 >= 300 + 180 - 30,
+        "evicted at {}s, before the grace period forced it",
+        ev[0].0
+    );
+    assert!(r.nodes.iter().all(|n| n.name != "default-00002"));
+}
+
+#[test]
 fn termination_grace_period_forces_a_drain_a_pdb_blocks() {
     let pdb = "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: inflate}\nspec:\n  maxUnavailable: 0\n  selector: {matchLabels: {app: inflate}}\n";
     let text = lab(

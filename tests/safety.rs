@@ -9,7 +9,9 @@
 //!
 //! Invariants are checked on the world after every step ([`dovetail::sim::simulate_watched`]):
 //! limits; voluntary disruptions in flight within the budget active when they start; no eviction
-//! below a PDB's allowance and no do-not-disrupt pod evicted voluntarily before
+//! that leaves a PDB short of its desired healthy (Ready) pods — judged from the pods and the
+//! workloads' scale as Kubernetes defines a budget, not from any status the world computed —
+//! and no do-not-disrupt pod evicted voluntarily before
 //! terminationGracePeriod forces it; every instance owned by exactly one live claim or collected
 //! within the grace period, none orphaned at the end; no pod left pending that the cluster could
 //! hold. A case is written as the manifests plus Scenario it is, so a failure (shrunk by
@@ -325,11 +327,21 @@ fn manifests(case: &Case) -> String {
                 );
             }
         }
+        // Pods take a while to stop once asked (a preStop sleep, some past the default 30 s
+        // grace), so drains overlap pods that are still terminating.
+        let stop = (i * 17) % 45;
         let _ = write!(
             y,
-            "      containers:\n        - name: c\n          image: pause\n          resources: {{requests: {{cpu: {}m, memory: {}Mi}}}}\n---\n",
+            "      containers:\n        - name: c\n          image: pause\n          resources: {{requests: {{cpu: {}m, memory: {}Mi}}}}\n",
             d.cpu_m, d.mem_mi
         );
+        if stop > 0 {
+            let _ = writeln!(
+                y,
+                "          lifecycle: {{preStop: {{sleep: {{seconds: {stop}}}}}}}"
+            );
+        }
+        y.push_str("---\n");
     }
     for (d, pdb) in &case.pdbs {
         let rule = match pdb {
@@ -477,21 +489,32 @@ impl Watcher {
             if forced {
                 continue;
             }
-            for (pdb, healthy, selected) in &e.pdbs {
+            // A PDB as kubernetes.io "Specifying a Disruption Budget" defines it, judged here
+            // from what the world held (not from any status the world or the controller
+            // computed): expected pods are the workloads' scale (maxUnavailable, a percentage
+            // minAvailable) or the selected pods (an integer minAvailable), percentages round
+            // up, healthy pods are Ready. Evicting a healthy pod must leave the desired number
+            // healthy, and nothing may go while nothing is expected.
+            for b in e.pdbs.iter().filter(|_| e.ready) {
                 let budget = c
                     .pdbs
                     .iter()
-                    .find(|b| format!("{}/{}", b.namespace, b.name) == *pdb)
+                    .find(|p| format!("{}/{}", p.namespace, p.name) == b.pdb)
                     .expect("the PDB of a fact exists");
-                let may_go = match (budget.min_available, budget.max_unavailable) {
-                    (Some(min), _) => healthy.saturating_sub(min.of(*selected)),
-                    (None, Some(max)) => max.of(*selected).saturating_sub(selected - healthy),
-                    (None, None) => u32::MAX,
+                let up = |v: dovetail::cluster::IntOrPercent, of: u32| match v {
+                    dovetail::cluster::IntOrPercent::Count(n) => n,
+                    dovetail::cluster::IntOrPercent::Percent(p) => (of * p).div_ceil(100),
                 };
-                if may_go == 0 {
+                let (expected, desired) = match (budget.max_unavailable, budget.min_available) {
+                    (Some(max), _) => (b.scale, b.scale.saturating_sub(up(max, b.scale))),
+                    (None, Some(dovetail::cluster::IntOrPercent::Count(n))) => (b.selected, n),
+                    (None, Some(min)) => (b.scale, up(min, b.scale)),
+                    (None, None) => (0, 0),
+                };
+                if expected == 0 || b.healthy < desired + 1 {
                     return Err(format!(
-                        "evicted {} from {} with PDB {pdb} at its allowance ({healthy} healthy of {selected})",
-                        e.pod, e.node
+                        "evicted {} from {} against PDB {}: {} healthy, {desired} desired of {expected} expected",
+                        e.pod, e.node, b.pdb, b.healthy
                     ));
                 }
             }

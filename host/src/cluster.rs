@@ -81,6 +81,8 @@ pub struct Pod {
     pub node: Option<String>,
     /// When it started running on a Ready node.
     pub running_since: Option<i64>,
+    /// Its Ready condition: what a PodDisruptionBudget counts as healthy.
+    pub ready: bool,
     pub do_not_disrupt: bool,
 }
 
@@ -117,7 +119,9 @@ impl IntOrPercent {
     }
 }
 
-/// A PodDisruptionBudget.
+/// A PodDisruptionBudget: its spec, and the status kube-controller-manager's disruption
+/// controller keeps — the figures the Eviction API decides with, so the ones decisions read
+/// (the host never computes a budget's allowance itself).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pdb {
     pub name: String,
@@ -125,6 +129,22 @@ pub struct Pdb {
     pub selector: LabelSelector,
     pub min_available: Option<IntOrPercent>,
     pub max_unavailable: Option<IntOrPercent>,
+    /// `spec.unhealthyPodEvictionPolicy`: `AlwaysAllow`, else `IfHealthyBudget` (the default).
+    pub always_allow_unhealthy: bool,
+    /// The status, when it describes the current spec (`observedGeneration` ≥ `generation`);
+    /// `None` until then — the Eviction API answers 429 ("still being processed") meanwhile.
+    pub status: Option<PdbStatus>,
+}
+
+/// `PodDisruptionBudgetStatus` as kube-controller-manager writes it (`pkg/controller/disruption`):
+/// healthy pods are the Ready ones not being deleted; expected pods come from the owning
+/// workloads' scale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PdbStatus {
+    pub disruptions_allowed: u32,
+    pub current_healthy: u32,
+    pub desired_healthy: u32,
+    pub expected_pods: u32,
 }
 
 impl Pdb {
@@ -132,6 +152,18 @@ impl Pdb {
     pub fn selects(&self, pod: &Pod) -> bool {
         namespace(&pod.spec.name) == self.namespace && self.selector.matches(&pod.spec.labels)
     }
+}
+
+/// What the Eviction API would answer for a pod now.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Eviction {
+    /// No budget is consulted or spent (no budget covers it, it is not running yet, or it is
+    /// not Ready and its budget lets unhealthy pods go).
+    Free,
+    /// Allowed, spending one of the budget's (by index) disruptions.
+    Spends(usize),
+    /// Refused (429, or 500 for a pod two budgets cover): why, in the API's terms.
+    Refused(String),
 }
 
 /// A NodeClaim object with no instance recorded yet: a controller that stopped between creating
@@ -323,27 +355,62 @@ impl Cluster {
         (nodes, names)
     }
 
-    /// How many more pods each PDB lets go right now, by PDB index. A PDB counts the pods it
-    /// selects as expected and the running ones as healthy.
+    /// How many more pods each PDB lets go right now, by PDB index: its status's
+    /// `disruptionsAllowed`, 0 while its status is not current.
     pub fn pdb_allowance(&self) -> Vec<u32> {
         self.pdbs
             .iter()
-            .map(|pdb| {
-                let selected: Vec<&Pod> = self.pods.values().filter(|p| pdb.selects(p)).collect();
-                let expected = selected.len() as u32;
-                let healthy = selected
-                    .iter()
-                    .filter(|p| p.running_since.is_some())
-                    .count() as u32;
-                if let Some(min) = pdb.min_available {
-                    healthy.saturating_sub(min.of(expected))
-                } else if let Some(max) = pdb.max_unavailable {
-                    max.of(expected).saturating_sub(expected - healthy)
-                } else {
-                    u32::MAX
-                }
-            })
+            .map(|b| b.status.map_or(0, |s| s.disruptions_allowed))
             .collect()
+    }
+
+    /// What the Eviction API would answer for `pod`, as the API server decides it
+    /// (`pkg/registry/core/pod/storage/eviction.go`): a pod not yet running goes freely
+    /// (`canIgnorePDB`); one two budgets cover is refused (500); a pod not Ready goes without
+    /// spending its budget under `AlwaysAllow`, or under `IfHealthyBudget` while the budget has
+    /// its desired healthy pods; otherwise the budget must have a disruption left in
+    /// `allowance` (its status's, less what this pass already spent).
+    pub fn eviction(&self, pod: &Pod, allowance: &[u32]) -> Eviction {
+        if pod.running_since.is_none() {
+            return Eviction::Free;
+        }
+        let covering: Vec<usize> = (0..self.pdbs.len())
+            .filter(|&i| self.pdbs[i].selects(pod))
+            .collect();
+        let &[i] = covering.as_slice() else {
+            if covering.is_empty() {
+                return Eviction::Free;
+            }
+            let names: Vec<String> = covering
+                .iter()
+                .map(|&i| format!("{}/{}", self.pdbs[i].namespace, self.pdbs[i].name))
+                .collect();
+            return Eviction::Refused(format!(
+                "pod {} is covered by more than one PodDisruptionBudget ({}), which the Eviction API refuses",
+                pod.spec.name,
+                names.join(", ")
+            ));
+        };
+        let b = &self.pdbs[i];
+        if !pod.ready {
+            let healthy_budget = b
+                .status
+                .is_some_and(|s| s.current_healthy >= s.desired_healthy && s.desired_healthy > 0);
+            if b.always_allow_unhealthy || healthy_budget {
+                return Eviction::Free;
+            }
+        }
+        match b.status {
+            None => Eviction::Refused(format!(
+                "PodDisruptionBudget {}/{} is still being processed by kube-controller-manager (pod {})",
+                b.namespace, b.name, pod.spec.name
+            )),
+            Some(s) if allowance[i] == 0 => Eviction::Refused(format!(
+                "PodDisruptionBudget {}/{} allows no disruption of pod {}: it needs {} healthy pods and has {}",
+                b.namespace, b.name, pod.spec.name, s.desired_healthy, s.current_healthy
+            )),
+            Some(_) => Eviction::Spends(i),
+        }
     }
 }
 
@@ -459,6 +526,7 @@ mod tests {
             created_at: 0,
             node: running.then(|| "n1".to_string()),
             running_since: running.then_some(0),
+            ready: running,
             do_not_disrupt: false,
         }
     }
@@ -505,29 +573,58 @@ mod tests {
         assert_ne!(template_hash(&tainted, &classes), h);
     }
 
-    #[test]
-    fn pdb_allowance_follows_min_available_and_max_unavailable() {
-        let mut c = Cluster::default();
-        for i in 0..4 {
-            let p = pod(&format!("default/web-{i}"), "web", i < 3);
-            c.pods.insert(p.spec.name.clone(), p);
-        }
-        let pdb = |min: Option<&str>, max: Option<&str>| Pdb {
-            name: "web".into(),
+    fn web_pdb(name: &str, status: Option<(u32, u32, u32)>) -> Pdb {
+        Pdb {
+            name: name.into(),
             namespace: "default".into(),
             selector: LabelSelector::labels(&[("app", "web")]),
-            min_available: min.map(|s| IntOrPercent::parse(s).unwrap()),
-            max_unavailable: max.map(|s| IntOrPercent::parse(s).unwrap()),
-        };
-        c.pdbs = vec![
-            pdb(None, Some("0")),
-            pdb(None, Some("2")),
-            pdb(Some("2"), None),
-            pdb(Some("50%"), None),
-            pdb(None, Some("25%")),
-        ];
-        // 4 expected, 3 healthy.
-        assert_eq!(c.pdb_allowance(), vec![0, 1, 1, 1, 0]);
+            min_available: None,
+            max_unavailable: Some(IntOrPercent::Count(1)),
+            always_allow_unhealthy: false,
+            status: status.map(|(allowed, current, desired)| PdbStatus {
+                disruptions_allowed: allowed,
+                current_healthy: current,
+                desired_healthy: desired,
+                expected_pods: 3,
+            }),
+        }
+    }
+
+    #[test]
+    fn an_eviction_is_judged_from_the_budgets_status_as_the_api_server_judges_it() {
+        let mut c = Cluster::default();
+        let running = pod("default/web-0", "web", true);
+        let mut unready = pod("default/web-1", "web", true);
+        unready.ready = false;
+        let pending = pod("default/web-2", "web", false);
+        // Allowed while the status has a disruption left; the allowance is what is spent.
+        c.pdbs = vec![web_pdb("web", Some((1, 3, 2)))];
+        assert_eq!(c.eviction(&running, &[1]), Eviction::Spends(0));
+        let refused = c.eviction(&running, &[0]);
+        assert!(
+            matches!(&refused, Eviction::Refused(w) if w.contains("needs 2 healthy pods and has 3")),
+            "{refused:?}"
+        );
+        // Not yet running: the budget is not consulted (canIgnorePDB).
+        assert_eq!(c.eviction(&pending, &[0]), Eviction::Free);
+        // Not Ready: free while the budget has its desired healthy pods (IfHealthyBudget)...
+        assert_eq!(c.eviction(&unready, &[0]), Eviction::Free);
+        // ...but not when it is short of them, unless the budget says AlwaysAllow.
+        c.pdbs = vec![web_pdb("web", Some((0, 1, 2)))];
+        assert!(matches!(c.eviction(&unready, &[0]), Eviction::Refused(_)));
+        c.pdbs[0].always_allow_unhealthy = true;
+        assert_eq!(c.eviction(&unready, &[0]), Eviction::Free);
+        // A status that does not yet describe the spec refuses everything it covers.
+        c.pdbs = vec![web_pdb("web", None)];
+        assert_eq!(c.pdb_allowance(), vec![0]);
+        assert!(
+            matches!(c.eviction(&running, &[0]), Eviction::Refused(w) if w.contains("still being processed"))
+        );
+        // Two budgets over one pod: refused whatever both allow.
+        c.pdbs = vec![web_pdb("a", Some((5, 3, 0))), web_pdb("b", Some((5, 3, 0)))];
+        assert!(
+            matches!(c.eviction(&running, &[5, 5]), Eviction::Refused(w) if w.contains("default/a, default/b"))
+        );
     }
 
     #[test]

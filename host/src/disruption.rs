@@ -299,13 +299,8 @@ fn protected(cluster: &Cluster, node: &Node, pods: &[&Pod], allowance: &[u32]) -
                 p.spec.name
             ));
         }
-        for (i, pdb) in cluster.pdbs.iter().enumerate() {
-            if allowance[i] == 0 && pdb.selects(p) {
-                return Some(format!(
-                    "PodDisruptionBudget {}/{} allows no disruption of pod {}",
-                    pdb.namespace, pdb.name, p.spec.name
-                ));
-            }
+        if let crate::cluster::Eviction::Refused(why) = cluster.eviction(p, allowance) {
+            return Some(why);
         }
     }
     None

@@ -359,6 +359,7 @@ mod tests {
             created_at: 50,
             node: node.map(Into::into),
             running_since: running.then_some(140),
+            ready: running,
             do_not_disrupt: false,
         }
     }

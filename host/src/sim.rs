@@ -7,6 +7,7 @@
 //! cluster take milliseconds.
 
 pub mod html;
+mod pdb;
 pub mod report;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -135,8 +136,9 @@ pub struct Moment<'a> {
     pub restarts: u32,
 }
 
-/// An eviction as the world saw it when asked: the pod's node and that node's deletion, and
-/// for each PodDisruptionBudget selecting the pod, its healthy and selected pods just before.
+/// An eviction the world carried out, as it saw it when asked: the pod's node and that node's
+/// deletion, and for each PodDisruptionBudget selecting the pod what the cluster held just
+/// before — raw observations, from which a watcher judges the budget itself.
 #[derive(Debug, Clone)]
 pub struct EvictionFact {
     pub t: i64,
@@ -145,8 +147,10 @@ pub struct EvictionFact {
     /// The node's NodePool.
     pub node_pool: Option<String>,
     pub deletion: Option<crate::cluster::Deletion>,
-    /// (namespace/name, healthy, selected) per PDB that selects the pod.
-    pub pdbs: Vec<(String, u32, u32)>,
+    /// Per PDB that selects the pod.
+    pub pdbs: Vec<BudgetFact>,
+    /// The pod was Ready (a PDB's healthy pod).
+    pub ready: bool,
     /// The pod, or its node, says `karpenter.sh/do-not-disrupt`.
     pub do_not_disrupt: bool,
     pub node_do_not_disrupt: bool,
@@ -154,6 +158,19 @@ pub struct EvictionFact {
     pub direct: bool,
     /// The pod's own `terminationGracePeriodSeconds`.
     pub grace_seconds: i64,
+}
+
+/// What the cluster held for one PodDisruptionBudget just before an eviction.
+#[derive(Debug, Clone)]
+pub struct BudgetFact {
+    /// `namespace/name`.
+    pub pdb: String,
+    /// Selected pods that are Ready and not being deleted.
+    pub healthy: u32,
+    /// Selected pods, those being deleted included.
+    pub selected: u32,
+    /// The summed replicas of the selected pods' workloads (each counted once).
+    pub scale: u32,
 }
 
 /// How long an instance no claim owns may run before it is terminated (the controller's
@@ -309,6 +326,9 @@ fn run_files(
             crash_after: opts.crash_after.iter().copied().collect(),
             crashed: false,
             evictions: Vec::new(),
+            stopping: BTreeMap::new(),
+            stop_seconds: BTreeMap::new(),
+            disrupted: BTreeMap::new(),
         },
         cloud,
         queue: match (&opts.aws, &opts.interruption_queue) {
@@ -372,6 +392,21 @@ struct World {
     /// Stopped: every further effect of this tick is refused, then a new controller starts.
     crashed: bool,
     evictions: Vec<EvictionFact>,
+    /// Pods asked to go, still stopping on their node (kubelet), by name.
+    stopping: BTreeMap<String, Stopping>,
+    /// How long a pod takes to stop once asked (its preStop sleep), by workload or bare pod.
+    stop_seconds: BTreeMap<String, i64>,
+    /// Per PDB (`namespace/name`), the pods the Eviction API let go and when
+    /// (`status.disruptedPods`).
+    disrupted: BTreeMap<String, BTreeMap<String, i64>>,
+}
+
+/// A pod with a deletionTimestamp: it leaves its node at `gone_at`.
+#[derive(Debug, Clone)]
+struct Stopping {
+    pod: Pod,
+    node: String,
+    gone_at: i64,
 }
 
 impl World {
@@ -413,6 +448,7 @@ impl World {
             for p in self.cluster.pods.values_mut() {
                 if p.node.as_deref() == Some(name.as_str()) && p.running_since.is_none() {
                     p.running_since = Some(t);
+                    p.ready = true;
                     self.report.pending_seconds.push((t - p.created_at) as f64);
                 }
             }
@@ -518,6 +554,7 @@ impl ClusterPort for World {
         };
         if ready {
             p.running_since = Some(t);
+            p.ready = true;
             self.report.pending_seconds.push((t - p.created_at) as f64);
         }
     }
@@ -534,26 +571,63 @@ impl ClusterPort for World {
         Ok(())
     }
 
-    fn delete_pod(&mut self, pod: &str, node: &str, _grace_seconds: i64) -> Result<(), PortError> {
+    /// A direct deletion: no budget is consulted; the pod stops within `grace_seconds`.
+    fn delete_pod(&mut self, pod: &str, node: &str, grace_seconds: i64) -> Result<(), PortError> {
         self.effect()?;
-        let mut fact = self.eviction_fact(pod, node);
+        let mut fact = self.eviction_fact(pod, node)?;
         fact.direct = true;
         self.evictions.push(fact);
-        self.remove_evicted(pod)
+        self.ask_to_stop(pod, node, Some(grace_seconds));
+        Ok(())
     }
 
+    /// The Eviction API (see `sim/pdb.rs`): the pod stops within its own grace, or the call is
+    /// refused as the API server refuses it.
     fn evict(&mut self, pod: &str, node: &str) -> Result<(), PortError> {
         self.effect()?;
-        let fact = self.eviction_fact(pod, node);
-        self.evictions.push(fact);
-        self.remove_evicted(pod)
+        let p = self
+            .cluster
+            .pods
+            .get(pod)
+            .ok_or_else(|| PortError::Failed(format!("no pod {pod}")))?;
+        let answer = pdb::evict(
+            &self.cluster.pdbs,
+            pod,
+            &p.spec.labels,
+            p.running_since.is_some(),
+            p.ready,
+        );
+        match answer {
+            pdb::Answer::Delete(spent) => {
+                let fact = self.eviction_fact(pod, node)?;
+                self.evictions.push(fact);
+                if let Some(i) = spent {
+                    let b = &mut self.cluster.pdbs[i];
+                    if let Some(s) = b.status.as_mut() {
+                        s.disruptions_allowed -= 1;
+                    }
+                    let key = format!("{}/{}", b.namespace, b.name);
+                    let now = self.now();
+                    self.disrupted
+                        .entry(key)
+                        .or_default()
+                        .insert(pod.to_string(), now);
+                }
+                self.ask_to_stop(pod, node, None);
+                Ok(())
+            }
+            pdb::Answer::TooManyRequests(m) => Err(PortError::Refused(m)),
+            pdb::Answer::InternalError(m) => Err(PortError::Failed(m)),
+        }
     }
 
     fn remove_node(&mut self, node: &str) -> Result<(), PortError> {
         self.effect()?;
         self.cluster.nodes.remove(node);
         self.ready_due.remove(node);
+        self.stopping.retain(|_, s| s.node != node);
         self.drop_pods_of(node);
+        self.update_pdb_status();
         Ok(())
     }
 
@@ -683,6 +757,8 @@ impl Sim {
                 self.watch(&mut watch)?;
             }
             self.world.become_ready();
+            self.world.stop_pods();
+            self.world.update_pdb_status();
             let now = self.now();
             let queue = self
                 .queue
@@ -720,6 +796,9 @@ impl Sim {
             }
             if let Some(&due) = self.world.ready_due.values().min() {
                 next = next.min(due);
+            }
+            if let Some(gone) = self.world.stopping.values().map(|s| s.gone_at).min() {
+                next = next.min(gone);
             }
             if let Some(wake) = self.controller.next_wake(&self.world.cluster, now) {
                 next = next.min(wake - start);
@@ -904,6 +983,8 @@ impl Sim {
                         .and_then(|m| m.annotations.as_ref())
                         .is_some_and(|a| a.get(DO_NOT_DISRUPT).is_some_and(|v| v == "true"));
                     let next = self.world.workloads.get(&key).map_or(0, |w| w.next);
+                    let stop = d.spec.template.spec.as_ref().map_or(0, pre_stop_seconds);
+                    self.world.stop_seconds.insert(key.clone(), stop);
                     self.world.workloads.insert(
                         key.clone(),
                         Workload {
@@ -939,6 +1020,9 @@ impl Sim {
                         .annotations
                         .as_ref()
                         .is_some_and(|a| a.get(DO_NOT_DISRUPT).is_some_and(|v| v == "true"));
+                    self.world
+                        .stop_seconds
+                        .insert(id.clone(), pre_stop_seconds(spec));
                     self.world.create_pod(pod, None, dnd);
                 }
                 "DaemonSet" => {
@@ -1175,78 +1259,158 @@ impl World {
         Ok(())
     }
 
-    /// The PodDisruptionBudgets that select `pod`, with their healthy (running) and selected
-    /// pods now, before it goes.
-    /// An evicted or deleted pod goes (NB: at once — the simulated kubelet does not yet run a
-    /// grace period), and its controller recreates it.
-    fn remove_evicted(&mut self, pod: &str) -> Result<(), PortError> {
+    /// Graceful deletion (kubernetes.io "Pod Lifecycle: Termination of Pods"): the pod gets a
+    /// deletionTimestamp and leaves its node once stopped — after its preStop sleep, at the
+    /// latest at the end of its grace (`grace`, else its own) — while its ReplicaSet replaces it
+    /// at once (a ReplicaSet counts only pods not being deleted). A pod not yet running goes at
+    /// once.
+    fn ask_to_stop(&mut self, pod: &str, node: &str, grace: Option<i64>) {
+        let Some(p) = self.cluster.pods.remove(pod) else {
+            return;
+        };
+        self.report.evictions += 1;
+        let key = p.owner.clone().unwrap_or_else(|| pod.to_string());
+        let stop = self.stop_seconds.get(&key).copied().unwrap_or(0);
+        let within = stop.min(grace.unwrap_or(p.spec.grace_seconds)).max(0);
+        let owner = p.owner.clone();
+        match self.cluster.nodes.get_mut(node) {
+            Some(n) if p.running_since.is_some() && within > 0 => {
+                n.terminating.insert(pod.to_string());
+                self.stopping.insert(
+                    pod.to_string(),
+                    Stopping {
+                        pod: p,
+                        node: node.to_string(),
+                        gone_at: self.t + within,
+                    },
+                );
+            }
+            _ => self.left_node(node),
+        }
+        if let Some(owner) = owner {
+            self.reconcile(&owner);
+        }
+    }
+
+    /// kubelet: pods whose stop time has come leave their nodes.
+    fn stop_pods(&mut self) {
+        let t = self.t;
+        let gone: Vec<String> = self
+            .stopping
+            .iter()
+            .filter(|(_, s)| s.gone_at <= t)
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            let s = self.stopping.remove(&name).expect("listed");
+            if let Some(n) = self.cluster.nodes.get_mut(&s.node) {
+                n.terminating.remove(&name);
+            }
+            self.left_node(&s.node);
+        }
+    }
+
+    /// A pod left `node`: disruption looks again, and waiting pods may fit there now.
+    fn left_node(&mut self, node: &str) {
+        if let Some(n) = self.cluster.nodes.get_mut(node) {
+            n.last_pod_change = self.opts.start + self.t;
+        }
+        self.dirty();
+        if self.cluster.pods.values().any(|p| p.node.is_none()) {
+            self.kick();
+        }
+    }
+
+    /// The pods as the disruption controller lists them: live and stopping.
+    fn listed(&self) -> Vec<pdb::Listed<'_>> {
+        let live = self.cluster.pods.values().map(|p| (p, false));
+        let stopping = self.stopping.values().map(|s| (&s.pod, true));
+        live.chain(stopping)
+            .map(|(p, terminating)| pdb::Listed {
+                name: &p.spec.name,
+                labels: &p.spec.labels,
+                owner: p.owner.as_deref(),
+                ready: p.ready,
+                terminating,
+            })
+            .collect()
+    }
+
+    /// kube-controller-manager's disruption controller: every budget's status, from the pods
+    /// and the workloads' scale now (see `sim/pdb.rs`). Disrupted pods that are gone, or older
+    /// than the controller's timeout, are forgotten.
+    fn update_pdb_status(&mut self) {
+        if self.cluster.pdbs.is_empty() {
+            return;
+        }
+        let now = self.now();
+        let statuses: Vec<crate::cluster::PdbStatus> = {
+            let listed = self.listed();
+            let scale = |o: &str| self.workloads.get(o).map(|w| w.replicas);
+            let none = BTreeMap::new();
+            self.cluster
+                .pdbs
+                .iter()
+                .map(|b| {
+                    let key = format!("{}/{}", b.namespace, b.name);
+                    let disrupted = self.disrupted.get(&key).unwrap_or(&none);
+                    pdb::status(b, &listed, scale, disrupted, now)
+                })
+                .collect()
+        };
+        for (b, s) in self.cluster.pdbs.iter_mut().zip(statuses) {
+            b.status = Some(s);
+        }
+        let pods = &self.cluster.pods;
+        for d in self.disrupted.values_mut() {
+            d.retain(|pod, at| pods.contains_key(pod) && *at + 120 > now);
+        }
+    }
+
+    /// What the cluster holds for the budgets that select `pod`, just before it goes.
+    fn eviction_fact(&self, pod: &str, node: &str) -> Result<EvictionFact, PortError> {
         let p = self
             .cluster
             .pods
-            .remove(pod)
+            .get(pod)
             .ok_or_else(|| PortError::Failed(format!("no pod {pod}")))?;
-        self.report.evictions += 1;
-        if let Some(owner) = p.owner {
-            self.reconcile(&owner);
-        }
-        Ok(())
-    }
-
-    fn eviction_fact(&self, pod: &str, node: &str) -> EvictionFact {
-        let pdbs = match self.cluster.pods.get(pod) {
-            Some(p) => self
-                .cluster
-                .pdbs
-                .iter()
-                .filter(|b| b.selects(p))
-                .map(|b| {
-                    let selected: Vec<&Pod> = self
-                        .cluster
-                        .pods
-                        .values()
-                        .filter(|q| b.selects(q))
-                        .collect();
-                    let healthy = selected
+        let listed = self.listed();
+        let selects = |b: &Pdb, q: &pdb::Listed<'_>| pdb::selected(b, q.name, q.labels);
+        let pdbs = self
+            .cluster
+            .pdbs
+            .iter()
+            .filter(|b| pdb::selected(b, pod, &p.spec.labels))
+            .map(|b| {
+                let mine: Vec<&pdb::Listed<'_>> = listed.iter().filter(|q| selects(b, q)).collect();
+                let mut owners: Vec<&str> = mine.iter().filter_map(|q| q.owner).collect();
+                owners.sort_unstable();
+                owners.dedup();
+                BudgetFact {
+                    pdb: format!("{}/{}", b.namespace, b.name),
+                    healthy: mine.iter().filter(|q| q.ready && !q.terminating).count() as u32,
+                    selected: mine.len() as u32,
+                    scale: owners
                         .iter()
-                        .filter(|q| q.running_since.is_some())
-                        .count();
-                    (
-                        format!("{}/{}", b.namespace, b.name),
-                        healthy as u32,
-                        selected.len() as u32,
-                    )
-                })
-                .collect(),
-            None => Vec::new(),
-        };
-        EvictionFact {
+                        .filter_map(|o| self.workloads.get(*o).map(|w| w.replicas))
+                        .sum(),
+                }
+            })
+            .collect();
+        let n = self.cluster.nodes.get(node);
+        Ok(EvictionFact {
             t: self.t,
             pod: pod.to_string(),
             node: node.to_string(),
-            node_pool: self
-                .cluster
-                .nodes
-                .get(node)
-                .map(|n| n.instance.node_pool.clone()),
-            deletion: self
-                .cluster
-                .nodes
-                .get(node)
-                .and_then(|n| n.deletion.clone()),
+            node_pool: n.map(|n| n.instance.node_pool.clone()),
+            deletion: n.and_then(|n| n.deletion.clone()),
             pdbs,
-            do_not_disrupt: self.cluster.pods.get(pod).is_some_and(|p| p.do_not_disrupt),
-            node_do_not_disrupt: self
-                .cluster
-                .nodes
-                .get(node)
-                .is_some_and(|n| n.do_not_disrupt),
+            ready: p.ready,
+            do_not_disrupt: p.do_not_disrupt,
+            node_do_not_disrupt: n.is_some_and(|n| n.do_not_disrupt),
             direct: false,
-            grace_seconds: self
-                .cluster
-                .pods
-                .get(pod)
-                .map_or(0, |p| p.spec.grace_seconds),
-        }
+            grace_seconds: p.spec.grace_seconds,
+        })
     }
 
     fn create_pod(&mut self, mut spec: PendingPod, owner: Option<String>, do_not_disrupt: bool) {
@@ -1257,6 +1421,7 @@ impl World {
             created_at: self.now(),
             node: None,
             running_since: None,
+            ready: false,
             do_not_disrupt,
         };
         self.cluster.pods.insert(pod.spec.name.clone(), pod);
@@ -1345,6 +1510,17 @@ impl World {
             }
         }
     }
+}
+
+/// How long a pod takes to stop once asked: the longest `preStop` sleep of its containers (a
+/// process is taken to exit on SIGTERM at once otherwise; the grace period bounds it either way).
+fn pre_stop_seconds(spec: &k8s_openapi::api::core::v1::PodSpec) -> i64 {
+    spec.containers
+        .iter()
+        .filter_map(|c| c.lifecycle.as_ref()?.pre_stop.as_ref()?.sleep.as_ref())
+        .map(|s| s.seconds.max(0))
+        .max()
+        .unwrap_or(0)
 }
 
 /// A policy/v1 PodDisruptionBudget from a manifest.

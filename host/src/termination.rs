@@ -9,7 +9,7 @@
 //! once its own grace would no longer end by the deadline, with its grace shortened to end
 //! there; at the deadline the instance is terminated whatever still runs.
 
-use crate::cluster::{Cluster, disrupted_taint};
+use crate::cluster::{Cluster, Eviction, disrupted_taint};
 
 /// What one termination pass decides: the evictions PDBs allow now, and the nodes with nothing
 /// left to wait for. Nothing is changed here; the controller carries it out.
@@ -61,15 +61,12 @@ pub fn plan(cluster: &Cluster, now: i64) -> Plan {
             if pod.spec.tolerations.iter().any(|t| t.tolerates(&disrupted)) {
                 continue;
             }
-            let covering: Vec<usize> = cluster
-                .pdbs
-                .iter()
-                .enumerate()
-                .filter(|(_, b)| b.selects(pod))
-                .map(|(i, _)| i)
-                .collect();
-            let may = !pod.do_not_disrupt && covering.iter().all(|&i| allowance[i] > 0);
-            if !may {
+            let verdict = if pod.do_not_disrupt {
+                Eviction::Refused(String::new())
+            } else {
+                cluster.eviction(pod, &allowance)
+            };
+            if let Eviction::Refused(_) = verdict {
                 // Deleted directly once its own grace would no longer end by the deadline.
                 match deadline {
                     Some(d) if now >= d - pod.spec.grace_seconds => {
@@ -83,8 +80,8 @@ pub fn plan(cluster: &Cluster, now: i64) -> Plan {
                 }
                 continue;
             }
-            for &i in &covering {
-                allowance[i] = allowance[i].saturating_sub(1);
+            if let Eviction::Spends(i) = verdict {
+                allowance[i] -= 1;
             }
             out.evict.push((pod.spec.name.clone(), node.name.clone()));
         }
@@ -174,6 +171,7 @@ mod tests {
                     created_at: 0,
                     node: Some("n1".into()),
                     running_since: Some(0),
+                    ready: true,
                     do_not_disrupt: protected,
                 },
             );

@@ -361,6 +361,8 @@ impl Observer {
                         selector: Default::default(),
                         min_available: None,
                         max_unavailable: Some(crate::cluster::IntOrPercent::Count(0)),
+                        always_allow_unhealthy: false,
+                        status: None,
                     });
                 }
             }
@@ -633,6 +635,7 @@ impl Observer {
             created_at: p.created_at.unwrap_or(now),
             node,
             running_since: p.running.then(|| p.start_time.unwrap_or(now)),
+            ready: p.ready,
             do_not_disrupt: p.do_not_disrupt,
         })
     }

@@ -34,6 +34,8 @@ pub struct ObservedPod {
     pub unschedulable: bool,
     /// Phase Running.
     pub running: bool,
+    /// Its Ready condition is True (what a PodDisruptionBudget counts as healthy).
+    pub ready: bool,
     /// `status.startTime`.
     pub start_time: Option<i64>,
     pub created_at: Option<i64>,
@@ -68,6 +70,9 @@ impl ObservedPod {
                         && c.reason.as_deref() == Some("Unschedulable")
                 })
             });
+        let ready = status
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
         let spec = match p.spec.as_ref() {
             None => Err("no spec".to_string()),
             Some(spec) if !ignored => {
@@ -87,6 +92,7 @@ impl ObservedPod {
             node_name: p.spec.as_ref().and_then(|s| s.node_name.clone()),
             unschedulable,
             running: phase == "Running",
+            ready,
             start_time: status.and_then(|s| s.start_time.as_ref()).map(timestamp),
             created_at: p.meta().creation_timestamp.as_ref().map(timestamp),
             controller: controller.map(|o| format!("{ns}/{}", o.name)),

@@ -603,11 +603,26 @@ pub fn pdb(
             "PodDisruptionBudget {name}: spec: minAvailable and maxUnavailable cannot both be set"
         ));
     }
+    // The status counts only once it describes this spec (the Eviction API's own rule).
+    let generation = b.metadata.generation.unwrap_or(0);
+    let status = b
+        .status
+        .as_ref()
+        .filter(|s| s.observed_generation.unwrap_or(0) >= generation)
+        .map(|s| crate::cluster::PdbStatus {
+            disruptions_allowed: s.disruptions_allowed.unwrap_or(0).max(0) as u32,
+            current_healthy: s.current_healthy.unwrap_or(0).max(0) as u32,
+            desired_healthy: s.desired_healthy.unwrap_or(0).max(0) as u32,
+            expected_pods: s.expected_pods.unwrap_or(0).max(0) as u32,
+        });
     Ok(crate::cluster::Pdb {
         namespace: b.metadata.namespace.clone().unwrap_or("default".into()),
         selector: selector_of(&selector),
         min_available: value(spec.min_available, "minAvailable")?,
         max_unavailable: value(spec.max_unavailable, "maxUnavailable")?,
+        always_allow_unhealthy: spec.unhealthy_pod_eviction_policy.as_deref()
+            == Some("AlwaysAllow"),
+        status,
         name,
     })
 }
