@@ -323,6 +323,8 @@ fn a_pdb_with_max_unavailable_zero_blocks_the_drain_until_it_is_relaxed() {
     };
     api.put("policy/v1/poddisruptionbudgets", pdb(0));
     let _controller = Running::start(&api, settings(&moto));
+    // The budget's expected pods are its ReplicaSet's scale (kube-controller-manager).
+    inflate_replica_set(&api, 2);
     run_pods(&api, &moto, 2);
     // A user deletes the node: the finalizer holds it while it drains.
     let node = name(&api.list(NODES)[0]);
@@ -1113,5 +1115,176 @@ fn another_controllers_finalizer_and_taint_on_our_node_survive_its_whole_life() 
             .iter()
             .any(|r| r.body.contains(r#""finalizers":null"#)),
         "finalizers: null was sent"
+    );
+}
+
+#[test]
+fn a_running_pod_that_is_not_ready_does_not_count_as_healthy_for_its_pdb() {
+    let Some((moto, _rt, api)) = world() else {
+        return;
+    };
+    api.put("dovetail.sh/v1/nodepools", node_pool("1h"));
+    api.put(
+        "policy/v1/poddisruptionbudgets",
+        json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+               "metadata": {"name": "inflate", "namespace": "default"},
+               "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "inflate"}}}}),
+    );
+    let _controller = Running::start(&api, settings(&moto));
+    for i in 0..3 {
+        let mut pod = inflate_pod(i);
+        if i == 2 {
+            pod["metadata"]["annotations"] = json!({NOT_READY: "true"});
+        }
+        api.put(PODS, pod);
+    }
+    wait_running(&api, &moto, Duration::from_secs(90));
+    let pods = api.list(PODS);
+    let node = pods[0]["spec"]["nodeName"].as_str().unwrap().to_string();
+    assert!(
+        pods.iter().all(|p| p["spec"]["nodeName"] == node.as_str()),
+        "the three pods share a node"
+    );
+    // kube-controller-manager counts the Ready pods only: 2 healthy, none to spare.
+    until(
+        &api,
+        &moto,
+        Duration::from_secs(10),
+        "the budget's status",
+        |api, _| {
+            let s = &api
+                .get("policy/v1/poddisruptionbudgets", "default", "inflate")
+                .unwrap()["status"];
+            s["currentHealthy"] == 2 && s["expectedPods"] == 3 && s["disruptionsAllowed"] == 0
+        },
+    );
+    api.delete(NODES, "", &node);
+    // The unready pod may go (the budget has its 2 healthy pods: IfHealthyBudget); the Ready
+    // ones may not, and the controller does not even ask.
+    until(
+        &api,
+        &moto,
+        Duration::from_secs(30),
+        "the unready pod evicted",
+        |api, _| api.get(PODS, "default", "inflate-7d9f-00002").is_none(),
+    );
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(5) {
+        play_kubelet_and_scheduler(&api, &live(&moto));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    for ready in ["inflate-7d9f-00000", "inflate-7d9f-00001"] {
+        let p = api.get(PODS, "default", ready).expect("a Ready pod stays");
+        assert!(
+            p["metadata"]["deletionTimestamp"].is_null(),
+            "{ready} was asked to go"
+        );
+        assert!(
+            !api.log()
+                .iter()
+                .any(|r| r.method == "POST" && r.path.ends_with(&format!("/{ready}/eviction"))),
+            "an eviction of {ready} was attempted though its budget allows none"
+        );
+    }
+    assert!(
+        api.get(NODES, "", &node).is_some(),
+        "the node waits for its pods"
+    );
+}
+
+#[test]
+fn a_stale_write_to_our_node_gets_409_and_is_retried_with_the_fresh_object() {
+    let Some((moto, _rt, api)) = world() else {
+        return;
+    };
+    api.put("dovetail.sh/v1/nodepools", node_pool("1h"));
+    let _controller = Running::start(&api, settings(&moto));
+    run_pods(&api, &moto, 1);
+    // Another controller's finalizer keeps the Node readable after ours is released.
+    let mut n = api.list(NODES).remove(0);
+    let node = name(&n);
+    n["metadata"]["finalizers"]
+        .as_array_mut()
+        .unwrap()
+        .push("example.com/protect".into());
+    api.put(NODES, n);
+    let instance = instance_of(&api, &node);
+    // It also changes the Node just before each of our next two conditional writes (labels
+    // and taints: no finalizer may be added to an object being deleted).
+    for n in 0..2 {
+        api.race_next_write(NODES, "", &node, move |o| {
+            o["metadata"]["labels"][format!("example.com/racer-{n}")] = "true".into();
+            let mut taints = o["spec"]["taints"].as_array().cloned().unwrap_or_default();
+            taints.push(
+                json!({"key": format!("example.com/racer-{n}"), "effect": "PreferNoSchedule"}),
+            );
+            o["spec"]["taints"] = taints.into();
+        });
+    }
+    api.delete(NODES, "", &node);
+    until(
+        &api,
+        &moto,
+        Duration::from_secs(90),
+        "terminated and our finalizer released",
+        |api, live| {
+            !live.contains(&instance)
+                && api
+                    .get(NODES, "", &node)
+                    .is_some_and(|n| n["metadata"]["finalizers"] == json!(["example.com/protect"]))
+        },
+    );
+    let n = api.get(NODES, "", &node).unwrap();
+    let taints: Vec<&str> = n["spec"]["taints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["key"].as_str())
+        .collect();
+    for racer in ["example.com/racer-0", "example.com/racer-1"] {
+        assert_eq!(n["metadata"]["labels"][racer], "true", "{n:#}");
+        assert!(taints.contains(&racer), "{taints:?}");
+    }
+    let writes: Vec<u16> = api
+        .log()
+        .iter()
+        .filter(|r| {
+            matches!(r.method.as_str(), "PUT" | "PATCH")
+                && r.path.ends_with(&format!("/nodes/{node}"))
+        })
+        .map(|r| r.code)
+        .collect();
+    assert!(
+        writes.iter().filter(|&&c| c == 409).count() >= 2 && writes.last() == Some(&200),
+        "stale writes refused with 409, then retried: {writes:?}"
+    );
+}
+
+#[test]
+fn a_run_of_429_answers_does_not_hold_the_controller() {
+    // kube's default client retries a 429 fifteen times with a doubling backoff (minutes in
+    // all); the controller answers a refusal itself, on its next pass.
+    let Some((moto, _rt, api)) = world() else {
+        return;
+    };
+    api.put("dovetail.sh/v1/nodepools", node_pool("1h"));
+    let _controller = Running::start(&api, settings(&moto));
+    run_pods(&api, &moto, 1);
+    let node = name(&api.list(NODES)[0]);
+    let instance = instance_of(&api, &node);
+    api.inject(429, 20);
+    api.delete(NODES, "", &node);
+    let started = Instant::now();
+    until(
+        &api,
+        &moto,
+        Duration::from_secs(60),
+        "the node drained and its instance terminated",
+        |_, live| !live.contains(&instance),
+    );
+    assert_eq!(api.faults_left(), 0, "the 429s were answered");
+    eprintln!(
+        "terminated {:.1}s after the delete",
+        started.elapsed().as_secs_f64()
     );
 }

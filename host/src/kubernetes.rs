@@ -457,6 +457,10 @@ fn client(
     operation: &Operation,
     instance: &str,
 ) -> Result<Client, Error> {
+    // kube retries a 429 up to 15 times with a backoff that doubles to 1000 s: one eviction a
+    // PodDisruptionBudget keeps refusing, or an API server shedding load, would hold the tick
+    // for minutes. A refused write is the core's to plan again on its next pass.
+    config.default_retry = false;
     let agent = format!("dovetail/{} ({instance})", env!("CARGO_PKG_VERSION"));
     if let Ok(v) = http::HeaderValue::from_str(&agent) {
         config.headers.push((http::header::USER_AGENT, v));

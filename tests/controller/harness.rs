@@ -156,7 +156,43 @@ pub fn play_kubelet_and_scheduler(api: &ApiServer, live: &[String]) {
 /// shutdown), in seconds; 0 when absent.
 pub const STOP_SECONDS: &str = "test.dovetail.sh/stop-seconds";
 
+/// The annotation that keeps a test pod's readiness probe failing: it runs, never Ready.
+pub const NOT_READY: &str = "test.dovetail.sh/not-ready";
+
+/// The `inflate` ReplicaSet its pods name as their controller ([`inflate_pod`]), at `replicas`:
+/// the disruption controller reads its scale, and the ReplicaSet controller (played in
+/// [`play`]) replaces its pods that are being deleted.
+pub fn inflate_replica_set(api: &ApiServer, replicas: u32) {
+    api.put(
+        "apps/v1/replicasets",
+        json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+               "metadata": {"name": "inflate-7d9f", "namespace": "default", "uid": "rs-1"},
+               "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "inflate"}}}}),
+    );
+}
+
 pub fn play(api: &ApiServer, live: &[String], register: bool) {
+    // ReplicaSet controller: pods not being deleted are counted against the replicas, and
+    // missing ones created (kubernetes.io "ReplicaSet"; a terminating pod is replaced at once).
+    for rs in api.list("apps/v1/replicasets") {
+        let pods = api.list(PODS);
+        let mine = |p: &&Value| p["metadata"]["ownerReferences"][0]["uid"] == rs["metadata"]["uid"];
+        let active = pods
+            .iter()
+            .filter(mine)
+            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+            .count() as u64;
+        let want = rs["spec"]["replicas"].as_u64().unwrap_or(1);
+        let next = pods
+            .iter()
+            .filter(mine)
+            .filter_map(|p| name(p).rsplit('-').next()?.parse::<usize>().ok())
+            .max()
+            .map_or(0, |n| n + 1);
+        for i in 0..want.saturating_sub(active) as usize {
+            api.put(PODS, inflate_pod(next + i));
+        }
+    }
     // kubelet: a pod asked to go stops after its preStop and shutdown time, or is killed at the
     // end of its grace period, whichever comes first; then the kubelet deletes it for good
     // (kubernetes.io "Pod Lifecycle: Termination of Pods").
@@ -222,9 +258,16 @@ pub fn play(api: &ApiServer, live: &[String], register: bool) {
         let mut pod = pods[i].clone();
         match fits {
             Some(n) => {
+                // Bound, started, and Ready unless its readiness probe fails (kubelet).
+                let ready = if pod["metadata"]["annotations"][NOT_READY].is_null() {
+                    "True"
+                } else {
+                    "False"
+                };
                 pod["spec"]["nodeName"] = n["metadata"]["name"].clone();
                 pod["status"] = json!({"phase": "Running", "startTime": "2026-12-02T00:00:00Z",
-                    "conditions": [{"type": "PodScheduled", "status": "True"}]});
+                    "conditions": [{"type": "PodScheduled", "status": "True"},
+                                   {"type": "Ready", "status": ready}]});
             }
             None if pod["status"]["conditions"].is_null() => {
                 pod["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",

@@ -32,9 +32,27 @@
 //!   deletes it with grace 0. An unbound or finished pod, or a grace of 0, goes at once. A later
 //!   delete may shorten the grace, never lengthen it. (The kubelet is an actor of the end-to-end
 //!   harness, not of this double.)
-//! - **Eviction** (`pods/{name}/eviction`): refused with 429 and the real message when a
-//!   PodDisruptionBudget of the namespace (matchLabels) would be violated, counting Running
-//!   pods as healthy; otherwise the pod is deleted as above, with its own grace.
+//! - **PodDisruptionBudgets** (see `disruption.rs`): a disruption-controller actor writes each
+//!   budget's status as kube-controller-manager does (Ready pods healthy, expected pods from
+//!   the owning workloads' scale), and the Eviction subresource decides from that status alone
+//!   as the real registry does (429 with the real message and cause, 500 for a pod two budgets
+//!   select, unready pods under `unhealthyPodEvictionPolicy`); an evicted pod is deleted as
+//!   above, with its own grace.
+//! - **generation** (API conventions, "metadata"): 1 at creation, incremented by a write that
+//!   changes anything but `metadata` and `status`.
+//! - **generateName** (API conventions, "Idempotency"): a create without a name gets the prefix
+//!   and five random characters.
+//! - **Garbage collection** (kubernetes.io "Garbage Collection", background propagation): when
+//!   an object goes, its dependents — objects whose `ownerReferences` name its uid and no other
+//!   owner that still exists — are deleted as a user's delete would (pods gracefully). It runs at
+//!   once, where kube-controller-manager's collector takes a moment.
+//! - **Field validation** (`fieldValidation`, KEP-2885; `kubectl` sends `Strict` since 1.27):
+//!   fields a built-in kind does not declare (Pod, Node, Lease, Event, PodDisruptionBudget,
+//!   ConfigMap, ReplicaSet, Deployment) are refused with 400 under `Strict`, and otherwise dropped
+//!   — with a `Warning` header under `Warn`, the default for API clients. Custom resources are
+//!   checked by the validator only (no pruning).
+//! - **JSON patch `test`**: a failed `test` operation refuses the whole patch with 422, as the
+//!   real server answers (`NewGenericServerResponse(StatusUnprocessableEntity)`).
 //! - **Schema validation** (opt-in, [`ApiServer::validate_with`]): HTTP creates and updates
 //!   (status writes included) are checked by a validator the test hands in — the CRDs' own schema
 //!   and CEL rules, as the real server applies them — and refused with 422 `Invalid`. An update is
@@ -56,6 +74,9 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
+mod disruption;
+mod fields;
+
 /// How many watch events are kept for watches that resume from a resourceVersion.
 const HISTORY: usize = 100_000;
 
@@ -70,7 +91,13 @@ pub struct Request {
     pub user_agent: String,
     /// When it arrived.
     pub at: std::time::Instant,
+    /// The status code it was answered with (0 while in flight).
+    pub code: u16,
 }
+
+/// Another writer's change, made to an object just before the next write that names a
+/// resourceVersion reaches it (a race the test stages).
+type Race = Box<dyn FnOnce(&mut Value) + Send>;
 
 /// Where a resource lives: its collection (`group/version/plural`) and namespace.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -99,6 +126,8 @@ struct State {
     faults: VecDeque<u16>,
     /// Object → field (a JSON pointer, `/spec/holderIdentity`) → the field manager that owns it.
     owners: BTreeMap<Key, BTreeMap<String, String>>,
+    /// Staged races, by object.
+    races: Vec<(Key, Race)>,
 }
 
 /// The running double.
@@ -140,7 +169,74 @@ impl ApiServer {
         rt.spawn(async move {
             axum::serve(listener, app).await.expect("serving");
         });
+        let s = server.clone();
+        let mut changes = server.events.subscribe();
+        rt.spawn(async move {
+            // kube-controller-manager's disruption controller: on every change that concerns a
+            // budget, and every second (disrupted pods time out).
+            loop {
+                let woke = tokio::time::timeout(std::time::Duration::from_secs(1), changes.recv());
+                match woke.await {
+                    Ok(Ok(e)) if !disruption::concerns(&e.collection) => continue,
+                    Ok(Err(broadcast::error::RecvError::Closed)) => return,
+                    _ => {}
+                }
+                s.sync_budgets();
+            }
+        });
         server
+    }
+
+    /// One pass of the disruption controller over every budget (see `disruption.rs`).
+    fn sync_budgets(&self) {
+        let mut st = self.state.lock().unwrap();
+        let now = k8s_openapi::jiff::Timestamp::now().as_second();
+        let updates: Vec<(Key, Value)> = st
+            .objects
+            .iter()
+            .filter(|(k, _)| k.collection == disruption::PDBS)
+            .filter_map(|(k, pdb)| {
+                let ns = disruption::Namespace {
+                    objects: st
+                        .objects
+                        .iter()
+                        .filter(|(o, _)| o.namespace == k.namespace)
+                        .map(|(o, v)| (o.collection.as_str(), v))
+                        .collect(),
+                };
+                let status = disruption::status(pdb, &ns, now);
+                (status != pdb["status"]).then(|| {
+                    let mut new = pdb.clone();
+                    new["status"] = status;
+                    (k.clone(), new)
+                })
+            })
+            .collect();
+        for (k, new) in updates {
+            self.commit(&mut st, k, new, "MODIFIED");
+        }
+    }
+
+    /// Stages another writer's change to an object: made just before the next write that
+    /// names a resourceVersion reaches it, so that write is stale (409) and must be retried
+    /// with the fresh object.
+    pub fn race_next_write(
+        &self,
+        collection: &str,
+        namespace: &str,
+        name: &str,
+        change: impl FnOnce(&mut Value) + Send + 'static,
+    ) {
+        let key = Key {
+            collection: collection.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        self.state
+            .lock()
+            .unwrap()
+            .races
+            .push((key, Box::new(change)));
     }
 
     /// Checks every HTTP create and update with `validator` from now on (set once).
@@ -173,6 +269,8 @@ impl ApiServer {
     pub fn config(&self) -> kube::Config {
         let mut c = kube::Config::new(format!("http://{}", self.addr).parse().expect("a URL"));
         c.default_namespace = "default".into();
+        // Every answer as the double gave it: no client-side retry of a 429.
+        c.default_retry = false;
         c
     }
 
@@ -272,7 +370,7 @@ impl ApiServer {
             "ADDED"
         };
         if kind == "ADDED" {
-            stamp_new(&mut object, st.rv + 1);
+            stamp_put(&mut object, st.rv + 1);
         }
         self.commit(&mut st, key, object, kind);
     }
@@ -291,6 +389,11 @@ impl ApiServer {
     }
 
     fn commit(&self, st: &mut State, key: Key, mut object: Value, kind: &'static str) {
+        if kind == "MODIFIED"
+            && let Some(old) = st.objects.get(&key)
+        {
+            object["metadata"]["generation"] = next_generation(old, &object).into();
+        }
         st.rv += 1;
         object["metadata"]["resourceVersion"] = st.rv.to_string().into();
         let event = WatchEvent {
@@ -310,7 +413,37 @@ impl ApiServer {
             st.history.pop_front();
         }
         st.history.push_back(event.clone());
+        let uid = event.object["metadata"]["uid"].clone();
         let _ = self.events.send(event);
+        if kind == "DELETED" && !uid.is_null() {
+            self.collect_dependents(st, &uid);
+        }
+    }
+
+    /// Background garbage collection: the dependents of a deleted owner with no other owner
+    /// left are deleted, as a user's delete would (pods gracefully, finalizers honoured).
+    fn collect_dependents(&self, st: &mut State, uid: &Value) {
+        let exists =
+            |st: &State, u: &Value| st.objects.values().any(|o| o["metadata"]["uid"] == *u);
+        let orphans: Vec<(Key, Value)> = st
+            .objects
+            .iter()
+            .filter(|(_, o)| {
+                let refs = o["metadata"]["ownerReferences"].as_array();
+                refs.is_some_and(|r| {
+                    r.iter().any(|o| o["uid"] == *uid)
+                        && r.iter().all(|o| o["uid"] == *uid || !exists(st, &o["uid"]))
+                }) && o["metadata"]["deletionTimestamp"].is_null()
+            })
+            .map(|(k, o)| (k.clone(), o.clone()))
+            .collect();
+        for (k, o) in orphans {
+            if k.collection == disruption::PODS {
+                self.delete_pod(st, k, o, None);
+            } else {
+                self.delete_gracefully(st, k, o);
+            }
+        }
     }
 
     /// A pod's deletion: graceful while bound and running (see the module doc), else at once.
@@ -368,7 +501,22 @@ impl ApiServer {
         obj
     }
 
+    /// Answers a request and records it, with its status code, in the log.
     fn handle(&self, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+        let (index, response) = self.answer(method, uri, headers, body);
+        if let Some(r) = self.state.lock().unwrap().log.get_mut(index) {
+            r.code = response.status().as_u16();
+        }
+        response
+    }
+
+    fn answer(
+        &self,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> (usize, Response) {
         let query: BTreeMap<String, String> = uri
             .query()
             .unwrap_or_default()
@@ -379,6 +527,7 @@ impl ApiServer {
             })
             .collect();
         let text = String::from_utf8_lossy(&body).to_string();
+        let index;
         {
             let mut st = self.state.lock().unwrap();
             st.log.push(Request {
@@ -393,7 +542,9 @@ impl ApiServer {
                     .unwrap_or_default()
                     .to_string(),
                 at: std::time::Instant::now(),
+                code: 0,
             });
+            index = st.log.len() - 1;
             if method != Method::GET
                 && let Some(code) = st.faults.pop_front()
             {
@@ -402,22 +553,31 @@ impl ApiServer {
                 } else {
                     "TooManyRequests"
                 };
-                return status(
-                    code,
-                    reason,
-                    "the double was told to refuse this (injected fault)",
+                return (
+                    index,
+                    status(
+                        code,
+                        reason,
+                        "the double was told to refuse this (injected fault)",
+                    ),
                 );
             }
         }
         let Some(path) = parse_path(uri.path()) else {
-            return status(404, "NotFound", &format!("no route {}", uri.path()));
+            return (
+                index,
+                status(404, "NotFound", &format!("no route {}", uri.path())),
+            );
         };
+        if matches!(method, Method::PUT | Method::PATCH) && text.contains("resourceVersion") {
+            self.run_race(&path.key());
+        }
         let content_type = headers
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/json")
             .to_string();
-        match (method.clone(), path.name.is_some()) {
+        let response = match (method.clone(), path.name.is_some()) {
             (Method::GET, false) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
                 self.watch(&path, &query)
             }
@@ -430,11 +590,11 @@ impl ApiServer {
                 Some(o) => json_response(200, o),
                 None => not_found(&path),
             },
-            (Method::POST, false) => self.create(&path, &text),
+            (Method::POST, false) => self.create(&path, &text, &query),
             (Method::POST, true) if path.subresource.as_deref() == Some("eviction") => {
-                self.evict(&path)
+                self.evict(&path, &text)
             }
-            (Method::PUT, true) => self.replace(&path, &text),
+            (Method::PUT, true) => self.replace(&path, &text, &query),
             (Method::PATCH, true) => self.patch(&path, &text, &content_type, &query),
             (Method::DELETE, true) => {
                 let key = path.key();
@@ -460,6 +620,20 @@ impl ApiServer {
                 }
             }
             _ => status(405, "MethodNotAllowed", &format!("{method} {}", uri.path())),
+        };
+        (index, response)
+    }
+
+    /// Makes the staged change of another writer to `key`, if one waits.
+    fn run_race(&self, key: &Key) {
+        let mut st = self.state.lock().unwrap();
+        let Some(i) = st.races.iter().position(|(k, _)| k == key) else {
+            return;
+        };
+        let (_, change) = st.races.remove(i);
+        if let Some(mut obj) = st.objects.get(key).cloned() {
+            change(&mut obj);
+            self.commit(&mut st, key.clone(), obj, "MODIFIED");
         }
     }
 
@@ -549,10 +723,15 @@ impl ApiServer {
             .unwrap()
     }
 
-    fn create(&self, path: &Path, text: &str) -> Response {
+    fn create(&self, path: &Path, text: &str, query: &BTreeMap<String, String>) -> Response {
         let Ok(mut obj) = serde_json::from_str::<Value>(text) else {
             return status(400, "BadRequest", "body is not JSON");
         };
+        if obj["metadata"]["name"].is_null()
+            && let Some(prefix) = obj["metadata"]["generateName"].as_str()
+        {
+            obj["metadata"]["name"] = format!("{prefix}{}", random_suffix()).into();
+        }
         let name = obj["metadata"]["name"].as_str().map(str::to_string);
         let Some(name) = name else {
             return status(422, "Invalid", "metadata.name: Required value");
@@ -560,6 +739,10 @@ impl ApiServer {
         if !path.namespace.is_empty() {
             obj["metadata"]["namespace"] = path.namespace.clone().into();
         }
+        let warnings = match validate_fields(path, &mut obj, &Value::Null, query) {
+            Ok(w) => w,
+            Err(refused) => return refused,
+        };
         let key = Key {
             collection: path.collection.clone(),
             namespace: path.namespace.clone(),
@@ -583,17 +766,17 @@ impl ApiServer {
             .get(&path.key_named(&name))
             .cloned()
             .unwrap_or(obj);
-        json_response(201, obj)
+        warned(json_response(201, obj), &warnings)
     }
 
-    fn replace(&self, path: &Path, text: &str) -> Response {
+    fn replace(&self, path: &Path, text: &str, query: &BTreeMap<String, String>) -> Response {
         let Ok(new) = serde_json::from_str::<Value>(text) else {
             return status(400, "BadRequest", "body is not JSON");
         };
-        self.update(path, |old| {
+        self.update(path, query, |old| {
             let mut out = new.clone();
             keep_identity(old, &mut out);
-            out
+            Ok(out)
         })
     }
 
@@ -617,14 +800,14 @@ impl ApiServer {
                 return status(409, "Conflict", &conflict);
             }
         }
-        self.update(path, |old| {
+        self.update(path, query, |old| {
             let mut out = old.clone();
             if json_patch {
-                apply_json_patch(&mut out, &patch);
+                apply_json_patch(&mut out, &patch).map_err(|e| status(422, "Invalid", &e))?;
             } else {
                 merge(&mut out, &patch);
             }
-            out
+            Ok(out)
         })
     }
 
@@ -673,13 +856,25 @@ impl ApiServer {
     }
 
     /// A write to an object or its status subresource, then finalizer-driven deletion.
-    fn update(&self, path: &Path, f: impl FnOnce(&Value) -> Value) -> Response {
+    fn update(
+        &self,
+        path: &Path,
+        query: &BTreeMap<String, String>,
+        f: impl FnOnce(&Value) -> Result<Value, Response>,
+    ) -> Response {
         let key = path.key();
         let mut st = self.state.lock().unwrap();
         let Some(old) = st.objects.get(&key).cloned() else {
             return not_found(path);
         };
-        let mut new = f(&old);
+        let mut new = match f(&old) {
+            Ok(new) => new,
+            Err(refused) => return refused,
+        };
+        let warnings = match validate_fields(path, &mut new, &old, query) {
+            Ok(w) => w,
+            Err(refused) => return refused,
+        };
         // Optimistic concurrency (API concepts, "Concurrency control and consistency"): a write
         // that names a resourceVersion — in a replaced object or in a patch — applies only to
         // that version; otherwise 409 Conflict with the real server's message.
@@ -708,6 +903,26 @@ impl ApiServer {
             }
         }
         keep_identity(&old, &mut new);
+        // ValidateObjectMetaUpdate: no finalizer may be added to an object being deleted.
+        let finalizers = |o: &Value| -> Vec<Value> {
+            o["metadata"]["finalizers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        };
+        let added: Vec<Value> = finalizers(&new)
+            .into_iter()
+            .filter(|f| !finalizers(&old).contains(f))
+            .collect();
+        if !old["metadata"]["deletionTimestamp"].is_null() && !added.is_empty() {
+            return status(
+                422,
+                "Invalid",
+                &format!(
+                    "metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"
+                ),
+            );
+        }
         if let Some(refused) = self.invalid(&new, Some(&old)) {
             return refused;
         }
@@ -716,85 +931,151 @@ impl ApiServer {
             .as_array()
             .is_some_and(|f| !f.is_empty());
         // The response is the object as written, also when that write let it go.
-        if deleting && !finalizers_left {
+        let response = if deleting && !finalizers_left {
             self.commit(&mut st, key.clone(), new.clone(), "DELETED");
             json_response(200, new)
         } else {
             self.commit(&mut st, key.clone(), new, "MODIFIED");
             json_response(200, st.objects.get(&key).cloned().unwrap_or(Value::Null))
-        }
+        };
+        warned(response, &warnings)
     }
 
-    /// The Eviction subresource, enforcing PodDisruptionBudgets.
-    fn evict(&self, path: &Path) -> Response {
+    /// The Eviction subresource: the pod goes, or the refusal, as `disruption.rs` decides it
+    /// from the budgets' status. The Eviction's own `deleteOptions.gracePeriodSeconds` applies.
+    fn evict(&self, path: &Path, text: &str) -> Response {
         let key = path.key();
+        let grace = serde_json::from_str::<Value>(text)
+            .ok()
+            .and_then(|e| e["deleteOptions"]["gracePeriodSeconds"].as_i64());
         let mut st = self.state.lock().unwrap();
-        let Some(pod) = st.objects.get(&key).cloned() else {
+        let Some(mut pod) = st.objects.get(&key).cloned() else {
             return not_found(path);
         };
-        let pods: Vec<Value> = st
-            .objects
-            .iter()
-            .filter(|(k, _)| k.collection == "v1/pods" && k.namespace == key.namespace)
-            .map(|(_, v)| v.clone())
-            .collect();
-        for (k, pdb) in st.objects.iter() {
-            if k.collection != "policy/v1/poddisruptionbudgets" || k.namespace != key.namespace {
-                continue;
-            }
-            let selector = &pdb["spec"]["selector"]["matchLabels"];
-            let chosen = |p: &Value| {
-                selector
-                    .as_object()
-                    .is_some_and(|m| m.iter().all(|(lk, lv)| p["metadata"]["labels"][lk] == *lv))
-            };
-            if !chosen(&pod) {
-                continue;
-            }
-            let selected: Vec<&Value> = pods.iter().filter(|p| chosen(p)).collect();
-            let expected = selected.len() as i64;
-            let healthy = selected
+        let answer = {
+            let pdbs: Vec<&Value> = st
+                .objects
                 .iter()
-                .filter(|p| {
-                    p["status"]["phase"] == "Running"
-                        && p["metadata"]["deletionTimestamp"].is_null()
-                })
-                .count() as i64;
-            let value = |v: &Value| -> Option<i64> {
-                match v {
-                    Value::Number(n) => n.as_i64(),
-                    Value::String(s) => s
-                        .strip_suffix('%')
-                        .and_then(|p| p.parse::<i64>().ok())
-                        .map(|p| (expected * p + 99) / 100),
-                    _ => None,
+                .filter(|(k, _)| k.collection == disruption::PDBS && k.namespace == key.namespace)
+                .map(|(_, v)| v)
+                .collect();
+            disruption::evict(&pod, &pdbs, &now_rfc3339())
+        };
+        match answer {
+            disruption::Answer::Internal(message) => status(500, "InternalError", message),
+            disruption::Answer::TooManyRequests(cause) => json_response(
+                429,
+                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                       "message": disruption::REFUSED, "reason": "TooManyRequests",
+                       "details": {"causes": [{"reason": "DisruptionBudget", "message": cause}]},
+                       "code": 429}),
+            ),
+            disruption::Answer::Delete(spent) => {
+                if let Some((name, after)) = spent {
+                    let pdb_key = Key {
+                        collection: disruption::PDBS.into(),
+                        namespace: key.namespace.clone(),
+                        name,
+                    };
+                    if let Some(mut b) = st.objects.get(&pdb_key).cloned() {
+                        b["status"] = after;
+                        self.commit(&mut st, pdb_key, b, "MODIFIED");
+                    }
                 }
-            };
-            let allowed = if let Some(max) = value(&pdb["spec"]["maxUnavailable"]) {
-                max - (expected - healthy)
-            } else if let Some(min) = value(&pdb["spec"]["minAvailable"]) {
-                healthy - min
-            } else {
-                i64::MAX
-            };
-            if allowed <= 0 {
-                let name = pdb["metadata"]["name"].as_str().unwrap_or_default();
-                return status(
-                    429,
-                    "TooManyRequests",
-                    &format!(
-                        "Cannot evict pod as it would violate the pod's disruption budget. The disruption budget {name} needs {} healthy pods and has {healthy} currently",
-                        expected - allowed.max(0)
-                    ),
-                );
+                if pod["metadata"]["deletionTimestamp"].is_null() {
+                    disruption::disruption_target(&mut pod);
+                    self.commit(&mut st, key.clone(), pod.clone(), "MODIFIED");
+                    pod = st.objects.get(&key).cloned().unwrap_or(pod);
+                }
+                self.delete_pod(&mut st, key, pod, grace);
+                json_response(
+                    201,
+                    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+                )
             }
         }
-        self.delete_pod(&mut st, key, pod, None);
-        json_response(
-            201,
-            json!({"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 201}),
-        )
     }
+}
+
+/// Field validation of a create or update (see `fields.rs`): under `Strict`, fields its kind
+/// does not declare (and `old` did not already hold) are refused with 400; otherwise they are
+/// dropped, with a warning each under `Warn` (the default).
+fn validate_fields(
+    path: &Path,
+    obj: &mut Value,
+    old: &Value,
+    query: &BTreeMap<String, String>,
+) -> Result<Vec<String>, Response> {
+    let before: Vec<String> = fields::unknown(&path.collection, old)
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    let unknown: Vec<fields::Unknown> = fields::unknown(&path.collection, obj)
+        .into_iter()
+        .filter(|u| !before.contains(&u.name))
+        .collect();
+    if unknown.is_empty() {
+        return Ok(Vec::new());
+    }
+    let names: Vec<String> = unknown
+        .iter()
+        .map(|u| format!("unknown field \"{}\"", u.name))
+        .collect();
+    match query.get("fieldValidation").map(String::as_str) {
+        Some("Strict") => {
+            let kind = obj["kind"].as_str().unwrap_or("object");
+            Err(status(
+                400,
+                "BadRequest",
+                &format!(
+                    "{kind} in version \"{}\" cannot be handled as a {kind}: strict decoding error: {}",
+                    path.group_version.rsplit('/').next().unwrap_or_default(),
+                    names.join(", ")
+                ),
+            ))
+        }
+        Some("Ignore") => {
+            fields::drop_fields(obj, &unknown);
+            Ok(Vec::new())
+        }
+        _ => {
+            fields::drop_fields(obj, &unknown);
+            Ok(names)
+        }
+    }
+}
+
+/// A response with a `Warning: 299` header per warning.
+fn warned(mut response: Response, warnings: &[String]) -> Response {
+    for w in warnings {
+        let value = format!("299 - {:?}", w);
+        if let Ok(v) = axum::http::HeaderValue::from_str(&value) {
+            response.headers_mut().append("warning", v);
+        }
+    }
+    response
+}
+
+/// Five characters for `generateName`, as the real server's `SimpleNameGenerator` picks them
+/// (consonants and digits, no vowels).
+fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    let mut n = h.finish();
+    (0..5)
+        .map(|_| {
+            let c = ALPHABET[(n % ALPHABET.len() as u64) as usize];
+            n /= ALPHABET.len() as u64;
+            c as char
+        })
+        .collect()
 }
 
 /// A parsed resource path.
@@ -898,17 +1179,27 @@ pub fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
-/// RFC 6902 JSON patch: add, replace, remove (enough for metadata and finalizer edits).
-fn apply_json_patch(target: &mut Value, ops: &Value) {
+/// RFC 6902 JSON patch: add, replace, remove and test; a failed `test` refuses the whole
+/// patch (the error, which the server answers with 422).
+fn apply_json_patch(target: &mut Value, ops: &Value) -> Result<(), String> {
+    let mut out = target.clone();
     for op in ops.as_array().into_iter().flatten() {
         let path = op["path"].as_str().unwrap_or_default();
+        if op["op"] == "test" {
+            if out.pointer(path) != Some(&op["value"]) {
+                return Err(format!(
+                    "the server rejected our request due to an error in our request: testing value {path} failed: test failed"
+                ));
+            }
+            continue;
+        }
         let pointer = path
             .rsplit_once('/')
             .map(|(p, last)| (p.to_string(), last.replace("~1", "/").replace("~0", "~")));
         let Some((parent, last)) = pointer else {
             continue;
         };
-        let Some(container) = target.pointer_mut(&parent) else {
+        let Some(container) = out.pointer_mut(&parent) else {
             continue;
         };
         match (op["op"].as_str(), container) {
@@ -940,6 +1231,8 @@ fn apply_json_patch(target: &mut Value, ops: &Value) {
             _ => {}
         }
     }
+    *target = out;
+    Ok(())
 }
 
 /// Identity fields the server owns survive a client's write.
@@ -963,13 +1256,38 @@ fn keep_identity(old: &Value, new: &mut Value) {
 
 fn stamp_new(obj: &mut Value, n: u64) {
     obj["metadata"]["uid"] = format!("00000000-0000-0000-0000-{n:012}").into();
+    obj["metadata"]["generation"] = 1.into();
     if obj["metadata"]["creationTimestamp"].is_null() {
         obj["metadata"]["creationTimestamp"] = now_rfc3339().into();
     }
-    obj["metadata"]["generation"] = 1.into();
 }
 
-fn now_rfc3339() -> String {
+/// The generation after a write: incremented when anything but `metadata` and `status`
+/// changed.
+fn next_generation(old: &Value, new: &Value) -> i64 {
+    let spec = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(o) = v.as_object_mut() {
+            o.remove("metadata");
+            o.remove("status");
+        }
+        v
+    };
+    let was = old["metadata"]["generation"].as_i64().unwrap_or(1);
+    if spec(old) == spec(new) { was } else { was + 1 }
+}
+
+/// A test's own object (`ApiServer::put`): a uid it gives is kept (an owner's uid its
+/// dependents name).
+fn stamp_put(obj: &mut Value, n: u64) {
+    let uid = obj["metadata"]["uid"].clone();
+    stamp_new(obj, n);
+    if !uid.is_null() {
+        obj["metadata"]["uid"] = uid;
+    }
+}
+
+pub(crate) fn now_rfc3339() -> String {
     k8s_openapi::jiff::Timestamp::now()
         .round(k8s_openapi::jiff::Unit::Second)
         .unwrap_or_default()
