@@ -1288,3 +1288,50 @@ fn a_run_of_429_answers_does_not_hold_the_controller() {
         started.elapsed().as_secs_f64()
     );
 }
+
+#[test]
+fn a_drained_nodes_instance_waits_for_its_volumes_to_detach() {
+    let Some((moto, _rt, api)) = world() else {
+        return;
+    };
+    api.put("dovetail.sh/v1/nodepools", node_pool("1h"));
+    let _controller = Running::start(&api, settings(&moto));
+    run_pods(&api, &moto, 1);
+    let node = name(&api.list(NODES)[0]);
+    let instance = instance_of(&api, &node);
+    // What the attach/detach controller records for a volume on the node (played by hand).
+    const ATTACHMENTS: &str = "storage.k8s.io/v1/volumeattachments";
+    api.put(
+        ATTACHMENTS,
+        json!({"apiVersion": "storage.k8s.io/v1", "kind": "VolumeAttachment",
+               "metadata": {"name": "csi-0123"},
+               "spec": {"attacher": "ebs.csi.aws.com", "nodeName": node,
+                        "source": {"persistentVolumeName": "pv-data"}},
+               "status": {"attached": true}}),
+    );
+    api.delete(NODES, "", &node);
+    until(
+        &api,
+        &moto,
+        Duration::from_secs(30),
+        "the node's pod gone",
+        |api, _| api.list(PODS).is_empty(),
+    );
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(6) {
+        play_kubelet_and_scheduler(&api, &live(&moto));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        live(&moto).contains(&instance),
+        "the instance was terminated while a volume was still attached"
+    );
+    api.delete(ATTACHMENTS, "", "csi-0123");
+    until(
+        &api,
+        &moto,
+        Duration::from_secs(30),
+        "terminated once detached",
+        |_, live| !live.contains(&instance),
+    );
+}

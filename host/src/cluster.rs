@@ -56,6 +56,10 @@ pub struct Node {
     /// still shutting down — grace period, preStop hooks. Its instance is not terminated while
     /// any is left (unless the NodePool's `terminationGracePeriod` forces it).
     pub terminating: BTreeSet<String>,
+    /// PersistentVolumes still attached to it (VolumeAttachments naming it). After its drain
+    /// the instance waits for them to detach, as Karpenter does, so a volume is not cut off
+    /// while its data is flushed (unless `terminationGracePeriod` forces it).
+    pub attached: BTreeSet<String>,
 }
 
 /// Why and since when a node is going away.

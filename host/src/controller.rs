@@ -265,6 +265,7 @@ impl Context {
             do_not_disrupt,
             deletion: None,
             terminating: Default::default(),
+            attached: Default::default(),
         }
     }
 }
@@ -1007,6 +1008,22 @@ impl Controller {
                     .count();
             if still > 0 && !expired {
                 tracing::debug!(node = %name, pods = still, "waiting for the node's pods to stop");
+                continue;
+            }
+            // Then for its volumes to detach — those of pods that stay with it excepted.
+            let cluster = port.cluster();
+            let kept: std::collections::BTreeSet<&str> = cluster
+                .pods_on(name)
+                .flat_map(|p| &p.spec.volume_claims)
+                .filter_map(|c| cluster.volumes.volume_of(c))
+                .collect();
+            let attached = node
+                .attached
+                .iter()
+                .filter(|v| !kept.contains(v.as_str()))
+                .count();
+            if attached > 0 && !expired {
+                tracing::debug!(node = %name, volumes = attached, "waiting for the node's volumes to detach");
                 continue;
             }
             let name = name.clone();

@@ -349,6 +349,7 @@ mod tests {
             do_not_disrupt: false,
             deletion: None,
             terminating: Default::default(),
+            attached: Default::default(),
         }
     }
 

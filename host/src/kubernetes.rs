@@ -522,6 +522,7 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
             let _ = stores.node_claims.wait_until_ready().await;
             let _ = stores.node_classes.wait_until_ready().await;
             let _ = stores.pdbs.wait_until_ready().await;
+            let _ = stores.volume_attachments.wait_until_ready().await;
             let _ = stores.daemonsets.wait_until_ready().await;
             let _ = stores.policies.wait_until_ready().await;
             let _ = stores.policy_config_maps.wait_until_ready().await;

@@ -151,6 +151,7 @@ mod tests {
                     policy: None,
                 }),
                 terminating: Default::default(),
+                attached: Default::default(),
             },
         );
         for &(name, tolerant, protected) in pods {

@@ -71,6 +71,11 @@ fn requirements_of(terms: &[k8s_openapi::api::core::v1::NodeSelectorTerm]) -> Op
 }
 
 impl Volumes {
+    /// The PersistentVolume a claim (`namespace/name`) is bound to.
+    pub fn volume_of(&self, claim: &str) -> Option<&str> {
+        self.claims.get(claim)?.volume.as_deref()
+    }
+
     pub fn apply_claim(&mut self, pvc: &k8s_openapi::api::core::v1::PersistentVolumeClaim) {
         let ns = pvc.metadata.namespace.as_deref().unwrap_or("default");
         let name = pvc.metadata.name.as_deref().unwrap_or_default();

@@ -47,6 +47,8 @@ pub struct Stores {
     pub persistent_volumes: Store<k8s_openapi::api::core::v1::PersistentVolume>,
     pub persistent_volume_claims: Store<k8s_openapi::api::core::v1::PersistentVolumeClaim>,
     pub storage_classes: Store<k8s_openapi::api::storage::v1::StorageClass>,
+    /// Which volumes are attached to which node: an instance waits for its to detach.
+    pub volume_attachments: Store<k8s_openapi::api::storage::v1::VolumeAttachment>,
     pub changed: Arc<Notify>,
 }
 
@@ -86,6 +88,7 @@ pub fn start(client: &Client) -> Stores {
         ),
         persistent_volumes: reflect(Api::all(client.clone()), changed.clone(), trim),
         persistent_volume_claims: reflect(Api::all(client.clone()), changed.clone(), trim),
+        volume_attachments: reflect(Api::all(client.clone()), changed.clone(), trim),
         storage_classes: reflect(
             Api::all(client.clone()),
             changed.clone(),
@@ -493,6 +496,7 @@ impl Observer {
                     do_not_disrupt,
                     deletion,
                     terminating: Default::default(),
+                    attached: Default::default(),
                 },
             );
         }
@@ -512,6 +516,17 @@ impl Observer {
         });
         let mut pending_now = BTreeSet::new();
         let mut unbound_now = HashMap::new();
+        for va in stores.volume_attachments.state() {
+            let spec = &va.spec;
+            if let Some(node) = claim_of_node
+                .get(&spec.node_name)
+                .and_then(|claim| cluster.nodes.get_mut(claim.as_str()))
+            {
+                let volume = spec.source.persistent_volume_name.clone();
+                node.attached
+                    .insert(volume.unwrap_or_else(|| va.name_any()));
+            }
+        }
         for p in stores.pods.state() {
             if p.terminating
                 && let Some(node) = p
