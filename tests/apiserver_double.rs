@@ -326,17 +326,20 @@ fn a_budget_not_yet_observed_refuses_evictions_as_still_being_processed() {
     let (rt, api, client) = server();
     api.put("apps/v1/replicasets", replica_set(1));
     api.put(PODS, web_pod("web-0", true));
-    // Stored with a newer generation than its status describes.
-    let mut b = web_pdb("web", json!({"maxUnavailable": 1}));
-    b["status"] = json!({"observedGeneration": 0, "disruptionsAllowed": 1});
+    // Stored with a status older than its spec, which says a disruption is left; the spec
+    // allows none. Whether the actor has caught up or not, the pod may not go: a 429, "still
+    // being processed" with a Retry-After while the status is stale.
+    let mut b = web_pdb("web", json!({"maxUnavailable": 0}));
+    b["status"] = json!({"observedGeneration": 0, "disruptionsAllowed": 1,
+                         "currentHealthy": 1, "desiredHealthy": 0});
     api.put(PDBS, b);
     let pods: Api<Pod> = Api::namespaced(client, "default");
-    // Whether the actor has caught up or not, the answer is never a bypass: either 429 "still
-    // being processed" or a decision from an observed status.
     let refused = rt.block_on(pods.evict("web-0", &Default::default()));
-    if let Err(kube::Error::Api(s)) = &refused {
-        assert_eq!(s.code, 429);
-    }
+    assert!(
+        matches!(&refused, Err(kube::Error::Api(s)) if s.code == 429),
+        "{refused:?}"
+    );
+    assert!(api.get(PODS, "default", "web-0").unwrap()["metadata"]["deletionTimestamp"].is_null());
     assert_eq!(observed(&api, "web")["observedGeneration"], 1);
 }
 

@@ -248,13 +248,16 @@ fn the_chart_rbac_and_the_iam_policy_allow_every_call_of_a_full_life_cycle_and_n
         ..Default::default()
     });
     let mut controller = Running::start(&api, settings);
+    // The budget's expected pods are its ReplicaSet's scale; the ReplicaSet replaces each pod
+    // the drain evicts, and the next goes once its replacement is Ready.
+    inflate_replica_set(&api, 3);
     run_pods(&api, &moto, 3);
     let node = name(&api.list(NODES)[0]);
     api.delete(NODES, "", &node);
     until(
         &api,
         &moto,
-        Duration::from_secs(90),
+        Duration::from_secs(180),
         "the deleted node drained and gone",
         |api, _| api.get(NODES, "", &node).is_none(),
     );

@@ -526,6 +526,11 @@ impl Watcher {
             }
         }
         self.evictions_seen = m.evictions.len();
+        // The controller judges each eviction from the status the Eviction API decides with:
+        // it never asks for one the API refuses.
+        if let Some((t, pod, answer)) = m.refused_evictions.first() {
+            return Err(format!("asked to evict {pod} at {t}s, refused: {answer}"));
+        }
         // Instances: each owned by exactly one live claim, or collected within the deadline.
         let mut owners: HashMap<&str, &str> = HashMap::new();
         for n in c.nodes.values() {

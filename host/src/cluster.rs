@@ -135,8 +135,7 @@ pub struct Pdb {
     pub max_unavailable: Option<IntOrPercent>,
     /// `spec.unhealthyPodEvictionPolicy`: `AlwaysAllow`, else `IfHealthyBudget` (the default).
     pub always_allow_unhealthy: bool,
-    /// The status, when it describes the current spec (`observedGeneration` ≥ `generation`);
-    /// `None` until then — the Eviction API answers 429 ("still being processed") meanwhile.
+    /// The status kube-controller-manager last wrote; `None` before its first.
     pub status: Option<PdbStatus>,
 }
 
@@ -145,6 +144,9 @@ pub struct Pdb {
 /// workloads' scale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PdbStatus {
+    /// It describes the current spec (`observedGeneration` ≥ `generation`); until it does, the
+    /// Eviction API answers 429 ("still being processed") for a Ready pod.
+    pub observed: bool,
     pub disruptions_allowed: u32,
     pub current_healthy: u32,
     pub desired_healthy: u32,
@@ -364,7 +366,11 @@ impl Cluster {
     pub fn pdb_allowance(&self) -> Vec<u32> {
         self.pdbs
             .iter()
-            .map(|b| b.status.map_or(0, |s| s.disruptions_allowed))
+            .map(|b| {
+                b.status
+                    .filter(|s| s.observed)
+                    .map_or(0, |s| s.disruptions_allowed)
+            })
             .collect()
     }
 
@@ -404,7 +410,7 @@ impl Cluster {
                 return Eviction::Free;
             }
         }
-        match b.status {
+        match b.status.filter(|s| s.observed) {
             None => Eviction::Refused(format!(
                 "PodDisruptionBudget {}/{} is still being processed by kube-controller-manager (pod {})",
                 b.namespace, b.name, pod.spec.name
@@ -586,6 +592,7 @@ mod tests {
             max_unavailable: Some(IntOrPercent::Count(1)),
             always_allow_unhealthy: false,
             status: status.map(|(allowed, current, desired)| PdbStatus {
+                observed: true,
                 disruptions_allowed: allowed,
                 current_healthy: current,
                 desired_healthy: desired,

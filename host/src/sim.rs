@@ -133,6 +133,9 @@ pub struct Moment<'a> {
     pub events: &'a [Event],
     /// Facts of each eviction, at the moment it was asked for.
     pub evictions: &'a [EvictionFact],
+    /// Evictions the Eviction API refused: (t, pod, its answer). The controller reads the same
+    /// budget status the API decides from, so it should never ask for one.
+    pub refused_evictions: &'a [(i64, String, String)],
     pub restarts: u32,
 }
 
@@ -326,9 +329,9 @@ fn run_files(
             crash_after: opts.crash_after.iter().copied().collect(),
             crashed: false,
             evictions: Vec::new(),
+            refused: Vec::new(),
             stopping: BTreeMap::new(),
             stop_seconds: BTreeMap::new(),
-            disrupted: BTreeMap::new(),
         },
         cloud,
         queue: match (&opts.aws, &opts.interruption_queue) {
@@ -392,13 +395,12 @@ struct World {
     /// Stopped: every further effect of this tick is refused, then a new controller starts.
     crashed: bool,
     evictions: Vec<EvictionFact>,
+    /// Evictions the Eviction API refused: (t, pod, its answer).
+    refused: Vec<(i64, String, String)>,
     /// Pods asked to go, still stopping on their node (kubelet), by name.
     stopping: BTreeMap<String, Stopping>,
     /// How long a pod takes to stop once asked (its preStop sleep), by workload or bare pod.
     stop_seconds: BTreeMap<String, i64>,
-    /// Per PDB (`namespace/name`), the pods the Eviction API let go and when
-    /// (`status.disruptedPods`).
-    disrupted: BTreeMap<String, BTreeMap<String, i64>>,
 }
 
 /// A pod with a deletionTimestamp: it leaves its node at `gone_at`.
@@ -601,23 +603,20 @@ impl ClusterPort for World {
             pdb::Answer::Delete(spent) => {
                 let fact = self.eviction_fact(pod, node)?;
                 self.evictions.push(fact);
-                if let Some(i) = spent {
-                    let b = &mut self.cluster.pdbs[i];
-                    if let Some(s) = b.status.as_mut() {
-                        s.disruptions_allowed -= 1;
-                    }
-                    let key = format!("{}/{}", b.namespace, b.name);
-                    let now = self.now();
-                    self.disrupted
-                        .entry(key)
-                        .or_default()
-                        .insert(pod.to_string(), now);
+                if let Some(s) = spent.and_then(|i| self.cluster.pdbs[i].status.as_mut()) {
+                    s.disruptions_allowed -= 1;
                 }
                 self.ask_to_stop(pod, node, None);
                 Ok(())
             }
-            pdb::Answer::TooManyRequests(m) => Err(PortError::Refused(m)),
-            pdb::Answer::InternalError(m) => Err(PortError::Failed(m)),
+            pdb::Answer::TooManyRequests(m) => {
+                self.refused.push((self.t, pod.to_string(), m.clone()));
+                Err(PortError::Refused(m))
+            }
+            pdb::Answer::InternalError(m) => {
+                self.refused.push((self.t, pod.to_string(), m.clone()));
+                Err(PortError::Failed(m))
+            }
         }
     }
 
@@ -670,6 +669,7 @@ impl Sim {
             instances: self.cloud.running().unwrap_or_default(),
             events: &self.world.report.events,
             evictions: &self.world.evictions,
+            refused_evictions: &self.world.refused,
             restarts: self.world.report.restarts,
         };
         watch(&moment).map_err(|what| SimError::Violated {
@@ -1337,33 +1337,22 @@ impl World {
     }
 
     /// kube-controller-manager's disruption controller: every budget's status, from the pods
-    /// and the workloads' scale now (see `sim/pdb.rs`). Disrupted pods that are gone, or older
-    /// than the controller's timeout, are forgotten.
+    /// and the workloads' scale now (see `sim/pdb.rs`).
     fn update_pdb_status(&mut self) {
         if self.cluster.pdbs.is_empty() {
             return;
         }
-        let now = self.now();
         let statuses: Vec<crate::cluster::PdbStatus> = {
             let listed = self.listed();
             let scale = |o: &str| self.workloads.get(o).map(|w| w.replicas);
-            let none = BTreeMap::new();
             self.cluster
                 .pdbs
                 .iter()
-                .map(|b| {
-                    let key = format!("{}/{}", b.namespace, b.name);
-                    let disrupted = self.disrupted.get(&key).unwrap_or(&none);
-                    pdb::status(b, &listed, scale, disrupted, now)
-                })
+                .map(|b| pdb::status(b, &listed, scale))
                 .collect()
         };
         for (b, s) in self.cluster.pdbs.iter_mut().zip(statuses) {
             b.status = Some(s);
-        }
-        let pods = &self.cluster.pods;
-        for d in self.disrupted.values_mut() {
-            d.retain(|pod, at| pods.contains_key(pod) && *at + 120 > now);
         }
     }
 
@@ -1374,13 +1363,21 @@ impl World {
             .pods
             .get(pod)
             .ok_or_else(|| PortError::Failed(format!("no pod {pod}")))?;
-        let listed = self.listed();
-        let selects = |b: &Pdb, q: &pdb::Listed<'_>| pdb::selected(b, q.name, q.labels);
-        let pdbs = self
+        let covering: Vec<&Pdb> = self
             .cluster
             .pdbs
             .iter()
             .filter(|b| pdb::selected(b, pod, &p.spec.labels))
+            .collect();
+        // Every pod is listed only when a budget covers this one (a drain evicts many).
+        let listed = if covering.is_empty() {
+            Vec::new()
+        } else {
+            self.listed()
+        };
+        let selects = |b: &Pdb, q: &pdb::Listed<'_>| pdb::selected(b, q.name, q.labels);
+        let pdbs = covering
+            .into_iter()
             .map(|b| {
                 let mine: Vec<&pdb::Listed<'_>> = listed.iter().filter(|q| selects(b, q)).collect();
                 let mut owners: Vec<&str> = mine.iter().filter_map(|q| q.owner).collect();

@@ -516,15 +516,16 @@ impl Observer {
         });
         let mut pending_now = BTreeSet::new();
         let mut unbound_now = HashMap::new();
+        // Attachments of PersistentVolumes (an inline volume's goes with its pod, as
+        // Karpenter also leaves it).
         for va in stores.volume_attachments.state() {
             let spec = &va.spec;
-            if let Some(node) = claim_of_node
-                .get(&spec.node_name)
-                .and_then(|claim| cluster.nodes.get_mut(claim.as_str()))
+            if let Some(volume) = &spec.source.persistent_volume_name
+                && let Some(node) = claim_of_node
+                    .get(&spec.node_name)
+                    .and_then(|claim| cluster.nodes.get_mut(claim.as_str()))
             {
-                let volume = spec.source.persistent_volume_name.clone();
-                node.attached
-                    .insert(volume.unwrap_or_else(|| va.name_any()));
+                node.attached.insert(volume.clone());
             }
         }
         for p in stores.pods.state() {

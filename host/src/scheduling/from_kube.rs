@@ -587,6 +587,9 @@ pub fn pdb(
                 .map_err(|e| format!("PodDisruptionBudget {name}: spec.{field}: {e}")),
         }
     };
+    // A budget without a selector selects nothing (`LabelSelectorAsSelector(nil)`); an empty
+    // one, every pod of its namespace (policy/v1).
+    let nil_selector = spec.selector.is_none();
     let selector = spec.selector.unwrap_or_default();
     // A selector is not widened: an operator we do not know refuses the budget (a dropped
     // expression would protect more pods than asked, or, in a Deployment, fewer).
@@ -605,19 +608,27 @@ pub fn pdb(
     }
     // The status counts only once it describes this spec (the Eviction API's own rule).
     let generation = b.metadata.generation.unwrap_or(0);
-    let status = b
-        .status
-        .as_ref()
-        .filter(|s| s.observed_generation.unwrap_or(0) >= generation)
-        .map(|s| crate::cluster::PdbStatus {
-            disruptions_allowed: s.disruptions_allowed.unwrap_or(0).max(0) as u32,
-            current_healthy: s.current_healthy.unwrap_or(0).max(0) as u32,
-            desired_healthy: s.desired_healthy.unwrap_or(0).max(0) as u32,
-            expected_pods: s.expected_pods.unwrap_or(0).max(0) as u32,
-        });
+    let status = b.status.as_ref().map(|s| crate::cluster::PdbStatus {
+        observed: s.observed_generation.unwrap_or(0) >= generation,
+        disruptions_allowed: s.disruptions_allowed.unwrap_or(0).max(0) as u32,
+        current_healthy: s.current_healthy.unwrap_or(0).max(0) as u32,
+        desired_healthy: s.desired_healthy.unwrap_or(0).max(0) as u32,
+        expected_pods: s.expected_pods.unwrap_or(0).max(0) as u32,
+    });
     Ok(crate::cluster::Pdb {
         namespace: b.metadata.namespace.clone().unwrap_or("default".into()),
-        selector: selector_of(&selector),
+        selector: if nil_selector {
+            LabelSelector {
+                match_labels: Vec::new(),
+                match_expressions: vec![Requirement {
+                    key: "dovetail.sh/no-selector".into(),
+                    operator: Operator::In,
+                    values: Vec::new(),
+                }],
+            }
+        } else {
+            selector_of(&selector)
+        },
         min_available: value(spec.min_available, "minAvailable")?,
         max_unavailable: value(spec.max_unavailable, "maxUnavailable")?,
         always_allow_unhealthy: spec.unhealthy_pod_eviction_policy.as_deref()

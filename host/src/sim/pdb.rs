@@ -5,21 +5,17 @@
 //!   `getExpectedPodCount`, `countHealthyPods`, `updatePdbStatus`) writes each budget's status:
 //!   expected pods are the owning workloads' scale (`maxUnavailable`, a percentage
 //!   `minAvailable`) or the selected pods (an integer `minAvailable`); healthy pods are the
-//!   Ready ones not being deleted and not evicted in the last two minutes; the allowance is
-//!   healthy − desired, and none while nothing is expected.
+//!   Ready ones not being deleted; the allowance is healthy − desired, and none while nothing is
+//!   expected. (The real controller also leaves out pods the Eviction API let go in the last two
+//!   minutes, `disruptedPods`, for the moment before their `deletionTimestamp`; here the
+//!   eviction and the deletion are one step, so that list would always be empty.)
 //! - **the Eviction API** (`pkg/registry/core/pod/storage/eviction.go`) decides from that
 //!   status alone: a pod not yet running goes (`canIgnorePDB`); two budgets over a pod are a
 //!   500; an unready pod goes under `AlwaysAllow`, or under `IfHealthyBudget` while the budget
 //!   has its desired healthy pods; a status that does not describe the spec, or no disruption
-//!   left, is a 429; otherwise one disruption is spent and the pod recorded as disrupted.
-
-use std::collections::BTreeMap;
+//!   left, is a 429; otherwise one disruption is spent.
 
 use crate::cluster::{IntOrPercent, Pdb, PdbStatus, namespace};
-
-/// How long an evicted pod stays out of the healthy count before it has gone
-/// (`DeletionTimeout` in the disruption controller).
-const DELETION_TIMEOUT: i64 = 120;
 
 /// A pod as the disruption controller lists it.
 pub(super) struct Listed<'a> {
@@ -37,14 +33,11 @@ pub(super) fn selected(b: &Pdb, name: &str, labels: &[(String, String)]) -> bool
     namespace(name) == b.namespace && b.selector.matches(labels)
 }
 
-/// The status the disruption controller writes for `b`. `scale` gives a workload's replicas;
-/// `disrupted` the pods the Eviction API let go and when.
+/// The status the disruption controller writes for `b`. `scale` gives a workload's replicas.
 pub(super) fn status(
     b: &Pdb,
     pods: &[Listed<'_>],
     scale: impl Fn(&str) -> Option<u32>,
-    disrupted: &BTreeMap<String, i64>,
-    now: i64,
 ) -> PdbStatus {
     let mine: Vec<&Listed<'_>> = pods
         .iter()
@@ -74,22 +67,14 @@ pub(super) fn status(
         }
         (None, None) => (0, 0),
     };
-    let healthy = mine
-        .iter()
-        .filter(|p| {
-            !p.terminating
-                && p.ready
-                && disrupted
-                    .get(p.name)
-                    .is_none_or(|&at| at + DELETION_TIMEOUT <= now)
-        })
-        .count() as u32;
+    let healthy = mine.iter().filter(|p| !p.terminating && p.ready).count() as u32;
     let allowed = if expected == 0 {
         0
     } else {
         healthy.saturating_sub(desired)
     };
     PdbStatus {
+        observed: true,
         disruptions_allowed: allowed,
         current_healthy: healthy,
         desired_healthy: desired,
@@ -138,7 +123,7 @@ pub(super) fn evict(
         return Answer::Delete(None);
     }
     let refused = "Cannot evict pod as it would violate the pod's disruption budget.";
-    match b.status {
+    match b.status.filter(|s| s.observed) {
         None => Answer::TooManyRequests(format!(
             "{refused} The disruption budget {} is still being processed by the server.",
             b.name
@@ -197,12 +182,12 @@ mod tests {
         let labels = web();
         let pods = census(&labels);
         let scale = |o: &str| (o == "default/web").then_some(5);
-        let none = BTreeMap::new();
-        let s = |min, max| status(&budget(min, max), &pods, scale, &none, 0);
+        let s = |min, max| status(&budget(min, max), &pods, scale);
         // maxUnavailable: expected from the scale (5), desired 5 - 1; 3 Ready < 4.
         assert_eq!(
             s(None, Some("1")),
             PdbStatus {
+                observed: true,
                 disruptions_allowed: 0,
                 current_healthy: 3,
                 desired_healthy: 4,
@@ -220,14 +205,13 @@ mod tests {
             .into_iter()
             .map(|p| Listed { owner: None, ..p })
             .collect();
-        let b = status(&budget(None, Some("3")), &bare, scale, &none, 0);
+        let b = status(&budget(None, Some("3")), &bare, scale);
         assert_eq!((b.expected_pods, b.disruptions_allowed), (0, 0));
-        // A pod evicted a minute ago is not healthy even if it still shows Ready.
-        let recent = BTreeMap::from([("default/web-0".to_string(), 0)]);
-        let r = status(&budget(Some("1"), None), &pods, scale, &recent, 60);
+        // A pod being deleted is not healthy even if it still shows Ready.
+        let mut stopping = census(&labels);
+        stopping[0].terminating = true;
+        let r = status(&budget(Some("1"), None), &stopping, scale);
         assert_eq!(r.current_healthy, 2);
-        let r = status(&budget(Some("1"), None), &pods, scale, &recent, 121);
-        assert_eq!(r.current_healthy, 3);
     }
 
     #[test]
@@ -246,6 +230,7 @@ mod tests {
             matches!(answer, Answer::TooManyRequests(m) if m.contains("still being processed"))
         );
         b.status = Some(PdbStatus {
+            observed: true,
             disruptions_allowed: 0,
             current_healthy: 2,
             desired_healthy: 2,

@@ -213,7 +213,8 @@ pub(crate) fn status(pdb: &Value, ns: &Namespace<'_>, now: i64) -> Value {
                 failed = json!({});
             }
             failed["disruptionsAllowed"] = 0.into();
-            failed["conditions"] = json!([condition(old, false, "SyncFailed", &why)]);
+            let seen = old["observedGeneration"].as_i64().unwrap_or(0);
+            failed["conditions"] = json!([condition(old, false, "SyncFailed", &why, seen)]);
             return failed;
         }
     };
@@ -257,7 +258,7 @@ pub(crate) fn status(pdb: &Value, ns: &Namespace<'_>, now: i64) -> Value {
         "expectedPods": expected,
         "disruptionsAllowed": allowed,
         "observedGeneration": generation,
-        "conditions": [condition(old, allowed > 0, reason, message)],
+        "conditions": [condition(old, allowed > 0, reason, message, generation)],
     });
     if !disrupted.is_empty() {
         out["disruptedPods"] = Value::Object(disrupted);
@@ -266,7 +267,7 @@ pub(crate) fn status(pdb: &Value, ns: &Namespace<'_>, now: i64) -> Value {
 }
 
 /// The `DisruptionAllowed` condition, keeping its transition time while its status holds.
-fn condition(old: &Value, allowed: bool, reason: &str, message: &str) -> Value {
+fn condition(old: &Value, allowed: bool, reason: &str, message: &str, generation: i64) -> Value {
     let status = if allowed { "True" } else { "False" };
     let since = old["conditions"]
         .as_array()
@@ -277,7 +278,7 @@ fn condition(old: &Value, allowed: bool, reason: &str, message: &str) -> Value {
         .unwrap_or_else(|| crate::now_rfc3339().into());
     json!({"type": "DisruptionAllowed", "status": status, "reason": reason,
            "message": message, "lastTransitionTime": since,
-           "observedGeneration": old["observedGeneration"].clone()})
+           "observedGeneration": generation})
 }
 
 /// The Eviction subresource's answer for a pod.
@@ -285,8 +286,8 @@ fn condition(old: &Value, allowed: bool, reason: &str, message: &str) -> Value {
 pub(crate) enum Answer {
     /// Delete the pod; with the budget (by name) and its status after the decrement.
     Delete(Option<(String, Value)>),
-    /// 429 with the cause's message.
-    TooManyRequests(String),
+    /// 429 with the cause's message, and the seconds to wait it suggests (`Retry-After`).
+    TooManyRequests { cause: String, retry_after: u32 },
     /// 500 with the message.
     Internal(&'static str),
 }
@@ -323,16 +324,20 @@ pub(crate) fn evict(pod: &Value, pdbs: &[&Value], now: &str) -> Answer {
         }
     }
     if n("observedGeneration") < pdb["metadata"]["generation"].as_i64().unwrap_or(1) {
-        return Answer::TooManyRequests(format!(
-            "The disruption budget {name} is still being processed by the server."
-        ));
+        return Answer::TooManyRequests {
+            cause: format!("The disruption budget {name} is still being processed by the server."),
+            retry_after: 10,
+        };
     }
     if n("disruptionsAllowed") <= 0 {
-        return Answer::TooManyRequests(format!(
-            "The disruption budget {name} needs {} healthy pods and has {} currently",
-            n("desiredHealthy"),
-            n("currentHealthy")
-        ));
+        return Answer::TooManyRequests {
+            cause: format!(
+                "The disruption budget {name} needs {} healthy pods and has {} currently",
+                n("desiredHealthy"),
+                n("currentHealthy")
+            ),
+            retry_after: 0,
+        };
     }
     let mut after = s.clone();
     after["disruptionsAllowed"] = (n("disruptionsAllowed") - 1).into();
@@ -355,4 +360,29 @@ pub(crate) fn disruption_target(pod: &mut Value) {
                      "reason": "EvictionByEvictionAPI", "message": "Eviction API: evicting",
                      "lastTransitionTime": crate::now_rfc3339()}));
     pod["status"]["conditions"] = Value::Array(list);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_status_older_than_the_spec_refuses_a_ready_pod_with_retry_after() {
+        let pod = json!({"metadata": {"name": "web-0", "labels": {"app": "web"}},
+                         "status": {"phase": "Running",
+                                    "conditions": [{"type": "Ready", "status": "True"}]}});
+        let pdb = json!({"metadata": {"name": "web", "generation": 2},
+                         "spec": {"selector": {"matchLabels": {"app": "web"}}},
+                         "status": {"observedGeneration": 1, "disruptionsAllowed": 3}});
+        match evict(&pod, &[&pdb], "2026-12-06T00:00:00Z") {
+            Answer::TooManyRequests { cause, retry_after } => {
+                assert!(cause.contains("still being processed"), "{cause}");
+                assert_eq!(retry_after, 10);
+            }
+            other => panic!("{other:?}"),
+        }
+        // A nil selector selects nothing.
+        let nil = json!({"metadata": {"name": "all", "generation": 1}, "spec": {}});
+        assert!(matches!(evict(&pod, &[&nil], "now"), Answer::Delete(None)));
+    }
 }

@@ -174,14 +174,22 @@ impl ApiServer {
         rt.spawn(async move {
             // kube-controller-manager's disruption controller: on every change that concerns a
             // budget, and every second (disrupted pods time out).
+            let mut last = tokio::time::Instant::now();
             loop {
-                let woke = tokio::time::timeout(std::time::Duration::from_secs(1), changes.recv());
-                match woke.await {
-                    Ok(Ok(e)) if !disruption::concerns(&e.collection) => continue,
+                let due = last + std::time::Duration::from_secs(1);
+                let mut concerned = match tokio::time::timeout_at(due, changes.recv()).await {
+                    Ok(Ok(e)) => disruption::concerns(&e.collection),
                     Ok(Err(broadcast::error::RecvError::Closed)) => return,
-                    _ => {}
+                    Ok(Err(broadcast::error::RecvError::Lagged(_))) | Err(_) => true,
+                };
+                // Everything already queued is one pass.
+                while let Ok(e) = changes.try_recv() {
+                    concerned |= disruption::concerns(&e.collection);
                 }
-                s.sync_budgets();
+                if concerned || tokio::time::Instant::now() >= due {
+                    s.sync_budgets();
+                    last = tokio::time::Instant::now();
+                }
             }
         });
         server
@@ -963,13 +971,21 @@ impl ApiServer {
         };
         match answer {
             disruption::Answer::Internal(message) => status(500, "InternalError", message),
-            disruption::Answer::TooManyRequests(cause) => json_response(
-                429,
-                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                       "message": disruption::REFUSED, "reason": "TooManyRequests",
-                       "details": {"causes": [{"reason": "DisruptionBudget", "message": cause}]},
-                       "code": 429}),
-            ),
+            disruption::Answer::TooManyRequests { cause, retry_after } => {
+                let mut r = json_response(
+                    429,
+                    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                           "message": disruption::REFUSED, "reason": "TooManyRequests",
+                           "details": {"causes": [{"reason": "DisruptionBudget", "message": cause}],
+                                       "retryAfterSeconds": retry_after},
+                           "code": 429}),
+                );
+                if retry_after > 0 {
+                    r.headers_mut()
+                        .insert("retry-after", retry_after.to_string().parse().unwrap());
+                }
+                r
+            }
             disruption::Answer::Delete(spent) => {
                 if let Some((name, after)) = spent {
                     let pdb_key = Key {
