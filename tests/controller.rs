@@ -998,6 +998,27 @@ fn two_slow_pods(api: &ApiServer, moto: &Moto, stop_seconds: u32, pool: Value) -
         .to_string()
 }
 
+/// The pool (consolidateAfter 1h), the controller, and one pod running on one registered node:
+/// the controller (keep it), that node's name and its instance.
+fn one_running_node(api: &ApiServer, moto: &Moto) -> (Running, String, String) {
+    api.put("dovetail.sh/v1/nodepools", node_pool("1h"));
+    let controller = Running::start(api, settings(moto));
+    run_pods(api, moto, 1);
+    let node = name(&api.list(NODES)[0]);
+    let instance = instance_of(api, &node);
+    (controller, node, instance)
+}
+
+/// Another controller's finalizer on `node` (a CSI driver, a node agent).
+fn protect(api: &ApiServer, node: &str) {
+    let mut n = api.get(NODES, "", node).unwrap();
+    n["metadata"]["finalizers"]
+        .as_array_mut()
+        .unwrap()
+        .push("example.com/protect".into());
+    api.put(NODES, n);
+}
+
 #[test]
 fn a_drain_terminates_the_instance_only_after_its_pods_have_stopped() {
     let Some((moto, _rt, api)) = world() else {
@@ -1076,20 +1097,13 @@ fn another_controllers_finalizer_and_taint_on_our_node_survive_its_whole_life() 
     let Some((moto, _rt, api)) = world() else {
         return;
     };
-    api.put("dovetail.sh/v1/nodepools", node_pool("1h"));
-    let _controller = Running::start(&api, settings(&moto));
-    run_pods(&api, &moto, 1);
+    let (_controller, name, instance) = one_running_node(&api, &moto);
     // Another controller (a CSI driver, a node agent) writes its own finalizer and taint.
-    let mut node = api.list(NODES).remove(0);
-    let name = name(&node);
-    node["metadata"]["finalizers"]
-        .as_array_mut()
-        .unwrap()
-        .push("example.com/protect".into());
+    protect(&api, &name);
+    let mut node = api.get(NODES, "", &name).unwrap();
     node["spec"]["taints"] =
         json!([{"key": "example.com/maintenance", "effect": "PreferNoSchedule"}]);
     api.put(NODES, node);
-    let instance = instance_of(&api, &name);
     api.delete(NODES, "", &name);
     until(
         &api,
@@ -1199,18 +1213,9 @@ fn a_stale_write_to_our_node_gets_409_and_is_retried_with_the_fresh_object() {
     let Some((moto, _rt, api)) = world() else {
         return;
     };
-    api.put("dovetail.sh/v1/nodepools", node_pool("1h"));
-    let _controller = Running::start(&api, settings(&moto));
-    run_pods(&api, &moto, 1);
+    let (_controller, node, instance) = one_running_node(&api, &moto);
     // Another controller's finalizer keeps the Node readable after ours is released.
-    let mut n = api.list(NODES).remove(0);
-    let node = name(&n);
-    n["metadata"]["finalizers"]
-        .as_array_mut()
-        .unwrap()
-        .push("example.com/protect".into());
-    api.put(NODES, n);
-    let instance = instance_of(&api, &node);
+    protect(&api, &node);
     // It also changes the Node just before each of our next two conditional writes (labels
     // and taints: no finalizer may be added to an object being deleted).
     for n in 0..2 {
@@ -1269,11 +1274,7 @@ fn a_run_of_429_answers_does_not_hold_the_controller() {
     let Some((moto, _rt, api)) = world() else {
         return;
     };
-    api.put("dovetail.sh/v1/nodepools", node_pool("1h"));
-    let _controller = Running::start(&api, settings(&moto));
-    run_pods(&api, &moto, 1);
-    let node = name(&api.list(NODES)[0]);
-    let instance = instance_of(&api, &node);
+    let (_controller, node, instance) = one_running_node(&api, &moto);
     api.inject(429, 20);
     api.delete(NODES, "", &node);
     let started = Instant::now();
@@ -1296,11 +1297,7 @@ fn a_drained_nodes_instance_waits_for_its_volumes_to_detach() {
     let Some((moto, _rt, api)) = world() else {
         return;
     };
-    api.put("dovetail.sh/v1/nodepools", node_pool("1h"));
-    let _controller = Running::start(&api, settings(&moto));
-    run_pods(&api, &moto, 1);
-    let node = name(&api.list(NODES)[0]);
-    let instance = instance_of(&api, &node);
+    let (_controller, node, instance) = one_running_node(&api, &moto);
     // What the attach/detach controller records for a volume on the node (played by hand).
     const ATTACHMENTS: &str = "storage.k8s.io/v1/volumeattachments";
     api.put(
