@@ -749,7 +749,7 @@ impl ApiServer {
         }
         let warnings = match validate_fields(path, &mut obj, &Value::Null, query) {
             Ok(w) => w,
-            Err(refused) => return refused,
+            Err(refused) => return *refused,
         };
         let key = Key {
             collection: path.collection.clone(),
@@ -811,7 +811,8 @@ impl ApiServer {
         self.update(path, query, |old| {
             let mut out = old.clone();
             if json_patch {
-                apply_json_patch(&mut out, &patch).map_err(|e| status(422, "Invalid", &e))?;
+                apply_json_patch(&mut out, &patch)
+                    .map_err(|e| Box::new(status(422, "Invalid", &e)))?;
             } else {
                 merge(&mut out, &patch);
             }
@@ -868,7 +869,7 @@ impl ApiServer {
         &self,
         path: &Path,
         query: &BTreeMap<String, String>,
-        f: impl FnOnce(&Value) -> Result<Value, Response>,
+        f: impl FnOnce(&Value) -> Result<Value, Box<Response>>,
     ) -> Response {
         let key = path.key();
         let mut st = self.state.lock().unwrap();
@@ -877,11 +878,11 @@ impl ApiServer {
         };
         let mut new = match f(&old) {
             Ok(new) => new,
-            Err(refused) => return refused,
+            Err(refused) => return *refused,
         };
         let warnings = match validate_fields(path, &mut new, &old, query) {
             Ok(w) => w,
-            Err(refused) => return refused,
+            Err(refused) => return *refused,
         };
         // Optimistic concurrency (API concepts, "Concurrency control and consistency"): a write
         // that names a resourceVersion — in a replaced object or in a patch — applies only to
@@ -1021,7 +1022,7 @@ fn validate_fields(
     obj: &mut Value,
     old: &Value,
     query: &BTreeMap<String, String>,
-) -> Result<Vec<String>, Response> {
+) -> Result<Vec<String>, Box<Response>> {
     let before: Vec<String> = fields::unknown(&path.collection, old)
         .into_iter()
         .map(|u| u.name)
@@ -1040,7 +1041,7 @@ fn validate_fields(
     match query.get("fieldValidation").map(String::as_str) {
         Some("Strict") => {
             let kind = obj["kind"].as_str().unwrap_or("object");
-            Err(status(
+            Err(Box::new(status(
                 400,
                 "BadRequest",
                 &format!(
@@ -1048,7 +1049,7 @@ fn validate_fields(
                     path.group_version.rsplit('/').next().unwrap_or_default(),
                     names.join(", ")
                 ),
-            ))
+            )))
         }
         Some("Ignore") => {
             fields::drop_fields(obj, &unknown);
