@@ -1340,3 +1340,69 @@ fn a_drained_nodes_instance_waits_for_its_volumes_to_detach() {
         |_, live| !live.contains(&instance),
     );
 }
+
+#[test]
+fn a_nominated_pod_that_kube_scheduler_does_not_bind_on_the_ready_node_is_planned_again() {
+    // Pods the plan did not know (created as the node registers) take the room kube-scheduler
+    // would have given the nominated ones. Held for the whole nomination TTL (5 minutes), the
+    // nominated pods stalled; once the node has been Ready for the nomination window they are
+    // planned again.
+    let Some((moto, _rt, api)) = world() else {
+        return;
+    };
+    api.put("dovetail.sh/v1/nodepools", node_pool("1h"));
+    let _controller = Running::start(&api, settings(&moto));
+    for i in 0..3 {
+        api.put(PODS, inflate_pod(i));
+    }
+    // kube-scheduler finds no node for them; nothing registers yet.
+    let started = Instant::now();
+    loop {
+        for mut p in api.list(PODS) {
+            if p["status"]["conditions"].is_null() {
+                p["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "False",
+                    "reason": "Unschedulable", "message": "0/0 nodes are available"}]);
+                api.put(PODS, p);
+            }
+        }
+        let launched = api
+            .list(CLAIMS)
+            .iter()
+            .any(|c| c["status"]["providerID"].is_string());
+        if launched && !live(&moto).is_empty() {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no launch");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Two big pods appear and are bound first when the node registers.
+    for i in 0..2 {
+        let mut p = inflate_pod(i);
+        p["metadata"]["name"] = format!("a-intruder-{i}").into();
+        p["metadata"]["labels"] = json!({"app": "intruder"});
+        p["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("ownerReferences");
+        p["spec"]["containers"][0]["resources"]["requests"]["cpu"] = "900m".into();
+        api.put(PODS, p);
+    }
+    let t0 = Instant::now();
+    until(
+        &api,
+        &moto,
+        Duration::from_secs(90),
+        "every pod running",
+        |api, _| {
+            api.list(PODS)
+                .iter()
+                .all(|p| p["status"]["phase"] == "Running")
+        },
+    );
+    let took = t0.elapsed().as_secs_f64();
+    eprintln!("all running {took:.1}s after the intruders");
+    assert!(
+        api.list(CLAIMS).len() >= 2,
+        "a second claim for the pods that did not fit"
+    );
+}

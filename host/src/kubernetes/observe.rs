@@ -250,6 +250,12 @@ pub struct Observer {
 /// window plus the node's start-up; 5 minutes covers a slow launch).
 pub const NOMINATION_TTL: i64 = 300;
 
+/// How long a nomination to a Ready node holds (from the later of the nomination and the
+/// node's readiness): kube-scheduler binds within seconds when the pod fits, so a pod still
+/// unbound after this does not fit there as kube-scheduler sees the node, and is planned again.
+/// Karpenter's nomination window is likewise twice its batch window, 20 s by default.
+pub const NOMINATION_READY_WINDOW: i64 = 20;
+
 /// How long after its creation a pod bound to a node not (yet) known is still looked at for its
 /// startup duration.
 const STARTUP_WAIT: i64 = 600;
@@ -503,13 +509,22 @@ impl Observer {
 
         // Pods: bound ones on their node's claim (or on a node we do not manage), pending ones
         // only once kube-scheduler found them unschedulable.
-        // A nomination ends when it expires or its NodeClaim is gone (deleted, never joined):
-        // the pod is pending again rather than waiting on a node that will not come.
+        // A nomination ends when it expires, when its NodeClaim is gone (deleted, never
+        // joined), or once its node has been Ready for NOMINATION_READY_WINDOW without
+        // kube-scheduler binding the pod there: the pod is pending again rather than waiting on
+        // a node that will not come or will not take it (a pod the model does not know about
+        // holds the room).
         let unlaunched: BTreeSet<&str> =
             cluster.unlaunched.iter().map(|u| u.name.as_str()).collect();
         let launched = &self.launched;
         self.nominated.retain(|_, (claim, until)| {
+            let nominated_at = *until - NOMINATION_TTL;
+            let refused = cluster.nodes.get(claim.as_str()).is_some_and(|n| {
+                n.ready_at
+                    .is_some_and(|r| now >= r.max(nominated_at) + NOMINATION_READY_WINDOW)
+            });
             *until > now
+                && !refused
                 && (cluster.nodes.contains_key(claim)
                     || unlaunched.contains(claim.as_str())
                     || launched.contains_key(claim))
