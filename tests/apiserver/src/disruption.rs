@@ -30,16 +30,18 @@ const DELETION_TIMEOUT_SECS: i64 = 120;
 pub(crate) const PODS: &str = "v1/pods";
 pub(crate) const PDBS: &str = "policy/v1/poddisruptionbudgets";
 
+/// What a budget's status is computed from: pods and their controllers.
+pub(crate) const READS: [&str; 5] = [
+    PODS,
+    "apps/v1/replicasets",
+    "apps/v1/deployments",
+    "apps/v1/statefulsets",
+    "v1/replicationcontrollers",
+];
+
 /// Whether a change to `collection` can change a budget's status.
 pub(crate) fn concerns(collection: &str) -> bool {
-    matches!(
-        collection,
-        PODS | PDBS
-            | "apps/v1/replicasets"
-            | "apps/v1/deployments"
-            | "apps/v1/statefulsets"
-            | "v1/replicationcontrollers"
-    )
+    collection == PDBS || READS.contains(&collection)
 }
 
 /// A `metav1.LabelSelector` over an object's labels: `matchLabels` and `matchExpressions` (In,

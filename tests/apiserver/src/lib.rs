@@ -199,27 +199,44 @@ impl ApiServer {
     fn sync_budgets(&self) {
         let mut st = self.state.lock().unwrap();
         let now = k8s_openapi::jiff::Timestamp::now().as_second();
-        let updates: Vec<(Key, Value)> = st
-            .objects
-            .iter()
-            .filter(|(k, _)| k.collection == disruption::PDBS)
-            .filter_map(|(k, pdb)| {
-                let ns = disruption::Namespace {
-                    objects: st
-                        .objects
-                        .iter()
-                        .filter(|(o, _)| o.namespace == k.namespace)
-                        .map(|(o, v)| (o.collection.as_str(), v))
-                        .collect(),
-                };
-                let status = disruption::status(pdb, &ns, now);
-                (status != pdb["status"]).then(|| {
-                    let mut new = pdb.clone();
-                    new["status"] = status;
-                    (k.clone(), new)
+        // Objects of one collection (and namespace) are a contiguous range of the store: a
+        // cluster without budgets costs one lookup, and a budget reads only what it counts.
+        let range = |st: &'_ State, collection: &str, namespace: Option<&str>| {
+            let from = Key {
+                collection: collection.into(),
+                namespace: namespace.unwrap_or_default().into(),
+                name: String::new(),
+            };
+            let (collection, namespace) = (collection.to_string(), namespace.map(str::to_string));
+            st.objects
+                .range(from..)
+                .take_while(move |(k, _)| {
+                    k.collection == collection
+                        && namespace.as_ref().is_none_or(|n| *n == k.namespace)
                 })
-            })
-            .collect();
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<Vec<_>>()
+        };
+        let pdbs = range(&st, disruption::PDBS, None);
+        let mut updates = Vec::new();
+        for (k, pdb) in pdbs {
+            let read: Vec<(&str, Vec<(Key, Value)>)> = disruption::READS
+                .iter()
+                .map(|c| (*c, range(&st, c, Some(&k.namespace))))
+                .collect();
+            let ns = disruption::Namespace {
+                objects: read
+                    .iter()
+                    .flat_map(|(c, objects)| objects.iter().map(move |(_, v)| (*c, v)))
+                    .collect(),
+            };
+            let status = disruption::status(&pdb, &ns, now);
+            if status != pdb["status"] {
+                let mut new = pdb.clone();
+                new["status"] = status;
+                updates.push((k, new));
+            }
+        }
         for (k, new) in updates {
             self.commit(&mut st, k, new, "MODIFIED");
         }
