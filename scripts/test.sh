@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
+# The Python tools of the tests (moto, checkov, …) come from the project's virtual environment.
+export PATH="$PWD/.venv/bin:$PATH"
 cargo fmt --all --check
 # The end-to-end tests also run `dovetail controller` as its own process (killed, SIGTERMed,
 # two replicas): the binary is built beside them first.

@@ -13,6 +13,8 @@ mod harness;
 mod moto;
 #[path = "aws/seed.rs"]
 mod seed;
+#[path = "policy/servers.rs"]
+mod servers;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -71,6 +73,124 @@ fn the_cloudformation_template_lints_and_deploys_into_moto() {
         return;
     };
     check(&["cfn", &moto.admin_endpoint]);
+}
+
+/// Runs a command; its stdout, or the test fails with what it printed.
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The image as a user gets it: `scripts/image.sh` builds it with no Docker daemon from the binary
+/// the tests run, pushes it to a real registry (the CNCF Distribution registry), and what comes
+/// back from the registry is a non-root image of the binary alone that starts.
+#[test]
+fn the_image_builds_without_a_docker_daemon_pushes_and_runs_as_non_root() {
+    let Some(registry) = servers::Registry::start() else {
+        return;
+    };
+    let dir = servers::Temp::new("image");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let exe = dovetail_exe();
+    let dest = format!("docker://{}/dovetail:test", registry.host);
+    run(Command::new("bash")
+        .current_dir(&root)
+        .args(["scripts/image.sh", "--binary"])
+        .arg(&exe)
+        .args(["--tag", "test", "--out"])
+        .arg(dir.path().join("layout"))
+        .args(["--push", &dest, "--dest-tls-verify=false"]));
+
+    let config: Value = serde_json::from_str(&run(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        "--config",
+        &dest,
+    ])))
+    .unwrap();
+    let host_arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    assert_eq!(config["architecture"], host_arch, "{config:#}");
+    assert_eq!(config["os"], "linux");
+    assert_eq!(
+        config["config"]["User"], "65532:65532",
+        "not root: {config:#}"
+    );
+    assert_eq!(
+        config["config"]["Entrypoint"],
+        json!(["/usr/local/bin/dovetail"])
+    );
+    assert_eq!(config["config"]["Cmd"], json!(["controller"]));
+    assert_eq!(
+        config["config"]["Labels"]["org.opencontainers.image.version"],
+        "0.1.0"
+    );
+
+    // Back from the registry: one layer, the binary and its libraries, no shell.
+    let pulled = dir.path().join("pulled");
+    run(Command::new("skopeo").args([
+        "copy",
+        "--quiet",
+        "--src-tls-verify=false",
+        &dest,
+        &format!("oci:{}:test", pulled.display()),
+    ]));
+    let index: Value =
+        serde_json::from_str(&std::fs::read_to_string(pulled.join("index.json")).unwrap()).unwrap();
+    let blob = |digest: &str| {
+        pulled
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:"))
+    };
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 1, "{manifest:#}");
+    let rootfs = dir.path().join("rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    run(Command::new("tar")
+        .arg("-xzf")
+        .arg(blob(layers[0]["digest"].as_str().unwrap()))
+        .arg("-C")
+        .arg(&rootfs));
+    assert!(rootfs.join("usr/local/bin/dovetail").is_file());
+    assert!(
+        rootfs.join("etc/ssl/certs/ca-certificates.crt").is_file(),
+        "TLS to AWS needs the CA bundle"
+    );
+    for shell in ["bin/sh", "bin/bash", "usr/bin/sh"] {
+        assert!(
+            !rootfs.join(shell).exists(),
+            "no shell in the image: {shell}"
+        );
+    }
+    // It starts inside its own root, as uid 65532 (chroot; unshare maps root when we are not).
+    let root_user = run(Command::new("id").arg("-u")).trim() == "0";
+    let mut start = if root_user {
+        Command::new("chroot")
+    } else {
+        let mut c = Command::new("unshare");
+        c.args(["--user", "--map-root-user", "chroot"]);
+        c
+    };
+    if root_user {
+        start.arg("--userspec=65532:65532");
+    }
+    let version = run(start
+        .arg(&rootfs)
+        .args(["/usr/local/bin/dovetail", "--version"]));
+    assert_eq!(version.trim(), "dovetail 0.1.0");
 }
 
 /// One API request as an RBAC check sees it: (apiGroup, resource[/subresource], verb, namespace).
