@@ -193,10 +193,19 @@ fn the_image_builds_without_a_docker_daemon_pushes_and_runs_as_non_root() {
     assert_eq!(version.trim(), "dovetail 0.1.0");
 }
 
-/// One API request as an RBAC check sees it: (apiGroup, resource[/subresource], verb, namespace).
-fn rbac_request(
-    r: &dovetail_apiserver_double::Request,
-) -> Option<(String, String, String, String)> {
+/// One API request as an RBAC check sees it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct RbacRequest {
+    group: String,
+    /// `plural` or `plural/subresource`.
+    resource: String,
+    verb: String,
+    namespace: String,
+    /// The object's name, when the request names one.
+    name: Option<String>,
+}
+
+fn rbac_request(r: &dovetail_apiserver_double::Request) -> Option<RbacRequest> {
     let parts: Vec<&str> = r.path.trim_matches('/').split('/').collect();
     let (group, rest) = match parts.as_slice() {
         ["api", "v1", rest @ ..] => (String::new(), rest),
@@ -232,7 +241,39 @@ fn rbac_request(
         Some(s) => format!("{resource}/{s}"),
         None => resource.to_string(),
     };
-    Some((group, resource, verb.to_string(), namespace))
+    // A create's name (a subresource's parent aside) is not known to RBAC.
+    let name = name.filter(|_| verb != "create" || sub.is_some());
+    Some(RbacRequest {
+        group,
+        resource,
+        verb: verb.to_string(),
+        namespace,
+        name: name.map(str::to_string),
+    })
+}
+
+/// Whether a rule of `check.py rbac` allows the request, as the RBAC authorizer decides
+/// (`k8s.io/kubernetes/plugin/pkg/auth/authorizer/rbac`: a Role's rules apply in its namespace
+/// only; `resourceNames`, when present, must name the object).
+fn rbac_allows(rule: &Value, req: &RbacRequest) -> bool {
+    let has = |field: &str, v: &str| {
+        rule[field]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == v))
+    };
+    let scope = rule["kind"] == "ClusterRole" || rule["namespace"] == req.namespace.as_str();
+    let named = match rule["resourceNames"].as_array() {
+        None => true,
+        Some(names) => req
+            .name
+            .as_deref()
+            .is_some_and(|n| names.iter().any(|x| x == n)),
+    };
+    scope
+        && named
+        && has("apiGroups", &req.group)
+        && has("resources", &req.resource)
+        && has("verbs", &req.verb)
 }
 
 /// What the chart grants but the run did not exercise, and why it stays.
@@ -306,7 +347,8 @@ const IAM_KEPT: &[(&str, &str)] = &[
 
 #[test]
 fn the_chart_rbac_and_the_iam_policy_allow_every_call_of_a_full_life_cycle_and_nothing_more() {
-    let Some(rules) = check(&["rbac"]) else {
+    // Installed in the test's system namespace, where the Lease and the Policy ConfigMap live.
+    let Some(rules) = check(&["rbac", "kube-system"]) else {
         return;
     };
     let iam = check(&["iam"]).unwrap();
@@ -361,7 +403,11 @@ fn the_chart_rbac_and_the_iam_policy_allow_every_call_of_a_full_life_cycle_and_n
                "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "inflate"}}}}),
     );
     let mut settings = settings(&moto);
-    settings.interruption_queue = Some(queue_url);
+    // By name, as the chart's settings.interruptionQueue takes it (sqs:GetQueueUrl finds it).
+    assert!(queue_url.ends_with("/dovetail-my-cluster"), "{queue_url}");
+    settings.interruption_queue = Some("dovetail-my-cluster".into());
+    // Policy ConfigMaps in the release's namespace only, as the chart sets it.
+    settings.policy_config_map_namespaces = vec!["kube-system".into()];
     settings.operation.leader_election = Some(dovetail::kubernetes::leader::LeaderElection {
         namespace: "kube-system".into(),
         duration: Duration::from_secs(6),
@@ -385,33 +431,52 @@ fn the_chart_rbac_and_the_iam_policy_allow_every_call_of_a_full_life_cycle_and_n
 
     // Every request against the rules.
     let rules: Vec<Value> = serde_json::from_str(&rules).unwrap();
-    let allows = |group: &str, resource: &str, verb: &str, namespace: &str| {
-        rules.iter().any(|r| {
-            let has = |field: &str, v: &str| {
-                r[field]
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(|x| x == v))
-            };
-            // A Role binds in the release's namespace (the test's system namespace).
-            let scope_ok = r["kind"] == "ClusterRole" || namespace == "kube-system";
-            scope_ok && has("apiGroups", group) && has("resources", resource) && has("verbs", verb)
-        })
-    };
-    let used: BTreeSet<(String, String, String, String)> =
-        api.log().iter().filter_map(rbac_request).collect();
-    let mut denied = Vec::new();
-    for (g, res, verb, ns) in &used {
-        if !allows(g, res, verb, ns) {
-            denied.push(format!("{verb} {g}/{res} (namespace {ns:?})"));
-        }
-    }
+    let used: BTreeSet<RbacRequest> = api.log().iter().filter_map(rbac_request).collect();
+    let denied: Vec<String> = used
+        .iter()
+        .filter(|req| !rules.iter().any(|r| rbac_allows(r, req)))
+        .map(|req| format!("{req:?}"))
+        .collect();
     assert!(
         denied.is_empty(),
         "the chart's RBAC does not allow: {denied:#?}"
     );
+    // Least privilege where it can be shown: the Lease and the CRDs by name, ConfigMaps in the
+    // release's namespace only.
+    for (group, resource, verb) in [
+        ("coordination.k8s.io", "leases", "get"),
+        ("apiextensions.k8s.io", "customresourcedefinitions", "get"),
+    ] {
+        let other = RbacRequest {
+            group: group.into(),
+            resource: resource.into(),
+            verb: verb.into(),
+            namespace: if resource == "leases" {
+                "kube-system".into()
+            } else {
+                String::new()
+            },
+            name: Some("someone-elses".into()),
+        };
+        assert!(
+            !rules.iter().any(|r| rbac_allows(r, &other)),
+            "the chart lets the controller {verb} any {resource}, not only its own"
+        );
+    }
+    let elsewhere = RbacRequest {
+        group: String::new(),
+        resource: "configmaps".into(),
+        verb: "list".into(),
+        namespace: "default".into(),
+        name: None,
+    };
+    assert!(
+        !rules.iter().any(|r| rbac_allows(r, &elsewhere)),
+        "ConfigMaps outside the release's namespace are readable"
+    );
     let used_rules: BTreeSet<(String, String, String)> = used
         .iter()
-        .map(|(g, r, v, _)| (g.clone(), r.clone(), v.clone()))
+        .map(|r| (r.group.clone(), r.resource.clone(), r.verb.clone()))
         .collect();
     let mut unused = Vec::new();
     for r in &rules {

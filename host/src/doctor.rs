@@ -222,8 +222,21 @@ fn check(name: &str, verdict: Verdict) -> Check {
     }
 }
 
-async fn queue(sdk: &aws_config::SdkConfig, url: &str) -> Vec<Check> {
+async fn queue(sdk: &aws_config::SdkConfig, queue: &str) -> Vec<Check> {
     let sqs = aws_sdk_sqs::Client::new(sdk);
+    let url = match crate::interruption::queue_url(&sqs, queue).await {
+        Ok(url) => url,
+        Err(e) => {
+            return vec![check(
+                "interruption queue",
+                Verdict::Problem(format!(
+                    "{}: create it with the CloudFormation template (deploy/cloudformation.yaml) or fix INTERRUPTION_QUEUE",
+                    crate::bounded::bounded(&e.to_string(), 300)
+                )),
+            )];
+        }
+    };
+    let url = url.as_str();
     let attrs = sqs
         .get_queue_attributes()
         .queue_url(url)

@@ -249,6 +249,41 @@ pub struct Queue {
     pub prom: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
+/// The queue's URL from what the settings give: a URL as it is, a name (as Karpenter's
+/// `settings.interruptionQueue` takes it) through `sqs:GetQueueUrl` in the client's region.
+pub async fn queue_url(sqs: &aws_sdk_sqs::Client, name_or_url: &str) -> Result<String, QueueError> {
+    if name_or_url.starts_with("https://") || name_or_url.starts_with("http://") {
+        return Ok(name_or_url.to_string());
+    }
+    let out = sqs
+        .get_queue_url()
+        .queue_name(name_or_url)
+        .send()
+        .await
+        .map_err(|e| {
+            let message = match e.as_service_error() {
+                Some(se) if se.is_queue_does_not_exist() => format!(
+                    "no queue of that name in this account and region (the CloudFormation stack's output InterruptionQueueName; region {})",
+                    sqs.config()
+                        .region()
+                        .map(|r| r.to_string())
+                        .unwrap_or_else(|| "unset".into())
+                ),
+                _ => aws_sdk_sqs::error::DisplayErrorContext(&e).to_string(),
+            };
+            QueueError {
+                call: "GetQueueUrl",
+                queue: name_or_url.to_string(),
+                message,
+            }
+        })?;
+    out.queue_url.ok_or_else(|| QueueError {
+        call: "GetQueueUrl",
+        queue: name_or_url.to_string(),
+        message: "the answer had no QueueUrl".into(),
+    })
+}
+
 impl Queue {
     /// A queue by URL.
     pub fn new(sqs: aws_sdk_sqs::Client, url: &str) -> Self {

@@ -68,6 +68,8 @@ pub enum Error {
     Lease(String),
     #[error("{0}")]
     Crds(String),
+    #[error("interruption queue: {0}")]
+    Queue(#[from] crate::interruption::QueueError),
 }
 
 /// Refuses CRDs older than this controller, or missing, with what to run (instead of reflectors
@@ -138,6 +140,9 @@ pub struct Settings {
     pub operation: Operation,
     /// Limits and trust of fetching Policy components (`url`, `oci`).
     pub policy_fetch: crate::policy::source::FetchSettings,
+    /// The namespaces whose labelled ConfigMaps may hold Policy components (empty: every
+    /// namespace). A Policy naming a ConfigMap elsewhere is refused with the reason.
+    pub policy_config_map_namespaces: Vec<String>,
 }
 
 /// How the process runs beside its replicas and is watched.
@@ -512,7 +517,7 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
     rt.block_on(check_crds(&client))?;
     let stores = {
         let _enter = rt.enter();
-        observe::start(&client)
+        observe::start(&client, &settings.policy_config_map_namespaces)
     };
     let synced = rt.block_on(async {
         tokio::time::timeout(settings.sync_timeout, async {
@@ -525,7 +530,9 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
             let _ = stores.volume_attachments.wait_until_ready().await;
             let _ = stores.daemonsets.wait_until_ready().await;
             let _ = stores.policies.wait_until_ready().await;
-            let _ = stores.policy_config_maps.wait_until_ready().await;
+            for s in &stores.policy_config_maps {
+                let _ = s.wait_until_ready().await;
+            }
         })
         .await
     });
@@ -587,9 +594,11 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
     );
 
     let mut queue = match &settings.interruption_queue {
-        Some(url) => {
+        Some(queue) => {
             let sdk = handle.block_on(settings.aws.sdk_config());
-            let mut q = crate::interruption::Queue::new(aws_sdk_sqs::Client::new(&sdk), url);
+            let sqs = aws_sdk_sqs::Client::new(&sdk);
+            let url = handle.block_on(crate::interruption::queue_url(&sqs, queue))?;
+            let mut q = crate::interruption::Queue::new(sqs, &url);
             q.prom = Some(metrics.clone());
             Some(crate::interruption::Poller::spawn(&handle, q))
         }

@@ -222,6 +222,11 @@ struct ControllerArgs {
     /// Registries (`host:port`, comma-separated) that serve Policy components over plain HTTP.
     #[arg(long, env = "POLICY_PLAIN_HTTP_REGISTRIES", value_delimiter = ',')]
     policy_plain_http_registries: Vec<String>,
+    /// The namespaces whose ConfigMaps (labelled dovetail.sh/policy-component=true) may hold
+    /// Policy components, comma-separated; empty: every namespace (the chart sets its release
+    /// namespace, and grants ConfigMap reads there only).
+    #[arg(long, env = "POLICY_CONFIGMAP_NAMESPACES", value_delimiter = ',')]
+    policy_configmap_namespaces: Vec<String>,
     /// Largest Policy component fetched, in MiB.
     #[arg(long, env = "POLICY_MAX_MIB", default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=512))]
     policy_max_mib: u64,
@@ -1380,6 +1385,7 @@ fn controller(args: ControllerArgs) -> Result<()> {
             plain_http: args.policy_plain_http_registries,
             ..Default::default()
         },
+        policy_config_map_namespaces: args.policy_configmap_namespaces,
     };
     let shutdown = dovetail::kubernetes::Shutdown::default();
     let stop = shutdown.clone();

@@ -94,6 +94,7 @@ pub fn settings(moto: &Moto) -> Settings {
         instance: "test".into(),
         operation: Default::default(),
         policy_fetch: Default::default(),
+        policy_config_map_namespaces: Vec::new(),
     }
 }
 

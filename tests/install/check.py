@@ -9,7 +9,8 @@
                                CloudFormation template (skips, each justified, in .checkov.yaml)
     check.py cfn ENDPOINT      cfn-lint the template, deploy it into moto's CloudFormation at
                                ENDPOINT and check the queue, its policy and the four rules exist
-    check.py rbac              print the chart's RBAC rules as JSON (for tests/install.rs)
+    check.py rbac NAMESPACE    print the RBAC rules of the chart installed in NAMESPACE as JSON
+                               (for tests/install.rs)
     check.py iam               print the IAM actions the template grants the controller as JSON
 
 Exit status 0 when everything passes; the reason on stderr otherwise.
@@ -36,13 +37,13 @@ def fail(msg):
     sys.exit(1)
 
 
-def render(chart, values):
+def render(chart, values, namespace="dovetail"):
     import helm_python as helm
 
     c = helm.Chart.load(os.path.join(CHARTS, chart))
     merged = c.merge_values(values)
     c.validate_schema(merged)
-    out = c.render(values, name="dovetail", namespace="dovetail", is_install=True)
+    out = c.render(values, name="dovetail", namespace=namespace, is_install=True)
     docs = []
     for path, text in sorted(out.items()):
         if path.endswith("NOTES.txt"):
@@ -62,8 +63,9 @@ def charts():
     import helm_python as helm
     import kubernetes_validate
 
+    custom_cni = dict(value_sets()[1][1], hostNetwork=True)
     for chart in ("dovetail-crd", "dovetail"):
-        for label, values in value_sets():
+        for label, values in value_sets() + [("values-all.yaml, hostNetwork", custom_cni)]:
             report = helm.lint(os.path.join(CHARTS, chart), values, strict=True)
             problems = [m for m in report["messages"] if m["severity"] >= 2] + report["errors"]
             if problems:
@@ -146,8 +148,8 @@ def cfn(endpoint):
         fail(f"stack: {stack['StackStatus']}: {stack.get('StackStatusReason')}")
     outputs = {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
     url = outputs.get("InterruptionQueueUrl", "")
-    if not url.endswith("/dovetail-my-cluster"):
-        fail(f"the queue output: {outputs}")
+    if not url.endswith("/dovetail-my-cluster") or outputs.get("InterruptionQueueName") != "dovetail-my-cluster":
+        fail(f"the queue outputs (URL, and the name the chart takes): {outputs}")
     sqs = boto3.client("sqs", **kw)
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
     # moto does not model AWS::SQS::QueuePolicy (the stack creates, the queue has no policy), so
@@ -173,12 +175,14 @@ def cfn(endpoint):
     print(f"cfn-lint clean; the stack deploys into moto: queue {url}, {len(kinds)} rules, node role {role['RoleName']}")
 
 
-def rbac():
+def rbac(namespace):
+    """The rules of the chart installed in `namespace`, each with its kind and, for a Role, the
+    namespace it grants in."""
     rules = []
-    for _, d in render("dovetail", REQUIRED):
+    for _, d in render("dovetail", REQUIRED, namespace):
         if d["kind"] in ("ClusterRole", "Role"):
             for r in d["rules"]:
-                rules.append({"kind": d["kind"], **r})
+                rules.append({"kind": d["kind"], "namespace": d["metadata"].get("namespace"), **r})
     print(json.dumps(rules))
 
 
@@ -210,7 +214,7 @@ def main():
     elif cmd == "cfn":
         cfn(sys.argv[2])
     elif cmd == "rbac":
-        rbac()
+        rbac(sys.argv[2])
     elif cmd == "iam":
         iam()
     else:

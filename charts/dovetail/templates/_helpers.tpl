@@ -39,9 +39,20 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
 {{- define "dovetail.image" -}}
-{{- if .Values.image.digest }}
-{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- with .Values.controller.image }}
+{{- if .digest }}
+{{- printf "%s@%s" .repository .digest }}
 {{- else }}
-{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- printf "%s:%s" .repository (default $.Chart.AppVersion .tag) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- /* The namespaces whose ConfigMaps may hold Policy components (default: the release's). */ -}}
+{{- define "dovetail.policyConfigMapNamespaces" -}}
+{{- if .Values.settings.policy.configMapNamespaces }}
+{{- join "," .Values.settings.policy.configMapNamespaces }}
+{{- else }}
+{{- .Release.Namespace }}
 {{- end }}
 {{- end }}

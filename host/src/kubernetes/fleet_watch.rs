@@ -41,7 +41,7 @@ impl FleetWatch {
         rt.block_on(super::check_crds(&client))?;
         let stores = {
             let _enter = rt.enter();
-            observe::start(&client)
+            observe::start(&client, &[])
         };
         let synced = rt.block_on(async {
             tokio::time::timeout(sync_timeout, async {

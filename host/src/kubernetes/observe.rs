@@ -41,8 +41,12 @@ pub struct Stores {
     pub daemonsets: Store<DaemonSet>,
     pub policies: Store<crate::api::Policy>,
     /// Only ConfigMaps labelled [`POLICY_CONFIG_MAP_LABEL`]: a cluster's ConfigMaps are many
-    /// and big, and the controller needs the few that hold components.
-    pub policy_config_maps: Store<k8s_openapi::api::core::v1::ConfigMap>,
+    /// and big, and the controller needs the few that hold components. One store per namespace
+    /// Policies may name (the chart grants ConfigMap reads there and nowhere else), or one for
+    /// every namespace.
+    pub policy_config_maps: Vec<Store<k8s_openapi::api::core::v1::ConfigMap>>,
+    /// Those namespaces (empty: every namespace).
+    pub config_map_namespaces: Vec<String>,
     /// Volumes decide where their pods may run.
     pub persistent_volumes: Store<k8s_openapi::api::core::v1::PersistentVolume>,
     pub persistent_volume_claims: Store<k8s_openapi::api::core::v1::PersistentVolumeClaim>,
@@ -57,7 +61,9 @@ pub struct Stores {
 pub const POLICY_CONFIG_MAP_LABEL: &str = "dovetail.sh/policy-component";
 
 /// Starts one reflector per kind on the current runtime.
-pub fn start(client: &Client) -> Stores {
+/// Starts every reflector. `config_map_namespaces`: where Policy components may live (empty:
+/// every namespace).
+pub fn start(client: &Client, config_map_namespaces: &[String]) -> Stores {
     let changed = Arc::new(Notify::new());
     Stores {
         // Pods are the bulk of memory at 20k: converted once, as they change.
@@ -80,12 +86,28 @@ pub fn start(client: &Client) -> Stores {
         pdbs: reflect(Api::all(client.clone()), changed.clone(), trim),
         daemonsets: reflect(Api::all(client.clone()), changed.clone(), trim),
         policies: reflect(Api::all(client.clone()), changed.clone(), trim),
-        policy_config_maps: reflect_with(
-            Api::all(client.clone()),
-            watcher::Config::default().labels(&format!("{POLICY_CONFIG_MAP_LABEL}=true")),
-            changed.clone(),
-            trim,
-        ),
+        policy_config_maps: {
+            let apis = if config_map_namespaces.is_empty() {
+                vec![Api::all(client.clone())]
+            } else {
+                config_map_namespaces
+                    .iter()
+                    .map(|ns| Api::namespaced(client.clone(), ns))
+                    .collect()
+            };
+            apis.into_iter()
+                .map(|api| {
+                    reflect_with(
+                        api,
+                        watcher::Config::default()
+                            .labels(&format!("{POLICY_CONFIG_MAP_LABEL}=true")),
+                        changed.clone(),
+                        trim,
+                    )
+                })
+                .collect()
+        },
+        config_map_namespaces: config_map_namespaces.to_vec(),
         persistent_volumes: reflect(Api::all(client.clone()), changed.clone(), trim),
         persistent_volume_claims: reflect(Api::all(client.clone()), changed.clone(), trim),
         volume_attachments: reflect(Api::all(client.clone()), changed.clone(), trim),

@@ -369,10 +369,14 @@ fn config_map(
     stores: &Stores,
     c: &crate::api::policy::ConfigMapSource,
 ) -> Option<std::sync::Arc<ConfigMap>> {
-    stores.policy_config_maps.state().into_iter().find(|m| {
-        m.metadata.namespace.as_deref() == Some(c.namespace.as_str())
-            && m.metadata.name.as_deref() == Some(c.name.as_str())
-    })
+    stores
+        .policy_config_maps
+        .iter()
+        .flat_map(|s| s.state())
+        .find(|m| {
+            m.metadata.namespace.as_deref() == Some(c.namespace.as_str())
+                && m.metadata.name.as_deref() == Some(c.name.as_str())
+        })
 }
 
 /// What a version is read from: its bytes when they are at hand, else where to fetch them.
@@ -406,6 +410,15 @@ fn input(p: &Policy, stores: &Stores) -> Input {
                 Ok(bytes) => Input::Bytes(bytes.to_vec()),
                 Err(detail) => fetch(detail),
             },
+            None if !stores.config_map_namespaces.is_empty()
+                && !stores.config_map_namespaces.contains(&c.namespace) =>
+            {
+                fetch(format!(
+                    "the controller reads Policy ConfigMaps only in {} (settings.policy.configMapNamespaces / POLICY_CONFIGMAP_NAMESPACES), not in {}",
+                    stores.config_map_namespaces.join(", "),
+                    c.namespace
+                ))
+            }
             None => fetch(format!(
                 "no ConfigMap {}/{} labelled {POLICY_CONFIG_MAP_LABEL}=true (the controller watches only labelled ConfigMaps; `dovetail policy configmap` writes the label)",
                 c.namespace, c.name
