@@ -190,6 +190,9 @@ fn launches_go_through_create_fleet_into_the_discovered_subnets_with_tags_and_a_
         (tags::CLUSTER, "my-cluster"),
         (tags::NODEPOOL, "default"),
         (tags::NODECLAIM, "default-00001"),
+        // As Karpenter's: what AWS's cloud provider and EKS look for.
+        ("kubernetes.io/cluster/my-cluster", "owned"),
+        ("eks:eks-cluster-name", "my-cluster"),
         ("Name", "default/default-00001"),
     ] {
         assert!(

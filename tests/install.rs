@@ -62,6 +62,19 @@ fn both_charts_render_lint_and_validate_with_default_and_every_value_set() {
     check(&["charts"]);
 }
 
+/// The guide's `helm` commands are the ones checked: docs/install.md is read, not copied.
+#[test]
+fn the_install_guides_helm_commands_render_and_validate() {
+    check(&["guide"]);
+}
+
+/// A Karpenter user's flags carry over by the table in charts/README.md; what has no equivalent
+/// is refused by the schema rather than ignored.
+#[test]
+fn karpenters_getting_started_flags_renamed_by_the_table_install() {
+    check(&["karpenter"]);
+}
+
 #[test]
 fn checkov_fails_nothing_in_the_charts_the_dockerfile_and_the_template() {
     check(&["checkov"]);

@@ -9,6 +9,11 @@
                                CloudFormation template (skips, each justified, in .checkov.yaml)
     check.py cfn ENDPOINT      cfn-lint the template, deploy it into moto's CloudFormation at
                                ENDPOINT and check the queue, its policy and the four rules exist
+    check.py guide             render every `helm` command of docs/install.md (variables set to test
+                               values) and validate what it installs
+    check.py karpenter         Karpenter's getting-started `--set` flags, renamed by the table in
+                               charts/README.md, install; the names without an equivalent are
+                               refused by the schema, not ignored
     check.py rbac NAMESPACE    print the RBAC rules of the chart installed in NAMESPACE as JSON
                                (for tests/install.rs)
     check.py iam               print the IAM actions the template grants the controller as JSON
@@ -186,6 +191,202 @@ def rbac(namespace):
     print(json.dumps(rules))
 
 
+GUIDE = os.path.join(ROOT, "docs", "install.md")
+GUIDE_VARS = {
+    "CLUSTER_NAME": "my-cluster",
+    "AWS_REGION": "us-east-1",
+    "AWS_ACCOUNT_ID": "111122223333",
+    "DOVETAIL_VERSION": "0.1.0",
+    "REGISTRY": "111122223333.dkr.ecr.us-east-1.amazonaws.com",
+}
+
+
+def set_value(values, flag):
+    """One `--set key=value` as Helm's strvals parses it: keys split on unescaped dots (`\\.` is a
+    dot in a key), integers, true/false and null typed, anything else a string."""
+    key, _, raw = flag.partition("=")
+    parts, cur, i = [], "", 0
+    while i < len(key):
+        if key[i] == "\\" and i + 1 < len(key):
+            cur += key[i + 1]
+            i += 2
+            continue
+        if key[i] == ".":
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += key[i]
+        i += 1
+    parts.append(cur)
+    if raw in ("true", "false"):
+        value = raw == "true"
+    elif raw == "null":
+        value = None
+    elif raw.lstrip("-").isdigit():
+        value = int(raw)
+    else:
+        value = raw
+    node = values
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+    node[parts[-1]] = value
+    return parts
+
+
+def validate(label, docs):
+    import kubernetes_validate
+
+    for path, d in docs:
+        if d.get("kind") == "ServiceMonitor":
+            continue
+        try:
+            kubernetes_validate.validate(d, KUBERNETES, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            fail(f"{label}: {path}: {d['kind']} {d['metadata'].get('name')}: {e.message} at {list(e.path)}")
+
+
+def env_of(docs):
+    for _, d in docs:
+        if d["kind"] == "Deployment":
+            return {e["name"]: e.get("value") for e in d["spec"]["template"]["spec"]["containers"][0]["env"]}
+    fail("no Deployment rendered")
+
+
+def guide():
+    import re
+    import shlex
+
+    with open(GUIDE) as f:
+        text = f.read()
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.strip()
+            if line.startswith("helm "):
+                commands.append(line)
+    if len(commands) < 4:
+        fail(f"docs/install.md: expected the install and upgrade commands of both charts, found {commands}")
+    installed = {}
+    for cmd in commands:
+        expanded = re.sub(r"\$\{(\w+)\}", lambda m: GUIDE_VARS[m.group(1)], cmd)
+        args = shlex.split(expanded)
+        if args[:2] == ["helm", "uninstall"]:
+            continue
+        if args[1] != "upgrade":
+            fail(f"docs/install.md: a helm command the check does not know: {cmd}")
+        positional, values, namespace, i = [], {}, None, 2
+        reuse = False
+        while i < len(args):
+            a = args[i]
+            if a == "--set":
+                set_value(values, args[i + 1])
+                i += 2
+            elif a == "--namespace":
+                namespace = args[i + 1]
+                i += 2
+            elif a in ("--install", "--wait", "--create-namespace"):
+                i += 1
+            elif a == "--reuse-values":
+                reuse = True
+                i += 1
+            elif a.startswith("-"):
+                fail(f"docs/install.md: an option the check does not know: {a} in {cmd}")
+            else:
+                positional.append(a)
+                i += 1
+        release, chart_path = positional
+        chart = os.path.basename(chart_path)
+        if not os.path.isdir(os.path.join(ROOT, chart_path)):
+            fail(f"docs/install.md: {chart_path} is not a chart of this repository")
+        if reuse:
+            merged = json.loads(json.dumps(installed.get(release, {})))
+            for k, v in values.items():
+                if isinstance(v, dict):
+                    merged.setdefault(k, {}).update(v)
+                else:
+                    merged[k] = v
+            values = merged
+        installed.setdefault(release, values)
+        label = f"docs/install.md: helm {' '.join(args[1:4])}"
+        docs = render(chart, values, namespace or "default")
+        validate(label, docs)
+        if chart == "dovetail":
+            env = env_of(docs)
+            if env["CLUSTER_NAME"] != "my-cluster" or not env.get("INTERRUPTION_QUEUE"):
+                fail(f"{label}: the controller's settings: {env}")
+        print(f"{label}: {len(docs)} manifests render and validate")
+
+
+def karpenter_table():
+    """charts/README.md's table: Karpenter's value → (Dovetail's, or None with why)."""
+    table = {}
+    with open(os.path.join(CHARTS, "README.md")) as f:
+        for line in f:
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if len(cells) == 3 and cells[0].startswith("`"):
+                theirs = cells[0].split("`")[1]
+                if cells[1] == "same":
+                    table[theirs] = (theirs, cells[2])
+                elif cells[1] == "—":
+                    table[theirs] = (None, cells[2])
+                else:
+                    table[theirs] = (cells[1].split("`")[1], cells[2])
+    return table
+
+
+# Karpenter's getting-started `helm upgrade --install` flags (website getting-started
+# scripts/step08-apply-helm-chart.sh; the IRSA annotation from its Fargate variant; `dnsPolicy`
+# and `logLevel` from the guide's and the troubleshooting page's advice).
+KARPENTER_FLAGS = [
+    "settings.clusterName=my-cluster",
+    "settings.interruptionQueue=my-cluster",
+    "settings.enableZonalShift=true",
+    "controller.resources.requests.cpu=1",
+    "controller.resources.requests.memory=1Gi",
+    "controller.resources.limits.cpu=1",
+    "controller.resources.limits.memory=1Gi",
+    "serviceAccount.annotations.eks\\.amazonaws\\.com/role-arn=arn:aws:iam::111122223333:role/my-cluster-karpenter",
+    "dnsPolicy=Default",
+    "logLevel=debug",
+]
+
+
+def karpenter():
+    import helm_python as helm
+
+    table = karpenter_table()
+    chart = helm.Chart.load(os.path.join(CHARTS, "dovetail"))
+    values, dropped = {}, []
+    for flag in KARPENTER_FLAGS:
+        key = flag.partition("=")[0].replace("\\.", "\0")
+        # The longest row of the table that the flag's key starts with.
+        row = max((k for k in table if key == k or key.startswith(k + ".")), key=len, default=None)
+        if row is None:
+            fail(f"charts/README.md has no row for Karpenter's {key.split('.')[0]}… ({flag})")
+        ours, why = table[row]
+        if ours is None:
+            # The name without an equivalent is refused, never silently ignored.
+            try:
+                raw = {}
+                set_value(raw, flag)
+                chart.validate_schema(chart.merge_values({**REQUIRED, **raw}))
+                fail(f"the chart accepts Karpenter's {row}, which it does not honour")
+            except SystemExit:
+                raise
+            except Exception:
+                pass
+            dropped.append(f"{row} ({why})")
+            continue
+        set_value(values, ours + flag[len(row):])
+    chart.validate_schema(chart.merge_values(values))
+    docs = render("dovetail", values, "kube-system")
+    validate("Karpenter's flags", docs)
+    env = env_of(docs)
+    if env["INTERRUPTION_QUEUE"] != "my-cluster" or env["LOG_LEVEL"] != "debug":
+        fail(f"Karpenter's flags: the controller's settings: {env}")
+    print(f"Karpenter's getting-started flags install: {len(KARPENTER_FLAGS) - len(dropped)} carried over; dropped: {'; '.join(dropped)}")
+
+
 class Tagged(yaml.SafeLoader):
     pass
 
@@ -213,6 +414,10 @@ def main():
         checkov()
     elif cmd == "cfn":
         cfn(sys.argv[2])
+    elif cmd == "guide":
+        guide()
+    elif cmd == "karpenter":
+        karpenter()
     elif cmd == "rbac":
         rbac(sys.argv[2])
     elif cmd == "iam":

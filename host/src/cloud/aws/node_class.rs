@@ -229,6 +229,17 @@ impl AwsCloud {
         let mut class_tags = spec.tags.clone();
         class_tags.insert(tags::CLUSTER.into(), self.settings.cluster_name.clone());
         class_tags.insert(tags::NODECLASS.into(), name.to_string());
+        // What AWS's own tools look for on a cluster's instances, as Karpenter tags them: the
+        // cloud provider and load balancer controller find the cluster's by the first, EKS by the
+        // second. (The IAM policy scopes by dovetail.sh/cluster, which only we write.)
+        class_tags.insert(
+            format!("kubernetes.io/cluster/{}", self.settings.cluster_name),
+            "owned".into(),
+        );
+        class_tags.insert(
+            "eks:eks-cluster-name".into(),
+            self.settings.cluster_name.clone(),
+        );
         let resolved = ResolvedClass {
             name: name.to_string(),
             subnets,
