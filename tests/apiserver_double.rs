@@ -511,3 +511,20 @@ fn raw(api: &ApiServer, method: &str, path: &str, content_type: &str, body: &str
     c.read_to_string(&mut out).unwrap();
     out
 }
+
+#[test]
+fn version_is_served_at_slash_version_as_kube_apiserver_reports_its_build() {
+    let (rt, api, client) = server();
+    let info = rt.block_on(client.apiserver_version()).unwrap();
+    assert_eq!((info.major.as_str(), info.minor.as_str()), ("1", "33"));
+    api.set_version("1", "34");
+    let info = rt.block_on(client.apiserver_version()).unwrap();
+    assert_eq!(
+        (
+            info.major.as_str(),
+            info.minor.as_str(),
+            info.git_version.as_str()
+        ),
+        ("1", "34", "v1.34.0")
+    );
+}

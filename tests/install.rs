@@ -730,3 +730,173 @@ fn missing_aws_credentials_are_one_line_that_says_where_it_looked_and_what_to_se
     );
     assert!(!err.contains("nodeclaim :"), "{err}");
 }
+
+/// `doctor --role-arn` runs the controller's own calls as the controller's role, behind the IAM
+/// check (which judges every request by deploy/cloudformation.yaml's policy, as AWS would, but
+/// the operator's own): the first launch is dry-run for each class, and a class whose instance
+/// profile holds a role the policy may not pass (Karpenter's node role) is found before any
+/// launch. It also finds the controller not ready, its warnings, a KUBECONFIG on another cluster
+/// than EKS describes, and the node role's way in (aws-auth; moto has no access entries).
+#[test]
+fn doctor_as_the_controller_dry_runs_the_first_launch_and_names_what_its_policy_refuses() {
+    let Some((moto, _rt, api)) = world() else {
+        return;
+    };
+    if check(&["cfn", &moto.admin_endpoint]).is_none() {
+        return;
+    }
+    let account = "123456789012";
+    seed::runtime().block_on(async {
+        let iam = aws_sdk_iam::Client::new(&moto.config().await);
+        iam.create_role()
+            .role_name("KarpenterNodeRole-my-cluster")
+            .assume_role_policy_document("{}")
+            .send()
+            .await
+            .unwrap();
+        for (profile, role) in [
+            ("dovetail-node", "DovetailNodeRole-my-cluster"),
+            ("karpenter-node", "KarpenterNodeRole-my-cluster"),
+        ] {
+            iam.create_instance_profile()
+                .instance_profile_name(profile)
+                .send()
+                .await
+                .unwrap();
+            iam.add_role_to_instance_profile()
+                .instance_profile_name(profile)
+                .role_name(role)
+                .send()
+                .await
+                .unwrap();
+        }
+    });
+    let mut legacy = node_class();
+    legacy["metadata"]["name"] = "legacy".into();
+    legacy["spec"]["instanceProfile"] = "karpenter-node".into();
+    api.put("aws.dovetail.sh/v1/ec2nodeclasses", legacy);
+    let mut by_role = node_class();
+    by_role["metadata"]["name"] = "by-role".into();
+    by_role["spec"]
+        .as_object_mut()
+        .unwrap()
+        .remove("instanceProfile");
+    by_role["spec"]["role"] = "DovetailNodeRole-my-cluster".into();
+    api.put("aws.dovetail.sh/v1/ec2nodeclasses", by_role);
+    api.put(
+        "v1/configmaps",
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+               "metadata": {"name": "aws-auth", "namespace": "kube-system"},
+               "data": {"mapRoles": format!(
+                   "- rolearn: arn:aws:iam::{account}:role/DovetailNodeRole-my-cluster\n  username: system:node:{{{{EC2PrivateDNSName}}}}\n  groups:\n    - system:bootstrappers\n    - system:nodes\n")}}),
+    );
+    api.put(
+        "apps/v1/deployments",
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": "dovetail", "namespace": "dovetail",
+                            "labels": {"app.kubernetes.io/name": "dovetail"}},
+               "spec": {"replicas": 2, "selector": {"matchLabels": {"app.kubernetes.io/name": "dovetail"}},
+                        "template": {"metadata": {"labels": {"app.kubernetes.io/name": "dovetail"}},
+                                     "spec": {"containers": [{"name": "controller", "image": "dovetail"}]}}},
+               "status": {"replicas": 2, "readyReplicas": 1}}),
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // RFC 3339 with microseconds, as a MicroTime is written.
+    let stamp = |s: u64| {
+        run(Command::new("date").args(["-u", "-d", &format!("@{s}"), "+%Y-%m-%dT%H:%M:%S.000000Z"]))
+            .trim()
+            .to_string()
+    };
+    api.put(
+        "events.k8s.io/v1/events",
+        json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+               "metadata": {"name": "default-00001.1", "namespace": "default"},
+               "eventTime": stamp(now - 60), "reportingController": "dovetail",
+               "reportingInstance": "dovetail-0", "action": "Launch", "type": "Warning",
+               "reason": "FailedLaunch", "note": "CreateFleet: UnfulfillableCapacity",
+               "regarding": {"kind": "NodeClaim", "name": "default-00001"}}),
+    );
+    // Behind the IAM check: the controller's role is judged by the template's policy.
+    let (mut judge, judged) = moto::iam_check(&moto.admin_endpoint, &[]);
+    let dir = servers::Temp::new("doctor-role");
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig()).unwrap();
+    let role = format!("arn:aws:iam::{account}:role/DovetailControllerRole-my-cluster");
+    let (ok, out, err) = dovetail(
+        &["doctor", "--role-arn", &role, "--namespace", "dovetail"],
+        &[
+            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+            ("CLUSTER_NAME", "my-cluster"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ENDPOINT_URL", &judged),
+            // The operator: an administrator the IAM check does not judge.
+            ("AWS_ACCESS_KEY_ID", "ADMINEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "admin"),
+            ("INTERRUPTION_QUEUE", "dovetail-my-cluster"),
+        ],
+        &[],
+    );
+    let denials = moto::iam_denials(&judged);
+    let _ = judge.kill();
+    let _ = judge.wait();
+    eprintln!("{out}{err}");
+    assert!(!ok, "problems exit non-zero");
+    let line = |start: &str| {
+        out.lines()
+            .find(|l| l.contains(start))
+            .unwrap_or_else(|| panic!("no line with {start:?}: {out}"))
+            .to_string()
+    };
+    let who = line("controller identity");
+    assert!(
+        who.starts_with("ok") && who.contains("assumed-role/DovetailControllerRole-my-cluster"),
+        "{who}"
+    );
+    let good = line("launch as the controller (EC2NodeClass default)");
+    assert!(
+        good.starts_with("ok") && good.contains("CreateLaunchTemplate, RunInstances would succeed"),
+        "{good}"
+    );
+    let bad = line("launch as the controller (EC2NodeClass legacy)");
+    assert!(
+        bad.starts_with("PROBLEM")
+            && bad.contains("RunInstances would be refused")
+            && bad.contains("iam:PassRole")
+            && bad.contains("KarpenterNodeRole-my-cluster"),
+        "the role the policy will not pass, named: {bad}"
+    );
+    assert!(line("EC2NodeClass by-role").starts_with("ok"), "{out}");
+    let join = line("node role DovetailNodeRole-my-cluster may join");
+    assert!(
+        join.starts_with("ok") && join.contains("aws-auth"),
+        "{join}"
+    );
+    let endpoint = line("cluster endpoint");
+    assert!(
+        endpoint.starts_with("PROBLEM") && endpoint.contains("KUBECONFIG reaches"),
+        "the double is not the cluster moto's EKS describes: {endpoint}"
+    );
+    assert!(line("cluster version").starts_with("ok"), "{out}");
+    let deployment = line("controller:");
+    assert!(
+        deployment.starts_with("PROBLEM") && deployment.contains("1 of 2 replicas ready"),
+        "{deployment}"
+    );
+    let warned = line("controller warnings");
+    assert!(
+        warned.starts_with("PROBLEM") && warned.contains("FailedLaunch ×1"),
+        "{warned}"
+    );
+    assert!(
+        line("interruption queue").starts_with("ok"),
+        "by name: {out}"
+    );
+    // The controller's calls were judged, and only the legacy class's launch was refused.
+    assert!(
+        denials.len() == 1 && denials[0].contains("iam:PassRole"),
+        "{denials:#?}"
+    );
+}

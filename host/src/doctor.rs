@@ -11,6 +11,9 @@ use kube::ResourceExt;
 
 use crate::cloud::aws::{AwsCloud, AwsSettings};
 
+mod cluster;
+mod identity;
+
 /// One check's verdict.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
@@ -44,6 +47,12 @@ pub struct DoctorSettings {
     pub aws: AwsSettings,
     pub interruption_queue: Option<String>,
     pub kube: kube::Config,
+    /// The controller's IAM role: assumed for the calls the controller makes and the launch dry
+    /// runs, so they are judged by its policy rather than the operator's. `None`: the caller's
+    /// own identity (in the controller's pod, that is the controller's).
+    pub role_arn: Option<String>,
+    /// The namespace the controller is installed in (its Deployment and Events).
+    pub namespace: String,
 }
 
 /// The EventBridge event types the interruption queue must receive.
@@ -67,8 +76,10 @@ pub fn run(settings: DoctorSettings) -> Vec<Check> {
         }
     };
     let mut out = Vec::new();
-    let sdk = rt.block_on(settings.aws.sdk_config());
-    let aws_ok = match rt.block_on(crate::cloud::aws::credentials_problem(&sdk)) {
+    // The operator's identity inspects (roles, rules, access entries); the controller's makes
+    // the controller's own calls.
+    let operator = rt.block_on(settings.aws.sdk_config());
+    let aws_ok = match rt.block_on(crate::cloud::aws::credentials_problem(&operator)) {
         None => {
             out.push(check(
                 "AWS credentials",
@@ -81,6 +92,18 @@ pub fn run(settings: DoctorSettings) -> Vec<Check> {
             false
         }
     };
+    let mut aws = settings.aws.clone();
+    let as_controller = aws_ok && {
+        let (verdict, credentials) = rt.block_on(identity::controller(
+            &operator,
+            settings.role_arn.as_deref(),
+        ));
+        let ok = !matches!(verdict, Verdict::Problem(_));
+        out.push(check("controller identity", verdict));
+        aws.credentials = credentials;
+        ok
+    };
+    let controller = rt.block_on(aws.sdk_config());
 
     let client = {
         let _enter = rt.enter();
@@ -113,20 +136,10 @@ pub fn run(settings: DoctorSettings) -> Vec<Check> {
         });
     }
 
-    // Node classes, through the provider's own resolution.
-    let classes: Vec<crate::api::EC2NodeClass> = match &client {
-        Some(c) => rt
-            .block_on(
-                kube::Api::<crate::api::EC2NodeClass>::all(c.clone()).list(&Default::default()),
-            )
-            .map(|l| l.items)
-            .unwrap_or_default(),
-        None => Vec::new(),
-    };
-    // The cluster as the nodes will see it, learnt the way the controller learns it.
-    let mut aws = settings.aws.clone();
-    let discovered = aws_ok && {
-        let found = rt.block_on(aws.discover(&sdk));
+    // The cluster as the nodes will see it, learnt the way the controller learns it, and
+    // compared with the one KUBECONFIG reaches.
+    let discovered = as_controller && {
+        let found = rt.block_on(aws.discover(&controller));
         out.push(match &found {
             Ok(()) => check(
                 "cluster",
@@ -142,17 +155,32 @@ pub fn run(settings: DoctorSettings) -> Vec<Check> {
         });
         found.is_ok()
     };
+    if discovered && let Some(client) = &client {
+        out.extend(rt.block_on(cluster::matches_kubeconfig(&aws, &settings.kube, client)));
+    }
+
+    // Node classes, through the provider's own resolution, as the controller.
+    let classes: Vec<crate::api::EC2NodeClass> = match &client {
+        Some(c) => rt
+            .block_on(
+                kube::Api::<crate::api::EC2NodeClass>::all(c.clone()).list(&Default::default()),
+            )
+            .map(|l| l.items)
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
     let mut cloud = if discovered {
-        AwsCloud::new(aws).ok()
+        AwsCloud::new(aws.clone()).ok()
     } else {
         None
     };
     if classes.is_empty() {
         out.push(check(
             "EC2NodeClasses",
-            Verdict::Skipped("none found: apply one (see the README's Install on EKS)".into()),
+            Verdict::Skipped("none found: apply one (docs/install.md, step 5)".into()),
         ));
     }
+    let mut zones = std::collections::BTreeSet::new();
     for class in &classes {
         let name = format!("EC2NodeClass {}", class.name_any());
         let Some(cloud) = cloud.as_mut() else {
@@ -164,31 +192,45 @@ pub fn run(settings: DoctorSettings) -> Vec<Check> {
             out.push(check(&name, Verdict::Skipped(why.into())));
             continue;
         };
-        out.push(match cloud.resolve(&class.name_any(), &class.spec) {
-            Ok(r) => check(
-                &name,
-                Verdict::Ok(format!(
-                    "{} subnet(s) in {}, {} security group(s), AMIs for {}",
-                    r.subnets.len(),
-                    r.subnets
-                        .iter()
-                        .map(|s| s.zone.as_str())
-                        .collect::<std::collections::BTreeSet<_>>()
-                        .into_iter()
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    r.security_groups.len(),
-                    r.amis.keys().cloned().collect::<Vec<_>>().join(", ")
-                )),
-            ),
-            Err(e) => check(&name, Verdict::Problem(e.reason)),
-        });
+        match cloud.resolve(&class.name_any(), &class.spec) {
+            Ok(r) => {
+                let here: std::collections::BTreeSet<&str> =
+                    r.subnets.iter().map(|s| s.zone.as_str()).collect();
+                zones.extend(here.iter().map(|z| z.to_string()));
+                out.push(check(
+                    &name,
+                    Verdict::Ok(format!(
+                        "{} subnet(s) in {}, {} security group(s), AMIs for {}",
+                        r.subnets.len(),
+                        here.into_iter().collect::<Vec<_>>().join(", "),
+                        r.security_groups.len(),
+                        r.amis.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )),
+                ));
+                out.push(identity::dry_runs(
+                    &format!("launch as the controller ({name})"),
+                    cloud.dry_run_launch(&r),
+                    settings.role_arn.is_some(),
+                ));
+            }
+            Err(e) => out.push(check(&name, Verdict::Problem(e.reason))),
+        }
         if let Some(role) = &class.spec.role {
             let what = format!("node role {role}");
-            out.push(match cloud.role_exists(role) {
-                Ok(()) => check(&what, Verdict::Ok("exists".into())),
-                Err(why) => check(&what, Verdict::Problem(why)),
+            let arn = rt.block_on(cluster::role_arn(&operator, role));
+            out.push(match &arn {
+                Ok(_) => check(&what, Verdict::Ok("exists".into())),
+                Err(why) => check(&what, Verdict::Problem(why.clone())),
             });
+            if let (Ok(arn), Some(client)) = (&arn, &client) {
+                out.push(rt.block_on(cluster::node_access(
+                    &operator,
+                    client,
+                    &aws.cluster_name,
+                    role,
+                    arn,
+                )));
+            }
         }
     }
 
@@ -205,12 +247,18 @@ pub fn run(settings: DoctorSettings) -> Vec<Check> {
             "interruption queue",
             Verdict::Skipped("no AWS credentials".into()),
         )),
-        (Some(url), true) => out.extend(rt.block_on(queue(&sdk, url))),
+        (Some(queue_ref), true) => out.extend(rt.block_on(queue(&operator, queue_ref))),
     }
 
-    // Pending pods no NodePool can serve.
     if let Some(client) = &client {
-        out.push(rt.block_on(pending(client)));
+        // The controller itself: running, ready, and what it has been warning about.
+        out.extend(rt.block_on(cluster::controller(client, &settings.namespace)));
+        // Pending pods no NodePool can serve, in the zones the node classes reach (the
+        // region's first three when none resolved).
+        if zones.is_empty() {
+            zones.extend(["a", "b", "c"].map(|z| format!("{}{z}", settings.aws.region)));
+        }
+        out.push(rt.block_on(pending(client, &zones)));
     }
     out
 }
@@ -323,8 +371,9 @@ async fn queue(sdk: &aws_config::SdkConfig, queue: &str) -> Vec<Check> {
     out
 }
 
-/// Pending pods that no NodePool can take, by the scheduling simulation's own reasons.
-async fn pending(client: &kube::Client) -> Check {
+/// Pending pods that no NodePool can take, by the scheduling simulation's own reasons, in the
+/// zones the node classes' subnets reach.
+async fn pending(client: &kube::Client, zones: &std::collections::BTreeSet<String>) -> Check {
     use k8s_openapi::api::core::v1::Pod;
     let pods = match kube::Api::<Pod>::all(client.clone())
         .list(&kube::api::ListParams::default().fields("status.phase=Pending"))
@@ -372,7 +421,7 @@ async fn pending(client: &kube::Client) -> Check {
         return check("pending pods", Verdict::Ok("none waiting".into()));
     }
     let entries = crate::catalog::embedded();
-    let zones = ["us-east-1a", "us-east-1b", "us-east-1c"];
+    let zones: Vec<&str> = zones.iter().map(String::as_str).collect();
     let cat = crate::catalog::policy_catalog(&entries, &zones);
     let its = crate::scheduling::InstanceTypes::new(&entries, &cat);
     let plan = crate::scheduling::solve(&waiting, &specs, &its);

@@ -103,8 +103,17 @@ enum Command {
         /// An AWS endpoint override (moto in tests).
         #[arg(long, env = "AWS_ENDPOINT_URL")]
         aws_endpoint: Option<String>,
+        /// The interruption queue's name or URL.
         #[arg(long, env = "INTERRUPTION_QUEUE")]
         interruption_queue: Option<String>,
+        /// The controller's IAM role: assumed for the controller's own calls and a dry run of
+        /// its first launch, so its policy is what is checked (your identity must be allowed
+        /// to assume it). Without: your own credentials (in the controller's pod, its own).
+        #[arg(long, env = "DOCTOR_ROLE_ARN")]
+        role_arn: Option<String>,
+        /// The namespace the controller is installed in.
+        #[arg(long, env = "SYSTEM_NAMESPACE", default_value = "dovetail")]
+        namespace: String,
     },
     /// Rewrite Karpenter v1 manifests (NodePools, EC2NodeClasses, workload keys and
     /// annotations) to Dovetail's; the result on stdout, what could not be carried over on
@@ -517,6 +526,8 @@ fn run() -> Result<()> {
             aws_region,
             aws_endpoint,
             interruption_queue,
+            role_arn,
+            namespace,
         } => {
             let kube = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -529,6 +540,8 @@ fn run() -> Result<()> {
                 aws,
                 interruption_queue,
                 kube,
+                role_arn,
+                namespace,
             });
             for c in &checks {
                 println!("{c}");

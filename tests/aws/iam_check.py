@@ -289,6 +289,9 @@ class Requests:
         params = urllib.parse.parse_qsl(body.decode(), keep_blank_values=True) if body else []
         op = dict(params).get("Action", "")
         name = f"{service}:{op}"
+        if service == "sts" and op == "GetCallerIdentity":
+            # "No permissions are required to perform this operation" (STS API reference).
+            return name, []
         if service == "ec2":
             return name, self._ec2(op, params, base)
         if service == "iam":
@@ -330,7 +333,43 @@ class Requests:
             return out
         if op == "CreateFleet":
             return self._create_fleet(params, base)
+        if op == "RunInstances":
+            return self._run_instances(params, base)
         raise ValueError(f"the IAM check cannot map ec2:{op}")
+
+    def _run_instances(self, params, base):
+        """RunInstances without a launch template (`dovetail doctor`'s dry run): the image, the
+        subnet and security groups it names, what it creates (instance, volumes, network
+        interface, a spot request) with the request's tags, and the role it passes."""
+        p = dict(params)
+        if any(k.startswith("LaunchTemplate.") for k in p):
+            raise ValueError("the IAM check maps RunInstances without a launch template")
+        tags = _query_tag_specs(params, "TagSpecification")
+        subnets = {v for k, v in params if k == "SubnetId" or re.match(r"^NetworkInterface\.\d+\.SubnetId$", k)}
+        groups = {v for k, v in params if re.match(r"^SecurityGroupId\.\d+$", k)
+                  or re.match(r"^NetworkInterface\.\d+\.SecurityGroupId\.\d+$", k)}
+        involved = [
+            ("instance", arn("ec2", "instance", "*"), tags.get("instance", {}), True),
+            ("volume", arn("ec2", "volume", "*"), tags.get("volume", {}), True),
+            ("network-interface", arn("ec2", "network-interface", "*"), tags.get("network-interface", {}), True),
+            ("image", arn("ec2", "image", p.get("ImageId", "*")), {}, False),
+        ]
+        if p.get("InstanceMarketOptions.MarketType") == "spot":
+            involved.append(("spot-instances-request", arn("ec2", "spot-instances-request", "*"),
+                             tags.get("spot-instances-request", {}), True))
+        involved += [("subnet", arn("ec2", "subnet", s), {}, False) for s in sorted(subnets)]
+        involved += [("security-group", arn("ec2", "security-group", g), {}, False) for g in sorted(groups)]
+        types = resource_types("ec2", "RunInstances")
+        out = [("ec2:RunInstances", resource, {**base, **_tag_ctx(t, created)})
+               for rtype, resource, t, created in involved if rtype in types]
+        for rtype, resource, t, created in involved:
+            if created and t:
+                out.append(("ec2:CreateTags", resource, {**base, **_tag_ctx(t, True), "ec2:createaction": "RunInstances"}))
+        profile = p.get("IamInstanceProfile.Name")
+        if profile:
+            for role in self._profile(profile)["roles"]:
+                out.append(("iam:PassRole", arn("iam", "role", role), {**base, "iam:passedtoservice": f"ec2.{URL_SUFFIX}"}))
+        return out
 
     def _create_fleet(self, params, base):
         p = dict(params)
@@ -448,7 +487,13 @@ class Checker:
         self.allowed = set()
 
     def judge(self, method, path, headers, body):
-        """None when AWS would allow the request; else the denial's message."""
+        """None when AWS would allow the request; else the denial's message. A request signed
+        with an operator's key (access key id starting `ADMIN`: `dovetail doctor`'s own
+        inspection, before it assumes the controller's role) is not the controller's and is
+        not judged by its policy."""
+        auth = headers.get("Authorization", "")
+        if "Credential=ADMIN" in auth:
+            return None
         try:
             name, auths = self.requests.authorizations(method, path, headers, body)
         except Exception as e:  # noqa: BLE001 — an unmapped request is a failure, not a pass

@@ -9,6 +9,7 @@
 //! single-threaded runtime.
 
 pub mod discovery;
+pub mod dry_run;
 pub mod eks;
 pub mod instance_profile;
 pub mod launch_template;
@@ -71,6 +72,9 @@ pub struct AwsSettings {
     pub kubernetes_version: String,
     /// How long an offering that ran out of capacity is left out.
     pub unavailable_for: Duration,
+    /// Credentials to use instead of the default chain (`doctor --role-arn`: the controller's
+    /// role, assumed).
+    pub credentials: Option<aws_credential_types::provider::SharedCredentialsProvider>,
 }
 
 impl AwsSettings {
@@ -81,6 +85,9 @@ impl AwsSettings {
             .region(aws_config::Region::new(self.region.clone()));
         if let Some(url) = &self.endpoint {
             loader = loader.endpoint_url(url.clone());
+        }
+        if let Some(c) = &self.credentials {
+            loader = loader.credentials_provider(c.clone());
         }
         loader
             .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(5))
@@ -99,6 +106,7 @@ impl AwsSettings {
             service_cidr: String::new(),
             kubernetes_version: String::new(),
             unavailable_for: Duration::from_secs(180),
+            credentials: None,
         }
     }
 }

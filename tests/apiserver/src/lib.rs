@@ -124,6 +124,8 @@ struct State {
     log: Vec<Request>,
     /// Status codes to answer the next writes with.
     faults: VecDeque<u16>,
+    /// What `GET /version` reports (`major`, `minor`).
+    version: (String, String),
     /// Object → field (a JSON pointer, `/spec/holderIdentity`) → the field manager that owns it.
     owners: BTreeMap<Key, BTreeMap<String, String>>,
     /// Staged races, by object.
@@ -153,7 +155,10 @@ impl ApiServer {
             .expect("a loopback port");
         let addr = listener.local_addr().expect("an address");
         let server = ApiServer {
-            state: Arc::default(),
+            state: Arc::new(Mutex::new(State {
+                version: ("1".into(), "33".into()),
+                ..Default::default()
+            })),
             patching: Arc::default(),
             events: tx,
             validator: Arc::default(),
@@ -327,6 +332,11 @@ impl ApiServer {
             }),
         );
         node.to_string()
+    }
+
+    /// Sets the Kubernetes version `GET /version` reports (default 1.33).
+    pub fn set_version(&self, major: &str, minor: &str) {
+        self.state.lock().unwrap().version = (major.into(), minor.into());
     }
 
     /// Every request so far.
@@ -587,6 +597,20 @@ impl ApiServer {
                     ),
                 );
             }
+        }
+        // The server's build version, as kube-apiserver serves it at /version
+        // (k8s.io/apimachinery/pkg/version.Info; clients read major and minor from it).
+        if method == Method::GET && uri.path() == "/version" {
+            let (major, minor) = self.state.lock().unwrap().version.clone();
+            return (
+                index,
+                json_response(
+                    200,
+                    json!({"major": major, "minor": minor,
+                           "gitVersion": format!("v{major}.{minor}.0"),
+                           "platform": "linux/amd64"}),
+                ),
+            );
         }
         let Some(path) = parse_path(uri.path()) else {
             return (

@@ -44,27 +44,6 @@ impl AwsCloud {
         }
     }
 
-    /// Whether the IAM role exists (`dovetail doctor`), in words.
-    pub fn role_exists(&mut self, role: &str) -> Result<(), String> {
-        self.count("GetRole");
-        match self.rt.block_on(self.iam.get_role().role_name(role).send()) {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                let m = sdk_message(&e);
-                if m.contains("NoSuchEntity") {
-                    Err(format!(
-                        "no IAM role {role}: create it (the CloudFormation template's NodeRole) or fix spec.role"
-                    ))
-                } else {
-                    Err(format!(
-                        "GetRole {role}: {}",
-                        crate::bounded::bounded(&m, 300)
-                    ))
-                }
-            }
-        }
-    }
-
     /// The instance profile of class `class` holding `role`: created (tagged) when missing, its
     /// role replaced when the class now names another.
     pub(super) fn ensure_instance_profile(
