@@ -739,6 +739,7 @@ fn missing_aws_credentials_are_one_line_that_says_where_it_looked_and_what_to_se
 /// than EKS describes, and the node role's way in (aws-auth; moto has no access entries).
 #[test]
 fn doctor_as_the_controller_dry_runs_the_first_launch_and_names_what_its_policy_refuses() {
+    // (Second half: the same in the controller's pod, as `helm test` runs it.)
     let Some((moto, _rt, api)) = world() else {
         return;
     };
@@ -898,5 +899,53 @@ fn doctor_as_the_controller_dry_runs_the_first_launch_and_names_what_its_policy_
     assert!(
         denials.len() == 1 && denials[0].contains("iam:PassRole"),
         "{denials:#?}"
+    );
+
+    // In the controller's pod (`helm test`): its own identity, no --role-arn. What its policy
+    // does not grant (reading roles, queue attributes, rules, access entries) is skipped with
+    // how to check it, not reported as a problem of the installation.
+    let (mut judge, judged) = moto::iam_check(&moto.admin_endpoint, &[]);
+    let (_, out, err) = dovetail(
+        &["doctor", "--namespace", "dovetail"],
+        &[
+            ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+            ("CLUSTER_NAME", "my-cluster"),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ENDPOINT_URL", &judged),
+            ("INTERRUPTION_QUEUE", "dovetail-my-cluster"),
+        ],
+        &["DOCTOR_ROLE_ARN"],
+    );
+    let denials = moto::iam_denials(&judged);
+    let _ = judge.kill();
+    let _ = judge.wait();
+    eprintln!("{out}{err}");
+    let line = |start: &str| {
+        out.lines()
+            .find(|l| l.contains(start))
+            .unwrap_or_else(|| panic!("no line with {start:?}: {out}"))
+            .to_string()
+    };
+    assert!(line("controller identity").starts_with("skipped"), "{out}");
+    assert!(
+        line("launch as the controller (EC2NodeClass default)").starts_with("ok"),
+        "{out}"
+    );
+    for skipped in [
+        "node role DovetailNodeRole-my-cluster:",
+        "EventBridge rules",
+    ] {
+        let l = line(skipped);
+        assert!(
+            l.starts_with("skipped") && l.contains("this identity may not"),
+            "{l}"
+        );
+    }
+    assert!(line("interruption queue").starts_with("ok"), "{out}");
+    assert!(
+        !denials
+            .iter()
+            .any(|d| d.contains("ec2:") && !d.contains("PassRole")),
+        "the launch itself was allowed: {denials:#?}"
     );
 }

@@ -220,7 +220,7 @@ pub fn run(settings: DoctorSettings) -> Vec<Check> {
             let arn = rt.block_on(cluster::role_arn(&operator, role));
             out.push(match &arn {
                 Ok(_) => check(&what, Verdict::Ok("exists".into())),
-                Err(why) => check(&what, Verdict::Problem(why.clone())),
+                Err(why) => check(&what, why.clone()),
             });
             if let (Ok(arn), Some(client)) = (&arn, &client) {
                 out.push(rt.block_on(cluster::node_access(
@@ -263,6 +263,28 @@ pub fn run(settings: DoctorSettings) -> Vec<Check> {
     out
 }
 
+/// Whether an error is the identity's lack of a right (AWS's AccessDenied or
+/// UnauthorizedOperation, the API server's 403), not a problem of the installation: run in the
+/// controller's pod, the doctor has only the controller's rights, and some checks need more.
+fn forbidden(error: &str) -> bool {
+    [
+        "AccessDenied",
+        "UnauthorizedOperation",
+        "not authorized",
+        "Forbidden",
+        "forbidden",
+    ]
+    .iter()
+    .any(|m| error.contains(m))
+}
+
+/// A check this identity may not make, as a skip that says how to make it.
+fn not_allowed(what: &str) -> Verdict {
+    Verdict::Skipped(format!(
+        "this identity may not {what} (the controller's role and RBAC need not); run `dovetail doctor` with your own credentials and KUBECONFIG for this check"
+    ))
+}
+
 fn check(name: &str, verdict: Verdict) -> Check {
     Check {
         name: name.to_string(),
@@ -298,14 +320,22 @@ async fn queue(sdk: &aws_config::SdkConfig, queue: &str) -> Vec<Check> {
             .cloned()
             .unwrap_or_default(),
         Err(e) => {
+            let m = aws_sdk_sqs::error::DisplayErrorContext(&e).to_string();
+            if forbidden(&m) {
+                // GetQueueUrl found it; the controller's role reads nothing more of it.
+                return vec![
+                    check("interruption queue", Verdict::Ok(format!("{url} exists"))),
+                    check(
+                        "EventBridge rules",
+                        not_allowed("read the queue's attributes and rules"),
+                    ),
+                ];
+            }
             return vec![check(
                 "interruption queue",
                 Verdict::Problem(format!(
                     "{url} cannot be read ({}): create it with the CloudFormation template (deploy/cloudformation.yaml) or fix INTERRUPTION_QUEUE",
-                    crate::bounded::bounded(
-                        &aws_sdk_sqs::error::DisplayErrorContext(&e).to_string(),
-                        300
-                    )
+                    crate::bounded::bounded(&m, 300)
                 )),
             )];
         }
@@ -322,6 +352,13 @@ async fn queue(sdk: &aws_config::SdkConfig, queue: &str) -> Vec<Check> {
         .await
     {
         Ok(r) => r.rule_names().to_vec(),
+        Err(e) if forbidden(&aws_sdk_eventbridge::error::DisplayErrorContext(&e).to_string()) => {
+            out.push(check(
+                "EventBridge rules",
+                not_allowed("list EventBridge rules"),
+            ));
+            return out;
+        }
         Err(e) => {
             out.push(check(
                 "EventBridge rules",

@@ -272,6 +272,16 @@ def guide():
         args = shlex.split(expanded)
         if args[:2] == ["helm", "uninstall"]:
             continue
+        if args[:2] == ["helm", "test"]:
+            # The release's test hook: the doctor, as the controller's service account.
+            release = args[2]
+            docs = render("dovetail", installed[release], "dovetail")
+            jobs = [d for _, d in docs if d["kind"] == "Job"
+                    and d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]
+            if not jobs or jobs[0]["spec"]["template"]["spec"]["containers"][0]["args"] != ["doctor"]:
+                fail(f"docs/install.md: `{cmd}` but the chart has no doctor test hook")
+            print(f"docs/install.md: helm test {release}: the doctor Job runs as {jobs[0]['spec']['template']['spec']['serviceAccountName']}")
+            continue
         if args[1] != "upgrade":
             fail(f"docs/install.md: a helm command the check does not know: {cmd}")
         positional, values, namespace, i = [], {}, None, 2

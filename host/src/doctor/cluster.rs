@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 
-use super::{Check, Verdict, check};
+use super::{Check, Verdict, check, forbidden, not_allowed};
 use crate::cloud::aws::AwsSettings;
 
 /// `scheme://host:port`, lower-cased, the default port made explicit: two spellings of one
@@ -131,8 +131,8 @@ pub async fn matches_kubeconfig(
     out
 }
 
-/// The role's ARN (`iam:GetRole`, with the operator's credentials).
-pub async fn role_arn(operator: &aws_config::SdkConfig, role: &str) -> Result<String, String> {
+/// The role's ARN (`iam:GetRole`, with the operator's credentials), or the verdict why not.
+pub async fn role_arn(operator: &aws_config::SdkConfig, role: &str) -> Result<String, Verdict> {
     match aws_sdk_iam::Client::new(operator)
         .get_role()
         .role_name(role)
@@ -143,14 +143,16 @@ pub async fn role_arn(operator: &aws_config::SdkConfig, role: &str) -> Result<St
         Err(e) => {
             let m = aws_sdk_iam::error::DisplayErrorContext(&e).to_string();
             if m.contains("NoSuchEntity") {
-                Err(format!(
+                Err(Verdict::Problem(format!(
                     "no IAM role {role}: create it (the CloudFormation template's NodeRole) or fix spec.role"
-                ))
+                )))
+            } else if forbidden(&m) {
+                Err(not_allowed("read IAM roles"))
             } else {
-                Err(format!(
+                Err(Verdict::Problem(format!(
                     "GetRole {role}: {}",
                     crate::bounded::bounded(&m, 300)
-                ))
+                )))
             }
         }
     }
@@ -183,9 +185,11 @@ pub async fn node_access(
             200,
         )),
     };
-    let mapped = kube::Api::<ConfigMap>::namespaced(client.clone(), "kube-system")
+    let aws_auth = kube::Api::<ConfigMap>::namespaced(client.clone(), "kube-system")
         .get_opt("aws-auth")
-        .await
+        .await;
+    let aws_auth_forbidden = matches!(&aws_auth, Err(kube::Error::Api(s)) if s.code == 403);
+    let mapped = aws_auth
         .ok()
         .flatten()
         .and_then(|m| m.data)
@@ -197,6 +201,9 @@ pub async fn node_access(
         });
     if mapped {
         return check(&what, Verdict::Ok("the aws-auth ConfigMap maps it".into()));
+    }
+    if aws_auth_forbidden && listed.as_deref().is_some_and(forbidden) {
+        return check(&what, not_allowed("list access entries or read aws-auth"));
     }
     let looked = match listed {
         None => "no EKS access entry names it".to_string(),
@@ -220,6 +227,9 @@ pub async fn controller(client: &kube::Client, namespace: &str) -> Vec<Check> {
         .list(&kube::api::ListParams::default().labels(NAME_LABEL))
         .await;
     out.push(match deployments {
+        Err(kube::Error::Api(s)) if s.code == 403 => {
+            check("controller", not_allowed("list Deployments"))
+        }
         Err(e) => check(
             "controller",
             Verdict::Problem(format!("cannot list Deployments in {namespace}: {e}")),
@@ -265,6 +275,9 @@ async fn warnings(client: &kube::Client) -> Check {
         .await
     {
         Ok(l) => l.items,
+        Err(kube::Error::Api(s)) if s.code == 403 => {
+            return check("controller warnings", not_allowed("list Events"));
+        }
         Err(e) => {
             return check(
                 "controller warnings",
