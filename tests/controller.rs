@@ -1406,3 +1406,34 @@ fn a_nominated_pod_that_kube_scheduler_does_not_bind_on_the_ready_node_is_planne
         "a second claim for the pods that did not fit"
     );
 }
+
+/// A NodePool template's annotations reach its claims and then their Nodes, as Karpenter's do —
+/// `dovetail.sh/do-not-disrupt` among them, which the host reads from the Node (or the claim
+/// before the Node has it); the controller's own bookkeeping stays on the claim.
+#[test]
+fn a_pool_templates_annotations_reach_its_claims_and_their_nodes() {
+    let Some((moto, _rt, api)) = world() else {
+        return;
+    };
+    let mut pool = node_pool("1h");
+    pool["spec"]["template"]["metadata"] = json!({"annotations": {
+        "dovetail.sh/do-not-disrupt": "true", "example.com/team": "web"}});
+    api.put("dovetail.sh/v1/nodepools", pool);
+    let _controller = Running::start(&api, settings(&moto));
+    run_pods(&api, &moto, 1);
+    let node = api.list(NODES)[0].clone();
+    let claim = api.list(CLAIMS)[0].clone();
+    for object in [&claim, &node] {
+        let a = &object["metadata"]["annotations"];
+        assert_eq!(a["dovetail.sh/do-not-disrupt"], "true", "{object:#}");
+        assert_eq!(a["example.com/team"], "web", "{object:#}");
+    }
+    assert!(
+        claim["metadata"]["annotations"]["dovetail.sh/offers"].is_string(),
+        "{claim:#}"
+    );
+    assert!(
+        node["metadata"]["annotations"]["dovetail.sh/offers"].is_null(),
+        "bookkeeping stays on the claim: {node:#}"
+    );
+}

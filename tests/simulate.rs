@@ -506,6 +506,10 @@ fn karpenter_v1_manifests_convert_and_the_result_runs_in_the_simulator() {
         notes.contains("karpenter.sh/discovery"),
         "the discovery tag is pointed out: {notes}"
     );
+    assert!(
+        notes.contains("spec.role KarpenterNodeRole-my-cluster") && notes.contains("iam:PassRole"),
+        "the role our policy will not pass is pointed out: {notes}"
+    );
     let report = run(&[("converted.yaml", converted.yaml)]).unwrap();
     assert_eq!(report.pods.len(), 5);
     assert!(

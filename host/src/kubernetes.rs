@@ -48,6 +48,22 @@ pub const ANNOTATION_DISRUPTION: &str = "dovetail.sh/disruption-reason";
 pub const ANNOTATION_REPLACEMENT: &str = "dovetail.sh/replacement";
 /// The consolidation policy whose move a disruption is (`dovetail top` shows it).
 pub const ANNOTATION_DISRUPTION_POLICY: &str = "dovetail.sh/disruption-policy";
+/// Why a NodeClaim was made (`provisioning`, `interruption`, a replacement).
+pub const ANNOTATION_PURPOSE: &str = "dovetail.sh/purpose";
+
+/// Whether a claim's annotation is the controller's own bookkeeping, which stays on the claim;
+/// the others (its pool template's, `dovetail.sh/do-not-disrupt` among them) go onto its Node.
+pub fn internal_annotation(key: &str) -> bool {
+    [
+        ANNOTATION_OFFERS,
+        ANNOTATION_HASH,
+        ANNOTATION_DISRUPTION,
+        ANNOTATION_REPLACEMENT,
+        ANNOTATION_DISRUPTION_POLICY,
+        ANNOTATION_PURPOSE,
+    ]
+    .contains(&key)
+}
 
 /// Errors that stop the controller from starting.
 #[derive(Debug, thiserror::Error)]

@@ -112,6 +112,7 @@ pub fn convert(file: &str, text: &str) -> Result<Converted, ManifestError> {
                         }
                     }
                 }
+                node_role(&doc, &mut c);
                 c.keep_known::<super::EC2NodeClass>(&mut doc);
             }
             (a, "NodePool" | "NodeClaim" | "EC2NodeClass") if a.starts_with("karpenter") => {
@@ -261,6 +262,27 @@ fn node_pool(doc: &mut Value, c: &mut Ctx) {
     rekey(doc, "/spec/template/metadata/annotations", c);
 }
 
+/// The role the stack's controller policy lets the controller pass (`AllowPassingNodeRole` in
+/// deploy/cloudformation.yaml): `DovetailNodeRole-<cluster>`.
+const NODE_ROLE_PREFIX: &str = "DovetailNodeRole-";
+
+/// Names a node role the stack's policy will not pass: every launch with it would be refused
+/// (`iam:PassRole`), the commonest failure of a migrated class.
+fn node_role(doc: &Value, c: &mut Ctx) {
+    if let Some(role) = doc.pointer("/spec/role").and_then(Value::as_str)
+        && !role.starts_with(NODE_ROLE_PREFIX)
+    {
+        c.note(format!(
+            "spec.role {role}: Dovetail's controller policy (deploy/cloudformation.yaml, AllowPassingNodeRole) passes only {NODE_ROLE_PREFIX}<cluster>, so every launch would be refused (iam:PassRole); set spec.role: {NODE_ROLE_PREFIX}<cluster>, or add this role to that statement"
+        ));
+    }
+    if let Some(profile) = doc.pointer("/spec/instanceProfile").and_then(Value::as_str) {
+        c.note(format!(
+            "spec.instanceProfile {profile}: its role must be {NODE_ROLE_PREFIX}<cluster> (the only one the controller may pass); `dovetail doctor --role-arn …` dry-runs a launch with it"
+        ));
+    }
+}
+
 /// The JSON pointer as a field path for the report (`/spec/a/0/b` → `spec.a[0].b`).
 fn path(pointer: &str) -> String {
     let mut out = String::new();
@@ -353,6 +375,36 @@ mod tests {
             "topology.kubernetes.io/zone"
         );
         assert!(key("karpenter.sh/registered").is_err());
+    }
+
+    #[test]
+    fn a_node_role_the_policy_will_not_pass_is_named_with_the_fix() {
+        let class = |role: &str| {
+            format!(
+                r#"
+apiVersion: karpenter.k8s.aws/v1
+kind: EC2NodeClass
+metadata: {{name: default}}
+spec:
+  role: {role}
+  amiSelectorTerms: [{{alias: al2023@latest}}]
+  subnetSelectorTerms: [{{tags: {{dovetail.sh/discovery: c}}}}]
+  securityGroupSelectorTerms: [{{tags: {{dovetail.sh/discovery: c}}}}]
+"#
+            )
+        };
+        let c = convert("c.yaml", &class("KarpenterNodeRole-c")).unwrap();
+        assert!(
+            c.notes
+                .iter()
+                .any(|n| n.contains("spec.role KarpenterNodeRole-c")
+                    && n.contains("iam:PassRole")
+                    && n.contains("DovetailNodeRole-<cluster>")),
+            "{:?}",
+            c.notes
+        );
+        let c = convert("c.yaml", &class("DovetailNodeRole-c")).unwrap();
+        assert!(c.notes.is_empty(), "{:?}", c.notes);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use serde_json::json;
 use super::observe::NOMINATION_TTL;
 use super::{
     ANNOTATION_DISRUPTION, ANNOTATION_DISRUPTION_POLICY, ANNOTATION_HASH, ANNOTATION_OFFERS,
-    ANNOTATION_REPLACEMENT, FIELD_MANAGER, FINALIZER, format_offers,
+    ANNOTATION_PURPOSE, ANNOTATION_REPLACEMENT, FIELD_MANAGER, FINALIZER, format_offers,
 };
 use crate::api::{NodeClaim, NodePool};
 use crate::cluster::{self, Cluster, Deletion, Node, disrupted_taint};
@@ -179,17 +179,18 @@ impl KubePort {
         let mut claim_labels: BTreeMap<String, String> = t.metadata.labels.clone();
         claim_labels.insert(labels::NODEPOOL.into(), claim.node_pool.clone());
         let hash = cluster::template_hash(pool, &self.cluster.node_classes);
+        // The template's annotations (as Karpenter's: on the claim, then its Node), ours over them.
+        let mut claim_annotations: BTreeMap<String, String> = t.metadata.annotations.clone();
+        claim_annotations.insert(ANNOTATION_OFFERS.into(), format_offers(&claim.offers));
+        claim_annotations.insert(ANNOTATION_HASH.into(), cluster::format_hash(hash));
+        claim_annotations.insert(ANNOTATION_PURPOSE.into(), claim.purpose.to_string());
         let body = json!({
             "apiVersion": "dovetail.sh/v1",
             "kind": "NodeClaim",
             "metadata": {
                 "name": claim.name,
                 "labels": claim_labels,
-                "annotations": {
-                    ANNOTATION_OFFERS: format_offers(&claim.offers),
-                    ANNOTATION_HASH: cluster::format_hash(hash),
-                    "dovetail.sh/purpose": claim.purpose,
-                },
+                "annotations": claim_annotations,
                 "finalizers": [FINALIZER],
                 "ownerReferences": [{
                     "apiVersion": "dovetail.sh/v1",

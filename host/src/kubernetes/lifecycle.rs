@@ -151,9 +151,15 @@ pub fn reconcile(
             if !finalizers.iter().any(|f| f == FINALIZER) {
                 finalizers.push(FINALIZER.into());
             }
+            let annotations: BTreeMap<&String, &String> = c
+                .annotations()
+                .iter()
+                .filter(|(k, _)| !super::internal_annotation(k))
+                .collect();
             let patch = json!({"metadata": {
                 "resourceVersion": node.resource_version(),
                 "labels": c.labels(),
+                "annotations": annotations,
                 "finalizers": finalizers,
                 "ownerReferences": [{
                     "apiVersion": "dovetail.sh/v1",

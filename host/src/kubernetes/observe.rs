@@ -81,7 +81,15 @@ pub fn start(client: &Client, config_map_namespaces: &[String]) -> Stores {
             },
         ),
         node_pools: reflect_untyped::<NodePool>(client, changed.clone()),
-        node_claims: reflect(Api::all(client.clone()), changed.clone(), trim),
+        // A claim keeps its annotations (few: ours and its pool template's), which registration
+        // copies onto its Node.
+        node_claims: reflect(
+            Api::all(client.clone()),
+            changed.clone(),
+            |c: &mut NodeClaim| {
+                c.meta_mut().managed_fields = None;
+            },
+        ),
         node_classes: reflect(Api::all(client.clone()), changed.clone(), trim),
         pdbs: reflect(Api::all(client.clone()), changed.clone(), trim),
         daemonsets: reflect(Api::all(client.clone()), changed.clone(), trim),
@@ -479,10 +487,12 @@ impl Observer {
                     replacement: annotations.get(ANNOTATION_REPLACEMENT).cloned(),
                     policy: annotations.get(ANNOTATION_DISRUPTION_POLICY).cloned(),
                 });
+            // On the Node, or on its claim (from the pool's template) before the Node has it.
             let do_not_disrupt = kube_node
                 .map(|n| n.annotations())
-                .and_then(|a| a.get(DO_NOT_DISRUPT))
-                .is_some_and(|v| v == "true");
+                .into_iter()
+                .chain([annotations])
+                .any(|a| a.get(DO_NOT_DISRUPT).is_some_and(|v| v == "true"));
             let launched_at = c.meta().creation_timestamp.as_ref().map_or(now, timestamp);
             // A claim without the hash (made by hand, or by an older controller with another
             // scheme) shows no evidence of drift: it counts as made from the pool as it is.
