@@ -468,3 +468,49 @@ fn oci_and_url_sources_pin_digests_and_a_wrong_sha256_is_refused_before_compilin
     assert!(bad["digest"].is_null(), "nothing serves: {bad:#}");
     event(&api, "DigestMismatch", Some("tampered"));
 }
+
+/// With ConfigMap reads limited to the namespaces Policies may use (as the chart grants them),
+/// a ConfigMap elsewhere is not watched: the Policy is refused with where the controller looks
+/// and the setting that widens it, and one in a listed namespace serves.
+#[test]
+fn a_configmap_outside_the_policy_namespaces_is_refused_with_where_the_controller_looks() {
+    let Some((moto, _rt, api)) = world() else {
+        return;
+    };
+    // `config_map` makes it in the namespace "dovetail".
+    api.put("v1/configmaps", config_map(wasm("cheapest")));
+    api.put(
+        POLICIES,
+        policy(
+            "elsewhere",
+            json!({"configMap": {"namespace": "dovetail", "name": "team-scorer", "key": "policy.wasm"}}),
+        ),
+    );
+    let mut s = settings(&moto);
+    s.policy_config_map_namespaces = vec!["kube-system".into()];
+    let mut controller = Running::start(&api, s);
+    wait("the Policy refused", Duration::from_secs(30), || {
+        let c = condition(&policy_status(&api, "elsewhere"), "Ready");
+        c["status"] == "False"
+            && c["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("reads Policy ConfigMaps only in kube-system")
+    });
+    let c = condition(&policy_status(&api, "elsewhere"), "Ready");
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("settings.policy.configMapNamespaces"),
+        "{c}"
+    );
+    controller.stop();
+    // Listed: it serves.
+    let mut s = settings(&moto);
+    s.policy_config_map_namespaces = vec!["kube-system".into(), "dovetail".into()];
+    let _controller = Running::start(&api, s);
+    wait("the Policy serves", Duration::from_secs(30), || {
+        condition(&policy_status(&api, "elsewhere"), "Ready")["status"] == "True"
+    });
+}
