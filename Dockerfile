@@ -8,6 +8,8 @@
 
 FROM --platform=$BUILDPLATFORM rust:1.95-bookworm AS build
 ARG TARGETARCH
+# The image's own toolchain, not rust-toolchain.toml's channel (which would install another).
+ENV RUSTUP_TOOLCHAIN=1.95.0
 # Policies are WebAssembly components embedded in the binary; the other architecture's target,
 # C cross compiler and libc for the crates that build C.
 RUN set -eux; \

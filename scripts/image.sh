@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Builds the controller image without a Docker daemon and, with --push, copies it to a registry.
 #
-#   bash scripts/image.sh [--binary PATH] [--tag TAG] [--push DEST] [skopeo copy options…]
+#   bash scripts/image.sh [--binary PATH] [--tag TAG] [--push DEST] [--skopeo-option=value…]
+#
+# Options of `skopeo copy` pass through in their one-word form (`--dest-tls-verify=false`,
+# `--dest-creds=USER:PASSWORD`).
 #
 # The image holds what the Dockerfile's runtime stage holds (the `dovetail` binary, glibc and
 # libgcc, the CA bundle, the non-root user 65532, no shell), assembled from this machine's files as
@@ -28,8 +31,9 @@ while (($#)); do
         --tag) tag=$2; shift 2 ;;
         --push) push=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
-        --*) extra+=("$1"); shift ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        --*=*) extra+=("$1"); shift ;;
+        --*) echo "image.sh: unknown option $1 (skopeo options in their --option=value form; see --help)" >&2; exit 2 ;;
         *) echo "image.sh: unexpected argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -42,6 +46,6 @@ python3 scripts/oci_image.py --binary "$binary" --out "$out" --tag "$tag" \
     --version "$version" --revision "$revision"
 if [ -n "$push" ]; then
     command -v skopeo >/dev/null || { echo "image.sh: skopeo is needed to push (apt-get install skopeo)" >&2; exit 1; }
-    skopeo copy --quiet "${extra[@]}" "oci:$out:$tag" "$push"
+    skopeo copy --quiet ${extra[@]+"${extra[@]}"} "oci:$out:$tag" "$push"
     echo "pushed $push"
 fi

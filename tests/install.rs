@@ -909,6 +909,8 @@ fn doctor_as_the_controller_dry_runs_the_first_launch_and_names_what_its_policy_
         &["doctor", "--namespace", "dovetail"],
         &[
             ("KUBECONFIG", kubeconfig.to_str().unwrap()),
+            // As in a pod: the API server's Service address is where it is reached.
+            ("KUBERNETES_SERVICE_HOST", "127.0.0.1"),
             ("CLUSTER_NAME", "my-cluster"),
             ("AWS_REGION", "us-east-1"),
             ("AWS_ENDPOINT_URL", &judged),
@@ -927,6 +929,10 @@ fn doctor_as_the_controller_dry_runs_the_first_launch_and_names_what_its_policy_
             .to_string()
     };
     assert!(line("controller identity").starts_with("skipped"), "{out}");
+    assert!(
+        line("cluster endpoint").starts_with("skipped"),
+        "in a pod the Service address is not compared with the nodes' endpoint: {out}"
+    );
     assert!(
         line("launch as the controller (EC2NodeClass default)").starts_with("ok"),
         "{out}"

@@ -56,3 +56,27 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- .Release.Namespace }}
 {{- end }}
 {{- end }}
+
+{{- /* The container's security context: fixed hardening, with Karpenter's three merged in. */ -}}
+{{- define "dovetail.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+runAsNonRoot: true
+privileged: false
+capabilities:
+  drop: ["ALL"]
+{{- with .Values.controller.securityContext }}
+{{- with .appArmorProfile }}
+appArmorProfile:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .seLinuxOptions }}
+seLinuxOptions:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .seccompProfile }}
+seccompProfile:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+{{- end }}

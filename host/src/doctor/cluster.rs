@@ -55,6 +55,21 @@ fn minor_version(major: &str, minor: &str) -> String {
     format!("{}.{}", digits(major), digits(minor))
 }
 
+/// Whether `url` is the in-cluster address of the API server (its Service, as a pod reaches it:
+/// `KUBERNETES_SERVICE_HOST` or `kubernetes.default.svc`), which is never the endpoint nodes use.
+fn in_cluster(url: &str, service_host: Option<&str>) -> bool {
+    let host = endpoint(url);
+    let host = host
+        .split_once("://")
+        .map_or(host.as_str(), |(_, h)| h)
+        .rsplit_once(':')
+        .map_or("", |(h, _)| h)
+        .trim_matches(['[', ']'])
+        .to_string();
+    host.starts_with("kubernetes.default.svc")
+        || service_host.is_some_and(|s| s.trim_matches(['[', ']']).eq_ignore_ascii_case(&host))
+}
+
 /// The endpoint, Kubernetes version and CA that `eks:DescribeCluster` gives (what the nodes'
 /// bootstrap will use), against the API server KUBECONFIG reaches.
 pub async fn matches_kubeconfig(
@@ -64,7 +79,15 @@ pub async fn matches_kubeconfig(
 ) -> Vec<Check> {
     let mut out = Vec::new();
     let reached = kube.cluster_url.to_string();
-    out.push(if endpoint(&reached) == endpoint(&aws.cluster_endpoint) {
+    let service_host = std::env::var("KUBERNETES_SERVICE_HOST").ok();
+    out.push(if in_cluster(&reached, service_host.as_deref()) {
+        check(
+            "cluster endpoint",
+            Verdict::Skipped(format!(
+                "in a pod the API server is reached through its Service ({reached}), not the endpoint nodes use; the version and CA are compared instead"
+            )),
+        )
+    } else if endpoint(&reached) == endpoint(&aws.cluster_endpoint) {
         check(
             "cluster endpoint",
             Verdict::Ok(format!("KUBECONFIG reaches {reached}, as EKS gives it")),
@@ -357,6 +380,18 @@ mod tests {
             endpoint("https://abc.eks.amazonaws.com"),
             endpoint("http://127.0.0.1:6443")
         );
+    }
+
+    #[test]
+    fn the_api_servers_service_address_is_told_from_an_endpoint() {
+        assert!(in_cluster("https://10.100.0.1:443/", Some("10.100.0.1")));
+        assert!(in_cluster("https://[fd00::1]:443", Some("fd00::1")));
+        assert!(in_cluster("https://kubernetes.default.svc", None));
+        assert!(!in_cluster(
+            "https://abc.gr7.us-east-1.eks.amazonaws.com",
+            Some("10.100.0.1")
+        ));
+        assert!(!in_cluster("https://10.100.0.1:443/", None));
     }
 
     #[test]

@@ -487,12 +487,12 @@ impl Observer {
                     replacement: annotations.get(ANNOTATION_REPLACEMENT).cloned(),
                     policy: annotations.get(ANNOTATION_DISRUPTION_POLICY).cloned(),
                 });
-            // On the Node, or on its claim (from the pool's template) before the Node has it.
+            // On the Node; on its claim (from the pool's template) only until the Node exists, so
+            // removing it from one Node takes effect.
             let do_not_disrupt = kube_node
-                .map(|n| n.annotations())
-                .into_iter()
-                .chain([annotations])
-                .any(|a| a.get(DO_NOT_DISRUPT).is_some_and(|v| v == "true"));
+                .map_or(annotations, |n| n.annotations())
+                .get(DO_NOT_DISRUPT)
+                .is_some_and(|v| v == "true");
             let launched_at = c.meta().creation_timestamp.as_ref().map_or(now, timestamp);
             // A claim without the hash (made by hand, or by an older controller with another
             // scheme) shows no evidence of drift: it counts as made from the pool as it is.
