@@ -807,6 +807,7 @@ fn consolidate(
                     match attempt(FALLBACK_CONSOLIDATOR) {
                         Ok(actions) => (FALLBACK_CONSOLIDATOR.to_string(), actions),
                         Err(e) => {
+                            registry.report_failure(FALLBACK_CONSOLIDATOR, &e);
                             decision.notes.push(Note::PolicyFailed {
                                 policy: FALLBACK_CONSOLIDATOR.into(),
                                 error: e.to_string(),

@@ -810,11 +810,12 @@ fn policy_test(
     .filter_map(|(r, has)| has.then_some(r))
     .collect();
     println!(
-        "accepted in {:.0} ms: compiles, links, init takes the config, canary {} round(s) pass",
+        "checked in {:.0} ms: compiles, links, init takes the config, canary {} round(s) pass",
         started.elapsed().as_secs_f64() * 1000.0,
         roles.join(" and ")
     );
     if files.is_empty() {
+        println!("accepted");
         return Ok(());
     }
     let texts = read_all(&files)?;
@@ -827,6 +828,11 @@ fn policy_test(
     let report = dovetail::sim::simulate(&texts, &opts)?;
     println!();
     print!("{}", report.summary());
+    // A policy that failed in the scenario is not accepted, whatever decided in its place.
+    if let Some(tally) = report.policy_failures.get(&name) {
+        bail!("{name} {tally}");
+    }
+    println!("accepted: no failure in the scenario");
     Ok(())
 }
 
@@ -1225,9 +1231,19 @@ fn simulate(
             report: &report,
         }]);
     }
+    // Every set is read and every component checked for its role before the first run: a
+    // mistake is found in a second, not after a whole run's summary.
+    let sets = compare
+        .iter()
+        .map(|set| {
+            let opts = options(Some(set))?;
+            check_roles(set, &opts)?;
+            Ok(opts)
+        })
+        .collect::<Result<Vec<_>>>()?;
     let mut reports = Vec::new();
-    for set in &compare {
-        let report = dovetail::sim::simulate(&texts, &options(Some(set))?)?;
+    for (set, opts) in compare.iter().zip(&sets) {
+        let report = dovetail::sim::simulate(&texts, opts)?;
         println!("== {set}");
         print!("{}", report.summary());
         println!();
@@ -1240,7 +1256,70 @@ fn simulate(
         .zip(&reports)
         .map(|(label, report)| dovetail::sim::html::Run { label, report })
         .collect();
-    write_report(&runs)
+    write_report(&runs)?;
+    // A comparison in which a policy failed compares its fallback, not the policy: say so, and
+    // fail.
+    let failed: Vec<String> = compare
+        .iter()
+        .zip(&reports)
+        .flat_map(|(set, r)| {
+            r.policy_failures
+                .iter()
+                .map(move |(policy, tally)| format!("{set}: {policy} {tally}"))
+        })
+        .collect();
+    if !failed.is_empty() {
+        bail!(
+            "policies failed during the runs, so the difference above is not theirs:\n  {}",
+            failed.join("\n  ")
+        );
+    }
+    Ok(())
+}
+
+/// Refuses a set whose component lacks the role it is given (or is not a component at all),
+/// before anything runs. Names that are neither built-ins nor files are Policies of the
+/// scenario, checked when it loads them.
+fn check_roles(set: &str, opts: &dovetail::sim::SimOptions) -> Result<()> {
+    let engine = PolicyEngine::new(EngineConfig::default())?;
+    for (role, name) in [
+        ("scoring", opts.scoring.as_deref()),
+        ("consolidation", opts.consolidation.as_deref()),
+    ] {
+        let Some(name) = name else { continue };
+        let bytes: &[u8] = match opts.policies.iter().find(|(n, _, _)| n == name) {
+            Some((_, bytes, _)) => bytes,
+            None => match dovetail::policy::builtin::find(name) {
+                Some(b) => b.wasm,
+                None => continue,
+            },
+        };
+        let info = engine
+            .inspect(name, bytes)
+            .map_err(|e| anyhow::anyhow!("policy set {set:?}: {role}={name}: {e}"))?;
+        let has = if role == "scoring" {
+            info.scoring
+        } else {
+            info.consolidation
+        };
+        if !has {
+            bail!(
+                "policy set {set:?}: {name} cannot do {role}: it exports {} (a {} is given as {})",
+                info.exports.join(", "),
+                if info.scoring {
+                    "scorer"
+                } else {
+                    "consolidator"
+                },
+                if info.scoring {
+                    "scoring="
+                } else {
+                    "consolidation="
+                }
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `opts` with the policies of a set such as `scoring=arm-first,consolidation=my.wasm`.

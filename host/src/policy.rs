@@ -30,5 +30,5 @@ pub use bindings::types;
 pub use engine::{CallStats, EngineConfig, Limits, LoadedPolicy, PolicyEngine};
 pub use error::PolicyError;
 pub use inspect::ComponentInfo;
-pub use registry::PolicyRegistry;
+pub use registry::{FailureTally, PolicyRegistry};
 pub use round::ScoringRound;

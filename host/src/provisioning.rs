@@ -220,7 +220,10 @@ fn score(
                     registry.report_fallback(name, FALLBACK_SCORER);
                     attempt(FALLBACK_SCORER)
                         .map(|s| (FALLBACK_SCORER.to_string(), s, Some(err.to_string())))
-                        .map_err(|e| format!("fallback policy failed too: {e}"))
+                        .map_err(|e| {
+                            registry.report_failure(FALLBACK_SCORER, &e);
+                            format!("fallback policy failed too: {e}")
+                        })
                 }
             }
         }

@@ -847,6 +847,7 @@ impl Sim {
                 (p.spec.name.clone(), reason)
             })
             .collect();
+        w.report.policy_failures = self.controller.ctx.registry.failures();
         Ok(())
     }
 }

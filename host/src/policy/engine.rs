@@ -437,11 +437,14 @@ impl LoadedPolicy {
                 timeout_ms: self.timeout.as_millis() as u64,
             },
             Some(trap) => {
-                let stderr = store.data().stderr();
-                let detail = if stderr.is_empty() {
+                let said = panic_line(&store.data().stderr());
+                let detail = if said.is_empty() {
                     trap.to_string()
+                } else if said.starts_with("panicked at") {
+                    // A panic is what the `unreachable` trap is; the guest's words say which.
+                    said
                 } else {
-                    format!("{trap}: {}", guest_text(&stderr))
+                    format!("{trap}: {said}")
                 };
                 PolicyError::Trap { policy, detail }
             }
@@ -509,5 +512,40 @@ pub fn guest_text(s: &str) -> String {
     crate::bounded::bounded(s, MAX_GUEST_TEXT)
 }
 
+/// What a guest wrote to stderr before it trapped, as one clean line: Rust's panic report
+/// (`thread '<unnamed>' panicked at src/lib.rs:12:9:` and the message on the next line) joined,
+/// without the `RUST_BACKTRACE` hint (a sandbox has no backtrace to give) and without the
+/// replacement characters of a write cut mid-character.
+pub fn panic_line(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
+        .collect();
+    let joined = lines.join(" ").replace(['\u{fffd}'], "");
+    // `thread '<unnamed>' (1) panicked at …`: the thread says nothing in a sandbox.
+    let joined = match joined.find("panicked at") {
+        Some(at) if joined[..at].starts_with("thread ") => &joined[at..],
+        _ => joined.as_str(),
+    };
+    guest_text(joined.trim())
+}
+
 /// Bytes of policy-supplied text kept.
 pub const MAX_GUEST_TEXT: usize = 1024;
+
+#[cfg(test)]
+mod tests {
+    use super::panic_line;
+
+    #[test]
+    fn a_guest_panic_reads_as_one_clean_line() {
+        let stderr = "thread '<unnamed>' (1) panicked at src/lib.rs:12:9:\nclaim too big: 5 pods\nnote: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n";
+        assert_eq!(
+            panic_line(stderr),
+            "panicked at src/lib.rs:12:9: claim too big: 5 pods"
+        );
+        assert_eq!(panic_line("cut mid-char \u{fffd}"), "cut mid-char");
+        assert_eq!(panic_line(""), "");
+    }
+}

@@ -5,8 +5,8 @@
 //! reason and the last good version keeps serving. The swap is one pointer write: a round that
 //! already holds the old version finishes on it.
 
-use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -42,6 +42,45 @@ pub struct PolicyStatus {
 /// error can be long).
 const MESSAGE_BYTES: usize = 4096;
 
+/// A policy's failures over the registry's life (a simulated run, or the process): how often and
+/// why, the first error, and what decided instead. `simulate`, `--compare` and `policy test`
+/// print it, so a fallback is never silent.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FailureTally {
+    pub failures: u32,
+    /// By the error's reason (`Trapped`, `Timeout`, `MemoryCap`, `ContractViolation`…).
+    pub by_reason: BTreeMap<&'static str, u32>,
+    /// The first failure's message, one clean line.
+    pub first: String,
+    /// Decisions the fallback made instead, by fallback.
+    pub fallbacks: BTreeMap<String, u32>,
+}
+
+impl std::fmt::Display for FailureTally {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let reasons: Vec<String> = self
+            .by_reason
+            .iter()
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
+        write!(
+            f,
+            "failed {} time{} ({})",
+            self.failures,
+            if self.failures == 1 { "" } else { "s" },
+            reasons.join(", ")
+        )?;
+        for (fallback, n) in &self.fallbacks {
+            write!(
+                f,
+                ", fell back to {fallback} {n} time{}",
+                if *n == 1 { "" } else { "s" }
+            )?;
+        }
+        write!(f, "; first: {}", self.first)
+    }
+}
+
 /// Told about every policy call made through [`PolicyRegistry::call`] (the controller's
 /// metrics).
 pub trait CallObserver: Send + Sync {
@@ -64,6 +103,7 @@ pub struct PolicyRegistry {
     live: RwLock<HashMap<String, Arc<LoadedPolicy>>>,
     status: RwLock<HashMap<String, PolicyStatus>>,
     observer: OnceLock<Arc<dyn CallObserver>>,
+    failures: Mutex<BTreeMap<String, FailureTally>>,
 }
 
 impl PolicyRegistry {
@@ -74,6 +114,7 @@ impl PolicyRegistry {
             live: RwLock::default(),
             status: RwLock::default(),
             observer: OnceLock::new(),
+            failures: Mutex::default(),
         }
     }
 
@@ -106,9 +147,23 @@ impl PolicyRegistry {
 
     /// A fallback decided for `policy`.
     pub fn report_fallback(&self, policy: &str, fallback: &str) {
+        *self
+            .failures
+            .lock()
+            .unwrap()
+            .entry(policy.to_string())
+            .or_default()
+            .fallbacks
+            .entry(fallback.to_string())
+            .or_default() += 1;
         if let Some(o) = self.observer.get() {
             o.fallback(policy, fallback);
         }
+    }
+
+    /// Every policy that failed a decision so far, with how and what decided instead.
+    pub fn failures(&self) -> BTreeMap<String, FailureTally> {
+        self.failures.lock().unwrap().clone()
     }
 
     /// The engine policies run on.
@@ -181,6 +236,15 @@ impl PolicyRegistry {
     /// `onFailure` decides what to do with the round).
     pub fn report_failure(&self, name: &str, err: &PolicyError) {
         let message = bounded(&err.to_string(), MESSAGE_BYTES);
+        {
+            let mut failures = self.failures.lock().unwrap();
+            let t = failures.entry(name.to_string()).or_default();
+            t.failures += 1;
+            *t.by_reason.entry(err.reason()).or_default() += 1;
+            if t.first.is_empty() {
+                t.first = bounded(&err.to_string(), 400);
+            }
+        }
         tracing::warn!(policy = name, reason = err.reason(), error = %message, "policy decision failed");
         let refused = self.status(name).and_then(|s| s.refused_digest);
         self.set_status(name, err.reason(), message, refused);

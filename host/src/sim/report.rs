@@ -51,6 +51,8 @@ pub struct Report {
     pub interruption: crate::interruption::Metrics,
     /// Times the controller was stopped and started afresh (`SimOptions::crash_after`).
     pub restarts: u32,
+    /// Every policy that failed a decision, with how often, why, and what decided instead.
+    pub policy_failures: BTreeMap<String, crate::policy::FailureTally>,
 }
 
 /// The fleet at one moment of a run, with the run's counters so far.
@@ -177,6 +179,9 @@ impl Report {
         );
         for (pod, reason) in &self.still_pending {
             let _ = writeln!(out, "pending {pod}: {reason}");
+        }
+        for (policy, tally) in &self.policy_failures {
+            let _ = writeln!(out, "POLICY FAILED: {policy} {tally}");
         }
         out
     }

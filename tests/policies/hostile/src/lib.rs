@@ -3,7 +3,7 @@
 //! `trap`, `nan`, `short`, `bad-veto`, `reject`, `error`, `bad-index`, `twice`, `probe`,
 //! `forge` (an error with newlines, ANSI escapes and 40 MB, after a log line of the same),
 //! `forge-init` (the same error from `init`), `sly-nan` (good in the controller's canary rounds,
-//! NaN scores otherwise).
+//! NaN scores otherwise), `big-trap` (good on claims under 5 pods, a panic on bigger ones).
 
 use dovetail_policy_sdk::{
     Action, Claim, ClaimScores, ConsolidationRound, Consolidator, LaunchCandidate, Params, Policy,
@@ -75,6 +75,12 @@ impl Scorer for Hostile {
         let mode = match self.mode.as_str() {
             "sly-nan" if claim.node_pool == "canary" => "good",
             "sly-nan" => "nan",
+            // Works on small claims, panics on a claim of 5 pods or more (as a policy with an
+            // off-by-one in its packing maths might).
+            "big-trap" if claim.pods.len() >= 5 => {
+                panic!("claim of {} pods: index out of range", claim.pods.len())
+            }
+            "big-trap" => "good",
             m => m,
         };
         match mode {

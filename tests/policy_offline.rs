@@ -1,0 +1,187 @@
+//! A policy tried offline fails loudly: `policy test -f` and `simulate --compare` count every
+//! failure of every policy (what, how often, the first message as one clean line, what decided
+//! instead), print it in the summary and exit non-zero; `--compare` checks every component for
+//! its role before the first run.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{dovetail_exe, workspace};
+
+/// Runs `dovetail ARGS`: (success, stdout, stderr).
+fn dovetail(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(dovetail_exe())
+        .args(args)
+        .current_dir(workspace())
+        .output()
+        .expect("dovetail runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn hostile() -> PathBuf {
+    dovetail::policy::builtin::fixture_path("hostile")
+}
+
+/// A scenario directory with the `inflate-spot` example and a Policy of the hostile fixture in
+/// `mode` (a component a Policy names by file, with its configuration).
+fn scenario_with(mode: &str) -> (tempdir::Dir, String, String) {
+    let dir = tempdir::Dir::new("policy-offline");
+    let policy = dir.0.join("trappy.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "apiVersion: dovetail.sh/v1\nkind: Policy\nmetadata: {{name: trappy}}\nspec:\n  source: {{file: {}}}\n  config: {{mode: {mode}}}\n",
+            hostile().display()
+        ),
+    )
+    .unwrap();
+    let example = workspace().join("examples/inflate-spot.yaml");
+    (
+        dir,
+        example.display().to_string(),
+        policy.display().to_string(),
+    )
+}
+
+mod tempdir {
+    pub struct Dir(pub std::path::PathBuf);
+    impl Dir {
+        pub fn new(what: &str) -> Dir {
+            let d = std::env::temp_dir().join(format!(
+                "dovetail-{what}-{}-{:?}",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            std::fs::create_dir_all(&d).unwrap();
+            Dir(d)
+        }
+    }
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn failure_line<'a>(out: &'a str, policy: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.starts_with(&format!("POLICY FAILED: {policy} ")))
+        .unwrap_or_else(|| panic!("no failure line for {policy}: {out}"))
+}
+
+#[test]
+fn policy_test_fails_a_policy_that_panics_in_the_scenario_and_says_how_often_and_why() {
+    let example = workspace().join("examples/inflate-spot.yaml");
+    let (ok, out, err) = dovetail(&[
+        "policy",
+        "test",
+        hostile().to_str().unwrap(),
+        "--config",
+        "mode=big-trap",
+        "-f",
+        example.to_str().unwrap(),
+    ]);
+    assert!(!ok, "a policy that failed is not accepted: {out}{err}");
+    // Named after the file, as `policy test` loads it.
+    let line = failure_line(&out, "dovetail-fixture-hostile");
+    assert!(
+        line.contains("(Trapped ")
+            && line.contains("fell back to cheapest")
+            && line.contains("panicked at")
+            && line.contains("pods: index out of range"),
+        "{line}"
+    );
+    assert!(
+        !line.contains("RUST_BACKTRACE") && !line.contains('\u{fffd}'),
+        "one clean line: {line}"
+    );
+    assert!(err.contains("dovetail-fixture-hostile failed"), "{err}");
+    assert!(!out.contains("\naccepted"), "{out}");
+
+    // The same component in a mode that works on the scenario passes.
+    let (ok, out, err) = dovetail(&[
+        "policy",
+        "test",
+        hostile().to_str().unwrap(),
+        "-f",
+        example.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(!out.contains("POLICY FAILED"), "{out}");
+}
+
+#[test]
+fn compare_fails_when_a_compared_policy_failed_and_names_it() {
+    let (_dir, example, policy) = scenario_with("big-trap");
+    let (ok, out, err) = dovetail(&[
+        "simulate",
+        "-f",
+        &example,
+        "-f",
+        &policy,
+        "--compare",
+        "scoring=cheapest",
+        "scoring=trappy",
+    ]);
+    assert!(!ok, "{out}{err}");
+    assert!(
+        out.contains("== difference"),
+        "both runs still print: {out}"
+    );
+    let line = failure_line(&out, "trappy");
+    assert!(line.contains("fell back to cheapest"), "{line}");
+    assert!(
+        err.contains("scoring=trappy: trappy failed") && err.contains("not theirs"),
+        "{err}"
+    );
+}
+
+#[test]
+fn compare_refuses_a_component_in_the_wrong_role_or_not_a_component_before_any_run() {
+    let example = workspace().join("examples/inflate-spot.yaml");
+    let example = example.to_str().unwrap();
+    // A consolidator given as a scorer.
+    let (ok, out, err) = dovetail(&[
+        "simulate",
+        "-f",
+        example,
+        "--compare",
+        "scoring=cheapest",
+        "scoring=balanced",
+    ]);
+    assert!(!ok);
+    assert!(out.trim().is_empty(), "nothing ran: {out}");
+    assert!(
+        err.contains("balanced cannot do scoring") && err.contains("consolidation="),
+        "{err}"
+    );
+    // A scorer given as a consolidator, in the second set.
+    let (ok, out, err) = dovetail(&[
+        "simulate",
+        "-f",
+        example,
+        "--compare",
+        "consolidation=balanced",
+        "consolidation=cheapest",
+    ]);
+    assert!(!ok && out.trim().is_empty(), "{out}");
+    assert!(err.contains("cheapest cannot do consolidation"), "{err}");
+    // Not WebAssembly at all.
+    let readme = Path::new("README.md");
+    let (ok, out, err) = dovetail(&[
+        "simulate",
+        "-f",
+        example,
+        "--compare",
+        "scoring=cheapest",
+        &format!("scoring=./{}", readme.display()),
+    ]);
+    assert!(!ok && out.trim().is_empty(), "{out}");
+    assert!(err.contains("README"), "{err}");
+}
