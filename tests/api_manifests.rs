@@ -205,3 +205,78 @@ fn every_invalid_field_is_refused_with_its_own_message() {
         .collect();
     assert_eq!(messages.len(), rows.len(), "{messages:#?}");
 }
+
+/// Misspelled fields are refused, as `kubectl apply` (strict field validation) refuses them,
+/// each at its own line: in our kinds by their CRD schema, in Kubernetes' kinds by their types.
+#[test]
+fn unknown_fields_are_refused_at_their_own_line() {
+    let text = "\
+apiVersion: dovetail.sh/v1
+kind: Policy
+metadata:
+  name: team
+spec:
+  source:
+    builtin: cheapest
+  confg:
+    weight: \"2\"
+";
+    let err = parse("policy.yaml", text).unwrap_err().to_string();
+    assert!(
+        err.starts_with("policy.yaml:8: Policy/team: spec.confg: unknown field")
+            && err.contains("config"),
+        "{err}"
+    );
+    let text = "\
+apiVersion: dovetail.sh/v1
+kind: NodePool
+metadata:
+  name: default
+spec:
+  template:
+    spec:
+      requirements: []
+      nodeClassRef: {group: aws.dovetail.sh, kind: EC2NodeClass, name: default}
+  policies:
+    scoring: cheapest
+    consolidaton: balanced
+";
+    let err = parse("pool.yaml", text).unwrap_err().to_string();
+    assert!(
+        err.starts_with(
+            "pool.yaml:12: NodePool/default: spec.policies.consolidaton: unknown field"
+        ),
+        "{err}"
+    );
+    let text = "\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: bare
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+        - name: web
+          image: nginx
+        - name: sidecar
+          image: envoy
+          resourcs:
+            requests: {cpu: 100m}
+";
+    let err = parse("web.yaml", text).unwrap_err().to_string();
+    assert!(
+        err.starts_with(
+            "web.yaml:21: Deployment/web: spec.template.spec.containers[1].resourcs: unknown field"
+        ),
+        "{err}"
+    );
+}

@@ -191,41 +191,12 @@ impl Ctx<'_> {
         };
         let known = serde_json::to_value(typed).expect("our types serialize");
         let mut dropped = Vec::new();
-        unknown(doc, &known, String::new(), &mut dropped);
+        manifest::lost_fields(doc, &known, "", &["metadata", "status"], &mut dropped);
         for d in dropped {
             self.note(format!("{d} has no Dovetail equivalent; dropped"));
         }
         // Our serializer fills defaults: the user's document stays, minus the unknown fields.
         prune(doc, &known);
-    }
-}
-
-/// Paths in `doc` that `known` does not have (metadata and status are not ours to judge).
-fn unknown(doc: &Value, known: &Value, at: String, out: &mut Vec<String>) {
-    match (doc, known) {
-        (Value::Object(d), Value::Object(k)) => {
-            for (name, v) in d {
-                let path = if at.is_empty() {
-                    name.clone()
-                } else {
-                    format!("{at}.{name}")
-                };
-                if path == "metadata" || path == "status" {
-                    continue;
-                }
-                match k.get(name) {
-                    Some(kv) => unknown(v, kv, path, out),
-                    None if v.is_null() => {}
-                    None => out.push(path),
-                }
-            }
-        }
-        (Value::Array(d), Value::Array(k)) => {
-            for (i, (dv, kv)) in d.iter().zip(k).enumerate() {
-                unknown(dv, kv, format!("{at}[{i}]"), out);
-            }
-        }
-        _ => {}
     }
 }
 

@@ -35,6 +35,8 @@ struct Rule {
 
 struct Kind {
     schema: jsonschema::Validator,
+    /// The OpenAPI schema itself, for the fields it declares.
+    openapi: Value,
     rules: Vec<Rule>,
 }
 
@@ -62,6 +64,7 @@ fn kinds() -> &'static BTreeMap<String, Kind> {
                     kind,
                     Kind {
                         schema: validator,
+                        openapi: schema,
                         rules,
                     },
                 ))
@@ -143,6 +146,57 @@ fn reach<'a>(doc: &'a Value, steps: &[String], path: String, out: &mut Vec<(Stri
     }
 }
 
+/// Fields the schema does not declare, as the API server refuses them under strict field
+/// validation (`kubectl apply`'s default): an object schema with `properties` and neither
+/// `additionalProperties` (a map) nor `x-kubernetes-preserve-unknown-fields` accepts no other
+/// key. `apiVersion`, `kind` and `metadata` are the API server's own and not checked here.
+fn unknown_fields(doc: &Value, schema: &Value, path: &str, out: &mut Vec<Violation>) {
+    match doc {
+        Value::Object(m) => {
+            if schema.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true)) {
+                return;
+            }
+            let props = schema.get("properties").and_then(Value::as_object);
+            let map_of = schema.get("additionalProperties").filter(|a| a.is_object());
+            for (k, v) in m {
+                let at = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                if path.is_empty() && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                    continue;
+                }
+                match (props.and_then(|p| p.get(k)), map_of) {
+                    (Some(s), _) => unknown_fields(v, s, &at, out),
+                    (None, Some(s)) => unknown_fields(v, s, &at, out),
+                    (None, None) if props.is_some() => {
+                        let mut known: Vec<&str> = props
+                            .into_iter()
+                            .flatten()
+                            .map(|(k, _)| k.as_str())
+                            .collect();
+                        known.sort_unstable();
+                        out.push(Violation {
+                            field: at,
+                            rule: format!("unknown field (declared here: {})", known.join(", ")),
+                        });
+                    }
+                    (None, None) => {}
+                }
+            }
+        }
+        Value::Array(a) => {
+            if let Some(items) = schema.get("items") {
+                for (i, x) in a.iter().enumerate() {
+                    unknown_fields(x, items, &format!("{path}[{i}]"), out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// JSON pointer `/spec/budgets/0/nodes` as a field path `spec.budgets[0].nodes`.
 fn field_path(pointer: &str) -> String {
     let mut out = String::new();
@@ -161,19 +215,18 @@ fn field_path(pointer: &str) -> String {
 }
 
 /// Checks a document of one of our kinds (`NodePool`, `EC2NodeClass`, `Policy`, `NodeClaim`);
-/// other kinds pass. Every violation is returned, schema ones first.
+/// other kinds pass. Every violation is returned: unknown fields, then the schema's, then the CEL
+/// rules'.
 pub fn validate(kind: &str, doc: &Value) -> Vec<Violation> {
     let Some(k) = kinds().get(kind) else {
         return Vec::new();
     };
-    let mut out: Vec<Violation> = k
-        .schema
-        .iter_errors(doc)
-        .map(|e| Violation {
-            field: field_path(e.instance_path().as_str()),
-            rule: e.to_string(),
-        })
-        .collect();
+    let mut out = Vec::new();
+    unknown_fields(doc, &k.openapi, "", &mut out);
+    out.extend(k.schema.iter_errors(doc).map(|e| Violation {
+        field: field_path(e.instance_path().as_str()),
+        rule: e.to_string(),
+    }));
     for rule in &k.rules {
         let mut reached = Vec::new();
         reach(doc, &rule.at, String::new(), &mut reached);
@@ -222,6 +275,25 @@ mod tests {
     fn a_valid_node_pool_passes() {
         let v = validate("NodePool", &pool(json!({"template": template()})));
         assert!(v.is_empty(), "{v:?}");
+    }
+
+    #[test]
+    fn fields_the_schema_does_not_declare_are_refused_where_they_are() {
+        let mut p = pool(json!({"template": template(),
+            "policies": {"scoring": "cheapest", "consolidaton": "balanced"}}));
+        p["spec"]["template"]["metadata"] = json!({"labels": {"any-key": "fine"}});
+        p["metadata"]["anything"] = json!("the API server's, not checked here");
+        let v = validate("NodePool", &p);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert_eq!(v[0].field, "spec.policies.consolidaton");
+        assert!(
+            v[0].rule.contains("unknown field") && v[0].rule.contains("consolidation"),
+            "{v:?}"
+        );
+        let policy = json!({"apiVersion": "dovetail.sh/v1", "kind": "Policy", "metadata": {"name": "p"},
+            "spec": {"source": {"builtin": "cheapest"}, "confg": {"a": "b"}}});
+        let v = validate("Policy", &policy);
+        assert!(v.iter().any(|x| x.field == "spec.confg"), "{v:?}");
     }
 
     #[test]
