@@ -802,17 +802,24 @@ fn policy_test(
         info.size,
         info.wit_version
     );
-    let roles: Vec<&str> = [
-        ("scoring", info.scoring),
-        ("consolidation", info.consolidation),
-    ]
-    .into_iter()
-    .filter_map(|(r, has)| has.then_some(r))
-    .collect();
+    let canary = dovetail::policy::canary::coverage();
+    let mut rounds = Vec::new();
+    if info.scoring {
+        rounds.push(format!(
+            "{} scoring (claims of 1 to {} pods, GPU, one option, burstable only, spot only, zero prices, a batch)",
+            canary.scoring_rounds, canary.largest_claim
+        ));
+    }
+    if info.consolidation {
+        rounds.push(format!(
+            "{} consolidation (empty to {} candidates)",
+            canary.consolidation_rounds, canary.most_candidates
+        ));
+    }
     println!(
-        "checked in {:.0} ms: compiles, links, init takes the config, canary {} round(s) pass",
+        "checked in {:.0} ms: compiles, links, init takes the config; canary rounds pass: {}",
         started.elapsed().as_secs_f64() * 1000.0,
-        roles.join(" and ")
+        rounds.join("; ")
     );
     if files.is_empty() {
         println!("accepted");
