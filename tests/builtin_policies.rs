@@ -223,3 +223,78 @@ fn every_built_in_loads_and_passes_the_checks_before_a_swap_as_bench_load_measur
     let names: Vec<&str> = figures.iter().map(|f| f.policy).collect();
     assert_eq!(names, dovetail::policy::builtin::names());
 }
+
+/// The native fallback is the built-in `cheapest` with its defaults: the same scores, bit for
+/// bit, on every canary scoring round (claims of 1 pod to the largest, GPU, spot only, zero
+/// prices, a batch).
+#[test]
+fn the_native_fallback_scores_exactly_as_the_cheapest_component() {
+    let engine = engine();
+    let component = engine
+        .load(
+            "cheapest",
+            builtin_wasm("cheapest"),
+            Vec::new(),
+            Limits::default(),
+        )
+        .unwrap();
+    for (shape, round) in dovetail::policy::canary::scoring_rounds() {
+        let wasm = component.score(round).unwrap();
+        let native = dovetail::policy::native::cheapest(round);
+        assert_eq!(wasm, native, "{shape}");
+    }
+}
+
+/// A scoring round of 10,000 claims (40,000 pods on 400 types): its deadline grows with its
+/// claims, so the component scores it within its own limits (the 250 ms base alone failed it).
+#[test]
+fn a_round_of_ten_thousand_claims_is_scored_within_its_deadline() {
+    let mut cat = catalog::policy_catalog(&catalog::embedded(), &ZONES[..2]);
+    cat.instance_types.truncate(400);
+    let claims: Vec<_> = (0..10_000)
+        .map(|i| {
+            let cpu = 250 * (1 + (i % 8) as u64);
+            catalog::claim_for(
+                &cat,
+                "default",
+                vec![workload(&format!("app-{}", i % 50))],
+                vec![pod(cpu, cpu << 21); 4],
+            )
+        })
+        .collect();
+    let round = ScoringRound {
+        now: 1_790_000_000,
+        catalog: cat,
+        claims,
+    };
+    let p = engine()
+        .load(
+            "cheapest",
+            builtin_wasm("cheapest"),
+            Vec::new(),
+            Limits::default(),
+        )
+        .unwrap();
+    let started = std::time::Instant::now();
+    let scores = p.score(&round).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("10,000 claims scored in {:?}", started.elapsed());
+    assert_eq!(scores.len(), 10_000);
+    // And the allowance is what a timeout reports: with no share per claim the base alone is
+    // the deadline, which a round this big overruns.
+    let tight = dovetail::policy::PolicyEngine::new(dovetail::policy::EngineConfig {
+        per_item: std::time::Duration::ZERO,
+        ..Default::default()
+    })
+    .unwrap()
+    .load(
+        "cheapest",
+        builtin_wasm("cheapest"),
+        Vec::new(),
+        Limits::default(),
+    )
+    .unwrap();
+    match tight.score(&round) {
+        Err(PolicyError::Timeout { timeout_ms, .. }) => assert_eq!(timeout_ms, 250),
+        other => panic!("expected the base deadline to be overrun: {other:?}"),
+    }
+}

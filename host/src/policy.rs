@@ -19,6 +19,7 @@ mod contract;
 pub mod engine;
 pub mod error;
 pub mod inspect;
+pub mod native;
 pub mod ranking;
 pub mod registry;
 pub mod round;

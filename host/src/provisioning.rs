@@ -14,8 +14,9 @@ use crate::policy::{PolicyError, PolicyRegistry};
 use crate::scheduling::solver::Unschedulable;
 use crate::scheduling::{ExistingNode, InstanceTypes, NodePoolSpec, PendingPod, solve_on};
 
-/// The scoring policy used when a NodePool's own fails and `onFailure` is `Fallback`.
-pub const FALLBACK_SCORER: &str = "cheapest";
+/// The scoring policy used when a NodePool's own fails and `onFailure` is `Fallback`: the
+/// built-in `cheapest`'s choice, computed natively ([`crate::policy::native`]).
+pub const FALLBACK_SCORER: &str = crate::policy::native::NAME;
 
 /// A NodePool: the resource (for its policies) and its simulation view.
 #[derive(Debug, Clone)]
@@ -216,14 +217,15 @@ fn score(
                     "scoring policy failed and onFailure is Block: {err}"
                 )),
                 OnFailure::Fallback => {
+                    // The fallback is the host's own code: it cannot time out or trap with the
+                    // policy that just did.
                     tracing::warn!(policy = name, fallback = FALLBACK_SCORER, error = %err, "scoring policy failed; falling back");
                     registry.report_fallback(name, FALLBACK_SCORER);
-                    attempt(FALLBACK_SCORER)
-                        .map(|s| (FALLBACK_SCORER.to_string(), s, Some(err.to_string())))
-                        .map_err(|e| {
-                            registry.report_failure(FALLBACK_SCORER, &e);
-                            format!("fallback policy failed too: {e}")
-                        })
+                    Ok((
+                        FALLBACK_SCORER.to_string(),
+                        crate::policy::native::cheapest(round),
+                        Some(err.to_string()),
+                    ))
                 }
             }
         }

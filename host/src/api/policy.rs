@@ -108,6 +108,8 @@ pub struct UrlSource {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PolicyLimits {
+    /// The base deadline of a round in milliseconds (default 250): each claim of a scoring
+    /// round (move of a consolidation round) adds 2 ms to it, up to 30 s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 10000))]
     pub timeout_millis: Option<u32>,

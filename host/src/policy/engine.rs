@@ -22,8 +22,16 @@ use super::sandbox::Sandbox;
 /// Settings of the engine, the same for every policy.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Deadline of a decision round (instantiate, init and the call) when the Policy sets none.
+    /// Deadline of a decision round (instantiate, init and the call) when the Policy sets none:
+    /// the base, before the per-item share.
     pub default_timeout: Duration,
+    /// What each claim of a scoring round (each move of a consolidation round) adds to its
+    /// deadline: a round's deadline follows its work, so a big batch is not failed by a deadline
+    /// sized for a small one.
+    pub per_item: Duration,
+    /// No round runs longer than this, however many items it has (the controller's loop waits
+    /// for it).
+    pub max_round: Duration,
     /// Memory cap of an instance when the Policy sets none, in MiB.
     pub default_memory_mib: u64,
     /// Ceiling on any Policy's memory cap, in MiB.
@@ -41,6 +49,8 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             default_timeout: Duration::from_millis(250),
+            per_item: Duration::from_millis(2),
+            max_round: Duration::from_secs(30),
             default_memory_mib: 64,
             max_memory_mib: 512,
             pooling: true,
@@ -185,6 +195,8 @@ impl PolicyEngine {
             compiled,
             config,
             timeout: limits.timeout.unwrap_or(cfg.default_timeout),
+            per_item: cfg.per_item,
+            max_round: cfg.max_round.max(limits.timeout.unwrap_or_default()),
             memory_cap_bytes: usize::try_from(memory_mib << 20).unwrap_or(usize::MAX),
             shared: self.shared.clone(),
         })
@@ -251,7 +263,12 @@ pub struct LoadedPolicy {
     name: Arc<str>,
     compiled: Arc<Compiled>,
     config: Vec<(String, String)>,
+    /// The base deadline of a round.
     timeout: Duration,
+    /// What each claim (move) adds to it.
+    per_item: Duration,
+    /// The cap on a round's deadline.
+    max_round: Duration,
     memory_cap_bytes: usize,
     shared: Arc<Shared>,
 }
@@ -318,9 +335,15 @@ impl LoadedPolicy {
         let began = Instant::now();
         let mut out = Vec::with_capacity(round.claims.len());
         for (i, claim) in round.claims.iter().enumerate() {
+            // The deadline so far: the base and a share per claim handed in, capped.
+            let allowed = self.allowance(i + 1);
+            let Some(left) = allowed.checked_sub(started.elapsed()) else {
+                return Err(self.timeout_error(allowed));
+            };
+            self.set_deadline(&mut store, left);
             let scores = scoring
                 .call_score(&mut store, claim)
-                .map_err(|e| self.runtime_error(&store, e))?
+                .map_err(|e| self.runtime_error_within(&store, e, allowed))?
                 .map_err(|message| PolicyError::Failed {
                     policy: self.name.to_string(),
                     message: format!(
@@ -352,12 +375,18 @@ impl LoadedPolicy {
             .consolidator
             .as_ref()
             .ok_or_else(|| self.missing("consolidation"))?;
+        let started = Instant::now();
         let mut store = self.store(round.now);
         let consolidator = self.instantiate_consolidator(&mut store, pre)?;
+        let allowed = self.allowance(round.moves.len());
+        let Some(left) = allowed.checked_sub(started.elapsed()) else {
+            return Err(self.timeout_error(allowed));
+        };
+        self.set_deadline(&mut store, left);
         let actions = consolidator
             .dovetail_policy_consolidation()
             .call_consolidate(&mut store, round)
-            .map_err(|e| self.runtime_error(&store, e))?
+            .map_err(|e| self.runtime_error_within(&store, e, allowed))?
             .map_err(|message| PolicyError::Failed {
                 policy: self.name.to_string(),
                 message: guest_text(&message),
@@ -372,11 +401,45 @@ impl LoadedPolicy {
             Sandbox::new(self.name.clone(), self.memory_cap_bytes, now),
         );
         store.limiter(|s| &mut s.limiter);
-        let tick = self.shared.config.epoch_tick.as_nanos().max(1);
-        // One extra tick: the deadline may start just before a tick.
-        store.set_epoch_deadline((self.timeout.as_nanos().div_ceil(tick) + 1) as u64);
+        self.set_deadline(&mut store, self.timeout);
         store.epoch_deadline_trap();
         store
+    }
+
+    /// A round's deadline once `items` claims (moves) are handed in: the base and a share per
+    /// item, at most the cap.
+    fn allowance(&self, items: usize) -> Duration {
+        let items = u32::try_from(items).unwrap_or(u32::MAX);
+        self.timeout
+            .saturating_add(self.per_item.saturating_mul(items))
+            .min(self.max_round)
+    }
+
+    /// The store traps `left` from now.
+    fn set_deadline(&self, store: &mut Store<Sandbox>, left: Duration) {
+        let tick = self.shared.config.epoch_tick.as_nanos().max(1);
+        // One extra tick: the deadline may start just before a tick.
+        store.set_epoch_deadline((left.as_nanos().div_ceil(tick) + 1) as u64);
+    }
+
+    fn timeout_error(&self, allowed: Duration) -> PolicyError {
+        PolicyError::Timeout {
+            policy: self.name.to_string(),
+            timeout_ms: allowed.as_millis() as u64,
+        }
+    }
+
+    /// [`LoadedPolicy::runtime_error`], a deadline reported as the round's `allowed`.
+    fn runtime_error_within(
+        &self,
+        store: &Store<Sandbox>,
+        err: wasmtime::Error,
+        allowed: Duration,
+    ) -> PolicyError {
+        match self.runtime_error(store, err) {
+            PolicyError::Timeout { .. } => self.timeout_error(allowed),
+            other => other,
+        }
     }
 
     fn instantiate_scorer(
