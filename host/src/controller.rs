@@ -42,6 +42,15 @@ pub enum PortError {
     Failed(String),
 }
 
+/// One pod to take off a draining node: evicted through the Eviction API, or (with `grace`)
+/// deleted directly with that many seconds to stop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ask {
+    pub pod: String,
+    pub node: String,
+    pub grace: Option<i64>,
+}
+
 /// A NodeClaim about to be created: what the cluster port writes before anything is launched.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewClaim {
@@ -90,6 +99,17 @@ pub trait ClusterPort {
     /// Deletes a pod directly with `grace_seconds` to stop, bypassing the Eviction API (the
     /// NodePool's `terminationGracePeriod` ends before any budget would let it go).
     fn delete_pod(&mut self, pod: &str, node: &str, grace_seconds: i64) -> Result<(), PortError>;
+    /// Every ask of a drain, answered in order. A world that can make the calls concurrently
+    /// does (the Kubernetes port: a bounded number in flight, within the client's rate limit);
+    /// by default one at a time.
+    fn evict_all(&mut self, asks: &[Ask]) -> Vec<Result<(), PortError>> {
+        asks.iter()
+            .map(|a| match a.grace {
+                None => self.evict(&a.pod, &a.node),
+                Some(g) => self.delete_pod(&a.pod, &a.node, g),
+            })
+            .collect()
+    }
     /// The node's instance is gone: the node and its NodeClaim go (their finalizers released).
     fn remove_node(&mut self, node: &str) -> Result<(), PortError>;
     /// Something to tell users (a log line was written already where it matters).
@@ -958,21 +978,30 @@ impl Controller {
             tracing::debug!(evict = plan.evict.len(), terminate = ?plan.terminate, "termination plan");
         }
         let mut refused: Vec<String> = Vec::new();
-        // Evictions, then the deletions a grace period forces (with their shortened grace).
-        let asks = plan
-            .evict
-            .iter()
-            .map(|(pod, node)| (pod, node, None))
-            .chain(
-                plan.delete
-                    .iter()
-                    .map(|(pod, node, g)| (pod, node, Some(*g))),
-            );
-        for (pod, node, grace) in asks {
-            let done = match grace {
-                None => port.evict(pod, node),
-                Some(g) => port.delete_pod(pod, node, g),
-            };
+        // Evictions, then the deletions a grace period forces (with their shortened grace), in
+        // one batch the port may send concurrently.
+        let asks = drain_order(
+            plan.evict
+                .iter()
+                .map(|(pod, node)| Ask {
+                    pod: pod.clone(),
+                    node: node.clone(),
+                    grace: None,
+                })
+                .chain(plan.delete.iter().map(|(pod, node, g)| Ask {
+                    pod: pod.clone(),
+                    node: node.clone(),
+                    grace: Some(*g),
+                }))
+                .collect(),
+        );
+        let answers = if asks.is_empty() {
+            Vec::new()
+        } else {
+            port.evict_all(&asks)
+        };
+        for (ask, done) in asks.iter().zip(answers) {
+            let (pod, node) = (&ask.pod, &ask.node);
             match done {
                 Ok(()) => self.emit(
                     port,
@@ -1238,5 +1267,50 @@ pub fn reason_label(r: DisruptionReason) -> &'static str {
         DisruptionReason::Underutilized => "underutilized",
         DisruptionReason::Drifted => "drifted",
         DisruptionReason::Expired => "expired",
+    }
+}
+
+/// The asks of a drain interleaved node by node (the first pod of each node, then the second…),
+/// so a node with many pods does not hold the others' drains behind it in a bounded queue.
+pub fn drain_order(asks: Vec<Ask>) -> Vec<Ask> {
+    let mut by_node: BTreeMap<String, VecDeque<Ask>> = BTreeMap::new();
+    for a in asks {
+        by_node.entry(a.node.clone()).or_default().push_back(a);
+    }
+    let mut out = Vec::new();
+    while !by_node.is_empty() {
+        by_node.retain(|_, q| {
+            if let Some(a) = q.pop_front() {
+                out.push(a);
+            }
+            !q.is_empty()
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_drain_takes_one_pod_of_each_node_in_turn() {
+        let ask = |pod: &str, node: &str| Ask {
+            pod: pod.into(),
+            node: node.into(),
+            grace: None,
+        };
+        let order: Vec<String> = drain_order(vec![
+            ask("a1", "a"),
+            ask("a2", "a"),
+            ask("a3", "a"),
+            ask("b1", "b"),
+            ask("c1", "c"),
+            ask("c2", "c"),
+        ])
+        .into_iter()
+        .map(|a| a.pod)
+        .collect();
+        assert_eq!(order, ["a1", "b1", "c1", "a2", "c2", "a3"]);
     }
 }

@@ -726,6 +726,12 @@ fn print_controller_figures(f: &bench::controller::ControllerFigures) {
         "40% scale-down: {} nodes disrupted, {:.1} requests per disrupted node ({:.1} writes)",
         f.disrupted, f.requests_per_disrupted, f.writes_per_disrupted
     );
+    println!(
+        "40% scale-down: {:.1} s from the pods' deletion to the last node's (consolidateAfter included); {} evictions, {:.0} per second",
+        f.scale_down.as_secs_f64(),
+        f.evictions,
+        f.evictions_per_second
+    );
 }
 
 /// The bytes of a `.wasm` file or a built-in, and a display name.

@@ -45,6 +45,12 @@ pub struct ControllerFigures {
     pub disrupted: usize,
     pub requests_per_disrupted: f64,
     pub writes_per_disrupted: f64,
+    /// From the pods' deletion to the last disrupted NodeClaim's deletion (the consolidation
+    /// window included).
+    pub scale_down: Duration,
+    /// Eviction requests the scale-down made, and their rate from the first to the last.
+    pub evictions: usize,
+    pub evictions_per_second: f64,
 }
 
 struct Controller(Child);
@@ -364,6 +370,7 @@ pub fn run(pods: usize) -> Result<ControllerFigures, String> {
 
     // 40% of every deployment goes: consolidation.
     let mark = api.requests();
+    let down_started = std::time::Instant::now();
     for i in (0..pods).filter(|i| i % 5 < 2) {
         let base = name(&pod(i));
         if let Some(current) = world.replicas.remove(&base) {
@@ -386,6 +393,23 @@ pub fn run(pods: usize) -> Result<ControllerFigures, String> {
     )?;
     let log = api.log();
     let down = &log[mark..];
+    let claim_deletions: Vec<_> = down
+        .iter()
+        .filter(|r| r.method == "DELETE" && r.path.contains("/nodeclaims/"))
+        .collect();
+    let scale_down = claim_deletions.last().map_or(Duration::ZERO, |r| {
+        r.at.saturating_duration_since(down_started)
+    });
+    let evictions: Vec<_> = down
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/eviction"))
+        .collect();
+    let evictions_per_second = match (evictions.first(), evictions.last()) {
+        (Some(a), Some(b)) if b.at > a.at => {
+            evictions.len() as f64 / b.at.duration_since(a.at).as_secs_f64()
+        }
+        _ => 0.0,
+    };
     let disrupted = down
         .iter()
         .filter(|r| r.method == "DELETE" && r.path.contains("/nodeclaims/"))
@@ -406,5 +430,8 @@ pub fn run(pods: usize) -> Result<ControllerFigures, String> {
         disrupted,
         requests_per_disrupted: down.len() as f64 / disrupted.max(1) as f64,
         writes_per_disrupted: writes(down) as f64 / disrupted.max(1) as f64,
+        scale_down,
+        evictions: evictions.len(),
+        evictions_per_second,
     })
 }

@@ -218,7 +218,96 @@ impl KubePort {
     }
 }
 
+/// Eviction requests a drain keeps in flight at once. The client's rate limit (`KUBE_CLIENT_QPS`,
+/// `KUBE_CLIENT_BURST`) paces them further; a PodDisruptionBudget's 429 is an answer like any.
+pub const EVICTIONS_IN_FLIGHT: usize = 32;
+
+/// `POST pods/eviction` for `namespace/name`.
+async fn evict_call(client: Client, pod: &str) -> kube::Result<()> {
+    let (ns, name) = pod.split_once('/').unwrap_or(("default", pod));
+    let pods: Api<KubePod> = Api::namespaced(client, ns);
+    pods.evict(name, &EvictParams::default()).await.map(|_| ())
+}
+
+/// `DELETE pods` for `namespace/name` with `grace_seconds` to stop.
+async fn delete_call(client: Client, pod: &str, grace_seconds: i64) -> kube::Result<()> {
+    let (ns, name) = pod.split_once('/').unwrap_or(("default", pod));
+    let pods: Api<KubePod> = Api::namespaced(client, ns);
+    let params = DeleteParams {
+        grace_period_seconds: Some(u32::try_from(grace_seconds.max(0)).unwrap_or(u32::MAX)),
+        ..Default::default()
+    };
+    pods.delete(name, &params).await.map(|_| ())
+}
+
 impl KubePort {
+    /// What an eviction's answer means: the pod is stopping, was gone already, or stays (a
+    /// budget's refusal is a Warning Event on its claim).
+    fn evicted(
+        &mut self,
+        pod: &str,
+        node: &str,
+        answer: kube::Result<()>,
+    ) -> Result<(), PortError> {
+        let outcome = |o: &str| vec![("outcome", o.to_string())];
+        match answer {
+            Ok(()) => {
+                self.metrics
+                    .evictions
+                    .get_or_create(&outcome("evicted"))
+                    .inc();
+            }
+            Err(e) if not_found(&e) => {
+                self.cluster.pods.remove(pod);
+                return Ok(());
+            }
+            Err(e) => {
+                let err = failed(&self.metrics, "evicting Pod", pod, &e);
+                let o = if matches!(err, PortError::Refused(_)) {
+                    "refused_by_pdb"
+                } else {
+                    "failed"
+                };
+                self.metrics.evictions.get_or_create(&outcome(o)).inc();
+                if matches!(err, PortError::Refused(_)) {
+                    self.publish(
+                        self.claim_ref(node),
+                        EventType::Warning,
+                        "FailedDraining",
+                        format!("evicting {pod}: {err}"),
+                    );
+                }
+                return Err(err);
+            }
+        }
+        self.stopping(pod, node);
+        Ok(())
+    }
+
+    /// What a direct deletion's answer means.
+    fn deleted(
+        &mut self,
+        pod: &str,
+        node: &str,
+        answer: kube::Result<()>,
+    ) -> Result<(), PortError> {
+        match answer {
+            Ok(()) => {
+                self.metrics
+                    .evictions
+                    .get_or_create(&vec![("outcome", "deleted".to_string())])
+                    .inc();
+            }
+            Err(e) if not_found(&e) => {
+                self.cluster.pods.remove(pod);
+                return Ok(());
+            }
+            Err(e) => return Err(failed(&self.metrics, "deleting Pod", pod, &e)),
+        }
+        self.stopping(pod, node);
+        Ok(())
+    }
+
     fn pool_ref(name: &str) -> ObjectReference {
         ObjectReference {
             api_version: Some(NodePool::api_version(&()).into()),
@@ -554,66 +643,49 @@ impl ClusterPort for KubePort {
 
     fn evict(&mut self, pod: &str, node: &str) -> Result<(), PortError> {
         self.acting()?;
-        let (ns, name) = pod.split_once('/').unwrap_or(("default", pod));
-        let pods: Api<KubePod> = Api::namespaced(self.client.clone(), ns);
-        let outcome = |o: &str| vec![("outcome", o.to_string())];
-        match self.rt.block_on(pods.evict(name, &EvictParams::default())) {
-            Ok(_) => {
-                self.metrics
-                    .evictions
-                    .get_or_create(&outcome("evicted"))
-                    .inc();
-            }
-            Err(e) if not_found(&e) => {
-                self.cluster.pods.remove(pod);
-                return Ok(());
-            }
-            Err(e) => {
-                let err = failed(&self.metrics, "evicting Pod", pod, &e);
-                let o = if matches!(err, PortError::Refused(_)) {
-                    "refused_by_pdb"
-                } else {
-                    "failed"
-                };
-                self.metrics.evictions.get_or_create(&outcome(o)).inc();
-                if matches!(err, PortError::Refused(_)) {
-                    self.publish(
-                        self.claim_ref(node),
-                        EventType::Warning,
-                        "FailedDraining",
-                        format!("evicting {pod}: {err}"),
-                    );
-                }
-                return Err(err);
-            }
-        }
-        self.stopping(pod, node);
-        Ok(())
+        let answer = self.rt.block_on(evict_call(self.client.clone(), pod));
+        self.evicted(pod, node, answer)
     }
 
     fn delete_pod(&mut self, pod: &str, node: &str, grace_seconds: i64) -> Result<(), PortError> {
         self.acting()?;
-        let (ns, name) = pod.split_once('/').unwrap_or(("default", pod));
-        let pods: Api<KubePod> = Api::namespaced(self.client.clone(), ns);
-        let params = kube::api::DeleteParams {
-            grace_period_seconds: Some(u32::try_from(grace_seconds.max(0)).unwrap_or(u32::MAX)),
-            ..Default::default()
-        };
-        match self.rt.block_on(pods.delete(name, &params)) {
-            Ok(_) => {
-                self.metrics
-                    .evictions
-                    .get_or_create(&vec![("outcome", "deleted".to_string())])
-                    .inc();
-            }
-            Err(e) if not_found(&e) => {
-                self.cluster.pods.remove(pod);
-                return Ok(());
-            }
-            Err(e) => return Err(failed(&self.metrics, "deleting Pod", pod, &e)),
+        let answer = self
+            .rt
+            .block_on(delete_call(self.client.clone(), pod, grace_seconds));
+        self.deleted(pod, node, answer)
+    }
+
+    /// A drain's asks, [`EVICTIONS_IN_FLIGHT`] at a time (the client's rate limit paces them
+    /// further), as Karpenter's eviction queue sends them; each answered as `evict` and
+    /// `delete_pod` answer.
+    fn evict_all(&mut self, asks: &[crate::controller::Ask]) -> Vec<Result<(), PortError>> {
+        if let Err(e) = self.acting() {
+            return asks.iter().map(|_| Err(e.clone())).collect();
         }
-        self.stopping(pod, node);
-        Ok(())
+        let client = self.client.clone();
+        let calls = asks.iter().map(|a| {
+            let client = client.clone();
+            let pod = a.pod.clone();
+            let grace = a.grace;
+            async move {
+                match grace {
+                    None => evict_call(client, &pod).await,
+                    Some(g) => delete_call(client, &pod, g).await,
+                }
+            }
+        });
+        let answers: Vec<kube::Result<()>> = self.rt.block_on(
+            futures::stream::iter(calls)
+                .buffered(EVICTIONS_IN_FLIGHT)
+                .collect(),
+        );
+        asks.iter()
+            .zip(answers)
+            .map(|(a, answer)| match a.grace {
+                None => self.evicted(&a.pod, &a.node, answer),
+                Some(_) => self.deleted(&a.pod, &a.node, answer),
+            })
+            .collect()
     }
 
     fn remove_node(&mut self, node: &str) -> Result<(), PortError> {
