@@ -224,20 +224,24 @@ fn every_built_in_loads_and_passes_the_checks_before_a_swap_as_bench_load_measur
     assert_eq!(names, dovetail::policy::builtin::names());
 }
 
-/// The native fallback is the built-in `cheapest` with its defaults: the same scores, bit for
-/// bit, on every canary scoring round (claims of 1 pod to the largest, GPU, spot only, zero
-/// prices, a batch).
-#[test]
-fn the_native_fallback_scores_exactly_as_the_cheapest_component() {
-    let engine = engine();
-    let component = engine
+/// The built-in `cheapest` with its defaults, on `engine`.
+fn cheapest_on(engine: &dovetail::policy::PolicyEngine) -> dovetail::policy::LoadedPolicy {
+    engine
         .load(
             "cheapest",
             builtin_wasm("cheapest"),
             Vec::new(),
             Limits::default(),
         )
-        .unwrap();
+        .unwrap()
+}
+
+/// The native fallback is the built-in `cheapest` with its defaults: the same scores, bit for
+/// bit, on every canary scoring round (claims of 1 pod to the largest, GPU, spot only, zero
+/// prices, a batch).
+#[test]
+fn the_native_fallback_scores_exactly_as_the_cheapest_component() {
+    let component = cheapest_on(&engine());
     for (shape, round) in dovetail::policy::canary::scoring_rounds() {
         let wasm = component.score(round).unwrap();
         let native = dovetail::policy::native::cheapest(round);
@@ -267,32 +271,20 @@ fn a_round_of_ten_thousand_claims_is_scored_within_its_deadline() {
         catalog: cat,
         claims,
     };
-    let p = engine()
-        .load(
-            "cheapest",
-            builtin_wasm("cheapest"),
-            Vec::new(),
-            Limits::default(),
-        )
-        .unwrap();
+    let p = cheapest_on(&engine());
     let started = std::time::Instant::now();
     let scores = p.score(&round).unwrap_or_else(|e| panic!("{e}"));
     eprintln!("10,000 claims scored in {:?}", started.elapsed());
     assert_eq!(scores.len(), 10_000);
     // And the allowance is what a timeout reports: with no share per claim the base alone is
     // the deadline, which a round this big overruns.
-    let tight = dovetail::policy::PolicyEngine::new(dovetail::policy::EngineConfig {
-        per_item: std::time::Duration::ZERO,
-        ..Default::default()
-    })
-    .unwrap()
-    .load(
-        "cheapest",
-        builtin_wasm("cheapest"),
-        Vec::new(),
-        Limits::default(),
-    )
-    .unwrap();
+    let tight = cheapest_on(
+        &dovetail::policy::PolicyEngine::new(dovetail::policy::EngineConfig {
+            per_item: std::time::Duration::ZERO,
+            ..Default::default()
+        })
+        .unwrap(),
+    );
     match tight.score(&round) {
         Err(PolicyError::Timeout { timeout_ms, .. }) => assert_eq!(timeout_ms, 250),
         other => panic!("expected the base deadline to be overrun: {other:?}"),

@@ -601,6 +601,14 @@ fn the_controller_refuses_to_start_on_older_or_missing_crds_and_says_what_to_run
     );
 }
 
+/// The doctor's line that names `start`, or the test fails showing everything it said.
+fn line_with(out: &str, start: &str) -> String {
+    out.lines()
+        .find(|l| l.contains(start))
+        .unwrap_or_else(|| panic!("no line with {start:?}: {out}"))
+        .to_string()
+}
+
 /// Runs the `dovetail` binary; (exit success, stdout, stderr).
 fn dovetail(args: &[&str], env: &[(&str, &str)], unset: &[&str]) -> (bool, String, String) {
     let exe = dovetail_exe();
@@ -659,12 +667,7 @@ fn doctor_names_each_problem_in_words_and_what_works() {
     std::fs::remove_dir_all(&dir).unwrap();
     eprintln!("{out}{err}");
     assert!(!ok, "problems exit non-zero");
-    let line = |start: &str| {
-        out.lines()
-            .find(|l| l.contains(start))
-            .unwrap_or_else(|| panic!("no line with {start:?}: {out}"))
-            .to_string()
-    };
+    let line = |start: &str| line_with(&out, start);
     assert!(line("AWS credentials").starts_with("ok"), "{out}");
     assert!(line("CRDs").starts_with("ok"), "{out}");
     assert!(line("EC2NodeClass default").starts_with("ok"), "{out}");
@@ -845,12 +848,7 @@ fn doctor_as_the_controller_dry_runs_the_first_launch_and_names_what_its_policy_
     let _ = judge.wait();
     eprintln!("{out}{err}");
     assert!(!ok, "problems exit non-zero");
-    let line = |start: &str| {
-        out.lines()
-            .find(|l| l.contains(start))
-            .unwrap_or_else(|| panic!("no line with {start:?}: {out}"))
-            .to_string()
-    };
+    let line = |start: &str| line_with(&out, start);
     let who = line("controller identity");
     assert!(
         who.starts_with("ok") && who.contains("assumed-role/DovetailControllerRole-my-cluster"),
@@ -922,12 +920,7 @@ fn doctor_as_the_controller_dry_runs_the_first_launch_and_names_what_its_policy_
     let _ = judge.kill();
     let _ = judge.wait();
     eprintln!("{out}{err}");
-    let line = |start: &str| {
-        out.lines()
-            .find(|l| l.contains(start))
-            .unwrap_or_else(|| panic!("no line with {start:?}: {out}"))
-            .to_string()
-    };
+    let line = |start: &str| line_with(&out, start);
     assert!(line("controller identity").starts_with("skipped"), "{out}");
     assert!(
         line("cluster endpoint").starts_with("skipped"),

@@ -24,8 +24,9 @@ fn infinite_loop_is_stopped_within_its_deadline() {
     let started = Instant::now();
     let err = p.score(&scoring_round(50, 4)).unwrap_err();
     let took = started.elapsed();
+    // The round's allowance: the 50 ms base and the 2 ms share of its one claim.
     assert!(
-        matches!(err, PolicyError::Timeout { timeout_ms: 50, .. }),
+        matches!(err, PolicyError::Timeout { timeout_ms: 52, .. }),
         "{err}"
     );
     assert!(

@@ -6,7 +6,7 @@ pub mod controller;
 
 use crate::catalog;
 use crate::policy::round::ScoringRound;
-use crate::policy::types::{CapacityType, ClaimScores, Pod, Resources, Workload};
+use crate::policy::types::{CapacityType, Pod, Resources, Workload};
 use crate::policy::{EngineConfig, Limits, PolicyEngine, PolicyError, builtin};
 
 /// Settings of the scoring benchmark.
@@ -94,31 +94,6 @@ pub fn bench_round(types: usize, pods: usize) -> ScoringRound {
     catalog::scoring_round(1_790_000_000, cat, "default", workloads, pods)
 }
 
-/// `cheapest` written natively over the host's own types: the same function as the component,
-/// without the sandbox boundary.
-pub fn cheapest_native(round: &ScoringRound) -> Vec<ClaimScores> {
-    round
-        .claims
-        .iter()
-        .map(|claim| ClaimScores {
-            scores: claim
-                .options
-                .iter()
-                .map(|&o| {
-                    let (_, offering, _) = round.resolve(o);
-                    let tier = match offering.capacity_type {
-                        CapacityType::Reserved => 2.0,
-                        CapacityType::Spot => 1.0,
-                        CapacityType::OnDemand => 0.0,
-                    };
-                    tier * 1.0e6 - offering.price
-                })
-                .collect(),
-            vetoes: Vec::new(),
-        })
-        .collect()
-}
-
 /// Runs the scoring benchmark: `cheapest` as a component with the pooling and the on-demand
 /// allocator, and natively; checks that all give the same verdicts.
 pub fn scoring(opts: &ScoringBench) -> Result<(Vec<Timing>, usize), PolicyError> {
@@ -127,7 +102,7 @@ pub fn scoring(opts: &ScoringBench) -> Result<(Vec<Timing>, usize), PolicyError>
     let wasm = builtin::find("cheapest")
         .expect("cheapest is built in")
         .wasm;
-    let native = cheapest_native(&round);
+    let native = crate::policy::native::cheapest(&round);
     let mut out = Vec::new();
     for pooling in [true, false] {
         let engine = PolicyEngine::new(EngineConfig {
@@ -168,7 +143,9 @@ pub fn scoring(opts: &ScoringBench) -> Result<(Vec<Timing>, usize), PolicyError>
     let mut samples = Vec::new();
     for _ in 0..opts.iterations {
         let started = Instant::now();
-        std::hint::black_box(cheapest_native(std::hint::black_box(&round)));
+        std::hint::black_box(crate::policy::native::cheapest(std::hint::black_box(
+            &round,
+        )));
         samples.push(started.elapsed());
     }
     let native = Summary::of(samples);

@@ -277,20 +277,12 @@ pub fn consolidation_rounds() -> &'static [(&'static str, ConsolidationRound)] {
                     .into(),
                     price,
                     age_seconds: 60 * (1 + seed.below(60 * 24 * 60)),
-                    allocatable: Resources {
-                        cpu_millis: 3_920,
-                        memory_bytes: 14 << 30,
-                        ephemeral_storage_bytes: 0,
-                        pods: 58,
-                        gpus: 0,
-                    },
-                    requested: Resources {
-                        cpu_millis: 250 + 300 * u64::from(pods),
-                        memory_bytes: (1 + u64::from(pods)) << 29,
-                        ephemeral_storage_bytes: 0,
-                        pods: 1 + pods,
-                        gpus: 0,
-                    },
+                    allocatable: XLARGE,
+                    requested: requested(
+                        250 + 300 * u64::from(pods),
+                        (1 + u64::from(pods)) << 29,
+                        pods,
+                    ),
                     pods,
                     reasons: if pods == 0 {
                         vec![DisruptionReason::Empty]
@@ -387,6 +379,26 @@ pub fn scoring_round() -> ScoringRound {
     catalog::scoring_round(NOW, cat, "canary", workloads, pods)
 }
 
+/// What an xlarge node offers its pods.
+const XLARGE: Resources = Resources {
+    cpu_millis: 3_920,
+    memory_bytes: 14 << 30,
+    ephemeral_storage_bytes: 0,
+    pods: 58,
+    gpus: 0,
+};
+
+/// A candidate's requests: `pods` pods and a DaemonSet's.
+fn requested(cpu_millis: u64, memory_bytes: u64, pods: u32) -> Resources {
+    Resources {
+        cpu_millis,
+        memory_bytes,
+        ephemeral_storage_bytes: 0,
+        pods: 1 + pods,
+        gpus: 0,
+    }
+}
+
 /// Three candidates (empty, underutilized, drifted) and one move of each kind.
 pub fn consolidation_round() -> ConsolidationRound {
     let node = |name: &str, instance_type: &str, price, pods, reasons| Candidate {
@@ -397,20 +409,12 @@ pub fn consolidation_round() -> ConsolidationRound {
         zone: "us-east-1a".into(),
         price,
         age_seconds: 86_400,
-        allocatable: Resources {
-            cpu_millis: 3_920,
-            memory_bytes: 14 << 30,
-            ephemeral_storage_bytes: 0,
-            pods: 58,
-            gpus: 0,
-        },
-        requested: Resources {
-            cpu_millis: 250 + 500 * u64::from(pods),
-            memory_bytes: (1 + u64::from(pods)) << 30,
-            ephemeral_storage_bytes: 0,
-            pods: 1 + pods,
-            gpus: 0,
-        },
+        allocatable: XLARGE,
+        requested: requested(
+            250 + 500 * u64::from(pods),
+            (1 + u64::from(pods)) << 30,
+            pods,
+        ),
         pods,
         reasons,
     };
