@@ -217,3 +217,26 @@ fn a_component_that_lacks_the_interface_a_node_pool_needs_is_refused_with_which(
         )
         .expect("a consolidator serves consolidation");
 }
+
+/// A Policy resource named like a built-in is told apart from the built-in itself: the scoring
+/// fallback runs such a Policy (with its configuration) and the host's own `cheapest` otherwise.
+#[test]
+fn a_policy_named_like_a_builtin_is_known_as_applied_until_removed() {
+    let registry = PolicyRegistry::new(engine());
+    registry.get("cheapest").unwrap();
+    assert!(
+        !registry.applied("cheapest"),
+        "the built-in is not a Policy"
+    );
+    registry
+        .apply(
+            "cheapest",
+            builtin_wasm("cheapest"),
+            vec![("spot-first".into(), "false".into())],
+            Limits::default(),
+        )
+        .unwrap();
+    assert!(registry.applied("cheapest"));
+    registry.remove("cheapest");
+    assert!(!registry.applied("cheapest"));
+}

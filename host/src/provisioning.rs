@@ -217,10 +217,19 @@ fn score(
                     "scoring policy failed and onFailure is Block: {err}"
                 )),
                 OnFailure::Fallback => {
-                    // The fallback is the host's own code: it cannot time out or trap with the
-                    // policy that just did.
                     tracing::warn!(policy = name, fallback = FALLBACK_SCORER, error = %err, "scoring policy failed; falling back");
                     registry.report_fallback(name, FALLBACK_SCORER);
+                    // A Policy resource named like the fallback (its own configuration) decides
+                    // as it always has; else, or when it fails too, the host's own code, which
+                    // cannot time out or trap with the policy that just did.
+                    if name != FALLBACK_SCORER && registry.applied(FALLBACK_SCORER) {
+                        match attempt(FALLBACK_SCORER) {
+                            Ok(s) => {
+                                return Ok((FALLBACK_SCORER.to_string(), s, Some(err.to_string())));
+                            }
+                            Err(e) => registry.report_failure(FALLBACK_SCORER, &e),
+                        }
+                    }
                     Ok((
                         FALLBACK_SCORER.to_string(),
                         crate::policy::native::cheapest(round),

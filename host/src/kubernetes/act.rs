@@ -667,23 +667,32 @@ impl ClusterPort for KubePort {
             let client = client.clone();
             let pod = a.pod.clone();
             let grace = a.grace;
+            let leading = self.leading.clone();
             async move {
-                match grace {
+                // Each call checks the lease as it goes out: a replica that lost it mid-drain
+                // sends nothing more.
+                if leading.as_ref().is_some_and(|l| !*l.borrow()) {
+                    return None;
+                }
+                Some(match grace {
                     None => evict_call(client, &pod).await,
                     Some(g) => delete_call(client, &pod, g).await,
-                }
+                })
             }
         });
-        let answers: Vec<kube::Result<()>> = self.rt.block_on(
+        let answers: Vec<Option<kube::Result<()>>> = self.rt.block_on(
             futures::stream::iter(calls)
                 .buffered(EVICTIONS_IN_FLIGHT)
                 .collect(),
         );
         asks.iter()
             .zip(answers)
-            .map(|(a, answer)| match a.grace {
-                None => self.evicted(&a.pod, &a.node, answer),
-                Some(_) => self.deleted(&a.pod, &a.node, answer),
+            .map(|(a, answer)| match (answer, a.grace) {
+                (None, _) => Err(PortError::Failed(
+                    "this replica lost the leader lease".into(),
+                )),
+                (Some(answer), None) => self.evicted(&a.pod, &a.node, answer),
+                (Some(answer), Some(_)) => self.deleted(&a.pod, &a.node, answer),
             })
             .collect()
     }

@@ -104,6 +104,8 @@ pub struct PolicyRegistry {
     status: RwLock<HashMap<String, PolicyStatus>>,
     observer: OnceLock<Arc<dyn CallObserver>>,
     failures: Mutex<BTreeMap<String, FailureTally>>,
+    /// Names a Policy resource serves (rather than the built-in of that name).
+    applied: RwLock<std::collections::HashSet<String>>,
 }
 
 impl PolicyRegistry {
@@ -115,6 +117,7 @@ impl PolicyRegistry {
             status: RwLock::default(),
             observer: OnceLock::new(),
             failures: Mutex::default(),
+            applied: RwLock::default(),
         }
     }
 
@@ -218,6 +221,7 @@ impl PolicyRegistry {
             .write()
             .unwrap()
             .insert(name.clone(), policy.clone());
+        self.applied.write().unwrap().insert(name.clone());
         let digest = policy.info().digest.clone();
         tracing::info!(policy = %name, digest = %digest, "policy loaded");
         self.set_status(&name, "Loaded", format!("serving {digest}"), None);
@@ -273,9 +277,15 @@ impl PolicyRegistry {
         Ok(policy)
     }
 
+    /// Whether a Policy resource serves `name` (not the built-in of that name).
+    pub fn applied(&self, name: &str) -> bool {
+        self.applied.read().unwrap().contains(name)
+    }
+
     /// Stops serving `name`.
     pub fn remove(&self, name: &str) {
         self.live.write().unwrap().remove(name);
+        self.applied.write().unwrap().remove(name);
         self.status.write().unwrap().remove(name);
     }
 
