@@ -1437,3 +1437,129 @@ fn a_pool_templates_annotations_reach_its_claims_and_their_nodes() {
         "bookkeeping stays on the claim: {node:#}"
     );
 }
+
+/// A pod of the `inflate` Deployment as the Deployment controller labels it (its ReplicaSet is
+/// named after the Deployment and the template's hash).
+fn deployment_pod(i: usize) -> Value {
+    let mut p = inflate_pod(i);
+    p["metadata"]["labels"]["pod-template-hash"] = json!("7d9f");
+    p["metadata"]["ownerReferences"][0]["name"] = json!("inflate-7d9f");
+    p["spec"]["containers"][0]["env"] = json!([{"name": "API_TOKEN", "value": "s3cr3t"}]);
+    p
+}
+
+#[test]
+fn a_recorded_run_replays_to_the_fleet_the_controller_launched() {
+    let Some((moto, _rt, api)) = world() else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("dovetail-record-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let journal = dir.join("journal.jsonl");
+    api.put("dovetail.sh/v1/nodepools", node_pool("Never"));
+    // The pods exist before the controller starts: one provisioning batch, in the cluster as in
+    // the replay.
+    for i in 0..7 {
+        api.put(PODS, deployment_pod(i));
+    }
+    // A Job's pod that finishes while the recorder runs.
+    let mut job = inflate_pod(100);
+    job["metadata"]["name"] = json!("report-1");
+    job["metadata"]["ownerReferences"] = json!([{"apiVersion": "batch/v1", "kind": "Job", "name": "report", "uid": "job-1", "controller": true}]);
+    api.put(PODS, job);
+
+    let stop = dovetail::kubernetes::Shutdown::default();
+    let recording = {
+        let (config, stop) = (api.config(), stop.clone());
+        let opts = dovetail::kubernetes::record::RecordOptions {
+            out: journal.clone(),
+            interval: Duration::from_millis(500),
+            max_bytes: 1 << 20,
+            keep: 2,
+            duration: None,
+            sync_timeout: Duration::from_secs(30),
+        };
+        std::thread::spawn(move || dovetail::kubernetes::record::record(config, &opts, stop))
+    };
+    let _controller = Running::start(&api, settings(&moto));
+    wait_running(&api, &moto, Duration::from_secs(90));
+    let mut done = api.get(PODS, "default", "report-1").unwrap();
+    done["status"]["phase"] = json!("Succeeded");
+    api.put(PODS, done);
+    until(
+        &api,
+        &moto,
+        Duration::from_secs(30),
+        "the Job's pod leaves the journal",
+        |_, _| {
+            std::fs::read_to_string(&journal)
+                .is_ok_and(|t| t.contains("\"delete\":{\"kind\":\"Pod\",\"name\":\"report-1\""))
+        },
+    );
+    stop.stop();
+    let recorded = recording
+        .join()
+        .unwrap()
+        .expect("the recording ends cleanly");
+    assert_eq!(recorded.parts, 1);
+
+    let text = std::fs::read_to_string(&journal).unwrap();
+    assert!(
+        !text.contains("s3cr3t") && !text.contains("pause:3.7"),
+        "{text}"
+    );
+    let replay = dovetail::journal::read("journal.jsonl", &text).unwrap();
+    let deployment = replay
+        .initial
+        .iter()
+        .find(|o| o["kind"] == "Deployment")
+        .unwrap_or_else(|| panic!("the Deployment at the start: {text}"));
+    assert_eq!(deployment["spec"]["replicas"], json!(7), "{deployment:#}");
+
+    // Replayed with the same policies, the simulator launches what the controller launched.
+    let report = dovetail::sim::simulate(
+        &replay.manifests("journal.jsonl"),
+        &dovetail::sim::SimOptions::default(),
+    )
+    .expect("the replay runs");
+    let mut replayed: Vec<String> = report
+        .nodes
+        .iter()
+        .map(|n| n.instance.offer.instance_type.clone())
+        .collect();
+    replayed.sort();
+    let mut launched: Vec<String> = api
+        .list(CLAIMS)
+        .iter()
+        .filter_map(|c| c["metadata"]["labels"]["node.kubernetes.io/instance-type"].as_str())
+        .map(str::to_string)
+        .collect();
+    launched.sort();
+    assert!(!launched.is_empty());
+    assert_eq!(replayed, launched, "{}", report.summary());
+    assert_eq!(
+        report.pods.len(),
+        7,
+        "the Job's pod ran and left: {}",
+        report.summary()
+    );
+
+    // The journal compares policies offline, as any scenario does.
+    let out = std::process::Command::new(dovetail_exe())
+        .args(["simulate", "--replay"])
+        .arg(&journal)
+        .args(["--compare", "scoring=cheapest", "scoring=dense"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("== difference (scoring=dense minus scoring=cheapest)"),
+        "{stdout}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

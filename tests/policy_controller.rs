@@ -514,3 +514,149 @@ fn a_configmap_outside_the_policy_namespaces_is_refused_with_where_the_controlle
         condition(&policy_status(&api, "elsewhere"), "Ready")["status"] == "True"
     });
 }
+
+/// A pool whose cheapest type is x86-64 (`c5.large`) and whose arm64 type is dearer
+/// (`m6g.xlarge`): `cheapest` and `arm-first` disagree on every launch.
+fn shadowed_pool(scoring: &str, shadow: Value) -> Value {
+    let mut p = pool("default", scoring, "Fallback");
+    p["spec"]["template"]["spec"]["requirements"][0]["values"] = json!(["c5.large", "m6g.xlarge"]);
+    p["spec"]["policies"]["shadow"] = shadow;
+    p
+}
+
+#[test]
+fn a_shadow_policy_is_judged_on_every_launch_and_never_decides_one() {
+    let Some((moto, _rt, api)) = world() else {
+        return;
+    };
+    tag_arm_image(&moto);
+    // The candidate is a Policy, so its record has a status to go to; so is a policy that
+    // passes the canaries and then panics on every real round.
+    // arm-first, taking arm64 up to twice the price of amd64.
+    let mut candidate = policy("candidate", json!({"builtin": "arm-first"}));
+    candidate["spec"]["config"] = json!({"tolerance": "1.0"});
+    api.put(POLICIES, candidate);
+    let hostile = std::fs::read(dovetail::policy::builtin::fixture_path("hostile")).unwrap();
+    api.put(CONFIG_MAPS, config_map(&hostile));
+    let mut sly = policy(
+        "sly",
+        json!({"configMap": {"namespace": "dovetail", "name": "team-scorer", "key": "policy.wasm"}}),
+    );
+    sly["spec"]["config"] = json!({"mode": "sly-trap"});
+    api.put(POLICIES, sly);
+    api.put(
+        POOLS,
+        shadowed_pool("cheapest", json!({"scoring": "candidate"})),
+    );
+    let metrics_port = free_port();
+    let mut settings = settings(&moto);
+    settings.operation.metrics_addr = Some(([127, 0, 0, 1], metrics_port).into());
+    let _controller = Running::start(&api, settings);
+    wait("the pool names its shadow", Duration::from_secs(60), || {
+        api.get(POOLS, "", "default").unwrap()["status"]["policies"]["shadowScoring"]
+            == json!({"name": "candidate", "digest": digest(wasm("arm-first"))})
+    });
+    wait("both Policies are Ready", Duration::from_secs(60), || {
+        ["candidate", "sly"]
+            .iter()
+            .all(|p| condition(&policy_status(&api, p), "Ready")["status"] == "True")
+    });
+
+    // Every launch follows the serving policy; the candidate's answer is only recorded.
+    let first = launch(&api, &moto, 0, 1);
+    let second = launch(&api, &moto, 1, 2);
+    assert_eq!(
+        second,
+        ["c5.large", "c5.large"],
+        "cheapest decides: {first:?}"
+    );
+    wait(
+        "the candidate's record reaches its status",
+        Duration::from_secs(60),
+        || policy_status(&api, "candidate")["shadow"]["decisionsCompared"].as_u64() >= Some(2),
+    );
+    let shadow = policy_status(&api, "candidate")["shadow"].clone();
+    assert_eq!(shadow["beside"], "scoring beside cheapest", "{shadow:#}");
+    assert_eq!(shadow["agreed"], json!(0), "{shadow:#}");
+    assert_eq!(shadow["agreementPercent"], json!(0), "{shadow:#}");
+    assert_eq!(shadow["failures"], json!(0), "{shadow:#}");
+    let delta: f64 = shadow["costDeltaPerHour"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        delta > 0.0,
+        "m6g.xlarge costs more than c5.large: {shadow:#}"
+    );
+    assert!(
+        shadow["lastDisagreement"]
+            .as_str()
+            .unwrap()
+            .contains("serving c5.large on-demand"),
+        "{shadow:#}"
+    );
+    assert!(
+        shadow["lastDisagreement"]
+            .as_str()
+            .unwrap()
+            .contains("shadow m6g.xlarge"),
+        "{shadow:#}"
+    );
+    let (_, text) = http_get(metrics_port, "/metrics").expect("/metrics answers");
+    assert!(
+        text.lines().any(|l| l.starts_with(
+            "dovetail_policy_shadow_decisions_total{policy=\"candidate\",role=\"scoring\",agree=\"false\"}"
+        )),
+        "{text}"
+    );
+
+    // A candidate that panics on every round changes nothing: the launch is cheapest's, and the
+    // failure is the candidate's own.
+    let mut pool = api.get(POOLS, "", "default").unwrap();
+    pool["spec"]["policies"]["shadow"] = json!({"scoring": "sly"});
+    api.put(POOLS, pool);
+    wait(
+        "the pool names its new shadow",
+        Duration::from_secs(30),
+        || {
+            api.get(POOLS, "", "default").unwrap()["status"]["policies"]["shadowScoring"]["name"]
+                == "sly"
+        },
+    );
+    let third = launch(&api, &moto, 2, 3);
+    assert_eq!(newest(&second, &third), "c5.large");
+    wait(
+        "the panicking candidate's failures reach its status",
+        Duration::from_secs(60),
+        || policy_status(&api, "sly")["shadow"]["failures"].as_u64() >= Some(1),
+    );
+    let sly = policy_status(&api, "sly");
+    assert_eq!(sly["shadow"]["decisionsCompared"], json!(0), "{sly:#}");
+    assert_eq!(condition(&sly, "Ready")["reason"], "Trapped", "{sly:#}");
+    assert!(
+        api.list("events.k8s.io/v1/events")
+            .iter()
+            .all(|e| e["reason"] != "PolicyFailed"),
+        "no NodePool's decision failed"
+    );
+
+    // Promotion is one field: the candidate serves.
+    let mut pool = api.get(POOLS, "", "default").unwrap();
+    pool["spec"]["policies"] = json!({"scoring": "candidate", "onFailure": "Fallback"});
+    api.put(POOLS, pool);
+    wait(
+        "the pool serves the candidate",
+        Duration::from_secs(30),
+        || {
+            let status = api.get(POOLS, "", "default").unwrap()["status"]["policies"].clone();
+            status["scoring"]["name"] == "candidate" && status.get("shadowScoring").is_none()
+        },
+    );
+    let fourth = launch(&api, &moto, 3, 4);
+    assert_eq!(
+        newest(&third, &fourth),
+        "m6g.xlarge",
+        "the promoted candidate decides"
+    );
+}

@@ -638,3 +638,126 @@ fn a_node_class_with_max_pods_gets_no_node_with_more_pods_than_that() {
     let bad = run(&[("tiny.yaml", tiny("\n  kubelet:\n    maxPods: -1"))]).unwrap_err();
     assert!(bad.to_string().contains("spec.kubelet.maxPods"), "{bad}");
 }
+
+fn tutorial(name: &str) -> String {
+    std::fs::read_to_string(format!(
+        "{}/../docs/tutorial/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+/// The fleet as (instance type, zone, capacity type) per node, sorted.
+fn fleet(report: &Report) -> Vec<(String, String, CapacityType)> {
+    let mut f: Vec<_> = nodes(report)
+        .into_iter()
+        .map(|n| (n.instance_type, n.zone, n.capacity_type))
+        .collect();
+    f.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    f
+}
+
+/// The manifests with `shadow` set under the first NodePool's `spec.policies`.
+fn with_shadow(manifests: &str, shadow: &str) -> String {
+    let at = manifests.find("kind: NodePool").expect("a NodePool");
+    let spec = at + manifests[at..].find("\nspec:\n").expect("its spec") + "\nspec:\n".len();
+    let mut out = manifests.to_string();
+    match manifests[at..].find("\n  policies:\n") {
+        Some(p) => out.insert_str(
+            at + p + "\n  policies:\n".len(),
+            &format!("    shadow: {shadow}\n"),
+        ),
+        None => out.insert_str(spec, &format!("  policies:\n    shadow: {shadow}\n")),
+    }
+    out
+}
+
+#[test]
+fn a_shadow_scorer_is_judged_on_every_launch_and_changes_none() {
+    let cluster = tutorial("cluster.yaml");
+    let serving = run(&[("cluster.yaml", cluster.clone())]).unwrap();
+    // arm-first taking arm64 up to twice the price of amd64: it disagrees with cheapest.
+    let candidate = "apiVersion: dovetail.sh/v1\nkind: Policy\nmetadata: {name: graviton}\n\
+                     spec:\n  source: {builtin: arm-first}\n  config: {tolerance: \"1.0\"}\n";
+    let shadowed = run(&[
+        ("candidate.yaml", candidate.to_string()),
+        ("cluster.yaml", with_shadow(&cluster, "{scoring: graviton}")),
+    ])
+    .unwrap();
+    assert_eq!(
+        fleet(&shadowed),
+        fleet(&serving),
+        "cheapest decides every launch"
+    );
+    assert_eq!(shadowed.cost_usd, serving.cost_usd);
+    let t = &shadowed.shadows["graviton"];
+    assert_eq!(
+        t.compared,
+        u64::from(serving.launched),
+        "one comparison per launch"
+    );
+    assert!(
+        t.agreed < t.compared,
+        "arm-first disagrees on the amd64 launches: {t:?}"
+    );
+    assert!(t.cost_delta_per_hour > 0.0, "{t:?}");
+    assert_eq!(t.failures, 0);
+    let c = t.recent.back().expect("a disagreement kept");
+    assert!(c.shadow.starts_with("c6g."), "{c:?}");
+    let summary = shadowed.summary();
+    assert!(
+        summary.contains("shadow graviton (scoring beside cheapest: "),
+        "{summary}"
+    );
+    assert!(shadowed.decisions_text().contains("shadow disagrees"));
+    assert!(serving.shadows.is_empty());
+}
+
+#[test]
+fn a_shadow_consolidator_is_judged_on_every_round_with_moves_and_changes_none() {
+    let cluster = tutorial("consolidation.yaml");
+    let serving = run(&[("consolidation.yaml", cluster.clone())]).unwrap();
+    let shadowed = run(&[(
+        "consolidation.yaml",
+        with_shadow(&cluster, "{consolidation: empty-only}"),
+    )])
+    .unwrap();
+    assert_eq!(fleet(&shadowed), fleet(&serving));
+    assert_eq!(shadowed.disruptions, serving.disruptions);
+    assert_eq!(shadowed.evictions, serving.evictions);
+    let t = &shadowed.shadows["empty-only"];
+    assert!(t.compared > 0, "{t:?}");
+    // The record's serving side is what balanced chose; the host may have overruled some.
+    assert!(
+        t.disruptions_serving >= u64::from(serving.disruptions.values().sum::<u32>()),
+        "{t:?} {:?}",
+        serving.disruptions
+    );
+    assert!(
+        t.disruptions_shadow < t.disruptions_serving,
+        "empty-only would leave the under-used nodes: {t:?}"
+    );
+}
+
+#[test]
+fn a_panicking_shadow_fails_alone() {
+    let cluster = tutorial("cluster.yaml");
+    let serving = run(&[("cluster.yaml", cluster.clone())]).unwrap();
+    let sly = format!(
+        "apiVersion: dovetail.sh/v1\nkind: Policy\nmetadata: {{name: sly}}\nspec:\n  source: {{file: {}}}\n  config: {{mode: sly-trap}}\n",
+        dovetail::policy::builtin::fixture_path("hostile").display()
+    );
+    let shadowed = run(&[
+        ("sly.yaml", sly),
+        ("cluster.yaml", with_shadow(&cluster, "{scoring: sly}")),
+    ])
+    .unwrap();
+    assert_eq!(fleet(&shadowed), fleet(&serving));
+    let t = &shadowed.shadows["sly"];
+    assert_eq!(t.compared, 0, "{t:?}");
+    assert!(t.failures > 0, "{t:?}");
+    assert!(
+        !shadowed.policy_failures.contains_key("cheapest"),
+        "the serving policy never failed"
+    );
+}

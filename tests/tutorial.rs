@@ -62,10 +62,27 @@ fn fleet<'a>(output: &'a str, section: &str) -> Vec<&'a str> {
         .collect()
 }
 
-#[test]
-fn the_tutorial_takes_a_new_user_from_nothing_to_a_compared_custom_scorer() {
-    let started = Instant::now();
-    let page = std::fs::read_to_string(workspace().join("docs/tutorial.md")).unwrap();
+/// A walked page: where its crate's component is and what `simulate --compare` printed.
+struct Walked {
+    wasm: PathBuf,
+    compared: String,
+    policy_lines: usize,
+    size: u64,
+    dir: PathBuf,
+}
+
+/// Walks a tutorial page: scaffolds `name` (with `kind_flag`), writes the page's code, runs its
+/// unit tests (`unit_test` must be among them), builds the component, `policy test`s it and runs
+/// the page's comparison against `baseline` in `role` with the scaffold's own `cluster.yaml`.
+fn walk(
+    page_path: &str,
+    name: &str,
+    kind_flag: Option<&str>,
+    unit_test: &str,
+    (role, baseline): (&str, &str),
+    extra: &[&str],
+) -> Walked {
+    let page = std::fs::read_to_string(workspace().join(page_path)).unwrap();
     let code = code(&page);
     let policy_lines = code
         .split("#[cfg(test)]")
@@ -76,20 +93,24 @@ fn the_tutorial_takes_a_new_user_from_nothing_to_a_compared_custom_scorer() {
         .count();
     assert!(
         policy_lines < 40,
-        "the page promises under 40 lines; it has {policy_lines}"
+        "{page_path} promises under 40 lines; it has {policy_lines}"
     );
     assert!(
-        page.contains(&format!("{policy_lines} lines of Rust")),
-        "the page states the count"
+        page.contains(&format!("{policy_lines} lines of Rust"))
+            || page.contains(&format!("the first {policy_lines} lines")),
+        "{page_path} states the count ({policy_lines})"
     );
 
-    let dir = std::env::temp_dir().join(format!("dovetail-tutorial-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("dovetail-tutorial-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    run(Command::new(dovetail())
-        .args(["policy", "new", "graviton-scorer", "--dir"])
-        .arg(&dir));
-    let krate = dir.join("graviton-scorer");
+    let mut new = Command::new(dovetail());
+    new.args(["policy", "new", name, "--dir"]).arg(&dir);
+    if let Some(flag) = kind_flag {
+        new.arg(flag);
+    }
+    run(&mut new);
+    let krate = dir.join(name);
     std::fs::write(krate.join("src/lib.rs"), code).unwrap();
 
     // The crate's own target dir under ours: kept between local runs, fresh in CI.
@@ -99,25 +120,58 @@ fn the_tutorial_takes_a_new_user_from_nothing_to_a_compared_custom_scorer() {
         .arg("test")
         .current_dir(&krate)
         .env("CARGO_TARGET_DIR", &target));
-    assert!(tests.contains("graviton_wins_even_when_dearer"), "{tests}");
+    assert!(tests.contains(unit_test), "{tests}");
     run(Command::new(&cargo)
         .args(["build", "--release", "--target", "wasm32-wasip2"])
         .current_dir(&krate)
         .env("CARGO_TARGET_DIR", &target));
-    let wasm = target.join("wasm32-wasip2/release/graviton_scorer.wasm");
+    let wasm = target.join(format!(
+        "wasm32-wasip2/release/{}.wasm",
+        name.replace('-', "_")
+    ));
     let size = std::fs::metadata(&wasm).unwrap().len();
 
     let checked = run(Command::new(dovetail()).args(["policy", "test"]).arg(&wasm));
     assert!(checked.contains("accepted"), "{checked}");
 
-    let cluster = workspace().join("docs/tutorial/cluster.yaml");
+    // The scaffold's README runs its comparison on the crate's own cluster.yaml.
+    let readme = std::fs::read_to_string(krate.join("README.md")).unwrap();
+    assert!(readme.contains("-f cluster.yaml"), "{readme}");
     let compared = run(Command::new(dovetail())
-        .args(["simulate", "-f"])
-        .arg(&cluster)
+        .arg("simulate")
+        .args(extra)
+        .arg("-f")
+        .arg(krate.join("cluster.yaml"))
         .arg("--compare")
-        .arg("scoring=cheapest")
-        .arg(format!("scoring={}", wasm.display()))
+        .arg(format!("{role}={baseline}"))
+        .arg(format!("{role}={}", wasm.display()))
         .env("RUST_LOG", "warn"));
+    Walked {
+        wasm,
+        compared,
+        policy_lines,
+        size,
+        dir,
+    }
+}
+
+#[test]
+fn the_tutorial_takes_a_new_user_from_nothing_to_a_compared_custom_scorer() {
+    let started = Instant::now();
+    let walked = walk(
+        "docs/tutorial.md",
+        "graviton-scorer",
+        None,
+        "graviton_wins_even_when_dearer",
+        ("scoring", "cheapest"),
+        &[],
+    );
+    // The scaffold's cluster is the page's.
+    assert_eq!(
+        std::fs::read_to_string(walked.dir.join("graviton-scorer/cluster.yaml")).unwrap(),
+        std::fs::read_to_string(workspace().join("docs/tutorial/cluster.yaml")).unwrap()
+    );
+    let compared = &walked.compared;
     let arch = |t: &str| {
         dovetail::catalog::embedded()
             .into_iter()
@@ -125,8 +179,8 @@ fn the_tutorial_takes_a_new_user_from_nothing_to_a_compared_custom_scorer() {
             .map(|e| e.arch)
             .unwrap_or_else(|| panic!("{t} in the catalog"))
     };
-    let default = fleet(&compared, "== scoring=cheapest");
-    let custom = fleet(&compared, &format!("== scoring={}", wasm.display()));
+    let default = fleet(compared, "== scoring=cheapest");
+    let custom = fleet(compared, &format!("== scoring={}", walked.wasm.display()));
     assert!(!default.is_empty() && !custom.is_empty(), "{compared}");
     assert!(
         default.iter().any(|t| arch(t) != Arch::Arm64),
@@ -143,8 +197,87 @@ fn the_tutorial_takes_a_new_user_from_nothing_to_a_compared_custom_scorer() {
         "the preference costs something, and the comparison says so: {compared}"
     );
     eprintln!(
-        "tutorial walked in {:.0} s; policy {policy_lines} lines; component {size} bytes",
-        started.elapsed().as_secs_f64()
+        "tutorial walked in {:.0} s; policy {} lines; component {} bytes",
+        started.elapsed().as_secs_f64(),
+        walked.policy_lines,
+        walked.size
     );
-    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&walked.dir).unwrap();
+}
+
+/// A `--compare` line's signed integer after `label`, e.g. "pods evicted: -12".
+fn signed_after(text: &str, label: &str) -> i64 {
+    let at = text
+        .find(label)
+        .unwrap_or_else(|| panic!("{label:?} in {text}"))
+        + label.len();
+    text[at..]
+        .split([';', '\n'])
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{label:?} in {text}: {e}"))
+}
+
+#[test]
+fn the_consolidation_tutorial_takes_a_new_user_to_a_compared_consolidator() {
+    let started = Instant::now();
+    let walked = walk(
+        "docs/tutorial-consolidator.md",
+        "settle-first",
+        Some("--consolidator"),
+        "young_nodes_are_kept_old_ones_consolidated",
+        ("consolidation", "balanced"),
+        &["--decisions"],
+    );
+    assert_eq!(
+        std::fs::read_to_string(walked.dir.join("settle-first/cluster.yaml")).unwrap(),
+        std::fs::read_to_string(workspace().join("docs/tutorial/consolidation.yaml")).unwrap()
+    );
+    let compared = &walked.compared;
+    let custom_at = compared
+        .find(&format!("== consolidation={}", walked.wasm.display()))
+        .unwrap_or_else(|| panic!("the custom run's section in {compared}"));
+    let (baseline, custom) = compared.split_at(custom_at);
+    // --decisions shows both runs' moves: balanced executes under-used moves on young nodes,
+    // the custom policy keeps them with its reason.
+    assert!(
+        baseline.contains(" executed ") && baseline.contains("underutilized"),
+        "{baseline}"
+    );
+    assert!(
+        custom.contains("kept by the policy")
+            && custom.contains("min old; nodes settle for 60 min"),
+        "{custom}"
+    );
+    assert!(
+        custom.contains(" launched "),
+        "launches are decisions too: {custom}"
+    );
+    // The page's promise, in the difference block: fewer evictions, fewer disruptions.
+    let difference = &compared[compared.find("== difference").expect("the difference")..];
+    assert!(
+        signed_after(difference, "pods evicted:") < 0,
+        "{difference}"
+    );
+    assert!(
+        signed_after(difference, "nodes disrupted:") < 0,
+        "{difference}"
+    );
+    assert!(
+        signed_after(difference, "nodes launched:") < 0,
+        "{difference}"
+    );
+    assert!(
+        difference.contains("cost over the run: +"),
+        "and it costs: {difference}"
+    );
+    eprintln!(
+        "consolidation tutorial walked in {:.0} s; policy {} lines; component {} bytes",
+        started.elapsed().as_secs_f64(),
+        walked.policy_lines,
+        walked.size
+    );
+    std::fs::remove_dir_all(&walked.dir).unwrap();
 }

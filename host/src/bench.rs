@@ -3,6 +3,8 @@
 use std::time::{Duration, Instant};
 
 pub mod controller;
+pub mod journal;
+pub mod shadow;
 
 use crate::catalog;
 use crate::policy::round::ScoringRound;
@@ -43,7 +45,7 @@ pub struct Summary {
 }
 
 impl Summary {
-    fn of(mut samples: Vec<Duration>) -> Summary {
+    pub(crate) fn of(mut samples: Vec<Duration>) -> Summary {
         samples.sort();
         let n = samples.len().max(1);
         let at = |q: f64| {

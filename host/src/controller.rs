@@ -731,6 +731,10 @@ impl Controller {
             };
             self.retry_provisioning = Some(now + wait.as_secs() as i64);
         }
+        // The launches are under way: now the shadow candidates may have the same rounds.
+        plan.shadow
+            .into_iter()
+            .for_each(|job| self.ctx.registry.shadow(job));
         self.changed(now);
     }
 
@@ -1157,6 +1161,11 @@ impl Controller {
         for c in decision.commands {
             self.execute(now, c, port, cloud);
         }
+        // The moves are under way: now the shadow candidates may have the same rounds.
+        decision
+            .shadow
+            .into_iter()
+            .for_each(|job| self.ctx.registry.shadow(job));
         // Time alone can make more nodes candidates: consolidateAfter and expireAfter passing,
         // and the policy or a budget schedule changing its mind.
         let mut next = if revisit { Some(now + 300) } else { None };

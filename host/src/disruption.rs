@@ -17,6 +17,7 @@ use crate::api::nodepool::{ConsolidationPolicy, OnFailure};
 use crate::cloud::Offer;
 use crate::cluster::{Cluster, Node, Pod, node_labels};
 use crate::policy::PolicyRegistry;
+use crate::policy::shadow::{ShadowJob, ShadowRole};
 use crate::policy::types::{
     Action, CapacityType, ConsolidationRound, DisruptionReason, Move, Replacement,
 };
@@ -68,6 +69,8 @@ pub struct Decision {
     /// Candidates found (protected ones excluded).
     pub candidates: usize,
     pub timings: Timings,
+    /// Rounds to put to the pools' shadow candidates once the moves are under way.
+    pub shadow: Vec<ShadowJob>,
 }
 
 /// Where a pass spent its time.
@@ -192,6 +195,20 @@ pub fn decide(
         let started = std::time::Instant::now();
         let (policy, actions) = consolidate(registry, pool, &round, &mut decision);
         decision.timings.policy += started.elapsed();
+        if let Some(candidate) = pool
+            .resource
+            .spec
+            .policies
+            .shadow_of(ShadowRole::Consolidation)
+        {
+            decision.shadow.push(ShadowJob::Consolidation {
+                candidate: candidate.to_string(),
+                serving: policy.clone(),
+                round: std::sync::Arc::new(round.clone()),
+                serving_actions: actions.clone(),
+                node_pool: pool.spec.name.clone(),
+            });
+        }
         let started = std::time::Instant::now();
         pass.enforce(
             pool,

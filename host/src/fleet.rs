@@ -94,6 +94,8 @@ pub struct FleetView {
     pub cost_per_hour: f64,
     /// The sum of the pools' bounds; `None` when one of them has none.
     pub bound_per_hour: Option<f64>,
+    /// One line per shadow candidate: how its answers compare with the serving policies'.
+    pub shadows: Vec<String>,
 }
 
 impl Default for FleetView {
@@ -110,6 +112,7 @@ impl Default for FleetView {
             oldest_pending_secs: None,
             cost_per_hour: 0.0,
             bound_per_hour: Some(0.0),
+            shadows: Vec::new(),
         }
     }
 }
@@ -253,6 +256,7 @@ impl FleetView {
             unplaced: cluster.pods.values().filter(|p| p.node.is_none()).count(),
             oldest_pending_secs: pending.iter().copied().max(),
             bound_per_hour: bound,
+            shadows: Vec::new(),
         }
     }
 

@@ -13,6 +13,7 @@ pub mod lifecycle;
 pub mod observe;
 pub mod pods;
 pub mod policies;
+pub mod record;
 pub mod serve;
 pub mod throttle;
 
@@ -603,6 +604,8 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
         EngineConfig::default(),
     )?));
     registry.observe(metrics.clone());
+    // A decision never waits for a shadow candidate.
+    registry.judge_shadows_in_background();
     let mut controller = Controller::new(
         settings.core.clone(),
         Context::new(its, cat, registry),

@@ -12,6 +12,7 @@ pub mod disruption;
 pub mod doctor;
 pub mod fleet;
 pub mod interruption;
+pub mod journal;
 pub mod kubernetes;
 pub mod metrics;
 pub mod policy;

@@ -41,6 +41,10 @@ enum Command {
         /// More manifest files.
         #[arg(value_name = "FILE")]
         more: Vec<PathBuf>,
+        /// Replay a journal `dovetail record` wrote: its objects, and its arrivals and
+        /// departures on the virtual clock (with `-f`, more manifests beside it).
+        #[arg(long, value_name = "JOURNAL")]
+        replay: Option<PathBuf>,
         /// Policies for every NodePool, e.g. `scoring=arm-first,consolidation=empty-only`.
         #[arg(long, value_name = "SET")]
         policies: Option<String>,
@@ -70,6 +74,34 @@ enum Command {
         /// charts over time and the table of decisions.
         #[arg(long, value_name = "FILE")]
         report: Option<PathBuf>,
+        /// Also print every decision of the run (of each run with `--compare`): launches with the
+        /// policy's best options, moves executed, kept with the policy's reason, or overruled.
+        #[arg(long)]
+        decisions: bool,
+    },
+    /// Record the cluster KUBECONFIG points at (read-only: it lists and watches) as a journal
+    /// `simulate --replay` runs: Deployments' replicas over time, other pods as they come and
+    /// go, NodePools, EC2NodeClasses, PodDisruptionBudgets and DaemonSets — only what decisions
+    /// read (no environment, images, commands, volumes or user data).
+    Record {
+        /// The journal to write; rotated parts go beside it as FILE.1, FILE.2, ….
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        out: PathBuf,
+        /// How often changes are written.
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        interval: Duration,
+        /// Rotate the journal when it reaches this many MiB.
+        #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..))]
+        max_size_mib: u64,
+        /// Rotated parts kept.
+        #[arg(long, default_value_t = 5)]
+        keep: u32,
+        /// Stop after this long (default: at Ctrl-C or SIGTERM).
+        #[arg(long, value_parser = parse_duration)]
+        duration: Option<Duration>,
+        /// How long to wait for the first full list of every kind.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        sync_timeout: Duration,
     },
     /// Watch the fleet in the terminal: per node its type, capacity type, zone, age, requests
     /// against allocatable, pods and price; totals per NodePool and for the cluster with the LP
@@ -427,6 +459,25 @@ enum BenchCommand {
     /// Load every built-in component as a new Policy version: first compile, a cache hit, and
     /// the checks before a swap (init and canary rounds).
     Load,
+    /// A recorded journal's size and replay speed: `pods` pods churning for `hours` virtual
+    /// hours fed to the recorder, then the journal replayed in the simulator.
+    Journal {
+        #[arg(long, default_value_t = 2000)]
+        pods: usize,
+        #[arg(long, default_value_t = 1)]
+        hours: u32,
+    },
+    /// What a shadow candidate costs the serving decision: `cheapest` scores and ranks rounds
+    /// of `claims` claims, alternately without and with `arm-first` shadowing it on the worker
+    /// thread; print the serving latency of both, the hand-off, and the worker's pace.
+    Shadow {
+        #[arg(long, default_value_t = 400)]
+        types: usize,
+        #[arg(long, default_value_t = 100)]
+        claims: usize,
+        #[arg(long, default_value_t = 200)]
+        rounds: usize,
+    },
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {
@@ -489,6 +540,7 @@ fn run() -> Result<()> {
         Command::Simulate {
             files,
             more,
+            replay,
             policies,
             compare,
             cloud,
@@ -498,6 +550,7 @@ fn run() -> Result<()> {
             interruption_queue,
             cluster,
             report,
+            decisions,
         } => {
             let aws = matches!(cloud, CloudKind::Aws).then(|| {
                 let mut s = dovetail::cloud::aws::AwsSettings::new(&aws_region, &cluster_name);
@@ -506,14 +559,32 @@ fn run() -> Result<()> {
                 s
             });
             simulate(
-                files.into_iter().chain(more).collect(),
+                Input {
+                    files: files.into_iter().chain(more).collect(),
+                    replay,
+                },
                 policies,
                 compare,
                 aws,
                 interruption_queue,
-                report,
+                SimOutput { report, decisions },
             )?
         }
+        Command::Record {
+            out,
+            interval,
+            max_size_mib,
+            keep,
+            duration,
+            sync_timeout,
+        } => record(dovetail::kubernetes::record::RecordOptions {
+            out,
+            interval,
+            max_bytes: max_size_mib << 20,
+            keep,
+            duration,
+            sync_timeout,
+        })?,
         Command::Top {
             files,
             speed,
@@ -653,6 +724,63 @@ fn run() -> Result<()> {
                     ms(f.validate)
                 );
             }
+        }
+        Command::Bench(BenchCommand::Journal { pods, hours }) => {
+            let f = bench::journal::run(pods, hours)?;
+            println!(
+                "{} pods churning for {} h: journal {} bytes ({:.1} KiB per hour), {} changes",
+                f.pods,
+                f.hours,
+                f.bytes,
+                f.bytes as f64 / 1024.0 / f64::from(f.hours.max(1)),
+                f.steps
+            );
+            println!(
+                "replay: {:.2} s of wall clock for {} h ({:.2} virtual hours per second); {} nodes launched",
+                f.replay.as_secs_f64(),
+                f.hours,
+                f64::from(f.hours) / f.replay.as_secs_f64().max(1e-9),
+                f.launched
+            );
+        }
+        Command::Bench(BenchCommand::Shadow {
+            types,
+            claims,
+            rounds,
+        }) => {
+            let f = bench::shadow::run(types, claims, rounds)?;
+            let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+            println!(
+                "{} rounds of {} claims over {types} types, each way; serving = cheapest, shadow = arm-first",
+                f.rounds, f.claims
+            );
+            println!(
+                "{:<28} {:>9} {:>9} {:>9}",
+                "serving decision", "p50 ms", "p99 ms", "mean ms"
+            );
+            for (label, s) in [
+                ("without a shadow", f.without),
+                ("with a shadow", f.with),
+                ("  of which the hand-off", f.handoff),
+            ] {
+                println!(
+                    "{label:<28} {:>9.3} {:>9.3} {:>9.3}",
+                    ms(s.p50),
+                    ms(s.p99),
+                    ms(s.mean)
+                );
+            }
+            println!(
+                "overhead: {:+.1}% at the median, {:+.1}% on the mean",
+                (ms(f.with.p50) / ms(f.without.p50) - 1.0) * 100.0,
+                (ms(f.with.mean) / ms(f.without.mean) - 1.0) * 100.0
+            );
+            println!(
+                "shadow worker: {} rounds judged, {} skipped (busy); done {:.2} s after the last hand-off",
+                f.judged,
+                f.skipped,
+                f.drain.as_secs_f64()
+            );
         }
         Command::Bench(BenchCommand::Controller { pods, runs }) => {
             let mut worst: Option<(f64, f64)> = None;
@@ -1200,23 +1328,64 @@ fn bench_disruption(pods: usize) -> Result<()> {
     Ok(())
 }
 
-fn simulate(
+/// What `simulate` runs: manifest files, and a journal to replay.
+struct Input {
     files: Vec<PathBuf>,
+    replay: Option<PathBuf>,
+}
+
+impl Input {
+    /// Every manifest as (file, text), the journal's turned into manifests and a Scenario.
+    fn texts(&self) -> Result<Vec<(String, String)>> {
+        let mut texts = read_all(&self.files)?;
+        if let Some(path) = &self.replay {
+            let file = path.display().to_string();
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("--replay: cannot read {file}"))?;
+            let journal = dovetail::journal::read(&file, &text)?;
+            eprintln!(
+                "replaying {file}: {} recorded from {}, {} objects at the start, {} changes",
+                dovetail::sim::report::clock(journal.duration),
+                journal.header.source,
+                journal.initial.len(),
+                journal.steps.len()
+            );
+            texts.extend(journal.manifests(&file));
+        }
+        Ok(texts)
+    }
+
+    fn title(&self) -> String {
+        self.files
+            .iter()
+            .chain(&self.replay)
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// What `simulate` prints and writes besides each run's summary.
+struct SimOutput {
+    /// The HTML report's path.
+    report: Option<PathBuf>,
+    /// Print every decision of each run.
+    decisions: bool,
+}
+
+fn simulate(
+    input: Input,
     policies: Option<String>,
     compare: Vec<String>,
     aws: Option<dovetail::cloud::aws::AwsSettings>,
     interruption_queue: Option<String>,
-    report: Option<PathBuf>,
+    SimOutput { report, decisions }: SimOutput,
 ) -> Result<()> {
-    if files.is_empty() {
-        bail!("no manifests: give files with -f FILE");
+    if input.files.is_empty() && input.replay.is_none() {
+        bail!("no manifests: give files with -f FILE, or a journal with --replay JOURNAL");
     }
-    let texts = read_all(&files)?;
-    let title = files
-        .iter()
-        .map(|f| f.display().to_string())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let texts = input.texts()?;
+    let title = input.title();
     let write_report = |runs: &[dovetail::sim::html::Run<'_>]| -> Result<()> {
         let Some(path) = &report else {
             return Ok(());
@@ -1237,6 +1406,11 @@ fn simulate(
     if compare.is_empty() {
         let report = dovetail::sim::simulate(&texts, &options(policies.as_deref())?)?;
         println!();
+        if decisions {
+            println!("decisions:");
+            print!("{}", report.decisions_text());
+            println!();
+        }
         print!("{}", report.summary());
         let label = policies.as_deref().unwrap_or("the NodePools' own policies");
         return write_report(&[dovetail::sim::html::Run {
@@ -1258,6 +1432,11 @@ fn simulate(
     for (set, opts) in compare.iter().zip(&sets) {
         let report = dovetail::sim::simulate(&texts, opts)?;
         println!("== {set}");
+        if decisions {
+            println!("decisions:");
+            print!("{}", report.decisions_text());
+            println!("fleet:");
+        }
         print!("{}", report.summary());
         println!();
         reports.push(report);
@@ -1367,6 +1546,35 @@ fn with_policies(
         }
     }
     Ok(opts)
+}
+
+/// `dovetail record`: the cluster KUBECONFIG names, as a journal, until Ctrl-C, SIGTERM or
+/// `--duration`.
+fn record(opts: dovetail::kubernetes::record::RecordOptions) -> Result<()> {
+    let config = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(kube::Config::infer())
+        .context("no Kubernetes configuration: set KUBECONFIG to the cluster to record")?;
+    let stop = dovetail::kubernetes::Shutdown::default();
+    let on_signal = stop.clone();
+    ctrlc_or_term(move || on_signal.stop())?;
+    eprintln!(
+        "recording {} into {} (every {:?}; Ctrl-C stops)",
+        config.cluster_url,
+        opts.out.display(),
+        opts.interval
+    );
+    let r = dovetail::kubernetes::record::record(config, &opts, stop)?;
+    eprintln!(
+        "recorded {}: {} changes, {} bytes in {} part{}",
+        dovetail::sim::report::clock(r.seconds),
+        r.steps,
+        r.bytes,
+        r.parts,
+        if r.parts == 1 { "" } else { "s" }
+    );
+    Ok(())
 }
 
 /// `dovetail top`: a simulation replayed, or the cluster KUBECONFIG names, watched read-only.
@@ -1494,24 +1702,33 @@ fn controller(args: ControllerArgs) -> Result<()> {
     };
     let shutdown = dovetail::kubernetes::Shutdown::default();
     let stop = shutdown.clone();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build();
-        if let Ok(rt) = rt {
-            rt.block_on(async {
-                let mut term =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                        .expect("a SIGTERM handler");
-                tokio::select! {
-                    _ = term.recv() => {},
-                    _ = tokio::signal::ctrl_c() => {},
-                }
-            });
-        }
+    ctrlc_or_term(move || {
         tracing::info!("stopping");
         stop.stop();
-    });
+    })?;
     dovetail::kubernetes::run(config, settings, shutdown)?;
+    Ok(())
+}
+
+/// Calls `then` on its own thread at the first SIGTERM or Ctrl-C.
+fn ctrlc_or_term(then: impl FnOnce() + Send + 'static) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Registered before returning, so a signal that comes at once is not lost.
+    let mut term = {
+        let _enter = rt.enter();
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("a SIGTERM handler")?
+    };
+    std::thread::spawn(move || {
+        rt.block_on(async {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+        });
+        then();
+    });
     Ok(())
 }

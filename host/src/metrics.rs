@@ -62,6 +62,15 @@ pub struct Metrics {
     pub policy_failures: Family<Labels, Counter>,
     /// Decisions made by a fallback because a policy failed (policy, fallback).
     pub policy_fallbacks: Family<Labels, Counter>,
+    /// Decisions a shadow candidate was compared on (policy, role, agree).
+    pub policy_shadow_decisions: Family<Labels, Counter>,
+    /// Sum of the shadow candidate's cost deltas, USD per hour (policy, role): what its choices
+    /// would have added to (or saved from) the fleet's hourly price so far.
+    pub policy_shadow_cost_delta: FloatGauges,
+    /// Nodes each would have disrupted (policy, decided_by: serving / shadow).
+    pub policy_shadow_disruptions: Family<Labels, Counter>,
+    /// Rounds not put to a shadow candidate because it was still busy (policy).
+    pub policy_shadow_skipped: Family<Labels, Counter>,
     /// Interruption messages (kind, action).
     pub interruption_messages: Family<Labels, Counter>,
     /// Cloud provider calls (call).
@@ -104,6 +113,10 @@ impl Metrics {
             policy_call_duration: Family::new_with_constructor(seconds),
             policy_failures: Family::default(),
             policy_fallbacks: Family::default(),
+            policy_shadow_decisions: Family::default(),
+            policy_shadow_cost_delta: Family::default(),
+            policy_shadow_disruptions: Family::default(),
+            policy_shadow_skipped: Family::default(),
             interruption_messages: Family::default(),
             cloudprovider_duration: Family::new_with_constructor(seconds),
             cloudprovider_errors: Family::default(),
@@ -172,6 +185,26 @@ impl Metrics {
             "policy_fallbacks",
             "Decisions a fallback made for a failed policy",
             m.policy_fallbacks.clone(),
+        );
+        r.register(
+            "policy_shadow_decisions",
+            "Decisions a shadow policy was compared on, by whether it agreed",
+            m.policy_shadow_decisions.clone(),
+        );
+        r.register(
+            "policy_shadow_cost_delta_usd_per_hour",
+            "What a shadow policy's choices would have added to the fleet's hourly price",
+            m.policy_shadow_cost_delta.clone(),
+        );
+        r.register(
+            "policy_shadow_disruptions",
+            "Nodes the serving and the shadow policy would disrupt",
+            m.policy_shadow_disruptions.clone(),
+        );
+        r.register(
+            "policy_shadow_skipped",
+            "Rounds not put to a shadow policy because it was still busy",
+            m.policy_shadow_skipped.clone(),
         );
         r.register(
             "interruption_messages",
@@ -301,6 +334,49 @@ impl crate::policy::registry::CallObserver for Metrics {
                 ("policy", policy.to_string()),
                 ("fallback", fallback.to_string()),
             ])
+            .inc();
+    }
+
+    fn shadow(
+        &self,
+        policy: &str,
+        role: crate::policy::shadow::ShadowRole,
+        c: &crate::policy::shadow::Comparison,
+    ) {
+        let labels = |extra: (&'static str, String)| {
+            vec![
+                ("policy", policy.to_string()),
+                ("role", role.as_str().to_string()),
+                extra,
+            ]
+        };
+        self.policy_shadow_decisions
+            .get_or_create(&labels(("agree", c.agree.to_string())))
+            .inc();
+        self.policy_shadow_cost_delta
+            .get_or_create(&vec![
+                ("policy", policy.to_string()),
+                ("role", role.as_str().to_string()),
+            ])
+            .inc_by(c.cost_delta_per_hour);
+        for (by, n) in [
+            ("serving", c.disruptions_serving),
+            ("shadow", c.disruptions_shadow),
+        ] {
+            if n > 0 {
+                self.policy_shadow_disruptions
+                    .get_or_create(&vec![
+                        ("policy", policy.to_string()),
+                        ("decided_by", by.to_string()),
+                    ])
+                    .inc_by(u64::from(n));
+            }
+        }
+    }
+
+    fn shadow_skipped(&self, policy: &str) {
+        self.policy_shadow_skipped
+            .get_or_create(&vec![("policy", policy.to_string())])
             .inc();
     }
 }

@@ -11,6 +11,7 @@
 //! - [`canary`]: the rounds a component must pass before it serves.
 //! - [`scaffold`]: `dovetail policy new`'s crate.
 //! - [`source`]: fetching components (HTTPS, OCI) and publishing them.
+//! - [`shadow`]: candidate policies judged on the serving policy's rounds, never acted on.
 
 pub mod bindings;
 pub mod builtin;
@@ -25,6 +26,7 @@ pub mod registry;
 pub mod round;
 mod sandbox;
 pub mod scaffold;
+pub mod shadow;
 pub mod source;
 
 pub use bindings::types;

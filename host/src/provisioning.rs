@@ -3,12 +3,14 @@
 //! order.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::api::NodePool;
 use crate::api::nodepool::OnFailure;
 use crate::cloud::{CloudProvider, LaunchRequest, Offer};
 use crate::policy::ranking::rank;
 use crate::policy::round::ScoringRound;
+use crate::policy::shadow::{ShadowJob, ShadowRole};
 use crate::policy::types::{Catalog, Claim, Pod, Workload};
 use crate::policy::{PolicyError, PolicyRegistry};
 use crate::scheduling::solver::Unschedulable;
@@ -59,6 +61,8 @@ pub struct Plan {
     /// Scoring policies that failed this round: (policy, error); the NodePool's `onFailure`
     /// decided instead.
     pub policy_failures: Vec<(String, String)>,
+    /// Rounds to put to the pools' shadow candidates once the launches are under way.
+    pub shadow: Vec<ShadowJob>,
 }
 
 /// Plans one provisioning round: pending `pods` go on `existing` nodes where they fit, the rest
@@ -141,6 +145,15 @@ pub fn plan(
                 if let Some(error) = failure {
                     plan.policy_failures
                         .push((resource.spec.policies.scoring.clone(), error));
+                }
+                if let Some(candidate) = resource.spec.policies.shadow_of(ShadowRole::Scoring) {
+                    plan.shadow.push(ShadowJob::Scoring {
+                        candidate: candidate.to_string(),
+                        serving: policy.clone(),
+                        round: Arc::new(round.clone()),
+                        serving_scores: scores.clone(),
+                        claims: names.clone(),
+                    });
                 }
                 (policy, scores)
             }

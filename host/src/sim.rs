@@ -6,6 +6,7 @@
 //! a node becoming Ready, a drain retry, a disruption pass), so 24 virtual hours of a steady
 //! cluster take milliseconds.
 
+pub mod decisions;
 pub mod html;
 mod pdb;
 pub mod report;
@@ -771,12 +772,13 @@ impl Sim {
             }
             self.world.observe();
             if self.world.opts.timeline {
-                let fleet = FleetView::of(
+                let mut fleet = FleetView::of(
                     &self.world.cluster,
                     &self.controller.ctx.its,
                     now,
                     &mut self.bounds,
                 );
+                fleet.shadows = shadow_lines(&self.controller.ctx.registry);
                 let frame = self.world.frame(fleet);
                 self.world.record_frame(frame, false);
             }
@@ -848,6 +850,16 @@ impl Sim {
             })
             .collect();
         w.report.policy_failures = self.controller.ctx.registry.failures();
+        w.report.shadows = self.controller.ctx.registry.shadows();
+        // Like the events', the report's times count from the start.
+        for c in w
+            .report
+            .shadows
+            .values_mut()
+            .flat_map(|t| t.recent.iter_mut())
+        {
+            c.at -= w.opts.start;
+        }
         Ok(())
     }
 }
@@ -927,7 +939,15 @@ impl Sim {
                 let spec = node_pool(&np, overhead, zero())?;
                 // Compile the pool's policies now rather than inside its first decision (an
                 // unknown name is reported when it is used, with the fallback's decision).
-                for name in [&np.spec.policies.scoring, &np.spec.policies.consolidation] {
+                let shadows = np.spec.policies.shadow.iter().flat_map(|s| {
+                    [s.scoring.as_ref(), s.consolidation.as_ref()]
+                        .into_iter()
+                        .flatten()
+                });
+                for name in [&np.spec.policies.scoring, &np.spec.policies.consolidation]
+                    .into_iter()
+                    .chain(shadows)
+                {
                     let _ = self.controller.ctx.registry.get(name);
                 }
                 let pool = Pool { resource: np, spec };
@@ -1648,4 +1668,13 @@ impl QueueClient {
             .map(|_| ())
             .map_err(|e| aws_sdk_sqs::error::DisplayErrorContext(&e).to_string())
     }
+}
+
+/// One line per shadow candidate, as `top` shows it.
+fn shadow_lines(registry: &crate::policy::PolicyRegistry) -> Vec<String> {
+    registry
+        .shadows()
+        .iter()
+        .map(|(name, t)| crate::api::policy::ShadowStatus::from(t).line(name))
+        .collect()
 }

@@ -287,9 +287,11 @@ pub fn draw(s: &mut Screen<'_>, feed: &Feed, view: &View) {
     let fleet = &fleet;
     let pools = fleet.pools.len() as u16;
     let moving = (fleet.in_flight.len() + fleet.disrupting().count()) as u16;
-    let [head, totals, nodes, moving_area, keys] = Layout::vertical([
+    let shadows = fleet.shadows.len().min(4) as u16;
+    let [head, totals, shadow_area, nodes, moving_area, keys] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(pools + 3),
+        Constraint::Length(shadows),
         Constraint::Min(4),
         Constraint::Length(moving.clamp(1, 8) + 2),
         Constraint::Length(1),
@@ -303,6 +305,19 @@ pub fn draw(s: &mut Screen<'_>, feed: &Feed, view: &View) {
         head,
     );
     draw_totals(s, totals, fleet);
+    // Shadow candidates: what a policy under trial would have done, beside the serving one.
+    let lines: Vec<Line<'_>> = fleet
+        .shadows
+        .iter()
+        .take(4)
+        .map(|l| {
+            Line::from(Span::styled(
+                format!("shadow {l}"),
+                Style::new().fg(Color::Magenta),
+            ))
+        })
+        .collect();
+    s.render_widget(Paragraph::new(lines), shadow_area);
     draw_nodes(s, nodes, fleet, view);
     draw_moving(s, moving_area, fleet);
     let keys_text = match feed {
@@ -645,6 +660,10 @@ mod tests {
             oldest_pending_secs: None,
             cost_per_hour: 0.16,
             bound_per_hour: Some(0.08),
+            shadows: vec![
+                "arm-first — scoring beside cheapest · 4 compared · 50% agree · cost +0.0200 $/h"
+                    .into(),
+            ],
         }
     }
 

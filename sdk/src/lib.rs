@@ -164,7 +164,7 @@ impl Round {
 
 /// Ranks launch options. Higher scores win; `Verdict::Veto` removes an option.
 ///
-/// Implement [`Scorer::score_option`] for independent per-option scores, or override
+/// Implement [`Scorer::score_option`] for independent per-option scores, or only
 /// [`Scorer::score_claim`] when an option's score depends on the others (e.g. "cheapest arm64
 /// versus cheapest amd64"). [`Scorer::begin_round`] sees the catalog once per round, before any
 /// claim: the place to precompute per-type figures.
@@ -174,8 +174,12 @@ pub trait Scorer: Policy {
         Ok(())
     }
 
-    /// Scores one option of a claim.
-    fn score_option(&self, claim: &Claim, option: LaunchCandidate<'_>) -> Verdict;
+    /// Scores one option of a claim. Unless overridden, the cheaper the better (what the
+    /// built-in `cheapest` says), so a scorer that overrides [`Scorer::score_claim`] need not
+    /// write it.
+    fn score_option(&self, _claim: &Claim, option: LaunchCandidate<'_>) -> Verdict {
+        Verdict::Score(-option.offering.price)
+    }
 
     /// Scores every option of one claim, in `claim.options` order.
     fn score_claim(&self, round: &Round, claim: &Claim) -> Result<ClaimScores, String> {

@@ -59,6 +59,17 @@ impl BalancedOptions {
 /// first), then consolidation moves by savings per unit of disruption. Moves that touch a node an
 /// earlier chosen move already disrupts are skipped; moves that do not pay are kept with a reason.
 pub fn balanced(round: &ConsolidationRound, opts: &BalancedOptions) -> Vec<Action> {
+    balanced_keeping(round, opts, |_| None)
+}
+
+/// [`balanced`], but first asks `keep` of every move: a move it gives a reason for is kept with
+/// that reason and frees its nodes for the other moves. The place for a consolidator's own rule
+/// ("not before a node is an hour old", "never in business hours") without rewriting the ordering.
+pub fn balanced_keeping(
+    round: &ConsolidationRound,
+    opts: &BalancedOptions,
+    keep: impl Fn(&Move) -> Option<String>,
+) -> Vec<Action> {
     let mut order: Vec<usize> = (0..round.moves.len()).collect();
     order.sort_by(|&a, &b| {
         let (ma, mb) = (&round.moves[a], &round.moves[b]);
@@ -76,9 +87,12 @@ pub fn balanced(round: &ConsolidationRound, opts: &BalancedOptions) -> Vec<Actio
     let mut actions = Vec::new();
     for i in order {
         let m = &round.moves[i];
-        if class(m) == Class::Consolidate
-            && let Some(reason) = refuse(round, m, opts)
-        {
+        let refused = keep(m).or_else(|| {
+            (class(m) == Class::Consolidate)
+                .then(|| refuse(round, m, opts))
+                .flatten()
+        });
+        if let Some(reason) = refused {
             actions.push(Action::Keep(Kept {
                 move_index: i as u32,
                 reason,
@@ -211,6 +225,29 @@ mod tests {
         };
         assert!(reason(0).contains("not 5% cheaper"), "{}", reason(0));
         assert!(reason(1).contains("same instance type"), "{}", reason(1));
+    }
+
+    #[test]
+    fn a_move_the_caller_keeps_frees_its_nodes_for_the_next_best() {
+        let round = ConsolidationRoundBuilder::new()
+            .node("old", "m5.large", 0.096, Underutilized)
+            .age_seconds(7200)
+            .node("young", "m5.large", 0.096, Underutilized)
+            .age_seconds(600)
+            .delete(&[0, 1], 0.192, 1.0) // the best value, but touches the young node
+            .delete(&[0], 0.096, 1.0)
+            .build();
+        let actions = balanced_keeping(&round, &BalancedOptions::default(), |m| {
+            m.nodes
+                .iter()
+                .any(|&n| round.candidates[n as usize].age_seconds < 3600)
+                .then(|| "too young".to_string())
+        });
+        assert_eq!(executed(&actions), vec![1]);
+        assert!(actions.contains(&Action::Keep(Kept {
+            move_index: 0,
+            reason: "too young".into()
+        })));
     }
 
     #[test]

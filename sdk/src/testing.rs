@@ -302,7 +302,9 @@ impl ConsolidationRoundBuilder {
         self
     }
 
-    /// Adds a candidate node: on-demand, in `us-east-1a`, a day old, half used.
+    /// Adds a candidate node: on-demand, in `us-east-1a`, a day old, half used. The modifiers
+    /// that follow ([`Self::age_seconds`], [`Self::spot`], [`Self::zone`], [`Self::pods`]) change
+    /// the last node added.
     pub fn node(
         mut self,
         name: &str,
@@ -378,6 +380,52 @@ impl ConsolidationRoundBuilder {
         self
     }
 
+    /// Sets the last added node's age.
+    pub fn age_seconds(mut self, seconds: u64) -> Self {
+        self.last_node().age_seconds = seconds;
+        self
+    }
+
+    /// Makes the last added node a spot node at `price`.
+    pub fn spot(mut self, price: f64) -> Self {
+        let node = self.last_node();
+        node.capacity_type = CapacityType::Spot;
+        node.price = price;
+        self
+    }
+
+    /// Moves the last added node to `zone`.
+    pub fn zone(mut self, zone: &str) -> Self {
+        self.last_node().zone = zone.into();
+        self
+    }
+
+    /// Sets how many pods the last added node would evict and what they request together.
+    pub fn pods(mut self, pods: u32, requested: Resources) -> Self {
+        let node = self.last_node();
+        node.pods = pods;
+        node.requested = Resources { pods, ..requested };
+        self
+    }
+
+    /// Sets the last added move's savings (a replacement's are otherwise the nodes' prices minus
+    /// its own).
+    pub fn savings(mut self, savings_per_hour: f64) -> Self {
+        self.round
+            .moves
+            .last_mut()
+            .expect("savings() follows delete() or replace()")
+            .savings_per_hour = savings_per_hour;
+        self
+    }
+
+    fn last_node(&mut self) -> &mut Candidate {
+        self.round
+            .candidates
+            .last_mut()
+            .expect("a node() comes first")
+    }
+
     fn reason_of(&self, nodes: &[u32]) -> DisruptionReason {
         nodes
             .first()
@@ -427,4 +475,85 @@ pub fn executed(actions: &[Action]) -> Vec<u32> {
             Action::Keep(_) => None,
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ClaimScores, Params, Policy};
+
+    #[test]
+    fn node_and_move_modifiers_change_the_last_one_added() {
+        let round = ConsolidationRoundBuilder::new()
+            .node("a", "m5.large", 0.096, DisruptionReason::Underutilized)
+            .age_seconds(600)
+            .spot(0.04)
+            .zone("us-east-1b")
+            .pods(7, Resources::cpu_mem(1500, 3 << 30))
+            .node("b", "m5.large", 0.096, DisruptionReason::Underutilized)
+            .replace(&[0, 1], "m5.xlarge", 0.1, 2.0)
+            .savings(0.01)
+            .build();
+        let a = &round.candidates[0];
+        assert_eq!(
+            (
+                a.age_seconds,
+                a.capacity_type,
+                a.price,
+                a.zone.as_str(),
+                a.pods
+            ),
+            (600, CapacityType::Spot, 0.04, "us-east-1b", 7)
+        );
+        assert_eq!(a.requested.pods, 7);
+        assert_eq!(
+            round.candidates[1].age_seconds, 86_400,
+            "b keeps the defaults"
+        );
+        assert_eq!(round.moves[0].savings_per_hour, 0.01);
+    }
+
+    /// Ranks arm64 options by price among themselves, amd64 after: a score that depends on the
+    /// other options, so it needs the whole claim.
+    struct ArmThenCheapest;
+
+    impl Policy for ArmThenCheapest {
+        fn new(_: &Params) -> Result<Self, String> {
+            Ok(Self)
+        }
+    }
+
+    impl Scorer for ArmThenCheapest {
+        fn score_claim(&self, round: &Round, claim: &Claim) -> Result<ClaimScores, String> {
+            let options = claim
+                .options
+                .iter()
+                .map(|&o| round.resolve(o))
+                .collect::<Result<Vec<_>, _>>()?;
+            let any_arm = options.iter().any(|o| o.instance_type.arch == Arch::Arm64);
+            Ok(options
+                .iter()
+                .map(|o| match (any_arm, o.instance_type.arch) {
+                    (true, Arch::Amd64) => Verdict::Veto("an arm64 option exists".into()),
+                    _ => Verdict::Score(-o.offering.price),
+                })
+                .collect())
+        }
+    }
+
+    #[test]
+    fn a_scorer_may_implement_only_score_claim() {
+        let test = ScoringRoundBuilder::new()
+            .instance_type(
+                catalog_type("m5.large", Arch::Amd64, 2, 8).on_demand("us-east-1a", 0.05),
+            )
+            .instance_type(
+                catalog_type("m7g.large", Arch::Arm64, 2, 8).on_demand("us-east-1a", 0.08),
+            )
+            .claim_for_pods(2, Resources::cpu_mem(1000, 1 << 30))
+            .build();
+        let ranked = rank(&mut ArmThenCheapest, &test).unwrap();
+        let names: Vec<&str> = ranked[0].iter().map(|r| r.instance_type.as_str()).collect();
+        assert_eq!(names, ["m7g.large"]);
+    }
 }

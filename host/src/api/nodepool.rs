@@ -232,6 +232,11 @@ pub struct Policies {
     /// What happens when a policy fails a decision.
     #[serde(default)]
     pub on_failure: OnFailure,
+    /// Candidates judged beside the serving policies on the same rounds, recorded and never
+    /// acted on (shadow mode). Promoting one is moving its name to `scoring` or
+    /// `consolidation`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowPolicies>,
 }
 
 impl Default for Policies {
@@ -240,7 +245,34 @@ impl Default for Policies {
             scoring: default_scoring(),
             consolidation: default_consolidation(),
             on_failure: OnFailure::default(),
+            shadow: None,
         }
+    }
+}
+
+/// Shadow candidates, by Policy name (or built-in name). A failing candidate is reported on its
+/// own Policy and never affects the serving decision.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ShadowPolicies {
+    /// Scores every scoring round beside `scoring`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scoring: Option<String>,
+    /// Answers every consolidation round beside `consolidation`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consolidation: Option<String>,
+}
+
+impl Policies {
+    /// The candidate shadowing `role`, unless it is the serving policy itself.
+    pub fn shadow_of(&self, role: crate::policy::shadow::ShadowRole) -> Option<&str> {
+        use crate::policy::shadow::ShadowRole;
+        let shadow = self.shadow.as_ref()?;
+        let (candidate, serving) = match role {
+            ShadowRole::Scoring => (shadow.scoring.as_deref()?, &self.scoring),
+            ShadowRole::Consolidation => (shadow.consolidation.as_deref()?, &self.consolidation),
+        };
+        (candidate != serving).then_some(candidate)
     }
 }
 

@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
     derive = "PartialEq",
     printcolumn = r#"{"name":"Digest","type":"string","jsonPath":".status.digest"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
-    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Shadow Agree %","type":"integer","jsonPath":".status.shadow.agreementPercent"}"#
 )]
 #[serde(rename_all = "camelCase")]
 pub struct PolicySpec {
@@ -145,4 +146,76 @@ pub struct PolicyStatus {
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+    /// How the policy does as a shadow candidate (a NodePool's `policies.shadow`), since this
+    /// controller started leading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowStatus>,
+}
+
+/// A shadow candidate's record: its answers compared with the serving policy's on the same
+/// rounds. Updated at most every 10 seconds.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ShadowStatus {
+    /// The roles it shadows and the serving policies beside it, e.g. `scoring beside cheapest`.
+    pub beside: String,
+    /// Launches (scoring) and consolidation rounds with moves (consolidation) compared.
+    pub decisions_compared: u64,
+    /// Of those, the decisions it would have made the same way.
+    pub agreed: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement_percent: Option<i32>,
+    /// What its choices would have added to the fleet's hourly price, in USD (signed, e.g.
+    /// `+0.0420`): launches' prices, and savings consolidation would have given up.
+    pub cost_delta_per_hour: String,
+    /// Nodes the serving policy's moves disrupted.
+    pub disruptions_serving: u64,
+    /// Nodes its moves would have disrupted.
+    pub disruptions_shadow: u64,
+    /// Rounds it failed (trap, deadline, memory cap, contract); the serving decision never
+    /// waits for it or changes.
+    pub failures: u64,
+    /// Rounds not put to it because it was still busy with earlier ones.
+    pub skipped: u64,
+    /// The latest decision it would have made differently.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_disagreement: Option<String>,
+}
+
+impl From<&crate::policy::shadow::ShadowTally> for ShadowStatus {
+    fn from(t: &crate::policy::shadow::ShadowTally) -> Self {
+        ShadowStatus {
+            beside: t.beside_text(),
+            decisions_compared: t.compared,
+            agreed: t.agreed,
+            agreement_percent: t.agreement_percent().map(|p| p.floor() as i32),
+            cost_delta_per_hour: format!("{:+.4}", t.cost_delta_per_hour),
+            disruptions_serving: t.disruptions_serving,
+            disruptions_shadow: t.disruptions_shadow,
+            failures: t.failures,
+            skipped: t.skipped,
+            last_disagreement: t
+                .recent
+                .back()
+                .map(|c| format!("{}: serving {}, shadow {}", c.subject, c.serving, c.shadow)),
+        }
+    }
+}
+
+impl ShadowStatus {
+    /// One line for `top`: `arm-first — scoring beside cheapest · 12 compared · 50% agree · …`.
+    pub fn line(&self, policy: &str) -> String {
+        let agree = self
+            .agreement_percent
+            .map_or(String::new(), |p| format!(" · {p}% agree"));
+        format!(
+            "{policy} — {} · {} compared{agree} · cost {} $/h · disruptions {} serving vs {} shadow · failures {}",
+            self.beside,
+            self.decisions_compared,
+            self.cost_delta_per_hour,
+            self.disruptions_serving,
+            self.disruptions_shadow,
+            self.failures
+        )
+    }
 }

@@ -98,7 +98,19 @@ impl FleetWatch {
         let _enter = self.rt.enter();
         let now = unix_now();
         let (cluster, _, _) = self.observer.snapshot(&self.stores, &self.ctx, now);
-        FleetView::of(&cluster, &self.ctx.its, now, &mut self.bounds)
+        let mut fleet = FleetView::of(&cluster, &self.ctx.its, now, &mut self.bounds);
+        // Shadow candidates, as the controller reports them on their Policies.
+        fleet.shadows = self
+            .stores
+            .policies
+            .state()
+            .iter()
+            .filter_map(|p| {
+                let shadow = p.status.as_ref()?.shadow.as_ref()?;
+                Some(shadow.line(&p.name_any()))
+            })
+            .collect();
+        fleet
     }
 
     /// Waits until something the reflectors hold changes, or `at_most`.

@@ -18,6 +18,7 @@ use super::{FINALIZER, Kube, timestamp};
 use crate::api::{EC2NodeClass, NodeClaim, NodePool};
 use crate::cloud::CloudProvider;
 use crate::cluster::Cluster;
+use crate::policy::shadow::ShadowRole;
 
 /// NodeClaim name → the name of its registered Node.
 pub fn node_names(stores: &Stores) -> BTreeMap<String, String> {
@@ -372,6 +373,18 @@ impl PoolStatus {
                         in_use.insert(role.into(), json!({"name": name, "digest": null}));
                     }
                 }
+            }
+            // Shadow candidates, by role: named while the pool names them (null removes the
+            // key from the status when it stops), never a reason for the pool not to be ready.
+            for (role, key) in [
+                (ShadowRole::Scoring, "shadowScoring"),
+                (ShadowRole::Consolidation, "shadowConsolidation"),
+            ] {
+                let shown = policies.shadow_of(role).map(|name| {
+                    let digest = registry.get(name).ok().map(|p| p.info().digest.clone());
+                    json!({"name": name, "digest": digest})
+                });
+                in_use.insert(key.into(), shown.unwrap_or(serde_json::Value::Null));
             }
             let policies_ready = if missing.is_empty() {
                 condition("PoliciesReady", true, "Serving", "", 0)

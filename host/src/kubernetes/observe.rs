@@ -154,7 +154,10 @@ fn trim<K: Resource>(o: &mut K) {
 }
 
 /// Objects of `K`'s kind as they are stored, read into `K` one by one by their user.
-fn reflect_untyped<K>(client: &Client, changed: Arc<Notify>) -> Store<kube::api::DynamicObject>
+pub(super) fn reflect_untyped<K>(
+    client: &Client,
+    changed: Arc<Notify>,
+) -> Store<kube::api::DynamicObject>
 where
     K: Resource<DynamicType = ()>,
 {
@@ -214,7 +217,7 @@ fn drive<T, E: std::fmt::Display>(
     });
 }
 
-fn reflect<K>(
+pub(super) fn reflect<K>(
     api: Api<K>,
     changed: Arc<Notify>,
     modify: impl FnMut(&mut K) + Send + 'static,

@@ -63,6 +63,9 @@ pub struct PolicyLoader {
     /// and the backoff after that.
     retry: HashMap<String, (std::time::Instant, Duration)>,
     written: HashMap<String, serde_json::Value>,
+    /// Per Policy: the shadow record last shown in its status, and when (it changes with every
+    /// judged round; the status follows at most every [`SHADOW_STATUS_EVERY`] seconds).
+    shadow_shown: HashMap<String, (i64, serde_json::Value)>,
     tx: mpsc::UnboundedSender<Outcome>,
     rx: mpsc::UnboundedReceiver<Outcome>,
 }
@@ -77,6 +80,7 @@ impl PolicyLoader {
             first: HashMap::new(),
             retry: HashMap::new(),
             written: HashMap::new(),
+            shadow_shown: HashMap::new(),
             tx,
             rx,
         }
@@ -298,6 +302,16 @@ impl PolicyLoader {
         let Some(s) = registry.status(&name) else {
             return; // still loading its first version
         };
+        let shadow = match (registry.shadow_tally(&name), self.shadow_shown.get(&name)) {
+            (None, _) => serde_json::Value::Null,
+            (Some(_), Some((at, shown))) if now - at < SHADOW_STATUS_EVERY => shown.clone(),
+            (Some(t), _) => {
+                let v = serde_json::to_value(crate::api::policy::ShadowStatus::from(&t))
+                    .unwrap_or_default();
+                self.shadow_shown.insert(name.clone(), (now, v.clone()));
+                v
+            }
+        };
         let key = json!({
             "generation": p.metadata.generation,
             "ready": s.ready,
@@ -306,6 +320,7 @@ impl PolicyLoader {
             "digest": s.serving_digest,
             "refused": s.refused_digest,
             "pinned": self.pinned.get(&name),
+            "shadow": shadow,
         });
         if self.written.get(&name) == Some(&key) {
             return;
@@ -319,6 +334,7 @@ impl PolicyLoader {
             "refusedDigest": s.refused_digest,
             "observedGeneration": p.metadata.generation,
             "conditions": [condition("Ready", s.ready, &s.reason, &s.message, now)],
+            "shadow": shadow,
         }});
         let api: Api<Policy> = Api::all(kube.client.clone());
         match kube.rt.block_on(api.patch_status(
@@ -468,6 +484,9 @@ fn limits(p: &Policy) -> Limits {
     }
 }
 
+/// Seconds between two writes of a shadow candidate's record to its status.
+const SHADOW_STATUS_EVERY: i64 = 10;
+
 /// The roles each policy name has in the NodePools that name it.
 fn roles(stores: &Stores) -> BTreeMap<String, Roles> {
     let mut out: BTreeMap<String, Roles> = BTreeMap::new();
@@ -479,6 +498,14 @@ fn roles(stores: &Stores) -> BTreeMap<String, Roles> {
         out.entry(consolidation.to_string())
             .or_default()
             .consolidation = true;
+        // A shadow candidate must be able to do the role it shadows before it is judged.
+        let shadow = &policies["shadow"];
+        if let Some(s) = shadow["scoring"].as_str() {
+            out.entry(s.to_string()).or_default().scoring = true;
+        }
+        if let Some(c) = shadow["consolidation"].as_str() {
+            out.entry(c.to_string()).or_default().consolidation = true;
+        }
     }
     out
 }

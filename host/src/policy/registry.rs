@@ -15,6 +15,9 @@ use super::builtin;
 use super::canary::{self, Roles};
 use super::engine::{Limits, LoadedPolicy, PolicyEngine};
 use super::error::{PolicyError, Result};
+use super::shadow::{
+    self, Comparison, ShadowAnswer, ShadowJob, ShadowRole, ShadowTallies, ShadowTally,
+};
 use crate::bounded::bounded;
 
 /// What the controller reports in a Policy's status.
@@ -95,7 +98,15 @@ pub trait CallObserver: Send + Sync {
     );
     /// A fallback decided because `policy` failed.
     fn fallback(&self, policy: &str, fallback: &str);
+    /// A shadow candidate's answer was compared with the serving one's.
+    fn shadow(&self, _policy: &str, _role: ShadowRole, _comparison: &Comparison) {}
+    /// A round was not put to a shadow candidate: it was still busy with earlier ones.
+    fn shadow_skipped(&self, _policy: &str) {}
 }
+
+/// Rounds waiting for a shadow candidate; beyond it, rounds are skipped (and counted) rather
+/// than queued without bound behind a slow candidate.
+const SHADOW_QUEUE: usize = 16;
 
 /// The live policies of the controller, built-ins included.
 pub struct PolicyRegistry {
@@ -106,6 +117,10 @@ pub struct PolicyRegistry {
     failures: Mutex<BTreeMap<String, FailureTally>>,
     /// Names a Policy resource serves (rather than the built-in of that name).
     applied: RwLock<std::collections::HashSet<String>>,
+    /// Shadow candidates' records.
+    shadows: Mutex<ShadowTallies>,
+    /// Where shadow rounds go when they are judged off the decision's thread.
+    shadow_worker: OnceLock<std::sync::mpsc::SyncSender<ShadowJob>>,
 }
 
 impl PolicyRegistry {
@@ -118,7 +133,114 @@ impl PolicyRegistry {
             observer: OnceLock::new(),
             failures: Mutex::default(),
             applied: RwLock::default(),
+            shadows: Mutex::default(),
+            shadow_worker: OnceLock::new(),
         }
+    }
+
+    /// Judges shadow rounds on a worker thread from now on (the controller: a decision never
+    /// waits for a candidate). Without it they are judged when submitted (the simulator, whose
+    /// clock does not move meanwhile).
+    pub fn judge_shadows_in_background(self: &Arc<Self>) {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<ShadowJob>(SHADOW_QUEUE);
+        if self.shadow_worker.set(tx).is_err() {
+            return;
+        }
+        let registry = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("shadow-policies".into())
+            .spawn(move || {
+                // Ends when the registry (and with it the sender) is gone.
+                while let Ok(job) = rx.recv() {
+                    match registry.upgrade() {
+                        Some(r) => r.judge_shadow(&job),
+                        None => break,
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "no thread for shadow policies; they are not judged");
+        }
+    }
+
+    /// Puts a round the serving policy decided to its shadow candidate: now, or on the worker.
+    pub fn shadow(&self, job: ShadowJob) {
+        self.shadows
+            .lock()
+            .unwrap()
+            .entry(job.candidate().to_string())
+            .or_default()
+            .beside
+            .insert((job.role(), job.serving().to_string()));
+        let Some(worker) = self.shadow_worker.get() else {
+            return self.judge_shadow(&job);
+        };
+        if let Err(std::sync::mpsc::TrySendError::Full(job)) = worker.try_send(job) {
+            let candidate = job.candidate();
+            if let Some(t) = self.shadows.lock().unwrap().get_mut(candidate) {
+                t.skipped += 1;
+            }
+            if let Some(o) = self.observer.get() {
+                o.shadow_skipped(candidate);
+            }
+        }
+    }
+
+    /// Runs the candidate on the job's round inside its own limits and records how its answer
+    /// compares. A failure is the candidate's alone: counted, reported on its status, and
+    /// nothing else changes.
+    pub fn judge_shadow(&self, job: &ShadowJob) {
+        let candidate = job.candidate();
+        let answer = match job {
+            ShadowJob::Scoring { round, .. } => self
+                .call(candidate, "shadow_score", |p| p.score(round))
+                .map(ShadowAnswer::Scores),
+            ShadowJob::Consolidation { round, .. } => self
+                .call(candidate, "shadow_consolidate", |p| p.consolidate(round))
+                .map(ShadowAnswer::Actions),
+        };
+        let answer = match answer {
+            Ok(a) => a,
+            Err(err) => {
+                self.report_failure(candidate, &err);
+                if let Some(t) = self.shadows.lock().unwrap().get_mut(candidate) {
+                    t.failures += 1;
+                }
+                return;
+            }
+        };
+        let comparisons = shadow::compare(job, &answer);
+        let role = job.role();
+        for c in &comparisons {
+            if !c.agree {
+                tracing::info!(
+                    policy = candidate,
+                    role = role.as_str(),
+                    serving = job.serving(),
+                    subject = %c.subject,
+                    served = %c.serving,
+                    shadow = %c.shadow,
+                    cost_delta_per_hour = c.cost_delta_per_hour,
+                    "shadow policy disagrees"
+                );
+            }
+            if let Some(o) = self.observer.get() {
+                o.shadow(candidate, role, c);
+            }
+        }
+        let mut shadows = self.shadows.lock().unwrap();
+        let tally = shadows.entry(candidate.to_string()).or_default();
+        comparisons.into_iter().for_each(|c| tally.add(c));
+    }
+
+    /// Every shadow candidate's record so far.
+    pub fn shadows(&self) -> ShadowTallies {
+        self.shadows.lock().unwrap().clone()
+    }
+
+    /// One candidate's record, if it shadowed anything.
+    pub fn shadow_tally(&self, name: &str) -> Option<ShadowTally> {
+        self.shadows.lock().unwrap().get(name).cloned()
     }
 
     /// Reports every call from now on to `observer` (set once).

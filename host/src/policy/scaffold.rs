@@ -87,24 +87,31 @@ pub fn new_crate(
                 .unwrap_or_default()
         })
         .collect();
-    let (source, kind_word, role, baseline) = match kind {
+    // The scenario the README's `simulate --compare` runs: the tutorials' clusters, one where
+    // launch choices differ and one where consolidation has choices to make.
+    const SCORING_CLUSTER: &str = include_str!("../../../docs/tutorial/cluster.yaml");
+    const CONSOLIDATION_CLUSTER: &str = include_str!("../../../docs/tutorial/consolidation.yaml");
+    let (source, kind_word, role, baseline, cluster) = match kind {
         Kind::Scorer => (
             include_str!("scaffold/scorer.rs.tmpl"),
             "scoring",
             "scoring",
             "cheapest",
+            SCORING_CLUSTER,
         ),
         Kind::Consolidator => (
             include_str!("scaffold/consolidator.rs.tmpl"),
             "consolidation",
             "consolidation",
             "balanced",
+            CONSOLIDATION_CLUSTER,
         ),
         Kind::Both => (
             include_str!("scaffold/both.rs.tmpl"),
             "scoring and consolidation",
             "scoring",
             "cheapest",
+            SCORING_CLUSTER,
         ),
     };
     let fill = |t: &str| {
@@ -121,6 +128,7 @@ pub fn new_crate(
         ("Cargo.toml", fill(include_str!("scaffold/Cargo.toml.tmpl"))),
         ("src/lib.rs", fill(source)),
         ("README.md", fill(include_str!("scaffold/README.md.tmpl"))),
+        ("cluster.yaml", cluster.to_string()),
         (".gitignore", "/target\n".to_string()),
     ];
     let mut written = Vec::new();
@@ -162,10 +170,20 @@ mod tests {
             (Kind::Both, "b-three"),
         ] {
             let files = new_crate(&dir, name, kind, &Sdk::Git).unwrap();
-            for f in files {
-                let text = std::fs::read_to_string(&f).unwrap();
+            for f in &files {
+                let text = std::fs::read_to_string(f).unwrap();
                 assert!(!text.contains("{{"), "{}: {text}", f.display());
             }
+            // The README's comparison runs on a scenario the crate carries.
+            let readme = std::fs::read_to_string(dir.join(name).join("README.md")).unwrap();
+            assert!(readme.contains("-f cluster.yaml"), "{readme}");
+            let cluster = std::fs::read_to_string(dir.join(name).join("cluster.yaml")).unwrap();
+            let role = if kind == Kind::Consolidator {
+                "consolidationPolicy"
+            } else {
+                "kind: Deployment"
+            };
+            assert!(cluster.contains(role), "{name}: {cluster}");
         }
         let lib = std::fs::read_to_string(dir.join("b-three/src/lib.rs")).unwrap();
         assert!(lib.contains("pub struct BThree"), "{lib}");

@@ -7,7 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use super::report::{Event, EventKind, Report, clock, plain};
+use super::decisions::Decision;
+use super::report::{Report, clock, plain};
 
 /// Rows of the decisions table per run; a longer run says how many it left out.
 pub const DECISIONS_SHOWN: usize = 400;
@@ -244,6 +245,7 @@ pub fn render(title: &str, runs: &[Run<'_>]) -> String {
     ));
 
     for r in runs {
+        shadows(&mut out, r, compare);
         decisions(&mut out, r, compare);
     }
     out.push_str("</body></html>\n");
@@ -281,22 +283,7 @@ fn node_layers(report: &Report) -> Vec<(String, Vec<(f64, f64)>)> {
 /// The decisions of a run: launches with the policy's best options, disruptions executed,
 /// moves the policy kept and moves the host overruled.
 fn decisions(out: &mut String, run: &Run<'_>, compare: bool) {
-    let rows: Vec<&Event> = run
-        .report
-        .events
-        .iter()
-        .filter(|e| {
-            matches!(
-                e.kind,
-                EventKind::Launched { .. }
-                    | EventKind::NotLaunched { .. }
-                    | EventKind::Disrupting { .. }
-                    | EventKind::Kept { .. }
-                    | EventKind::Overruled { .. }
-                    | EventKind::PolicyFailed { .. }
-            )
-        })
-        .collect();
+    let rows: Vec<Decision<'_>> = run.report.decisions().collect();
     let heading = if compare {
         format!("Decisions — {}", run.label)
     } else {
@@ -309,16 +296,18 @@ fn decisions(out: &mut String, run: &Run<'_>, compare: bool) {
          </tr></thead><tbody>",
         esc(&heading)
     );
-    for e in rows.iter().take(DECISIONS_SHOWN) {
-        let (class, decision, nodes, what, policy, why) = row(&e.kind);
+    for d in rows.iter().take(DECISIONS_SHOWN) {
         let _ = writeln!(
             out,
-            "<tr class=\"{class}\"><td>{}</td><td>{decision}</td><td>{}</td><td>{}</td>\
-             <td>{}</td><td>{why}</td></tr>",
-            clock(e.at),
-            esc(&nodes),
-            esc(&what),
-            esc(&policy),
+            "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td></tr>",
+            d.class,
+            clock(d.at),
+            d.verb,
+            esc(&d.nodes),
+            esc(&d.what),
+            esc(&d.policy),
+            last_cell(d),
         );
     }
     out.push_str("</tbody></table>");
@@ -332,113 +321,90 @@ fn decisions(out: &mut String, run: &Run<'_>, compare: bool) {
     out.push_str("</section>\n");
 }
 
-/// A decision's cells: class, kind, nodes, what, policy and the (escaped) last cell.
-fn row(kind: &EventKind) -> (&'static str, &'static str, String, String, String, String) {
-    match kind {
-        EventKind::Launched {
-            node,
-            instance_type,
-            zone,
-            capacity_type,
-            price,
-            pods,
-            policy,
-            ranked,
-        } => {
-            let options = ranked
-                .iter()
-                .map(|r| {
-                    format!(
-                        "<li>{} {} {} — {} $/h — score {}</li>",
-                        esc(&r.instance_type),
-                        esc(r.capacity_type),
-                        esc(&r.zone),
-                        plain(r.price, 4),
-                        esc(&format!("{:.4}", r.score))
-                    )
-                })
-                .collect::<String>();
-            (
-                "launched",
-                "launched",
-                node.clone(),
-                format!(
-                    "{instance_type} {capacity_type} in {zone}, {} $/h, {pods} pod{}",
-                    plain(*price, 4),
-                    if *pods == 1 { "" } else { "s" }
-                ),
-                policy.clone(),
-                if options.is_empty() {
-                    String::new()
-                } else {
-                    format!("<ol>{options}</ol>")
-                },
-            )
-        }
-        EventKind::NotLaunched { claim, reason } => (
-            "not-launched",
-            "not launched",
-            claim.clone(),
-            String::new(),
-            String::new(),
-            esc(reason),
-        ),
-        EventKind::Disrupting {
-            nodes,
-            reason,
-            replacement,
-            savings_per_hour,
-            policy,
-        } => (
-            "executed",
-            "executed",
-            nodes.join(", "),
-            match replacement {
-                Some(r) => format!(
-                    "{reason}: replaced by {r}, saves {} $/h",
-                    plain(*savings_per_hour, 4)
-                ),
-                None => format!(
-                    "{reason}: deleted, saves {} $/h",
-                    plain(*savings_per_hour, 4)
-                ),
-            },
-            policy.clone(),
-            String::new(),
-        ),
-        EventKind::Kept { nodes, why } => (
-            "kept",
-            "kept by the policy",
-            nodes.join(", "),
-            String::new(),
-            String::new(),
-            esc(why),
-        ),
-        EventKind::Overruled { nodes, why } => (
-            "overruled",
-            "overruled by the host",
-            nodes.join(", "),
-            String::new(),
-            String::new(),
-            esc(why),
-        ),
-        EventKind::PolicyFailed { policy, error } => (
-            "policy-failed",
-            "policy failed",
-            String::new(),
-            String::new(),
-            policy.clone(),
-            esc(error),
-        ),
-        _ => (
-            "",
-            "",
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-        ),
+/// The run's shadow candidates: how their answers compared with the serving policies', and
+/// their latest disagreements.
+fn shadows(out: &mut String, run: &Run<'_>, compare: bool) {
+    if run.report.shadows.is_empty() {
+        return;
     }
+    let heading = if compare {
+        format!("Shadow policies — {}", run.label)
+    } else {
+        "Shadow policies".to_string()
+    };
+    let _ = write!(
+        out,
+        "<section class=\"shadows\"><h2>{}</h2><table><thead><tr><th>policy</th><th>beside</th>\
+         <th>compared</th><th>agreed</th><th>cost Δ $/h</th><th>disruptions serving / shadow</th>\
+         <th>failures</th></tr></thead><tbody>",
+        esc(&heading)
+    );
+    for (policy, t) in &run.report.shadows {
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td><td>{:+.4}</td><td>{} / {}</td>\
+             <td>{}</td></tr>",
+            esc(policy),
+            esc(&t.beside_text()),
+            t.compared,
+            t.agreed,
+            t.agreement_percent()
+                .map_or(String::new(), |p| format!(" ({p:.0}%)")),
+            t.cost_delta_per_hour,
+            t.disruptions_serving,
+            t.disruptions_shadow,
+            t.failures
+        );
+    }
+    out.push_str("</tbody></table>");
+    for (policy, t) in run
+        .report
+        .shadows
+        .iter()
+        .filter(|(_, t)| !t.recent.is_empty())
+    {
+        let _ = write!(
+            out,
+            "<h3>{} — latest disagreements</h3><table><thead><tr><th>time</th><th>for</th>\
+             <th>serving</th><th>shadow</th><th>cost Δ $/h</th></tr></thead><tbody>",
+            esc(policy)
+        );
+        for c in &t.recent {
+            let _ = writeln!(
+                out,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:+.4}</td></tr>",
+                clock(c.at),
+                esc(&c.subject),
+                esc(&c.serving),
+                esc(&c.shadow),
+                c.cost_delta_per_hour
+            );
+        }
+        out.push_str("</tbody></table>");
+    }
+    out.push_str("</section>\n");
+}
+
+/// A decision's last cell, escaped: its reason, or a launch's ranked options.
+fn last_cell(d: &Decision<'_>) -> String {
+    if d.ranked.is_empty() {
+        return esc(&d.why);
+    }
+    let options = d
+        .ranked
+        .iter()
+        .map(|r| {
+            format!(
+                "<li>{} {} {} — {} $/h — score {}</li>",
+                esc(&r.instance_type),
+                esc(r.capacity_type),
+                esc(&r.zone),
+                plain(r.price, 4),
+                esc(&format!("{:.4}", r.score))
+            )
+        })
+        .collect::<String>();
+    format!("<ol>{options}</ol>")
 }
 
 /// The axes, grid and legend of a chart whose values reach `top`, and its plot's scale.
@@ -751,11 +717,17 @@ mod tests {
             esc("<script>\"x\" & 'y'</script>"),
             "&lt;script&gt;&quot;x&quot; &amp; &#39;y&#39;&lt;/script&gt;"
         );
-        let kind = EventKind::Kept {
-            nodes: vec!["n1".into()],
+        let d = Decision {
+            at: 0,
+            class: "kept",
+            verb: "kept by the policy",
+            nodes: "n1".into(),
+            what: String::new(),
+            policy: String::new(),
             why: "<img src=x onerror=alert(1)>".into(),
+            ranked: &[],
         };
-        let (.., why) = row(&kind);
+        let why = last_cell(&d);
         assert!(!why.contains('<'), "{why}");
     }
 

@@ -53,6 +53,9 @@ pub struct Report {
     pub restarts: u32,
     /// Every policy that failed a decision, with how often, why, and what decided instead.
     pub policy_failures: BTreeMap<String, crate::policy::FailureTally>,
+    /// Every shadow candidate's record: its answers compared with the serving policies' (the
+    /// disagreements' times count from the start).
+    pub shadows: crate::policy::shadow::ShadowTallies,
 }
 
 /// The fleet at one moment of a run, with the run's counters so far.
@@ -107,6 +110,11 @@ impl Report {
             cost_per_hour: other.cost_per_hour() - self.cost_per_hour(),
             disrupted: disrupted(other) - disrupted(self),
             evicted: i64::from(other.evictions) - i64::from(self.evictions),
+            launched: i64::from(other.launched) - i64::from(self.launched),
+            pending_p50: other
+                .pending_quantile(0.5)
+                .zip(self.pending_quantile(0.5))
+                .map(|(b, a)| b - a),
         }
     }
 
@@ -183,6 +191,9 @@ impl Report {
         for (policy, tally) in &self.policy_failures {
             let _ = writeln!(out, "POLICY FAILED: {policy} {tally}");
         }
+        for (policy, tally) in &self.shadows {
+            let _ = writeln!(out, "shadow {policy} ({tally})");
+        }
         out
     }
 }
@@ -198,6 +209,9 @@ pub struct Difference {
     pub cost_per_hour: f64,
     pub disrupted: i64,
     pub evicted: i64,
+    pub launched: i64,
+    /// Seconds, the median pending time's change (when both runs had pending pods).
+    pub pending_p50: Option<f64>,
 }
 
 impl std::fmt::Display for Difference {
@@ -217,7 +231,12 @@ impl std::fmt::Display for Difference {
             f,
             "nodes disrupted: {:+}; pods evicted: {:+}",
             self.disrupted, self.evicted
-        )
+        )?;
+        write!(f, "nodes launched: {:+}", self.launched)?;
+        if let Some(p) = self.pending_p50 {
+            write!(f, "; pending p50: {} s", signed(p, 0))?;
+        }
+        writeln!(f)
     }
 }
 
@@ -274,11 +293,13 @@ mod tests {
             cost_per_hour: 0.0,
             disrupted: 0,
             evicted: -2,
+            launched: 0,
+            pending_p50: Some(-0.2),
         };
         let text = d.to_string();
         assert_eq!(
             text,
-            "cost over the run: 0.0000 $ (0.0%)\ncost at the end: 0.0000 $/hour\nnodes disrupted: +0; pods evicted: -2\n"
+            "cost over the run: 0.0000 $ (0.0%)\ncost at the end: 0.0000 $/hour\nnodes disrupted: +0; pods evicted: -2\nnodes launched: +0; pending p50: 0 s\n"
         );
         assert_eq!(signed(-1.23456, 4), "-1.2346");
         assert_eq!(signed(0.5, 1), "+0.5");

@@ -75,6 +75,8 @@ impl Scorer for Hostile {
         let mode = match self.mode.as_str() {
             "sly-nan" if claim.node_pool == "canary" => "good",
             "sly-nan" => "nan",
+            "sly-trap" if claim.node_pool == "canary" => "good",
+            "sly-trap" => "trap",
             // Works on small claims, panics on a claim of 5 pods or more (as a policy with an
             // off-by-one in its packing maths might).
             "big-trap" if claim.pods.len() >= 5 => {

@@ -1,0 +1,328 @@
+//! `dovetail record`: a cluster's history written as a journal ([`crate::journal`]), read-only.
+//!
+//! It lists and watches what the decisions read (pods, nodes, NodePools, EC2NodeClasses,
+//! PodDisruptionBudgets, DaemonSets) — a read-only kubeconfig is enough, as for `dovetail top`
+//! — and every interval writes what changed. Pods are stripped to what decisions read as they
+//! arrive, so neither memory nor the journal holds their environment. A journal that reaches its
+//! size limit is rotated (`FILE` → `FILE.1` → …) and the new part starts with a snapshot, so
+//! every part replays on its own.
+
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node as KubeNode, Pod};
+use kube::api::Api;
+use kube::runtime::reflector::Store;
+use kube::{Resource, ResourceExt};
+
+use super::observe::{reflect, reflect_untyped};
+use super::{Error, Shutdown, unix_now};
+use crate::api::{EC2NodeClass, NodePool};
+use crate::journal::{self, Header, Recorder, StepOut, Trailer};
+use crate::scheduling::model::labels;
+
+/// What `dovetail record` is asked to do.
+#[derive(Debug, Clone)]
+pub struct RecordOptions {
+    /// The journal's path; rotated parts go beside it.
+    pub out: PathBuf,
+    /// How often changes are written.
+    pub interval: Duration,
+    /// A part's size at which it is rotated.
+    pub max_bytes: u64,
+    /// Rotated parts kept besides the current one.
+    pub keep: u32,
+    /// Stop after this long; `None`: until stopped.
+    pub duration: Option<Duration>,
+    /// How long the caches may take to sync.
+    pub sync_timeout: Duration,
+}
+
+/// What a recording wrote.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Recorded {
+    /// Parts written (1 without rotation).
+    pub parts: u32,
+    /// Bytes written over every part.
+    pub bytes: u64,
+    /// Steps written.
+    pub steps: u64,
+    /// Seconds recorded.
+    pub seconds: i64,
+}
+
+/// The watches a recording reads.
+struct Watches {
+    pods: Store<Pod>,
+    nodes: Store<KubeNode>,
+    node_pools: Store<kube::api::DynamicObject>,
+    node_classes: Store<EC2NodeClass>,
+    pdbs: Store<k8s_openapi::api::policy::v1::PodDisruptionBudget>,
+    daemonsets: Store<k8s_openapi::api::apps::v1::DaemonSet>,
+}
+
+/// One part of the journal being written.
+struct Part {
+    file: std::io::BufWriter<std::fs::File>,
+    started: i64,
+    bytes: u64,
+}
+
+impl Part {
+    fn open(path: &Path, source: &str, started: i64, part: u32) -> Result<Part, Error> {
+        let file = std::fs::File::create(path)
+            .map_err(|e| Error::Runtime(format!("{}: {e}", path.display())))?;
+        let mut p = Part {
+            file: std::io::BufWriter::new(file),
+            started,
+            bytes: 0,
+        };
+        let header = Header {
+            journal: journal::FORMAT.into(),
+            started,
+            source: source.to_string(),
+            part,
+        };
+        p.line(path, &serde_json::to_string(&header).unwrap_or_default())?;
+        Ok(p)
+    }
+
+    fn line(&mut self, path: &Path, line: &str) -> Result<(), Error> {
+        writeln!(self.file, "{line}")
+            .and_then(|()| self.file.flush())
+            .map_err(|e| Error::Runtime(format!("{}: {e}", path.display())))?;
+        self.bytes += line.len() as u64 + 1;
+        Ok(())
+    }
+}
+
+/// Records until `stop` (or the duration) and returns what was written.
+pub fn record(
+    config: kube::Config,
+    opts: &RecordOptions,
+    stop: Shutdown,
+) -> Result<Recorded, Error> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Runtime(e.to_string()))?;
+    let source = config.cluster_url.to_string();
+    let client = {
+        let _enter = rt.enter();
+        kube::Client::try_from(config)?
+    };
+    rt.block_on(super::check_crds(&client))?;
+    let changed = std::sync::Arc::new(tokio::sync::Notify::new());
+    let w = {
+        let _enter = rt.enter();
+        Watches {
+            // Stripped as they arrive: the journal never needs the rest.
+            pods: reflect(Api::all(client.clone()), changed.clone(), strip_pod),
+            nodes: reflect(
+                Api::all(client.clone()),
+                changed.clone(),
+                |n: &mut KubeNode| {
+                    n.status = None;
+                    n.meta_mut().managed_fields = None;
+                },
+            ),
+            node_pools: reflect_untyped::<NodePool>(&client, changed.clone()),
+            node_classes: reflect(Api::all(client.clone()), changed.clone(), |_| {}),
+            pdbs: reflect(Api::all(client.clone()), changed.clone(), |_| {}),
+            daemonsets: reflect(Api::all(client.clone()), changed.clone(), |_| {}),
+        }
+    };
+    let synced = rt.block_on(async {
+        tokio::time::timeout(opts.sync_timeout, async {
+            let _ = w.pods.wait_until_ready().await;
+            let _ = w.nodes.wait_until_ready().await;
+            let _ = w.node_pools.wait_until_ready().await;
+            let _ = w.node_classes.wait_until_ready().await;
+            let _ = w.pdbs.wait_until_ready().await;
+            let _ = w.daemonsets.wait_until_ready().await;
+        })
+        .await
+    });
+    if synced.is_err() {
+        return Err(Error::NotSynced(opts.sync_timeout));
+    }
+
+    let started = unix_now();
+    let mut recorder = Recorder::default();
+    let mut part = Part::open(&opts.out, &source, started, 0)?;
+    let mut out = Recorded {
+        parts: 1,
+        ..Default::default()
+    };
+    loop {
+        let now = unix_now();
+        observe(&w, &mut recorder);
+        let done = stop.stopped()
+            || opts
+                .duration
+                .is_some_and(|d| now - started >= d.as_secs() as i64);
+        for step in recorder.flush(now - part.started) {
+            part.line(
+                &opts.out,
+                &serde_json::to_string(&StepOut(&step)).unwrap_or_default(),
+            )?;
+            out.steps += 1;
+        }
+        if done {
+            part.line(
+                &opts.out,
+                &serde_json::to_string(&Trailer {
+                    ended: now - part.started,
+                })
+                .unwrap_or_default(),
+            )?;
+            out.bytes += part.bytes;
+            out.seconds = now - started;
+            return Ok(out);
+        }
+        if part.bytes >= opts.max_bytes {
+            part.line(
+                &opts.out,
+                &serde_json::to_string(&Trailer {
+                    ended: now - part.started,
+                })
+                .unwrap_or_default(),
+            )?;
+            out.bytes += part.bytes;
+            rotate(&opts.out, opts.keep)?;
+            part = Part::open(&opts.out, &source, now, out.parts)?;
+            out.parts += 1;
+            for step in recorder.snapshot(0) {
+                part.line(
+                    &opts.out,
+                    &serde_json::to_string(&StepOut(&step)).unwrap_or_default(),
+                )?;
+                out.steps += 1;
+            }
+        }
+        // Changes within an interval are written together: a Deployment's replacement pod and
+        // the pod it replaces cancel out.
+        let until = std::time::Instant::now() + opts.interval;
+        while std::time::Instant::now() < until && !stop.stopped() {
+            std::thread::sleep(Duration::from_millis(50).min(opts.interval));
+        }
+    }
+}
+
+/// Feeds the recorder what the watches hold now.
+fn observe(w: &Watches, recorder: &mut Recorder) {
+    let managed: BTreeSet<String> = w
+        .nodes
+        .state()
+        .iter()
+        .filter(|n| n.labels().contains_key(labels::NODEPOOL))
+        .map(|n| n.name_any())
+        .collect();
+    let mut live = BTreeSet::new();
+    for pod in w.pods.state() {
+        let on_unmanaged = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_ref())
+            .is_some_and(|n| !managed.contains(n));
+        live.insert(journal::pod_id(&pod));
+        recorder.pod(&pod, on_unmanaged);
+    }
+    recorder.retain_pods(&live);
+
+    let mut objects = |kind: &str, items: Vec<(String, String, Option<serde_json::Value>)>| {
+        let names: BTreeSet<String> = items.iter().map(|(ns, n, _)| format!("{ns}/{n}")).collect();
+        for (ns, name, v) in items {
+            recorder.object(kind, &ns, &name, v);
+        }
+        recorder.retain_objects(kind, &names);
+    };
+    objects(
+        "NodePool",
+        w.node_pools
+            .state()
+            .iter()
+            .map(|p| {
+                let v = serde_json::to_value(p.as_ref()).unwrap_or_default();
+                (String::new(), p.name_any(), Some(journal::node_pool(&v)))
+            })
+            .collect(),
+    );
+    objects(
+        "EC2NodeClass",
+        w.node_classes
+            .state()
+            .iter()
+            .map(|c| {
+                let v = serde_json::to_value(c.as_ref()).unwrap_or_default();
+                (String::new(), c.name_any(), Some(journal::node_class(&v)))
+            })
+            .collect(),
+    );
+    objects(
+        "PodDisruptionBudget",
+        w.pdbs
+            .state()
+            .iter()
+            .map(|b| {
+                (
+                    b.namespace().unwrap_or_default(),
+                    b.name_any(),
+                    Some(journal::pdb(b)),
+                )
+            })
+            .collect(),
+    );
+    objects(
+        "DaemonSet",
+        w.daemonsets
+            .state()
+            .iter()
+            .map(|d| {
+                (
+                    d.namespace().unwrap_or_default(),
+                    d.name_any(),
+                    journal::daemon_set(d),
+                )
+            })
+            .collect(),
+    );
+}
+
+/// Keeps of a pod only what the journal reads.
+fn strip_pod(p: &mut Pod) {
+    p.meta_mut().managed_fields = None;
+    if let Some(a) = p.meta_mut().annotations.as_mut() {
+        a.retain(|k, _| k == crate::cluster::DO_NOT_DISRUPT || k == "kubernetes.io/config.mirror");
+    }
+    if let Some(spec) = p.spec.as_mut() {
+        let node_name = spec.node_name.take();
+        *spec = journal::spec(spec);
+        spec.node_name = node_name;
+    }
+    if let Some(s) = p.status.as_mut() {
+        *s = k8s_openapi::api::core::v1::PodStatus {
+            phase: s.phase.take(),
+            ..Default::default()
+        };
+    }
+}
+
+/// `FILE` → `FILE.1` → … → `FILE.keep` (the oldest dropped).
+fn rotate(path: &Path, keep: u32) -> Result<(), Error> {
+    let numbered = |i: u32| PathBuf::from(format!("{}.{i}", path.display()));
+    let io = |e: std::io::Error| Error::Runtime(format!("rotating {}: {e}", path.display()));
+    if keep == 0 {
+        return std::fs::remove_file(path).map_err(io);
+    }
+    let _ = std::fs::remove_file(numbered(keep));
+    for i in (1..keep).rev() {
+        if numbered(i).exists() {
+            std::fs::rename(numbered(i), numbered(i + 1)).map_err(io)?;
+        }
+    }
+    std::fs::rename(path, numbered(1)).map_err(io)
+}
