@@ -193,13 +193,16 @@ pub fn decide(
         }
         decision.moves_offered += round.moves.len();
         let started = std::time::Instant::now();
-        let (policy, actions) = consolidate(registry, pool, &round, &mut decision);
+        let (policy, actions, answered) = consolidate(registry, pool, &round, &mut decision);
         decision.timings.policy += started.elapsed();
+        // A shadow is judged beside an answer: with none (Block, or the fallback failing too)
+        // there is nothing to compare it with.
         if let Some(candidate) = pool
             .resource
             .spec
             .policies
             .shadow_of(ShadowRole::Consolidation)
+            .filter(|_| answered)
         {
             decision.shadow.push(ShadowJob::Consolidation {
                 candidate: candidate.to_string(),
@@ -799,17 +802,18 @@ impl Pass<'_> {
 }
 
 /// Asks the pool's consolidation policy; on failure, the fallback (or nothing, with `Block`).
+/// Returns who decided, the actions, and whether a policy answered at all.
 fn consolidate(
     registry: &PolicyRegistry,
     pool: &Pool,
     round: &ConsolidationRound,
     decision: &mut Decision,
-) -> (String, Vec<Action>) {
+) -> (String, Vec<Action>, bool) {
     let policies = &pool.resource.spec.policies;
     let name = &policies.consolidation;
     let attempt = |n: &str| registry.call(n, "consolidate", |p| p.consolidate(round));
     match attempt(name) {
-        Ok(actions) => (name.clone(), actions),
+        Ok(actions) => (name.clone(), actions, true),
         Err(err) => {
             registry.report_failure(name, &err);
             decision.notes.push(Note::PolicyFailed {
@@ -818,18 +822,18 @@ fn consolidate(
             });
             tracing::warn!(policy = %name, error = %err, on_failure = ?policies.on_failure, "consolidation policy failed");
             match policies.on_failure {
-                OnFailure::Block => (name.clone(), Vec::new()),
+                OnFailure::Block => (name.clone(), Vec::new(), false),
                 OnFailure::Fallback => {
                     registry.report_fallback(name, FALLBACK_CONSOLIDATOR);
                     match attempt(FALLBACK_CONSOLIDATOR) {
-                        Ok(actions) => (FALLBACK_CONSOLIDATOR.to_string(), actions),
+                        Ok(actions) => (FALLBACK_CONSOLIDATOR.to_string(), actions, true),
                         Err(e) => {
                             registry.report_failure(FALLBACK_CONSOLIDATOR, &e);
                             decision.notes.push(Note::PolicyFailed {
                                 policy: FALLBACK_CONSOLIDATOR.into(),
                                 error: e.to_string(),
                             });
-                            (FALLBACK_CONSOLIDATOR.to_string(), Vec::new())
+                            (FALLBACK_CONSOLIDATOR.to_string(), Vec::new(), false)
                         }
                     }
                 }

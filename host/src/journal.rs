@@ -73,6 +73,8 @@ struct Workload {
     written: Option<u32>,
     /// Template last written.
     written_template: Option<Value>,
+    /// Creation time of the pod the template is from: the newest wins.
+    newest: Option<i64>,
 }
 
 /// The recorder's memory: what is live now and what was last written, so that a flush writes
@@ -81,8 +83,8 @@ struct Workload {
 pub struct Recorder {
     /// By `namespace/name` of the Deployment.
     workloads: BTreeMap<String, Workload>,
-    /// Pods not of a Deployment, by id: sanitized, and whether written.
-    pods: BTreeMap<String, (Value, bool)>,
+    /// Pods not of a Deployment, by id: sanitized now (null: gone), and as last written.
+    pods: BTreeMap<String, (Value, Option<Value>)>,
     /// Which workload (or none) each live pod was counted in.
     pod_workload: BTreeMap<String, Option<String>>,
     /// Other objects by `Kind/namespace/name`: sanitized now, and as last written.
@@ -111,21 +113,29 @@ impl Recorder {
                 let ns = namespace(pod);
                 let key = format!("{ns}/{name}");
                 let template = deployment(&ns, &name, pod, spec);
+                let created = pod
+                    .metadata
+                    .creation_timestamp
+                    .as_ref()
+                    .map(|t| t.0.as_second());
                 let w = self.workloads.entry(key.clone()).or_insert(Workload {
                     template: template.clone(),
                     pods: Default::default(),
                     written: None,
                     written_template: None,
+                    newest: created,
                 });
-                // The newest pod's template: a rollout's new pods replace the old.
-                w.template = template;
+                // The newest pod's template: a rollout's new pods replace the old ones.
+                if created >= w.newest {
+                    w.template = template;
+                    w.newest = created;
+                }
                 w.pods.insert(id.clone());
                 self.pod_workload.insert(id, Some(key));
             }
             None => {
                 let v = bare_pod(pod, spec);
-                let written = self.pods.get(&id).is_some_and(|(_, w)| *w);
-                self.pods.insert(id.clone(), (v, written));
+                self.pods.entry(id.clone()).or_insert((Value::Null, None)).0 = v;
                 self.pod_workload.insert(id, None);
             }
         }
@@ -140,13 +150,13 @@ impl Recorder {
                 }
             }
             Some(None) => {
-                if let Some((_, written)) = self.pods.get_mut(id) {
-                    // Written: a delete goes out at the flush; never written: forgotten.
-                    if !*written {
+                // Written: a delete goes out at the flush; never written: forgotten.
+                match self.pods.get_mut(id) {
+                    Some((now, Some(_))) => *now = Value::Null,
+                    Some((_, None)) => {
                         self.pods.remove(id);
-                    } else {
-                        self.pods.get_mut(id).unwrap().0 = Value::Null;
                     }
+                    None => {}
                 }
             }
             None => {}
@@ -197,10 +207,13 @@ impl Recorder {
                 parts.next().unwrap_or_default(),
                 parts.next().unwrap_or_default(),
             );
-            steps.push(match now {
-                Some(v) => apply(&at_text, v.clone()),
-                None => delete(&at_text, kind, ns, name),
-            });
+            match now {
+                Some(v) => steps.push(apply(&at_text, v.clone())),
+                // Kept in the replay: the simulator resolves a class once, and a Policy a pool
+                // still names would fall back in the cluster too.
+                None if kind == "EC2NodeClass" || kind == "Policy" => {}
+                None => steps.push(delete(&at_text, kind, ns, name)),
+            }
             *written = now.clone();
         }
         self.objects
@@ -232,12 +245,15 @@ impl Recorder {
         }
         for (id, (v, written)) in self.pods.iter_mut() {
             if v.is_null() {
-                let (ns, name) = id.split_once('/').unwrap_or(("default", id));
-                steps.push(delete(&at_text, "Pod", ns, name));
-                *written = false;
-            } else if !*written {
+                if written.is_some() {
+                    let (ns, name) = id.split_once('/').unwrap_or(("default", id));
+                    steps.push(delete(&at_text, "Pod", ns, name));
+                    *written = None;
+                }
+            } else if written.as_ref() != Some(v) {
+                // New, or changed since (an annotation or a label added later).
                 steps.push(apply(&at_text, v.clone()));
-                *written = true;
+                *written = Some(v.clone());
             }
         }
         self.pods.retain(|_, (v, _)| !v.is_null());
@@ -256,7 +272,7 @@ impl Recorder {
         }
         self.pods.retain(|_, (v, _)| !v.is_null());
         for (_, written) in self.pods.values_mut() {
-            *written = false;
+            *written = None;
         }
         self.flush(at)
     }
@@ -446,29 +462,93 @@ fn deployment(ns: &str, name: &str, pod: &Pod, s: &PodSpec) -> Value {
     })
 }
 
-/// A NodePool's spec (its status is the recorded controller's, not the replay's).
+/// A NodePool's spec (its status is the recorded controller's, not the replay's), without the
+/// annotations its template gives nodes (configuration, not decisions).
 pub fn node_pool(object: &Value) -> Value {
+    let mut spec = object["spec"].clone();
+    // (`get_mut`: indexing a Value mutably would insert the keys it looks for.)
+    if let Some(meta) = spec
+        .get_mut("template")
+        .and_then(|t| t.get_mut("metadata"))
+        .and_then(Value::as_object_mut)
+    {
+        meta.remove("annotations");
+    }
     json!({
         "apiVersion": object["apiVersion"],
         "kind": "NodePool",
         "metadata": {"name": object["metadata"]["name"]},
-        "spec": object["spec"],
+        "spec": spec,
     })
 }
 
-/// An EC2NodeClass's spec without its user data and tags (which may hold secrets; no decision
-/// reads them).
+/// A Policy served by a built-in (its name and configuration); `None` for a component that
+/// lives in the cluster (a ConfigMap, a URL, a registry), which a journal cannot carry.
+pub fn policy(p: &crate::api::Policy) -> Option<Value> {
+    let builtin = p.spec.source.builtin.as_ref()?;
+    Some(json!({
+        "apiVersion": "dovetail.sh/v1",
+        "kind": "Policy",
+        "metadata": {"name": p.metadata.name},
+        "spec": {"source": {"builtin": builtin}, "config": p.spec.config, "limits": p.spec.limits},
+    }))
+}
+
+/// What decisions read of an EC2NodeClass — its kubelet settings, AMI family and alias, and the
+/// size of its volumes — with placeholders where the schema wants the account's identifiers
+/// (role, instance profile, selector tags, keys, snapshots: none of them decides anything in a
+/// replay, and all of them describe the account).
 pub fn node_class(object: &Value) -> Value {
-    let mut spec = object["spec"].clone();
-    if let Some(s) = spec.as_object_mut() {
-        s.remove("userData");
-        s.remove("tags");
+    let spec = &object["spec"];
+    let mut out = serde_json::Map::new();
+    for kept in ["kubelet", "amiFamily", "instanceStorePolicy"] {
+        if !spec[kept].is_null() {
+            out.insert(kept.into(), spec[kept].clone());
+        }
+    }
+    if !spec["role"].is_null() {
+        out.insert("role".into(), json!("recorded-node-role"));
+    }
+    if !spec["instanceProfile"].is_null() {
+        out.insert("instanceProfile".into(), json!("recorded-instance-profile"));
+    }
+    let placeholder = json!([{"tags": {"recorded": "true"}}]);
+    for terms in ["subnetSelectorTerms", "securityGroupSelectorTerms"] {
+        out.insert(terms.into(), placeholder.clone());
+    }
+    let aliases: Vec<Value> = spec["amiSelectorTerms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["alias"].is_string())
+        .map(|t| json!({"alias": t["alias"]}))
+        .collect();
+    out.insert(
+        "amiSelectorTerms".into(),
+        if aliases.is_empty() {
+            placeholder
+        } else {
+            json!(aliases)
+        },
+    );
+    if let Some(mappings) = spec["blockDeviceMappings"].as_array() {
+        let sized: Vec<Value> = mappings
+            .iter()
+            .map(|m| {
+                json!({
+                    "deviceName": m["deviceName"],
+                    "rootVolume": m["rootVolume"],
+                    "ebs": {"volumeSize": m["ebs"]["volumeSize"], "volumeType": m["ebs"]["volumeType"]},
+                })
+            })
+            .collect();
+        out.insert("blockDeviceMappings".into(), json!(sized));
     }
     json!({
         "apiVersion": object["apiVersion"],
         "kind": "EC2NodeClass",
         "metadata": {"name": object["metadata"]["name"]},
-        "spec": spec,
+        "spec": out,
     })
 }
 
@@ -482,16 +562,34 @@ pub fn pdb(b: &k8s_openapi::api::policy::v1::PodDisruptionBudget) -> Value {
     })
 }
 
-/// A DaemonSet's pod template, as overhead on every node.
+/// The name a DaemonSet is recorded under: a digest of its own, which would list the agents a
+/// cluster runs.
+pub fn daemon_set_name(namespace: &str, name: &str) -> String {
+    // FNV-1a: stable across runs and versions, unlike the standard library's hasher.
+    let hash = format!("{namespace}/{name}")
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    format!("daemonset-{:08x}", hash as u32)
+}
+
+/// A DaemonSet's pod template, as overhead on every node, under its recorded name.
 pub fn daemon_set(d: &k8s_openapi::api::apps::v1::DaemonSet) -> Option<Value> {
     let s = d.spec.template.spec.as_ref()?;
+    let ns = d
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let name = daemon_set_name(&ns, d.metadata.name.as_deref().unwrap_or_default());
     Some(json!({
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",
-        "metadata": {"name": d.metadata.name, "namespace": d.metadata.namespace},
+        "metadata": {"name": name, "namespace": ns},
         "spec": {
-            "selector": {"matchLabels": {"app": d.metadata.name}},
-            "template": {"metadata": {"labels": {"app": d.metadata.name}}, "spec": spec(s)},
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}}, "spec": spec(s)},
         },
     }))
 }
@@ -571,6 +669,47 @@ pub fn read(file: &str, text: &str) -> Result<Replay, JournalError> {
 }
 
 impl Replay {
+    /// Policies the journal's NodePools name that neither are built-ins nor come with the
+    /// journal (their components live in the cluster): the replay needs them another way.
+    pub fn missing_policies(&self) -> Vec<String> {
+        let objects = self
+            .initial
+            .iter()
+            .chain(self.steps.iter().filter_map(|s| s.apply.as_ref()));
+        let mut named = std::collections::BTreeSet::new();
+        let mut held = std::collections::BTreeSet::new();
+        for o in objects {
+            match o["kind"].as_str() {
+                Some("NodePool") => {
+                    let p = &o["spec"]["policies"];
+                    for v in [
+                        &p["scoring"],
+                        &p["consolidation"],
+                        &p["shadow"]["scoring"],
+                        &p["shadow"]["consolidation"],
+                    ] {
+                        if let Some(n) = v.as_str() {
+                            named.insert(n.to_string());
+                        }
+                    }
+                }
+                Some("Policy") => {
+                    held.insert(
+                        o["metadata"]["name"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
+                    );
+                }
+                _ => {}
+            }
+        }
+        named
+            .into_iter()
+            .filter(|n| !held.contains(n) && crate::policy::builtin::find(n).is_none())
+            .collect()
+    }
+
     /// The simulator's input: the first moment's objects, and a Scenario with the rest.
     pub fn manifests(&self, file: &str) -> Vec<(String, String)> {
         let mut out: Vec<(String, String)> = self
@@ -795,6 +934,66 @@ mod tests {
         assert!(
             matches!(bad, Err(JournalError::Line { line: 2, .. })),
             "{bad:?}"
+        );
+    }
+
+    #[test]
+    fn account_identifiers_stay_out_and_a_changed_bare_pod_is_written_again() {
+        let class = node_class(&json!({
+            "apiVersion": "aws.dovetail.sh/v1", "kind": "EC2NodeClass", "metadata": {"name": "default"},
+            "spec": {
+                "role": "KarpenterNodeRole-prod", "userData": "TOKEN=hunter2", "tags": {"team": "payments"},
+                "kubelet": {"maxPods": 58},
+                "amiSelectorTerms": [{"alias": "al2023@latest"}, {"owner": "123456789012"}],
+                "subnetSelectorTerms": [{"tags": {"karpenter.sh/discovery": "prod"}}],
+                "securityGroupSelectorTerms": [{"id": "sg-0123"}],
+                "blockDeviceMappings": [{"deviceName": "/dev/xvda", "rootVolume": true,
+                    "ebs": {"volumeSize": "100Gi", "volumeType": "gp3", "kmsKeyID": "arn:aws:kms:key/abc", "snapshotID": "snap-1"}}],
+            },
+        }));
+        let text = class.to_string();
+        for secret in [
+            "KarpenterNodeRole-prod",
+            "hunter2",
+            "payments",
+            "123456789012",
+            "prod",
+            "sg-0123",
+            "kms",
+            "snap-1",
+        ] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        for kept in [
+            "\"maxPods\":58",
+            "al2023@latest",
+            "100Gi",
+            "recorded-node-role",
+        ] {
+            assert!(text.contains(kept), "{kept} lost: {text}");
+        }
+        assert_eq!(
+            daemon_set_name("kube-system", "datadog-agent"),
+            daemon_set_name("kube-system", "datadog-agent")
+        );
+        assert!(!daemon_set_name("kube-system", "datadog-agent").contains("datadog"));
+
+        let mut r = Recorder::default();
+        r.pod(&pod("job-1", Some(("Job", "job")), "1"), false);
+        assert_eq!(r.flush(0).len(), 1);
+        let mut changed = pod("job-1", Some(("Job", "job")), "1");
+        changed
+            .metadata
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert("tier".into(), "batch".into());
+        r.pod(&changed, false);
+        let again = r.flush(10);
+        assert_eq!(again.len(), 1, "{again:?}");
+        assert_eq!(
+            again[0].apply.as_ref().unwrap()["metadata"]["labels"]["tier"],
+            "batch"
         );
     }
 }

@@ -1350,6 +1350,13 @@ impl Input {
                 journal.initial.len(),
                 journal.steps.len()
             );
+            let missing = journal.missing_policies();
+            if !missing.is_empty() {
+                eprintln!(
+                    "note: the journal's NodePools name policies it does not hold (their components live in the cluster): {}; give each as a Policy manifest with -f (spec.source.file), or choose others with --policies or --compare",
+                    missing.join(", ")
+                );
+            }
             texts.extend(journal.manifests(&file));
         }
         Ok(texts)

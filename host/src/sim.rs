@@ -1191,6 +1191,19 @@ impl Sim {
                         .retain(|p| p.namespace != d.namespace || p.name != d.name);
                     self.world.dirty();
                 }
+                // Its pods leave every node: the pools' overhead shrinks.
+                "DaemonSet" => {
+                    self.world.daemonsets.remove(&key);
+                    let overhead = self
+                        .world
+                        .daemonsets
+                        .values()
+                        .fold(zero(), |a, r| add(&a, r));
+                    for p in &mut self.world.cluster.pools {
+                        p.spec.daemonset_overhead = overhead;
+                    }
+                    self.world.dirty();
+                }
                 // The instance behind a node, terminated outside the controller.
                 "Instance" => {
                     let id = self
@@ -1208,7 +1221,7 @@ impl Sim {
                 }
                 other => {
                     return Err(SimError::Input(format!(
-                        "{label}: delete: kind {other:?} (Deployment, Pod, Node, NodePool, PodDisruptionBudget, Instance)"
+                        "{label}: delete: kind {other:?} (Deployment, Pod, Node, NodePool, PodDisruptionBudget, DaemonSet, Instance)"
                     )));
                 }
             }

@@ -708,6 +708,10 @@ mod tests {
             text.contains("0.0800 (2.00×)"),
             "the cluster's bound\n{text}"
         );
+        assert!(
+            text.contains("shadow arm-first — scoring beside cheapest · 4 compared · 50% agree"),
+            "the shadow candidate's line\n{text}"
+        );
     }
 
     #[test]

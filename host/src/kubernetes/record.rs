@@ -61,6 +61,7 @@ struct Watches {
     node_classes: Store<EC2NodeClass>,
     pdbs: Store<k8s_openapi::api::policy::v1::PodDisruptionBudget>,
     daemonsets: Store<k8s_openapi::api::apps::v1::DaemonSet>,
+    policies: Store<crate::api::Policy>,
 }
 
 /// One part of the journal being written.
@@ -133,6 +134,7 @@ pub fn record(
             node_classes: reflect(Api::all(client.clone()), changed.clone(), |_| {}),
             pdbs: reflect(Api::all(client.clone()), changed.clone(), |_| {}),
             daemonsets: reflect(Api::all(client.clone()), changed.clone(), |_| {}),
+            policies: reflect(Api::all(client.clone()), changed.clone(), |_| {}),
         }
     };
     let synced = rt.block_on(async {
@@ -143,6 +145,7 @@ pub fn record(
             let _ = w.node_classes.wait_until_ready().await;
             let _ = w.pdbs.wait_until_ready().await;
             let _ = w.daemonsets.wait_until_ready().await;
+            let _ = w.policies.wait_until_ready().await;
         })
         .await
     });
@@ -282,12 +285,20 @@ fn observe(w: &Watches, recorder: &mut Recorder) {
             .state()
             .iter()
             .map(|d| {
-                (
-                    d.namespace().unwrap_or_default(),
-                    d.name_any(),
-                    journal::daemon_set(d),
-                )
+                let ns = d.namespace().unwrap_or_else(|| "default".into());
+                let name = journal::daemon_set_name(&ns, &d.name_any());
+                (ns, name, journal::daemon_set(d))
             })
+            .collect(),
+    );
+    // Policies served by built-ins; a component in the cluster cannot travel in a journal
+    // (`simulate --replay` names what is missing).
+    objects(
+        "Policy",
+        w.policies
+            .state()
+            .iter()
+            .filter_map(|p| Some((String::new(), p.name_any(), Some(journal::policy(p)?))))
             .collect(),
     );
 }

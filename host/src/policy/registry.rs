@@ -121,6 +121,9 @@ pub struct PolicyRegistry {
     shadows: Mutex<ShadowTallies>,
     /// Where shadow rounds go when they are judged off the decision's thread.
     shadow_worker: OnceLock<std::sync::mpsc::SyncSender<ShadowJob>>,
+    /// Serving calls under way: the shadow worker starts no round while one runs, so a
+    /// candidate never takes a core from a decision whose deadline is wall-clock.
+    serving_calls: std::sync::atomic::AtomicUsize,
 }
 
 impl PolicyRegistry {
@@ -135,6 +138,7 @@ impl PolicyRegistry {
             applied: RwLock::default(),
             shadows: Mutex::default(),
             shadow_worker: OnceLock::new(),
+            serving_calls: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -152,10 +156,16 @@ impl PolicyRegistry {
             .spawn(move || {
                 // Ends when the registry (and with it the sender) is gone.
                 while let Ok(job) = rx.recv() {
-                    match registry.upgrade() {
-                        Some(r) => r.judge_shadow(&job),
-                        None => break,
+                    let Some(r) = registry.upgrade() else { break };
+                    // Decisions first: wait (briefly, at most a deadline's worth) for serving
+                    // calls under way to end.
+                    let waited = Instant::now();
+                    while r.serving_calls.load(std::sync::atomic::Ordering::Acquire) > 0
+                        && waited.elapsed() < Duration::from_secs(30)
+                    {
+                        std::thread::sleep(Duration::from_millis(1));
                     }
+                    r.judge_shadow(&job);
                 }
             });
         if let Err(e) = spawned {
@@ -175,14 +185,23 @@ impl PolicyRegistry {
         let Some(worker) = self.shadow_worker.get() else {
             return self.judge_shadow(&job);
         };
-        if let Err(std::sync::mpsc::TrySendError::Full(job)) = worker.try_send(job) {
-            let candidate = job.candidate();
-            if let Some(t) = self.shadows.lock().unwrap().get_mut(candidate) {
-                t.skipped += 1;
+        let job = match worker.try_send(job) {
+            Ok(()) => return,
+            Err(std::sync::mpsc::TrySendError::Full(job)) => job,
+            Err(std::sync::mpsc::TrySendError::Disconnected(job)) => {
+                tracing::warn!(
+                    policy = job.candidate(),
+                    "the shadow worker is gone; round not judged"
+                );
+                job
             }
-            if let Some(o) = self.observer.get() {
-                o.shadow_skipped(candidate);
-            }
+        };
+        let candidate = job.candidate();
+        if let Some(t) = self.shadows.lock().unwrap().get_mut(candidate) {
+            t.skipped += 1;
+        }
+        if let Some(o) = self.observer.get() {
+            o.shadow_skipped(candidate);
         }
     }
 
@@ -202,9 +221,20 @@ impl PolicyRegistry {
         let answer = match answer {
             Ok(a) => a,
             Err(err) => {
-                self.report_failure(candidate, &err);
+                // The candidate's alone: its status says so while a version of it serves (a
+                // refused or missing one keeps the reason it was refused for), and no decision's
+                // failure tally counts it.
+                let message = bounded(&err.to_string(), MESSAGE_BYTES);
+                tracing::warn!(policy = candidate, reason = err.reason(), error = %message, "shadow policy failed");
+                if self.live.read().unwrap().contains_key(candidate) {
+                    let refused = self.status(candidate).and_then(|s| s.refused_digest);
+                    self.set_status(candidate, err.reason(), message, refused);
+                }
                 if let Some(t) = self.shadows.lock().unwrap().get_mut(candidate) {
                     t.failures += 1;
+                    if t.first_failure.is_empty() {
+                        t.first_failure = bounded(&err.to_string(), 400);
+                    }
                 }
                 return;
             }
@@ -256,6 +286,11 @@ impl PolicyRegistry {
         f: impl FnOnce(&LoadedPolicy) -> Result<T>,
     ) -> Result<T> {
         let started = Instant::now();
+        let serving = !call.starts_with("shadow");
+        if serving {
+            self.serving_calls
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        }
         let (digest, out) = match self.get(name) {
             Ok(p) => {
                 let out = f(&p);
@@ -263,6 +298,10 @@ impl PolicyRegistry {
             }
             Err(e) => (String::new(), Err(e)),
         };
+        if serving {
+            self.serving_calls
+                .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
         if let Some(o) = self.observer.get() {
             let failure = out.as_ref().err().map(PolicyError::reason);
             o.call(name, &digest, call, started.elapsed(), failure);
@@ -345,6 +384,13 @@ impl PolicyRegistry {
             .insert(name.clone(), policy.clone());
         self.applied.write().unwrap().insert(name.clone());
         let digest = policy.info().digest.clone();
+        // A new version starts a new shadow record: the old one judged another component.
+        if let Some(t) = self.shadows.lock().unwrap().get_mut(&name) {
+            *t = ShadowTally {
+                beside: std::mem::take(&mut t.beside),
+                ..Default::default()
+            };
+        }
         tracing::info!(policy = %name, digest = %digest, "policy loaded");
         self.set_status(&name, "Loaded", format!("serving {digest}"), None);
     }
@@ -409,6 +455,16 @@ impl PolicyRegistry {
         self.live.write().unwrap().remove(name);
         self.applied.write().unwrap().remove(name);
         self.status.write().unwrap().remove(name);
+        self.shadows.lock().unwrap().remove(name);
+    }
+
+    /// Forgets the shadow records of candidates no NodePool names any more (a promoted or
+    /// dropped candidate stops showing a record that no longer grows).
+    pub fn retain_shadows(&self, named: &std::collections::BTreeSet<String>) {
+        self.shadows
+            .lock()
+            .unwrap()
+            .retain(|n, _| named.contains(n));
     }
 
     /// The status to report for `name`.

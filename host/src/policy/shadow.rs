@@ -143,6 +143,8 @@ pub struct ShadowTally {
     pub disruptions_shadow: u64,
     /// Rounds the candidate failed (trap, deadline, memory, contract).
     pub failures: u64,
+    /// The first failure's message, one clean line.
+    pub first_failure: String,
     /// Rounds not put to the candidate because it had not finished the earlier ones.
     pub skipped: u64,
     /// The latest disagreements, oldest first.
@@ -202,6 +204,9 @@ impl std::fmt::Display for ShadowTally {
         )?;
         if self.skipped > 0 {
             write!(f, "; {} rounds skipped (still busy)", self.skipped)?;
+        }
+        if !self.first_failure.is_empty() {
+            write!(f, "; first failure: {}", self.first_failure)?;
         }
         Ok(())
     }
@@ -290,6 +295,7 @@ pub fn compare(job: &ShadowJob, answer: &ShadowAnswer) -> Vec<Comparison> {
             // an earlier one disrupts is skipped.
             let effect = |moves: &[u32]| {
                 let mut nodes = BTreeSet::new();
+                let mut taken = BTreeSet::new();
                 let mut savings = 0.0;
                 let mut text = Vec::new();
                 for &i in moves {
@@ -297,6 +303,7 @@ pub fn compare(job: &ShadowJob, answer: &ShadowAnswer) -> Vec<Comparison> {
                     if m.nodes.iter().any(|n| nodes.contains(n)) {
                         continue;
                     }
+                    taken.insert(i);
                     nodes.extend(m.nodes.iter().copied());
                     savings += m.savings_per_hour;
                     let names: Vec<&str> = m
@@ -315,15 +322,40 @@ pub fn compare(job: &ShadowJob, answer: &ShadowAnswer) -> Vec<Comparison> {
                 } else {
                     text.join(", ")
                 };
-                (nodes, savings, text)
+                (nodes, savings, text, taken)
+            };
+            // What each keeps, with its reason: the other half of a consolidator's answer.
+            let kept = |actions: &[Action]| -> String {
+                let kept: Vec<String> = actions
+                    .iter()
+                    .filter_map(|a| match a {
+                        Action::Keep(k) => round.moves.get(k.move_index as usize).map(|m| {
+                            let names: Vec<&str> = m
+                                .nodes
+                                .iter()
+                                .filter_map(|&n| round.candidates.get(n as usize))
+                                .map(|c| c.name.as_str())
+                                .collect();
+                            format!("{} ({})", names.join("+"), k.reason)
+                        }),
+                        Action::Execute(_) => None,
+                    })
+                    .take(3)
+                    .collect();
+                if kept.is_empty() {
+                    String::new()
+                } else {
+                    format!("; keeps {}", kept.join(", "))
+                }
             };
             let (a, b) = (effect(&served), effect(&shadowed));
             vec![Comparison {
                 at: round.now,
                 subject: node_pool.clone(),
-                agree: a.0 == b.0 && a.2 == b.2,
-                serving: a.2,
-                shadow: b.2,
+                // The same moves carried out, in whatever order they were given.
+                agree: a.3 == b.3,
+                serving: a.2 + &kept(serving_actions),
+                shadow: b.2 + &kept(shadow),
                 cost_delta_per_hour: a.1 - b.1,
                 disruptions_serving: a.0.len() as u32,
                 disruptions_shadow: b.0.len() as u32,
@@ -524,7 +556,7 @@ mod tests {
         assert!(!c.agree);
         assert_eq!(
             (c.serving.as_str(), c.shadow.as_str()),
-            ("delete a+b", "delete a")
+            ("delete a+b", "delete a; keeps a+b (young)")
         );
         assert_eq!((c.disruptions_serving, c.disruptions_shadow), (2, 1));
         assert!(
@@ -534,6 +566,11 @@ mod tests {
 
         let same = compare(&job, &ShadowAnswer::Actions(vec![Action::Execute(0)]));
         assert!(same[0].agree, "{same:?}");
+        // Only the moves the host would carry out count: one it would skip (it overlaps an
+        // earlier one) changes nothing.
+        let job = consolidation_job(vec![Action::Execute(1), Action::Execute(0)]);
+        let reordered = compare(&job, &ShadowAnswer::Actions(vec![Action::Execute(1)]));
+        assert!(reordered[0].agree, "{reordered:?}");
     }
 
     #[test]
