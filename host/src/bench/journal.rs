@@ -65,7 +65,8 @@ pub fn run(pods: usize, hours: u32) -> Result<JournalFigures, crate::sim::SimErr
         Some(json!({"apiVersion": "dovetail.sh/v1", "kind": "NodePool", "metadata": {"name": "default"},
             "spec": {"template": {"spec": {"requirements": [
                 {"key": "dovetail.sh/capacity-type", "operator": "In", "values": ["on-demand"]},
-                {"key": "aws.dovetail.sh/instance-family", "operator": "In", "values": ["m5", "c5", "r5"]}]}}}})),
+                {"key": "aws.dovetail.sh/instance-family", "operator": "In", "values": ["m5", "c5", "r5"]}],
+                "nodeClassRef": {"group": "aws.dovetail.sh", "kind": "EC2NodeClass", "name": "default"}}}}})),
     );
     // Live pods per Deployment (names), and the Jobs' pods.
     let mut live: Vec<Vec<String>> = vec![Vec::new(); DEPLOYMENTS];
