@@ -215,3 +215,32 @@ fn compare_refuses_a_component_in_the_wrong_role_or_not_a_component_before_any_r
     assert!(!ok && out.trim().is_empty(), "{out}");
     assert!(err.contains("README"), "{err}");
 }
+
+#[test]
+fn a_scenario_policy_named_like_a_built_in_is_judged_as_itself() {
+    // The scenario's own `balanced` is a scorer (arm-first, configured): comparing it as a
+    // scorer is right, whatever the built-in of that name does.
+    let dir = tempdir::Dir::new("named-like-builtin");
+    let policy = dir.0.join("balanced.yaml");
+    std::fs::write(
+        &policy,
+        "apiVersion: dovetail.sh/v1\nkind: Policy\nmetadata: {name: balanced}\nspec:\n  source: {builtin: arm-first}\n  config: {tolerance: \"0.2\"}\n",
+    )
+    .unwrap();
+    let example = workspace().join("examples/inflate-spot.yaml");
+    let (ok, out, err) = dovetail(&[
+        "simulate",
+        "-f",
+        example.to_str().unwrap(),
+        "-f",
+        policy.to_str().unwrap(),
+        "--compare",
+        "scoring=cheapest",
+        "scoring=balanced",
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("== difference (scoring=balanced minus scoring=cheapest)"),
+        "{out}"
+    );
+}

@@ -1426,12 +1426,22 @@ fn simulate(
         }]);
     }
     // Every set is read and every component checked for its role before the first run: a
-    // mistake is found in a second, not after a whole run's summary.
+    // mistake is found in a second, not after a whole run's summary. A Policy of the scenario
+    // (which may be named like a built-in) is checked when the scenario loads it.
+    let scenario_policies: std::collections::BTreeSet<String> = texts
+        .iter()
+        .filter_map(|(file, text)| dovetail::api::manifest::parse(file, text).ok())
+        .flatten()
+        .filter_map(|m| match m {
+            dovetail::api::manifest::Manifest::Policy(p) => p.metadata.name.clone(),
+            _ => None,
+        })
+        .collect();
     let sets = compare
         .iter()
         .map(|set| {
             let opts = options(Some(set))?;
-            check_roles(set, &opts)?;
+            check_roles(set, &opts, &scenario_policies)?;
             Ok(opts)
         })
         .collect::<Result<Vec<_>>>()?;
@@ -1479,13 +1489,20 @@ fn simulate(
 /// Refuses a set whose component lacks the role it is given (or is not a component at all),
 /// before anything runs. Names that are neither built-ins nor files are Policies of the
 /// scenario, checked when it loads them.
-fn check_roles(set: &str, opts: &dovetail::sim::SimOptions) -> Result<()> {
+fn check_roles(
+    set: &str,
+    opts: &dovetail::sim::SimOptions,
+    scenario_policies: &std::collections::BTreeSet<String>,
+) -> Result<()> {
     let engine = PolicyEngine::new(EngineConfig::default())?;
     for (role, name) in [
         ("scoring", opts.scoring.as_deref()),
         ("consolidation", opts.consolidation.as_deref()),
     ] {
         let Some(name) = name else { continue };
+        if scenario_policies.contains(name) && !opts.policies.iter().any(|(n, _, _)| n == name) {
+            continue;
+        }
         let bytes: &[u8] = match opts.policies.iter().find(|(n, _, _)| n == name) {
             Some((_, bytes, _)) => bytes,
             None => match dovetail::policy::builtin::find(name) {

@@ -586,10 +586,11 @@ pub fn panic_line(stderr: &str) -> String {
         .filter(|l| !l.is_empty() && !l.starts_with("note: run with `RUST_BACKTRACE"))
         .collect();
     let joined = lines.join(" ").replace(['\u{fffd}'], "");
-    // `thread '<unnamed>' (1) panicked at …`: the thread says nothing in a sandbox.
-    let joined = match joined.find("panicked at") {
-        Some(at) if joined[..at].starts_with("thread ") => &joined[at..],
-        _ => joined.as_str(),
+    // The last panic report, without what the policy printed before it; and without
+    // `thread '<unnamed>' (1)`: the thread says nothing in a sandbox.
+    let joined = match joined.rfind("panicked at") {
+        Some(at) => &joined[at..],
+        None => joined.as_str(),
     };
     guest_text(joined.trim())
 }
@@ -609,6 +610,12 @@ mod tests {
             "panicked at src/lib.rs:12:9: claim too big: 5 pods"
         );
         assert_eq!(panic_line("cut mid-char \u{fffd}"), "cut mid-char");
+        // Whatever the policy printed before its panic does not crowd the panic out.
+        let chatty = format!(
+            "{}\nthread '<unnamed>' (1) panicked at src/lib.rs:3:5:\nboom\n",
+            "debugging output\n".repeat(500)
+        );
+        assert_eq!(panic_line(&chatty), "panicked at src/lib.rs:3:5: boom");
         assert_eq!(panic_line(""), "");
     }
 }

@@ -19,8 +19,10 @@ use super::bindings::types::LogLevel;
 
 /// Longest diagnostic line kept from a policy.
 const MAX_LOG_BYTES: usize = 2048;
-/// Bytes of a policy's stderr kept to explain a trap (Rust writes its panic message there).
-const STDERR_BYTES: usize = 4096;
+/// Bytes of a policy's stderr kept to explain a trap (Rust writes its panic message there, after
+/// whatever the policy printed before): allocated only as written, and enough that a chatty
+/// policy's panic still fits behind its output.
+const STDERR_BYTES: usize = 64 * 1024;
 /// Diagnostic lines kept per instance (one decision round).
 const MAX_LOG_LINES: u32 = 64;
 
