@@ -417,6 +417,14 @@ impl World {
         self.opts.start + self.t
     }
 
+    /// Every pool's DaemonSet overhead, after a DaemonSet came or went.
+    fn daemonset_overhead_changed(&mut self) {
+        let overhead = self.daemonsets.values().fold(zero(), |a, r| add(&a, r));
+        for p in &mut self.cluster.pools {
+            p.spec.daemonset_overhead = overhead;
+        }
+    }
+
     fn event(&mut self, kind: EventKind) {
         kind.log();
         self.report.events.push(Event { at: self.t, kind });
@@ -1065,14 +1073,7 @@ impl Sim {
                         spec,
                     )?;
                     self.world.daemonsets.insert(key, pod.requests);
-                    let overhead = self
-                        .world
-                        .daemonsets
-                        .values()
-                        .fold(zero(), |a, r| add(&a, r));
-                    for p in &mut self.world.cluster.pools {
-                        p.spec.daemonset_overhead = overhead;
-                    }
+                    self.world.daemonset_overhead_changed();
                 }
                 "PodDisruptionBudget" => {
                     let pdb = pdb(file, document)?;
@@ -1194,14 +1195,7 @@ impl Sim {
                 // Its pods leave every node: the pools' overhead shrinks.
                 "DaemonSet" => {
                     self.world.daemonsets.remove(&key);
-                    let overhead = self
-                        .world
-                        .daemonsets
-                        .values()
-                        .fold(zero(), |a, r| add(&a, r));
-                    for p in &mut self.world.cluster.pools {
-                        p.spec.daemonset_overhead = overhead;
-                    }
+                    self.world.daemonset_overhead_changed();
                     self.world.dirty();
                 }
                 // The instance behind a node, terminated outside the controller.

@@ -306,15 +306,10 @@ pub fn compare(job: &ShadowJob, answer: &ShadowAnswer) -> Vec<Comparison> {
                     taken.insert(i);
                     nodes.extend(m.nodes.iter().copied());
                     savings += m.savings_per_hour;
-                    let names: Vec<&str> = m
-                        .nodes
-                        .iter()
-                        .filter_map(|&n| round.candidates.get(n as usize))
-                        .map(|c| c.name.as_str())
-                        .collect();
+                    let names = node_names(round, m);
                     text.push(match &m.replacement {
-                        Some(r) => format!("replace {} with {}", names.join("+"), r.instance_type),
-                        None => format!("delete {}", names.join("+")),
+                        Some(r) => format!("replace {names} with {}", r.instance_type),
+                        None => format!("delete {names}"),
                     });
                 }
                 let text = if text.is_empty() {
@@ -329,15 +324,10 @@ pub fn compare(job: &ShadowJob, answer: &ShadowAnswer) -> Vec<Comparison> {
                 let kept: Vec<String> = actions
                     .iter()
                     .filter_map(|a| match a {
-                        Action::Keep(k) => round.moves.get(k.move_index as usize).map(|m| {
-                            let names: Vec<&str> = m
-                                .nodes
-                                .iter()
-                                .filter_map(|&n| round.candidates.get(n as usize))
-                                .map(|c| c.name.as_str())
-                                .collect();
-                            format!("{} ({})", names.join("+"), k.reason)
-                        }),
+                        Action::Keep(k) => round
+                            .moves
+                            .get(k.move_index as usize)
+                            .map(|m| format!("{} ({})", node_names(round, m), k.reason)),
                         Action::Execute(_) => None,
                     })
                     .take(3)
@@ -363,6 +353,16 @@ pub fn compare(job: &ShadowJob, answer: &ShadowAnswer) -> Vec<Comparison> {
         }
         _ => Vec::new(),
     }
+}
+
+/// A move's nodes by name, `a+b`.
+fn node_names(round: &ConsolidationRound, m: &super::types::Move) -> String {
+    m.nodes
+        .iter()
+        .filter_map(|&n| round.candidates.get(n as usize))
+        .map(|c| c.name.as_str())
+        .collect::<Vec<_>>()
+        .join("+")
 }
 
 fn capacity_label(c: super::types::CapacityType) -> &'static str {
