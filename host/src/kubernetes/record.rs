@@ -67,8 +67,12 @@ struct Watches {
 /// One part of the journal being written.
 struct Part {
     file: std::io::BufWriter<std::fs::File>,
-    started: i64,
+    /// Seconds into the part come from a monotonic clock: a wall clock stepped back would
+    /// write steps before the part's start.
+    clock: std::time::Instant,
     bytes: u64,
+    /// Bytes of its header and snapshot: a part holds at least those.
+    base: u64,
 }
 
 impl Part {
@@ -77,8 +81,9 @@ impl Part {
             .map_err(|e| Error::Runtime(format!("{}: {e}", path.display())))?;
         let mut p = Part {
             file: std::io::BufWriter::new(file),
-            started,
+            clock: std::time::Instant::now(),
             bytes: 0,
+            base: 0,
         };
         let header = Header {
             journal: journal::FORMAT.into(),
@@ -154,6 +159,7 @@ pub fn record(
     }
 
     let started = unix_now();
+    let recording = std::time::Instant::now();
     let mut recorder = Recorder::default();
     let mut part = Part::open(&opts.out, &source, started, 0)?;
     let mut out = Recorded {
@@ -161,13 +167,10 @@ pub fn record(
         ..Default::default()
     };
     loop {
-        let now = unix_now();
+        let at = |part: &Part| part.clock.elapsed().as_secs() as i64;
         observe(&w, &mut recorder);
-        let done = stop.stopped()
-            || opts
-                .duration
-                .is_some_and(|d| now - started >= d.as_secs() as i64);
-        for step in recorder.flush(now - part.started) {
+        let done = stop.stopped() || opts.duration.is_some_and(|d| recording.elapsed() >= d);
+        for step in recorder.flush(at(&part)) {
             part.line(
                 &opts.out,
                 &serde_json::to_string(&StepOut(&step)).unwrap_or_default(),
@@ -177,26 +180,22 @@ pub fn record(
         if done {
             part.line(
                 &opts.out,
-                &serde_json::to_string(&Trailer {
-                    ended: now - part.started,
-                })
-                .unwrap_or_default(),
+                &serde_json::to_string(&Trailer { ended: at(&part) }).unwrap_or_default(),
             )?;
             out.bytes += part.bytes;
-            out.seconds = now - started;
+            out.seconds = recording.elapsed().as_secs() as i64;
             return Ok(out);
         }
-        if part.bytes >= opts.max_bytes {
+        // Full: rotate — unless its snapshot alone fills it (a cluster bigger than the limit),
+        // where a part then holds its snapshot and half a limit of changes.
+        if part.bytes >= opts.max_bytes && part.bytes >= part.base + opts.max_bytes / 2 {
             part.line(
                 &opts.out,
-                &serde_json::to_string(&Trailer {
-                    ended: now - part.started,
-                })
-                .unwrap_or_default(),
+                &serde_json::to_string(&Trailer { ended: at(&part) }).unwrap_or_default(),
             )?;
             out.bytes += part.bytes;
             rotate(&opts.out, opts.keep)?;
-            part = Part::open(&opts.out, &source, now, out.parts)?;
+            part = Part::open(&opts.out, &source, unix_now(), out.parts)?;
             out.parts += 1;
             for step in recorder.snapshot(0) {
                 part.line(
@@ -205,6 +204,7 @@ pub fn record(
                 )?;
                 out.steps += 1;
             }
+            part.base = part.bytes;
         }
         // Changes within an interval are written together: a Deployment's replacement pod and
         // the pod it replaces cancel out.
@@ -336,4 +336,32 @@ fn rotate(path: &Path, keep: u32) -> Result<(), Error> {
         }
     }
     std::fs::rename(path, numbered(1)).map_err(io)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotation_shifts_parts_and_drops_the_oldest_beyond_keep() {
+        let dir = std::env::temp_dir().join(format!("dovetail-rotate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("journal.jsonl");
+        let read = |p: &Path| std::fs::read_to_string(p).ok();
+        for part in 0..4 {
+            std::fs::write(&path, format!("part {part}")).unwrap();
+            rotate(&path, 2).unwrap();
+        }
+        assert_eq!(read(&path), None, "the current part moved away");
+        let numbered = |i: u32| PathBuf::from(format!("{}.{i}", path.display()));
+        assert_eq!(
+            read(&numbered(1)).as_deref(),
+            Some("part 3"),
+            "newest first"
+        );
+        assert_eq!(read(&numbered(2)).as_deref(), Some("part 2"));
+        assert_eq!(read(&numbered(3)), None, "beyond keep: dropped");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
