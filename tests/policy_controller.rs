@@ -548,6 +548,13 @@ fn a_shadow_policy_is_judged_on_every_launch_and_never_decides_one() {
         POOLS,
         shadowed_pool("cheapest", json!({"scoring": "candidate"})),
     );
+    // A tainted pool no test pod goes to names `sly` as its shadow from the start, so `sly` is
+    // loaded for scoring once and not again when `default` names it later.
+    let mut spare = shadowed_pool("cheapest", json!({"scoring": "sly"}));
+    spare["metadata"]["name"] = json!("spare");
+    spare["spec"]["template"]["spec"]["taints"] =
+        json!([{"key": "spare", "value": "true", "effect": "NoSchedule"}]);
+    api.put(POOLS, spare);
     let metrics_port = free_port();
     let mut settings = settings(&moto);
     settings.operation.metrics_addr = Some(([127, 0, 0, 1], metrics_port).into());

@@ -290,6 +290,11 @@ impl LoadedPolicy {
         &self.name
     }
 
+    /// The configuration `init` was given.
+    pub fn config(&self) -> &[(String, String)] {
+        &self.config
+    }
+
     /// Facts about the component.
     pub fn info(&self) -> &ComponentInfo {
         &self.compiled.info

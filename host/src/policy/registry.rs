@@ -378,14 +378,19 @@ impl PolicyRegistry {
     /// finishes on it.
     pub fn serve(&self, policy: Arc<LoadedPolicy>) {
         let name = policy.name().to_string();
-        self.live
+        let before = self
+            .live
             .write()
             .unwrap()
             .insert(name.clone(), policy.clone());
         self.applied.write().unwrap().insert(name.clone());
         let digest = policy.info().digest.clone();
-        // A new version starts a new shadow record: the old one judged another component.
-        if let Some(t) = self.shadows.lock().unwrap().get_mut(&name) {
+        // Another component or configuration starts a new shadow record: the old one judged
+        // another policy. The same one served again (its roles changed, say) keeps its record.
+        let same = before.is_some_and(|b| {
+            b.info().digest == policy.info().digest && b.config() == policy.config()
+        });
+        if !same && let Some(t) = self.shadows.lock().unwrap().get_mut(&name) {
             *t = ShadowTally {
                 beside: std::mem::take(&mut t.beside),
                 ..Default::default()
@@ -488,5 +493,37 @@ impl PolicyRegistry {
                 refused_digest: refused,
             },
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::EngineConfig;
+
+    #[test]
+    fn the_same_version_served_again_keeps_its_shadow_record_and_another_starts_afresh() {
+        let r = PolicyRegistry::new(PolicyEngine::new(EngineConfig::default()).unwrap());
+        let load = |config: Vec<(String, String)>| {
+            let wasm = builtin::find("arm-first").unwrap().wasm;
+            Arc::new(
+                r.engine()
+                    .load("candidate", wasm, config, Limits::default())
+                    .unwrap(),
+            )
+        };
+        r.serve(load(Vec::new()));
+        r.shadows
+            .lock()
+            .unwrap()
+            .entry("candidate".into())
+            .or_default()
+            .failures = 3;
+        // Loaded again as it was (a NodePool gave it a new role): the record goes on.
+        r.serve(load(Vec::new()));
+        assert_eq!(r.shadow_tally("candidate").unwrap().failures, 3);
+        // Another configuration is another policy: a new record.
+        r.serve(load(vec![("tolerance".into(), "0.5".into())]));
+        assert_eq!(r.shadow_tally("candidate").unwrap().failures, 0);
     }
 }
