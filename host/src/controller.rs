@@ -533,6 +533,17 @@ impl Controller {
         interruptions: Option<&mut dyn Interruptions>,
     ) {
         self.absorb(port);
+        // Shadow records of candidates no pool names any more are dropped, in either world.
+        self.ctx.registry.retain_shadows(
+            &port
+                .cluster()
+                .pools
+                .iter()
+                .filter_map(|p| p.resource.spec.policies.shadow.as_ref())
+                .flat_map(|s| [s.scoring.clone(), s.consolidation.clone()])
+                .flatten()
+                .collect(),
+        );
         if now >= self.next_gc {
             self.next_gc = now + self.settings.gc_interval.as_secs() as i64;
             self.collect_vanished(now, port, cloud);

@@ -682,15 +682,6 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
                 health.set_cloud(collect_garbage(&stores, cloud, settings.orphan_grace, now));
             }
             let (cluster, signals, problems) = observer.snapshot(&stores, &controller.ctx, now);
-            controller.ctx.registry.retain_shadows(
-                &cluster
-                    .pools
-                    .iter()
-                    .filter_map(|p| p.resource.spec.policies.shadow.as_ref())
-                    .flat_map(|s| [s.scoring.clone(), s.consolidation.clone()])
-                    .flatten()
-                    .collect(),
-            );
             pools.write(
                 &cluster,
                 &controller.ctx.its,
