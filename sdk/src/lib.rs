@@ -133,33 +133,48 @@ pub fn launch_option(instance_type: usize, offering: usize) -> LaunchOption {
 
 impl Round {
     /// Resolves a packed option against the catalog.
+    ///
+    /// Inlined, with its error paths out of line: it runs once per option of every claim, the
+    /// hot loop of a scoring policy.
+    #[inline]
     pub fn resolve(&self, option: LaunchOption) -> Result<LaunchCandidate<'_>, String> {
         let (ti, oi) = ((option >> 8) as usize, (option & 0xff) as usize);
-        let instance_type = self
-            .catalog
-            .instance_types
-            .get(ti)
-            .ok_or_else(|| format!("option refers to instance type #{ti}"))?;
-        let offering = instance_type
-            .offerings
-            .get(oi)
-            .ok_or_else(|| format!("option refers to offering #{oi} of {}", instance_type.name))?;
-        let zone = self
-            .catalog
-            .zones
-            .get(offering.zone as usize)
-            .ok_or_else(|| {
-                format!(
-                    "offering of {} refers to zone #{}",
-                    instance_type.name, offering.zone
-                )
-            })?;
+        let Some(instance_type) = self.catalog.instance_types.get(ti) else {
+            return Err(no_type(ti));
+        };
+        let Some(offering) = instance_type.offerings.get(oi) else {
+            return Err(no_offering(instance_type, oi));
+        };
+        let Some(zone) = self.catalog.zones.get(offering.zone as usize) else {
+            return Err(no_zone(instance_type, offering));
+        };
         Ok(LaunchCandidate {
             instance_type,
             offering,
             zone,
         })
     }
+}
+
+#[cold]
+#[inline(never)]
+fn no_type(ti: usize) -> String {
+    format!("option refers to instance type #{ti}")
+}
+
+#[cold]
+#[inline(never)]
+fn no_offering(instance_type: &InstanceType, oi: usize) -> String {
+    format!("option refers to offering #{oi} of {}", instance_type.name)
+}
+
+#[cold]
+#[inline(never)]
+fn no_zone(instance_type: &InstanceType, offering: &Offering) -> String {
+    format!(
+        "offering of {} refers to zone #{}",
+        instance_type.name, offering.zone
+    )
 }
 
 /// Ranks launch options. Higher scores win; `Verdict::Veto` removes an option.
@@ -182,12 +197,37 @@ pub trait Scorer: Policy {
     }
 
     /// Scores every option of one claim, in `claim.options` order.
+    ///
+    /// The default fills the scores in one pass of known length (no capacity check per option):
+    /// this loop is most of a scoring call's time.
     fn score_claim(&self, round: &Round, claim: &Claim) -> Result<ClaimScores, String> {
-        let mut scores = ClaimScores::with_capacity(claim.options.len());
-        for &o in &claim.options {
-            scores.push(self.score_option(claim, round.resolve(o)?));
+        let mut vetoes = Vec::new();
+        let mut unresolved = None;
+        let scores = claim
+            .options
+            .iter()
+            .enumerate()
+            .map(|(i, &o)| match round.resolve(o) {
+                Ok(option) => match self.score_option(claim, option) {
+                    Verdict::Score(s) => s,
+                    Verdict::Veto(reason) => {
+                        vetoes.push(Veto {
+                            option_index: i as u32,
+                            reason,
+                        });
+                        0.0
+                    }
+                },
+                Err(e) => {
+                    unresolved.get_or_insert(e);
+                    0.0
+                }
+            })
+            .collect();
+        match unresolved {
+            Some(e) => Err(e),
+            None => Ok(ClaimScores { scores, vetoes }),
         }
-        Ok(scores)
     }
 }
 
@@ -200,18 +240,24 @@ impl ClaimScores {
         }
     }
 
-    /// Appends the verdict on the next option.
+    /// Appends the verdict on the next option. Inlined: it runs once per option.
+    #[inline]
     pub fn push(&mut self, verdict: Verdict) {
         match verdict {
             Verdict::Score(s) => self.scores.push(s),
-            Verdict::Veto(reason) => {
-                self.vetoes.push(Veto {
-                    option_index: self.scores.len() as u32,
-                    reason,
-                });
-                self.scores.push(0.0);
-            }
+            Verdict::Veto(reason) => self.push_veto(reason),
         }
+    }
+
+    /// A veto is the rare case: kept out of the loop that scores.
+    #[cold]
+    #[inline(never)]
+    fn push_veto(&mut self, reason: String) {
+        self.vetoes.push(Veto {
+            option_index: self.scores.len() as u32,
+            reason,
+        });
+        self.scores.push(0.0);
     }
 
     /// The verdict on option `i`.
@@ -317,3 +363,67 @@ macro_rules! __guest_impls {
 }
 
 include!(concat!(env!("OUT_DIR"), "/export_macros.rs"));
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::{ScoringRoundBuilder, catalog_type};
+
+    /// Vetoes every option on spot.
+    struct NoSpot;
+
+    impl Policy for NoSpot {
+        fn new(_: &Params) -> Result<Self, String> {
+            Ok(NoSpot)
+        }
+    }
+
+    impl Scorer for NoSpot {
+        fn score_option(&self, _: &Claim, option: LaunchCandidate<'_>) -> Verdict {
+            match option.offering.capacity_type {
+                CapacityType::Spot => Verdict::Veto(format!("spot in {}", option.zone)),
+                _ => Verdict::Score(-option.offering.price),
+            }
+        }
+    }
+
+    fn test_round() -> testing::TestRound {
+        ScoringRoundBuilder::new()
+            .instance_type(
+                catalog_type("m5.large", Arch::Amd64, 2, 8)
+                    .on_demand("a", 0.096)
+                    .spot("b", 0.045),
+            )
+            .instance_type(catalog_type("c5.large", Arch::Amd64, 2, 4).spot("a", 0.038))
+            .claim_for_pods(1, Resources::cpu_mem(500, 1 << 30))
+            .build()
+    }
+
+    #[test]
+    fn the_default_score_claim_puts_each_veto_at_its_option() {
+        let test = test_round();
+        let claim = &test.claims[0];
+        let scores = NoSpot.score_claim(&test.round, claim).unwrap();
+        assert_eq!(scores.scores.len(), claim.options.len());
+        for (i, &o) in claim.options.iter().enumerate() {
+            let option = test.round.resolve(o).unwrap();
+            let vetoed = scores.vetoes.iter().find(|v| v.option_index as usize == i);
+            match option.offering.capacity_type {
+                CapacityType::Spot => {
+                    assert_eq!(vetoed.unwrap().reason, format!("spot in {}", option.zone))
+                }
+                _ => assert!(vetoed.is_none() && scores.scores[i] == -option.offering.price),
+            }
+        }
+        assert_eq!(scores.vetoes.len(), 2, "both spot offerings");
+    }
+
+    #[test]
+    fn an_option_outside_the_catalog_fails_the_claim_naming_it() {
+        let test = test_round();
+        let mut claim = test.claims[0].clone();
+        claim.options.push(launch_option(7, 0));
+        let err = NoSpot.score_claim(&test.round, &claim).unwrap_err();
+        assert_eq!(err, "option refers to instance type #7");
+    }
+}

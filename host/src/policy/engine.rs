@@ -112,6 +112,10 @@ impl PolicyEngine {
         let mut wasm = Config::new();
         wasm.epoch_interruption(true);
         wasm.wasm_component_model(true);
+        // For profiling policies with `perf` (README, bench policy): names the JIT code.
+        if std::env::var_os("DOVETAIL_PERFMAP").is_some() {
+            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         if config.pooling {
             let mut pool = PoolingAllocationConfig::default();
             let max_bytes = usize::try_from(config.max_memory_mib << 20).unwrap_or(usize::MAX);
