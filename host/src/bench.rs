@@ -531,7 +531,7 @@ pub struct DisruptionFigures {
     /// USD per hour just before consolidation and at the end.
     pub cost_before: f64,
     pub cost_after: f64,
-    /// The provisioning benchmark's bound for the pods that remain.
+    /// The LP bound of the pool's own offerings for the pods that remain.
     pub lower_bound: f64,
     /// What provisioning launches for the remaining pods on an empty cluster, USD per hour.
     pub fresh: f64,
@@ -620,23 +620,7 @@ spec:
             nodes_before += 1;
         }
     }
-    let entries = catalog::embedded();
-    let cat = catalog::policy_catalog(&entries, &["us-east-1a", "us-east-1b", "us-east-1c"]);
-    let (mut per_vcpu, mut per_gib) = (f64::INFINITY, f64::INFINITY);
-    for t in &cat.instance_types {
-        for o in &t.offerings {
-            per_vcpu = per_vcpu.min(o.price / f64::from(t.vcpus.max(1)));
-            per_gib = per_gib.min(o.price / (t.memory_mib.max(1) as f64 / 1024.0));
-        }
-    }
-    let (cpu, mem) = report.pods.iter().fold((0u64, 0u64), |(c, m), p| {
-        (
-            c + p.spec.requests.cpu_millis,
-            m + p.spec.requests.memory_bytes,
-        )
-    });
-    let lower_bound =
-        (cpu as f64 / 1000.0 * per_vcpu).max(mem as f64 / f64::from(1u32 << 30) * per_gib);
+    let lower_bound = pool_lower_bound(&report.pods);
     Ok(DisruptionFigures {
         first,
         slowest,
@@ -651,6 +635,38 @@ spec:
         evictions: report.evictions,
         wall,
     })
+}
+
+/// The LP bound of the benchmark pool's own offerings (2 or 4 vCPUs, categories c, m and r,
+/// amd64, spot or on-demand) for the pods that remain: what its fleet cannot beat. A bound over
+/// the whole catalog would count types the pool may not launch.
+fn pool_lower_bound(pods: &[crate::cluster::Pod]) -> f64 {
+    use crate::scheduling::cost::{self, Demand};
+    use crate::scheduling::model::labels;
+    use crate::scheduling::{InstanceTypes, Operator, Requirement, Requirements};
+
+    let entries = catalog::embedded();
+    let cat = catalog::policy_catalog(&entries, &["us-east-1a", "us-east-1b", "us-east-1c"]);
+    let its = InstanceTypes::new(&entries, &cat);
+    let requirements = Requirements::from_list(&[
+        Requirement::new(labels::CPU, Operator::In, &["2", "4"]),
+        Requirement::new(labels::CATEGORY, Operator::In, &["c", "m", "r"]),
+        Requirement::new(labels::ARCH, Operator::In, &["amd64"]),
+        Requirement::new(labels::CAPACITY_TYPE, Operator::In, &["spot", "on-demand"]),
+    ]);
+    let admitted = its.admitted_by(&requirements);
+    let supplies = cost::supplies(
+        &its,
+        &admitted,
+        &requirements,
+        &crate::scheduling::model::zero(),
+        None,
+    );
+    let mut demand = Demand::default();
+    for p in pods {
+        demand.add(&cost::amount(&p.spec.requests));
+    }
+    cost::lower_bound(&supplies, &demand).map_or(f64::NAN, |b| b.cost)
 }
 
 /// What loading a new version of a policy costs, per built-in component.

@@ -382,7 +382,7 @@ pub(crate) fn bench_disruption(pods: usize) -> Result<()> {
         f.rounds, f.nodes_before, f.nodes_after, f.evictions
     );
     println!(
-        "cost: {:.3} $/h before, {:.3} $/h after consolidation; lower bound {:.3} $/h; after/bound {:.2}x",
+        "cost: {:.3} $/h before, {:.3} $/h after consolidation; the pool's LP bound {:.3} $/h; after/bound {:.2}x",
         f.cost_before,
         f.cost_after,
         f.lower_bound,
