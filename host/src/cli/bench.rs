@@ -139,8 +139,8 @@ pub(crate) enum BenchCommand {
         #[arg(long, default_value_t = 400)]
         types: usize,
     },
-    /// Consolidate a cluster of ~500 nodes after 40% of its pods go: time per disruption pass
-    /// (candidates and moves, policy, enforcement) and cost against the lower bound.
+    /// Consolidate a cluster of ~1,000 nodes after 40% of its pods go: time per disruption pass
+    /// (candidates and moves, policy, enforcement) and cost against the pool's LP bound.
     Disruption {
         #[arg(long, default_value_t = 5000)]
         pods: usize,
