@@ -13,5 +13,6 @@ cargo fmt --all --check
 if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
 # The end-to-end tests also run `dovetail controller` as its own process (killed, SIGTERMed,
 # two replicas): the binary is built beside them first.
-cargo build -p dovetail --bin dovetail --locked
+# `bench-cluster` as the test crate asks for it, so that both builds share one compile of dovetail.
+cargo build -p dovetail --bin dovetail --features bench-cluster --locked
 cargo test --workspace --locked

@@ -948,3 +948,33 @@ fn doctor_as_the_controller_dry_runs_the_first_launch_and_names_what_its_policy_
         "the launch itself was allowed: {denials:#?}"
     );
 }
+
+/// The production binary (what the image ships) is built without the API server double; only the
+/// `bench-cluster` feature the tests turn on brings it in.
+#[test]
+fn the_production_binary_does_not_depend_on_the_api_server_double() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let tree = |features: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO"));
+        cmd.current_dir(&root)
+            .args([
+                "tree",
+                "-p",
+                "dovetail",
+                "-e",
+                "normal",
+                "--locked",
+                "--offline",
+            ])
+            .args(["--prefix", "none"])
+            .args(features);
+        run(&mut cmd)
+    };
+    let production = tree(&[]);
+    assert!(
+        production.contains("wasmtime") && !production.contains("dovetail-apiserver-double"),
+        "{production}"
+    );
+    let bench = tree(&["--features", "bench-cluster"]);
+    assert!(bench.contains("dovetail-apiserver-double"), "{bench}");
+}

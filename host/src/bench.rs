@@ -2,6 +2,7 @@
 
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "bench-cluster")]
 pub mod controller;
 pub mod journal;
 pub mod shadow;
@@ -164,13 +165,9 @@ pub fn scoring(opts: &ScoringBench) -> Result<(Vec<Timing>, usize), PolicyError>
 /// One native scoring of the round, timed once its data is warm again (the wasm round before it
 /// evicted much of it): native at its best, under the same load as the round beside it.
 fn time_native(round: &ScoringRound) -> Duration {
-    std::hint::black_box(crate::policy::native::cheapest(std::hint::black_box(
-        round,
-    )));
+    std::hint::black_box(crate::policy::native::cheapest(std::hint::black_box(round)));
     let started = Instant::now();
-    std::hint::black_box(crate::policy::native::cheapest(std::hint::black_box(
-        round,
-    )));
+    std::hint::black_box(crate::policy::native::cheapest(std::hint::black_box(round)));
     started.elapsed()
 }
 

@@ -91,6 +91,12 @@ pub(crate) fn run(command: BenchCommand) -> Result<()> {
                 f.drain.as_secs_f64()
             );
         }
+        #[cfg(not(feature = "bench-cluster"))]
+        BenchCommand::Controller { .. } => anyhow::bail!(
+            "this dovetail is built without the API server double bench controller runs against: \
+             cargo run --release -p dovetail --features bench-cluster -- bench controller"
+        ),
+        #[cfg(feature = "bench-cluster")]
         BenchCommand::Controller { pods, runs } => {
             let mut worst: Option<(f64, f64)> = None;
             for run in 1..=runs {
@@ -181,6 +187,7 @@ pub(crate) enum BenchCommand {
 }
 
 /// One `bench controller` run's figures.
+#[cfg(feature = "bench-cluster")]
 pub(crate) fn print_controller_figures(f: &bench::controller::ControllerFigures) {
     println!("pods {}, nodes {}", f.pods, f.nodes);
     println!(
