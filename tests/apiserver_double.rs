@@ -411,6 +411,11 @@ fn deleting_an_owner_collects_its_dependents_in_the_background() {
         api.get(PODS, "default", "web-1").unwrap()["metadata"]["deletionTimestamp"].is_null(),
         "a dependent with another live owner stays"
     );
+    api.delete("v1/configmaps", "default", "keep");
+    assert!(
+        !api.get(PODS, "default", "web-1").unwrap()["metadata"]["deletionTimestamp"].is_null(),
+        "its last owner gone, it is collected too"
+    );
 }
 
 #[test]

@@ -404,11 +404,8 @@ pub fn provisioning(
                     options: c.options(&its),
                 })
                 .collect();
-            let round = ScoringRound {
-                now: 1_790_000_000,
-                catalog: cat.clone(),
-                claims,
-            };
+            // As provisioning hands it over: the types the claims may launch.
+            let round = ScoringRound::pruned(1_790_000_000, &cat, claims);
             let scores = policy.score(&round)?;
             let mut demand = Demand::default();
             for p in &pods {

@@ -125,11 +125,7 @@ pub fn plan(
             pods = claims.iter().map(|c| c.pods.len()).sum::<usize>(),
             "computed new nodeclaim(s) to fit pod(s)"
         );
-        let round = ScoringRound {
-            now,
-            catalog: catalog.clone(),
-            claims,
-        };
+        let round = ScoringRound::pruned(now, catalog, claims);
         let names = claim_ids
             .iter()
             .map(|_| name(pool_name))

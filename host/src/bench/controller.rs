@@ -170,9 +170,16 @@ impl World {
                 *f = f.saturating_sub(POD_CPU_MILLIS);
             }
         }
+        // First fit, as before, with a cursor: a node's room only shrinks, so the nodes before
+        // the first with room stay full (a scan from the start per pod was quadratic at 100k).
+        let mut free: Vec<(String, u64)> = free.into_iter().collect();
+        let mut at = 0;
         let mut left = 0;
         for mut p in pending {
-            match free.iter_mut().find(|(_, f)| **f >= POD_CPU_MILLIS) {
+            while at < free.len() && free[at].1 < POD_CPU_MILLIS {
+                at += 1;
+            }
+            match free.get_mut(at) {
                 Some((node, f)) => {
                     *f -= POD_CPU_MILLIS;
                     p["spec"]["nodeName"] = node.clone().into();

@@ -29,6 +29,42 @@ pub fn unpack(option: LaunchOption) -> (usize, usize) {
 }
 
 impl ScoringRound {
+    /// The round for `claims` whose options index into `catalog`: its catalog holds only the
+    /// instance types some option names (what the claims may launch, as the WIT contract says),
+    /// in the catalog's order, and the options are renumbered to it. Handing the policy the
+    /// whole region's catalog every round cost most of a round's time in `begin-round`; a pool
+    /// that allows a few families now hands over those.
+    pub fn pruned(now: i64, catalog: &Catalog, mut claims: Vec<Claim>) -> ScoringRound {
+        let mut used = vec![false; catalog.instance_types.len()];
+        for claim in &claims {
+            for &o in &claim.options {
+                used[unpack(o).0] = true;
+            }
+        }
+        let mut renumbered = vec![u32::MAX; used.len()];
+        let mut instance_types = Vec::with_capacity(used.iter().filter(|&&u| u).count());
+        for (i, t) in catalog.instance_types.iter().enumerate() {
+            if used[i] {
+                renumbered[i] = instance_types.len() as u32;
+                instance_types.push(t.clone());
+            }
+        }
+        for claim in &mut claims {
+            for o in &mut claim.options {
+                let (t, offering) = unpack(*o);
+                *o = pack(renumbered[t] as usize, offering);
+            }
+        }
+        ScoringRound {
+            now,
+            catalog: Catalog {
+                zones: catalog.zones.clone(),
+                instance_types,
+            },
+            claims,
+        }
+    }
+
     /// The instance type, offering and zone name of an option. Options come from the host, so
     /// they always resolve.
     pub fn resolve(&self, option: LaunchOption) -> (&InstanceType, &Offering, &str) {
@@ -42,6 +78,49 @@ impl ScoringRound {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pruned_round_holds_the_types_its_options_name_and_resolves_them_as_before() {
+        let full = crate::policy::canary::scoring_round();
+        let mut claims = full.claims.clone();
+        // Keep every third option of each claim, so some types are named by none.
+        for c in &mut claims {
+            c.options = c.options.iter().copied().step_by(3).collect();
+        }
+        let named: std::collections::BTreeSet<usize> = claims
+            .iter()
+            .flat_map(|c| c.options.iter().map(|&o| unpack(o).0))
+            .collect();
+        assert!(
+            named.len() < full.catalog.instance_types.len(),
+            "the test prunes something"
+        );
+        let before = ScoringRound {
+            claims: claims.clone(),
+            ..full.clone()
+        };
+        let pruned = ScoringRound::pruned(full.now, &full.catalog, claims);
+        assert_eq!(pruned.catalog.instance_types.len(), named.len());
+        assert_eq!(pruned.catalog.zones, full.catalog.zones);
+        let names: Vec<&str> = pruned
+            .catalog
+            .instance_types
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        let in_order: Vec<&str> = named
+            .iter()
+            .map(|&t| full.catalog.instance_types[t].name.as_str())
+            .collect();
+        assert_eq!(names, in_order, "the catalog's order is kept");
+        for (a, b) in before.claims.iter().zip(&pruned.claims) {
+            assert_eq!(a.options.len(), b.options.len());
+            for (&x, &y) in a.options.iter().zip(&b.options) {
+                let ((ta, oa, za), (tb, ob, zb)) = (before.resolve(x), pruned.resolve(y));
+                assert_eq!((&ta.name, oa, za), (&tb.name, ob, zb));
+            }
+        }
+    }
 
     #[test]
     fn packing_round_trips() {

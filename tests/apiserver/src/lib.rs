@@ -64,7 +64,7 @@
 //! - **Request log**: method, path, query, body and field manager of every request.
 //! - **Faults**: the next N writes can be answered 409 or 429 (a fault-injecting mode).
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
@@ -130,6 +130,56 @@ struct State {
     owners: BTreeMap<Key, BTreeMap<String, String>>,
     /// Staged races, by object.
     races: Vec<(Key, Race)>,
+    /// The garbage collector's graph (kube-controller-manager's `GraphBuilder.uidToNode`): each
+    /// stored object by uid, and the objects whose `ownerReferences` name a uid. Kept with every
+    /// write, so an owner's deletion finds its dependents without scanning the store (a scan per
+    /// deletion made a 40,000-pod scale-down quadratic).
+    uids: HashMap<String, Key>,
+    dependents: HashMap<String, BTreeSet<Key>>,
+}
+
+/// The uids an object's `ownerReferences` name.
+fn owner_uids(object: &Value) -> impl Iterator<Item = &str> {
+    object["metadata"]["ownerReferences"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|r| r["uid"].as_str())
+}
+
+impl State {
+    /// Takes `key`'s stored version out of the collector's graph.
+    fn unindex(&mut self, key: &Key) {
+        let Some(old) = self.objects.get(key) else {
+            return;
+        };
+        if let Some(uid) = old["metadata"]["uid"].as_str()
+            && self.uids.get(uid) == Some(key)
+        {
+            self.uids.remove(uid);
+        }
+        for owner in owner_uids(old) {
+            if let Some(d) = self.dependents.get_mut(owner) {
+                d.remove(key);
+                if d.is_empty() {
+                    self.dependents.remove(owner);
+                }
+            }
+        }
+    }
+
+    /// Puts `object`, about to be stored under `key`, into the collector's graph.
+    fn index(&mut self, key: &Key, object: &Value) {
+        if let Some(uid) = object["metadata"]["uid"].as_str() {
+            self.uids.insert(uid.to_string(), key.clone());
+        }
+        for owner in owner_uids(object) {
+            self.dependents
+                .entry(owner.to_string())
+                .or_default()
+                .insert(key.clone());
+        }
+    }
 }
 
 /// The running double.
@@ -438,10 +488,12 @@ impl ApiServer {
             kind,
             object: object.clone(),
         };
+        st.unindex(&key);
         if kind == "DELETED" {
             st.owners.remove(&key);
             st.objects.remove(&key);
         } else {
+            st.index(&key, &object);
             st.objects.insert(key, object);
         }
         if st.history.len() == HISTORY {
@@ -458,19 +510,22 @@ impl ApiServer {
     /// Background garbage collection: the dependents of a deleted owner with no other owner
     /// left are deleted, as a user's delete would (pods gracefully, finalizers honoured).
     fn collect_dependents(&self, st: &mut State, uid: &Value) {
-        let exists =
-            |st: &State, u: &Value| st.objects.values().any(|o| o["metadata"]["uid"] == *u);
-        let orphans: Vec<(Key, Value)> = st
-            .objects
-            .iter()
+        let Some(uid) = uid.as_str() else {
+            return;
+        };
+        let dependents: Vec<Key> = st
+            .dependents
+            .get(uid)
+            .map(|d| d.iter().cloned().collect())
+            .unwrap_or_default();
+        let orphans: Vec<(Key, Value)> = dependents
+            .into_iter()
+            .filter_map(|k| st.objects.get(&k).map(|o| (k, o)))
             .filter(|(_, o)| {
-                let refs = o["metadata"]["ownerReferences"].as_array();
-                refs.is_some_and(|r| {
-                    r.iter().any(|o| o["uid"] == *uid)
-                        && r.iter().all(|o| o["uid"] == *uid || !exists(st, &o["uid"]))
-                }) && o["metadata"]["deletionTimestamp"].is_null()
+                owner_uids(o).all(|u| u == uid || !st.uids.contains_key(u))
+                    && o["metadata"]["deletionTimestamp"].is_null()
             })
-            .map(|(k, o)| (k.clone(), o.clone()))
+            .map(|(k, o)| (k, o.clone()))
             .collect();
         for (k, o) in orphans {
             if k.collection == disruption::PODS {
