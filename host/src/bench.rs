@@ -68,7 +68,8 @@ impl Summary {
 }
 
 /// The round the benchmark scores: `types` priced catalog types in 3 zones (spot and on-demand),
-/// one claim of `pods` pods of 5 workloads with CPU and memory drawn from a fixed mix.
+/// one claim of `pods` pods of 5 workloads with CPU and memory drawn from a fixed mix; its catalog
+/// holds the types that fit the claim, as provisioning's rounds do.
 pub fn bench_round(types: usize, pods: usize) -> ScoringRound {
     let mut cat = catalog::policy_catalog(
         &catalog::embedded(),
@@ -97,14 +98,17 @@ pub fn bench_round(types: usize, pods: usize) -> ScoringRound {
             priority: 0,
         })
         .collect();
-    catalog::scoring_round(1_790_000_000, cat, "default", workloads, pods)
+    let round = catalog::scoring_round(1_790_000_000, cat, "default", workloads, pods);
+    // As provisioning hands a round over: the types the claim may launch.
+    ScoringRound::pruned(round.now, &round.catalog, round.claims)
 }
 
 /// Runs the scoring benchmark: `cheapest` as a component with the pooling and the on-demand
 /// allocator, and natively; checks that all give the same verdicts.
-pub fn scoring(opts: &ScoringBench) -> Result<(Vec<Timing>, usize), PolicyError> {
+pub fn scoring(opts: &ScoringBench) -> Result<(Vec<Timing>, usize, usize), PolicyError> {
     let round = bench_round(opts.types, opts.pods);
     let options = round.claims[0].options.len();
+    let handed = round.catalog.instance_types.len();
     let wasm = builtin::find("cheapest")
         .expect("cheapest is built in")
         .wasm;
@@ -159,7 +163,7 @@ pub fn scoring(opts: &ScoringBench) -> Result<(Vec<Timing>, usize), PolicyError>
         total: native,
         native,
     });
-    Ok((out, options))
+    Ok((out, options, handed))
 }
 
 /// One native scoring of the round, timed once its data is warm again (the wasm round before it
@@ -537,6 +541,12 @@ pub struct DisruptionFigures {
 /// every deployment removed; the simulator runs the real disruption code (with `balanced` in
 /// WASM, budgets at 100%) until the cluster settles.
 pub fn disruption(pods: usize) -> Result<DisruptionFigures, crate::sim::SimError> {
+    let requirements: String = DISRUPTION_POOL
+        .iter()
+        .map(|(key, values)| {
+            format!("        - {{key: {key}, operator: In, values: {values:?}}}\n")
+        })
+        .collect();
     let mut yaml = String::from(
         r#"apiVersion: dovetail.sh/v1
 kind: NodePool
@@ -545,17 +555,14 @@ spec:
   template:
     spec:
       requirements:
-        - {key: aws.dovetail.sh/instance-cpu, operator: In, values: ["2", "4"]}
-        - {key: aws.dovetail.sh/instance-category, operator: In, values: ["c", "m", "r"]}
-        - {key: kubernetes.io/arch, operator: In, values: ["amd64"]}
-        - {key: dovetail.sh/capacity-type, operator: In, values: ["spot", "on-demand"]}
-      nodeClassRef: {group: aws.dovetail.sh, kind: EC2NodeClass, name: default}
+{requirements}      nodeClassRef: {group: aws.dovetail.sh, kind: EC2NodeClass, name: default}
   disruption:
     consolidationPolicy: WhenEmptyOrUnderutilized
     consolidateAfter: 0s
     budgets: [{nodes: "100%"}]
 "#,
-    );
+    )
+    .replace("{requirements}", &requirements);
     let per = pods / 10;
     let mut steps = String::new();
     for k in 0..10 {
@@ -631,23 +638,30 @@ spec:
     })
 }
 
-/// The LP bound of the benchmark pool's own offerings (2 or 4 vCPUs, categories c, m and r,
-/// amd64, spot or on-demand) for the pods that remain: what its fleet cannot beat. A bound over
-/// the whole catalog would count types the pool may not launch.
+/// The disruption benchmark's NodePool requirements (each `In`): its YAML and its bound read them.
+const DISRUPTION_POOL: [(&str, &[&str]); 4] = [
+    ("aws.dovetail.sh/instance-cpu", &["2", "4"]),
+    ("aws.dovetail.sh/instance-category", &["c", "m", "r"]),
+    ("kubernetes.io/arch", &["amd64"]),
+    ("dovetail.sh/capacity-type", &["spot", "on-demand"]),
+];
+
+/// The LP bound of the benchmark pool's own offerings ([`DISRUPTION_POOL`]) for the pods that
+/// remain: what its fleet cannot beat. A bound over the whole catalog would count types the pool
+/// may not launch.
 fn pool_lower_bound(pods: &[crate::cluster::Pod]) -> f64 {
     use crate::scheduling::cost::{self, Demand};
-    use crate::scheduling::model::labels;
     use crate::scheduling::{InstanceTypes, Operator, Requirement, Requirements};
 
     let entries = catalog::embedded();
     let cat = catalog::policy_catalog(&entries, &["us-east-1a", "us-east-1b", "us-east-1c"]);
     let its = InstanceTypes::new(&entries, &cat);
-    let requirements = Requirements::from_list(&[
-        Requirement::new(labels::CPU, Operator::In, &["2", "4"]),
-        Requirement::new(labels::CATEGORY, Operator::In, &["c", "m", "r"]),
-        Requirement::new(labels::ARCH, Operator::In, &["amd64"]),
-        Requirement::new(labels::CAPACITY_TYPE, Operator::In, &["spot", "on-demand"]),
-    ]);
+    let requirements = Requirements::from_list(
+        &DISRUPTION_POOL
+            .iter()
+            .map(|(key, values)| Requirement::new(key, Operator::In, values))
+            .collect::<Vec<_>>(),
+    );
     let admitted = its.admitted_by(&requirements);
     let supplies = cost::supplies(
         &its,

@@ -208,6 +208,8 @@ pub trait Scorer: Policy {
             .iter()
             .enumerate()
             .map(|(i, &o)| match round.resolve(o) {
+                // Once an option fails to resolve the claim fails: score no more.
+                Ok(_) if unresolved.is_some() => 0.0,
                 Ok(option) => match self.score_option(claim, option) {
                     Verdict::Score(s) => s,
                     Verdict::Veto(reason) => {

@@ -154,6 +154,7 @@ pub(crate) enum BenchCommand {
     /// Run `dovetail controller` (in-memory cloud) against the API server double: scale up to
     /// `pods` pods (ten per node), sit idle, remove 40%; print the controller's peak memory,
     /// the time to every NodeClaim, and API requests per launched and per disrupted node.
+    /// Needs the `bench-cluster` feature (the double is not in the production binary).
     Controller {
         #[arg(long, default_value_t = 20000)]
         pods: usize,
@@ -207,6 +208,10 @@ pub(crate) fn print_controller_figures(f: &bench::controller::ControllerFigures)
         f.requests_per_launched, f.writes_per_launched
     );
     println!(
+        "scale-up CPU: controller {:.1} s, API server double and actors {:.1} s",
+        f.scale_up_cpu.0, f.scale_up_cpu.1
+    );
+    println!(
         "(client limit KUBE_CLIENT_QPS={})",
         dovetail::bench::controller::BENCH_QPS
     );
@@ -245,9 +250,9 @@ pub(crate) fn bench_policy(opts: bench::ScoringBench) -> Result<()> {
             "note: a debug build; run `cargo run --release -p dovetail -- bench policy` for real figures"
         );
     }
-    let (timings, options) = bench::scoring(&opts)?;
+    let (timings, options, handed) = bench::scoring(&opts)?;
     println!(
-        "scoring {} instance types ({} feasible options) for a {}-pod decision, {} iterations, p50 per round",
+        "scoring {} instance types ({handed} fit the claim and are handed over; {} feasible options) for a {}-pod decision, {} iterations, p50 per round",
         opts.types, options, opts.pods, opts.iterations
     );
     println!(

@@ -134,7 +134,8 @@ struct State {
     /// stored object by uid, and the objects whose `ownerReferences` name a uid. Kept with every
     /// write, so an owner's deletion finds its dependents without scanning the store (a scan per
     /// deletion made a 40,000-pod scale-down quadratic).
-    uids: HashMap<String, Key>,
+    /// Stored objects per uid (a count: a test may give two objects one uid).
+    uids: HashMap<String, usize>,
     dependents: HashMap<String, BTreeSet<Key>>,
 }
 
@@ -154,9 +155,12 @@ impl State {
             return;
         };
         if let Some(uid) = old["metadata"]["uid"].as_str()
-            && self.uids.get(uid) == Some(key)
+            && let Some(n) = self.uids.get_mut(uid)
         {
-            self.uids.remove(uid);
+            *n -= 1;
+            if *n == 0 {
+                self.uids.remove(uid);
+            }
         }
         for owner in owner_uids(old) {
             if let Some(d) = self.dependents.get_mut(owner) {
@@ -171,7 +175,7 @@ impl State {
     /// Puts `object`, about to be stored under `key`, into the collector's graph.
     fn index(&mut self, key: &Key, object: &Value) {
         if let Some(uid) = object["metadata"]["uid"].as_str() {
-            self.uids.insert(uid.to_string(), key.clone());
+            *self.uids.entry(uid.to_string()).or_default() += 1;
         }
         for owner in owner_uids(object) {
             self.dependents
