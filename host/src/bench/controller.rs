@@ -366,17 +366,26 @@ pub fn run(pods: usize) -> Result<ControllerFigures, String> {
         scale_up_cpu.1
     );
 
-    // Steady: once the controller has written nothing for 5 s (the launches' registrations
-    // are done), 30 s with nothing to do.
+    // Steady: once every claim is Initialized and the controller has written nothing for 5 s,
+    // 30 s with nothing to do. (A lull of 5 s alone came before the last of 10,000 claims were
+    // initialized, and their writes were counted as idle.)
+    let initialized = |c: &Value| {
+        c["status"]["conditions"].as_array().is_some_and(|cs| {
+            cs.iter()
+                .any(|k| k["type"] == "Initialized" && k["status"] == "True")
+        })
+    };
     wait(
         "the controller goes quiet",
         Duration::from_secs(300),
         &mut || {
             let log = api.log();
-            log.iter()
-                .rev()
-                .find(|r| r.method != "GET")
-                .is_none_or(|r| r.at.elapsed() > Duration::from_secs(5))
+            api.list(CLAIMS).iter().all(initialized)
+                && log
+                    .iter()
+                    .rev()
+                    .find(|r| r.method != "GET")
+                    .is_none_or(|r| r.at.elapsed() > Duration::from_secs(5))
         },
     )?;
     let quiet = api.requests();
@@ -423,7 +432,9 @@ pub fn run(pods: usize) -> Result<ControllerFigures, String> {
             api.delete(PODS, "default", &current);
         }
     }
-    let mut changed = Instant::now();
+    // Settled once the fleet has changed (40% of the pods went: consolidation must act) and then
+    // held for 30 s.
+    let mut changed: Option<Instant> = None;
     let mut last = nodes;
     wait(
         "consolidation settles",
@@ -433,12 +444,12 @@ pub fn run(pods: usize) -> Result<ControllerFigures, String> {
             let pending = world.round(&api);
             let now = api.list(CLAIMS).len() + pending;
             if now != last {
-                changed = Instant::now();
+                changed = Some(Instant::now());
             }
             last = now;
-            // Settled: no change for 30 s of wall clock (past the consolidateAfter window),
-            // however long a round of the actors takes.
-            changed.elapsed() >= Duration::from_secs(30) && pending == 0
+            // Settled: no change for 30 s of wall clock, however long a round of the actors
+            // takes.
+            changed.is_some_and(|c| c.elapsed() >= Duration::from_secs(30)) && pending == 0
         },
     )?;
     let log = api.log();
