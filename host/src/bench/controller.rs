@@ -379,6 +379,8 @@ pub fn run(pods: usize) -> Result<ControllerFigures, String> {
         "the controller goes quiet",
         Duration::from_secs(300),
         &mut || {
+            // kubelet keeps registering the nodes of claims that launch late.
+            world.round(&api);
             let log = api.log();
             api.list(CLAIMS).iter().all(initialized)
                 && log

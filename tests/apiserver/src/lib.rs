@@ -149,6 +149,24 @@ fn owner_uids(object: &Value) -> impl Iterator<Item = &str> {
 }
 
 impl State {
+    /// The objects of one collection (and namespace): a contiguous range of the store, since a
+    /// key orders by collection, then namespace. A list reads its own objects, not the store.
+    fn range<'a>(
+        &'a self,
+        collection: &str,
+        namespace: Option<&str>,
+    ) -> impl Iterator<Item = (&'a Key, &'a Value)> {
+        let from = Key {
+            collection: collection.into(),
+            namespace: namespace.unwrap_or_default().into(),
+            name: String::new(),
+        };
+        let (collection, namespace) = (collection.to_string(), namespace.map(str::to_string));
+        self.objects.range(from..).take_while(move |(k, _)| {
+            k.collection == collection && namespace.as_ref().is_none_or(|n| *n == k.namespace)
+        })
+    }
+
     /// Takes `key`'s stored version out of the collector's graph.
     fn unindex(&mut self, key: &Key) {
         let Some(old) = self.objects.get(key) else {
@@ -258,21 +276,9 @@ impl ApiServer {
     fn sync_budgets(&self) {
         let mut st = self.state.lock().unwrap();
         let now = k8s_openapi::jiff::Timestamp::now().as_second();
-        // Objects of one collection (and namespace) are a contiguous range of the store: a
-        // cluster without budgets costs one lookup, and a budget reads only what it counts.
+        // A cluster without budgets costs one lookup, and a budget reads only what it counts.
         let range = |st: &'_ State, collection: &str, namespace: Option<&str>| {
-            let from = Key {
-                collection: collection.into(),
-                namespace: namespace.unwrap_or_default().into(),
-                name: String::new(),
-            };
-            let (collection, namespace) = (collection.to_string(), namespace.map(str::to_string));
-            st.objects
-                .range(from..)
-                .take_while(move |(k, _)| {
-                    k.collection == collection
-                        && namespace.as_ref().is_none_or(|n| *n == k.namespace)
-                })
+            st.range(collection, namespace)
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect::<Vec<_>>()
         };
@@ -417,11 +423,7 @@ impl ApiServer {
     /// Objects of a collection (`v1/pods`, `dovetail.sh/v1/nodeclaims`).
     pub fn list(&self, collection: &str) -> Vec<Value> {
         let st = self.state.lock().unwrap();
-        st.objects
-            .iter()
-            .filter(|(k, _)| k.collection == collection)
-            .map(|(_, v)| v.clone())
-            .collect()
+        st.range(collection, None).map(|(_, v)| v.clone()).collect()
     }
 
     /// One object.
@@ -748,14 +750,10 @@ impl ApiServer {
     fn list_response(&self, path: &Path, query: &BTreeMap<String, String>) -> Response {
         let selector = query.get("labelSelector").cloned().unwrap_or_default();
         let st = self.state.lock().unwrap();
+        let namespace = (!path.namespace.is_empty()).then_some(path.namespace.as_str());
         let items: Vec<Value> = st
-            .objects
-            .iter()
-            .filter(|(k, v)| {
-                k.collection == path.collection
-                    && (path.namespace.is_empty() || k.namespace == path.namespace)
-                    && selects(&selector, v)
-            })
+            .range(&path.collection, namespace)
+            .filter(|(_, v)| selects(&selector, v))
             .map(|(_, v)| v.clone())
             .collect();
         json_response(
