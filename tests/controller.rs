@@ -430,7 +430,7 @@ fn an_instance_whose_node_never_registers_is_cleaned_up_by_liveness() {
     };
     api.put("dovetail.sh/v1/nodepools", node_pool("1h"));
     let mut s = settings(&moto);
-    s.registration_ttl = Duration::from_secs(3);
+    s.core.registration_ttl = Duration::from_secs(3);
     let _controller = Running::start(&api, s);
     api.put(PODS, inflate_pod(0));
     until_with(

@@ -37,6 +37,7 @@ static RESTARTS: AtomicU64 = AtomicU64::new(0);
 static EVICTIONS: AtomicU64 = AtomicU64::new(0);
 static DISRUPTIONS: AtomicU64 = AtomicU64::new(0);
 static REJECTED: AtomicU64 = AtomicU64::new(0);
+static NEVER_JOINED: AtomicU64 = AtomicU64::new(0);
 
 #[derive(Debug, Clone)]
 enum Budget {
@@ -105,6 +106,8 @@ struct Case {
     /// (minute, step)
     steps: Vec<(u32, StepGen)>,
     crash_after: Vec<u32>,
+    /// Launches whose instance never registers a Node.
+    never_join: Vec<u32>,
     seed: u64,
 }
 
@@ -208,11 +211,21 @@ fn case() -> impl Strategy<Value = Case> {
                 0u8..3,
                 prop::collection::vec((2u32..60, step(d)), 0..6),
                 prop::collection::vec(1u32..120, 0..3),
+                prop::collection::vec(1u32..12, 0..3),
                 any::<u64>(),
             )
         })
         .prop_map(
-            |(pools, deployments, mut pdbs, bare_pods, mut steps, crash_after, seed)| {
+            |(
+                pools,
+                deployments,
+                mut pdbs,
+                bare_pods,
+                mut steps,
+                crash_after,
+                never_join,
+                seed,
+            )| {
                 pdbs.sort_by_key(|p| p.0);
                 pdbs.dedup_by_key(|p| p.0);
                 steps.sort_by_key(|s| s.0);
@@ -223,6 +236,7 @@ fn case() -> impl Strategy<Value = Case> {
                     bare_pods,
                     steps,
                     crash_after,
+                    never_join,
                     seed,
                 }
             },
@@ -406,7 +420,15 @@ struct Watcher {
     evictions_seen: usize,
     /// Nodes already checked against the budget when their disruption started.
     disruptions_seen: BTreeMap<String, i64>,
+    /// Registered claims and the instance each registered with.
+    registered: HashMap<String, String>,
 }
+
+/// A claim whose Node has not registered must be gone this long after its launch: the TTL, one
+/// wait before a step asked for is asked again, and a tick.
+const NEVER_JOINED_DEADLINE: i64 = dovetail::lifecycle::REGISTRATION_TTL.as_secs() as i64
+    + dovetail::controller::LIFECYCLE_RETRY
+    + 2;
 
 /// An instance may go unowned this long before it must be gone: the grace period plus one GC
 /// interval to notice it and one more to act.
@@ -531,6 +553,43 @@ impl Watcher {
         if let Some((t, pod, answer)) = m.refused_evictions.first() {
             return Err(format!("asked to evict {pod} at {t}s, refused: {answer}"));
         }
+        // Liveness: a claim whose Node never registers is gone within the registration TTL (its
+        // instance with it, by the orphan check below), unless termination already has it.
+        for n in c.nodes.values() {
+            let waiting = n.lifecycle.joined.is_none() && !n.lifecycle.registered;
+            if waiting && n.deletion.is_none() && m.now - n.launched_at > NEVER_JOINED_DEADLINE {
+                return Err(format!(
+                    "claim {} launched {}s ago has no Node and is still there",
+                    n.name,
+                    m.now - n.launched_at
+                ));
+            }
+        }
+        // No claim is launched twice: at most one instance names it, and a registered claim
+        // keeps the instance it registered with.
+        self.registered
+            .retain(|claim, _| c.nodes.contains_key(claim));
+        for n in c.nodes.values().filter(|n| n.lifecycle.registered) {
+            let first = self
+                .registered
+                .entry(n.name.clone())
+                .or_insert_with(|| n.instance.id.clone());
+            if *first != n.instance.id {
+                return Err(format!(
+                    "claim {} registered with {first} and now holds {}",
+                    n.name, n.instance.id
+                ));
+            }
+        }
+        let mut launches: HashMap<&str, &str> = HashMap::new();
+        for i in &m.instances {
+            if let Some(other) = launches.insert(i.claim.as_str(), i.id.as_str()) {
+                return Err(format!(
+                    "claim {} launched twice: {other} and {}",
+                    i.claim, i.id
+                ));
+            }
+        }
         // Instances: each owned by exactly one live claim, or collected within the deadline.
         let mut owners: HashMap<&str, &str> = HashMap::new();
         for n in c.nodes.values() {
@@ -577,6 +636,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
     let text = manifests(case);
     let opts = SimOptions {
         crash_after: case.crash_after.clone(),
+        never_join: case.never_join.clone(),
         ..SimOptions::default()
     };
     let mut watcher = Watcher::default();
@@ -624,6 +684,16 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
                 report.disruptions.values().map(|&n| u64::from(n)).sum(),
                 Ordering::Relaxed,
             );
+            NEVER_JOINED.fetch_add(
+                report
+                    .events
+                    .iter()
+                    .filter(|e| {
+                        matches!(e.kind, dovetail::controller::EventKind::NeverJoined { .. })
+                    })
+                    .count() as u64,
+                Ordering::Relaxed,
+            );
             if let Err(e) = check_end(&report, &watcher) {
                 end_problem = Some(e);
             }
@@ -644,8 +714,8 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
     match end_problem {
         None => Ok(()),
         Some(e) => Err(TestCaseError::fail(format!(
-            "{e}\n--- the case, for `dovetail simulate -f case.yaml` (crash after effects {:?}):\n{text}",
-            case.crash_after
+            "{e}\n--- the case, for `dovetail simulate -f case.yaml` (crash after effects {:?}, launches that never join {:?}):\n{text}",
+            case.crash_after, case.never_join
         ))),
     }
 }
@@ -667,14 +737,20 @@ fn no_policy_and_no_timeline_breaks_a_safety_invariant() {
         TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed));
     let result = runner.run(&case(), |c| run_case(&c));
     eprintln!(
-        "safety: {} runs ({} cases rejected), {} controller restarts, {} voluntary disruptions, {} evictions",
+        "safety: {} runs ({} cases rejected), {} controller restarts, {} voluntary disruptions, {} evictions, {} claims that never joined deleted",
         RUNS.load(Ordering::Relaxed),
         REJECTED.load(Ordering::Relaxed),
         RESTARTS.load(Ordering::Relaxed),
         DISRUPTIONS.load(Ordering::Relaxed),
-        EVICTIONS.load(Ordering::Relaxed)
+        EVICTIONS.load(Ordering::Relaxed),
+        NEVER_JOINED.load(Ordering::Relaxed)
     );
     if let Err(e) = result {
         panic!("{e}");
     }
+    // The cases reach liveness: some instances never join, and their claims are deleted.
+    assert!(
+        NEVER_JOINED.load(Ordering::Relaxed) > 0,
+        "no case had a claim that never joined: the liveness invariant was not exercised"
+    );
 }

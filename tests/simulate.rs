@@ -761,3 +761,78 @@ fn a_panicking_shadow_fails_alone() {
         "the serving policy never failed"
     );
 }
+
+#[test]
+fn a_claim_whose_node_never_registers_is_deleted_with_its_instance_after_the_ttl() {
+    use dovetail::controller::EventKind;
+    let opts = SimOptions {
+        never_join: vec![1],
+        ..SimOptions::default()
+    };
+    let files = vec![(
+        "inflate-spot.yaml".to_string(),
+        example("inflate-spot.yaml"),
+    )];
+    // The first claim's instance, and the last moment's instances.
+    let mut first: Option<(String, String, i64)> = None;
+    let mut last_instances: Vec<String> = Vec::new();
+    let report = dovetail::sim::simulate_watched(&files, &opts, &mut |m| {
+        if first.is_none()
+            && let Some(n) = m.cluster.nodes.values().next()
+        {
+            first = Some((
+                n.name.clone(),
+                n.instance.id.clone(),
+                n.launched_at - m.now + m.t,
+            ));
+        }
+        last_instances = m.instances.iter().map(|i| i.id.clone()).collect();
+        Ok(())
+    })
+    .unwrap();
+    let (claim, instance, launched) = first.expect("a claim was launched");
+    let never = report
+        .events
+        .iter()
+        .find_map(|e| match &e.kind {
+            EventKind::NeverJoined {
+                node,
+                instance: i,
+                waited_seconds,
+            } if *node == claim => Some((e.at, i.clone(), *waited_seconds)),
+            _ => None,
+        })
+        .expect("the claim is reported as never joined");
+    let ttl = dovetail::lifecycle::REGISTRATION_TTL.as_secs() as i64;
+    assert_eq!(never.1, instance);
+    assert!(never.2 > ttl, "not before the TTL: waited {}s", never.2);
+    assert!(
+        never.0 - launched <= ttl + 2,
+        "deleted {}s after launch",
+        never.0 - launched
+    );
+    assert!(
+        report.nodes.iter().all(|n| n.name != claim),
+        "the claim is gone"
+    );
+    assert!(
+        !last_instances.contains(&instance),
+        "its instance is terminated"
+    );
+    // Its pods were provisioned again: everything runs, on registered, initialized nodes.
+    assert!(report.still_pending.is_empty());
+    assert!(report.pods.iter().all(|p| p.running_since.is_some()));
+    assert!(report.launched >= 2);
+    assert!(
+        report
+            .nodes
+            .iter()
+            .all(|n| n.lifecycle.registered && n.lifecycle.initialized),
+        "{:?}",
+        report
+            .nodes
+            .iter()
+            .map(|n| &n.lifecycle)
+            .collect::<Vec<_>>()
+    );
+}

@@ -4,12 +4,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+pub mod pdb;
 mod volumes;
 pub use volumes::Volumes;
 
 use crate::cloud::Instance;
 use crate::policy::types::DisruptionReason;
-use crate::provisioning::Pool;
 use crate::scheduling::cost;
 use crate::scheduling::model::{
     ExistingNode, LabelSelector, PendingPod, Taint, TaintEffect, add, labels, zero,
@@ -60,6 +60,66 @@ pub struct Node {
     /// the instance waits for them to detach, as Karpenter does, so a volume is not cut off
     /// while its data is flushed (unless `terminationGracePeriod` forces it).
     pub attached: BTreeSet<String>,
+    /// How far its NodeClaim has come since launch: what [`crate::lifecycle`] decides from.
+    pub lifecycle: Lifecycle,
+}
+
+/// A launched claim's way into the cluster, as the world shows it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Lifecycle {
+    /// The Node object kubelet registered for the claim's instance (same providerID), if any.
+    pub joined: Option<Joined>,
+    /// The claim's Registered condition is True: its Node was adopted.
+    pub registered: bool,
+    /// The claim's Initialized condition is True.
+    pub initialized: bool,
+}
+
+/// What the Node object of a claim says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Joined {
+    /// The Node's name (in a cluster, not the claim's: EC2 names it).
+    pub node: String,
+    /// Its Ready condition is True.
+    pub ready: bool,
+    /// One of the claim's startup taints is still on it.
+    pub startup_taints_left: bool,
+    /// It has a deletionTimestamp.
+    pub deleting: bool,
+}
+
+#[cfg(test)]
+impl Node {
+    /// A Ready on-demand m5.large of pool `default`, instance `i-<name>`, launched at 0.
+    pub fn example(name: &str) -> Node {
+        Node {
+            name: name.into(),
+            instance: crate::cloud::Instance {
+                id: format!("i-{name}"),
+                claim: name.into(),
+                node_pool: "default".into(),
+                offer: crate::cloud::Offer {
+                    instance_type: "m5.large".into(),
+                    zone: "us-east-1a".into(),
+                    capacity_type: crate::policy::types::CapacityType::OnDemand,
+                    price: 0.096,
+                },
+            },
+            type_index: 0,
+            zone_index: 0,
+            labels: Vec::new(),
+            taints: Vec::new(),
+            launched_at: 0,
+            ready_at: Some(0),
+            last_pod_change: 0,
+            template_hash: 0,
+            do_not_disrupt: false,
+            deletion: None,
+            terminating: Default::default(),
+            attached: Default::default(),
+            lifecycle: Lifecycle::default(),
+        }
+    }
 }
 
 /// Why and since when a node is going away.
@@ -181,6 +241,13 @@ pub struct UnlaunchedClaim {
     pub node_pool: String,
     /// Its ranked offers, best first.
     pub offers: Vec<crate::cloud::Offer>,
+}
+
+/// A NodePool: the resource (for its policies) and its simulation view.
+#[derive(Debug, Clone)]
+pub struct Pool {
+    pub resource: crate::api::NodePool,
+    pub spec: NodePoolSpec,
 }
 
 /// Everything the controllers know.
@@ -541,10 +608,7 @@ mod tests {
         }
     }
 
-    fn pool_with(
-        requirements: serde_json::Value,
-        taints: serde_json::Value,
-    ) -> crate::provisioning::Pool {
+    fn pool_with(requirements: serde_json::Value, taints: serde_json::Value) -> Pool {
         let resource: crate::api::NodePool = serde_json::from_value(serde_json::json!({
             "apiVersion": "dovetail.sh/v1", "kind": "NodePool", "metadata": {"name": "default"},
             "spec": {"template": {
@@ -553,7 +617,7 @@ mod tests {
                          "nodeClassRef": {"group": "aws.dovetail.sh", "kind": "EC2NodeClass", "name": "default"}}}}
         }))
         .unwrap();
-        crate::provisioning::Pool {
+        Pool {
             resource,
             spec: crate::scheduling::NodePoolSpec::new("default", Default::default()),
         }

@@ -17,6 +17,8 @@ pub mod events;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Duration;
 
+pub use crate::disruption::{FeatureGates, reason_label};
+pub use crate::interruption::Interruptions;
 pub use events::{DisruptionRound, EventKind, RANKED_SHOWN, RankedOffer};
 
 use crate::api::duration;
@@ -25,7 +27,7 @@ use crate::cluster::{self, Cluster, DO_NOT_DISRUPT, Deletion, Node};
 use crate::disruption::{self, Note};
 use crate::interruption::{Action, Kind as InterruptionKind};
 use crate::policy::PolicyRegistry;
-use crate::policy::types::{Catalog, DisruptionReason, Resources};
+use crate::policy::types::{Catalog, Resources};
 use crate::provisioning::{self, Pool};
 use crate::scheduling::model::capacity_type_label;
 use crate::scheduling::{InstanceTypes, PendingPod};
@@ -112,6 +114,23 @@ pub trait ClusterPort {
     }
     /// The node's instance is gone: the node and its NodeClaim go (their finalizers released).
     fn remove_node(&mut self, node: &str) -> Result<(), PortError>;
+    /// The claim's Node (named as the world names it) registered: adopt it and set the claim's
+    /// Registered condition.
+    fn register(&mut self, claim: &str, node: &str) -> Result<(), PortError>;
+    /// The claim's Node is Ready without startup taints: set Initialized.
+    fn initialized(&mut self, claim: &str) -> Result<(), PortError>;
+    /// Every NodeClaim that exists, whatever its state: what owns an instance. The snapshot's
+    /// nodes and unlaunched claims, unless the world holds claims it does not model.
+    fn claim_names(&self) -> std::collections::HashSet<String> {
+        let c = self.cluster();
+        c.nodes
+            .keys()
+            .cloned()
+            .chain(c.unlaunched.iter().map(|u| u.name.clone()))
+            .collect()
+    }
+    /// Whether the last call to the cloud's account-wide listing succeeded (health).
+    fn cloud_reached(&mut self, _ok: bool) {}
     /// Something to tell users (a log line was written already where it matters).
     fn record(&mut self, event: EventKind);
     /// A disruption pass that had candidates (for reports and metrics).
@@ -122,13 +141,12 @@ pub trait ClusterPort {
     fn take_signals(&mut self) -> Vec<Signal>;
 }
 
-/// Where interruption notices come from (the SQS queue in production).
-pub trait Interruptions {
-    /// Takes what is waiting.
-    fn poll(&mut self) -> Result<Vec<crate::interruption::Received>, String>;
-    /// The notice was acted on (or deliberately not): delete it.
-    fn done(&mut self, r: &crate::interruption::Received, action: Action) -> Result<(), String>;
-}
+/// How long a lifecycle step asked for is given to show in the snapshot before it is asked again.
+pub const LIFECYCLE_RETRY: i64 = 10;
+
+/// How old an instance no claim owns must be before it is terminated (Karpenter's garbage
+/// collection waits as long for a launch's claim to record its instance).
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(120);
 
 /// Timing settings of the core (Karpenter's defaults).
 #[derive(Debug, Clone)]
@@ -139,8 +157,14 @@ pub struct Settings {
     pub batch_max: Duration,
     /// How often disruption looks for work while the cluster changes.
     pub disruption_interval: Duration,
-    /// How often to look for instances that vanished.
+    /// How often to look for instances that vanished and instances no claim owns.
     pub gc_interval: Duration,
+    /// How long a launched claim may wait for its Node to register
+    /// ([`crate::lifecycle::REGISTRATION_TTL`]).
+    pub registration_ttl: Duration,
+    /// How old an instance no claim owns must be before it is terminated: a launch in flight
+    /// has an instance before its claim records it.
+    pub orphan_grace: Duration,
     /// How soon a draining node is looked at again.
     pub drain_retry: Duration,
     /// How soon claims that could not launch are tried again.
@@ -151,50 +175,6 @@ pub struct Settings {
     pub feature_gates: FeatureGates,
 }
 
-/// Behaviours that can be switched (`FEATURE_GATES`, Karpenter's syntax: `Name=true,…`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct FeatureGates {
-    /// Replace a spot node with a cheaper spot node (only with at least
-    /// [`crate::disruption::MIN_SPOT_TO_SPOT_TYPES`] cheaper spot types, so the replacement is
-    /// not the next to be reclaimed). On by default here; Karpenter's is off.
-    pub spot_to_spot_consolidation: bool,
-}
-
-impl Default for FeatureGates {
-    fn default() -> Self {
-        FeatureGates {
-            spot_to_spot_consolidation: true,
-        }
-    }
-}
-
-impl std::str::FromStr for FeatureGates {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, String> {
-        let mut gates = FeatureGates::default();
-        for term in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
-            let (name, value) = term.split_once('=').ok_or_else(|| {
-                format!("feature gate {term:?}: expected Name=true or Name=false")
-            })?;
-            let on = match value.trim() {
-                "true" => true,
-                "false" => false,
-                v => return Err(format!("feature gate {name}: {v:?} is not true or false")),
-            };
-            match name.trim() {
-                "SpotToSpotConsolidation" => gates.spot_to_spot_consolidation = on,
-                other => {
-                    return Err(format!(
-                        "unknown feature gate {other:?} (known: SpotToSpotConsolidation)"
-                    ));
-                }
-            }
-        }
-        Ok(gates)
-    }
-}
-
 impl Default for Settings {
     fn default() -> Self {
         Settings {
@@ -202,6 +182,8 @@ impl Default for Settings {
             batch_max: Duration::from_secs(10),
             disruption_interval: Duration::from_secs(10),
             gc_interval: Duration::from_secs(60),
+            registration_ttl: crate::lifecycle::REGISTRATION_TTL,
+            orphan_grace: ORPHAN_GRACE,
             drain_retry: Duration::from_secs(5),
             launch_retry: Duration::from_secs(30),
             refused_retry: Duration::from_secs(5),
@@ -286,6 +268,7 @@ impl Context {
             deletion: None,
             terminating: Default::default(),
             attached: Default::default(),
+            lifecycle: Default::default(),
         }
     }
 }
@@ -404,6 +387,10 @@ pub struct Controller {
     next_disruption: Option<i64>,
     retry_provisioning: Option<i64>,
     next_gc: i64,
+    /// Lifecycle steps asked for (claim, step), and when: a world whose cache lags its writes
+    /// shows the step undone for a moment, and it is not asked for again until
+    /// [`LIFECYCLE_RETRY`] has passed.
+    lifecycle_asked: HashMap<(String, &'static str), i64>,
     /// Last reason given per unschedulable pod (told again only when it changes).
     unschedulable: HashMap<String, String>,
     recent: VecDeque<EventKind>,
@@ -412,7 +399,8 @@ pub struct Controller {
 impl Controller {
     /// A controller starting at `now` (Unix seconds).
     pub fn new(settings: Settings, ctx: Context, now: i64) -> Self {
-        let next_gc = now + settings.gc_interval.as_secs() as i64;
+        // The first tick collects: a new term (or process) starts from what the cloud holds.
+        let next_gc = now;
         Controller {
             settings,
             ctx,
@@ -422,6 +410,7 @@ impl Controller {
             next_disruption: None,
             retry_provisioning: None,
             next_gc,
+            lifecycle_asked: HashMap::new(),
             unschedulable: HashMap::new(),
             recent: VecDeque::new(),
         }
@@ -433,10 +422,15 @@ impl Controller {
         self.ctx
     }
 
-    /// NodeClaim names continue after this number (a restarted controller starts past the
-    /// names that exist).
-    pub fn continue_names_after(&mut self, n: u64) {
-        self.next_claim = self.next_claim.max(n);
+    /// NodeClaim names continue past every one of `names` (`default-00042` → 43 on): a
+    /// restarted controller, or a new leader, does not reuse a name that exists.
+    pub fn continue_names_past<'a>(&mut self, names: impl IntoIterator<Item = &'a str>) {
+        let highest = names
+            .into_iter()
+            .filter_map(|n| n.rsplit_once('-')?.1.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0);
+        self.next_claim = self.next_claim.max(highest);
     }
 
     /// The reason a pod was last found unschedulable.
@@ -490,6 +484,21 @@ impl Controller {
         }
         if !cluster.nodes.is_empty() {
             at(self.next_gc);
+        }
+        // A claim still waiting for its Node is looked at again as its TTL runs out.
+        if let Some(due) = cluster
+            .nodes
+            .values()
+            .filter(|n| n.lifecycle.joined.is_none() && !n.lifecycle.registered)
+            .map(|n| {
+                let due = n.launched_at + self.settings.registration_ttl.as_secs() as i64 + 1;
+                self.lifecycle_asked
+                    .get(&(n.name.clone(), "delete"))
+                    .map_or(due, |&asked| due.max(asked + LIFECYCLE_RETRY))
+            })
+            .min()
+        {
+            at(due);
         }
         for t in [self.next_disruption, self.retry_provisioning]
             .into_iter()
@@ -547,7 +556,9 @@ impl Controller {
         if now >= self.next_gc {
             self.next_gc = now + self.settings.gc_interval.as_secs() as i64;
             self.collect_vanished(now, port, cloud);
+            self.collect_orphans(now, port, cloud);
         }
+        self.lifecycle(now, port, cloud);
         self.resume_launches(now, port, cloud);
         if let Some(q) = interruptions {
             self.poll_interruptions(now, port, cloud, q);
@@ -985,6 +996,87 @@ impl Controller {
         }
     }
 
+    /// Instances of the cluster no claim owns, older than the grace period, are terminated.
+    fn collect_orphans(
+        &mut self,
+        now: i64,
+        port: &mut dyn ClusterPort,
+        cloud: &mut dyn CloudProvider,
+    ) {
+        let claims = port.claim_names();
+        match cloud.collect_garbage(&claims, self.settings.orphan_grace, now) {
+            Ok(gone) => {
+                if !gone.is_empty() {
+                    tracing::info!(instances = ?gone, "terminated instances no NodeClaim claims");
+                }
+                port.cloud_reached(true);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "garbage collection failed");
+                port.cloud_reached(false);
+            }
+        }
+    }
+
+    // ---- lifecycle ----
+
+    /// Registration, initialization and liveness of launched claims ([`crate::lifecycle`]).
+    fn lifecycle(&mut self, now: i64, port: &mut dyn ClusterPort, cloud: &mut dyn CloudProvider) {
+        use crate::lifecycle::Step;
+        let steps = crate::lifecycle::decide(port.cluster(), self.settings.registration_ttl, now);
+        let nodes = &port.cluster().nodes;
+        self.lifecycle_asked
+            .retain(|(claim, _), at| nodes.contains_key(claim) && now < *at + LIFECYCLE_RETRY);
+        for step in steps {
+            let asked = match &step {
+                Step::Register { claim, .. } => (claim.clone(), "register"),
+                Step::Initialize { claim } => (claim.clone(), "initialize"),
+                Step::NeverJoined { claim, .. } => (claim.clone(), "delete"),
+            };
+            if self.lifecycle_asked.contains_key(&asked) {
+                continue;
+            }
+            self.lifecycle_asked.insert(asked, now);
+            match step {
+                Step::Register { claim, node } => {
+                    if let Err(e) = port.register(&claim, &node) {
+                        tracing::warn!(nodeclaim = %claim, node = %node, error = %e, "could not register the node");
+                    }
+                }
+                Step::Initialize { claim } => {
+                    if let Err(e) = port.initialized(&claim) {
+                        tracing::warn!(nodeclaim = %claim, error = %e, "could not mark the claim initialized");
+                    }
+                }
+                Step::NeverJoined {
+                    claim,
+                    instance,
+                    waited,
+                } => {
+                    self.emit(
+                        port,
+                        EventKind::NeverJoined {
+                            node: claim.clone(),
+                            instance: instance.clone(),
+                            waited_seconds: waited,
+                        },
+                    );
+                    if let Err(e) = cloud.delete(&instance) {
+                        tracing::warn!(nodeclaim = %claim, instance = %instance, error = %e, "terminating the unregistered instance failed");
+                        continue;
+                    }
+                    if let Err(e) = port.remove_node(&claim) {
+                        tracing::warn!(nodeclaim = %claim, error = %e, "could not delete the unregistered NodeClaim");
+                        continue;
+                    }
+                    // Its pods are pending again.
+                    self.kick(port.cluster(), now);
+                    self.changed(now);
+                }
+            }
+        }
+    }
+
     // ---- termination ----
 
     fn terminate(&mut self, now: i64, port: &mut dyn ClusterPort, cloud: &mut dyn CloudProvider) {
@@ -1277,16 +1369,6 @@ impl Controller {
                 policy: c.policy.clone(),
             },
         );
-    }
-}
-
-/// The label of a disruption reason (`empty`, `underutilized`, `drifted`, `expired`).
-pub fn reason_label(r: DisruptionReason) -> &'static str {
-    match r {
-        DisruptionReason::Empty => "empty",
-        DisruptionReason::Underutilized => "underutilized",
-        DisruptionReason::Drifted => "drifted",
-        DisruptionReason::Expired => "expired",
     }
 }
 

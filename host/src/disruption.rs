@@ -15,13 +15,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::api::nodepool::{ConsolidationPolicy, OnFailure};
 use crate::cloud::Offer;
+use crate::cluster::Pool;
 use crate::cluster::{Cluster, Node, Pod, node_labels};
 use crate::policy::PolicyRegistry;
 use crate::policy::shadow::{ShadowJob, ShadowRole};
 use crate::policy::types::{
     Action, CapacityType, ConsolidationRound, DisruptionReason, Move, Replacement,
 };
-use crate::provisioning::Pool;
 use crate::scheduling::model::{ExistingNode, PendingPod, capacity_type_label};
 use crate::scheduling::{InstanceTypes, NodePoolSpec, solve_excluding};
 
@@ -115,7 +115,7 @@ pub fn decide(
     its: &InstanceTypes,
     registry: &PolicyRegistry,
     now: i64,
-    gates: &crate::controller::FeatureGates,
+    gates: &FeatureGates,
 ) -> Decision {
     let (existing, names) = cluster.schedulable_nodes(its, |_| false);
     let index = names
@@ -839,5 +839,59 @@ fn consolidate(
                 }
             }
         }
+    }
+}
+
+/// Behaviours that can be switched (`FEATURE_GATES`, Karpenter's syntax: `Name=true,…`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeatureGates {
+    /// Replace a spot node with a cheaper spot node (only with at least
+    /// [`crate::disruption::MIN_SPOT_TO_SPOT_TYPES`] cheaper spot types, so the replacement is
+    /// not the next to be reclaimed). On by default here; Karpenter's is off.
+    pub spot_to_spot_consolidation: bool,
+}
+
+impl Default for FeatureGates {
+    fn default() -> Self {
+        FeatureGates {
+            spot_to_spot_consolidation: true,
+        }
+    }
+}
+
+impl std::str::FromStr for FeatureGates {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut gates = FeatureGates::default();
+        for term in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let (name, value) = term.split_once('=').ok_or_else(|| {
+                format!("feature gate {term:?}: expected Name=true or Name=false")
+            })?;
+            let on = match value.trim() {
+                "true" => true,
+                "false" => false,
+                v => return Err(format!("feature gate {name}: {v:?} is not true or false")),
+            };
+            match name.trim() {
+                "SpotToSpotConsolidation" => gates.spot_to_spot_consolidation = on,
+                other => {
+                    return Err(format!(
+                        "unknown feature gate {other:?} (known: SpotToSpotConsolidation)"
+                    ));
+                }
+            }
+        }
+        Ok(gates)
+    }
+}
+
+/// The label of a disruption reason (`empty`, `underutilized`, `drifted`, `expired`).
+pub fn reason_label(r: DisruptionReason) -> &'static str {
+    match r {
+        DisruptionReason::Empty => "empty",
+        DisruptionReason::Underutilized => "underutilized",
+        DisruptionReason::Drifted => "drifted",
+        DisruptionReason::Expired => "expired",
     }
 }

@@ -354,6 +354,7 @@ mod tests {
             deletion: None,
             terminating: Default::default(),
             attached: Default::default(),
+            lifecycle: Default::default(),
         }
     }
 

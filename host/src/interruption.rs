@@ -432,13 +432,13 @@ impl Queue {
 }
 
 /// The queue driven from a thread outside the runtime (the controller core is synchronous):
-/// the core's [`crate::controller::Interruptions`].
+/// the core's [`Interruptions`].
 pub struct BlockingQueue {
     pub rt: tokio::runtime::Handle,
     pub queue: Queue,
 }
 
-impl crate::controller::Interruptions for BlockingQueue {
+impl Interruptions for BlockingQueue {
     fn poll(&mut self) -> Result<Vec<Received>, String> {
         self.rt
             .block_on(self.queue.poll())
@@ -495,7 +495,7 @@ impl Poller {
     }
 }
 
-impl crate::controller::Interruptions for Poller {
+impl Interruptions for Poller {
     fn poll(&mut self) -> Result<Vec<Received>, String> {
         let mut out = Vec::new();
         while let Ok(r) = self.rx.try_recv() {
@@ -509,6 +509,14 @@ impl crate::controller::Interruptions for Poller {
             .block_on(self.deleter.done(r, action))
             .map_err(|e| e.to_string())
     }
+}
+
+/// Where interruption notices come from (the SQS queue in production).
+pub trait Interruptions {
+    /// Takes what is waiting.
+    fn poll(&mut self) -> Result<Vec<Received>, String>;
+    /// The notice was acted on (or deliberately not): delete it.
+    fn done(&mut self, r: &Received, action: Action) -> Result<(), String>;
 }
 
 #[cfg(test)]

@@ -9,12 +9,12 @@
 pub mod act;
 pub mod fleet_watch;
 pub mod leader;
-pub mod lifecycle;
 pub mod observe;
 pub mod pods;
 pub mod policies;
 pub mod record;
 pub mod serve;
+pub mod status;
 pub mod throttle;
 
 use std::collections::{BTreeMap, HashMap};
@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::{Client, ResourceExt};
 
 use crate::cloud::aws::{AwsCloud, AwsSettings};
 use crate::cloud::sim::SimCloud;
@@ -145,13 +145,8 @@ pub struct Settings {
     /// Zones to decide for when no node class has resolved subnets.
     pub zones: Vec<String>,
     pub core: crate::controller::Settings,
-    /// A launched NodeClaim whose Node has not registered by then is deleted (15 minutes).
-    pub registration_ttl: Duration,
     /// How long to wait for the caches at start.
     pub sync_timeout: Duration,
-    /// An instance of the cluster with no NodeClaim is terminated once it is this old (a
-    /// launch in progress has its claim already; the grace covers a lagging cache).
-    pub orphan_grace: Duration,
     /// The identity in Events, the User-Agent and the Lease (the pod name in a cluster).
     pub instance: String,
     pub operation: Operation,
@@ -444,34 +439,6 @@ pub fn parse_offers(s: &str) -> Vec<Offer> {
         .collect()
 }
 
-/// Instances of the cluster that no NodeClaim claims (after the grace period) and launch
-/// templates no longer used are deleted.
-fn collect_garbage(
-    stores: &observe::Stores,
-    cloud: &mut dyn CloudProvider,
-    grace: Duration,
-    now: i64,
-) -> bool {
-    let claims: std::collections::HashSet<String> = stores
-        .node_claims
-        .state()
-        .iter()
-        .map(|c| c.name_any())
-        .collect();
-    match cloud.collect_garbage(&claims, grace, now) {
-        Ok(gone) => {
-            if !gone.is_empty() {
-                tracing::info!(instances = ?gone, "terminated instances no NodeClaim claims");
-            }
-            true
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "garbage collection failed");
-            false
-        }
-    }
-}
-
 /// The client: kube's stack behind a buffer, under the client-side rate limit, with a
 /// User-Agent naming this replica (so an API server's audit log tells replicas apart).
 fn client(
@@ -636,11 +603,10 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
     };
     let mut leadership = leadership;
     let mut observer = observe::Observer::default();
-    let mut pools = lifecycle::PoolStatus::default();
-    let mut classes = lifecycle::NodeClasses::default();
+    let mut pools = status::PoolStatus::default();
+    let mut classes = status::NodeClasses::default();
     let mut loader = policies::PolicyLoader::new(settings.policy_fetch.clone());
     let mut waiting_for: Option<String> = None;
-    let mut next_gc = unix_now();
     let mut leading = false;
     tracing::info!(zones = ?zones, "controller started");
     while !shutdown.stopped() {
@@ -654,12 +620,16 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
                 tracing::info!(identity = %settings.instance, "became the leader");
                 // A new term: nothing carried over from an earlier one.
                 controller = Controller::new(settings.core.clone(), controller.into_context(), now);
-                controller.continue_names_after(highest_claim(&stores));
+                let claims = stores.node_claims.state();
+                controller.continue_names_past(
+                    claims
+                        .iter()
+                        .map(|c| c.metadata.name.as_deref().unwrap_or_default()),
+                );
                 observer = observe::Observer::default();
-                pools = lifecycle::PoolStatus::default();
-                classes = lifecycle::NodeClasses::default();
+                pools = status::PoolStatus::default();
+                classes = status::NodeClasses::default();
                 loader.forget_written();
-                next_gc = now;
             } else {
                 tracing::warn!(identity = %settings.instance, "lost the leader lease; stopped acting");
             }
@@ -677,10 +647,6 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
         }
         if leading && waiting_for.is_none() {
             classes.resolve(&stores, cloud, &kube, now);
-            if now >= next_gc {
-                next_gc = now + settings.core.gc_interval.as_secs() as i64;
-                health.set_cloud(collect_garbage(&stores, cloud, settings.orphan_grace, now));
-            }
             let (cluster, signals, problems) = observer.snapshot(&stores, &controller.ctx, now);
             pools.write(
                 &cluster,
@@ -690,9 +656,10 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
                 &kube,
                 now,
             );
-            let node_names: BTreeMap<String, String> = lifecycle::node_names(&stores);
+            let node_names: BTreeMap<String, String> = status::node_names(&stores);
             let mut port = act::KubePort::new(
                 &kube,
+                &stores,
                 cluster,
                 signals,
                 node_names,
@@ -720,10 +687,10 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
             wake = controller
                 .next_wake(crate::controller::ClusterPort::cluster(&port), now)
                 .map_or(1, |t| (t - now).clamp(0, 1));
-            drop(port);
-            if leadership.leading() {
-                lifecycle::reconcile(&stores, &kube, cloud, settings.registration_ttl, now);
+            if let Some(ok) = port.cloud_reached {
+                health.set_cloud(ok);
             }
+            drop(port);
         }
         let changed = stores.changed.clone();
         let mut lease = leadership.changes();
@@ -757,16 +724,4 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
     rt.shutdown_timeout(Duration::from_secs(5));
     tracing::info!("controller stopped");
     Ok(())
-}
-
-/// The highest NodeClaim number in use: new names continue after it (a restart, or a new
-/// leader, never reuses one).
-fn highest_claim(stores: &observe::Stores) -> u64 {
-    stores
-        .node_claims
-        .state()
-        .iter()
-        .filter_map(|c| c.name_any().rsplit_once('-')?.1.parse::<u64>().ok())
-        .max()
-        .unwrap_or(0)
 }

@@ -5,7 +5,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::api::NodePool;
 use crate::api::nodepool::OnFailure;
 use crate::cloud::{CloudProvider, LaunchRequest, Offer};
 use crate::policy::ranking::rank;
@@ -20,12 +19,7 @@ use crate::scheduling::{ExistingNode, InstanceTypes, NodePoolSpec, PendingPod, s
 /// built-in `cheapest`'s choice, computed natively ([`crate::policy::native`]).
 pub const FALLBACK_SCORER: &str = crate::policy::native::NAME;
 
-/// A NodePool: the resource (for its policies) and its simulation view.
-#[derive(Debug, Clone)]
-pub struct Pool {
-    pub resource: NodePool,
-    pub spec: NodePoolSpec,
-}
+pub use crate::cluster::Pool;
 
 /// A NodeClaim to create and launch: its name, ranked offers and pods.
 #[derive(Debug, Clone, PartialEq)]

@@ -69,6 +69,9 @@ pub struct SimOptions {
     /// from 1) and a new one starts from the world alone, as a restarted process would from
     /// the API server and the cloud: crash recovery under test.
     pub crash_after: Vec<u32>,
+    /// Launches (counted over the run, from 1) whose instance boots but never registers a Node
+    /// (a node role the cluster refuses): liveness under test.
+    pub never_join: Vec<u32>,
     /// Record the fleet after every step ([`Report::timeline`]): for the HTML report and
     /// `dovetail top`'s replay, off otherwise (it solves an LP whenever what runs changes).
     pub timeline: bool,
@@ -96,6 +99,7 @@ impl Default for SimOptions {
             interruption_queue: None,
             events_endpoint: None,
             crash_after: Vec::new(),
+            never_join: Vec::new(),
             timeline: false,
         }
     }
@@ -179,7 +183,7 @@ pub struct BudgetFact {
 
 /// How long an instance no claim owns may run before it is terminated (the controller's
 /// `--orphan-grace-period` default).
-pub const ORPHAN_GRACE: Duration = Duration::from_secs(120);
+pub const ORPHAN_GRACE: Duration = crate::controller::ORPHAN_GRACE;
 
 /// A Deployment the simulated ReplicaSet controller keeps at its replica count.
 #[derive(Debug, Clone)]
@@ -456,6 +460,14 @@ impl World {
             };
             node.ready_at = Some(t);
             node.last_pod_change = t;
+            // kubelet registers the Node and reports it Ready at once; the Node is named as
+            // its claim is (the simulator keeps one name for both).
+            node.lifecycle.joined = Some(crate::cluster::Joined {
+                node: name.clone(),
+                ready: true,
+                startup_taints_left: false,
+                deleting: false,
+            });
             for p in self.cluster.pods.values_mut() {
                 if p.node.as_deref() == Some(name.as_str()) && p.running_since.is_none() {
                     p.running_since = Some(t);
@@ -514,9 +526,12 @@ impl ClusterPort for World {
         self.cluster.unlaunched.retain(|u| u.name != claim.name);
         let name = node.name.clone();
         self.cluster.nodes.insert(name.clone(), node);
-        self.ready_due
-            .insert(name, self.t + self.opts.launch_delay.as_secs() as i64);
         self.report.launched += 1;
+        // An instance told never to join boots, but its kubelet never registers.
+        if !self.opts.never_join.contains(&self.report.launched) {
+            self.ready_due
+                .insert(name, self.t + self.opts.launch_delay.as_secs() as i64);
+        }
         Ok(())
     }
 
@@ -639,6 +654,22 @@ impl ClusterPort for World {
         Ok(())
     }
 
+    fn register(&mut self, claim: &str, _node: &str) -> Result<(), PortError> {
+        self.effect()?;
+        if let Some(n) = self.cluster.nodes.get_mut(claim) {
+            n.lifecycle.registered = true;
+        }
+        Ok(())
+    }
+
+    fn initialized(&mut self, claim: &str) -> Result<(), PortError> {
+        self.effect()?;
+        if let Some(n) = self.cluster.nodes.get_mut(claim) {
+            n.lifecycle.initialized = true;
+        }
+        Ok(())
+    }
+
     fn record(&mut self, kind: EventKind) {
         if let EventKind::Disrupting { nodes, reason, .. } = &kind {
             *self
@@ -692,57 +723,22 @@ impl Sim {
     /// past every claim that exists.
     fn restart(&mut self) {
         let now = self.now();
-        let suffix = |name: &str| {
-            name.rsplit_once('-')
-                .and_then(|(_, n)| n.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        let highest = self
-            .world
-            .cluster
-            .nodes
-            .keys()
-            .map(|n| suffix(n))
-            .chain(
-                self.world
-                    .cluster
-                    .unlaunched
-                    .iter()
-                    .map(|u| suffix(&u.name)),
-            )
-            .chain(
-                self.cloud
-                    .running()
-                    .unwrap_or_default()
-                    .iter()
-                    .map(|i| suffix(&i.claim)),
-            )
-            .max()
-            .unwrap_or(0);
         let settings = self.controller.settings.clone();
         let ctx = self.controller.ctx.clone();
         self.controller = Controller::new(settings, ctx, now);
-        self.controller.continue_names_after(highest);
+        let instances = self.cloud.running().unwrap_or_default();
+        let w = &self.world.cluster;
+        self.controller.continue_names_past(
+            w.nodes
+                .keys()
+                .map(String::as_str)
+                .chain(w.unlaunched.iter().map(|u| u.name.as_str()))
+                .chain(instances.iter().map(|i| i.claim.as_str())),
+        );
         self.world.crashed = false;
         self.world.report.restarts += 1;
         self.world.kick();
         self.world.dirty();
-    }
-
-    /// Instances no claim owns are terminated after the grace period, on the core's GC
-    /// interval — what `dovetail controller`'s loop does with the API's NodeClaims.
-    fn collect_garbage(&mut self, now: i64) {
-        let claims: std::collections::HashSet<String> = self
-            .world
-            .cluster
-            .nodes
-            .values()
-            .map(|n| n.instance.claim.clone())
-            .chain(self.world.cluster.unlaunched.iter().map(|u| u.name.clone()))
-            .collect();
-        if let Err(e) = self.cloud.collect_garbage(&claims, ORPHAN_GRACE, now) {
-            tracing::warn!(error = %e, "garbage collection failed");
-        }
     }
 
     fn run(
@@ -750,8 +746,6 @@ impl Sim {
         steps: Vec<(i64, usize, Step, Vec<Manifest>)>,
         mut watch: Watch<'_>,
     ) -> Result<(), SimError> {
-        let mut next_gc =
-            self.world.opts.start + self.controller.settings.gc_interval.as_secs() as i64;
         let end = self.world.opts.duration.as_secs() as i64;
         let start = self.world.opts.start;
         let mut steps = steps.into_iter().peekable();
@@ -794,10 +788,6 @@ impl Sim {
             if self.world.crashed {
                 self.restart();
                 continue;
-            }
-            if now >= next_gc {
-                next_gc = now + self.controller.settings.gc_interval.as_secs() as i64;
-                self.collect_garbage(now);
             }
             let t = self.world.t;
             let mut next = i64::MAX;
@@ -1552,7 +1542,7 @@ fn pre_stop_seconds(spec: &k8s_openapi::api::core::v1::PodSpec) -> i64 {
 fn pdb(file: &str, document: serde_json::Value) -> Result<Pdb, SimError> {
     let b: k8s_openapi::api::policy::v1::PodDisruptionBudget = serde_json::from_value(document)
         .map_err(|e| SimError::Input(format!("{file}: PodDisruptionBudget: {e}")))?;
-    crate::scheduling::from_kube::pdb(&b).map_err(|e| SimError::Input(format!("{file}: {e}")))
+    crate::cluster::pdb::from_kube(&b).map_err(|e| SimError::Input(format!("{file}: {e}")))
 }
 
 /// Loads a Policy manifest into the registry: a built-in, or a local component (`file`, relative

@@ -152,6 +152,7 @@ mod tests {
                 }),
                 terminating: Default::default(),
                 attached: Default::default(),
+                lifecycle: Default::default(),
             },
         );
         for &(name, tolerant, protected) in pods {

@@ -86,11 +86,11 @@ pub fn settings(moto: &Moto) -> Settings {
         core: dovetail::controller::Settings {
             // Garbage collection every few seconds, so a test sees it.
             gc_interval: Duration::from_secs(3),
+            registration_ttl: Duration::from_secs(900),
+            orphan_grace: Duration::from_secs(5),
             ..Default::default()
         },
-        registration_ttl: Duration::from_secs(900),
         sync_timeout: Duration::from_secs(20),
-        orphan_grace: Duration::from_secs(5),
         instance: "test".into(),
         operation: Default::default(),
         policy_fetch: Default::default(),

@@ -27,11 +27,11 @@ pub(crate) fn controller(args: ControllerArgs) -> Result<()> {
             batch_idle: args.batch_idle_duration,
             batch_max: args.batch_max_duration,
             feature_gates: args.feature_gates,
+            registration_ttl: args.registration_ttl,
+            orphan_grace: args.orphan_grace_period,
             ..Default::default()
         },
-        registration_ttl: args.registration_ttl,
         sync_timeout: args.cache_sync_timeout,
-        orphan_grace: args.orphan_grace_period,
         instance: std::env::var("POD_NAME").unwrap_or_else(|_| {
             // Out of a cluster: unique per process, so two replicas never share an identity.
             format!("dovetail-{}", std::process::id())

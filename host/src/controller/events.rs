@@ -80,6 +80,13 @@ pub enum EventKind {
     InstanceGone {
         node: String,
     },
+    /// The claim's Node did not register within the TTL: its instance is terminated and the
+    /// claim deleted.
+    NeverJoined {
+        node: String,
+        instance: String,
+        waited_seconds: i64,
+    },
     /// EC2 announced the node's instance goes away.
     Interrupted {
         node: String,
@@ -164,6 +171,16 @@ impl EventKind {
             EventKind::InstanceGone { node } => {
                 tracing::warn!(node, "instance is gone; removing the node")
             }
+            EventKind::NeverJoined {
+                node,
+                instance,
+                waited_seconds,
+            } => tracing::warn!(
+                nodeclaim = node,
+                instance,
+                waited_seconds,
+                "node never registered; deleting the claim and its instance"
+            ),
             EventKind::Interrupted { node, kind } => {
                 tracing::warn!(node, kind, "instance interruption")
             }

@@ -11,10 +11,10 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node as KubeNode, ObjectReference, Pod as KubePod};
 use kube::api::{DeleteParams, EvictParams, Patch, PatchParams, PostParams};
 use kube::runtime::events::EventType;
-use kube::{Api, Client, Resource};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
-use super::observe::NOMINATION_TTL;
 use super::{
     ANNOTATION_DISRUPTION, ANNOTATION_DISRUPTION_POLICY, ANNOTATION_HASH, ANNOTATION_OFFERS,
     ANNOTATION_PURPOSE, ANNOTATION_REPLACEMENT, FIELD_MANAGER, FINALIZER, format_offers,
@@ -24,6 +24,7 @@ use crate::cluster::{self, Cluster, Deletion, Node, disrupted_taint};
 use crate::controller::{ClusterPort, EventKind, NewClaim, PortError, Signal, reason_label};
 use crate::metrics::{Metrics, why_label};
 use crate::scheduling::model::{capacity_type_label, labels};
+use crate::snapshot::NOMINATION_TTL;
 
 /// The Kubernetes world behind the controller core's port.
 pub struct KubePort {
@@ -47,6 +48,12 @@ pub struct KubePort {
     pub launched: Vec<String>,
     /// Writes deferred to the end of the tick, made concurrently by [`KubePort::flush`].
     writes: Vec<futures::future::BoxFuture<'static, Result<(), PortError>>>,
+    /// The objects behind the snapshot, for what a write needs beyond it (a Node's finalizers
+    /// and resourceVersion, a claim's conditions).
+    node_store: Store<KubeNode>,
+    claim_store: Store<NodeClaim>,
+    /// Whether the core's last garbage collection reached the cloud (`/readyz`).
+    pub cloud_reached: Option<bool>,
 }
 
 /// Writes of one tick in flight at once: enough to hide a round trip, few enough that a
@@ -54,8 +61,10 @@ pub struct KubePort {
 const WRITE_CONCURRENCY: usize = 16;
 
 impl KubePort {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         kube: &super::Kube,
+        stores: &super::observe::Stores,
         cluster: Cluster,
         signals: Vec<Signal>,
         node_names: BTreeMap<String, String>,
@@ -78,6 +87,9 @@ impl KubePort {
             leading,
             launched: Vec::new(),
             writes: Vec::new(),
+            node_store: stores.nodes.clone(),
+            claim_store: stores.node_claims.clone(),
+            cloud_reached: None,
         }
     }
 
@@ -768,6 +780,19 @@ impl ClusterPort for KubePort {
                 "FailedTerminating",
                 format!("terminating {instance}: {error}"),
             ),
+            EventKind::NeverJoined {
+                node,
+                instance,
+                waited_seconds,
+            } => (
+                self.claim_ref(node),
+                EventType::Warning,
+                "NodeNeverJoined",
+                format!(
+                    "the instance {instance} did not register as a Node within {}m: check that the node role may join the cluster (an EKS access entry or the aws-auth ConfigMap) and that its subnets reach the API server; deleting it",
+                    waited_seconds / 60
+                ),
+            ),
             EventKind::Interrupted { node, kind } => (
                 self.claim_ref(node),
                 EventType::Warning,
@@ -782,6 +807,135 @@ impl ClusterPort for KubePort {
     fn take_signals(&mut self) -> Vec<Signal> {
         std::mem::take(&mut self.signals)
     }
+
+    /// The Node gets the claim's labels and annotations, the termination finalizer and an
+    /// owner reference to the claim (Karpenter's registration), then the claim is Registered.
+    /// The finalizers are written against the version they were read from, so one another
+    /// controller added meanwhile is not lost (a 409 is retried next tick, from the cache).
+    fn register(&mut self, claim: &str, node: &str) -> Result<(), PortError> {
+        self.acting()?;
+        let c = self
+            .claim_store
+            .get(&ObjectRef::new(claim))
+            .ok_or_else(|| PortError::Failed(format!("NodeClaim {claim} is not in the cache")))?;
+        let n = self
+            .node_store
+            .get(&ObjectRef::new(node))
+            .ok_or_else(|| PortError::Failed(format!("Node {node} is not in the cache")))?;
+        let mut finalizers = n.finalizers().to_vec();
+        if !finalizers.iter().any(|f| f == FINALIZER) {
+            finalizers.push(FINALIZER.into());
+        }
+        let annotations: BTreeMap<&String, &String> = c
+            .annotations()
+            .iter()
+            .filter(|(k, _)| !super::internal_annotation(k))
+            .collect();
+        let adopt = json!({"metadata": {
+            "resourceVersion": n.resource_version(),
+            "labels": c.labels(),
+            "annotations": annotations,
+            "finalizers": finalizers,
+            "ownerReferences": [{
+                "apiVersion": "dovetail.sh/v1",
+                "kind": "NodeClaim",
+                "name": claim,
+                "uid": c.metadata.uid.clone().unwrap_or_default(),
+                "blockOwnerDeletion": true,
+            }],
+        }});
+        let message = format!("node {node} registered");
+        let status = json!({"status": {
+            "nodeName": node,
+            "conditions": with_condition(&c, condition("Registered", true, "Registered", &message, self.now)),
+        }});
+        let nodes: Api<KubeNode> = Api::all(self.client.clone());
+        let claims = self.claims();
+        let (metrics, recorder) = (self.metrics.clone(), self.recorder.clone());
+        let (claim, node) = (claim.to_string(), node.to_string());
+        let reference = self.claim_ref(&claim);
+        self.writes.push(Box::pin(async move {
+            let params = PatchParams::default();
+            nodes
+                .patch(&node, &params, &Patch::Merge(&adopt))
+                .await
+                .map_err(|e| failed(&metrics, "adopting Node", &node, &e))?;
+            claims
+                .patch_status(&claim, &params, &Patch::Merge(&status))
+                .await
+                .map_err(|e| failed(&metrics, "registering NodeClaim", &claim, &e))?;
+            recorder.publish(reference, EventType::Normal, "Registered", message);
+            tracing::info!(nodeclaim = %claim, node = %node, "registered nodeclaim");
+            Ok(())
+        }));
+        Ok(())
+    }
+
+    fn initialized(&mut self, claim: &str) -> Result<(), PortError> {
+        self.acting()?;
+        let c = self
+            .claim_store
+            .get(&ObjectRef::new(claim))
+            .ok_or_else(|| PortError::Failed(format!("NodeClaim {claim} is not in the cache")))?;
+        let message = "node is Ready";
+        let status = json!({"status": {
+            "conditions": with_condition(&c, condition("Initialized", true, "Initialized", message, self.now)),
+        }});
+        let claims = self.claims();
+        let (metrics, recorder) = (self.metrics.clone(), self.recorder.clone());
+        let claim = claim.to_string();
+        let reference = self.claim_ref(&claim);
+        self.writes.push(Box::pin(async move {
+            claims
+                .patch_status(&claim, &PatchParams::default(), &Patch::Merge(&status))
+                .await
+                .map_err(|e| failed(&metrics, "initializing NodeClaim", &claim, &e))?;
+            recorder.publish(
+                reference,
+                EventType::Normal,
+                "Initialized",
+                message.to_string(),
+            );
+            tracing::info!(nodeclaim = %claim, "initialized nodeclaim");
+            Ok(())
+        }));
+        Ok(())
+    }
+
+    /// Every NodeClaim the cache holds, and those launched this tick that it does not yet: a
+    /// claim being deleted, or one the snapshot could not model, still owns its instance.
+    fn claim_names(&self) -> std::collections::HashSet<String> {
+        self.claim_store
+            .state()
+            .iter()
+            .map(|c| c.name_any())
+            .chain(self.launched.iter().cloned())
+            .chain(self.cluster.nodes.keys().cloned())
+            .chain(self.cluster.unlaunched.iter().map(|u| u.name.clone()))
+            .collect()
+    }
+
+    fn cloud_reached(&mut self, ok: bool) {
+        self.cloud_reached = Some(ok);
+    }
+}
+
+/// The claim's conditions with one added (or replaced): a merge patch replaces the list.
+fn with_condition(c: &NodeClaim, new: serde_json::Value) -> Vec<serde_json::Value> {
+    let t = new["type"].as_str().unwrap_or_default().to_string();
+    let mut out: Vec<serde_json::Value> = c
+        .status
+        .as_ref()
+        .map(|s| {
+            s.conditions
+                .iter()
+                .filter(|x| x.type_ != t)
+                .map(|x| serde_json::to_value(x).unwrap_or_default())
+                .collect()
+        })
+        .unwrap_or_default();
+    out.push(new);
+    out
 }
 
 impl KubePort {

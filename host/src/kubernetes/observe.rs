@@ -20,10 +20,11 @@ use super::{
 };
 use crate::api::{EC2NodeClass, NodeClaim, NodePool};
 use crate::cloud::{Instance, Offer};
+use crate::cluster::pdb::from_kube as pdb;
 use crate::cluster::{Cluster, DO_NOT_DISRUPT, Deletion, Node, Pod, UnlaunchedClaim};
 use crate::controller::{Context, Signal};
 use crate::provisioning::Pool;
-use crate::scheduling::from_kube::{node_pool, pdb, pending_pod};
+use crate::scheduling::from_kube::{node_pool, pending_pod};
 use crate::scheduling::model::capacity_type;
 use crate::scheduling::model::{Taint, TaintEffect, add, labels, zero};
 
@@ -56,9 +57,7 @@ pub struct Stores {
     pub changed: Arc<Notify>,
 }
 
-/// The label (`=true`) that makes a ConfigMap visible to the Policy controller;
-/// `dovetail policy configmap` sets it.
-pub const POLICY_CONFIG_MAP_LABEL: &str = "dovetail.sh/policy-component";
+pub use crate::policy::source::POLICY_CONFIG_MAP_LABEL;
 
 /// Starts one reflector per kind on the current runtime.
 /// Starts every reflector. `config_map_namespaces`: where Policy components may live (empty:
@@ -279,23 +278,9 @@ pub struct Observer {
     last_generation: u64,
 }
 
-/// How long a nomination holds before a pod counts as pending again (Karpenter's is the batch
-/// window plus the node's start-up; 5 minutes covers a slow launch).
-pub const NOMINATION_TTL: i64 = 300;
-
-/// How long a nomination to a Ready node holds (from the later of the nomination and the
-/// node's readiness): kube-scheduler binds within seconds when the pod fits, so a pod still
-/// unbound after this does not fit there as kube-scheduler sees the node, and is planned again.
-/// Karpenter's nomination window is likewise twice its batch window, 20 s by default.
-pub const NOMINATION_READY_WINDOW: i64 = 20;
-
 /// How long after its creation a pod bound to a node not (yet) known is still looked at for its
 /// startup duration.
 const STARTUP_WAIT: i64 = 600;
-
-/// How long a launch this process made stands in for what the cache has not shown yet (a
-/// watch event is usually milliseconds behind; a slow one must not cause a second launch).
-pub const LAUNCH_GRACE: i64 = 30;
 
 impl Observer {
     /// The cluster as decisions see it, the signals since the last snapshot, and the NodePools
@@ -306,7 +291,8 @@ impl Observer {
         ctx: &Context,
         now: i64,
     ) -> (Cluster, Vec<Signal>, Vec<PoolProblem>) {
-        self.launched.retain(|_, at| now - *at < LAUNCH_GRACE);
+        self.launched
+            .retain(|_, at| crate::snapshot::launch_unseen(*at, now));
         let mut cluster = Cluster::default();
         let mut signals = Vec::new();
         let mut problems = Vec::new();
@@ -397,15 +383,10 @@ impl Observer {
                     if self.unreadable.insert(version) {
                         tracing::warn!(pdb = %b.name_any(), error = %e, "a PodDisruptionBudget cannot be read; no pod of its namespace is evicted voluntarily until it is fixed");
                     }
-                    cluster.pdbs.push(crate::cluster::Pdb {
-                        namespace: b.namespace().unwrap_or_else(|| "default".into()),
-                        name: b.name_any(),
-                        selector: Default::default(),
-                        min_available: None,
-                        max_unavailable: Some(crate::cluster::IntOrPercent::Count(0)),
-                        always_allow_unhealthy: false,
-                        status: None,
-                    });
+                    cluster.pdbs.push(crate::snapshot::unreadable_pdb(
+                        &b.namespace().unwrap_or_else(|| "default".into()),
+                        &b.name_any(),
+                    ));
                 }
             }
         }
@@ -497,16 +478,30 @@ impl Observer {
                 .get(DO_NOT_DISRUPT)
                 .is_some_and(|v| v == "true");
             let launched_at = c.meta().creation_timestamp.as_ref().map_or(now, timestamp);
+            let lifecycle = crate::cluster::Lifecycle {
+                joined: kube_node.map(|n| crate::cluster::Joined {
+                    node: n.name_any(),
+                    ready: ready_at.is_some(),
+                    startup_taints_left: c.spec.startup_taints.iter().any(|s| {
+                        n.spec
+                            .as_ref()
+                            .and_then(|spec| spec.taints.as_ref())
+                            .is_some_and(|ts| {
+                                ts.iter().any(|t| t.key == s.key && t.effect == s.effect)
+                            })
+                    }),
+                    deleting: n.meta().deletion_timestamp.is_some(),
+                }),
+                registered: condition_true(&c, "Registered"),
+                initialized: condition_true(&c, "Initialized"),
+            };
             // A claim without the hash (made by hand, or by an older controller with another
             // scheme) shows no evidence of drift: it counts as made from the pool as it is.
-            let template_hash = annotations
-                .get(ANNOTATION_HASH)
-                .and_then(|h| crate::cluster::parse_hash(h))
-                .or_else(|| {
-                    let p = cluster.pools.iter().find(|p| p.spec.name == pool)?;
-                    Some(crate::cluster::template_hash(p, &cluster.node_classes))
-                })
-                .unwrap_or(0);
+            let template_hash = crate::snapshot::template_hash(
+                annotations.get(ANNOTATION_HASH).map(String::as_str),
+                cluster.pools.iter().find(|p| p.spec.name == pool),
+                &cluster.node_classes,
+            );
             cluster.nodes.insert(
                 name.clone(),
                 Node {
@@ -538,31 +533,23 @@ impl Observer {
                     deletion,
                     terminating: Default::default(),
                     attached: Default::default(),
+                    lifecycle,
                 },
             );
         }
 
         // Pods: bound ones on their node's claim (or on a node we do not manage), pending ones
         // only once kube-scheduler found them unschedulable.
-        // A nomination ends when it expires, when its NodeClaim is gone (deleted, never
-        // joined), or once its node has been Ready for NOMINATION_READY_WINDOW without
-        // kube-scheduler binding the pod there: the pod is pending again rather than waiting on
-        // a node that will not come or will not take it (a pod the model does not know about
-        // holds the room).
+        // Nominations end by the core's rule ([`crate::snapshot::nomination_holds`]).
         let unlaunched: BTreeSet<&str> =
             cluster.unlaunched.iter().map(|u| u.name.as_str()).collect();
         let launched = &self.launched;
         self.nominated.retain(|_, (claim, until)| {
-            let nominated_at = *until - NOMINATION_TTL;
-            let refused = cluster.nodes.get(claim.as_str()).is_some_and(|n| {
-                n.ready_at
-                    .is_some_and(|r| now >= r.max(nominated_at) + NOMINATION_READY_WINDOW)
-            });
-            *until > now
-                && !refused
-                && (cluster.nodes.contains_key(claim)
-                    || unlaunched.contains(claim.as_str())
-                    || launched.contains_key(claim))
+            let node = cluster.nodes.get(claim.as_str());
+            let exists = node.is_some()
+                || unlaunched.contains(claim.as_str())
+                || launched.contains_key(claim);
+            crate::snapshot::nomination_holds(*until, node, exists, now)
         });
         let mut pending_now = BTreeSet::new();
         let mut unbound_now = HashMap::new();
@@ -639,17 +626,15 @@ impl Observer {
         let mut seen = HashMap::new();
         for (name, node) in cluster.nodes.iter_mut() {
             let pods = by_node.remove(name).unwrap_or_default();
-            let since = match self.pods_of.remove(name) {
-                Some((before, since)) if before == pods => since,
-                Some(_) => {
-                    signals.push(Signal::Changed(now));
-                    now
-                }
-                None => node
-                    .ready_at
-                    .unwrap_or(node.launched_at)
-                    .max(node.launched_at),
-            };
+            let (since, changed) = crate::snapshot::pods_unchanged_since(
+                self.pods_of.get(name.as_str()),
+                &pods,
+                node,
+                now,
+            );
+            if changed {
+                signals.push(Signal::Changed(now));
+            }
             node.last_pod_change = since;
             seen.insert(name.clone(), (pods, since));
         }
@@ -749,6 +734,15 @@ fn offers_of(c: &NodeClaim) -> Vec<Offer> {
         .get(ANNOTATION_OFFERS)
         .map(|s| super::parse_offers(s))
         .unwrap_or_default()
+}
+
+/// A condition of the claim's status is True.
+fn condition_true(c: &NodeClaim, type_: &str) -> bool {
+    c.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|x| x.type_ == type_ && x.status == "True")
+    })
 }
 
 #[cfg(test)]

@@ -20,6 +20,10 @@ use serde_json::json;
 use super::error::{PolicyError, Result};
 use super::inspect::{ComponentInfo, digest};
 
+/// The label (`=true`) that makes a ConfigMap visible to the Policy controller;
+/// `dovetail policy configmap` sets it.
+pub const POLICY_CONFIG_MAP_LABEL: &str = "dovetail.sh/policy-component";
+
 /// Media type of the layer holding the component.
 pub const WASM_LAYER: &str = oci_client::manifest::WASM_LAYER_MEDIA_TYPE;
 /// Media type of the artifact's config.
@@ -301,7 +305,7 @@ pub fn config_map_manifests(name: &str, namespace: &str, bytes: &[u8]) -> Result
         "metadata": {
             "name": name,
             "namespace": namespace,
-            "labels": {crate::kubernetes::observe::POLICY_CONFIG_MAP_LABEL: "true"},
+            "labels": {POLICY_CONFIG_MAP_LABEL: "true"},
             "annotations": {"dovetail.sh/digest": digest(bytes)},
         },
         "binaryData": {"policy.wasm": base64::engine::general_purpose::STANDARD.encode(bytes)},

@@ -1,21 +1,17 @@
-//! The NodeClaim lifecycle and status writes: Registered (a Node with the claim's providerID
-//! appeared: it gets the claim's labels, the termination finalizer and an owner reference),
-//! Initialized (the Node is Ready and its startup taints are gone), liveness (a claim whose
-//! Node never registers is deleted with its instance), NodePool and EC2NodeClass status.
+//! Status writes of the Kubernetes world: which Node each NodeClaim registered as, NodePool and
+//! EC2NodeClass status. (The claims' lifecycle is decided in the core, [`crate::lifecycle`].)
 
 use std::collections::{BTreeMap, HashMap};
-use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Node as KubeNode;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 
+use super::Kube;
 use super::act::condition;
 use super::observe::{PoolProblem, Stores};
-use super::{FINALIZER, Kube, timestamp};
-use crate::api::{EC2NodeClass, NodeClaim, NodePool};
+use crate::api::{EC2NodeClass, NodePool};
 use crate::cloud::CloudProvider;
 use crate::cluster::Cluster;
 use crate::policy::shadow::ShadowRole;
@@ -37,174 +33,6 @@ pub fn node_names(stores: &Stores) -> BTreeMap<String, String> {
             Some((c.name_any(), by_provider.get(id)?.clone()))
         })
         .collect()
-}
-
-fn has(c: &NodeClaim, type_: &str) -> bool {
-    c.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|x| x.type_ == type_ && x.status == "True")
-    })
-}
-
-/// The claim's conditions with one added (or replaced).
-fn with_condition(c: &NodeClaim, new: serde_json::Value) -> Vec<serde_json::Value> {
-    let t = new["type"].as_str().unwrap_or_default().to_string();
-    let mut out: Vec<serde_json::Value> = c
-        .status
-        .as_ref()
-        .map(|s| {
-            s.conditions
-                .iter()
-                .filter(|x| x.type_ != t)
-                .map(|x| serde_json::to_value(x).unwrap_or_default())
-                .collect()
-        })
-        .unwrap_or_default();
-    out.push(new);
-    out
-}
-
-/// One pass of registration, initialization and liveness over every NodeClaim.
-#[allow(clippy::too_many_arguments)]
-pub fn reconcile(
-    stores: &Stores,
-    kube: &Kube,
-    cloud: &mut dyn CloudProvider,
-    registration_ttl: Duration,
-    now: i64,
-) {
-    let (client, rt, recorder) = (&kube.client, &kube.rt, &kube.events);
-    let claims: Api<NodeClaim> = Api::all(client.clone());
-    let nodes: Api<KubeNode> = Api::all(client.clone());
-    let by_provider: HashMap<String, std::sync::Arc<KubeNode>> = stores
-        .nodes
-        .state()
-        .into_iter()
-        .filter_map(|n| Some((n.spec.as_ref()?.provider_id.clone()?, n)))
-        .collect();
-    // A lifecycle condition on the claim (with more status fields), and its Event.
-    let record = |c: &NodeClaim, type_: &str, message: &str, mut status: serde_json::Value| {
-        status["conditions"] =
-            with_condition(c, condition(type_, true, type_, message, now)).into();
-        let patch = json!({ "status": status });
-        let name = c.name_any();
-        let ok = rt
-            .block_on(claims.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)))
-            .is_ok();
-        if ok {
-            recorder.publish(
-                c.object_ref(&()),
-                EventType::Normal,
-                type_,
-                message.to_string(),
-            );
-        }
-        ok
-    };
-    for c in stores.node_claims.state() {
-        let name = c.name_any();
-        let Some(provider_id) = c.status.as_ref().and_then(|s| s.provider_id.clone()) else {
-            continue;
-        };
-        let reference = c.object_ref(&());
-        if c.meta().deletion_timestamp.is_some() {
-            continue;
-        }
-        let node = by_provider.get(&provider_id);
-        if !has(&c, "Registered") {
-            let Some(node) = node else {
-                let launched = c.meta().creation_timestamp.as_ref().map_or(now, timestamp);
-                if now - launched > registration_ttl.as_secs() as i64 {
-                    let id = provider_id
-                        .rsplit('/')
-                        .next()
-                        .unwrap_or_default()
-                        .to_string();
-                    recorder.publish(
-                        reference.clone(),
-                        EventType::Warning,
-                        "NodeNeverJoined",
-                        format!(
-                            "the instance {id} did not register as a Node within {}m: check that the node role may join the cluster (an EKS access entry or the aws-auth ConfigMap) and that its subnets reach the API server; deleting it",
-                            registration_ttl.as_secs() / 60
-                        ),
-                    );
-                    tracing::warn!(nodeclaim = %name, instance = %id, "node never registered; deleting the claim and its instance");
-                    if let Err(e) = cloud.delete(&id) {
-                        tracing::warn!(nodeclaim = %name, error = %e, "terminating the unregistered instance failed");
-                        continue;
-                    }
-                    if let Err(e) = super::delete_released(rt, &claims, &name) {
-                        tracing::warn!(nodeclaim = %name, error = %e, "could not delete the unregistered NodeClaim");
-                    }
-                }
-                continue;
-            };
-            let node_name = node.name_any();
-            // No finalizer is added to a Node being deleted; the list is written against the
-            // version it was read from, so a finalizer another controller added meanwhile is not
-            // lost (a 409 is retried next pass, from the fresh cache).
-            if node.meta().deletion_timestamp.is_some() {
-                continue;
-            }
-            let mut finalizers = node.finalizers().to_vec();
-            if !finalizers.iter().any(|f| f == FINALIZER) {
-                finalizers.push(FINALIZER.into());
-            }
-            let annotations: BTreeMap<&String, &String> = c
-                .annotations()
-                .iter()
-                .filter(|(k, _)| !super::internal_annotation(k))
-                .collect();
-            let patch = json!({"metadata": {
-                "resourceVersion": node.resource_version(),
-                "labels": c.labels(),
-                "annotations": annotations,
-                "finalizers": finalizers,
-                "ownerReferences": [{
-                    "apiVersion": "dovetail.sh/v1",
-                    "kind": "NodeClaim",
-                    "name": name,
-                    "uid": c.metadata.uid.clone().unwrap_or_default(),
-                    "blockOwnerDeletion": true,
-                }],
-            }});
-            if let Err(e) =
-                rt.block_on(nodes.patch(&node_name, &PatchParams::default(), &Patch::Merge(&patch)))
-            {
-                tracing::warn!(node = %node_name, error = %e, "could not label the registered node");
-                continue;
-            }
-            let message = format!("node {node_name} registered");
-            if record(&c, "Registered", &message, json!({"nodeName": node_name})) {
-                tracing::info!(nodeclaim = %name, node = %node_name, "registered nodeclaim");
-            }
-            continue;
-        }
-        if !has(&c, "Initialized")
-            && let Some(node) = node
-        {
-            let ready = node
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|x| x.type_ == "Ready" && x.status == "True"));
-            let taints = node
-                .spec
-                .as_ref()
-                .and_then(|s| s.taints.clone())
-                .unwrap_or_default();
-            let startup_left = c.spec.startup_taints.iter().any(|s| {
-                taints
-                    .iter()
-                    .any(|t| t.key == s.key && t.effect == s.effect)
-            });
-            if ready && !startup_left && record(&c, "Initialized", "node is Ready", json!({})) {
-                tracing::info!(nodeclaim = %name, "initialized nodeclaim");
-            }
-        }
-    }
 }
 
 /// EC2NodeClass resolution, redone when a class changes; its status says what was found.
