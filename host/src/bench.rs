@@ -8,9 +8,9 @@ pub mod journal;
 pub mod shadow;
 
 use crate::catalog;
-use crate::policy::round::ScoringRound;
-use crate::policy::types::{CapacityType, Pod, Resources, Workload};
 use crate::policy::{EngineConfig, Limits, PolicyEngine, PolicyError, builtin};
+use crate::wit::round::ScoringRound;
+use crate::wit::types::{CapacityType, Pod, Resources, Workload};
 
 /// Settings of the scoring benchmark.
 #[derive(Debug, Clone)]
@@ -392,7 +392,7 @@ pub fn provisioning(
             let claims = plan
                 .claims
                 .iter()
-                .map(|c| crate::policy::types::Claim {
+                .map(|c| crate::wit::types::Claim {
                     node_pool: pools[c.node_pool].name.clone(),
                     workloads: workloads.clone(),
                     pods: c
@@ -429,7 +429,7 @@ pub fn provisioning(
                         o.capacity_type != CapacityType::Spot
                             || workload != BenchWorkload::MixSpot
                             || pool_cpu
-                                .get(&crate::policy::round::unpack(r.option))
+                                .get(&crate::wit::round::unpack(r.option))
                                 .copied()
                                 .unwrap_or(0.0)
                                 + f64::from(t.vcpus)
@@ -439,7 +439,7 @@ pub fn provisioning(
                 let (t, o, _) = round.resolve(pick.option);
                 if o.capacity_type == CapacityType::Spot {
                     *pool_cpu
-                        .entry(crate::policy::round::unpack(pick.option))
+                        .entry(crate::wit::round::unpack(pick.option))
                         .or_default() += f64::from(t.vcpus);
                 }
                 *by_type.entry(t.name.clone()).or_default() += 1;

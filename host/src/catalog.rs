@@ -10,12 +10,12 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::policy::round::{MAX_OFFERINGS, ScoringRound, pack};
-use crate::policy::types::{
+use crate::wit::resources::{add, fits, zero};
+use crate::wit::round::{MAX_OFFERINGS, ScoringRound, pack};
+use crate::wit::types::{
     Arch, CapacityType, Catalog, Claim, CpuManufacturer, InstanceType, Offering, Pod, Resources,
     Workload,
 };
-use crate::scheduling::model::{add, fits, zero};
 
 /// The catalog shipped with the controller (a copy of the project's reference data).
 const EMBEDDED: &str = include_str!("../data/ec2-instance-types.json");

@@ -4,7 +4,7 @@
 pub mod aws;
 pub mod sim;
 
-use crate::policy::types::CapacityType;
+use crate::wit::types::CapacityType;
 
 /// One way to launch a node, in the order the scoring policy ranked it.
 #[derive(Debug, Clone, PartialEq)]
@@ -105,7 +105,7 @@ pub trait CloudProvider {
         Result<
             (
                 Vec<crate::catalog::CatalogEntry>,
-                crate::policy::types::Catalog,
+                crate::wit::types::Catalog,
             ),
             CloudError,
         >,

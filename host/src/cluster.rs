@@ -9,12 +9,12 @@ mod volumes;
 pub use volumes::Volumes;
 
 use crate::cloud::Instance;
-use crate::policy::types::DisruptionReason;
 use crate::scheduling::cost;
 use crate::scheduling::model::{
     ExistingNode, LabelSelector, PendingPod, Taint, TaintEffect, add, labels, zero,
 };
 use crate::scheduling::{InstanceTypes, NodePoolSpec};
+use crate::wit::types::DisruptionReason;
 
 /// Pods and nodes with this annotation set to `"true"` are never disrupted voluntarily.
 pub const DO_NOT_DISRUPT: &str = "dovetail.sh/do-not-disrupt";
@@ -101,7 +101,7 @@ impl Node {
                 offer: crate::cloud::Offer {
                     instance_type: "m5.large".into(),
                     zone: "us-east-1a".into(),
-                    capacity_type: crate::policy::types::CapacityType::OnDemand,
+                    capacity_type: crate::wit::types::CapacityType::OnDemand,
                     price: 0.096,
                 },
             },

@@ -27,10 +27,10 @@ use crate::cluster::{self, Cluster, DO_NOT_DISRUPT, Deletion, Node};
 use crate::disruption::{self, Note};
 use crate::interruption::{Action, Kind as InterruptionKind};
 use crate::policy::PolicyRegistry;
-use crate::policy::types::{Catalog, Resources};
 use crate::provisioning::{self, Pool};
 use crate::scheduling::model::capacity_type_label;
 use crate::scheduling::{InstanceTypes, PendingPod};
+use crate::wit::types::{Catalog, Resources};
 
 /// Errors of the world behind the port (an API call that failed). The controller logs them and
 /// tries again on a later tick; it never assumes an effect that did not happen.

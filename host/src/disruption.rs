@@ -19,11 +19,11 @@ use crate::cluster::Pool;
 use crate::cluster::{Cluster, Node, Pod, node_labels};
 use crate::policy::PolicyRegistry;
 use crate::policy::shadow::{ShadowJob, ShadowRole};
-use crate::policy::types::{
-    Action, CapacityType, ConsolidationRound, DisruptionReason, Move, Replacement,
-};
 use crate::scheduling::model::{ExistingNode, PendingPod, capacity_type_label};
 use crate::scheduling::{InstanceTypes, NodePoolSpec, solve_excluding};
+use crate::wit::types::{
+    Action, CapacityType, ConsolidationRound, DisruptionReason, Move, Replacement,
+};
 
 /// The consolidation policy used when a NodePool's own fails and `onFailure` is `Fallback`.
 pub const FALLBACK_CONSOLIDATOR: &str = "balanced";
@@ -390,7 +390,7 @@ impl Pass<'_> {
             .options(self.its)
             .into_iter()
             .map(|o| {
-                let (t, off) = crate::policy::round::unpack(o);
+                let (t, off) = crate::wit::round::unpack(o);
                 (t as u32, off)
             })
             .collect();
@@ -580,9 +580,9 @@ impl Pass<'_> {
         }
     }
 
-    fn candidate(&self, pool: &Pool, c: &Candidate) -> crate::policy::types::Candidate {
+    fn candidate(&self, pool: &Pool, c: &Candidate) -> crate::wit::types::Candidate {
         let n = c.node;
-        crate::policy::types::Candidate {
+        crate::wit::types::Candidate {
             name: n.name.clone(),
             node_pool: pool.spec.name.clone(),
             instance_type: n.instance.offer.instance_type.clone(),

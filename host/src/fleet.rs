@@ -6,10 +6,10 @@ use std::collections::HashMap;
 
 use crate::cluster::Cluster;
 use crate::controller::reason_label;
-use crate::policy::types::Resources;
 use crate::scheduling::InstanceTypes;
 use crate::scheduling::cost::Demand;
 use crate::scheduling::model::{add, capacity_type_label, zero};
+use crate::wit::types::Resources;
 
 /// One node as an operator reads it.
 #[derive(Debug, Clone, PartialEq)]
@@ -325,8 +325,8 @@ mod tests {
     use super::*;
     use crate::cloud::{Instance, Offer};
     use crate::cluster::{Deletion, Node, Pod};
-    use crate::policy::types::{CapacityType, DisruptionReason};
     use crate::scheduling::model::PendingPod;
+    use crate::wit::types::{CapacityType, DisruptionReason};
 
     fn node(name: &str, ty: u32, its: &InstanceTypes, price: f64, ready: bool) -> Node {
         Node {

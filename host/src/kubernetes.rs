@@ -725,3 +725,15 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
     tracing::info!("controller stopped");
     Ok(())
 }
+/// Why a watch failed, naming the resource; a 403 names the RBAC rule that is missing.
+pub fn watch_failure(resource: &str, error: &dyn std::fmt::Display) -> String {
+    let text = error.to_string();
+    if text.contains("403") || text.contains("Forbidden") || text.contains("forbidden") {
+        let (plural, group) = resource.split_once('.').unwrap_or((resource, ""));
+        format!(
+            "watching {resource} is forbidden: the controller's ClusterRole needs verbs [list, watch] on resources [{plural}] in apiGroups [\"{group}\"] (the chart grants them; is the ServiceAccount bound?): {text}"
+        )
+    } else {
+        format!("watching {resource} failed: {text}")
+    }
+}

@@ -24,3 +24,4 @@ pub mod sim;
 pub mod snapshot;
 pub mod termination;
 pub mod top;
+pub mod wit;

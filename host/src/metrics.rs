@@ -14,7 +14,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::cloud::{CloudError, CloudProvider, Instance, LaunchRequest};
-use crate::policy::types::CapacityType;
+use crate::wit::types::CapacityType;
 
 /// Label pairs of one series.
 pub type Labels = Vec<(&'static str, String)>;
@@ -551,7 +551,7 @@ impl CloudProvider for MeasuredCloud<'_> {
         Result<
             (
                 Vec<crate::catalog::CatalogEntry>,
-                crate::policy::types::Catalog,
+                crate::wit::types::Catalog,
             ),
             CloudError,
         >,

@@ -6,14 +6,13 @@
 //! - [`registry`]: Policy name → live component, swapped atomically, last good version kept.
 //! - [`builtin`]: the policies shipped inside the controller.
 //! - [`inspect`]: what a component is and which WIT version it targets.
-//! - [`round`]: a scoring round and its packed launch options.
+//! - [`crate::wit`] (re-exported here as `bindings`, `types`, `round`): the interface itself.
 //! - [`ranking`]: scores → launch order.
 //! - [`canary`]: the rounds a component must pass before it serves.
 //! - [`scaffold`]: `dovetail policy new`'s crate.
 //! - [`source`]: fetching components (HTTPS, OCI) and publishing them.
 //! - [`shadow`]: candidate policies judged on the serving policy's rounds, never acted on.
 
-pub mod bindings;
 pub mod builtin;
 pub mod canary;
 mod contract;
@@ -23,13 +22,12 @@ pub mod inspect;
 pub mod native;
 pub mod ranking;
 pub mod registry;
-pub mod round;
 mod sandbox;
 pub mod scaffold;
 pub mod shadow;
 pub mod source;
 
-pub use bindings::types;
+pub use crate::wit::{bindings, round, types};
 pub use engine::{CallStats, EngineConfig, Limits, LoadedPolicy, PolicyEngine};
 pub use error::PolicyError;
 pub use inspect::ComponentInfo;

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use crate::api::nodepool::OnFailure;
 use crate::cloud::{CloudProvider, LaunchRequest, Offer};
 use crate::policy::ranking::rank;
-use crate::policy::round::ScoringRound;
 use crate::policy::shadow::{ShadowJob, ShadowRole};
-use crate::policy::types::{Catalog, Claim, Pod, Workload};
 use crate::policy::{PolicyError, PolicyRegistry};
 use crate::scheduling::solver::Unschedulable;
 use crate::scheduling::{ExistingNode, InstanceTypes, NodePoolSpec, PendingPod, solve_on};
+use crate::wit::round::ScoringRound;
+use crate::wit::types::{Catalog, Claim, Pod, Workload};
 
 /// The scoring policy used when a NodePool's own fails and `onFailure` is `Fallback`: the
 /// built-in `cheapest`'s choice, computed natively ([`crate::policy::native`]).
@@ -28,7 +28,7 @@ pub struct Planned {
     /// Indices of the pods it is planned for.
     pub pods: Vec<usize>,
     /// What the node must hold: its pods plus daemonset overhead.
-    pub requests: crate::policy::types::Resources,
+    pub requests: crate::wit::types::Resources,
     /// The policy whose ranking was followed.
     pub policy: String,
     /// Its score of each of `request.offers`, in their order.
@@ -195,11 +195,7 @@ pub fn plan(
 
 /// What scored a round: the policy followed, its scores, and the pool's own policy's error
 /// when a fallback scored instead.
-type Scored = (
-    String,
-    Vec<crate::policy::types::ClaimScores>,
-    Option<String>,
-);
+type Scored = (String, Vec<crate::wit::types::ClaimScores>, Option<String>);
 
 /// Scores with the pool's policy; on failure, reports it and falls back or blocks.
 fn score(
@@ -249,7 +245,7 @@ fn score(
 fn policy_claim<'a>(
     node_pool: &str,
     pods: impl Iterator<Item = &'a PendingPod>,
-    requests: crate::policy::types::Resources,
+    requests: crate::wit::types::Resources,
     options: Vec<u32>,
 ) -> Claim {
     let mut workloads: Vec<Workload> = Vec::new();

@@ -12,6 +12,7 @@ pub mod kubelet;
 pub mod model;
 pub mod requirements;
 pub mod solver;
+pub mod well_known;
 
 pub use instance_types::InstanceTypes;
 pub use model::ExistingNode;

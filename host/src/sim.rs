@@ -388,7 +388,7 @@ struct World {
     cluster: Cluster,
     workloads: BTreeMap<String, Workload>,
     /// DaemonSets by `namespace/name`: their pod requests are on every node.
-    daemonsets: BTreeMap<String, crate::policy::types::Resources>,
+    daemonsets: BTreeMap<String, crate::wit::types::Resources>,
     /// In-flight nodes and when they become Ready (kubelet).
     ready_due: BTreeMap<String, i64>,
     report: Report,

@@ -100,8 +100,8 @@ mod tests {
     use super::*;
     use crate::cloud::{Instance, Offer};
     use crate::cluster::{Deletion, Node, Pod};
-    use crate::policy::types::CapacityType;
     use crate::scheduling::model::{PendingPod, Toleration};
+    use crate::wit::types::CapacityType;
 
     /// A deleting node `n1` of pool `default` (deleted at 0, `terminationGracePeriod` as given)
     /// with the named pods on it.

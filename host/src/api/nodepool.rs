@@ -263,10 +263,27 @@ pub struct ShadowPolicies {
     pub consolidation: Option<String>,
 }
 
+/// The role a candidate shadows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ShadowRole {
+    Scoring,
+    Consolidation,
+}
+
+impl ShadowRole {
+    /// The role's name, as the NodePool spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShadowRole::Scoring => "scoring",
+            ShadowRole::Consolidation => "consolidation",
+        }
+    }
+}
+
 impl Policies {
     /// The candidate shadowing `role`, unless it is the serving policy itself.
-    pub fn shadow_of(&self, role: crate::policy::shadow::ShadowRole) -> Option<&str> {
-        use crate::policy::shadow::ShadowRole;
+    pub fn shadow_of(&self, role: ShadowRole) -> Option<&str> {
         let shadow = self.shadow.as_ref()?;
         let (candidate, serving) = match role {
             ShadowRole::Scoring => (shadow.scoring.as_deref()?, &self.scoring),

@@ -182,26 +182,6 @@ pub struct ShadowStatus {
     pub last_disagreement: Option<String>,
 }
 
-impl From<&crate::policy::shadow::ShadowTally> for ShadowStatus {
-    fn from(t: &crate::policy::shadow::ShadowTally) -> Self {
-        ShadowStatus {
-            beside: t.beside_text(),
-            decisions_compared: t.compared,
-            agreed: t.agreed,
-            agreement_percent: t.agreement_percent().map(|p| p.floor() as i32),
-            cost_delta_per_hour: format!("{:+.4}", t.cost_delta_per_hour),
-            disruptions_serving: t.disruptions_serving,
-            disruptions_shadow: t.disruptions_shadow,
-            failures: t.failures,
-            skipped: t.skipped,
-            last_disagreement: t
-                .recent
-                .back()
-                .map(|c| format!("{}: serving {}, shadow {}", c.subject, c.serving, c.shadow)),
-        }
-    }
-}
-
 impl ShadowStatus {
     /// One line for `top`: `arm-first — scoring beside cheapest · 12 compared · 50% agree · …`.
     pub fn line(&self, policy: &str) -> String {

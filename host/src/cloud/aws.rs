@@ -11,6 +11,7 @@
 pub mod discovery;
 pub mod dry_run;
 pub mod eks;
+pub mod instance_options;
 pub mod instance_profile;
 pub mod launch_template;
 pub mod node_class;
@@ -31,8 +32,8 @@ use aws_sdk_ec2::types::{
 
 use super::{CloudError, CloudProvider, Instance, LaunchRequest, Offer};
 use crate::api::ec2nodeclass::EC2NodeClassSpec;
-use crate::policy::types::{Arch, CapacityType};
 use crate::scheduling::model::capacity_type_label;
+use crate::wit::types::{Arch, CapacityType};
 
 /// Tag keys on everything the controller creates.
 pub mod tags {
@@ -635,7 +636,7 @@ impl CloudProvider for AwsCloud {
         Result<
             (
                 Vec<crate::catalog::CatalogEntry>,
-                crate::policy::types::Catalog,
+                crate::wit::types::Catalog,
             ),
             CloudError,
         >,

@@ -4,7 +4,7 @@
 
 use crate::api::nodepool::{Budget, DisruptionReason as ApiReason};
 use crate::cluster::IntOrPercent;
-use crate::policy::types::DisruptionReason;
+use crate::wit::types::DisruptionReason;
 
 /// How many nodes of a pool of `total` may be disrupting at `now` for `reason`: the smallest
 /// `nodes` among the active budgets that cover the reason (`u32::MAX` when none does).

@@ -183,18 +183,7 @@ fn resource_name(plural: &str, group: &str) -> String {
     }
 }
 
-/// Why a watch failed, naming the resource; a 403 names the RBAC rule that is missing.
-pub fn watch_failure(resource: &str, error: &dyn std::fmt::Display) -> String {
-    let text = error.to_string();
-    if text.contains("403") || text.contains("Forbidden") || text.contains("forbidden") {
-        let (plural, group) = resource.split_once('.').unwrap_or((resource, ""));
-        format!(
-            "watching {resource} is forbidden: the controller's ClusterRole needs verbs [list, watch] on resources [{plural}] in apiGroups [\"{group}\"] (the chart grants them; is the ServiceAccount bound?): {text}"
-        )
-    } else {
-        format!("watching {resource} failed: {text}")
-    }
-}
+pub use super::watch_failure;
 
 /// Runs a reflector's stream on the current runtime, telling `changed` of every event.
 fn drive<T, E: std::fmt::Display>(
@@ -425,7 +414,7 @@ impl Observer {
             let instance_type = get(labels::INSTANCE_TYPE);
             let zone = get(labels::ZONE);
             let capacity = capacity_type(&get(labels::CAPACITY_TYPE))
-                .unwrap_or(crate::policy::types::CapacityType::OnDemand);
+                .unwrap_or(crate::wit::types::CapacityType::OnDemand);
             let type_index = ctx.type_index(&instance_type).unwrap_or(0);
             let zone_index = ctx.its.zones.iter().position(|z| *z == zone).unwrap_or(0) as u32;
             let price = ctx.its.types[type_index as usize]
@@ -721,8 +710,8 @@ fn taint(t: &k8s_openapi::api::core::v1::Taint) -> Taint {
     }
 }
 
-fn reason(label: &str) -> Option<crate::policy::types::DisruptionReason> {
-    use crate::policy::types::DisruptionReason as R;
+fn reason(label: &str) -> Option<crate::wit::types::DisruptionReason> {
+    use crate::wit::types::DisruptionReason as R;
     [R::Empty, R::Underutilized, R::Drifted, R::Expired]
         .into_iter()
         .find(|r| crate::controller::reason_label(*r) == label)

@@ -158,7 +158,7 @@ impl PodCache {
                         changed.notify_one();
                     }
                     Err(e) => {
-                        let why = super::observe::watch_failure("pods", &e);
+                        let why = super::watch_failure("pods", &e);
                         tracing::warn!(resource = "pods", error = %why, "watch failed; retrying with backoff")
                     }
                 }

@@ -55,8 +55,8 @@ pub fn rank(round: &ScoringRound, claim: usize, scores: &ClaimScores) -> Ranking
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::round::pack;
-    use crate::policy::types::{
+    use crate::wit::round::pack;
+    use crate::wit::types::{
         Arch, CapacityType, Catalog, Claim, CpuManufacturer, InstanceType, Offering, Resources,
         Veto,
     };

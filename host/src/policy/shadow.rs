@@ -20,23 +20,7 @@ use super::ranking::rank;
 use super::round::ScoringRound;
 use super::types::{Action, ClaimScores, ConsolidationRound};
 
-/// The role a candidate shadows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub enum ShadowRole {
-    Scoring,
-    Consolidation,
-}
-
-impl ShadowRole {
-    /// The role's name, as the NodePool spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ShadowRole::Scoring => "scoring",
-            ShadowRole::Consolidation => "consolidation",
-        }
-    }
-}
+pub use crate::api::nodepool::ShadowRole;
 
 /// One decision the serving policy made, to be put to a candidate.
 #[derive(Debug, Clone, PartialEq)]
@@ -376,11 +360,32 @@ fn capacity_label(c: super::types::CapacityType) -> &'static str {
 /// Every candidate's tally, by name.
 pub type ShadowTallies = BTreeMap<String, ShadowTally>;
 
+/// The tally as a Policy's status shows it.
+impl From<&ShadowTally> for crate::api::policy::ShadowStatus {
+    fn from(t: &ShadowTally) -> Self {
+        crate::api::policy::ShadowStatus {
+            beside: t.beside_text(),
+            decisions_compared: t.compared,
+            agreed: t.agreed,
+            agreement_percent: t.agreement_percent().map(|p| p.floor() as i32),
+            cost_delta_per_hour: format!("{:+.4}", t.cost_delta_per_hour),
+            disruptions_serving: t.disruptions_serving,
+            disruptions_shadow: t.disruptions_shadow,
+            failures: t.failures,
+            skipped: t.skipped,
+            last_disagreement: t
+                .recent
+                .back()
+                .map(|c| format!("{}: serving {}, shadow {}", c.subject, c.serving, c.shadow)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::round::pack;
-    use crate::policy::types::{
+    use crate::wit::round::pack;
+    use crate::wit::types::{
         Arch, CapacityType, Catalog, Claim, CpuManufacturer, InstanceType, Kept, Move, Offering,
         Resources,
     };
@@ -481,7 +486,7 @@ mod tests {
         let veto_all = ClaimScores {
             scores: vec![0.0, 0.0],
             vetoes: (0..2)
-                .map(|i| crate::policy::types::Veto {
+                .map(|i| crate::wit::types::Veto {
                     option_index: i,
                     reason: "no".into(),
                 })
@@ -497,7 +502,7 @@ mod tests {
     }
 
     fn consolidation_job(serving_actions: Vec<Action>) -> ShadowJob {
-        let candidate = |name: &str, price| crate::policy::types::Candidate {
+        let candidate = |name: &str, price| crate::wit::types::Candidate {
             name: name.into(),
             node_pool: "default".into(),
             instance_type: "m5.large".into(),
@@ -520,14 +525,14 @@ mod tests {
                 gpus: 0,
             },
             pods: 1,
-            reasons: vec![crate::policy::types::DisruptionReason::Underutilized],
+            reasons: vec![crate::wit::types::DisruptionReason::Underutilized],
         };
         let delete = |nodes: Vec<u32>, savings| Move {
             nodes,
             replacement: None,
             savings_per_hour: savings,
             disruption_cost: 1.0,
-            reason: crate::policy::types::DisruptionReason::Underutilized,
+            reason: crate::wit::types::DisruptionReason::Underutilized,
         };
         ShadowJob::Consolidation {
             candidate: "settle".into(),

@@ -19,7 +19,7 @@ use super::instance_types::InstanceTypes;
 use super::kubelet::NodeSettings;
 use super::model::{capacity_type_label, labels};
 use super::requirements::Requirements;
-use crate::policy::types::Resources;
+use crate::wit::types::Resources;
 
 /// CPU (vCPUs), memory (GiB), pods, GPUs.
 pub const DIMS: usize = 4;

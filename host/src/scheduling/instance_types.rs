@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 
-use super::model::{capacity_type_label, labels};
 use super::requirements::Requirements;
+use super::well_known::{capacity_type_label, labels};
 use crate::catalog::CatalogEntry;
-use crate::policy::types::{Arch, CapacityType, Catalog, Resources};
+use crate::wit::types::{Arch, CapacityType, Catalog, Resources};
 
 /// An offering as the simulation sees it.
 #[derive(Debug, Clone, PartialEq)]

@@ -10,7 +10,7 @@
 //! sizes nodes from the same settings — so the simulation never plans a pod onto room the node
 //! will not have.
 
-use crate::policy::types::Resources;
+use crate::wit::types::Resources;
 
 use super::instance_types::SchedType;
 

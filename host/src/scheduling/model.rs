@@ -2,50 +2,9 @@
 //! labels an instance type offering gives a node.
 
 use super::requirements::{Operator, Requirement, Requirements};
-use crate::policy::types::{CapacityType, Resources};
+use crate::wit::types::Resources;
 
-/// Well-known node label keys.
-pub mod labels {
-    pub const ARCH: &str = "kubernetes.io/arch";
-    pub const OS: &str = "kubernetes.io/os";
-    pub const HOSTNAME: &str = "kubernetes.io/hostname";
-    pub const ZONE: &str = "topology.kubernetes.io/zone";
-    pub const INSTANCE_TYPE: &str = "node.kubernetes.io/instance-type";
-    pub const CAPACITY_TYPE: &str = "dovetail.sh/capacity-type";
-    pub const NODEPOOL: &str = "dovetail.sh/nodepool";
-    pub const CATEGORY: &str = "aws.dovetail.sh/instance-category";
-    pub const FAMILY: &str = "aws.dovetail.sh/instance-family";
-    pub const GENERATION: &str = "aws.dovetail.sh/instance-generation";
-    pub const SIZE: &str = "aws.dovetail.sh/instance-size";
-    pub const CPU: &str = "aws.dovetail.sh/instance-cpu";
-    pub const MEMORY: &str = "aws.dovetail.sh/instance-memory";
-    pub const CPU_MANUFACTURER: &str = "aws.dovetail.sh/instance-cpu-manufacturer";
-    pub const GPU_NAME: &str = "aws.dovetail.sh/instance-gpu-name";
-    pub const GPU_COUNT: &str = "aws.dovetail.sh/instance-gpu-count";
-
-    /// Keys an instance type itself answers (zone and capacity type come from the offering).
-    /// Labels every node the controller launches carries, whatever its NodePool defines.
-    pub fn well_known(key: &str) -> bool {
-        TYPE_KEYS.contains(&key) || [ZONE, CAPACITY_TYPE, NODEPOOL, HOSTNAME, REGION].contains(&key)
-    }
-
-    pub const REGION: &str = "topology.kubernetes.io/region";
-
-    pub const TYPE_KEYS: [&str; 12] = [
-        ARCH,
-        OS,
-        INSTANCE_TYPE,
-        CATEGORY,
-        FAMILY,
-        GENERATION,
-        SIZE,
-        CPU,
-        MEMORY,
-        CPU_MANUFACTURER,
-        GPU_NAME,
-        GPU_COUNT,
-    ];
-}
+pub use super::well_known::{capacity_type, capacity_type_label, labels};
 
 /// `NoSchedule`, `PreferNoSchedule` or `NoExecute`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -317,67 +276,7 @@ impl NodePoolSpec {
     }
 }
 
-/// No resources.
-pub fn zero() -> Resources {
-    Resources {
-        cpu_millis: 0,
-        memory_bytes: 0,
-        ephemeral_storage_bytes: 0,
-        pods: 0,
-        gpus: 0,
-    }
-}
-
-/// Component-wise sum.
-pub fn add(a: &Resources, b: &Resources) -> Resources {
-    Resources {
-        cpu_millis: a.cpu_millis + b.cpu_millis,
-        memory_bytes: a.memory_bytes + b.memory_bytes,
-        ephemeral_storage_bytes: a.ephemeral_storage_bytes + b.ephemeral_storage_bytes,
-        pods: a.pods + b.pods,
-        gpus: a.gpus + b.gpus,
-    }
-}
-
-/// Component-wise maximum.
-pub fn max(a: &Resources, b: &Resources) -> Resources {
-    Resources {
-        cpu_millis: a.cpu_millis.max(b.cpu_millis),
-        memory_bytes: a.memory_bytes.max(b.memory_bytes),
-        ephemeral_storage_bytes: a.ephemeral_storage_bytes.max(b.ephemeral_storage_bytes),
-        pods: a.pods.max(b.pods),
-        gpus: a.gpus.max(b.gpus),
-    }
-}
-
-/// Whether `requests` fit in `allocatable` on every dimension.
-pub fn fits(requests: &Resources, allocatable: &Resources) -> bool {
-    requests.cpu_millis <= allocatable.cpu_millis
-        && requests.memory_bytes <= allocatable.memory_bytes
-        && requests.ephemeral_storage_bytes <= allocatable.ephemeral_storage_bytes
-        && requests.pods <= allocatable.pods
-        && requests.gpus <= allocatable.gpus
-}
-
-/// The capacity-type label value.
-pub fn capacity_type_label(c: CapacityType) -> &'static str {
-    match c {
-        CapacityType::Spot => "spot",
-        CapacityType::OnDemand => "on-demand",
-        CapacityType::Reserved => "reserved",
-    }
-}
-
-/// A capacity type from its label value.
-pub fn capacity_type(label: &str) -> Option<CapacityType> {
-    [
-        CapacityType::Spot,
-        CapacityType::OnDemand,
-        CapacityType::Reserved,
-    ]
-    .into_iter()
-    .find(|&c| capacity_type_label(c) == label)
-}
+pub use crate::wit::resources::{add, fits, max, zero};
 
 #[cfg(test)]
 mod tests {

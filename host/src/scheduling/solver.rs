@@ -25,8 +25,8 @@ use super::model::{
     fits, untolerated, zero,
 };
 use super::requirements::Requirements;
-use crate::policy::round::pack;
-use crate::policy::types::{LaunchOption, Resources};
+use crate::wit::round::pack;
+use crate::wit::types::{LaunchOption, Resources};
 
 /// How much dearer than the 10th-percentile value a type's capacity may be before a claim
 /// avoids growing into it.
@@ -1433,10 +1433,10 @@ mod tests {
                 assert!(["c", "m", "r"].contains(&its.label(t, labels::CATEGORY).unwrap()));
             }
             for &o in &c.options(&its) {
-                let (t, oi) = crate::policy::round::unpack(o);
+                let (t, oi) = crate::wit::round::unpack(o);
                 assert_eq!(
                     its.types[t].offerings[oi].capacity_type,
-                    crate::policy::types::CapacityType::Spot
+                    crate::wit::types::CapacityType::Spot
                 );
             }
         }

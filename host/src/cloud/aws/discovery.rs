@@ -10,7 +10,7 @@ use aws_sdk_ec2::types::LocationType;
 
 use super::{AwsCloud, api_error, sdk_message};
 use crate::cloud::CloudError;
-use crate::policy::types::Resources;
+use crate::wit::types::Resources;
 
 /// How long discovered instance types and prices are reused.
 pub const TTL: Duration = Duration::from_secs(3600);
@@ -214,7 +214,7 @@ pub fn catalog(
     zones: &[&str],
 ) -> (
     Vec<crate::catalog::CatalogEntry>,
-    crate::policy::types::Catalog,
+    crate::wit::types::Catalog,
 ) {
     let embedded: BTreeMap<String, crate::catalog::CatalogEntry> = crate::catalog::embedded()
         .into_iter()
@@ -234,7 +234,7 @@ pub fn catalog(
             .filter(|o| d.zones.iter().any(|z| z == zones[o.zone as usize]))
             .filter_map(|mut o| {
                 match o.capacity_type {
-                    crate::policy::types::CapacityType::Spot => {
+                    crate::wit::types::CapacityType::Spot => {
                         o.price = *d.spot_prices.get(zones[o.zone as usize])?;
                     }
                     _ => o.price = od,
@@ -250,7 +250,7 @@ pub fn catalog(
     }
     (
         entries,
-        crate::policy::types::Catalog {
+        crate::wit::types::Catalog {
             zones: zones.iter().map(|z| z.to_string()).collect(),
             instance_types: types,
         },

@@ -106,8 +106,8 @@ impl AwsCloud {
         let family = Family::of(spec).map_err(fail)?;
         let user_data =
             user_data::render(family, &self.settings.cluster_info(), spec).map_err(fail)?;
-        super::launch_template::block_devices(family, spec).map_err(fail)?;
-        super::launch_template::metadata_options(spec).map_err(fail)?;
+        super::instance_options::block_devices(family, spec).map_err(fail)?;
+        super::instance_options::metadata_options(spec).map_err(fail)?;
         if let Some(p) = spec.instance_store_policy.as_deref()
             && p != "RAID0"
         {
