@@ -1,0 +1,183 @@
+//! Disruption: consolidation, drift and expiry decided by [`crate::disruption`] (with the
+//! NodePool's consolidation policy), executed replacement first.
+
+use super::*;
+
+impl Controller {
+    pub(super) fn disrupt(&mut self, now: i64, port: &mut dyn ClusterPort, cloud: &mut dyn CloudProvider) {
+        self.next_disruption = None;
+        let interval = self.settings.disruption_interval.as_secs().max(1) as i64;
+        let cluster = port.cluster();
+        // Let the cluster settle first: a batch is open or nodes are on their way.
+        let launching = cluster.nodes.values().any(|n| {
+            n.ready_at.is_none()
+                && n.deletion.is_none()
+                && !cluster.nodes.values().any(|d| {
+                    d.deletion.as_ref().and_then(|x| x.replacement.as_deref())
+                        == Some(n.name.as_str())
+                })
+        });
+        if self.batch.is_some() || launching {
+            self.next_disruption = Some(now + interval);
+            return;
+        }
+        let decision = disruption::decide(
+            cluster,
+            &self.ctx.its,
+            &self.ctx.registry,
+            now,
+            &self.settings.feature_gates,
+        );
+        if decision.candidates > 0 {
+            let round = DisruptionRound {
+                at: now,
+                nodes: cluster.nodes.len(),
+                pods: cluster.pods.len(),
+                candidates: decision.candidates,
+                moves: decision.moves_offered,
+                commands: decision.commands.len(),
+                timings: decision.timings,
+            };
+            port.disruption_round(round);
+        }
+        let mut revisit = false;
+        let mut pass = PassSummary::default();
+        for note in &decision.notes {
+            revisit = true;
+            pass.count(note);
+            let kind = match note {
+                Note::Blocked { node, why } => EventKind::Blocked {
+                    node: node.clone(),
+                    why: why.clone(),
+                },
+                Note::Kept { nodes, why } => EventKind::Kept {
+                    nodes: nodes.clone(),
+                    why: why.clone(),
+                },
+                Note::Overruled { nodes, why } => EventKind::Overruled {
+                    nodes: nodes.clone(),
+                    why: why.clone(),
+                },
+                Note::PolicyFailed { policy, error } => EventKind::PolicyFailed {
+                    policy: policy.clone(),
+                    error: error.clone(),
+                },
+            };
+            // Repeats of the same note every pass say nothing new. Each note is a debug line
+            // and an Event; the pass says what happened in one line below.
+            if !self.recent.iter().any(|e| *e == kind) {
+                tracing::debug!(note = ?kind, "disruption note");
+                self.remember(port, kind);
+            }
+        }
+        pass.log(decision.candidates, decision.commands.len());
+        for c in decision.commands {
+            self.execute(now, c, port, cloud);
+        }
+        // The moves are under way: now the shadow candidates may have the same rounds.
+        decision
+            .shadow
+            .into_iter()
+            .for_each(|job| self.ctx.registry.shadow(job));
+        // Time alone can make more nodes candidates: consolidateAfter and expireAfter passing,
+        // and the policy or a budget schedule changing its mind.
+        let mut next = if revisit { Some(now + 300) } else { None };
+        let cluster = port.cluster();
+        for n in cluster.nodes.values() {
+            let Some(i) = cluster.pool_index(&n.instance.node_pool) else {
+                continue;
+            };
+            let spec = &cluster.pools[i].resource.spec;
+            let after = |d: &str| {
+                duration::parse(d)
+                    .ok()
+                    .flatten()
+                    .map(|d| d.as_secs() as i64)
+            };
+            let mut times = Vec::new();
+            if let Some(ca) = after(&spec.disruption.consolidate_after) {
+                times.push(n.last_pod_change + ca);
+            }
+            if let Some(ea) = after(&spec.template.spec.expire_after) {
+                times.push(n.launched_at + ea);
+            }
+            for t in times.into_iter().filter(|&t| t > now) {
+                let aligned = self.align(t, interval);
+                next = Some(next.map_or(aligned, |x: i64| x.min(aligned)));
+            }
+        }
+        if let Some(n) = next {
+            self.next_disruption = Some(self.next_disruption.map_or(n, |x| x.min(n)));
+        }
+    }
+
+    pub(super) fn execute(
+        &mut self,
+        now: i64,
+        c: disruption::Command,
+        port: &mut dyn ClusterPort,
+        cloud: &mut dyn CloudProvider,
+    ) {
+        let mut replacement = None;
+        if let Some(offer) = &c.replacement {
+            let Some(pool) = port
+                .cluster()
+                .pool_index(&c.node_pool)
+                .map(|i| port.cluster().pools[i].clone())
+            else {
+                tracing::info!(nodepool = %c.node_pool, nodes = ?c.nodes, "NodePool gone; the disruption is not carried out");
+                return;
+            };
+            self.next_claim += 1;
+            let claim = NewClaim {
+                name: format!("{}-{:05}", c.node_pool, self.next_claim),
+                node_pool: c.node_pool.clone(),
+                offers: vec![offer.clone()],
+                requests: crate::scheduling::model::zero(),
+                purpose: "replacement",
+            };
+            let how = Launch {
+                pool: &pool,
+                pods: 0,
+                policy: &c.policy,
+                ranked: Vec::new(),
+                log: true,
+                create: true,
+            };
+            match self.launch(now, &claim, how, port, cloud) {
+                Ok(name) => replacement = Some(name),
+                Err(reason) => {
+                    self.emit(
+                        port,
+                        EventKind::NotLaunched {
+                            claim: claim.name.clone(),
+                            reason: format!("replacement for {:?}: {reason}", c.nodes),
+                        },
+                    );
+                    return;
+                }
+            }
+        }
+        for name in &c.nodes {
+            let deletion = Deletion {
+                reason: Some(c.reason),
+                since: now,
+                replacement: replacement.clone(),
+                policy: Some(c.policy.clone()),
+            };
+            if let Err(e) = port.mark_deleting(name, deletion) {
+                tracing::warn!(node = %name, error = %e, "could not mark the node for disruption");
+            }
+        }
+        self.emit(
+            port,
+            EventKind::Disrupting {
+                nodes: c.nodes.clone(),
+                reason: reason_label(c.reason),
+                replacement,
+                savings_per_hour: c.savings_per_hour,
+                policy: c.policy.clone(),
+            },
+        );
+    }
+}
