@@ -53,6 +53,12 @@ pub enum CloudError {
     /// The provider cannot start: credentials, region or an endpoint (one actionable line).
     #[error("{0}")]
     Setup(String),
+    /// A node class cannot be used; `reason` is its `Ready=False` message.
+    #[error("{reason}")]
+    NodeClass { class: String, reason: String },
+    /// What only another provider can do (a simulated cloud's faults).
+    #[error("{0}")]
+    Unsupported(&'static str),
     /// A cloud API call failed. `subject` is what it was about (`nodeclaim default-00001`,
     /// `instance i-0123…`), empty for a call about the account (discovery, garbage collection).
     #[error("{}{call}: {message}", if subject.is_empty() { String::new() } else { format!("{subject}: ") })]
@@ -74,12 +80,13 @@ pub trait CloudProvider {
     fn unavailable(&self, instance_type: &str, zone: &str, capacity_type: CapacityType) -> bool;
     /// Leaves an offering out for a while (a spot interruption says its pool is being reclaimed).
     fn mark_unavailable(&mut self, instance_type: &str, zone: &str, capacity_type: CapacityType);
-    /// Takes a node class (EC2NodeClass) into use; the error is its `Ready=False` reason.
+    /// Takes a node class (EC2NodeClass) into use; the error ([`CloudError::NodeClass`]) says
+    /// why it is not Ready.
     fn node_class(
         &mut self,
         _name: &str,
         _spec: &crate::api::ec2nodeclass::EC2NodeClassSpec,
-    ) -> Result<(), String> {
+    ) -> Result<(), CloudError> {
         Ok(())
     }
     /// Stops using a deleted node class, removing what the provider made for it (the instance
@@ -154,7 +161,9 @@ pub trait CloudProvider {
         _instance_type: &str,
         _zone: &str,
         _capacity_type: CapacityType,
-    ) -> Result<(), String> {
-        Err("only the simulated cloud can be made to run out of capacity".into())
+    ) -> Result<(), CloudError> {
+        Err(CloudError::Unsupported(
+            "only the simulated cloud can be made to run out of capacity",
+        ))
     }
 }

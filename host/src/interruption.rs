@@ -439,16 +439,12 @@ pub struct BlockingQueue {
 }
 
 impl Interruptions for BlockingQueue {
-    fn poll(&mut self) -> Result<Vec<Received>, String> {
-        self.rt
-            .block_on(self.queue.poll())
-            .map_err(|e| e.to_string())
+    fn poll(&mut self) -> Result<Vec<Received>, QueueError> {
+        self.rt.block_on(self.queue.poll())
     }
 
-    fn done(&mut self, r: &Received, action: Action) -> Result<(), String> {
-        self.rt
-            .block_on(self.queue.done(r, action))
-            .map_err(|e| e.to_string())
+    fn done(&mut self, r: &Received, action: Action) -> Result<(), QueueError> {
+        self.rt.block_on(self.queue.done(r, action))
     }
 }
 
@@ -496,7 +492,7 @@ impl Poller {
 }
 
 impl Interruptions for Poller {
-    fn poll(&mut self) -> Result<Vec<Received>, String> {
+    fn poll(&mut self) -> Result<Vec<Received>, QueueError> {
         let mut out = Vec::new();
         while let Ok(r) = self.rx.try_recv() {
             out.push(r);
@@ -504,19 +500,17 @@ impl Interruptions for Poller {
         Ok(out)
     }
 
-    fn done(&mut self, r: &Received, action: Action) -> Result<(), String> {
-        self.rt
-            .block_on(self.deleter.done(r, action))
-            .map_err(|e| e.to_string())
+    fn done(&mut self, r: &Received, action: Action) -> Result<(), QueueError> {
+        self.rt.block_on(self.deleter.done(r, action))
     }
 }
 
 /// Where interruption notices come from (the SQS queue in production).
 pub trait Interruptions {
     /// Takes what is waiting.
-    fn poll(&mut self) -> Result<Vec<Received>, String>;
+    fn poll(&mut self) -> Result<Vec<Received>, QueueError>;
     /// The notice was acted on (or deliberately not): delete it.
-    fn done(&mut self, r: &Received, action: Action) -> Result<(), String>;
+    fn done(&mut self, r: &Received, action: Action) -> Result<(), QueueError>;
 }
 
 #[cfg(test)]

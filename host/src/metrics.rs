@@ -540,7 +540,7 @@ impl CloudProvider for MeasuredCloud<'_> {
         &mut self,
         name: &str,
         spec: &crate::api::ec2nodeclass::EC2NodeClassSpec,
-    ) -> Result<(), String> {
+    ) -> Result<(), CloudError> {
         self.inner.node_class(name, spec)
     }
 

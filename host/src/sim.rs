@@ -965,10 +965,10 @@ impl Sim {
             Manifest::EC2NodeClass(c) => {
                 let name = c.metadata.name.clone().unwrap_or_default();
                 crate::scheduling::from_kube::node_settings(&name, &c.spec)?;
-                if let Err(reason) = self.cloud.node_class(&name, &c.spec) {
+                if let Err(e) = self.cloud.node_class(&name, &c.spec) {
                     self.world.event(EventKind::NodeClassNotReady {
                         node_class: name.clone(),
-                        reason,
+                        reason: e.to_string(),
                     });
                 }
                 let spec = serde_json::to_string(&c.spec).expect("a spec serializes");

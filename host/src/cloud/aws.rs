@@ -659,8 +659,13 @@ impl CloudProvider for AwsCloud {
             .collect())
     }
 
-    fn node_class(&mut self, name: &str, spec: &EC2NodeClassSpec) -> Result<(), String> {
-        self.resolve(name, spec).map(|_| ()).map_err(|e| e.reason)
+    fn node_class(&mut self, name: &str, spec: &EC2NodeClassSpec) -> Result<(), CloudError> {
+        self.resolve(name, spec)
+            .map(|_| ())
+            .map_err(|e| CloudError::NodeClass {
+                class: e.class,
+                reason: e.reason,
+            })
     }
 
     fn node_class_status(

@@ -88,7 +88,7 @@ impl CloudProvider for SimCloud {
         instance_type: &str,
         zone: &str,
         capacity_type: CapacityType,
-    ) -> Result<(), String> {
+    ) -> Result<(), CloudError> {
         SimCloud::exhaust(self, instance_type, zone, capacity_type);
         Ok(())
     }

@@ -4,7 +4,12 @@
 use super::*;
 
 impl Controller {
-    pub(super) fn disrupt(&mut self, now: i64, port: &mut dyn ClusterPort, cloud: &mut dyn CloudProvider) {
+    pub(super) fn disrupt(
+        &mut self,
+        now: i64,
+        port: &mut dyn ClusterPort,
+        cloud: &mut dyn CloudProvider,
+    ) {
         self.next_disruption = None;
         let interval = self.settings.disruption_interval.as_secs().max(1) as i64;
         let cluster = port.cluster();

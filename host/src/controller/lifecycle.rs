@@ -5,7 +5,12 @@ use super::*;
 
 impl Controller {
     /// Registration, initialization and liveness of launched claims ([`crate::lifecycle`]).
-    pub(super) fn lifecycle(&mut self, now: i64, port: &mut dyn ClusterPort, cloud: &mut dyn CloudProvider) {
+    pub(super) fn lifecycle(
+        &mut self,
+        now: i64,
+        port: &mut dyn ClusterPort,
+        cloud: &mut dyn CloudProvider,
+    ) {
         use crate::lifecycle::Step;
         let steps = crate::lifecycle::decide(port.cluster(), self.settings.registration_ttl, now);
         let nodes = &port.cluster().nodes;

@@ -5,7 +5,12 @@
 use super::*;
 
 impl Controller {
-    pub(super) fn provision(&mut self, now: i64, port: &mut dyn ClusterPort, cloud: &mut dyn CloudProvider) {
+    pub(super) fn provision(
+        &mut self,
+        now: i64,
+        port: &mut dyn ClusterPort,
+        cloud: &mut dyn CloudProvider,
+    ) {
         self.batch = None;
         let pending: Vec<String> = port
             .cluster()

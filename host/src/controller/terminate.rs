@@ -4,7 +4,12 @@
 use super::*;
 
 impl Controller {
-    pub(super) fn terminate(&mut self, now: i64, port: &mut dyn ClusterPort, cloud: &mut dyn CloudProvider) {
+    pub(super) fn terminate(
+        &mut self,
+        now: i64,
+        port: &mut dyn ClusterPort,
+        cloud: &mut dyn CloudProvider,
+    ) {
         let plan = crate::termination::plan(port.cluster(), now);
         if !plan.evict.is_empty() || !plan.terminate.is_empty() {
             tracing::debug!(evict = plan.evict.len(), terminate = ?plan.terminate, "termination plan");

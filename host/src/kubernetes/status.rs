@@ -108,7 +108,7 @@ impl NodeClasses {
             self.seen.insert(name.clone(), spec_version);
             let checked = crate::scheduling::from_kube::node_settings(&name, &c.spec)
                 .map_err(|e| format!("{}: {}", e.field, e.message))
-                .and_then(|_| cloud.node_class(&name, &c.spec));
+                .and_then(|_| cloud.node_class(&name, &c.spec).map_err(|e| e.to_string()));
             let status = match checked {
                 Ok(()) => cloud.node_class_status(&name, now).unwrap_or_else(|| {
                     crate::api::ec2nodeclass::EC2NodeClassStatus {
