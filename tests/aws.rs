@@ -1,12 +1,9 @@
 //! The EC2 provider and the interruption queue against a real AWS API server (moto), through the
 //! real aws-sdk-ec2 / aws-sdk-sqs request paths.
 
-#[path = "aws/fault_proxy.rs"]
-mod fault_proxy;
-#[path = "aws/moto.rs"]
-mod moto;
-#[path = "aws/seed.rs"]
-mod seed;
+use dovetail_test_support::fault_proxy;
+use dovetail_test_support::moto;
+use dovetail_test_support::seed;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! The built-in policies as the controller runs them: real components on the real catalog.
 
-mod common;
+use dovetail_test_support::policies as common;
 
 use common::*;
 use dovetail::catalog;

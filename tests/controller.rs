@@ -3,14 +3,10 @@
 //! the test plays kubelet (registers a Node once a NodeClaim has an instance, marks it Ready)
 //! and kube-scheduler (marks pending pods Unschedulable, binds them where they fit).
 
-#[path = "aws/fault_proxy.rs"]
-mod fault_proxy;
-#[path = "controller/harness.rs"]
-mod harness;
-#[path = "aws/moto.rs"]
-mod moto;
-#[path = "aws/seed.rs"]
-mod seed;
+use dovetail_test_support::fault_proxy;
+use dovetail_test_support::harness;
+use dovetail_test_support::moto;
+use dovetail_test_support::seed;
 
 use std::time::{Duration, Instant};
 

@@ -4,9 +4,7 @@
 
 use dovetail::sim::{EventKind, Report, SimOptions, simulate};
 
-fn example(name: &str) -> String {
-    std::fs::read_to_string(format!("{}/../examples/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
-}
+use dovetail_test_support::paths::example;
 
 fn run_with(text: &str, opts: &SimOptions) -> Report {
     simulate(&[("scenario.yaml".to_string(), text.to_string())], opts).unwrap()

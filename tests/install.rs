@@ -5,16 +5,10 @@
 //! against the API server double and moto, and every API request and AWS action it made must be
 //! allowed by the chart's RBAC and the template's IAM policy, which grant nothing else.
 
-#[path = "aws/fault_proxy.rs"]
-mod fault_proxy;
-#[path = "controller/harness.rs"]
-mod harness;
-#[path = "aws/moto.rs"]
-mod moto;
-#[path = "aws/seed.rs"]
-mod seed;
-#[path = "policy/servers.rs"]
-mod servers;
+use dovetail_test_support::harness;
+use dovetail_test_support::moto;
+use dovetail_test_support::seed;
+use dovetail_test_support::servers;
 
 use std::collections::BTreeSet;
 use std::path::Path;

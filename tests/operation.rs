@@ -3,12 +3,8 @@
 //! duration; SIGTERM hands over at once), `/metrics` parsed by Prometheus' own parser, the
 //! health probes flipping, and an Event storm aggregated.
 
-#[path = "controller/harness.rs"]
-mod harness;
-#[path = "aws/moto.rs"]
-mod moto;
-#[path = "aws/seed.rs"]
-mod seed;
+use dovetail_test_support::harness;
+use dovetail_test_support::moto;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -26,14 +22,7 @@ fn holder(api: &ApiServer) -> Option<String> {
         .map(str::to_string)
 }
 
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    started.elapsed()
-}
+use dovetail_test_support::wait::wait_for;
 
 /// The replicas (by User-Agent) that wrote anything but the Lease.
 fn writers(api: &ApiServer) -> BTreeSet<String> {

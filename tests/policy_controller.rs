@@ -2,16 +2,10 @@
 //! moto, with components in ConfigMaps, in a real OCI registry (Debian's `docker-registry`,
 //! pushed with `dovetail policy push`, read back with `skopeo`) and on an HTTPS server.
 
-#[path = "aws/fault_proxy.rs"]
-mod fault_proxy;
-#[path = "controller/harness.rs"]
-mod harness;
-#[path = "aws/moto.rs"]
-mod moto;
-#[path = "aws/seed.rs"]
-mod seed;
-#[path = "policy/servers.rs"]
-mod servers;
+use dovetail_test_support::harness;
+use dovetail_test_support::moto;
+use dovetail_test_support::seed;
+use dovetail_test_support::servers;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! instead), print it in the summary and exit non-zero; `--compare` checks every component for
 //! its role before the first run.
 
-mod common;
+use dovetail_test_support::policies as common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,6 +1,6 @@
 //! Swapping policies live: validated before use, atomic, last good version kept.
 
-mod common;
+use dovetail_test_support::policies as common;
 
 use common::*;
 use dovetail::policy::{Limits, PolicyRegistry};

@@ -1,7 +1,7 @@
 //! Policies as real compiled components in real wasmtime: hostile ones are contained and the
 //! engine stays usable after each.
 
-mod common;
+use dovetail_test_support::policies as common;
 
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-mod common;
+use dovetail_test_support::policies as common;
 
 use common::{dovetail_exe as dovetail, workspace};
 

@@ -48,9 +48,7 @@ fn nodes(report: &Report) -> Vec<Placed> {
         .collect()
 }
 
-fn example(name: &str) -> String {
-    std::fs::read_to_string(format!("{}/../examples/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
-}
+use dovetail_test_support::paths::example;
 
 #[test]
 fn inflate_on_spot_launches_the_cheapest_feasible_offering() {

@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-mod common;
+use dovetail_test_support::policies as common;
 
 use common::{dovetail_exe as dovetail, workspace};
 

@@ -2,29 +2,16 @@
 //! run its unit tests, build the component, `dovetail policy test` it, and compare it with the
 //! default in the simulator on the page's cluster — asserting the difference the page promises.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
 use dovetail::policy::types::Arch;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use dovetail_test_support::paths::workspace;
 
 fn dovetail() -> PathBuf {
-    let exe = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|d| d.join("dovetail"))
-        .unwrap();
-    assert!(
-        exe.exists(),
-        "the dovetail binary is built beside the tests ({}): `cargo build -p dovetail --bin dovetail` (scripts/test.sh does)",
-        exe.display()
-    );
-    exe
+    dovetail_test_support::paths::dovetail_exe()
 }
 
 /// Runs a command; its stdout, or a failure with everything it printed.

@@ -1,7 +1,5 @@
 //! Shared helpers of the integration tests: an engine, real catalog rounds, fixture components.
 
-#![allow(dead_code)]
-
 use std::time::Duration;
 
 use dovetail::catalog;
@@ -135,23 +133,4 @@ pub fn consolidation_round() -> ConsolidationRound {
     }
 }
 
-/// The workspace root (the examples' paths are relative to it).
-pub fn workspace() -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The `dovetail` binary, built beside the test binaries (scripts/test.sh builds it first).
-pub fn dovetail_exe() -> std::path::PathBuf {
-    let exe = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|d| d.join("dovetail"))
-        .unwrap();
-    assert!(
-        exe.exists(),
-        "the dovetail binary is built beside the tests ({}): `cargo build -p dovetail --bin dovetail` (scripts/test.sh does)",
-        exe.display()
-    );
-    exe
-}
+pub use crate::paths::{dovetail_exe, workspace};

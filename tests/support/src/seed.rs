@@ -1,11 +1,9 @@
 //! An AWS account to launch into, in moto: a VPC with subnets and security groups tagged for
 //! discovery, and a tagged image.
 
-#![allow(dead_code)]
-
 use aws_sdk_ec2::types::Tag;
 
-use super::moto::Moto;
+use crate::moto::Moto;
 
 pub const DISCOVERY: &str = "dovetail.sh/discovery";
 

@@ -3,8 +3,6 @@
 //! with a certificate `openssl` makes for 127.0.0.1). Both on free loopback ports, stopped when
 //! dropped. Missing under `CI=true` fails the test; elsewhere the caller skips, saying so.
 
-#![allow(dead_code)]
-
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,8 +1,6 @@
 //! The fault-injecting proxy in front of moto (`fault_proxy.py` beside this file), started
 //! as its own process on a free loopback port.
 
-#![allow(dead_code)] // Shared by test binaries that each use part of it.
-
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
@@ -19,9 +17,18 @@ impl FaultProxy {
             .local_addr()
             .unwrap()
             .port();
-        let script = format!("{}/aws/fault_proxy.py", env!("CARGO_MANIFEST_DIR"));
+        let script = crate::paths::tests_dir()
+            .join("aws/fault_proxy.py")
+            .display()
+            .to_string();
         let child = std::process::Command::new("python3")
-            .args([&script, "--port", &port.to_string(), "--upstream", upstream])
+            .args([
+                script.as_str(),
+                "--port",
+                &port.to_string(),
+                "--upstream",
+                upstream,
+            ])
             .args(faults)
             .spawn()
             .expect("python3 runs the proxy");

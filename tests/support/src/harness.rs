@@ -3,8 +3,6 @@
 //! kube-scheduler (marks pending pods Unschedulable, binds them where they fit). The
 //! controller runs as a thread ([`Running`]) or as its own process ([`Process`]).
 
-#![allow(dead_code)] // Shared by test binaries that each use part of it.
-
 use std::time::{Duration, Instant};
 
 use dovetail::cloud::aws::{AwsSettings, tags};
@@ -12,8 +10,8 @@ use dovetail::kubernetes::{Settings, Shutdown};
 use dovetail_apiserver_double::ApiServer;
 use serde_json::{Value, json};
 
-use super::moto::Moto;
-use super::seed;
+use crate::moto::Moto;
+use crate::seed;
 
 pub const CLAIMS: &str = "dovetail.sh/v1/nodeclaims";
 
@@ -450,21 +448,7 @@ pub fn ready_condition(api: &ApiServer, pool: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// The `dovetail` binary, built beside the test binaries (scripts/test.sh builds it first).
-pub fn dovetail_exe() -> std::path::PathBuf {
-    let exe = std::env::current_exe()
-        .unwrap()
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|d| d.join("dovetail"))
-        .unwrap();
-    assert!(
-        exe.exists(),
-        "the dovetail binary is built beside the tests ({}): `cargo build -p dovetail --bin dovetail` (scripts/test.sh does)",
-        exe.display()
-    );
-    exe
-}
+pub use crate::paths::dovetail_exe;
 
 /// `dovetail controller` as its own process (the binary `cargo test` built beside this test),
 /// killed when dropped.

@@ -110,7 +110,7 @@ pub fn iam_check(upstream: &str, extra: &[&str]) -> (Child, String) {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("a free port");
-    let dir = env!("CARGO_MANIFEST_DIR");
+    let dir = crate::paths::tests_dir().display().to_string();
     let mut child = Command::new("python3")
         .args([
             &format!("{dir}/aws/fault_proxy.py"),
