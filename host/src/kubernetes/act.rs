@@ -3,6 +3,9 @@
 //! The local snapshot is updated as effects succeed, so later decisions of the same tick see
 //! them (a pod nominated to a claim launched a moment ago).
 
+mod events;
+mod lifecycle;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -250,153 +253,6 @@ async fn delete_call(client: Client, pod: &str, grace_seconds: i64) -> kube::Res
         ..Default::default()
     };
     pods.delete(name, &params).await.map(|_| ())
-}
-
-impl KubePort {
-    /// What an eviction's answer means: the pod is stopping, was gone already, or stays (a
-    /// budget's refusal is a Warning Event on its claim).
-    fn evicted(
-        &mut self,
-        pod: &str,
-        node: &str,
-        answer: kube::Result<()>,
-    ) -> Result<(), PortError> {
-        let outcome = |o: &str| vec![("outcome", o.to_string())];
-        match answer {
-            Ok(()) => {
-                self.metrics
-                    .evictions
-                    .get_or_create(&outcome("evicted"))
-                    .inc();
-            }
-            Err(e) if not_found(&e) => {
-                self.cluster.pods.remove(pod);
-                return Ok(());
-            }
-            Err(e) => {
-                let err = failed(&self.metrics, "evicting Pod", pod, &e);
-                let o = if matches!(err, PortError::Refused(_)) {
-                    "refused_by_pdb"
-                } else {
-                    "failed"
-                };
-                self.metrics.evictions.get_or_create(&outcome(o)).inc();
-                if matches!(err, PortError::Refused(_)) {
-                    self.publish(
-                        self.claim_ref(node),
-                        EventType::Warning,
-                        "FailedDraining",
-                        format!("evicting {pod}: {err}"),
-                    );
-                }
-                return Err(err);
-            }
-        }
-        self.stopping(pod, node);
-        Ok(())
-    }
-
-    /// What a direct deletion's answer means.
-    fn deleted(
-        &mut self,
-        pod: &str,
-        node: &str,
-        answer: kube::Result<()>,
-    ) -> Result<(), PortError> {
-        match answer {
-            Ok(()) => {
-                self.metrics
-                    .evictions
-                    .get_or_create(&vec![("outcome", "deleted".to_string())])
-                    .inc();
-            }
-            Err(e) if not_found(&e) => {
-                self.cluster.pods.remove(pod);
-                return Ok(());
-            }
-            Err(e) => return Err(failed(&self.metrics, "deleting Pod", pod, &e)),
-        }
-        self.stopping(pod, node);
-        Ok(())
-    }
-
-    fn pool_ref(name: &str) -> ObjectReference {
-        ObjectReference {
-            api_version: Some(NodePool::api_version(&()).into()),
-            kind: Some("NodePool".into()),
-            name: Some(name.into()),
-            ..Default::default()
-        }
-    }
-
-    /// What a NodePool's owner should see on it: its limits reached (a pod could not get a
-    /// node because of them), or one of its policies failing.
-    fn tell_node_pools(&self, event: &EventKind) {
-        match event {
-            EventKind::Unschedulable { reason, .. } => {
-                for part in reason.split("; ") {
-                    if let Some((pool, why)) = part
-                        .strip_prefix("NodePool ")
-                        .and_then(|p| p.split_once(": "))
-                        && why.starts_with("limits reached")
-                    {
-                        self.publish(
-                            Self::pool_ref(pool),
-                            EventType::Warning,
-                            "LimitsReached",
-                            format!("pending pods need more than the limits allow: {why}"),
-                        );
-                    }
-                }
-            }
-            EventKind::PolicyFailed { policy, error } => {
-                for p in &self.cluster.pools {
-                    let policies = &p.resource.spec.policies;
-                    if policies.scoring == *policy || policies.consolidation == *policy {
-                        self.publish(
-                            Self::pool_ref(&p.spec.name),
-                            EventType::Warning,
-                            "PolicyFailed",
-                            format!(
-                                "policy {policy} failed ({error}); onFailure {:?} decided",
-                                policies.on_failure
-                            ),
-                        );
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// The metrics an event stands for.
-    fn count(&self, event: &EventKind) {
-        let decision = |reason: &str, policy: &str, outcome: &str, why: &str| {
-            self.metrics
-                .disruption_decisions
-                .get_or_create(&vec![
-                    ("reason", reason.to_string()),
-                    ("policy", policy.to_string()),
-                    ("outcome", outcome.to_string()),
-                    ("why", why.to_string()),
-                ])
-                .inc();
-        };
-        match event {
-            EventKind::NotLaunched { .. } => {
-                self.metrics.nodeclaims_not_launched.inc();
-            }
-            EventKind::Disrupting { reason, policy, .. } => {
-                decision(reason, policy, "executed", "")
-            }
-            EventKind::Kept { why, .. } => decision("", "", "kept_by_policy", why_label(why)),
-            EventKind::Overruled { why, .. } => {
-                decision("", "", "overruled_by_host", why_label(why))
-            }
-            EventKind::Blocked { why, .. } => decision("", "", "blocked", why_label(why)),
-            _ => {}
-        }
-    }
 }
 
 /// A pod's reference from its `namespace/name`.
@@ -743,163 +599,20 @@ impl ClusterPort for KubePort {
     }
 
     fn record(&mut self, event: EventKind) {
-        self.count(&event);
-        self.tell_node_pools(&event);
-        let (reference, type_, reason, note) = match &event {
-            EventKind::Unschedulable { pod, reason } => (
-                pod_ref(pod),
-                EventType::Warning,
-                "FailedScheduling",
-                format!("no node can be launched: {reason}"),
-            ),
-            EventKind::NotLaunched { claim, reason } if !claim.is_empty() => (
-                self.claim_ref(claim),
-                EventType::Warning,
-                "LaunchFailed",
-                reason.clone(),
-            ),
-            EventKind::Blocked { node, why } => (
-                self.claim_ref(node),
-                EventType::Normal,
-                "DisruptionBlocked",
-                why.clone(),
-            ),
-            EventKind::Terminated { node, .. } => (
-                self.claim_ref(node),
-                EventType::Normal,
-                "Terminated",
-                "instance terminated".to_string(),
-            ),
-            EventKind::TerminationFailed {
-                node,
-                instance,
-                error,
-            } => (
-                self.claim_ref(node),
-                EventType::Warning,
-                "FailedTerminating",
-                format!("terminating {instance}: {error}"),
-            ),
-            EventKind::NeverJoined {
-                node,
-                instance,
-                waited_seconds,
-            } => (
-                self.claim_ref(node),
-                EventType::Warning,
-                "NodeNeverJoined",
-                format!(
-                    "the instance {instance} did not register as a Node within {}m: check that the node role may join the cluster (an EKS access entry or the aws-auth ConfigMap) and that its subnets reach the API server; deleting it",
-                    waited_seconds / 60
-                ),
-            ),
-            EventKind::Interrupted { node, kind } => (
-                self.claim_ref(node),
-                EventType::Warning,
-                "Interrupted",
-                format!("EC2 {kind}: replacing"),
-            ),
-            _ => return,
-        };
-        self.publish(reference, type_, reason, note);
+        self.publish_event(event);
     }
 
     fn take_signals(&mut self) -> Vec<Signal> {
         std::mem::take(&mut self.signals)
     }
 
-    /// The Node gets the claim's labels and annotations, the termination finalizer and an
-    /// owner reference to the claim (Karpenter's registration), then the claim is Registered.
-    /// The finalizers are written against the version they were read from, so one another
-    /// controller added meanwhile is not lost (a 409 is retried next tick, from the cache).
+    /// Karpenter's registration ([`KubePort::adopt`]).
     fn register(&mut self, claim: &str, node: &str) -> Result<(), PortError> {
-        self.acting()?;
-        let c = self
-            .claim_store
-            .get(&ObjectRef::new(claim))
-            .ok_or_else(|| PortError::Failed(format!("NodeClaim {claim} is not in the cache")))?;
-        let n = self
-            .node_store
-            .get(&ObjectRef::new(node))
-            .ok_or_else(|| PortError::Failed(format!("Node {node} is not in the cache")))?;
-        let mut finalizers = n.finalizers().to_vec();
-        if !finalizers.iter().any(|f| f == FINALIZER) {
-            finalizers.push(FINALIZER.into());
-        }
-        let annotations: BTreeMap<&String, &String> = c
-            .annotations()
-            .iter()
-            .filter(|(k, _)| !super::internal_annotation(k))
-            .collect();
-        let adopt = json!({"metadata": {
-            "resourceVersion": n.resource_version(),
-            "labels": c.labels(),
-            "annotations": annotations,
-            "finalizers": finalizers,
-            "ownerReferences": [{
-                "apiVersion": "dovetail.sh/v1",
-                "kind": "NodeClaim",
-                "name": claim,
-                "uid": c.metadata.uid.clone().unwrap_or_default(),
-                "blockOwnerDeletion": true,
-            }],
-        }});
-        let message = format!("node {node} registered");
-        let status = json!({"status": {
-            "nodeName": node,
-            "conditions": with_condition(&c, condition("Registered", true, "Registered", &message, self.now)),
-        }});
-        let nodes: Api<KubeNode> = Api::all(self.client.clone());
-        let claims = self.claims();
-        let (metrics, recorder) = (self.metrics.clone(), self.recorder.clone());
-        let (claim, node) = (claim.to_string(), node.to_string());
-        let reference = self.claim_ref(&claim);
-        self.writes.push(Box::pin(async move {
-            let params = PatchParams::default();
-            nodes
-                .patch(&node, &params, &Patch::Merge(&adopt))
-                .await
-                .map_err(|e| failed(&metrics, "adopting Node", &node, &e))?;
-            claims
-                .patch_status(&claim, &params, &Patch::Merge(&status))
-                .await
-                .map_err(|e| failed(&metrics, "registering NodeClaim", &claim, &e))?;
-            recorder.publish(reference, EventType::Normal, "Registered", message);
-            tracing::info!(nodeclaim = %claim, node = %node, "registered nodeclaim");
-            Ok(())
-        }));
-        Ok(())
+        self.adopt(claim, node)
     }
 
     fn initialized(&mut self, claim: &str) -> Result<(), PortError> {
-        self.acting()?;
-        let c = self
-            .claim_store
-            .get(&ObjectRef::new(claim))
-            .ok_or_else(|| PortError::Failed(format!("NodeClaim {claim} is not in the cache")))?;
-        let message = "node is Ready";
-        let status = json!({"status": {
-            "conditions": with_condition(&c, condition("Initialized", true, "Initialized", message, self.now)),
-        }});
-        let claims = self.claims();
-        let (metrics, recorder) = (self.metrics.clone(), self.recorder.clone());
-        let claim = claim.to_string();
-        let reference = self.claim_ref(&claim);
-        self.writes.push(Box::pin(async move {
-            claims
-                .patch_status(&claim, &PatchParams::default(), &Patch::Merge(&status))
-                .await
-                .map_err(|e| failed(&metrics, "initializing NodeClaim", &claim, &e))?;
-            recorder.publish(
-                reference,
-                EventType::Normal,
-                "Initialized",
-                message.to_string(),
-            );
-            tracing::info!(nodeclaim = %claim, "initialized nodeclaim");
-            Ok(())
-        }));
-        Ok(())
+        self.write_initialized(claim)
     }
 
     /// Every NodeClaim the cache holds, and those launched this tick that it does not yet: a
@@ -918,24 +631,6 @@ impl ClusterPort for KubePort {
     fn cloud_reached(&mut self, ok: bool) {
         self.cloud_reached = Some(ok);
     }
-}
-
-/// The claim's conditions with one added (or replaced): a merge patch replaces the list.
-fn with_condition(c: &NodeClaim, new: serde_json::Value) -> Vec<serde_json::Value> {
-    let t = new["type"].as_str().unwrap_or_default().to_string();
-    let mut out: Vec<serde_json::Value> = c
-        .status
-        .as_ref()
-        .map(|s| {
-            s.conditions
-                .iter()
-                .filter(|x| x.type_ != t)
-                .map(|x| serde_json::to_value(x).unwrap_or_default())
-                .collect()
-        })
-        .unwrap_or_default();
-    out.push(new);
-    out
 }
 
 impl KubePort {

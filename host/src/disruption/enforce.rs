@@ -1,0 +1,210 @@
+//! The host's re-check of a policy's moves: each is carried out only if budgets, PDBs,
+//! do-not-disrupt and the simulation of where the pods go still allow it — a policy only
+//! expresses preference.
+
+use super::*;
+
+impl Pass<'_> {
+    /// Carries out the policy's choice as far as safety allows.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn enforce(
+        &mut self,
+        pool: &Pool,
+        candidates: &[Candidate],
+        round: &ConsolidationRound,
+        replacements: &[Option<(u32, usize)>],
+        policy: &str,
+        actions: &[Action],
+        leaving: &mut BTreeSet<String>,
+        decision: &mut Decision,
+    ) {
+        let names = |m: &Move| -> Vec<String> {
+            m.nodes
+                .iter()
+                .map(|&i| candidates[i as usize].node.name.clone())
+                .collect()
+        };
+        let pool_nodes: Vec<&Node> = self
+            .cluster
+            .nodes
+            .values()
+            .filter(|n| n.instance.node_pool == pool.spec.name)
+            .collect();
+        let total = pool_nodes.len() as u32;
+        // Capacity against the NodePool's limits: every node it has (leaving ones too, until
+        // they are gone) plus the replacements accepted this round.
+        let mut in_use = pool_nodes.iter().fold((0u64, 0u64), |(c, m), n| {
+            let cap = self.its.types[n.type_index as usize].capacity;
+            (c + cap.0, m + cap.1)
+        });
+        for action in actions {
+            let i = match action {
+                Action::Execute(i) => *i as usize,
+                Action::Keep(k) => {
+                    decision.notes.push(Note::Kept {
+                        nodes: names(&round.moves[k.move_index as usize]),
+                        why: crate::policy::engine::guest_text(&k.reason),
+                    });
+                    continue;
+                }
+            };
+            let m = &round.moves[i];
+            let nodes = names(m);
+            let overrule = |why: String, decision: &mut Decision| {
+                tracing::debug!(nodepool = %pool.spec.name, nodes = ?nodes, policy, %why, "overruled consolidation action");
+                decision.notes.push(Note::Overruled {
+                    nodes: nodes.clone(),
+                    why,
+                });
+            };
+            if nodes.iter().any(|n| leaving.contains(n)) {
+                overrule(
+                    "a node of the move is already being disrupted".into(),
+                    decision,
+                );
+                continue;
+            }
+            if let Some((t, _)) = replacements[i] {
+                let cap = self.its.types[t as usize].capacity;
+                let limits = &pool.spec.limits;
+                let over = limits.cpu_millis.is_some_and(|l| in_use.0 + cap.0 > l)
+                    || limits.memory_bytes.is_some_and(|l| in_use.1 + cap.1 > l);
+                if over {
+                    overrule(
+                        format!(
+                            "the NodePool's limits leave no room for the replacement {} beside the nodes it replaces",
+                            self.its.types[t as usize].name
+                        ),
+                        decision,
+                    );
+                    continue;
+                }
+            }
+            let allowed = match budget::allowed(
+                &pool.resource.spec.disruption.budgets,
+                total,
+                m.reason,
+                self.now,
+            ) {
+                Ok(a) => a,
+                Err(e) => {
+                    overrule(format!("disruption budget unreadable: {e}"), decision);
+                    continue;
+                }
+            };
+            let disrupting = pool_nodes
+                .iter()
+                .filter(|n| leaving.contains(&n.name))
+                .count() as u32;
+            if disrupting + nodes.len() as u32 > allowed {
+                overrule(
+                    format!(
+                        "disruption budget allows {allowed} of {total} nodes for {:?}, {disrupting} already disrupting",
+                        m.reason
+                    ),
+                    decision,
+                );
+                continue;
+            }
+            // Re-check against everything accepted so far (their pods already counted where
+            // they go): this move's pods must fit on what stays plus its replacement, with no
+            // other new node.
+            let mut gone = self.gone.clone();
+            for n in &nodes {
+                if let Some(&k) = self.index.get(n) {
+                    gone[k] = true;
+                }
+            }
+            let name = format!("replacement-{}", self.existing.len());
+            if let Some(r) = replacements[i] {
+                self.existing.push(self.replacement_node(pool, r, &name));
+                gone.push(false);
+            }
+            let moving: Vec<PendingPod> = nodes
+                .iter()
+                .flat_map(|n| self.by_node.get(n.as_str()).into_iter().flatten())
+                .map(|p| p.spec.clone())
+                .collect();
+            let plan = solve_excluding(&moving, &self.existing, &gone, &[], self.its);
+            if !plan.unschedulable.is_empty() {
+                if replacements[i].is_some() {
+                    self.existing.pop();
+                }
+                overrule(
+                    format!(
+                        "{} pod(s) would have nowhere to go: they do not fit on the nodes that stay{} (e.g. {})",
+                        plan.unschedulable.len(),
+                        if replacements[i].is_some() {
+                            " and the replacement"
+                        } else {
+                            ""
+                        },
+                        moving[plan.unschedulable[0].pod].name,
+                    ),
+                    decision,
+                );
+                continue;
+            }
+            // Accepted.
+            for n in &nodes {
+                leaving.insert(n.clone());
+            }
+            if let Some((t, _)) = replacements[i] {
+                let cap = self.its.types[t as usize].capacity;
+                in_use = (in_use.0 + cap.0, in_use.1 + cap.1);
+            }
+            if replacements[i].is_some() {
+                self.index.insert(name, self.existing.len() - 1);
+            }
+            self.gone = gone;
+            self.place(&moving, &plan.bound);
+            let replacement = replacements[i].map(|(t, o)| {
+                let ty = &self.its.types[t as usize];
+                let off = &ty.offerings[o];
+                Offer {
+                    instance_type: ty.name.clone(),
+                    zone: self.its.zones[off.zone as usize].clone(),
+                    capacity_type: off.capacity_type,
+                    price: off.price,
+                }
+            });
+            decision.commands.push(Command {
+                node_pool: pool.spec.name.clone(),
+                nodes,
+                reason: m.reason,
+                replacement,
+                savings_per_hour: m.savings_per_hour,
+                policy: policy.to_string(),
+            });
+        }
+    }
+
+    /// A replacement as a node the simulation can place pods on.
+    pub(super) fn replacement_node(
+        &self,
+        pool: &Pool,
+        (t, o): (u32, usize),
+        name: &str,
+    ) -> ExistingNode {
+        let off = &self.its.types[t as usize].offerings[o];
+        let zone = &self.its.zones[off.zone as usize];
+        ExistingNode {
+            name: name.to_string(),
+            node_pool: self.cluster.pool_index(&pool.spec.name),
+            labels: node_labels(
+                self.its,
+                t,
+                zone,
+                capacity_type_label(off.capacity_type),
+                pool,
+                name,
+            ),
+            taints: pool.spec.taints.clone(),
+            zone: off.zone,
+            allocatable: pool.spec.allocatable(&self.its.types[t as usize]),
+            requested: pool.spec.daemonset_overhead,
+            pods: Vec::new(),
+            repels: Vec::new(),
+        }
+    }
+}
