@@ -121,7 +121,8 @@ pub trait ClusterPort {
     fn remove_node(&mut self, node: &str) -> Result<(), PortError>;
     /// The claim's Node (named as the world names it) registered: adopt it and set the claim's
     /// Registered condition.
-    fn register(&mut self, claim: &str, node: &str) -> Result<(), PortError>;
+    /// With `initialized`, the Node is Ready already: set Initialized in the same write.
+    fn register(&mut self, claim: &str, node: &str, initialized: bool) -> Result<(), PortError>;
     /// The claim's Node is Ready without startup taints: set Initialized.
     fn initialized(&mut self, claim: &str) -> Result<(), PortError>;
     /// Every NodeClaim that exists, whatever its state: what owns an instance. The snapshot's

@@ -19,8 +19,13 @@ pub const REGISTRATION_TTL: Duration = Duration::from_secs(15 * 60);
 /// One thing to do to a claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    /// Its Node registered: adopt the Node and set the claim's Registered condition.
-    Register { claim: String, node: String },
+    /// Its Node registered: adopt the Node and set the claim's Registered condition — and
+    /// Initialized with it when the Node is Ready already (one write, not two).
+    Register {
+        claim: String,
+        node: String,
+        initialized: bool,
+    },
     /// Its Node is Ready and the startup taints are gone: set Initialized.
     Initialize { claim: String },
     /// No Node within the TTL: terminate the instance and delete the claim.
@@ -55,6 +60,7 @@ pub fn decide(cluster: &Cluster, ttl: Duration, now: i64) -> Vec<Step> {
             Some(j) if !l.registered && !j.deleting => steps.push(Step::Register {
                 claim: n.name.clone(),
                 node: j.node.clone(),
+                initialized: j.ready && !j.startup_taints_left,
             }),
             Some(j) if l.registered && !l.initialized && j.ready && !j.startup_taints_left => steps
                 .push(Step::Initialize {
@@ -104,9 +110,35 @@ mod tests {
             decide(&cluster(&[("a", 0, up)]), ttl, 60),
             vec![Step::Register {
                 claim: "a".into(),
-                node: "ip-10-0-0-1.ec2.internal".into()
+                node: "ip-10-0-0-1.ec2.internal".into(),
+                initialized: false,
             }]
         );
+        // Ready by the time it is seen: registered and initialized at once.
+        let ready = Lifecycle {
+            joined: joined(true, false),
+            ..Default::default()
+        };
+        assert_eq!(
+            decide(&cluster(&[("a", 0, ready)]), ttl, 60),
+            vec![Step::Register {
+                claim: "a".into(),
+                node: "ip-10-0-0-1.ec2.internal".into(),
+                initialized: true,
+            }]
+        );
+        // A startup taint still on it: registered only.
+        let tainted = Lifecycle {
+            joined: joined(true, true),
+            ..Default::default()
+        };
+        assert!(matches!(
+            decide(&cluster(&[("a", 0, tainted)]), ttl, 60)[..],
+            [Step::Register {
+                initialized: false,
+                ..
+            }]
+        ));
         let registered = |ready, tainted| Lifecycle {
             joined: joined(ready, tainted),
             registered: true,

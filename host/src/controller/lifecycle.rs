@@ -27,8 +27,12 @@ impl Controller {
             }
             self.lifecycle_asked.insert(asked, now);
             match step {
-                Step::Register { claim, node } => {
-                    if let Err(e) = port.register(&claim, &node) {
+                Step::Register {
+                    claim,
+                    node,
+                    initialized,
+                } => {
+                    if let Err(e) = port.register(&claim, &node, initialized) {
                         tracing::warn!(nodeclaim = %claim, node = %node, error = %e, "could not register the node");
                     }
                 }

@@ -607,8 +607,8 @@ impl ClusterPort for KubePort {
     }
 
     /// Karpenter's registration ([`KubePort::adopt`]).
-    fn register(&mut self, claim: &str, node: &str) -> Result<(), PortError> {
-        self.adopt(claim, node)
+    fn register(&mut self, claim: &str, node: &str, initialized: bool) -> Result<(), PortError> {
+        self.adopt(claim, node, initialized)
     }
 
     fn initialized(&mut self, claim: &str) -> Result<(), PortError> {

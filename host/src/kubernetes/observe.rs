@@ -286,6 +286,36 @@ impl Observer {
         let mut signals = Vec::new();
         let mut problems = Vec::new();
 
+        Self::observe_pools(stores, &mut cluster, &mut problems);
+        Self::observe_classes_and_volumes(stores, &mut cluster);
+        self.observe_pdbs(stores, &mut cluster);
+        let claim_of_node = self.observe_nodes(stores, ctx, &mut cluster, now);
+        self.observe_pods(stores, &mut cluster, &claim_of_node, &mut signals, now);
+        self.observe_pod_changes(&mut cluster, &mut signals, now);
+
+        let generation = stores_generation(stores);
+        if generation != self.last_generation {
+            self.last_generation = generation;
+            signals.push(Signal::Changed(now));
+            signals.push(Signal::Kick(now));
+        }
+        tracing::debug!(
+            nodes = cluster.nodes.len(),
+            deleting = cluster
+                .nodes
+                .values()
+                .filter(|n| n.deletion.is_some())
+                .count(),
+            pods = cluster.pods.len(),
+            pdbs = cluster.pdbs.len(),
+            "snapshot"
+        );
+        (cluster, signals, problems)
+    }
+
+    /// NodePools as decisions see them (with the DaemonSets' overhead); those that cannot be
+    /// used are problems, with why.
+    fn observe_pools(stores: &Stores, cluster: &mut Cluster, problems: &mut Vec<PoolProblem>) {
         // DaemonSet overhead: every node runs one of each.
         let mut overhead = zero();
         for d in stores.daemonsets.state() {
@@ -342,6 +372,10 @@ impl Observer {
             }
         }
         cluster.pools.sort_by(|a, b| a.spec.name.cmp(&b.spec.name));
+    }
+
+    /// Volumes (classes, volumes, claims) and node classes.
+    fn observe_classes_and_volumes(stores: &Stores, cluster: &mut Cluster) {
         for c in stores.storage_classes.state() {
             cluster.volumes.apply_class(&c);
         }
@@ -358,6 +392,10 @@ impl Observer {
             );
         }
         cluster.apply_node_classes();
+    }
+
+    /// PodDisruptionBudgets; one that cannot be read by the core's fail-safe rule.
+    fn observe_pdbs(&mut self, stores: &Stores, cluster: &mut Cluster) {
         for b in stores.pdbs.state() {
             match pdb(&b) {
                 Ok(p) => cluster.pdbs.push(p),
@@ -379,7 +417,17 @@ impl Observer {
                 }
             }
         }
+    }
 
+    /// Nodes: one per launched NodeClaim, with what its Node object reports; claims not yet
+    /// launched. Returns Node name → claim name.
+    fn observe_nodes(
+        &self,
+        stores: &Stores,
+        ctx: &Context,
+        cluster: &mut Cluster,
+        now: i64,
+    ) -> HashMap<String, String> {
         // Nodes: one per launched NodeClaim; the Node object, once registered, adds what the
         // kubelet reports.
         let kube_nodes: HashMap<String, Arc<KubeNode>> = stores
@@ -526,7 +574,19 @@ impl Observer {
                 },
             );
         }
+        claim_of_node
+    }
 
+    /// Pods (and the nominations that still hold), the volumes attached to each node, and the
+    /// pods seen pending for the first time (a signal).
+    fn observe_pods(
+        &mut self,
+        stores: &Stores,
+        cluster: &mut Cluster,
+        claim_of_node: &HashMap<String, String>,
+        signals: &mut Vec<Signal>,
+        now: i64,
+    ) {
         // Pods: bound ones on their node's claim (or on a node we do not manage), pending ones
         // only once kube-scheduler found them unschedulable.
         // Nominations end by the core's rule ([`crate::snapshot::nomination_holds`]).
@@ -564,7 +624,7 @@ impl Observer {
             {
                 node.terminating.insert(p.id.clone());
             }
-            let Some(mut pod) = self.pod(&p, &claim_of_node, now) else {
+            let Some(mut pod) = self.pod(&p, claim_of_node, now) else {
                 continue;
             };
             if pod.node.is_none() && !pod.spec.volume_claims.is_empty() {
@@ -601,7 +661,10 @@ impl Observer {
         }
         self.pending = pending_now;
         self.unbound = unbound_now;
+    }
 
+    /// Since when each node's pods are what they are ([`crate::snapshot::pods_unchanged_since`]).
+    fn observe_pod_changes(&mut self, cluster: &mut Cluster, signals: &mut Vec<Signal>, now: i64) {
         // When each node's pods last changed.
         let mut by_node: HashMap<String, BTreeSet<String>> = HashMap::new();
         for p in cluster.pods.values() {
@@ -628,25 +691,6 @@ impl Observer {
             seen.insert(name.clone(), (pods, since));
         }
         self.pods_of = seen;
-
-        let generation = stores_generation(stores);
-        if generation != self.last_generation {
-            self.last_generation = generation;
-            signals.push(Signal::Changed(now));
-            signals.push(Signal::Kick(now));
-        }
-        tracing::debug!(
-            nodes = cluster.nodes.len(),
-            deleting = cluster
-                .nodes
-                .values()
-                .filter(|n| n.deletion.is_some())
-                .count(),
-            pods = cluster.pods.len(),
-            pdbs = cluster.pdbs.len(),
-            "snapshot"
-        );
-        (cluster, signals, problems)
     }
 
     /// A pod as decisions see it, or `None` for pods that are not ours to place: finished,

@@ -242,10 +242,11 @@ impl ClusterPort for World {
         Ok(())
     }
 
-    fn register(&mut self, claim: &str, _node: &str) -> Result<(), PortError> {
+    fn register(&mut self, claim: &str, _node: &str, initialized: bool) -> Result<(), PortError> {
         self.effect()?;
         if let Some(n) = self.cluster.nodes.get_mut(claim) {
             n.lifecycle.registered = true;
+            n.lifecycle.initialized |= initialized;
         }
         Ok(())
     }

@@ -3,12 +3,20 @@
 
 use super::*;
 
+/// The Initialized condition's message.
+const READY: &str = "node is Ready";
+
 impl KubePort {
     /// The Node gets the claim's labels and annotations, the termination finalizer and an
     /// owner reference to the claim (Karpenter's registration), then the claim is Registered.
     /// The finalizers are written against the version they were read from, so one another
     /// controller added meanwhile is not lost (a 409 is retried next tick, from the cache).
-    pub(super) fn adopt(&mut self, claim: &str, node: &str) -> Result<(), PortError> {
+    pub(super) fn adopt(
+        &mut self,
+        claim: &str,
+        node: &str,
+        initialized: bool,
+    ) -> Result<(), PortError> {
         self.acting()?;
         let c = self
             .claim_store
@@ -41,9 +49,25 @@ impl KubePort {
             }],
         }});
         let message = format!("node {node} registered");
+        let mut registered = vec![condition(
+            "Registered",
+            true,
+            "Registered",
+            &message,
+            self.now,
+        )];
+        if initialized {
+            registered.push(condition(
+                "Initialized",
+                true,
+                "Initialized",
+                READY,
+                self.now,
+            ));
+        }
         let status = json!({"status": {
             "nodeName": node,
-            "conditions": with_condition(&c, condition("Registered", true, "Registered", &message, self.now)),
+            "conditions": with_conditions(&c, registered),
         }});
         let nodes: Api<KubeNode> = Api::all(self.client.clone());
         let claims = self.claims();
@@ -60,7 +84,10 @@ impl KubePort {
                 .patch_status(&claim, &params, &Patch::Merge(&status))
                 .await
                 .map_err(|e| failed(&metrics, "registering NodeClaim", &claim, &e))?;
-            recorder.publish(reference, EventType::Normal, "Registered", message);
+            recorder.publish(reference.clone(), EventType::Normal, "Registered", message);
+            if initialized {
+                recorder.publish(reference, EventType::Normal, "Initialized", READY.into());
+            }
             tracing::info!(nodeclaim = %claim, node = %node, "registered nodeclaim");
             Ok(())
         }));
@@ -74,9 +101,8 @@ impl KubePort {
             .claim_store
             .get(&ObjectRef::new(claim))
             .ok_or_else(|| PortError::Failed(format!("NodeClaim {claim} is not in the cache")))?;
-        let message = "node is Ready";
         let status = json!({"status": {
-            "conditions": with_condition(&c, condition("Initialized", true, "Initialized", message, self.now)),
+            "conditions": with_conditions(&c, vec![condition("Initialized", true, "Initialized", READY, self.now)]),
         }});
         let claims = self.claims();
         let (metrics, recorder) = (self.metrics.clone(), self.recorder.clone());
@@ -87,12 +113,7 @@ impl KubePort {
                 .patch_status(&claim, &PatchParams::default(), &Patch::Merge(&status))
                 .await
                 .map_err(|e| failed(&metrics, "initializing NodeClaim", &claim, &e))?;
-            recorder.publish(
-                reference,
-                EventType::Normal,
-                "Initialized",
-                message.to_string(),
-            );
+            recorder.publish(reference, EventType::Normal, "Initialized", READY.into());
             tracing::info!(nodeclaim = %claim, "initialized nodeclaim");
             Ok(())
         }));
@@ -100,20 +121,20 @@ impl KubePort {
     }
 }
 
-/// The claim's conditions with one added (or replaced): a merge patch replaces the list.
-fn with_condition(c: &NodeClaim, new: serde_json::Value) -> Vec<serde_json::Value> {
-    let t = new["type"].as_str().unwrap_or_default().to_string();
+/// The claim's conditions with `new` added (each replacing one of its type): a merge patch
+/// replaces the whole list.
+fn with_conditions(c: &NodeClaim, new: Vec<serde_json::Value>) -> Vec<serde_json::Value> {
     let mut out: Vec<serde_json::Value> = c
         .status
         .as_ref()
         .map(|s| {
             s.conditions
                 .iter()
-                .filter(|x| x.type_ != t)
+                .filter(|x| !new.iter().any(|n| n["type"] == x.type_.as_str()))
                 .map(|x| serde_json::to_value(x).unwrap_or_default())
                 .collect()
         })
         .unwrap_or_default();
-    out.push(new);
+    out.extend(new);
     out
 }
