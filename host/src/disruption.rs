@@ -219,16 +219,15 @@ pub fn decide(
             });
         }
         let started = std::time::Instant::now();
-        pass.enforce(
+        let answered = enforce::Answered {
             pool,
-            &candidates,
-            &round,
-            &replacements,
-            &policy,
-            &actions,
-            &mut leaving,
-            &mut decision,
-        );
+            candidates: &candidates,
+            round: &round,
+            replacements: &replacements,
+            policy: &policy,
+            actions: &actions,
+        };
+        pass.enforce(&answered, &mut leaving, &mut decision);
         decision.timings.enforce += started.elapsed();
     }
     decision

@@ -17,7 +17,7 @@ pub mod serve;
 pub mod status;
 pub mod throttle;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -656,13 +656,11 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
                 &kube,
                 now,
             );
-            let node_names: BTreeMap<String, String> = status::node_names(&stores);
             let mut port = act::KubePort::new(
                 &kube,
                 &stores,
                 cluster,
                 signals,
-                node_names,
                 capacities.clone(),
                 now,
                 leadership.changes(),

@@ -4,6 +4,17 @@
 
 use super::*;
 
+/// A planned batch as its launches need it.
+#[derive(Clone, Copy)]
+struct Batch<'a> {
+    plan: &'a provisioning::Plan,
+    pools: &'a [Pool],
+    /// The pods planned for, by the plan's pod indices.
+    pending: &'a [String],
+    /// Nominate the pods to their claims (not for an interrupted node's pods, which stay put).
+    bind: bool,
+}
+
 impl Controller {
     pub(super) fn provision(
         &mut self,
@@ -73,6 +84,44 @@ impl Controller {
             port.nominate(&pending[p], &names[n]);
             self.unschedulable.remove(&pending[p]);
         }
+        let batch = Batch {
+            plan: &plan,
+            pools: &pools,
+            pending: &pending,
+            bind,
+        };
+        let (mut failed, refused) = self.launch_planned(now, &batch, port, cloud);
+        failed |= self.report_plan(&plan, &pending, port);
+        if failed {
+            let wait = if refused {
+                self.settings.refused_retry
+            } else {
+                self.settings.launch_retry
+            };
+            self.retry_provisioning = Some(now + wait.as_secs() as i64);
+        }
+        // The launches are under way: now the shadow candidates may have the same rounds.
+        plan.shadow
+            .into_iter()
+            .for_each(|job| self.ctx.registry.shadow(job));
+        self.changed(now);
+    }
+
+    /// Creates and launches the batch's claims (nominating their pods when it binds); returns
+    /// whether any failed, and whether the API server only refused for now (429, 409).
+    fn launch_planned(
+        &mut self,
+        now: i64,
+        batch: &Batch<'_>,
+        port: &mut dyn ClusterPort,
+        cloud: &mut dyn CloudProvider,
+    ) -> (bool, bool) {
+        let Batch {
+            plan,
+            pools,
+            pending,
+            bind,
+        } = *batch;
         let mut failed = false;
         let claims: Vec<NewClaim> = plan
             .claims
@@ -139,6 +188,19 @@ impl Controller {
                 }
             }
         }
+        (failed, refused)
+    }
+
+    /// Tells what the plan could not do: pods that cannot be placed (once per reason), policies
+    /// that failed (once while they repeat), claims not launched. Returns whether any claim was
+    /// not launched.
+    fn report_plan(
+        &mut self,
+        plan: &provisioning::Plan,
+        pending: &[String],
+        port: &mut dyn ClusterPort,
+    ) -> bool {
+        let mut failed = false;
         for u in &plan.unschedulable {
             let pod = pending[u.pod].clone();
             if self.unschedulable.get(&pod) != Some(&u.reason) {
@@ -173,19 +235,7 @@ impl Controller {
                 },
             );
         }
-        if failed {
-            let wait = if refused {
-                self.settings.refused_retry
-            } else {
-                self.settings.launch_retry
-            };
-            self.retry_provisioning = Some(now + wait.as_secs() as i64);
-        }
-        // The launches are under way: now the shadow candidates may have the same rounds.
-        plan.shadow
-            .into_iter()
-            .for_each(|job| self.ctx.registry.shadow(job));
-        self.changed(now);
+        failed
     }
 
     /// Creates the NodeClaim, launches its instance, and makes it an in-flight node; returns its

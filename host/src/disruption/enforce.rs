@@ -4,20 +4,43 @@
 
 use super::*;
 
+/// A NodePool's consolidation round and the policy's answer to it.
+pub(super) struct Answered<'r> {
+    pub pool: &'r Pool,
+    pub candidates: &'r [Candidate<'r>],
+    pub round: &'r ConsolidationRound,
+    /// Per move of the round: the replacement it needs (type, offering), if any.
+    pub replacements: &'r [Option<(u32, usize)>],
+    pub policy: &'r str,
+    pub actions: &'r [Action],
+}
+
+/// A move the re-check accepted: where its pods go.
+struct Fit {
+    gone: Vec<bool>,
+    moving: Vec<PendingPod>,
+    plan: crate::scheduling::Plan,
+    /// The replacement's name among the existing nodes, if it has one.
+    replacement: Option<String>,
+}
+
 impl Pass<'_> {
-    /// Carries out the policy's choice as far as safety allows.
-    #[allow(clippy::too_many_arguments)]
+    /// Carries out the policy's choice as far as safety allows: moves that pass every check go
+    /// into `decision` as commands (their nodes into `leaving`), the others as notes saying why.
     pub(super) fn enforce(
         &mut self,
-        pool: &Pool,
-        candidates: &[Candidate],
-        round: &ConsolidationRound,
-        replacements: &[Option<(u32, usize)>],
-        policy: &str,
-        actions: &[Action],
+        answered: &Answered<'_>,
         leaving: &mut BTreeSet<String>,
         decision: &mut Decision,
     ) {
+        let Answered {
+            pool,
+            candidates,
+            round,
+            replacements,
+            policy,
+            actions,
+        } = answered;
         let names = |m: &Move| -> Vec<String> {
             m.nodes
                 .iter()
@@ -30,14 +53,13 @@ impl Pass<'_> {
             .values()
             .filter(|n| n.instance.node_pool == pool.spec.name)
             .collect();
-        let total = pool_nodes.len() as u32;
         // Capacity against the NodePool's limits: every node it has (leaving ones too, until
         // they are gone) plus the replacements accepted this round.
         let mut in_use = pool_nodes.iter().fold((0u64, 0u64), |(c, m), n| {
             let cap = self.its.types[n.type_index as usize].capacity;
             (c + cap.0, m + cap.1)
         });
-        for action in actions {
+        for action in actions.iter() {
             let i = match action {
                 Action::Execute(i) => *i as usize,
                 Action::Keep(k) => {
@@ -50,101 +72,21 @@ impl Pass<'_> {
             };
             let m = &round.moves[i];
             let nodes = names(m);
-            let overrule = |why: String, decision: &mut Decision| {
-                tracing::debug!(nodepool = %pool.spec.name, nodes = ?nodes, policy, %why, "overruled consolidation action");
-                decision.notes.push(Note::Overruled {
-                    nodes: nodes.clone(),
-                    why,
-                });
+            let refused = if nodes.iter().any(|n| leaving.contains(n)) {
+                Err("a node of the move is already being disrupted".to_string())
+            } else {
+                self.within_limits(pool, in_use, replacements[i])
+                    .and_then(|()| self.within_budget(pool, &pool_nodes, leaving, m, &nodes))
+                    .and_then(|()| self.fits_elsewhere(pool, &nodes, replacements[i]))
             };
-            if nodes.iter().any(|n| leaving.contains(n)) {
-                overrule(
-                    "a node of the move is already being disrupted".into(),
-                    decision,
-                );
-                continue;
-            }
-            if let Some((t, _)) = replacements[i] {
-                let cap = self.its.types[t as usize].capacity;
-                let limits = &pool.spec.limits;
-                let over = limits.cpu_millis.is_some_and(|l| in_use.0 + cap.0 > l)
-                    || limits.memory_bytes.is_some_and(|l| in_use.1 + cap.1 > l);
-                if over {
-                    overrule(
-                        format!(
-                            "the NodePool's limits leave no room for the replacement {} beside the nodes it replaces",
-                            self.its.types[t as usize].name
-                        ),
-                        decision,
-                    );
-                    continue;
-                }
-            }
-            let allowed = match budget::allowed(
-                &pool.resource.spec.disruption.budgets,
-                total,
-                m.reason,
-                self.now,
-            ) {
-                Ok(a) => a,
-                Err(e) => {
-                    overrule(format!("disruption budget unreadable: {e}"), decision);
+            let fit = match refused {
+                Ok(fit) => fit,
+                Err(why) => {
+                    tracing::debug!(nodepool = %pool.spec.name, nodes = ?nodes, policy, %why, "overruled consolidation action");
+                    decision.notes.push(Note::Overruled { nodes, why });
                     continue;
                 }
             };
-            let disrupting = pool_nodes
-                .iter()
-                .filter(|n| leaving.contains(&n.name))
-                .count() as u32;
-            if disrupting + nodes.len() as u32 > allowed {
-                overrule(
-                    format!(
-                        "disruption budget allows {allowed} of {total} nodes for {:?}, {disrupting} already disrupting",
-                        m.reason
-                    ),
-                    decision,
-                );
-                continue;
-            }
-            // Re-check against everything accepted so far (their pods already counted where
-            // they go): this move's pods must fit on what stays plus its replacement, with no
-            // other new node.
-            let mut gone = self.gone.clone();
-            for n in &nodes {
-                if let Some(&k) = self.index.get(n) {
-                    gone[k] = true;
-                }
-            }
-            let name = format!("replacement-{}", self.existing.len());
-            if let Some(r) = replacements[i] {
-                self.existing.push(self.replacement_node(pool, r, &name));
-                gone.push(false);
-            }
-            let moving: Vec<PendingPod> = nodes
-                .iter()
-                .flat_map(|n| self.by_node.get(n.as_str()).into_iter().flatten())
-                .map(|p| p.spec.clone())
-                .collect();
-            let plan = solve_excluding(&moving, &self.existing, &gone, &[], self.its);
-            if !plan.unschedulable.is_empty() {
-                if replacements[i].is_some() {
-                    self.existing.pop();
-                }
-                overrule(
-                    format!(
-                        "{} pod(s) would have nowhere to go: they do not fit on the nodes that stay{} (e.g. {})",
-                        plan.unschedulable.len(),
-                        if replacements[i].is_some() {
-                            " and the replacement"
-                        } else {
-                            ""
-                        },
-                        moving[plan.unschedulable[0].pod].name,
-                    ),
-                    decision,
-                );
-                continue;
-            }
             // Accepted.
             for n in &nodes {
                 leaving.insert(n.clone());
@@ -153,11 +95,11 @@ impl Pass<'_> {
                 let cap = self.its.types[t as usize].capacity;
                 in_use = (in_use.0 + cap.0, in_use.1 + cap.1);
             }
-            if replacements[i].is_some() {
+            if let Some(name) = fit.replacement {
                 self.index.insert(name, self.existing.len() - 1);
             }
-            self.gone = gone;
-            self.place(&moving, &plan.bound);
+            self.gone = fit.gone;
+            self.place(&fit.moving, &fit.plan.bound);
             let replacement = replacements[i].map(|(t, o)| {
                 let ty = &self.its.types[t as usize];
                 let off = &ty.offerings[o];
@@ -177,6 +119,109 @@ impl Pass<'_> {
                 policy: policy.to_string(),
             });
         }
+    }
+
+    /// The NodePool's limits leave room for the replacement beside the nodes it replaces.
+    fn within_limits(
+        &self,
+        pool: &Pool,
+        in_use: (u64, u64),
+        replacement: Option<(u32, usize)>,
+    ) -> Result<(), String> {
+        let Some((t, _)) = replacement else {
+            return Ok(());
+        };
+        let cap = self.its.types[t as usize].capacity;
+        let limits = &pool.spec.limits;
+        let over = limits.cpu_millis.is_some_and(|l| in_use.0 + cap.0 > l)
+            || limits.memory_bytes.is_some_and(|l| in_use.1 + cap.1 > l);
+        if over {
+            return Err(format!(
+                "the NodePool's limits leave no room for the replacement {} beside the nodes it replaces",
+                self.its.types[t as usize].name
+            ));
+        }
+        Ok(())
+    }
+
+    /// The NodePool's disruption budget for the move's reason allows its nodes beside those
+    /// already disrupting.
+    fn within_budget(
+        &self,
+        pool: &Pool,
+        pool_nodes: &[&Node],
+        leaving: &BTreeSet<String>,
+        m: &Move,
+        nodes: &[String],
+    ) -> Result<(), String> {
+        let total = pool_nodes.len() as u32;
+        let allowed = budget::allowed(
+            &pool.resource.spec.disruption.budgets,
+            total,
+            m.reason,
+            self.now,
+        )
+        .map_err(|e| format!("disruption budget unreadable: {e}"))?;
+        let disrupting = pool_nodes
+            .iter()
+            .filter(|n| leaving.contains(&n.name))
+            .count() as u32;
+        if disrupting + nodes.len() as u32 > allowed {
+            return Err(format!(
+                "disruption budget allows {allowed} of {total} nodes for {:?}, {disrupting} already disrupting",
+                m.reason
+            ));
+        }
+        Ok(())
+    }
+
+    /// Re-checked against everything accepted so far (their pods already counted where they
+    /// go): the move's pods fit on what stays plus its replacement, with no other new node.
+    /// The replacement stays among the existing nodes only if the move fits.
+    fn fits_elsewhere(
+        &mut self,
+        pool: &Pool,
+        nodes: &[String],
+        replacement: Option<(u32, usize)>,
+    ) -> Result<Fit, String> {
+        let mut gone = self.gone.clone();
+        for n in nodes {
+            if let Some(&k) = self.index.get(n) {
+                gone[k] = true;
+            }
+        }
+        let name = format!("replacement-{}", self.existing.len());
+        if let Some(r) = replacement {
+            self.existing.push(self.replacement_node(pool, r, &name));
+            gone.push(false);
+        }
+        let moving: Vec<PendingPod> = nodes
+            .iter()
+            .flat_map(|n| self.by_node.get(n.as_str()).into_iter().flatten())
+            .map(|p| p.spec.clone())
+            .collect();
+        let plan = solve_excluding(&moving, &self.existing, &gone, &[], self.its);
+        if !plan.unschedulable.is_empty() {
+            if replacement.is_some() {
+                self.existing.pop();
+            }
+            return Err(format!(
+                "{} pod(s) would have nowhere to go: they do not fit on the nodes that stay{} (e.g. {})",
+                plan.unschedulable.len(),
+                if replacement.is_some() {
+                    " and the replacement"
+                } else {
+                    ""
+                },
+                moving[plan.unschedulable[0].pod].name,
+            ));
+        }
+        Ok(Fit {
+            gone,
+            moving,
+            plan,
+            replacement: replacement.map(|_| name),
+        })
     }
 
     /// A replacement as a node the simulation can place pods on.

@@ -64,13 +64,12 @@ pub struct KubePort {
 const WRITE_CONCURRENCY: usize = 16;
 
 impl KubePort {
-    #[allow(clippy::too_many_arguments)]
+    /// The port for one tick over `cluster`, the snapshot of `stores`.
     pub fn new(
         kube: &super::Kube,
         stores: &super::observe::Stores,
         cluster: Cluster,
         signals: Vec<Signal>,
-        node_names: BTreeMap<String, String>,
         capacities: Capacities,
         now: i64,
         leading: Option<tokio::sync::watch::Receiver<bool>>,
@@ -82,7 +81,7 @@ impl KubePort {
             recorder: kube.events.clone(),
             cluster,
             signals,
-            node_names,
+            node_names: super::status::node_names(stores),
             nominations: Vec::new(),
             capacities,
             now,
