@@ -36,6 +36,12 @@ pub struct ControllerFigures {
     /// Requests (and writes) to the API server per launched node, during scale-up.
     pub requests_per_launched: f64,
     pub writes_per_launched: f64,
+    /// The same from the scale-up's start until every claim is Initialized and the controller
+    /// has been quiet for 5 s: all a launch costs, registration and initialization included.
+    pub requests_through_initialized: f64,
+    pub writes_through_initialized: f64,
+    /// What those writes were: (method and resource, count), most first.
+    pub launch_writes_by_kind: Vec<(String, usize)>,
     /// With nothing to do: requests (and writes) per minute.
     pub steady_requests_per_minute: f64,
     pub steady_writes_per_minute: f64,
@@ -393,37 +399,16 @@ pub fn run(pods: usize) -> Result<ControllerFigures, String> {
     let quiet = api.requests();
     std::thread::sleep(Duration::from_secs(30));
     let log = api.log();
+    // Everything a launch costs, through registration and initialization.
+    let launch = &log[before..quiet];
+    let requests_through_initialized = launch.len() as f64 / nodes.max(1) as f64;
+    let writes_through_initialized = writes(launch) as f64 / nodes.max(1) as f64;
+    let launch_writes_by_kind = writes_by_kind(launch);
     let steady = &log[quiet..];
     let steady_requests_per_minute = steady.len() as f64 * 2.0;
     let steady_writes_per_minute = writes(steady) as f64 * 2.0;
     eprintln!("idle done: {steady_requests_per_minute:.0} requests per minute");
-    let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
-    for r in steady.iter().filter(|r| r.method != "GET") {
-        // `/api/v1/namespaces/default/pods/web-1/eviction` → `POST pods/eviction`.
-        let parts: Vec<&str> = r.path.split('/').filter(|p| !p.is_empty()).collect();
-        let plural = parts
-            .iter()
-            .position(|p| *p == "namespaces")
-            .map_or_else(
-                || parts.get(if parts[0] == "api" { 2 } else { 3 }).copied(),
-                |i| parts.get(i + 2).copied(),
-            )
-            .unwrap_or("?");
-        let sub = if parts
-            .last()
-            .is_some_and(|l| matches!(*l, "status" | "eviction"))
-        {
-            format!("/{}", parts.last().unwrap())
-        } else {
-            String::new()
-        };
-        *by_kind
-            .entry(format!("{} {plural}{sub}", r.method))
-            .or_default() += 1;
-    }
-    let mut steady_writes_by_kind: Vec<(String, usize)> = by_kind.into_iter().collect();
-    steady_writes_by_kind.sort_by_key(|k| std::cmp::Reverse(k.1));
-    steady_writes_by_kind.truncate(5);
+    let steady_writes_by_kind = writes_by_kind(steady);
 
     // 40% of every deployment goes: consolidation.
     let mark = api.requests();
@@ -487,6 +472,9 @@ pub fn run(pods: usize) -> Result<ControllerFigures, String> {
         peak_rss: super::peak_rss_of(&pid),
         requests_per_launched,
         writes_per_launched,
+        requests_through_initialized,
+        writes_through_initialized,
+        launch_writes_by_kind,
         steady_requests_per_minute,
         steady_writes_per_minute,
         steady_writes_by_kind,
@@ -498,4 +486,37 @@ pub fn run(pods: usize) -> Result<ControllerFigures, String> {
         evictions_per_second,
         scale_up_cpu,
     })
+}
+
+/// Writes by method and resource (`POST pods/eviction`, `PATCH nodeclaims/status`), the five
+/// most frequent first.
+fn writes_by_kind(requests: &[dovetail_apiserver_double::Request]) -> Vec<(String, usize)> {
+    let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
+    for r in requests.iter().filter(|r| r.method != "GET") {
+        // `/api/v1/namespaces/default/pods/web-1/eviction` → `POST pods/eviction`.
+        let parts: Vec<&str> = r.path.split('/').filter(|p| !p.is_empty()).collect();
+        let plural = parts
+            .iter()
+            .position(|p| *p == "namespaces")
+            .map_or_else(
+                || parts.get(if parts[0] == "api" { 2 } else { 3 }).copied(),
+                |i| parts.get(i + 2).copied(),
+            )
+            .unwrap_or("?");
+        let sub = if parts
+            .last()
+            .is_some_and(|l| matches!(*l, "status" | "eviction"))
+        {
+            format!("/{}", parts.last().unwrap())
+        } else {
+            String::new()
+        };
+        *by_kind
+            .entry(format!("{} {plural}{sub}", r.method))
+            .or_default() += 1;
+    }
+    let mut kinds: Vec<(String, usize)> = by_kind.into_iter().collect();
+    kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
+    kinds.truncate(5);
+    kinds
 }

@@ -208,6 +208,16 @@ pub(crate) fn print_controller_figures(f: &bench::controller::ControllerFigures)
         f.requests_per_launched, f.writes_per_launched
     );
     println!(
+        "launch through Initialized: {:.1} API requests per launched node ({:.1} writes: {})",
+        f.requests_through_initialized,
+        f.writes_through_initialized,
+        f.launch_writes_by_kind
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
         "scale-up CPU: controller {:.1} s, API server double and actors {:.1} s",
         f.scale_up_cpu.0, f.scale_up_cpu.1
     );
