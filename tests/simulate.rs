@@ -834,3 +834,16 @@ fn a_claim_whose_node_never_registers_is_deleted_with_its_instance_after_the_ttl
             .collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn a_launch_delay_past_the_registration_ttl_is_refused_with_why() {
+    let scenario = format!(
+        "{}\n---\napiVersion: sim.dovetail.sh/v1\nkind: Scenario\nmetadata: {{name: slow}}\nspec: {{launchDelay: 20m}}\n",
+        example("inflate-spot.yaml")
+    );
+    let e = run(&[("slow.yaml", scenario)]).unwrap_err().to_string();
+    assert!(
+        e.contains("spec.launchDelay") && e.contains("registration TTL (15m)"),
+        "{e}"
+    );
+}

@@ -73,6 +73,10 @@ pub struct Lifecycle {
     pub registered: bool,
     /// The claim's Initialized condition is True.
     pub initialized: bool,
+    /// When its launch was recorded (the Launched condition's time), if the world says: the
+    /// registration TTL counts from here, not from the claim's creation — a launch resumed
+    /// after an outage gets its full TTL. Otherwise the node's `launched_at`.
+    pub launched: Option<i64>,
 }
 
 /// What the Node object of a claim says.

@@ -405,8 +405,9 @@ pub struct Controller {
 impl Controller {
     /// A controller starting at `now` (Unix seconds).
     pub fn new(settings: Settings, ctx: Context, now: i64) -> Self {
-        // The first tick collects: a new term (or process) starts from what the cloud holds.
-        let next_gc = now;
+        // Not on the first tick: EC2's listing can lag a launch the previous term made in its
+        // last seconds, and that claim is not to be taken for one whose instance vanished.
+        let next_gc = now + settings.gc_interval.as_secs() as i64;
         Controller {
             settings,
             ctx,
@@ -495,9 +496,13 @@ impl Controller {
         if let Some(due) = cluster
             .nodes
             .values()
-            .filter(|n| n.lifecycle.joined.is_none() && !n.lifecycle.registered)
+            .filter(|n| {
+                n.lifecycle.joined.is_none() && !n.lifecycle.registered && n.deletion.is_none()
+            })
             .map(|n| {
-                let due = n.launched_at + self.settings.registration_ttl.as_secs() as i64 + 1;
+                let due = n.lifecycle.launched.unwrap_or(n.launched_at)
+                    + self.settings.registration_ttl.as_secs() as i64
+                    + 1;
                 self.lifecycle_asked
                     .get(&(n.name.clone(), "delete"))
                     .map_or(due, |&asked| due.max(asked + LIFECYCLE_RETRY))

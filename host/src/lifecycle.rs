@@ -46,7 +46,7 @@ pub fn decide(cluster: &Cluster, ttl: Duration, now: i64) -> Vec<Step> {
             continue;
         }
         let l = &n.lifecycle;
-        let waited = now - n.launched_at;
+        let waited = now - l.launched.unwrap_or(n.launched_at);
         match &l.joined {
             // Never joined (a claim registered before lost its Node by hand, not by a launch
             // that failed).
@@ -142,7 +142,7 @@ mod tests {
         let registered = |ready, tainted| Lifecycle {
             joined: joined(ready, tainted),
             registered: true,
-            initialized: false,
+            ..Default::default()
         };
         // Not Ready, or Ready with a startup taint left: not yet.
         assert!(decide(&cluster(&[("a", 0, registered(false, false))]), ttl, 60).is_empty());
@@ -184,6 +184,18 @@ mod tests {
             },
         )]);
         assert!(decide(&c, ttl, 5000).is_empty());
+        // A launch recorded long after the claim was made (resumed after an outage) has its
+        // whole TTL from the launch.
+        let c = cluster(&[(
+            "a",
+            100,
+            Lifecycle {
+                launched: Some(3000),
+                ..Default::default()
+            },
+        )]);
+        assert!(decide(&c, ttl, 3900).is_empty());
+        assert_eq!(decide(&c, ttl, 3901).len(), 1);
     }
 
     #[test]

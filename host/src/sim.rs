@@ -255,6 +255,13 @@ fn run_files(
         }
         if let Some(d) = &s.spec.launch_delay {
             opts.launch_delay = field("launchDelay", d)?;
+            let ttl = crate::lifecycle::REGISTRATION_TTL;
+            if opts.launch_delay >= ttl {
+                return Err(SimError::Input(format!(
+                    "{file}: Scenario spec.launchDelay: {d:?} is not less than the registration TTL ({}m): a node that takes that long to become Ready is deleted as never joined",
+                    ttl.as_secs() / 60
+                )));
+            }
         }
         if let Some(d) = &s.spec.batch_idle {
             opts.batch_idle = field("batchIdle", d)?;

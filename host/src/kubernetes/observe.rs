@@ -531,6 +531,13 @@ impl Observer {
                 }),
                 registered: condition_true(&c, "Registered"),
                 initialized: condition_true(&c, "Initialized"),
+                launched: c.status.as_ref().and_then(|s| {
+                    let launched = s
+                        .conditions
+                        .iter()
+                        .find(|x| x.type_ == "Launched" && x.status == "True")?;
+                    Some(timestamp(&launched.last_transition_time))
+                }),
             };
             // A claim without the hash (made by hand, or by an older controller with another
             // scheme) shows no evidence of drift: it counts as made from the pool as it is.

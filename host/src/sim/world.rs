@@ -78,6 +78,14 @@ impl World {
             .cloned()
             .collect();
         for p in pods {
+            // Only nominated (its node never became Ready, so kube-scheduler could not bind
+            // it): pending again, as a pod whose nominated node is gone is.
+            if p.running_since.is_none() {
+                if let Some(pod) = self.cluster.pods.get_mut(&p.spec.name) {
+                    pod.node = None;
+                }
+                continue;
+            }
             self.cluster.pods.remove(&p.spec.name);
             if let Some(owner) = p.owner {
                 self.reconcile(&owner);

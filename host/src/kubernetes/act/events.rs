@@ -197,7 +197,7 @@ impl KubePort {
                 EventType::Warning,
                 "NodeNeverJoined",
                 format!(
-                    "the instance {instance} did not register as a Node within {}m: check that the node role may join the cluster (an EKS access entry or the aws-auth ConfigMap) and that its subnets reach the API server; deleting it",
+                    "the instance {instance} has not registered as a Node after {}m: check that the node role may join the cluster (an EKS access entry or the aws-auth ConfigMap) and that its subnets reach the API server; deleting it",
                     waited_seconds / 60
                 ),
             ),
