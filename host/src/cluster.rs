@@ -138,6 +138,18 @@ pub struct Deletion {
     pub policy: Option<String>,
 }
 
+impl Deletion {
+    /// Deleted by hand (or by the cloud, or with its NodePool), not by a disruption decision.
+    pub fn by_hand(since: i64) -> Deletion {
+        Deletion {
+            reason: None,
+            since,
+            replacement: None,
+            policy: None,
+        }
+    }
+}
+
 /// A pod and where it is.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pod {

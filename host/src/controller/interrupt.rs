@@ -60,12 +60,7 @@ impl Controller {
             return;
         }
         let offer = n.instance.offer.clone();
-        let deletion = Deletion {
-            reason: None,
-            since: now,
-            replacement: None,
-            policy: None,
-        };
+        let deletion = Deletion::by_hand(now);
         if let Err(e) = port.mark_deleting(node, deletion) {
             tracing::warn!(node, error = %e, "could not mark the interrupted node");
             return;

@@ -240,15 +240,7 @@ impl Sim {
                     let n = self.world.cluster.nodes.get_mut(&d.name).ok_or_else(|| {
                         SimError::Input(format!("{label}: delete: no Node {}", d.name))
                     })?;
-                    if n.deletion.is_none() {
-                        n.taints.push(disrupted_taint());
-                        n.deletion = Some(Deletion {
-                            reason: None,
-                            since: t,
-                            replacement: None,
-                            policy: None,
-                        });
-                    }
+                    deleting_by_hand(n, t);
                     self.world.event(EventKind::Deleting {
                         node: d.name.clone(),
                     });
@@ -257,14 +249,8 @@ impl Sim {
                     let t = self.now();
                     self.world.cluster.pools.retain(|p| p.spec.name != d.name);
                     for n in self.world.cluster.nodes.values_mut() {
-                        if n.instance.node_pool == d.name && n.deletion.is_none() {
-                            n.taints.push(disrupted_taint());
-                            n.deletion = Some(Deletion {
-                                reason: None,
-                                since: t,
-                                replacement: None,
-                                policy: None,
-                            });
+                        if n.instance.node_pool == d.name {
+                            deleting_by_hand(n, t);
                         }
                     }
                 }
@@ -436,4 +422,12 @@ pub(super) fn apply_policy(
     };
     registry.apply(&name, &wasm, config, limits)?;
     Ok(())
+}
+
+/// A Node (or its NodePool) deleted by hand: tainted and deleting, unless it is already.
+fn deleting_by_hand(n: &mut Node, t: i64) {
+    if n.deletion.is_none() {
+        n.taints.push(disrupted_taint());
+        n.deletion = Some(Deletion::by_hand(t));
+    }
 }
