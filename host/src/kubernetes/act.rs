@@ -81,7 +81,7 @@ impl KubePort {
             recorder: kube.events.clone(),
             cluster,
             signals,
-            node_names: super::status::node_names(stores),
+            node_names: node_names(stores),
             nominations: Vec::new(),
             capacities,
             now,
@@ -252,6 +252,25 @@ async fn delete_call(client: Client, pod: &str, grace_seconds: i64) -> kube::Res
         ..Default::default()
     };
     pods.delete(name, &params).await.map(|_| ())
+}
+
+/// NodeClaim name → the name of its registered Node.
+fn node_names(stores: &super::observe::Stores) -> BTreeMap<String, String> {
+    let by_provider: std::collections::HashMap<String, String> = stores
+        .nodes
+        .state()
+        .iter()
+        .filter_map(|n| Some((n.spec.as_ref()?.provider_id.clone()?, n.name_any())))
+        .collect();
+    stores
+        .node_claims
+        .state()
+        .iter()
+        .filter_map(|c| {
+            let id = c.status.as_ref()?.provider_id.as_ref()?;
+            Some((c.name_any(), by_provider.get(id)?.clone()))
+        })
+        .collect()
 }
 
 /// A pod's reference from its `namespace/name`.

@@ -1,7 +1,7 @@
 //! Status writes of the Kubernetes world: which Node each NodeClaim registered as, NodePool and
 //! EC2NodeClass status. (The claims' lifecycle is decided in the core, [`crate::lifecycle`].)
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::EventType;
@@ -15,25 +15,6 @@ use crate::api::{EC2NodeClass, NodePool};
 use crate::cloud::CloudProvider;
 use crate::cluster::Cluster;
 use crate::policy::shadow::ShadowRole;
-
-/// NodeClaim name → the name of its registered Node.
-pub fn node_names(stores: &Stores) -> BTreeMap<String, String> {
-    let by_provider: HashMap<String, String> = stores
-        .nodes
-        .state()
-        .iter()
-        .filter_map(|n| Some((n.spec.as_ref()?.provider_id.clone()?, n.name_any())))
-        .collect();
-    stores
-        .node_claims
-        .state()
-        .iter()
-        .filter_map(|c| {
-            let id = c.status.as_ref()?.provider_id.as_ref()?;
-            Some((c.name_any(), by_provider.get(id)?.clone()))
-        })
-        .collect()
-}
 
 /// EC2NodeClass resolution, redone when a class changes; its status says what was found.
 #[derive(Debug, Default)]
