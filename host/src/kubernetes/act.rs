@@ -36,8 +36,6 @@ pub struct KubePort {
     recorder: super::Events,
     cluster: Cluster,
     signals: Vec<Signal>,
-    /// NodeClaim → Node name, for claims whose node registered.
-    node_names: BTreeMap<String, String>,
     /// Nominations made this tick: (pod, claim, until).
     pub nominations: Vec<(String, String, i64)>,
     capacities: Capacities,
@@ -81,7 +79,6 @@ impl KubePort {
             recorder: kube.events.clone(),
             cluster,
             signals,
-            node_names: node_names(stores),
             nominations: Vec::new(),
             capacities,
             now,
@@ -93,6 +90,12 @@ impl KubePort {
             claim_store: stores.node_claims.clone(),
             cloud_reached: None,
         }
+    }
+
+    /// The name of the Node a claim registered as (the snapshot's, from its providerID).
+    fn kube_node_name(&self, claim: &str) -> Option<String> {
+        let joined = self.cluster.nodes.get(claim)?.lifecycle.joined.as_ref()?;
+        Some(joined.node.clone())
     }
 
     /// `Err` once this replica no longer holds the leader Lease.
@@ -252,25 +255,6 @@ async fn delete_call(client: Client, pod: &str, grace_seconds: i64) -> kube::Res
         ..Default::default()
     };
     pods.delete(name, &params).await.map(|_| ())
-}
-
-/// NodeClaim name → the name of its registered Node.
-fn node_names(stores: &super::observe::Stores) -> BTreeMap<String, String> {
-    let by_provider: std::collections::HashMap<String, String> = stores
-        .nodes
-        .state()
-        .iter()
-        .filter_map(|n| Some((n.spec.as_ref()?.provider_id.clone()?, n.name_any())))
-        .collect();
-    stores
-        .node_claims
-        .state()
-        .iter()
-        .filter_map(|c| {
-            let id = c.status.as_ref()?.provider_id.as_ref()?;
-            Some((c.name_any(), by_provider.get(id)?.clone()))
-        })
-        .collect()
 }
 
 /// A pod's reference from its `namespace/name`.
@@ -463,7 +447,7 @@ impl ClusterPort for KubePort {
         // The taint first, so nothing new lands on the node while it drains. The taints are
         // one list: written against the version read (409 on a concurrent change, then read
         // again), so another controller's taint is never lost.
-        if let Some(kube_name) = self.node_names.get(node).cloned() {
+        if let Some(kube_name) = self.kube_node_name(node) {
             let nodes: Api<KubeNode> = Api::all(self.client.clone());
             let mut attempts = 0;
             loop {
@@ -585,7 +569,7 @@ impl ClusterPort for KubePort {
 
     fn remove_node(&mut self, node: &str) -> Result<(), PortError> {
         self.acting()?;
-        if let Some(kube_name) = self.node_names.get(node).cloned() {
+        if let Some(kube_name) = self.kube_node_name(node) {
             let nodes: Api<KubeNode> = Api::all(self.client.clone());
             super::delete_released(&self.rt, &nodes, &kube_name)
                 .map_err(|e| failed(&self.metrics, "deleting Node", &kube_name, &e))?;

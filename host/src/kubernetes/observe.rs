@@ -529,15 +529,10 @@ impl Observer {
                     }),
                     deleting: n.meta().deletion_timestamp.is_some(),
                 }),
-                registered: condition_true(&c, "Registered"),
-                initialized: condition_true(&c, "Initialized"),
-                launched: c.status.as_ref().and_then(|s| {
-                    let launched = s
-                        .conditions
-                        .iter()
-                        .find(|x| x.type_ == "Launched" && x.status == "True")?;
-                    Some(timestamp(&launched.last_transition_time))
-                }),
+                registered: true_condition(&c, "Registered").is_some(),
+                initialized: true_condition(&c, "Initialized").is_some(),
+                launched: true_condition(&c, "Launched")
+                    .map(|x| timestamp(&x.last_transition_time)),
             };
             // A claim without the hash (made by hand, or by an older controller with another
             // scheme) shows no evidence of drift: it counts as made from the pool as it is.
@@ -776,13 +771,16 @@ fn offers_of(c: &NodeClaim) -> Vec<Offer> {
         .unwrap_or_default()
 }
 
-/// A condition of the claim's status is True.
-fn condition_true(c: &NodeClaim, type_: &str) -> bool {
-    c.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|x| x.type_ == type_ && x.status == "True")
-    })
+/// The claim's condition of this type, if it is True.
+fn true_condition<'c>(
+    c: &'c NodeClaim,
+    type_: &str,
+) -> Option<&'c k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+    c.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|x| x.type_ == type_ && x.status == "True")
 }
 
 #[cfg(test)]
