@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::Filter;
 use dovetail::api::manifest::{Manifest, parse};
+use dovetail::capacity::CapacityType;
 use dovetail::cloud::aws::{AwsCloud, AwsSettings, tags};
 use dovetail::cloud::{CloudError, CloudProvider, LaunchRequest, Offer};
 use dovetail::interruption::{self, Action, Queue};
-use dovetail::policy::types::CapacityType;
 use fault_proxy::FaultProxy;
 use moto::Moto;
 use seed::{DISCOVERY, runtime, seed};

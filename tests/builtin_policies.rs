@@ -4,8 +4,9 @@ use dovetail_test_support::policies as common;
 
 use common::*;
 use dovetail::catalog;
+use dovetail::cluster::consolidation::Action;
 use dovetail::policy::ranking::rank;
-use dovetail::policy::types::{Action, Arch, CapacityType};
+use dovetail::policy::types::{Arch, CapacityType};
 use dovetail::policy::{Limits, PolicyError, ScoringRound, builtin};
 
 fn top(
@@ -31,7 +32,7 @@ fn top(
 fn two_cpu_round() -> ScoringRound {
     let cat = catalog::policy_catalog(&catalog::embedded(), ZONES);
     let pods = vec![pod(2000, 2 << 30); 10];
-    catalog::scoring_round(1_790_000_000, cat, "default", vec![workload("big")], pods)
+    ScoringRound::one_claim(1_790_000_000, &cat, "default", vec![workload("big")], pods)
 }
 
 #[test]
@@ -266,11 +267,7 @@ fn a_round_of_ten_thousand_claims_is_scored_within_its_deadline() {
             )
         })
         .collect();
-    let round = ScoringRound {
-        now: 1_790_000_000,
-        catalog: cat,
-        claims,
-    };
+    let round = ScoringRound::new(1_790_000_000, &cat, claims);
     let p = cheapest_on(&engine());
     let started = std::time::Instant::now();
     let scores = p.score(&round).unwrap_or_else(|e| panic!("{e}"));

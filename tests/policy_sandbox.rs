@@ -6,7 +6,7 @@ use dovetail_test_support::policies as common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use dovetail::policy::types::Action;
+use dovetail::cluster::consolidation::Action;
 use dovetail::policy::{Limits, PolicyError};
 
 /// After any failure, a good policy on the same engine still answers.

@@ -2,8 +2,8 @@
 
 use dovetail::sim::Report;
 
+use dovetail::capacity::CapacityType;
 use dovetail::catalog;
-use dovetail::policy::types::CapacityType;
 use dovetail::scheduling::InstanceTypes;
 use dovetail::scheduling::model::labels;
 use dovetail::sim::{SimError, SimOptions, simulate};

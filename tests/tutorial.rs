@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use dovetail::policy::types::Arch;
+use dovetail::capacity::Arch;
 
 use dovetail_test_support::paths::workspace;
 

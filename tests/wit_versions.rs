@@ -67,7 +67,7 @@ fn a_consolidator_built_against_0_1_0_loads_and_takes_the_empty_node_first() {
     assert!(
         matches!(
             actions.first(),
-            Some(dovetail::policy::types::Action::Execute(0))
+            Some(dovetail::cluster::consolidation::Action::Execute(0))
         ),
         "the empty node's move first: {actions:?}"
     );

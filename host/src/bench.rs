@@ -7,10 +7,11 @@ pub mod controller;
 pub mod journal;
 pub mod shadow;
 
+use crate::capacity::claim::{Claim, Pod, Workload};
+use crate::capacity::{CapacityType, Resources};
 use crate::catalog;
+use crate::policy::ScoringRound;
 use crate::policy::{EngineConfig, Limits, PolicyEngine, PolicyError, builtin};
-use crate::wit::round::ScoringRound;
-use crate::wit::types::{CapacityType, Pod, Resources, Workload};
 
 /// Settings of the scoring benchmark.
 #[derive(Debug, Clone)]
@@ -98,9 +99,9 @@ pub fn bench_round(types: usize, pods: usize) -> ScoringRound {
             priority: 0,
         })
         .collect();
-    let round = catalog::scoring_round(1_790_000_000, cat, "default", workloads, pods);
+    let claim = catalog::claim_for(&cat, "default", workloads, pods);
     // As provisioning hands a round over: the types the claim may launch.
-    ScoringRound::pruned(round.now, &round.catalog, round.claims)
+    ScoringRound::pruned(1_790_000_000, &cat, vec![claim])
 }
 
 /// Runs the scoring benchmark: `cheapest` as a component with the pooling and the on-demand
@@ -392,7 +393,7 @@ pub fn provisioning(
             let claims = plan
                 .claims
                 .iter()
-                .map(|c| crate::wit::types::Claim {
+                .map(|c| Claim {
                     node_pool: pools[c.node_pool].name.clone(),
                     workloads: workloads.clone(),
                     pods: c
@@ -425,25 +426,25 @@ pub fn provisioning(
                 let pick = ranked
                     .iter()
                     .find(|r| {
-                        let (t, o, _) = round.resolve(r.option);
-                        o.capacity_type != CapacityType::Spot
+                        let l = round.launch(r.option);
+                        l.capacity_type != CapacityType::Spot
                             || workload != BenchWorkload::MixSpot
                             || pool_cpu
-                                .get(&crate::wit::round::unpack(r.option))
+                                .get(&crate::capacity::unpack(r.option))
                                 .copied()
                                 .unwrap_or(0.0)
-                                + f64::from(t.vcpus)
+                                + f64::from(l.vcpus)
                                 <= cpu_cap
                     })
                     .unwrap_or(&ranked[0]);
-                let (t, o, _) = round.resolve(pick.option);
-                if o.capacity_type == CapacityType::Spot {
+                let l = round.launch(pick.option);
+                if l.capacity_type == CapacityType::Spot {
                     *pool_cpu
-                        .entry(crate::wit::round::unpack(pick.option))
-                        .or_default() += f64::from(t.vcpus);
+                        .entry(crate::capacity::unpack(pick.option))
+                        .or_default() += f64::from(l.vcpus);
                 }
-                *by_type.entry(t.name.clone()).or_default() += 1;
-                fleet_cost += o.price;
+                *by_type.entry(l.instance_type.to_string()).or_default() += 1;
+                fleet_cost += l.price;
             }
             let decision = started.elapsed();
             let (cpu, mem) = pods.iter().fold((0u64, 0u64), |(c, m), p| {

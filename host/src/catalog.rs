@@ -10,11 +10,11 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::wit::resources::{add, fits, zero};
-use crate::wit::round::{MAX_OFFERINGS, ScoringRound, pack};
-use crate::wit::types::{
-    Arch, CapacityType, Catalog, Claim, CpuManufacturer, InstanceType, Offering, Pod, Resources,
-    Workload,
+use crate::capacity::claim::{Claim, Pod, Workload};
+use crate::capacity::resources::{add, fits, zero};
+use crate::capacity::{
+    Arch, CapacityType, Catalog, CpuManufacturer, InstanceType, MAX_OFFERINGS, Offering, Resources,
+    pack,
 };
 
 /// The catalog shipped with the controller (a copy of the project's reference data).
@@ -135,8 +135,8 @@ impl CatalogEntry {
         }
     }
 
-    /// The instance type as a policy sees it, with the given offerings.
-    pub fn to_policy_type(&self, offerings: Vec<Offering>) -> InstanceType {
+    /// The instance type with the given offerings.
+    pub fn to_instance_type(&self, offerings: Vec<Offering>) -> InstanceType {
         let cpu_manufacturer = match self.attribute("cpu-manufacturer").as_deref() {
             Some("intel") => CpuManufacturer::Intel,
             Some("amd") => CpuManufacturer::Amd,
@@ -219,7 +219,7 @@ fn null_non_finite(json: &str) -> std::borrow::Cow<'_, str> {
     out.into()
 }
 
-/// The priced entries of a catalog as policies see them, with simulated offerings in `zones`.
+/// The priced entries of a catalog, with simulated offerings in `zones`.
 pub fn policy_catalog(entries: &[CatalogEntry], zones: &[&str]) -> Catalog {
     assert!(
         zones.len() * 2 <= MAX_OFFERINGS,
@@ -230,7 +230,7 @@ pub fn policy_catalog(entries: &[CatalogEntry], zones: &[&str]) -> Catalog {
         instance_types: entries
             .iter()
             .filter(|e| e.ondemand_price.is_some())
-            .map(|e| e.to_policy_type(e.simulated_offerings(zones)))
+            .map(|e| e.to_instance_type(e.simulated_offerings(zones)))
             .collect(),
     }
 }
@@ -272,22 +272,6 @@ pub fn claim_for(
     }
 }
 
-/// A one-claim round.
-pub fn scoring_round(
-    now: i64,
-    catalog: Catalog,
-    node_pool: &str,
-    workloads: Vec<Workload>,
-    pods: Vec<Pod>,
-) -> ScoringRound {
-    let claim = claim_for(&catalog, node_pool, workloads, pods);
-    ScoringRound {
-        now,
-        catalog,
-        claims: vec![claim],
-    }
-}
-
 fn round4(x: f64) -> f64 {
     (x * 10_000.0).round() / 10_000.0
 }
@@ -315,7 +299,7 @@ mod tests {
         assert!(m5.allocatable.cpu_millis < 2000 && m5.allocatable.pods > 0);
         let g = cat.iter().find(|t| t.name == "g4dn.xlarge").unwrap();
         assert_eq!(g.allocatable.gpus, 1);
-        assert_eq!(g.to_policy_type(vec![]).gpu_name.as_deref(), Some("t4"));
+        assert_eq!(g.to_instance_type(vec![]).gpu_name.as_deref(), Some("t4"));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 pub mod aws;
 pub mod sim;
 
-use crate::wit::types::CapacityType;
+use crate::capacity::CapacityType;
 
 /// One way to launch a node, in the order the scoring policy ranked it.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,15 +108,8 @@ pub trait CloudProvider {
     fn catalog(
         &mut self,
         _zones: &[&str],
-    ) -> Option<
-        Result<
-            (
-                Vec<crate::catalog::CatalogEntry>,
-                crate::wit::types::Catalog,
-            ),
-            CloudError,
-        >,
-    > {
+    ) -> Option<Result<(Vec<crate::catalog::CatalogEntry>, crate::capacity::Catalog), CloudError>>
+    {
         None
     }
     /// Of `claims` (NodeClaim → instance id), those whose instance is no longer running —

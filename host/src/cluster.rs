@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+pub mod consolidation;
 pub mod pdb;
 mod volumes;
 pub use volumes::Volumes;
@@ -14,7 +15,6 @@ use crate::scheduling::model::{
     ExistingNode, LabelSelector, PendingPod, Taint, TaintEffect, add, labels, zero,
 };
 use crate::scheduling::{InstanceTypes, NodePoolSpec};
-use crate::wit::types::DisruptionReason;
 
 /// Pods and nodes with this annotation set to `"true"` are never disrupted voluntarily.
 pub const DO_NOT_DISRUPT: &str = "dovetail.sh/do-not-disrupt";
@@ -28,6 +28,19 @@ pub fn disrupted_taint() -> Taint {
         value: String::new(),
         effect: TaintEffect::NoSchedule,
     }
+}
+
+/// Why a node is a candidate for disruption (each is a reason label of Karpenter's metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DisruptionReason {
+    /// No pods other than daemonsets.
+    Empty,
+    /// Its pods fit elsewhere, or elsewhere plus one cheaper node.
+    Underutilized,
+    /// Its NodePool or node class no longer describes it.
+    Drifted,
+    /// Older than the NodePool's `expireAfter`.
+    Expired,
 }
 
 /// A node (one NodeClaim and its instance).
@@ -105,7 +118,7 @@ impl Node {
                 offer: crate::cloud::Offer {
                     instance_type: "m5.large".into(),
                     zone: "us-east-1a".into(),
-                    capacity_type: crate::wit::types::CapacityType::OnDemand,
+                    capacity_type: crate::capacity::CapacityType::OnDemand,
                     price: 0.096,
                 },
             },

@@ -27,6 +27,7 @@ pub use crate::interruption::Interruptions;
 pub use events::{DisruptionRound, EventKind, RANKED_SHOWN, RankedOffer};
 
 use crate::api::duration;
+use crate::capacity::{Catalog, Resources};
 use crate::cloud::{CloudProvider, Instance, LaunchRequest};
 use crate::cluster::{self, Cluster, DO_NOT_DISRUPT, Deletion, Node};
 use crate::disruption::{self, Note};
@@ -35,7 +36,6 @@ use crate::policy::PolicyRegistry;
 use crate::provisioning::{self, Pool};
 use crate::scheduling::model::capacity_type_label;
 use crate::scheduling::{InstanceTypes, PendingPod};
-use crate::wit::types::{Catalog, Resources};
 
 /// Errors of the world behind the port (an API call that failed). The controller logs them and
 /// tries again on a later tick; it never assumes an effect that did not happen.

@@ -20,16 +20,16 @@ pub use gates::{FeatureGates, reason_label};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::api::nodepool::{ConsolidationPolicy, OnFailure};
+use crate::capacity::CapacityType;
 use crate::cloud::Offer;
+use crate::cluster::DisruptionReason;
 use crate::cluster::Pool;
+use crate::cluster::consolidation::{Action, ConsolidationRound, Move, Replacement};
 use crate::cluster::{Cluster, Node, Pod, node_labels};
 use crate::policy::PolicyRegistry;
 use crate::policy::shadow::{ShadowJob, ShadowRole};
 use crate::scheduling::model::{ExistingNode, PendingPod, capacity_type_label};
 use crate::scheduling::{InstanceTypes, NodePoolSpec, solve_excluding};
-use crate::wit::types::{
-    Action, CapacityType, ConsolidationRound, DisruptionReason, Move, Replacement,
-};
 
 /// The consolidation policy used when a NodePool's own fails and `onFailure` is `Fallback`.
 pub const FALLBACK_CONSOLIDATOR: &str = "balanced";
@@ -287,7 +287,7 @@ impl Pass<'_> {
             .options(self.its)
             .into_iter()
             .map(|o| {
-                let (t, off) = crate::wit::round::unpack(o);
+                let (t, off) = crate::capacity::unpack(o);
                 (t as u32, off)
             })
             .collect();
@@ -477,9 +477,9 @@ impl Pass<'_> {
         }
     }
 
-    fn candidate(&self, pool: &Pool, c: &Candidate) -> crate::wit::types::Candidate {
+    fn candidate(&self, pool: &Pool, c: &Candidate) -> crate::cluster::consolidation::Candidate {
         let n = c.node;
-        crate::wit::types::Candidate {
+        crate::cluster::consolidation::Candidate {
             name: n.name.clone(),
             node_pool: pool.spec.name.clone(),
             instance_type: n.instance.offer.instance_type.clone(),

@@ -4,12 +4,12 @@
 
 use std::collections::HashMap;
 
+use crate::capacity::Resources;
 use crate::cluster::Cluster;
 use crate::controller::reason_label;
 use crate::scheduling::InstanceTypes;
 use crate::scheduling::cost::Demand;
 use crate::scheduling::model::{add, capacity_type_label, zero};
-use crate::wit::types::Resources;
 
 /// One node as an operator reads it.
 #[derive(Debug, Clone, PartialEq)]
@@ -323,10 +323,11 @@ pub fn share(used: u64, of: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capacity::CapacityType;
     use crate::cloud::{Instance, Offer};
+    use crate::cluster::DisruptionReason;
     use crate::cluster::{Deletion, Node, Pod};
     use crate::scheduling::model::PendingPod;
-    use crate::wit::types::{CapacityType, DisruptionReason};
 
     fn node(name: &str, ty: u32, its: &InstanceTypes, price: f64, ready: bool) -> Node {
         Node {

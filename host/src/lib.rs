@@ -4,6 +4,7 @@
 pub mod api;
 pub mod bench;
 pub mod bounded;
+pub mod capacity;
 pub mod catalog;
 pub mod cloud;
 pub mod cluster;
@@ -24,4 +25,3 @@ pub mod sim;
 pub mod snapshot;
 pub mod termination;
 pub mod top;
-pub mod wit;

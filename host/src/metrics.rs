@@ -13,8 +13,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::capacity::CapacityType;
 use crate::cloud::{CloudError, CloudProvider, Instance, LaunchRequest};
-use crate::wit::types::CapacityType;
 
 /// Label pairs of one series.
 pub type Labels = Vec<(&'static str, String)>;
@@ -547,15 +547,8 @@ impl CloudProvider for MeasuredCloud<'_> {
     fn catalog(
         &mut self,
         zones: &[&str],
-    ) -> Option<
-        Result<
-            (
-                Vec<crate::catalog::CatalogEntry>,
-                crate::wit::types::Catalog,
-            ),
-            CloudError,
-        >,
-    > {
+    ) -> Option<Result<(Vec<crate::catalog::CatalogEntry>, crate::capacity::Catalog), CloudError>>
+    {
         self.inner.catalog(zones)
     }
 

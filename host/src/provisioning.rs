@@ -6,14 +6,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::api::nodepool::OnFailure;
+use crate::capacity::Catalog;
+use crate::capacity::claim::{Claim, ClaimScores, Pod, Workload};
 use crate::cloud::{CloudProvider, LaunchRequest, Offer};
+use crate::policy::ScoringRound;
 use crate::policy::ranking::rank;
 use crate::policy::shadow::{ShadowJob, ShadowRole};
 use crate::policy::{PolicyError, PolicyRegistry};
 use crate::scheduling::solver::Unschedulable;
 use crate::scheduling::{ExistingNode, InstanceTypes, NodePoolSpec, PendingPod, solve_on};
-use crate::wit::round::ScoringRound;
-use crate::wit::types::{Catalog, Claim, Pod, Workload};
 
 /// The scoring policy used when a NodePool's own fails and `onFailure` is `Fallback`: the
 /// built-in `cheapest`'s choice, computed natively ([`crate::policy::native`]).
@@ -28,7 +29,7 @@ pub struct Planned {
     /// Indices of the pods it is planned for.
     pub pods: Vec<usize>,
     /// What the node must hold: its pods plus daemonset overhead.
-    pub requests: crate::wit::types::Resources,
+    pub requests: crate::capacity::Resources,
     /// The policy whose ranking was followed.
     pub policy: String,
     /// Its score of each of `request.offers`, in their order.
@@ -166,12 +167,12 @@ pub fn plan(
                 .ranked
                 .iter()
                 .map(|r| {
-                    let (t, o, zone) = round.resolve(r.option);
+                    let launch = round.launch(r.option);
                     Offer {
-                        instance_type: t.name.clone(),
-                        zone: zone.to_string(),
-                        capacity_type: o.capacity_type,
-                        price: o.price,
+                        instance_type: launch.instance_type.to_string(),
+                        zone: launch.zone.to_string(),
+                        capacity_type: launch.capacity_type,
+                        price: launch.price,
                     }
                 })
                 .collect();
@@ -195,7 +196,7 @@ pub fn plan(
 
 /// What scored a round: the policy followed, its scores, and the pool's own policy's error
 /// when a fallback scored instead.
-type Scored = (String, Vec<crate::wit::types::ClaimScores>, Option<String>);
+type Scored = (String, Vec<ClaimScores>, Option<String>);
 
 /// Scores with the pool's policy; on failure, reports it and falls back or blocks.
 fn score(
@@ -245,7 +246,7 @@ fn score(
 fn policy_claim<'a>(
     node_pool: &str,
     pods: impl Iterator<Item = &'a PendingPod>,
-    requests: crate::wit::types::Resources,
+    requests: crate::capacity::Resources,
     options: Vec<u32>,
 ) -> Claim {
     let mut workloads: Vec<Workload> = Vec::new();

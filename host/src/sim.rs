@@ -400,7 +400,7 @@ struct World {
     cluster: Cluster,
     workloads: BTreeMap<String, Workload>,
     /// DaemonSets by `namespace/name`: their pod requests are on every node.
-    daemonsets: BTreeMap<String, crate::wit::types::Resources>,
+    daemonsets: BTreeMap<String, crate::capacity::Resources>,
     /// In-flight nodes and when they become Ready (kubelet).
     ready_due: BTreeMap<String, i64>,
     report: Report,

@@ -98,10 +98,10 @@ pub fn plan(cluster: &Cluster, now: i64) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::capacity::CapacityType;
     use crate::cloud::{Instance, Offer};
     use crate::cluster::{Deletion, Node, Pod};
     use crate::scheduling::model::{PendingPod, Toleration};
-    use crate::wit::types::CapacityType;
 
     /// A deleting node `n1` of pool `default` (deleted at 0, `terminationGracePeriod` as given)
     /// with the named pods on it.

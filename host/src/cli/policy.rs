@@ -7,8 +7,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 
+use dovetail::capacity::claim::{Pod, Workload};
+use dovetail::capacity::{Arch, CapacityType, Resources};
 use dovetail::catalog;
-use dovetail::policy::types::{Arch, CapacityType, Pod, Resources, Workload};
 use dovetail::policy::{EngineConfig, Limits, PolicyEngine, builtin, ranking};
 use dovetail::quantity;
 
@@ -410,7 +411,7 @@ pub(crate) fn score(args: ScoreArgs) -> Result<()> {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs() as i64;
-    let round = catalog::scoring_round(now, cat, "default", workloads, pods);
+    let round = dovetail::policy::ScoringRound::one_claim(now, &cat, "default", workloads, pods);
     let claim = &round.claims[0];
     if claim.options.is_empty() {
         bail!(
@@ -442,22 +443,22 @@ pub(crate) fn score(args: ScoreArgs) -> Result<()> {
         "rank", "instance type", "arch", "zone", "capacity", "$/hour", "score"
     );
     for (i, r) in ranking.ranked.iter().take(args.top).enumerate() {
-        let (t, o, zone) = round.resolve(r.option);
+        let launch = round.launch(r.option);
         println!(
             "{:>4}  {:<18} {:<6} {:<12} {:<10} {:>10.4} {:>14}",
             i + 1,
-            t.name,
-            match t.arch {
+            launch.instance_type,
+            match launch.arch {
                 Arch::Amd64 => "amd64",
                 Arch::Arm64 => "arm64",
             },
-            zone,
-            match o.capacity_type {
+            launch.zone,
+            match launch.capacity_type {
                 CapacityType::Spot => "spot",
                 CapacityType::OnDemand => "on-demand",
                 CapacityType::Reserved => "reserved",
             },
-            o.price,
+            launch.price,
             dovetail::sim::report::plain(r.score, 4)
         );
     }

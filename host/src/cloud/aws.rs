@@ -32,8 +32,8 @@ use aws_sdk_ec2::types::{
 
 use super::{CloudError, CloudProvider, Instance, LaunchRequest, Offer};
 use crate::api::ec2nodeclass::EC2NodeClassSpec;
+use crate::capacity::{Arch, CapacityType};
 use crate::scheduling::model::capacity_type_label;
-use crate::wit::types::{Arch, CapacityType};
 
 /// Tag keys on everything the controller creates.
 pub mod tags {
@@ -632,15 +632,8 @@ impl CloudProvider for AwsCloud {
     fn catalog(
         &mut self,
         zones: &[&str],
-    ) -> Option<
-        Result<
-            (
-                Vec<crate::catalog::CatalogEntry>,
-                crate::wit::types::Catalog,
-            ),
-            CloudError,
-        >,
-    > {
+    ) -> Option<Result<(Vec<crate::catalog::CatalogEntry>, crate::capacity::Catalog), CloudError>>
+    {
         Some(
             self.instance_types()
                 .map(|types| discovery::catalog(&types, zones)),

@@ -3,8 +3,8 @@
 use std::collections::{BTreeMap, HashSet};
 
 use super::{CloudError, CloudProvider, Instance, LaunchRequest};
+use crate::capacity::CapacityType;
 use crate::scheduling::model::capacity_type_label;
-use crate::wit::types::CapacityType;
 
 /// An in-memory EC2.
 #[derive(Debug, Default)]

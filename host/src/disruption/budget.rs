@@ -3,8 +3,8 @@
 //! match).
 
 use crate::api::nodepool::{Budget, DisruptionReason as ApiReason};
+use crate::cluster::DisruptionReason;
 use crate::cluster::IntOrPercent;
-use crate::wit::types::DisruptionReason;
 
 /// How many nodes of a pool of `total` may be disrupting at `now` for `reason`: the smallest
 /// `nodes` among the active budgets that cover the reason (`u32::MAX` when none does).

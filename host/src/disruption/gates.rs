@@ -1,6 +1,6 @@
 //! Disruption's switches (`FEATURE_GATES`) and the labels of its reasons.
 
-use crate::wit::types::DisruptionReason;
+use crate::cluster::DisruptionReason;
 
 /// Behaviours that can be switched (`FEATURE_GATES`, Karpenter's syntax: `Name=true,…`).
 #[derive(Debug, Clone, PartialEq)]

@@ -462,7 +462,7 @@ impl Observer {
             let instance_type = get(labels::INSTANCE_TYPE);
             let zone = get(labels::ZONE);
             let capacity = capacity_type(&get(labels::CAPACITY_TYPE))
-                .unwrap_or(crate::wit::types::CapacityType::OnDemand);
+                .unwrap_or(crate::capacity::CapacityType::OnDemand);
             let type_index = ctx.type_index(&instance_type).unwrap_or(0);
             let zone_index = ctx.its.zones.iter().position(|z| *z == zone).unwrap_or(0) as u32;
             let price = ctx.its.types[type_index as usize]
@@ -756,8 +756,8 @@ fn taint(t: &k8s_openapi::api::core::v1::Taint) -> Taint {
     }
 }
 
-fn reason(label: &str) -> Option<crate::wit::types::DisruptionReason> {
-    use crate::wit::types::DisruptionReason as R;
+fn reason(label: &str) -> Option<crate::cluster::DisruptionReason> {
+    use crate::cluster::DisruptionReason as R;
     [R::Empty, R::Underutilized, R::Drifted, R::Expired]
         .into_iter()
         .find(|r| crate::controller::reason_label(*r) == label)

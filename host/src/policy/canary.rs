@@ -10,12 +10,12 @@ use std::sync::OnceLock;
 
 use super::engine::LoadedPolicy;
 use super::error::{PolicyError, Result};
-use super::round::{ScoringRound, unpack};
-use super::types::{
-    Candidate, CapacityType, ConsolidationRound, DisruptionReason, Move, Pod, Replacement,
-    Resources, Workload,
-};
+use super::round::ScoringRound;
+use crate::capacity::claim::{Pod, Workload};
+use crate::capacity::{CapacityType, Resources, unpack};
 use crate::catalog;
+use crate::cluster::DisruptionReason;
+use crate::cluster::consolidation::{Candidate, ConsolidationRound, Move, Replacement};
 
 /// Which interfaces a component must serve: the roles the NodePools that name it give it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
@@ -161,12 +161,9 @@ pub fn scoring_rounds() -> &'static [(&'static str, ScoringRound)] {
             .max()
             .unwrap_or(1) as usize;
         let claim = |pods: Vec<Pod>| catalog::claim_for(&cat, "canary", web(), pods);
-        let round = |claims| ScoringRound {
-            now: NOW,
-            catalog: cat.clone(),
-            claims,
-        };
-        let only = |mut c: super::types::Claim, keep: &dyn Fn(&str, CapacityType) -> bool| {
+        let round = |claims| ScoringRound::new(NOW, &cat, claims);
+        let only = |mut c: crate::capacity::claim::Claim,
+                    keep: &dyn Fn(&str, CapacityType) -> bool| {
             c.options.retain(|&o| {
                 let (ti, oi) = unpack(o);
                 let t = &cat.instance_types[ti];
@@ -205,12 +202,13 @@ pub fn scoring_rounds() -> &'static [(&'static str, ScoringRound)] {
             })]),
         ));
         // Free offerings (capacity already paid for): a price of zero must not break a ratio.
-        let mut free = round(vec![claim(pods_of(4, 0, cpu, mem, 0))]);
-        for t in free.catalog.instance_types.iter_mut().step_by(3) {
+        let mut free = cat.clone();
+        for t in free.instance_types.iter_mut().step_by(3) {
             for o in &mut t.offerings {
                 o.price = 0.0;
             }
         }
+        let free = ScoringRound::new(NOW, &free, vec![claim(pods_of(4, 0, cpu, mem, 0))]);
         rounds.push(("scoring (zero prices)", free));
         // A provisioning batch: many claims of mixed sizes and owners in one round.
         let mut seed = Seeded(0x00d0_7e11);
@@ -376,7 +374,7 @@ pub fn scoring_round() -> ScoringRound {
             priority: -10,
         },
     ];
-    catalog::scoring_round(NOW, cat, "canary", workloads, pods)
+    ScoringRound::one_claim(NOW, &cat, "canary", workloads, pods)
 }
 
 /// What an xlarge node offers its pods.

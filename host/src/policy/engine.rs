@@ -12,12 +12,14 @@ use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConf
 
 use super::bindings::latest::consolidator::{Consolidator, ConsolidatorPre};
 use super::bindings::latest::scorer::{Scorer, ScorerPre};
-use super::bindings::types::{Action, ClaimScores, ConsolidationRound};
+use super::bindings::types as wit;
 use super::contract;
 use super::error::{PolicyError, Result};
 use super::inspect::{self, ComponentInfo};
 use super::round::ScoringRound;
 use super::sandbox::Sandbox;
+use crate::capacity::claim::ClaimScores;
+use crate::cluster::consolidation::{Action, ConsolidationRound};
 
 /// Settings of the engine, the same for every policy.
 #[derive(Debug, Clone)]
@@ -367,7 +369,7 @@ impl LoadedPolicy {
                     claim.node_pool
                 ))
             })?;
-            out.push(scores);
+            out.push(scores.into());
         }
         let stats = CallStats {
             instantiate: instantiated - started,
@@ -385,6 +387,7 @@ impl LoadedPolicy {
             .as_ref()
             .ok_or_else(|| self.missing("consolidation"))?;
         let started = Instant::now();
+        let round = wit::ConsolidationRound::from(round);
         let mut store = self.store(round.now);
         let consolidator = self.instantiate_consolidator(&mut store, pre)?;
         let allowed = self.allowance(round.moves.len());
@@ -394,14 +397,14 @@ impl LoadedPolicy {
         self.set_deadline(&mut store, left);
         let actions = consolidator
             .dovetail_policy_consolidation()
-            .call_consolidate(&mut store, round)
+            .call_consolidate(&mut store, &round)
             .map_err(|e| self.runtime_error_within(&store, e, allowed))?
             .map_err(|message| PolicyError::Failed {
                 policy: self.name.to_string(),
                 message: guest_text(&message),
             })?;
-        contract::check_actions(round, &actions).map_err(|detail| self.contract(detail))?;
-        Ok(actions)
+        contract::check_actions(&round, &actions).map_err(|detail| self.contract(detail))?;
+        Ok(actions.into_iter().map(Into::into).collect())
     }
 
     fn store(&self, now: i64) -> Store<Sandbox> {

@@ -5,7 +5,8 @@
 //! deadline included). `tests/builtin_policies.rs` checks it ranks as the component does.
 
 use super::round::ScoringRound;
-use super::types::{CapacityType, ClaimScores};
+use super::types::CapacityType;
+use crate::capacity::claim::ClaimScores;
 
 /// The name the fallback reports as: the built-in it stands for.
 pub const NAME: &str = "cheapest";

@@ -1,12 +1,13 @@
 //! Turning a policy's verdicts into the order the controller launches in.
 
 use super::round::ScoringRound;
-use super::types::{ClaimScores, LaunchOption};
+use crate::capacity::LaunchOption;
+use crate::capacity::claim::ClaimScores;
 
 /// One option of a claim, in launch order.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ranked {
-    /// The packed option (see [`super::round::unpack`]).
+    /// The packed option (see [`crate::capacity::unpack`]).
     pub option: LaunchOption,
     /// The policy's score.
     pub score: f64,
@@ -55,10 +56,10 @@ pub fn rank(round: &ScoringRound, claim: usize, scores: &ClaimScores) -> Ranking
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wit::round::pack;
-    use crate::wit::types::{
-        Arch, CapacityType, Catalog, Claim, CpuManufacturer, InstanceType, Offering, Resources,
-        Veto,
+    use crate::capacity::claim::{Claim, Veto};
+    use crate::capacity::pack;
+    use crate::capacity::{
+        Arch, CapacityType, Catalog, CpuManufacturer, InstanceType, Offering, Resources,
     };
 
     fn it(name: &str, prices: &[f64]) -> InstanceType {
@@ -92,20 +93,18 @@ mod tests {
 
     #[test]
     fn score_then_price_then_name_and_vetoes_apart() {
-        let round = ScoringRound {
-            now: 0,
-            catalog: Catalog {
-                zones: vec!["z".into()],
-                instance_types: vec![it("b", &[0.2, 0.1]), it("a", &[0.2])],
-            },
-            claims: vec![Claim {
-                node_pool: "p".into(),
-                workloads: vec![],
-                pods: vec![],
-                requests: it("x", &[]).allocatable,
-                options: vec![pack(0, 0), pack(0, 1), pack(1, 0)],
-            }],
+        let catalog = Catalog {
+            zones: vec!["z".into()],
+            instance_types: vec![it("b", &[0.2, 0.1]), it("a", &[0.2])],
         };
+        let claim = Claim {
+            node_pool: "p".into(),
+            workloads: vec![],
+            pods: vec![],
+            requests: it("x", &[]).allocatable,
+            options: vec![pack(0, 0), pack(0, 1), pack(1, 0)],
+        };
+        let round = ScoringRound::new(0, &catalog, vec![claim]);
         let scores = |scores: Vec<f64>, vetoes: Vec<Veto>| ClaimScores { scores, vetoes };
         let order: Vec<_> = rank(&round, 0, &scores(vec![1.0; 3], vec![]))
             .ranked

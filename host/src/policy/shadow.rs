@@ -18,7 +18,8 @@ use serde::Serialize;
 
 use super::ranking::rank;
 use super::round::ScoringRound;
-use super::types::{Action, ClaimScores, ConsolidationRound};
+use crate::capacity::claim::ClaimScores;
+use crate::cluster::consolidation::{Action, ConsolidationRound};
 
 pub use crate::api::nodepool::ShadowRole;
 
@@ -340,7 +341,7 @@ pub fn compare(job: &ShadowJob, answer: &ShadowAnswer) -> Vec<Comparison> {
 }
 
 /// A move's nodes by name, `a+b`.
-fn node_names(round: &ConsolidationRound, m: &super::types::Move) -> String {
+fn node_names(round: &ConsolidationRound, m: &crate::cluster::consolidation::Move) -> String {
     m.nodes
         .iter()
         .filter_map(|&n| round.candidates.get(n as usize))
@@ -384,11 +385,12 @@ impl From<&ShadowTally> for crate::api::policy::ShadowStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wit::round::pack;
-    use crate::wit::types::{
-        Arch, CapacityType, Catalog, Claim, CpuManufacturer, InstanceType, Kept, Move, Offering,
-        Resources,
+    use crate::capacity::claim::{Claim, Veto};
+    use crate::capacity::pack;
+    use crate::capacity::{
+        Arch, CapacityType, Catalog, CpuManufacturer, InstanceType, Offering, Resources,
     };
+    use crate::cluster::consolidation::{Candidate, Kept, Move};
 
     fn scoring_job() -> ShadowJob {
         let t = |name: &str, arch, price| InstanceType {
@@ -426,17 +428,14 @@ mod tests {
             },
             options: vec![pack(0, 0), pack(1, 0)],
         };
-        let round = ScoringRound {
-            now: 1000,
-            catalog: Catalog {
-                zones: vec!["us-east-1a".into()],
-                instance_types: vec![
-                    t("c5a.large", Arch::Amd64, 0.03),
-                    t("c6g.large", Arch::Arm64, 0.04),
-                ],
-            },
-            claims: vec![claim.clone(), claim],
+        let catalog = Catalog {
+            zones: vec!["us-east-1a".into()],
+            instance_types: vec![
+                t("c5a.large", Arch::Amd64, 0.03),
+                t("c6g.large", Arch::Arm64, 0.04),
+            ],
         };
+        let round = ScoringRound::new(1000, &catalog, vec![claim.clone(), claim]);
         // The serving policy: the cheaper the better.
         let cheapest = ClaimScores {
             scores: vec![-0.03, -0.04],
@@ -486,7 +485,7 @@ mod tests {
         let veto_all = ClaimScores {
             scores: vec![0.0, 0.0],
             vetoes: (0..2)
-                .map(|i| crate::wit::types::Veto {
+                .map(|i| Veto {
                     option_index: i,
                     reason: "no".into(),
                 })
@@ -502,7 +501,7 @@ mod tests {
     }
 
     fn consolidation_job(serving_actions: Vec<Action>) -> ShadowJob {
-        let candidate = |name: &str, price| crate::wit::types::Candidate {
+        let candidate = |name: &str, price| Candidate {
             name: name.into(),
             node_pool: "default".into(),
             instance_type: "m5.large".into(),
@@ -525,14 +524,14 @@ mod tests {
                 gpus: 0,
             },
             pods: 1,
-            reasons: vec![crate::wit::types::DisruptionReason::Underutilized],
+            reasons: vec![crate::cluster::DisruptionReason::Underutilized],
         };
         let delete = |nodes: Vec<u32>, savings| Move {
             nodes,
             replacement: None,
             savings_per_hour: savings,
             disruption_cost: 1.0,
-            reason: crate::wit::types::DisruptionReason::Underutilized,
+            reason: crate::cluster::DisruptionReason::Underutilized,
         };
         ShadowJob::Consolidation {
             candidate: "settle".into(),

@@ -19,7 +19,7 @@ use super::instance_types::InstanceTypes;
 use super::kubelet::NodeSettings;
 use super::model::{capacity_type_label, labels};
 use super::requirements::Requirements;
-use crate::wit::types::Resources;
+use crate::capacity::Resources;
 
 /// CPU (vCPUs), memory (GiB), pods, GPUs.
 pub const DIMS: usize = 4;

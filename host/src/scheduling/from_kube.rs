@@ -15,8 +15,8 @@ use super::model::{
 };
 use super::requirements::{Operator, Requirement, Requirements};
 use crate::api::NodePool;
+use crate::capacity::Resources;
 use crate::quantity;
-use crate::wit::types::Resources;
 
 /// An object the simulation cannot use, with the field at fault.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

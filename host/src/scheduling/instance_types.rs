@@ -5,8 +5,8 @@ use std::collections::HashMap;
 
 use super::requirements::Requirements;
 use super::well_known::{capacity_type_label, labels};
+use crate::capacity::{Arch, CapacityType, Catalog, Resources};
 use crate::catalog::CatalogEntry;
-use crate::wit::types::{Arch, CapacityType, Catalog, Resources};
 
 /// An offering as the simulation sees it.
 #[derive(Debug, Clone, PartialEq)]

@@ -10,7 +10,7 @@
 //! sizes nodes from the same settings — so the simulation never plans a pod onto room the node
 //! will not have.
 
-use crate::wit::types::Resources;
+use crate::capacity::Resources;
 
 use super::instance_types::SchedType;
 

@@ -2,7 +2,7 @@
 //! labels an instance type offering gives a node.
 
 use super::requirements::{Operator, Requirement, Requirements};
-use crate::wit::types::Resources;
+use crate::capacity::Resources;
 
 pub use super::well_known::{capacity_type, capacity_type_label, labels};
 
@@ -276,7 +276,7 @@ impl NodePoolSpec {
     }
 }
 
-pub use crate::wit::resources::{add, fits, max, zero};
+pub use crate::capacity::resources::{add, fits, max, zero};
 
 #[cfg(test)]
 mod tests {

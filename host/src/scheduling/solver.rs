@@ -29,8 +29,8 @@ use super::model::{
     fits, untolerated, zero,
 };
 use super::requirements::Requirements;
-use crate::wit::round::pack;
-use crate::wit::types::{LaunchOption, Resources};
+use crate::capacity::pack;
+use crate::capacity::{LaunchOption, Resources};
 
 /// How much dearer than the 10th-percentile value a type's capacity may be before a claim
 /// avoids growing into it.

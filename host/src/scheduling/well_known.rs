@@ -1,6 +1,6 @@
 //! The labels an instance type offering gives a node, and the capacity type's label value.
 
-use crate::wit::types::CapacityType;
+use crate::capacity::CapacityType;
 
 /// Well-known node label keys.
 pub mod labels {

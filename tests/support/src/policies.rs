@@ -2,11 +2,12 @@
 
 use std::time::Duration;
 
+use dovetail::capacity::claim::{Pod, Workload};
+use dovetail::capacity::{CapacityType, Resources};
 use dovetail::catalog;
+use dovetail::cluster::DisruptionReason;
+use dovetail::cluster::consolidation::{Candidate, ConsolidationRound, Move};
 use dovetail::policy::ScoringRound;
-use dovetail::policy::types::{
-    Candidate, CapacityType, ConsolidationRound, DisruptionReason, Move, Pod, Resources, Workload,
-};
 use dovetail::policy::{EngineConfig, Limits, LoadedPolicy, PolicyEngine, builtin};
 
 pub const ZONES: &[&str] = &["us-east-1a", "us-east-1b", "us-east-1c"];
@@ -53,9 +54,9 @@ pub fn scoring_round(types: usize, pods: usize) -> ScoringRound {
     let mut policy_catalog = catalog::policy_catalog(&catalog::embedded(), ZONES);
     policy_catalog.instance_types.truncate(types);
     let pods = vec![pod(250, 512 << 20); pods];
-    catalog::scoring_round(
+    ScoringRound::one_claim(
         1_790_000_000,
-        policy_catalog,
+        &policy_catalog,
         "default",
         vec![workload("inflate")],
         pods,

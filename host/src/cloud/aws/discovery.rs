@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use aws_sdk_ec2::types::LocationType;
 
 use super::{AwsCloud, api_error, sdk_message};
+use crate::capacity::Resources;
 use crate::cloud::CloudError;
-use crate::wit::types::Resources;
 
 /// How long discovered instance types and prices are reused.
 pub const TTL: Duration = Duration::from_secs(3600);
@@ -212,10 +212,7 @@ impl AwsCloud {
 pub fn catalog(
     discovered: &[DiscoveredType],
     zones: &[&str],
-) -> (
-    Vec<crate::catalog::CatalogEntry>,
-    crate::wit::types::Catalog,
-) {
+) -> (Vec<crate::catalog::CatalogEntry>, crate::capacity::Catalog) {
     let embedded: BTreeMap<String, crate::catalog::CatalogEntry> = crate::catalog::embedded()
         .into_iter()
         .map(|e| (e.name.clone(), e))
@@ -234,7 +231,7 @@ pub fn catalog(
             .filter(|o| d.zones.iter().any(|z| z == zones[o.zone as usize]))
             .filter_map(|mut o| {
                 match o.capacity_type {
-                    crate::wit::types::CapacityType::Spot => {
+                    crate::capacity::CapacityType::Spot => {
                         o.price = *d.spot_prices.get(zones[o.zone as usize])?;
                     }
                     _ => o.price = od,
@@ -245,12 +242,12 @@ pub fn catalog(
         if offerings.is_empty() {
             continue;
         }
-        types.push(entry.to_policy_type(offerings));
+        types.push(entry.to_instance_type(offerings));
         entries.push(entry);
     }
     (
         entries,
-        crate::wit::types::Catalog {
+        crate::capacity::Catalog {
             zones: zones.iter().map(|z| z.to_string()).collect(),
             instance_types: types,
         },

@@ -15,7 +15,7 @@ use aws_sdk_ec2::error::ProvideErrorMetadata as _;
 use super::launch_template::{template_data, template_name};
 use super::node_class::ResolvedClass;
 use super::{AwsCloud, tags};
-use crate::wit::types::CapacityType;
+use crate::capacity::CapacityType;
 
 /// One dry-run call and what EC2 said.
 #[derive(Debug, Clone, PartialEq)]

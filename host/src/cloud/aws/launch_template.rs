@@ -15,8 +15,8 @@ use sha2::Digest as _;
 
 use super::node_class::ResolvedClass;
 use super::{AwsCloud, api_error, sdk_message, tag_filter, tags};
+use crate::capacity::CapacityType;
 use crate::cloud::CloudError;
-use crate::wit::types::CapacityType;
 
 pub use super::instance_options::{block_devices, metadata_options};
 

@@ -102,10 +102,10 @@ fn packs_every_pod_on_types_the_pool_allows() {
             assert!(["c", "m", "r"].contains(&its.label(t, labels::CATEGORY).unwrap()));
         }
         for &o in &c.options(&its) {
-            let (t, oi) = crate::wit::round::unpack(o);
+            let (t, oi) = crate::capacity::unpack(o);
             assert_eq!(
                 its.types[t].offerings[oi].capacity_type,
-                crate::wit::types::CapacityType::Spot
+                crate::capacity::CapacityType::Spot
             );
         }
     }

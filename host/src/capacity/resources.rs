@@ -1,6 +1,19 @@
-//! Arithmetic on the interface's `resources` record: what a node must hold and what it has.
+//! Resource quantities and their arithmetic: what a node must hold and what it has.
 
-use super::types::Resources;
+/// Resource quantities in integer base units, so no decision parses a Kubernetes quantity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Resources {
+    /// CPU in millicores: 1000 is one vCPU.
+    pub cpu_millis: u64,
+    /// Memory in bytes.
+    pub memory_bytes: u64,
+    /// Ephemeral (node-local) storage in bytes.
+    pub ephemeral_storage_bytes: u64,
+    /// Pod slots: a node's max-pods, or a count of pods requested.
+    pub pods: u32,
+    /// Accelerators (NVIDIA GPUs).
+    pub gpus: u32,
+}
 
 /// No resources.
 pub fn zero() -> Resources {
