@@ -1,7 +1,8 @@
 //! The Kubernetes world: `dovetail controller`. Reflectors observe the cluster
 //! ([`observe`]), the controller core decides on a snapshot, and its effects become API calls
-//! ([`act`]); the NodeClaim lifecycle (registration, initialization, liveness) and status
-//! writes are here too ([`lifecycle`]), because they are about Kubernetes objects themselves.
+//! ([`act`]); NodeClaim status writes are in [`status`]. The NodeClaim lifecycle (registration,
+//! initialization, liveness) is decided in the core ([`crate::lifecycle`]); this world only
+//! writes what the core decided.
 //!
 //! The core loop runs on its own thread: the cloud provider and the core are synchronous, and
 //! API calls are driven on the runtime that also runs the watches.
