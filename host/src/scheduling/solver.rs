@@ -249,6 +249,123 @@ struct Term {
     selector: u32,
 }
 
+/// Label selectors of the pods' topology terms, interned: a term names its selector by index.
+#[derive(Default)]
+struct Selectors(Vec<(String, LabelSelector)>);
+
+impl Selectors {
+    fn intern(&mut self, ns: &str, sel: &LabelSelector) -> u32 {
+        match self.0.iter().position(|(n, s)| n == ns && s == sel) {
+            Some(i) => i as u32,
+            None => {
+                self.0.push((ns.to_string(), sel.clone()));
+                (self.0.len() - 1) as u32
+            }
+        }
+    }
+
+    /// A pod's spread, affinity and anti-affinity terms with interned selectors.
+    fn terms(&mut self, p: &PendingPod) -> Vec<Term> {
+        let ns = namespace(&p.name);
+        let spread = p
+            .spread
+            .iter()
+            .map(|s| (TermKind::Spread(s.max_skew.max(1)), s.key, &s.selector));
+        let aff = p
+            .affinity
+            .iter()
+            .map(|a| (TermKind::Affinity, a.key, &a.selector));
+        let anti = p
+            .anti_affinity
+            .iter()
+            .map(|a| (TermKind::AntiAffinity, a.key, &a.selector));
+        spread
+            .chain(aff)
+            .chain(anti)
+            .map(|(kind, key, sel)| Term {
+                kind,
+                key,
+                selector: self.intern(ns, sel),
+            })
+            .collect()
+    }
+
+    /// The selectors whose namespace and labels a pod in `name`'s namespace with `labels` meets.
+    fn matching<'s>(
+        &'s self,
+        name: &'s str,
+        labels: &'s [(String, String)],
+    ) -> impl Iterator<Item = u32> + 's {
+        let ns = namespace(name);
+        self.0
+            .iter()
+            .enumerate()
+            .filter(move |(_, (n, s))| n == ns && s.matches(labels))
+            .map(|(i, _)| i as u32)
+    }
+}
+
+/// Preferences (preferred node affinity, ScheduleAnyway spread) are first held like
+/// requirements; a pod that cannot be placed so is placed again without them.
+fn prefers(p: &PendingPod) -> bool {
+    !p.preferred.is_empty() || !p.soft_spread.is_empty()
+}
+
+/// What to try when a pod with preferences does not fit, in order, last first (they are
+/// popped): its preferred node affinity terms dropped one at a time, lowest weight first, then
+/// its ScheduleAnyway spreads one at a time, last written first, down to the pod with none — the
+/// most important preferences are kept longest.
+fn relaxations(p: &PendingPod, selectors: &mut Selectors) -> Vec<(PendingPod, Vec<Term>)> {
+    if !prefers(p) {
+        return Vec::new();
+    }
+    let mut stages = Vec::new();
+    let mut q = p.clone();
+    while q.preferred.pop().is_some() || q.soft_spread.pop().is_some() {
+        let s = strict(&q);
+        let t = selectors.terms(&s);
+        stages.push((s, t));
+    }
+    stages.reverse();
+    stages
+}
+
+/// Per pool: limit headroom (cpu millis, memory bytes) after what it already uses.
+fn headroom(pools: &[NodePoolSpec]) -> Vec<(u64, u64)> {
+    pools
+        .iter()
+        .map(|p| {
+            let cpu = p
+                .limits
+                .cpu_millis
+                .map_or(u64::MAX, |l| l.saturating_sub(p.in_use.cpu_millis));
+            let mem = p
+                .limits
+                .memory_bytes
+                .map_or(u64::MAX, |l| l.saturating_sub(p.in_use.memory_bytes));
+            (cpu, mem)
+        })
+        .collect()
+}
+
+/// The smallest CPU and memory any pod requests (one pod slot).
+fn smallest(pods: &[PendingPod]) -> Resources {
+    pods.iter().fold(
+        Resources {
+            cpu_millis: u64::MAX,
+            memory_bytes: u64::MAX,
+            ephemeral_storage_bytes: 0,
+            pods: 1,
+            gpus: 0,
+        },
+        |m, p| Resources {
+            cpu_millis: m.cpu_millis.min(p.requests.cpu_millis),
+            memory_bytes: m.memory_bytes.min(p.requests.memory_bytes),
+            ..m
+        },
+    )
+}
+
 impl<'a> Solver<'a> {
     fn new(
         original: &'a [PendingPod],
@@ -266,92 +383,16 @@ impl<'a> Solver<'a> {
             };
         let mut pool_order: Vec<usize> = (0..pools.len()).collect();
         pool_order.sort_by_key(|&i| (std::cmp::Reverse(pools[i].weight), pools[i].name.clone()));
-        let pool_types: Vec<Vec<u32>> = pools
-            .iter()
-            .map(|p| its.admitted_by(&p.requirements))
-            .collect();
-        let pool_zones: Vec<u64> = pools
-            .iter()
-            .map(|p| its.zones_admitted_by(&p.requirements))
-            .collect();
-        let headroom = pools
-            .iter()
-            .map(|p| {
-                let cpu = p
-                    .limits
-                    .cpu_millis
-                    .map_or(u64::MAX, |l| l.saturating_sub(p.in_use.cpu_millis));
-                let mem = p
-                    .limits
-                    .memory_bytes
-                    .map_or(u64::MAX, |l| l.saturating_sub(p.in_use.memory_bytes));
-                (cpu, mem)
-            })
-            .collect();
-
-        let mut selectors: Vec<(String, LabelSelector)> = Vec::new();
-        let mut intern = |ns: &str, sel: &LabelSelector| -> u32 {
-            match selectors.iter().position(|(n, s)| n == ns && s == sel) {
-                Some(i) => i as u32,
-                None => {
-                    selectors.push((ns.to_string(), sel.clone()));
-                    (selectors.len() - 1) as u32
-                }
-            }
-        };
-        // Preferences (preferred node affinity, ScheduleAnyway spread) are first held like
-        // requirements; a pod that cannot be placed so is placed again without them.
-        let prefers = |p: &PendingPod| !p.preferred.is_empty() || !p.soft_spread.is_empty();
         let pods: Cow<'a, [PendingPod]> = if original.iter().any(prefers) {
             Cow::Owned(original.iter().map(strict).collect())
         } else {
             original.clone()
         };
-        let mut make_terms = |p: &PendingPod| -> Vec<Term> {
-            let ns = namespace(&p.name);
-            let spread = p
-                .spread
-                .iter()
-                .map(|s| (TermKind::Spread(s.max_skew.max(1)), s.key, &s.selector));
-            let aff = p
-                .affinity
-                .iter()
-                .map(|a| (TermKind::Affinity, a.key, &a.selector));
-            let anti = p
-                .anti_affinity
-                .iter()
-                .map(|a| (TermKind::AntiAffinity, a.key, &a.selector));
-            spread
-                .chain(aff)
-                .chain(anti)
-                .map(|(kind, key, sel)| Term {
-                    kind,
-                    key,
-                    selector: intern(ns, sel),
-                })
-                .collect()
-        };
-        let terms: Vec<Vec<Term>> = pods.iter().map(&mut make_terms).collect();
-        // What to try when a pod with preferences does not fit, in order, last first (they are
-        // popped): its preferred node affinity terms dropped one at a time, lowest weight first,
-        // then its ScheduleAnyway spreads one at a time, last written first, down to the pod
-        // with none — the most important preferences are kept longest.
-        let relaxed: Vec<Vec<(PendingPod, Vec<Term>)>> = original
+        let mut selectors = Selectors::default();
+        let terms: Vec<Vec<Term>> = pods.iter().map(|p| selectors.terms(p)).collect();
+        let relaxed = original
             .iter()
-            .map(|p| {
-                if !prefers(p) {
-                    return Vec::new();
-                }
-                let mut stages = Vec::new();
-                let mut q = p.clone();
-                while q.preferred.pop().is_some() || q.soft_spread.pop().is_some() {
-                    let s = strict(&q);
-                    let t = make_terms(&s);
-                    stages.push((s, t));
-                }
-                stages.reverse();
-                stages
-            })
+            .map(|p| relaxations(p, &mut selectors))
             .collect();
         // Running pods' required anti-affinity, interned like the pending pods' own terms.
         let repels: Vec<Vec<(u32, TopologyKey)>> = existing
@@ -359,69 +400,86 @@ impl<'a> Solver<'a> {
             .map(|node| {
                 node.repels
                     .iter()
-                    .map(|(ns, a)| (intern(ns, &a.selector), a.key))
+                    .map(|(ns, a)| (selectors.intern(ns, &a.selector), a.key))
                     .collect()
             })
             .collect();
         let matches = pods
             .iter()
-            .map(|p| {
-                let ns = namespace(&p.name);
-                selectors
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, (n, s))| n == ns && s.matches(&p.labels))
-                    .map(|(i, _)| i as u32)
-                    .collect()
-            })
+            .map(|p| selectors.matching(&p.name, &p.labels).collect())
             .collect();
-        let smallest = pods.iter().fold(
-            Resources {
-                cpu_millis: u64::MAX,
-                memory_bytes: u64::MAX,
-                ephemeral_storage_bytes: 0,
-                pods: 1,
-                gpus: 0,
-            },
-            |m, p| Resources {
-                cpu_millis: m.cpu_millis.min(p.requests.cpu_millis),
-                memory_bytes: m.memory_bytes.min(p.requests.memory_bytes),
-                ..m
-            },
-        );
-        let n_sel = selectors.len();
-        let all_zones = (1u64 << its.zones.len()) - 1;
-        let mut zone_counts = vec![vec![0; its.zones.len()]; n_sel];
-        let mut host_counts: HashMap<(u32, usize), u32, FastHash> = HashMap::default();
-        let mut placed = vec![0; n_sel];
-        let mut repel_host: HashSet<(u32, usize), FastHash> = HashSet::default();
-        let mut repel_zone = vec![0u64; n_sel];
-        let mut claims = Vec::with_capacity(existing.len());
-        for (i, node) in existing.iter().enumerate() {
+        let n_sel = selectors.0.len();
+        let mut solver = Solver {
+            smallest: smallest(&pods),
+            pods,
+            relaxed,
+            existing,
+            pools,
+            its,
+            pool_order,
+            pool_types: pools
+                .iter()
+                .map(|p| its.admitted_by(&p.requirements))
+                .collect(),
+            pool_zones: pools
+                .iter()
+                .map(|p| its.zones_admitted_by(&p.requirements))
+                .collect(),
+            headroom: headroom(pools),
+            claims: Vec::with_capacity(existing.len()),
+            order: vec![Vec::new(); pools.len()],
+            first_open: vec![0; pools.len()],
+            skip: HashMap::default(),
+            matches,
+            terms,
+            zone_counts: vec![vec![0; its.zones.len()]; n_sel],
+            host_counts: HashMap::default(),
+            placed: vec![0; n_sel],
+            repel_host: HashSet::default(),
+            repel_zone: vec![0u64; n_sel],
+            position: Vec::new(),
+            ahead: Vec::new(),
+            sequence: Vec::new(),
+            bounds: vec![None; pools.len()],
+            demand: vec![[0.0; DIMS]; pools.len()],
+            prices: HashMap::new(),
+            efficient: HashMap::new(),
+        };
+        solver.add_existing(excluded, &repels, &selectors);
+        solver
+    }
+
+    /// The existing nodes as the first claims (an excluded one closed and empty), with their
+    /// running pods counted in the topology and their required anti-affinity held.
+    fn add_existing(
+        &mut self,
+        excluded: &[bool],
+        repels: &[Vec<(u32, TopologyKey)>],
+        selectors: &Selectors,
+    ) {
+        let all_zones = (1u64 << self.its.zones.len()) - 1;
+        for (i, node) in self.existing.iter().enumerate() {
             let gone = excluded.get(i).copied().unwrap_or(false);
             for &(s, key) in repels[i].iter().filter(|_| !gone) {
                 match key {
                     TopologyKey::Hostname => {
-                        repel_host.insert((s, i));
+                        self.repel_host.insert((s, i));
                     }
-                    TopologyKey::Zone => repel_zone[s as usize] |= 1 << node.zone,
+                    TopologyKey::Zone => self.repel_zone[s as usize] |= 1 << node.zone,
                 }
             }
             for (name, labels) in node.pods.iter().filter(|_| !gone) {
-                let ns = namespace(name);
-                for (s, (n, sel)) in selectors.iter().enumerate() {
-                    if n == ns && sel.matches(labels) {
-                        placed[s] += 1;
-                        *host_counts.entry((s as u32, i)).or_default() += 1;
-                        zone_counts[s][node.zone as usize] += 1;
-                    }
+                for s in selectors.matching(name, labels) {
+                    self.placed[s as usize] += 1;
+                    *self.host_counts.entry((s, i)).or_default() += 1;
+                    self.zone_counts[s as usize][node.zone as usize] += 1;
                 }
             }
             let domain = node
                 .node_pool
-                .and_then(|p| pool_zones.get(p).copied())
+                .and_then(|p| self.pool_zones.get(p).copied())
                 .unwrap_or(all_zones);
-            claims.push(Claim {
+            self.claims.push(Claim {
                 planned: PlannedClaim {
                     node_pool: node.node_pool.unwrap_or(usize::MAX),
                     pods: Vec::new(),
@@ -438,40 +496,9 @@ impl<'a> Solver<'a> {
                 target: None,
             });
         }
-        let mut solver = Solver {
-            pods,
-            relaxed,
-            existing,
-            pools,
-            its,
-            pool_order,
-            pool_types,
-            pool_zones,
-            headroom,
-            claims,
-            order: vec![Vec::new(); pools.len()],
-            first_open: vec![0; pools.len()],
-            skip: HashMap::default(),
-            matches,
-            terms,
-            zone_counts,
-            host_counts,
-            placed,
-            repel_host,
-            repel_zone,
-            smallest,
-            position: Vec::new(),
-            ahead: Vec::new(),
-            sequence: Vec::new(),
-            bounds: vec![None; pools.len()],
-            demand: vec![[0.0; DIMS]; pools.len()],
-            prices: HashMap::new(),
-            efficient: HashMap::new(),
-        };
-        for c in 0..existing.len() {
-            solver.refresh(c);
+        for c in 0..self.existing.len() {
+            self.refresh(c);
         }
-        solver
     }
 
     fn run(mut self) -> Plan {
