@@ -34,7 +34,55 @@ impl<'a> Solver<'a> {
         Ok(())
     }
 
+    /// Opens a claim of `pool` for pod `p`, or says why the pool cannot launch one for it.
     pub(super) fn new_claim(&mut self, pool: usize, p: usize) -> Result<(), String> {
+        let (requirements, types) = self.claim_types(pool, p)?;
+        let np = &self.pools[pool];
+        let zones = self.pool_zones[pool] & self.its.zones_admitted_by(&requirements);
+        let requests = np.daemonset_overhead;
+        let efficient = self.efficient_among(pool, &requirements, &types);
+        let target = self.target(pool, p, &types, zones, &requirements);
+        let types = self.within_target(pool, types, target);
+        let target = target.map(|t| self.pools[pool].allocatable(&self.its.types[t as usize]));
+        let c = self.claims.len();
+        self.claims.push(Claim {
+            planned: PlannedClaim {
+                node_pool: pool,
+                pods: Vec::new(),
+                requests: Resources {
+                    pods: requests.pods,
+                    ..requests
+                },
+                requirements,
+                instance_types: types,
+                zones,
+            },
+            max_alloc: zero(),
+            reserved: (0, 0),
+            efficient,
+            open: true,
+            domain: self.pool_zones[pool],
+            target,
+        });
+        self.refresh(c);
+        match self.try_add(p, c) {
+            Ok(()) => {
+                self.order[pool].push(c);
+                Ok(())
+            }
+            Err(r) => {
+                let r = r.to_string();
+                let claim = self.claims.pop().expect("just pushed");
+                self.headroom[pool].0 = self.headroom[pool].0.saturating_add(claim.reserved.0);
+                self.headroom[pool].1 = self.headroom[pool].1.saturating_add(claim.reserved.1);
+                Err(r)
+            }
+        }
+    }
+
+    /// A new claim's requirements for pod `p` (the pool's, joined with the pod's first
+    /// compatible node term) and the instance types they admit within the pool's limit headroom.
+    fn claim_types(&self, pool: usize, p: usize) -> Result<(Requirements, Vec<u32>), String> {
         let np = &self.pools[pool];
         let pod = &self.pods[p];
         let term = pod.node_terms.iter().find(|t| {
@@ -76,22 +124,33 @@ impl<'a> Solver<'a> {
                 left.join(", ")
             ));
         }
-        let zones = self.pool_zones[pool] & self.its.zones_admitted_by(&requirements);
-        let requests = np.daemonset_overhead;
-        // The premium cut-off of a pool's plain claims is the same claim after claim.
-        let efficient = match self.efficient.get(&pool) {
-            Some((r, t, e)) if *r == requirements && *t == types => e.clone(),
+        Ok((requirements, types))
+    }
+
+    /// Per type: within the premium cut-off. A pool's plain claims share it claim after claim,
+    /// so it is computed once per (requirements, types).
+    fn efficient_among(
+        &mut self,
+        pool: usize,
+        requirements: &Requirements,
+        types: &[u32],
+    ) -> Vec<bool> {
+        match self.efficient.get(&pool) {
+            Some((r, t, e)) if r == requirements && t == types => e.clone(),
             _ => {
-                let e = self.its.efficient(&types, &requirements, PREMIUM_TOLERANCE);
+                let e = self.its.efficient(types, requirements, PREMIUM_TOLERANCE);
                 self.efficient
-                    .insert(pool, (requirements.clone(), types.clone(), e.clone()));
+                    .insert(pool, (requirements.clone(), types.to_vec(), e.clone()));
                 e
             }
-        };
-        let target = self.target(pool, p, &types, zones, &requirements);
-        // Under a limit, a claim's options are no larger than its target on the limited
-        // resources: what it reserves is the size packing chose, not the catalog's largest.
-        let types = match target {
+        }
+    }
+
+    /// Under a limit, a claim's options are no larger than its target on the limited
+    /// resources: what it reserves is the size packing chose, not the catalog's largest.
+    fn within_target(&self, pool: usize, types: Vec<u32>, target: Option<u32>) -> Vec<u32> {
+        let np = &self.pools[pool];
+        match target {
             Some(t) if np.limits.cpu_millis.is_some() || np.limits.memory_bytes.is_some() => {
                 let cap = self.its.types[t as usize].capacity;
                 types
@@ -104,41 +163,6 @@ impl<'a> Solver<'a> {
                     .collect()
             }
             _ => types,
-        };
-        let target = target.map(|t| np.allocatable(&self.its.types[t as usize]));
-        let c = self.claims.len();
-        self.claims.push(Claim {
-            planned: PlannedClaim {
-                node_pool: pool,
-                pods: Vec::new(),
-                requests: Resources {
-                    pods: requests.pods,
-                    ..requests
-                },
-                requirements,
-                instance_types: types,
-                zones,
-            },
-            max_alloc: zero(),
-            reserved: (0, 0),
-            efficient,
-            open: true,
-            domain: self.pool_zones[pool],
-            target,
-        });
-        self.refresh(c);
-        match self.try_add(p, c) {
-            Ok(()) => {
-                self.order[pool].push(c);
-                Ok(())
-            }
-            Err(r) => {
-                let r = r.to_string();
-                let claim = self.claims.pop().expect("just pushed");
-                self.headroom[pool].0 = self.headroom[pool].0.saturating_add(claim.reserved.0);
-                self.headroom[pool].1 = self.headroom[pool].1.saturating_add(claim.reserved.1);
-                Err(r)
-            }
         }
     }
 

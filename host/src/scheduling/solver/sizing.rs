@@ -79,7 +79,12 @@ impl<'a> Solver<'a> {
         let whole = beyond == self.sequence.len() || window.iter().all(|a| *a == window[0]);
         let (base, total) = (self.ahead[beyond], self.ahead[self.ahead.len() - 1]);
         let rest: [f64; DIMS] = std::array::from_fn(|d| total[d] - base[d]);
-        let smallest = cost::amount(&self.smallest);
+        let lookahead = Lookahead {
+            window,
+            whole,
+            rest,
+            smallest: cost::amount(&self.smallest),
+        };
         // Prices per type for claims on the pool's own requirements, computed once per zone set.
         let table = (*requirements == self.pools[pool].requirements).then(|| {
             let its = self.its;
@@ -100,36 +105,10 @@ impl<'a> Solver<'a> {
                 continue;
             };
             let alloc = cost::amount(&self.pools[pool].allocatable(&self.its.types[t as usize]));
-            let mut room: [f64; DIMS] = std::array::from_fn(|d| alloc[d] - overhead[d]);
-            if (0..DIMS).any(|d| window[0][d] > room[d] + 1e-9) {
+            let room: [f64; DIMS] = std::array::from_fn(|d| alloc[d] - overhead[d]);
+            let Some(held) = held_by(room, &lookahead) else {
                 continue;
-            }
-            let mut held = [0.0; DIMS];
-            if whole {
-                for a in window {
-                    if (0..DIMS).all(|d| a[d] <= room[d] + 1e-9) {
-                        for d in 0..DIMS {
-                            room[d] -= a[d];
-                            held[d] += a[d];
-                        }
-                    }
-                }
-                if (0..DIMS).any(|d| smallest[d] > room[d] + 1e-9) {
-                    room = [0.0; DIMS];
-                }
-                // Topped up in the rest's own shape: identical pods use no resource apart.
-                let scale = (0..DIMS)
-                    .filter(|&d| rest[d] > 0.0)
-                    .map(|d| room[d].max(0.0) / rest[d])
-                    .fold(1.0, f64::min);
-                for d in 0..DIMS {
-                    held[d] += rest[d] * scale;
-                }
-            } else {
-                for d in 0..DIMS {
-                    held[d] += room[d].max(0.0).min(rest[d]);
-                }
-            }
+            };
             let worth = if scarce_cpu || scarce_mem {
                 let cap = self.its.types[t as usize].capacity;
                 let mut fill = f64::INFINITY;
@@ -193,4 +172,52 @@ impl<'a> Solver<'a> {
         }
         start
     }
+}
+
+/// The pods a claim's size is chosen for: the next ones in visiting order, and the rest.
+struct Lookahead<'w> {
+    /// Requests of the next pods in visiting order.
+    window: &'w [[f64; DIMS]],
+    /// Few pods left, or a run of identical ones (a Deployment's replicas): count them whole.
+    whole: bool,
+    /// Requests of every pod past the window, summed.
+    rest: [f64; DIMS],
+    /// The smallest pod's requests.
+    smallest: [f64; DIMS],
+}
+
+/// What a node with `room` would hold of the pods ahead, or `None` when the next one does not
+/// fit. Counted whole, the window is first fit pod by pod and the room left is topped up in the
+/// rest's own shape (identical pods use no resource apart); otherwise, the room the rest fills.
+fn held_by(mut room: [f64; DIMS], ahead: &Lookahead) -> Option<[f64; DIMS]> {
+    let window = ahead.window;
+    if (0..DIMS).any(|d| window[0][d] > room[d] + 1e-9) {
+        return None;
+    }
+    let mut held = [0.0; DIMS];
+    if ahead.whole {
+        for a in window {
+            if (0..DIMS).all(|d| a[d] <= room[d] + 1e-9) {
+                for d in 0..DIMS {
+                    room[d] -= a[d];
+                    held[d] += a[d];
+                }
+            }
+        }
+        if (0..DIMS).any(|d| ahead.smallest[d] > room[d] + 1e-9) {
+            room = [0.0; DIMS];
+        }
+        let scale = (0..DIMS)
+            .filter(|&d| ahead.rest[d] > 0.0)
+            .map(|d| room[d].max(0.0) / ahead.rest[d])
+            .fold(1.0, f64::min);
+        for d in 0..DIMS {
+            held[d] += ahead.rest[d] * scale;
+        }
+    } else {
+        for d in 0..DIMS {
+            held[d] += room[d].max(0.0).min(ahead.rest[d]);
+        }
+    }
+    Some(held)
 }
