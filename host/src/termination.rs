@@ -95,6 +95,43 @@ pub fn plan(cluster: &Cluster, now: i64) -> Plan {
     out
 }
 
+/// What a drained node still waits for before its instance may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    /// Evicted is not gone: the instance waits until its pods have stopped (or the grace period
+    /// is over), so their preStop hooks are not cut short.
+    Pods(usize),
+    /// Then for its volumes to detach — those of pods that stay with it (they tolerate the
+    /// disrupted taint) excepted.
+    Volumes(usize),
+}
+
+/// Whether node `name` waits for pods to stop or volumes to detach; `None` when it may be
+/// terminated (or is gone).
+pub fn waiting_on(cluster: &Cluster, name: &str) -> Option<Waiting> {
+    let node = cluster.nodes.get(name)?;
+    let disrupted = disrupted_taint();
+    let still = node.terminating.len()
+        + cluster
+            .pods_on(name)
+            .filter(|p| !p.spec.tolerations.iter().any(|t| t.tolerates(&disrupted)))
+            .count();
+    if still > 0 {
+        return Some(Waiting::Pods(still));
+    }
+    let kept: std::collections::BTreeSet<&str> = cluster
+        .pods_on(name)
+        .flat_map(|p| &p.spec.volume_claims)
+        .filter_map(|c| cluster.volumes.volume_of(c))
+        .collect();
+    let attached = node
+        .attached
+        .iter()
+        .filter(|v| !kept.contains(v.as_str()))
+        .count();
+    (attached > 0).then_some(Waiting::Volumes(attached))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,6 +216,21 @@ mod tests {
             );
         }
         c
+    }
+
+    #[test]
+    fn an_instance_waits_for_pods_to_stop_then_volumes_to_detach_but_not_for_tolerant_pods() {
+        let mut c = draining(None, &[("default/agent", true, false)]);
+        assert_eq!(waiting_on(&c, "n1"), None, "a tolerant pod stays with the node");
+        let n1 = c.nodes.get_mut("n1").unwrap();
+        n1.terminating.insert("default/web".into());
+        n1.attached.insert("pv-1".into());
+        assert_eq!(waiting_on(&c, "n1"), Some(Waiting::Pods(1)));
+        c.nodes.get_mut("n1").unwrap().terminating.clear();
+        assert_eq!(waiting_on(&c, "n1"), Some(Waiting::Volumes(1)));
+        c.nodes.get_mut("n1").unwrap().attached.clear();
+        assert_eq!(waiting_on(&c, "n1"), None);
+        assert_eq!(waiting_on(&c, "gone"), None);
     }
 
     #[test]

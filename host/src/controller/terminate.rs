@@ -4,6 +4,7 @@
 use super::*;
 
 impl Controller {
+    /// Drains the nodes being deleted and terminates the instances of those drained.
     pub(super) fn terminate(
         &mut self,
         now: i64,
@@ -14,9 +15,32 @@ impl Controller {
         if !plan.evict.is_empty() || !plan.terminate.is_empty() {
             tracing::debug!(evict = plan.evict.len(), terminate = ?plan.terminate, "termination plan");
         }
-        let mut refused: Vec<String> = Vec::new();
-        // Evictions, then the deletions a grace period forces (with their shortened grace), in
-        // one batch the port may send concurrently.
+        let refused = self.evict(&plan, port);
+        let candidates: std::collections::BTreeSet<&String> =
+            plan.terminate.iter().chain(&plan.expired).collect();
+        for name in candidates {
+            let expired = plan.expired.contains(name);
+            if refused.contains(name) && !expired {
+                continue;
+            }
+            match crate::termination::waiting_on(port.cluster(), name) {
+                Some(waiting) if !expired => {
+                    tracing::debug!(node = %name, ?waiting, "waiting before terminating the instance");
+                    continue;
+                }
+                _ => {}
+            }
+            self.terminate_node(now, name, port, cloud);
+        }
+    }
+
+    /// Evictions, then the deletions a grace period forces (with their shortened grace), in one
+    /// batch the port may send concurrently. Returns the nodes a PDB kept a pod on.
+    fn evict(
+        &mut self,
+        plan: &crate::termination::Plan,
+        port: &mut dyn ClusterPort,
+    ) -> Vec<String> {
         let asks = drain_order(
             plan.evict
                 .iter()
@@ -32,11 +56,11 @@ impl Controller {
                 }))
                 .collect(),
         );
-        let answers = if asks.is_empty() {
-            Vec::new()
-        } else {
-            port.evict_all(&asks)
-        };
+        if asks.is_empty() {
+            return Vec::new();
+        }
+        let answers = port.evict_all(&asks);
+        let mut refused = Vec::new();
         for (ask, done) in asks.iter().zip(answers) {
             let (pod, node) = (&ask.pod, &ask.node);
             match done {
@@ -53,72 +77,45 @@ impl Controller {
                 }
             }
         }
-        let disrupted = cluster::disrupted_taint();
-        let candidates: std::collections::BTreeSet<&String> =
-            plan.terminate.iter().chain(&plan.expired).collect();
-        for name in candidates {
-            let expired = plan.expired.contains(name);
-            if refused.contains(name) && !expired {
-                continue;
-            }
-            let Some(node) = port.cluster().nodes.get(name) else {
-                continue;
+        refused
+    }
+
+    /// Terminates a drained node's instance, then removes the node.
+    fn terminate_node(
+        &mut self,
+        now: i64,
+        name: &str,
+        port: &mut dyn ClusterPort,
+        cloud: &mut dyn CloudProvider,
+    ) {
+        let Some(node) = port.cluster().nodes.get(name) else {
+            return;
+        };
+        let (id, launched_at) = (node.instance.id.clone(), node.launched_at);
+        if let Err(e) = cloud.delete(&id) {
+            let kind = EventKind::TerminationFailed {
+                node: name.to_string(),
+                instance: id,
+                error: e.to_string(),
             };
-            // Evicted is not gone: the instance waits until its pods have stopped (or the
-            // grace period is over), so their preStop hooks and volumes are not cut short.
-            let still: usize = node.terminating.len()
-                + port
-                    .cluster()
-                    .pods_on(name)
-                    .filter(|p| !p.spec.tolerations.iter().any(|t| t.tolerates(&disrupted)))
-                    .count();
-            if still > 0 && !expired {
-                tracing::debug!(node = %name, pods = still, "waiting for the node's pods to stop");
-                continue;
+            // Retried every drain round: the same failure is told once.
+            if !self.recent.contains(&kind) {
+                self.emit(port, kind);
             }
-            // Then for its volumes to detach — those of pods that stay with it excepted.
-            let cluster = port.cluster();
-            let kept: std::collections::BTreeSet<&str> = cluster
-                .pods_on(name)
-                .flat_map(|p| &p.spec.volume_claims)
-                .filter_map(|c| cluster.volumes.volume_of(c))
-                .collect();
-            let attached = node
-                .attached
-                .iter()
-                .filter(|v| !kept.contains(v.as_str()))
-                .count();
-            if attached > 0 && !expired {
-                tracing::debug!(node = %name, volumes = attached, "waiting for the node's volumes to detach");
-                continue;
-            }
-            let name = name.clone();
-            let (id, launched_at) = (node.instance.id.clone(), node.launched_at);
-            if let Err(e) = cloud.delete(&id) {
-                let kind = EventKind::TerminationFailed {
-                    node: name.clone(),
-                    instance: id,
-                    error: e.to_string(),
-                };
-                // Retried every drain round: the same failure is told once.
-                if !self.recent.contains(&kind) {
-                    self.emit(port, kind);
-                }
-                continue;
-            }
-            if let Err(e) = port.remove_node(&name) {
-                tracing::warn!(node = %name, error = %e, "could not remove the terminated node");
-                continue;
-            }
-            self.emit(
-                port,
-                EventKind::Terminated {
-                    node: name.clone(),
-                    lived_seconds: now - launched_at,
-                },
-            );
-            self.kick(port.cluster(), now);
-            self.changed(now);
+            return;
         }
+        if let Err(e) = port.remove_node(name) {
+            tracing::warn!(node = %name, error = %e, "could not remove the terminated node");
+            return;
+        }
+        self.emit(
+            port,
+            EventKind::Terminated {
+                node: name.to_string(),
+                lived_seconds: now - launched_at,
+            },
+        );
+        self.kick(port.cluster(), now);
+        self.changed(now);
     }
 }
