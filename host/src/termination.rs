@@ -221,7 +221,11 @@ mod tests {
     #[test]
     fn an_instance_waits_for_pods_to_stop_then_volumes_to_detach_but_not_for_tolerant_pods() {
         let mut c = draining(None, &[("default/agent", true, false)]);
-        assert_eq!(waiting_on(&c, "n1"), None, "a tolerant pod stays with the node");
+        assert_eq!(
+            waiting_on(&c, "n1"),
+            None,
+            "a tolerant pod stays with the node"
+        );
         let n1 = c.nodes.get_mut("n1").unwrap();
         n1.terminating.insert("default/web".into());
         n1.attached.insert("pv-1".into());

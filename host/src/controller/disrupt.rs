@@ -4,6 +4,8 @@
 use super::*;
 
 impl Controller {
+    /// One disruption pass: decide on the snapshot, tell what was decided against, carry out
+    /// the commands, and schedule the next pass for when time alone can make more candidates.
     pub(super) fn disrupt(
         &mut self,
         now: i64,
@@ -14,15 +16,7 @@ impl Controller {
         let interval = self.settings.disruption_interval.as_secs().max(1) as i64;
         let cluster = port.cluster();
         // Let the cluster settle first: a batch is open or nodes are on their way.
-        let launching = cluster.nodes.values().any(|n| {
-            n.ready_at.is_none()
-                && n.deletion.is_none()
-                && !cluster.nodes.values().any(|d| {
-                    d.deletion.as_ref().and_then(|x| x.replacement.as_deref())
-                        == Some(n.name.as_str())
-                })
-        });
-        if self.batch.is_some() || launching {
+        if self.batch.is_some() || launching(cluster) {
             self.next_disruption = Some(now + interval);
             return;
         }
@@ -45,37 +39,9 @@ impl Controller {
             };
             port.disruption_round(round);
         }
-        let mut revisit = false;
-        let mut pass = PassSummary::default();
-        for note in &decision.notes {
-            revisit = true;
-            pass.count(note);
-            let kind = match note {
-                Note::Blocked { node, why } => EventKind::Blocked {
-                    node: node.clone(),
-                    why: why.clone(),
-                },
-                Note::Kept { nodes, why } => EventKind::Kept {
-                    nodes: nodes.clone(),
-                    why: why.clone(),
-                },
-                Note::Overruled { nodes, why } => EventKind::Overruled {
-                    nodes: nodes.clone(),
-                    why: why.clone(),
-                },
-                Note::PolicyFailed { policy, error } => EventKind::PolicyFailed {
-                    policy: policy.clone(),
-                    error: error.clone(),
-                },
-            };
-            // Repeats of the same note every pass say nothing new. Each note is a debug line
-            // and an Event; the pass says what happened in one line below.
-            if !self.recent.iter().any(|e| *e == kind) {
-                tracing::debug!(note = ?kind, "disruption note");
-                self.remember(port, kind);
-            }
-        }
-        pass.log(decision.candidates, decision.commands.len());
+        let revisit = !decision.notes.is_empty();
+        self.report_notes(&decision.notes, port)
+            .log(decision.candidates, decision.commands.len());
         for c in decision.commands {
             self.execute(now, c, port, cloud);
         }
@@ -84,36 +50,59 @@ impl Controller {
             .shadow
             .into_iter()
             .for_each(|job| self.ctx.registry.shadow(job));
-        // Time alone can make more nodes candidates: consolidateAfter and expireAfter passing,
-        // and the policy or a budget schedule changing its mind.
         let mut next = if revisit { Some(now + 300) } else { None };
-        let cluster = port.cluster();
+        if let Some(t) = self.next_candidate(port.cluster(), now, interval) {
+            next = Some(next.map_or(t, |x: i64| x.min(t)));
+        }
+        if let Some(n) = next {
+            self.next_disruption = Some(self.next_disruption.map_or(n, |x| x.min(n)));
+        }
+    }
+
+    /// Each note once as a debug line and an Event: repeats of the same note every pass say
+    /// nothing new. Returns the pass's tally for its one summary line.
+    fn report_notes(&mut self, notes: &[Note], port: &mut dyn ClusterPort) -> PassSummary {
+        let mut pass = PassSummary::default();
+        for note in notes {
+            pass.count(note);
+            let kind = note_event(note);
+            if !self.recent.iter().any(|e| *e == kind) {
+                tracing::debug!(note = ?kind, "disruption note");
+                self.remember(port, kind);
+            }
+        }
+        pass
+    }
+
+    /// Time alone can make more nodes candidates: consolidateAfter and expireAfter passing (a
+    /// policy or a budget schedule changing its mind is covered by the revisit). The earliest
+    /// such time after `now`, aligned to the pass interval.
+    fn next_candidate(&self, cluster: &Cluster, now: i64, interval: i64) -> Option<i64> {
+        let after = |d: &str| {
+            duration::parse(d)
+                .ok()
+                .flatten()
+                .map(|d| d.as_secs() as i64)
+        };
+        let mut next: Option<i64> = None;
         for n in cluster.nodes.values() {
             let Some(i) = cluster.pool_index(&n.instance.node_pool) else {
                 continue;
             };
             let spec = &cluster.pools[i].resource.spec;
-            let after = |d: &str| {
-                duration::parse(d)
-                    .ok()
-                    .flatten()
-                    .map(|d| d.as_secs() as i64)
-            };
-            let mut times = Vec::new();
-            if let Some(ca) = after(&spec.disruption.consolidate_after) {
-                times.push(n.last_pod_change + ca);
-            }
-            if let Some(ea) = after(&spec.template.spec.expire_after) {
-                times.push(n.launched_at + ea);
-            }
-            for t in times.into_iter().filter(|&t| t > now) {
+            let consolidate =
+                after(&spec.disruption.consolidate_after).map(|d| n.last_pod_change + d);
+            let expire = after(&spec.template.spec.expire_after).map(|d| n.launched_at + d);
+            for t in [consolidate, expire]
+                .into_iter()
+                .flatten()
+                .filter(|&t| t > now)
+            {
                 let aligned = self.align(t, interval);
-                next = Some(next.map_or(aligned, |x: i64| x.min(aligned)));
+                next = Some(next.map_or(aligned, |x| x.min(aligned)));
             }
         }
-        if let Some(n) = next {
-            self.next_disruption = Some(self.next_disruption.map_or(n, |x| x.min(n)));
-        }
+        next
     }
 
     pub(super) fn execute(
@@ -184,5 +173,38 @@ impl Controller {
                 policy: c.policy.clone(),
             },
         );
+    }
+}
+
+/// Nodes are on their way: launched, not Ready, and not a replacement some deletion waits for.
+fn launching(cluster: &Cluster) -> bool {
+    cluster.nodes.values().any(|n| {
+        n.ready_at.is_none()
+            && n.deletion.is_none()
+            && !cluster.nodes.values().any(|d| {
+                d.deletion.as_ref().and_then(|x| x.replacement.as_deref()) == Some(n.name.as_str())
+            })
+    })
+}
+
+/// The Event that tells a note.
+fn note_event(note: &Note) -> EventKind {
+    match note {
+        Note::Blocked { node, why } => EventKind::Blocked {
+            node: node.clone(),
+            why: why.clone(),
+        },
+        Note::Kept { nodes, why } => EventKind::Kept {
+            nodes: nodes.clone(),
+            why: why.clone(),
+        },
+        Note::Overruled { nodes, why } => EventKind::Overruled {
+            nodes: nodes.clone(),
+            why: why.clone(),
+        },
+        Note::PolicyFailed { policy, error } => EventKind::PolicyFailed {
+            policy: policy.clone(),
+            error: error.clone(),
+        },
     }
 }
