@@ -123,36 +123,8 @@ pub fn decide(
     now: i64,
     gates: &FeatureGates,
 ) -> Decision {
-    let (existing, names) = cluster.schedulable_nodes(its, |_| false);
-    let index = names
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.clone(), i))
-        .collect();
     let by_node = cluster.pods_by_node();
-    let mut pass = Pass {
-        cluster,
-        its,
-        now,
-        spot_to_spot: gates.spot_to_spot_consolidation,
-        specs: cluster.pool_specs(its),
-        gone: vec![false; existing.len()],
-        existing,
-        index,
-        by_node: &by_node,
-    };
-    // Pods of nodes already draining will need room too: count them where they would go.
-    let draining: Vec<PendingPod> = cluster
-        .nodes
-        .values()
-        .filter(|n| n.deletion.is_some())
-        .flat_map(|n| by_node.get(n.name.as_str()).into_iter().flatten())
-        .map(|p| p.spec.clone())
-        .collect();
-    if !draining.is_empty() {
-        let plan = solve_excluding(&draining, &pass.existing, &pass.gone, &[], its);
-        pass.place(&draining, &plan.bound);
-    }
+    let mut pass = Pass::new(cluster, its, now, gates, &by_node);
     let allowance = cluster.pdb_allowance();
     let mut decision = Decision::default();
     // Nodes going away: already deleting, plus those accepted this pass.
@@ -171,27 +143,7 @@ pub fn decide(
             continue;
         }
         // Budgets shape what is offered: a move the budget cannot take now is not a choice.
-        let total = cluster
-            .nodes
-            .values()
-            .filter(|n| n.instance.node_pool == pool.spec.name)
-            .count() as u32;
-        let disrupting = cluster
-            .nodes
-            .values()
-            .filter(|n| n.instance.node_pool == pool.spec.name && leaving.contains(&n.name))
-            .count() as u32;
-        let left = |reason| {
-            budget::allowed(&pool.resource.spec.disruption.budgets, total, reason, now)
-                .unwrap_or(0)
-                .saturating_sub(disrupting) as usize
-        };
-        let room = Room {
-            empty: left(DisruptionReason::Empty),
-            underutilized: left(DisruptionReason::Underutilized),
-            drifted: left(DisruptionReason::Drifted),
-            expired: left(DisruptionReason::Expired),
-        };
+        let room = Room::in_pool(cluster, pool, &leaving, now);
         let (round, replacements) = pass.moves(pool, &candidates, &room);
         decision.timings.moves += started.elapsed();
         if round.moves.is_empty() {
@@ -233,6 +185,48 @@ pub fn decide(
     decision
 }
 
+impl<'a> Pass<'a> {
+    /// The pass over a snapshot, with the pods of nodes already draining counted where they
+    /// would go: they will need the room too.
+    fn new(
+        cluster: &'a Cluster,
+        its: &'a InstanceTypes,
+        now: i64,
+        gates: &FeatureGates,
+        by_node: &'a BTreeMap<&'a str, Vec<&'a Pod>>,
+    ) -> Self {
+        let (existing, names) = cluster.schedulable_nodes(its, |_| false);
+        let index = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.clone(), i))
+            .collect();
+        let mut pass = Pass {
+            cluster,
+            its,
+            now,
+            spot_to_spot: gates.spot_to_spot_consolidation,
+            specs: cluster.pool_specs(its),
+            gone: vec![false; existing.len()],
+            existing,
+            index,
+            by_node,
+        };
+        let draining: Vec<PendingPod> = cluster
+            .nodes
+            .values()
+            .filter(|n| n.deletion.is_some())
+            .flat_map(|n| by_node.get(n.name.as_str()).into_iter().flatten())
+            .map(|p| p.spec.clone())
+            .collect();
+        if !draining.is_empty() {
+            let plan = solve_excluding(&draining, &pass.existing, &pass.gone, &[], its);
+            pass.place(&draining, &plan.bound);
+        }
+        pass
+    }
+}
+
 /// How many more nodes each reason's budget lets go in this pass.
 struct Room {
     empty: usize,
@@ -242,6 +236,31 @@ struct Room {
 }
 
 impl Room {
+    /// What `pool`'s budgets allow now, less its nodes already `leaving`.
+    fn in_pool(cluster: &Cluster, pool: &Pool, leaving: &BTreeSet<String>, now: i64) -> Room {
+        let total = cluster
+            .nodes
+            .values()
+            .filter(|n| n.instance.node_pool == pool.spec.name)
+            .count() as u32;
+        let disrupting = cluster
+            .nodes
+            .values()
+            .filter(|n| n.instance.node_pool == pool.spec.name && leaving.contains(&n.name))
+            .count() as u32;
+        let left = |reason| {
+            budget::allowed(&pool.resource.spec.disruption.budgets, total, reason, now)
+                .unwrap_or(0)
+                .saturating_sub(disrupting) as usize
+        };
+        Room {
+            empty: left(DisruptionReason::Empty),
+            underutilized: left(DisruptionReason::Underutilized),
+            drifted: left(DisruptionReason::Drifted),
+            expired: left(DisruptionReason::Expired),
+        }
+    }
+
     fn of(&self, reason: DisruptionReason) -> usize {
         match reason {
             DisruptionReason::Empty => self.empty,
@@ -347,40 +366,58 @@ impl Pass<'_> {
             chosen.push(replacement);
         };
         for (i, c) in candidates.iter().enumerate() {
-            let required = c
-                .reasons
-                .iter()
-                .copied()
-                .find(|r| matches!(r, DisruptionReason::Drifted | DisruptionReason::Expired));
-            if c.pods.is_empty() {
-                push(&[i], None, required.unwrap_or(DisruptionReason::Empty));
-                continue;
-            }
-            let pods: Vec<PendingPod> = c.pods.iter().map(|p| p.spec.clone()).collect();
-            let relocation = self.relocate(&pods, &self.mask(&[c.node]));
-            if let Some(reason) = required {
-                match relocation {
-                    Relocation::Fits => push(&[i], None, reason),
-                    // A required replacement may be of the same type: it is the same node, new.
-                    Relocation::Replace(options) => push(&[i], options.first().copied(), reason),
-                    Relocation::No => {}
-                }
-                continue;
-            }
-            if !c.reasons.contains(&DisruptionReason::Underutilized) {
-                continue;
-            }
-            match relocation {
-                Relocation::Fits => push(&[i], None, DisruptionReason::Underutilized),
-                Relocation::Replace(options) => {
-                    if let Some(r) = self.cheaper(&[c.node], &options) {
-                        push(&[i], Some(r), DisruptionReason::Underutilized);
-                    }
-                }
-                Relocation::No => {}
+            if let Some((replacement, reason)) = self.single_move(c) {
+                push(&[i], replacement, reason);
             }
         }
-        // Several nodes into zero or one: the longest prefix, by disruption cost, that works.
+        if let Some((nodes, replacement, reason)) = self.multi_move(candidates, room) {
+            push(&nodes, replacement, reason);
+        }
+        let round = ConsolidationRound {
+            now: self.now,
+            candidates: candidates.iter().map(|c| self.candidate(pool, c)).collect(),
+            moves,
+        };
+        (round, chosen)
+    }
+
+    /// A candidate alone: deleted when its pods fit elsewhere (or it is empty), else replaced
+    /// when a cheaper node holds them — or, drifted or expired, by whatever holds them.
+    fn single_move(&self, c: &Candidate) -> Option<(Option<(u32, usize)>, DisruptionReason)> {
+        let required = c
+            .reasons
+            .iter()
+            .copied()
+            .find(|r| matches!(r, DisruptionReason::Drifted | DisruptionReason::Expired));
+        if c.pods.is_empty() {
+            return Some((None, required.unwrap_or(DisruptionReason::Empty)));
+        }
+        if required.is_none() && !c.reasons.contains(&DisruptionReason::Underutilized) {
+            return None;
+        }
+        let pods: Vec<PendingPod> = c.pods.iter().map(|p| p.spec.clone()).collect();
+        let relocation = self.relocate(&pods, &self.mask(&[c.node]));
+        match (relocation, required) {
+            (Relocation::Fits, Some(reason)) => Some((None, reason)),
+            // A required replacement may be of the same type: it is the same node, new.
+            (Relocation::Replace(options), Some(reason)) => {
+                Some((options.first().copied(), reason))
+            }
+            (Relocation::Fits, None) => Some((None, DisruptionReason::Underutilized)),
+            (Relocation::Replace(options), None) => self
+                .cheaper(&[c.node], &options)
+                .map(|r| (Some(r), DisruptionReason::Underutilized)),
+            (Relocation::No, _) => None,
+        }
+    }
+
+    /// Several nodes into zero or one: the longest prefix, by disruption cost, that works (a
+    /// binary search over its length, within the budgets' room).
+    fn multi_move(
+        &self,
+        candidates: &[Candidate],
+        room: &Room,
+    ) -> Option<(Vec<usize>, Option<(u32, usize)>, DisruptionReason)> {
         let mut order: Vec<usize> = (0..candidates.len())
             .filter(|&i| {
                 let r = &candidates[i].reasons;
@@ -394,45 +431,40 @@ impl Pass<'_> {
                 .then(candidates[a].node.name.cmp(&candidates[b].node.name))
         });
         let cap = order.len().min(room.empty.max(room.underutilized));
-        if cap >= 2 {
-            let (mut lo, mut hi) = (2, cap);
-            let mut best = None;
-            while lo <= hi {
-                let mid = (lo + hi) / 2;
-                let nodes: Vec<&Node> = order[..mid].iter().map(|&i| candidates[i].node).collect();
-                let pods: Vec<PendingPod> = order[..mid]
-                    .iter()
-                    .flat_map(|&i| candidates[i].pods.iter().map(|p| p.spec.clone()))
-                    .collect();
-                let ok = match self.relocate(&pods, &self.mask(&nodes)) {
-                    Relocation::Fits => Some(None),
-                    Relocation::Replace(options) => self.cheaper(&nodes, &options).map(Some),
-                    Relocation::No => None,
-                };
-                match ok {
-                    Some(r) => {
-                        best = Some((mid, r));
-                        lo = mid + 1;
-                    }
-                    None => hi = mid - 1,
+        if cap < 2 {
+            return None;
+        }
+        let (mut lo, mut hi) = (2, cap);
+        let mut best = None;
+        while lo <= hi {
+            let mid = (lo + hi) / 2;
+            let nodes: Vec<&Node> = order[..mid].iter().map(|&i| candidates[i].node).collect();
+            let pods: Vec<PendingPod> = order[..mid]
+                .iter()
+                .flat_map(|&i| candidates[i].pods.iter().map(|p| p.spec.clone()))
+                .collect();
+            let ok = match self.relocate(&pods, &self.mask(&nodes)) {
+                Relocation::Fits => Some(None),
+                Relocation::Replace(options) => self.cheaper(&nodes, &options).map(Some),
+                Relocation::No => None,
+            };
+            match ok {
+                Some(r) => {
+                    best = Some((mid, r));
+                    lo = mid + 1;
                 }
-            }
-            if let Some((k, r)) = best {
-                let all_empty = order[..k].iter().all(|&i| candidates[i].pods.is_empty());
-                let reason = if all_empty && r.is_none() {
-                    DisruptionReason::Empty
-                } else {
-                    DisruptionReason::Underutilized
-                };
-                push(&order[..k], r, reason);
+                None => hi = mid - 1,
             }
         }
-        let round = ConsolidationRound {
-            now: self.now,
-            candidates: candidates.iter().map(|c| self.candidate(pool, c)).collect(),
-            moves,
+        let (k, r) = best?;
+        let all_empty = order[..k].iter().all(|&i| candidates[i].pods.is_empty());
+        let reason = if all_empty && r.is_none() {
+            DisruptionReason::Empty
+        } else {
+            DisruptionReason::Underutilized
         };
-        (round, chosen)
+        order.truncate(k);
+        Some((order, r, reason))
     }
 
     /// The cheapest replacement worth making: another instance type than the nodes', cheaper than
