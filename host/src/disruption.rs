@@ -227,6 +227,14 @@ impl<'a> Pass<'a> {
     }
 }
 
+/// A move before it is offered: candidates (indices), the replacement offering (type, offering)
+/// if any, and the main reason.
+struct Proposal {
+    nodes: Vec<usize>,
+    replacement: Option<(u32, usize)>,
+    reason: DisruptionReason,
+}
+
 /// How many more nodes each reason's budget lets go in this pass.
 struct Room {
     empty: usize,
@@ -370,8 +378,8 @@ impl Pass<'_> {
                 push(&[i], replacement, reason);
             }
         }
-        if let Some((nodes, replacement, reason)) = self.multi_move(candidates, room) {
-            push(&nodes, replacement, reason);
+        if let Some(p) = self.multi_move(candidates, room) {
+            push(&p.nodes, p.replacement, p.reason);
         }
         let round = ConsolidationRound {
             now: self.now,
@@ -413,11 +421,7 @@ impl Pass<'_> {
 
     /// Several nodes into zero or one: the longest prefix, by disruption cost, that works (a
     /// binary search over its length, within the budgets' room).
-    fn multi_move(
-        &self,
-        candidates: &[Candidate],
-        room: &Room,
-    ) -> Option<(Vec<usize>, Option<(u32, usize)>, DisruptionReason)> {
+    fn multi_move(&self, candidates: &[Candidate], room: &Room) -> Option<Proposal> {
         let mut order: Vec<usize> = (0..candidates.len())
             .filter(|&i| {
                 let r = &candidates[i].reasons;
@@ -464,7 +468,11 @@ impl Pass<'_> {
             DisruptionReason::Underutilized
         };
         order.truncate(k);
-        Some((order, r, reason))
+        Some(Proposal {
+            nodes: order,
+            replacement: r,
+            reason,
+        })
     }
 
     /// The cheapest replacement worth making: another instance type than the nodes', cheaper than

@@ -13,7 +13,7 @@ use crate::policy::ScoringRound;
 use crate::policy::ranking::rank;
 use crate::policy::shadow::{ShadowJob, ShadowRole};
 use crate::policy::{PolicyError, PolicyRegistry};
-use crate::scheduling::solver::Unschedulable;
+use crate::scheduling::solver::{PlannedClaim, Unschedulable};
 use crate::scheduling::{ExistingNode, InstanceTypes, NodePoolSpec, PendingPod, solve_on};
 
 /// The scoring policy used when a NodePool's own fails and `onFailure` is `Fallback`: the
@@ -60,22 +60,57 @@ pub struct Plan {
     pub shadow: Vec<ShadowJob>,
 }
 
-/// Plans one provisioning round: pending `pods` go on `existing` nodes where they fit, the rest
-/// on new NodeClaims of `pools` (whose `spec.in_use` the caller has counted), each ranked by its
-/// pool's scoring policy. Offerings the cloud reports out of capacity are left out; `name`
-/// gives each new NodeClaim its name from its pool's.
-#[allow(clippy::too_many_arguments)]
+/// What one provisioning round plans over: pending `pods` go on `existing` nodes where they
+/// fit, the rest on new NodeClaims of `pools` (whose `spec.in_use` the caller has counted).
+pub struct Round<'a> {
+    pub now: i64,
+    pub pods: &'a [PendingPod],
+    pub existing: &'a [ExistingNode],
+    pub pools: &'a [Pool],
+    pub its: &'a InstanceTypes,
+    pub catalog: &'a Catalog,
+    pub registry: &'a PolicyRegistry,
+}
+
+/// Plans one provisioning round: the scheduling simulation, then each pool's claims ranked by
+/// its scoring policy. Offerings the cloud reports out of capacity are left out; `name` gives
+/// each new NodeClaim its name from its pool's.
 pub fn plan(
-    now: i64,
-    pods: &[PendingPod],
-    existing: &[ExistingNode],
-    pools: &[Pool],
-    its: &InstanceTypes,
-    catalog: &Catalog,
-    registry: &PolicyRegistry,
+    round: &Round,
     cloud: &dyn CloudProvider,
     name: &mut dyn FnMut(&str) -> String,
 ) -> Plan {
+    let its = available(round.its, cloud);
+    let specs: Vec<NodePoolSpec> = round.pools.iter().map(|p| p.spec.clone()).collect();
+    let solved = solve_on(round.pods, round.existing, &specs, &its);
+    let mut plan = Plan {
+        bound: solved.bound.clone(),
+        unschedulable: solved.unschedulable.clone(),
+        ..Default::default()
+    };
+    for u in &solved.unschedulable {
+        tracing::warn!(pod = %round.pods[u.pod].name, reason = %u.reason, "could not schedule pod");
+    }
+    let mut by_pool: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, c) in solved.claims.iter().enumerate() {
+        by_pool.entry(c.node_pool).or_default().push(i);
+    }
+    for (pool, claim_ids) in by_pool {
+        let pool = &round.pools[pool];
+        let claims: Vec<&PlannedClaim> = claim_ids.iter().map(|&i| &solved.claims[i]).collect();
+        let names = claims.iter().map(|_| name(&pool.spec.name)).collect();
+        let batch = PoolBatch {
+            pool,
+            claims,
+            names,
+        };
+        plan_pool(round, &its, &batch, &mut plan);
+    }
+    plan
+}
+
+/// The instance types with the offerings the cloud reports out of capacity marked unavailable.
+fn available(its: &InstanceTypes, cloud: &dyn CloudProvider) -> InstanceTypes {
     let mut its = its.clone();
     for t in &mut its.types {
         for o in &mut t.offerings {
@@ -84,114 +119,102 @@ pub fn plan(
             }
         }
     }
-    let specs: Vec<NodePoolSpec> = pools.iter().map(|p| p.spec.clone()).collect();
-    let solved = solve_on(pods, existing, &specs, &its);
-    let mut plan = Plan {
-        bound: solved.bound.clone(),
-        unschedulable: solved.unschedulable.clone(),
-        ..Default::default()
-    };
-    for u in &solved.unschedulable {
-        tracing::warn!(pod = %pods[u.pod].name, reason = %u.reason, "could not schedule pod");
-    }
+    its
+}
 
-    let mut by_pool: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for (i, c) in solved.claims.iter().enumerate() {
-        by_pool.entry(c.node_pool).or_default().push(i);
-    }
-    for (pool, claim_ids) in by_pool {
-        let resource = &pools[pool].resource;
-        let pool_name = &pools[pool].spec.name;
-        let claims: Vec<Claim> = claim_ids
+/// One pool's new claims of a round, each with the NodeClaim name it gets.
+struct PoolBatch<'a> {
+    pool: &'a Pool,
+    claims: Vec<&'a PlannedClaim>,
+    names: Vec<String>,
+}
+
+/// Puts one pool's claims to its scoring policy (one round) and plans each as ranked.
+fn plan_pool(round: &Round, its: &InstanceTypes, batch: &PoolBatch, plan: &mut Plan) {
+    let (pool, resource) = (batch.pool, &batch.pool.resource);
+    let pool_name = &pool.spec.name;
+    let claims: Vec<Claim> = batch
+        .claims
+        .iter()
+        .map(|c| {
+            policy_claim(
+                pool_name,
+                c.pods.iter().map(|&p| &round.pods[p]),
+                c.requests,
+                c.options(its),
+            )
+        })
+        .collect();
+    tracing::info!(
+        nodepool = %pool_name,
+        nodeclaims = claims.len(),
+        pods = claims.iter().map(|c| c.pods.len()).sum::<usize>(),
+        "computed new nodeclaim(s) to fit pod(s)"
+    );
+    let scoring = ScoringRound::pruned(round.now, round.catalog, claims);
+    let policies = &resource.spec.policies;
+    let (policy, scores) = match score(
+        round.registry,
+        &policies.scoring,
+        policies.on_failure,
+        &scoring,
+    ) {
+        Ok((policy, scores, failure)) => {
+            if let Some(error) = failure {
+                plan.policy_failures.push((policies.scoring.clone(), error));
+            }
+            if let Some(candidate) = policies.shadow_of(ShadowRole::Scoring) {
+                plan.shadow.push(ShadowJob::Scoring {
+                    candidate: candidate.to_string(),
+                    serving: policy.clone(),
+                    round: Arc::new(scoring.clone()),
+                    serving_scores: scores.clone(),
+                    claims: batch.names.clone(),
+                });
+            }
+            (policy, scores)
+        }
+        Err(reason) => {
+            plan.policy_failures
+                .push((policies.scoring.clone(), reason.clone()));
+            for (claim, c) in batch.names.iter().zip(&batch.claims) {
+                plan.not_launched.push(NotLaunched {
+                    claim: claim.clone(),
+                    pods: c.pods.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            return;
+        }
+    };
+    for (k, c) in batch.claims.iter().enumerate() {
+        let ranking = rank(&scoring, k, &scores[k]);
+        let offers = ranking
+            .ranked
             .iter()
-            .map(|&i| {
-                let c = &solved.claims[i];
-                policy_claim(
-                    pool_name,
-                    c.pods.iter().map(|&p| &pods[p]),
-                    c.requests,
-                    c.options(&its),
-                )
+            .map(|r| {
+                let launch = scoring.launch(r.option);
+                Offer {
+                    instance_type: launch.instance_type.to_string(),
+                    zone: launch.zone.to_string(),
+                    capacity_type: launch.capacity_type,
+                    price: launch.price,
+                }
             })
             .collect();
-        tracing::info!(
-            nodepool = %pool_name,
-            nodeclaims = claims.len(),
-            pods = claims.iter().map(|c| c.pods.len()).sum::<usize>(),
-            "computed new nodeclaim(s) to fit pod(s)"
-        );
-        let round = ScoringRound::pruned(now, catalog, claims);
-        let names = claim_ids
-            .iter()
-            .map(|_| name(pool_name))
-            .collect::<Vec<_>>();
-        let scored = score(
-            registry,
-            &resource.spec.policies.scoring,
-            resource.spec.policies.on_failure,
-            &round,
-        );
-        let (policy, scores) = match scored {
-            Ok((policy, scores, failure)) => {
-                if let Some(error) = failure {
-                    plan.policy_failures
-                        .push((resource.spec.policies.scoring.clone(), error));
-                }
-                if let Some(candidate) = resource.spec.policies.shadow_of(ShadowRole::Scoring) {
-                    plan.shadow.push(ShadowJob::Scoring {
-                        candidate: candidate.to_string(),
-                        serving: policy.clone(),
-                        round: Arc::new(round.clone()),
-                        serving_scores: scores.clone(),
-                        claims: names.clone(),
-                    });
-                }
-                (policy, scores)
-            }
-            Err(reason) => {
-                plan.policy_failures
-                    .push((resource.spec.policies.scoring.clone(), reason.clone()));
-                for (k, &i) in claim_ids.iter().enumerate() {
-                    plan.not_launched.push(NotLaunched {
-                        claim: names[k].clone(),
-                        pods: solved.claims[i].pods.clone(),
-                        reason: reason.clone(),
-                    });
-                }
-                continue;
-            }
-        };
-        for (k, &i) in claim_ids.iter().enumerate() {
-            let ranking = rank(&round, k, &scores[k]);
-            let offers = ranking
-                .ranked
-                .iter()
-                .map(|r| {
-                    let launch = round.launch(r.option);
-                    Offer {
-                        instance_type: launch.instance_type.to_string(),
-                        zone: launch.zone.to_string(),
-                        capacity_type: launch.capacity_type,
-                        price: launch.price,
-                    }
-                })
-                .collect();
-            let scores = ranking.ranked.iter().map(|r| r.score).collect();
-            plan.claims.push(Planned {
-                request: LaunchRequest {
-                    claim: names[k].clone(),
-                    node_pool: pool_name.clone(),
-                    node_class: resource.spec.template.spec.node_class_ref.name.clone(),
-                    offers,
-                },
-                pods: solved.claims[i].pods.clone(),
-                requests: solved.claims[i].requests,
-                policy: policy.clone(),
-                scores,
-            });
-        }
+        plan.claims.push(Planned {
+            request: LaunchRequest {
+                claim: batch.names[k].clone(),
+                node_pool: pool_name.clone(),
+                node_class: resource.spec.template.spec.node_class_ref.name.clone(),
+                offers,
+            },
+            pods: c.pods.clone(),
+            requests: c.requests,
+            policy: policy.clone(),
+            scores: ranking.ranked.iter().map(|r| r.score).collect(),
+        });
     }
-    plan
 }
 
 /// What scored a round: the policy followed, its scores, and the pool's own policy's error

@@ -65,20 +65,19 @@ impl Controller {
             .collect();
         let next_claim = &mut self.next_claim;
         let started = std::time::Instant::now();
-        let plan = provisioning::plan(
+        let round = provisioning::Round {
             now,
-            &specs,
-            &existing,
-            &pools,
-            &self.ctx.its,
-            &self.ctx.catalog,
-            &self.ctx.registry,
-            cloud,
-            &mut |pool| {
-                *next_claim += 1;
-                format!("{pool}-{:05}", *next_claim)
-            },
-        );
+            pods: &specs,
+            existing: &existing,
+            pools: &pools,
+            its: &self.ctx.its,
+            catalog: &self.ctx.catalog,
+            registry: &self.ctx.registry,
+        };
+        let plan = provisioning::plan(&round, cloud, &mut |pool| {
+            *next_claim += 1;
+            format!("{pool}-{:05}", *next_claim)
+        });
         port.provisioned(specs.len(), started.elapsed());
         for &(p, n) in plan.bound.iter().filter(|_| bind) {
             port.nominate(&pending[p], &names[n]);

@@ -211,12 +211,12 @@ fn held_by(mut room: [f64; DIMS], ahead: &Lookahead) -> Option<[f64; DIMS]> {
             .filter(|&d| ahead.rest[d] > 0.0)
             .map(|d| room[d].max(0.0) / ahead.rest[d])
             .fold(1.0, f64::min);
-        for d in 0..DIMS {
-            held[d] += ahead.rest[d] * scale;
+        for (h, r) in held.iter_mut().zip(ahead.rest) {
+            *h += r * scale;
         }
     } else {
-        for d in 0..DIMS {
-            held[d] += room[d].max(0.0).min(ahead.rest[d]);
+        for (d, h) in held.iter_mut().enumerate() {
+            *h += room[d].max(0.0).min(ahead.rest[d]);
         }
     }
     Some(held)
