@@ -16,6 +16,7 @@ pub mod policies;
 pub mod record;
 pub mod serve;
 pub mod status;
+pub mod stores;
 pub mod throttle;
 
 use std::collections::HashMap;
@@ -502,7 +503,7 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
     rt.block_on(check_crds(&client))?;
     let stores = {
         let _enter = rt.enter();
-        observe::start(&client, &settings.policy_config_map_namespaces)
+        stores::start(&client, &settings.policy_config_map_namespaces)
     };
     let synced = rt.block_on(async {
         tokio::time::timeout(settings.sync_timeout, async {

@@ -65,7 +65,7 @@ impl KubePort {
     /// The port for one tick over `cluster`, the snapshot of `stores`.
     pub fn new(
         kube: &super::Kube,
-        stores: &super::observe::Stores,
+        stores: &super::stores::Stores,
         cluster: Cluster,
         signals: Vec<Signal>,
         capacities: Capacities,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use kube::ResourceExt;
 
-use super::{Error, observe, unix_now};
+use super::{Error, observe, stores, unix_now};
 use crate::controller::Context;
 use crate::fleet::{BoundCache, FleetView};
 use crate::policy::{EngineConfig, PolicyEngine, PolicyRegistry};
@@ -16,7 +16,7 @@ use crate::scheduling::model::labels;
 /// Watches a cluster's nodes, NodeClaims, NodePools and pods.
 pub struct FleetWatch {
     rt: tokio::runtime::Runtime,
-    stores: observe::Stores,
+    stores: stores::Stores,
     observer: observe::Observer,
     ctx: Context,
     bounds: BoundCache,
@@ -41,7 +41,7 @@ impl FleetWatch {
         rt.block_on(super::check_crds(&client))?;
         let stores = {
             let _enter = rt.enter();
-            observe::start(&client, &[])
+            stores::start(&client, &[])
         };
         let synced = rt.block_on(async {
             tokio::time::timeout(sync_timeout, async {

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use super::Kube;
 use super::act::condition;
-use super::observe::{POLICY_CONFIG_MAP_LABEL, Stores};
+use super::stores::{POLICY_CONFIG_MAP_LABEL, Stores};
 use crate::api::Policy;
 use crate::policy::canary::Roles;
 use crate::policy::source::{self, FetchSettings, Fetched};

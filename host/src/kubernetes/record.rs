@@ -17,7 +17,7 @@ use kube::api::Api;
 use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 
-use super::observe::{reflect, reflect_untyped};
+use super::stores::{reflect, reflect_untyped};
 use super::{Error, Shutdown, unix_now};
 use crate::api::{EC2NodeClass, NodePool};
 use crate::journal::{self, Header, Recorder, StepOut, Trailer};

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use super::Kube;
 use super::act::condition;
-use super::observe::{PoolProblem, Stores};
+use super::{observe::PoolProblem, stores::Stores};
 use crate::api::{EC2NodeClass, NodePool};
 use crate::cloud::CloudProvider;
 use crate::cluster::Cluster;
