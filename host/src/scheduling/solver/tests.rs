@@ -626,3 +626,31 @@ fn a_large_mixed_backlog_is_worked_through_completely() {
     );
     assert_sound(&plan, &all, &its);
 }
+
+#[test]
+fn cursors_change_no_plan_only_how_fast_it_is_found() {
+    // Karpenter's benchmark mix: zone and hostname spread, zone affinity, hostname anti-affinity
+    // and plain replicas, on-demand and spot, over three pools with different requirements.
+    let its = its();
+    let pools = [
+        pool("arm", &[(labels::ARCH, In, &["arm64"])]),
+        pool("default", &[]),
+        pool("od", &[(labels::CAPACITY_TYPE, In, &["on-demand"])]),
+    ];
+    let pods = crate::bench::karpenter_mix(3000, 7);
+    let plan = |cursors: bool| {
+        let mut solver = Solver::new(&pods, &[], &[], &pools, &its);
+        solver.use_cursors = cursors;
+        solver.run()
+    };
+    let (with, without) = (plan(true), plan(false));
+    assert_eq!(with.unschedulable.len(), without.unschedulable.len());
+    assert_eq!(with.claims.len(), without.claims.len());
+    for (a, b) in with.claims.iter().zip(&without.claims) {
+        assert_eq!(
+            (a.node_pool, &a.pods, &a.instance_types, a.zones),
+            (b.node_pool, &b.pods, &b.instance_types, b.zones)
+        );
+    }
+    assert_sound(&with, &pods, &its);
+}
