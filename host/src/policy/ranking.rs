@@ -34,22 +34,21 @@ pub fn rank(round: &ScoringRound, claim: usize, scores: &ClaimScores) -> Ranking
         out.vetoed
             .push((options[veto.option_index as usize], veto.reason.clone()));
     }
-    out.ranked = options
+    let mut keyed: Vec<(Ranked, (f64, u32, u32))> = options
         .iter()
         .zip(&scores.scores)
         .zip(vetoed)
         .filter(|(_, vetoed)| !vetoed)
-        .map(|((&option, &score), _)| Ranked { option, score })
+        .map(|((&option, &score), _)| (Ranked { option, score }, round.tie_break(option)))
         .collect();
-    out.ranked.sort_by(|a, b| {
-        let (ta, oa, za) = round.resolve(a.option);
-        let (tb, ob, zb) = round.resolve(b.option);
+    keyed.sort_by(|(a, ka), (b, kb)| {
         b.score
             .total_cmp(&a.score)
-            .then(oa.price.total_cmp(&ob.price))
-            .then_with(|| ta.name.cmp(&tb.name))
-            .then_with(|| za.cmp(zb))
+            .then(ka.0.total_cmp(&kb.0))
+            .then(ka.1.cmp(&kb.1))
+            .then(ka.2.cmp(&kb.2))
     });
+    out.ranked = keyed.into_iter().map(|(r, _)| r).collect();
     out
 }
 

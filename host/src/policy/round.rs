@@ -15,6 +15,27 @@ pub struct ScoringRound {
     pub catalog: Catalog,
     /// The claims to rank.
     pub claims: Vec<Claim>,
+    /// Per instance type of `catalog`: its place in name order, and per zone the same, so the
+    /// launch order's tie-breaks compare numbers, not strings, a million times a round.
+    name_order: (Vec<u32>, Vec<u32>),
+}
+
+/// Each item's place when `names` are sorted.
+fn places<'n>(names: impl ExactSizeIterator<Item = &'n str>) -> Vec<u32> {
+    let mut sorted: Vec<(&str, usize)> = names.enumerate().map(|(i, n)| (n, i)).collect();
+    sorted.sort_unstable();
+    let mut out = vec![0; sorted.len()];
+    for (place, (_, i)) in sorted.into_iter().enumerate() {
+        out[i] = place as u32;
+    }
+    out
+}
+
+fn name_order(catalog: &Catalog) -> (Vec<u32>, Vec<u32>) {
+    (
+        places(catalog.instance_types.iter().map(|t| t.name.as_str())),
+        places(catalog.zones.iter().map(String::as_str)),
+    )
 }
 
 /// What one launch option of a round buys.
@@ -63,21 +84,25 @@ impl ScoringRound {
                 *o = pack(renumbered[t] as usize, offering);
             }
         }
+        let catalog = Catalog {
+            zones: catalog.zones.clone(),
+            instance_types,
+        };
         ScoringRound {
             now,
-            catalog: Catalog {
-                zones: catalog.zones.clone(),
-                instance_types,
-            },
+            name_order: name_order(&catalog),
+            catalog,
             claims,
         }
     }
 
     /// The round for `claims` over the whole of `catalog` (a policy's test round).
     pub fn new(now: i64, catalog: &capacity::Catalog, claims: Vec<claim::Claim>) -> ScoringRound {
+        let catalog: Catalog = catalog.into();
         ScoringRound {
             now,
-            catalog: catalog.into(),
+            name_order: name_order(&catalog),
+            catalog,
             claims: claims.into_iter().map(Into::into).collect(),
         }
     }
@@ -106,6 +131,18 @@ impl ScoringRound {
             capacity_type: o.capacity_type.into(),
             price: o.price,
         }
+    }
+
+    /// An option's launch order after its score: lower price first, then instance-type name,
+    /// then zone name.
+    pub fn tie_break(&self, option: LaunchOption) -> (f64, u32, u32) {
+        let (ti, oi) = unpack(option);
+        let o = &self.catalog.instance_types[ti].offerings[oi];
+        (
+            o.price,
+            self.name_order.0[ti],
+            self.name_order.1[o.zone as usize],
+        )
     }
 
     /// The instance type, offering and zone name of an option. Options come from the host, so

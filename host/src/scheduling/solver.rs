@@ -30,7 +30,7 @@ use super::model::{
 };
 use super::requirements::Requirements;
 use crate::capacity::pack;
-use crate::capacity::{LaunchOption, Resources};
+use crate::capacity::{CapacityType, LaunchOption, Resources};
 
 /// How much dearer than the 10th-percentile value a type's capacity may be before a claim
 /// avoids growing into it.
@@ -120,12 +120,23 @@ impl PlannedClaim {
     /// capacity type its requirements allow, as packed launch options.
     pub fn options(&self, its: &InstanceTypes) -> Vec<LaunchOption> {
         let capacity = self.requirements.get(super::model::labels::CAPACITY_TYPE);
+        // Asked once per capacity type, not per offering: a claim has thousands.
+        let allowed =
+            |c: CapacityType| capacity.is_none_or(|a| a.allows(Some(capacity_type_label(c))));
+        let allowed = [
+            allowed(CapacityType::Spot),
+            allowed(CapacityType::OnDemand),
+            allowed(CapacityType::Reserved),
+        ];
         let mut out = Vec::new();
         for &t in &self.instance_types {
             for (oi, o) in its.types[t as usize].offerings.iter().enumerate() {
                 let in_zone = self.zones & (1 << o.zone) != 0;
-                let cap_ok =
-                    capacity.is_none_or(|a| a.allows(Some(capacity_type_label(o.capacity_type))));
+                let cap_ok = allowed[match o.capacity_type {
+                    CapacityType::Spot => 0,
+                    CapacityType::OnDemand => 1,
+                    CapacityType::Reserved => 2,
+                }];
                 if o.available && in_zone && cap_ok {
                     out.push(pack(t as usize, oi));
                 }
