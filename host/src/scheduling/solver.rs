@@ -251,13 +251,13 @@ struct Solver<'a> {
 }
 
 /// Pods alike in everything that decides whether a claim takes them: requests, node terms,
-/// topology terms and the selectors their labels match (a Deployment's replicas). When their
-/// terms are only of the kinds whose refusals last (see [`lasting`]), every reason a claim
-/// refuses such a pod lasts — a claim's requests only grow, its types, zones and requirements
-/// only narrow, the pods on it and their anti-affinity only accrue — so a claim that refused one
-/// pod of the class refuses the rest, and first fit for the next starts where the last one
-/// stopped. At 100,000 pods this turns the scan over thousands of full claims per pod into one
-/// step.
+/// topology terms and the selectors their labels match (a Deployment's replicas). A claim too
+/// full for one of them is too full for the rest (a claim's requests only grow and what it may
+/// become only narrows). When their terms are only of the kinds whose refusals last (see
+/// [`lasting`]), every refusal lasts — its types, zones and requirements only narrow, the pods
+/// on it and their anti-affinity only accrue. So first fit for the next pod of the class starts
+/// past the run of claims whose refusal lasts. At 100,000 pods this turns the scan over
+/// thousands of full claims per pod into one step.
 struct Cursor {
     requests: Resources,
     node_terms: Vec<Requirements>,
@@ -673,12 +673,9 @@ impl<'a> Solver<'a> {
         }
     }
 
-    /// The hash of pod `p`'s [`Cursor`] class, when every term of its own is [`lasting`].
+    /// The hash of pod `p`'s [`Cursor`] class.
     fn class_of(&self, p: usize) -> Option<u64> {
         use std::hash::{BuildHasher, Hash, Hasher};
-        if !self.terms[p].iter().all(lasting) {
-            return None;
-        }
         let pod = &self.pods[p];
         let mut h = FastHash.build_hasher();
         pod.requests.hash(&mut h);
@@ -749,20 +746,34 @@ impl<'a> Solver<'a> {
         } else {
             None
         };
+        // Every refusal lasts when every term does; otherwise only a full claim's.
+        let all_last = self.terms[p].iter().all(lasting);
         for &pool in &admitting {
             let mut start = self.scan_start(p, pool);
             if let Some(at) = class.and_then(|k| self.cursor(pool, k, p)) {
                 start = start.max(at);
             }
+            // Where the run of claims whose refusal lasts ends.
+            let mut lasting_until = None;
             for i in start..self.order[pool].len() {
                 let c = self.order[pool][i];
-                if self.claims[c].open && self.try_add(p, c).is_ok() {
-                    self.advance(pool, class, p, i);
-                    return Ok(());
+                if !self.claims[c].open {
+                    continue;
+                }
+                match self.try_add(p, c) {
+                    Ok(()) => {
+                        self.advance(pool, class, p, lasting_until.unwrap_or(i));
+                        return Ok(());
+                    }
+                    Err(Reject::TooBig(_)) => {}
+                    Err(_) if all_last => {}
+                    Err(_) => {
+                        lasting_until.get_or_insert(i);
+                    }
                 }
             }
             let end = self.order[pool].len();
-            self.advance(pool, class, p, end);
+            self.advance(pool, class, p, lasting_until.unwrap_or(end));
         }
         for &pool in &admitting {
             match self.new_claim(pool, p) {
