@@ -74,9 +74,9 @@ impl Controller {
         pass
     }
 
-    /// Time alone can make more nodes candidates: consolidateAfter and expireAfter passing (a
-    /// policy or a budget schedule changing its mind is covered by the revisit). The earliest
-    /// such time after `now`, aligned to the pass interval.
+    /// Time alone can make more nodes candidates: consolidateAfter and expireAfter passing. The
+    /// earliest such time after `now`, aligned to the pass interval. (A policy or a budget
+    /// schedule changing its mind is met by the revisit that follows a pass with notes.)
     fn next_candidate(&self, cluster: &Cluster, now: i64, interval: i64) -> Option<i64> {
         let after = |d: &str| {
             duration::parse(d)

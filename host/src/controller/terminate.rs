@@ -2,6 +2,7 @@
 //! terminating their instances once drained.
 
 use super::*;
+use crate::termination::Waiting;
 
 impl Controller {
     /// Drains the nodes being deleted and terminates the instances of those drained.
@@ -24,8 +25,12 @@ impl Controller {
                 continue;
             }
             match crate::termination::waiting_on(port.cluster(), name) {
-                Some(waiting) if !expired => {
-                    tracing::debug!(node = %name, ?waiting, "waiting before terminating the instance");
+                Some(Waiting::Pods(pods)) if !expired => {
+                    tracing::debug!(node = %name, pods, "waiting for the node's pods to stop");
+                    continue;
+                }
+                Some(Waiting::Volumes(volumes)) if !expired => {
+                    tracing::debug!(node = %name, volumes, "waiting for the node's volumes to detach");
                     continue;
                 }
                 _ => {}

@@ -1,6 +1,6 @@
 //! The reflectors: one watch per kind the controller reads, each keeping its objects in memory
-//! (trimmed of managed fields and the annotations nothing reads) and telling one [`Notify`] of
-//! every change, so the core loop wakes when anything moved.
+//! (trimmed of managed fields, the annotations and the Node status nothing reads) and telling
+//! one [`Notify`] of every change, so the core loop wakes when anything moved.
 
 use std::sync::Arc;
 

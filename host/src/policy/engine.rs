@@ -386,8 +386,9 @@ impl LoadedPolicy {
             .consolidator
             .as_ref()
             .ok_or_else(|| self.missing("consolidation"))?;
-        let started = Instant::now();
+        // Converted before the clock starts: the copy is the host's, not the policy's time.
         let round = wit::ConsolidationRound::from(round);
+        let started = Instant::now();
         let mut store = self.store(round.now);
         let consolidator = self.instantiate_consolidator(&mut store, pre)?;
         let allowed = self.allowance(round.moves.len());

@@ -194,7 +194,7 @@ struct Solver<'a> {
     /// Pods with their preferences held as requirements (borrowed when none has any).
     pods: Cow<'a, [PendingPod]>,
     /// Per pod with preferences: the pod with fewer of them and its topology terms, the next
-    /// to try last (see `Solver::new`).
+    /// to try last (see [`relaxations`]).
     relaxed: Vec<Vec<(PendingPod, Vec<Term>)>>,
     /// Existing nodes; claim `i < existing.len()` is existing node `i`.
     existing: &'a [ExistingNode],
@@ -254,8 +254,9 @@ struct Solver<'a> {
 /// topology terms and the selectors their labels match (a Deployment's replicas). A claim too
 /// full for one of them is too full for the rest (a claim's requests only grow and what it may
 /// become only narrows). When their terms are only of the kinds whose refusals last (see
-/// [`lasting`]), every refusal lasts — its types, zones and requirements only narrow, the pods
-/// on it and their anti-affinity only accrue. So first fit for the next pod of the class starts
+/// [`lasting`]), every other refusal lasts too — its types and zones only narrow, the pods on it
+/// and their anti-affinity only accrue — but one: a node term's label the claim's requirements
+/// do not define yet. So first fit for the next pod of the class starts
 /// past the run of claims whose refusal lasts. At 100,000 pods this turns the scan over
 /// thousands of full claims per pod into one step.
 struct Cursor {
@@ -337,16 +338,16 @@ impl Selectors {
     }
 }
 
-/// Whether a claim's refusal under this term lasts: the pods a node or zone holds only grow, so
-/// a hostname spread's skew, a hostname anti-affinity and a zone anti-affinity that refuse a
-/// claim refuse it for good. A zone spread (other zones fill and its skew allows a zone again)
-/// and an affinity (a pod it wants may come) do not.
+/// Whether a claim's refusals under this term last: the pods a node holds only grow, so a
+/// hostname spread's skew or a hostname anti-affinity that refuses a claim refuses it for good,
+/// and neither moves the zone a pod is placed in. A zone term does not: a zone spread's skew
+/// allows a zone again as others fill, an affinity's pod may come, and a zone anti-affinity
+/// moves the zone a pod is pinned to, where another type may be offered.
 fn lasting(t: &Term) -> bool {
     matches!(
         (t.kind, t.key),
         (TermKind::Spread(_), TopologyKey::Hostname)
             | (TermKind::AntiAffinity, TopologyKey::Hostname)
-            | (TermKind::AntiAffinity, TopologyKey::Zone)
     )
 }
 
@@ -748,6 +749,7 @@ impl<'a> Solver<'a> {
         };
         // Every refusal lasts when every term does; otherwise only a full claim's.
         let all_last = self.terms[p].iter().all(lasting);
+        let has_node_terms = !self.pods[p].node_terms.is_empty();
         for &pool in &admitting {
             let mut start = self.scan_start(p, pool);
             if let Some(at) = class.and_then(|k| self.cursor(pool, k, p)) {
@@ -766,6 +768,11 @@ impl<'a> Solver<'a> {
                         return Ok(());
                     }
                     Err(Reject::TooBig(_)) => {}
+                    // A claim whose requirements do not define a label a term selects can come
+                    // to define it (another pod's term joins them): that refusal may pass.
+                    Err(Reject::Requirements) if has_node_terms => {
+                        lasting_until.get_or_insert(i);
+                    }
                     Err(_) if all_last => {}
                     Err(_) => {
                         lasting_until.get_or_insert(i);

@@ -631,13 +631,38 @@ fn a_large_mixed_backlog_is_worked_through_completely() {
 fn cursors_change_no_plan_only_how_fast_it_is_found() {
     // Karpenter's benchmark mix: zone and hostname spread, zone affinity, hostname anti-affinity
     // and plain replicas, on-demand and spot, over three pools with different requirements.
-    let its = its();
+    // Types not offered in every zone, so the zone a pod is pinned to decides which fit.
+    let mut its = its();
+    for (i, t) in its.types.iter_mut().enumerate() {
+        for o in &mut t.offerings {
+            if (i + o.zone as usize) % 3 == 0 {
+                o.available = false;
+            }
+        }
+    }
     let pools = [
         pool("arm", &[(labels::ARCH, In, &["arm64"])]),
         pool("default", &[]),
         pool("od", &[(labels::CAPACITY_TYPE, In, &["on-demand"])]),
     ];
-    let pods = crate::bench::karpenter_mix(3000, 7);
+    let mut pods = crate::bench::karpenter_mix(3000, 7);
+    // Replicas kept out of the zones where a cache runs, and caches spread over zones.
+    for (i, p) in pods.iter_mut().enumerate().filter(|(i, _)| i % 7 == 0) {
+        let cache = i % 2 == 0;
+        let app = if cache { "cache" } else { "db" };
+        p.labels = vec![("app".into(), app.into())];
+        p.spread.clear();
+        p.affinity.clear();
+        p.anti_affinity = if cache {
+            Vec::new()
+        } else {
+            vec![AffinityTerm {
+                key: TopologyKey::Zone,
+                selector: crate::scheduling::model::LabelSelector::labels(&[("app", "cache")]),
+            }]
+        };
+        p.requests.cpu_millis = if cache { 3500 } else { 7000 };
+    }
     let plan = |cursors: bool| {
         let mut solver = Solver::new(&pods, &[], &[], &pools, &its);
         solver.use_cursors = cursors;
