@@ -635,7 +635,7 @@ fn cursors_change_no_plan_only_how_fast_it_is_found() {
     let mut its = its();
     for (i, t) in its.types.iter_mut().enumerate() {
         for o in &mut t.offerings {
-            if (i + o.zone as usize) % 3 == 0 {
+            if (i + o.zone as usize).is_multiple_of(3) {
                 o.available = false;
             }
         }
