@@ -94,16 +94,6 @@ pub fn unpack(option: LaunchOption) -> (usize, usize) {
     ((option >> 8) as usize, (option & 0xff) as usize)
 }
 
-impl Catalog {
-    /// The instance type, offering and zone name of an option of this catalog.
-    pub fn resolve(&self, option: LaunchOption) -> (&InstanceType, &Offering, &str) {
-        let (ti, oi) = unpack(option);
-        let t = &self.instance_types[ti];
-        let o = &t.offerings[oi];
-        (t, o, &self.zones[o.zone as usize])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
