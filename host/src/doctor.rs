@@ -70,7 +70,7 @@ pub fn run(settings: DoctorSettings) -> Vec<Check> {
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
+        Ok(rt) => crate::bridge::Bridge::owning(rt),
         Err(e) => {
             return vec![check("runtime", Verdict::Problem(e.to_string()))];
         }
@@ -78,8 +78,8 @@ pub fn run(settings: DoctorSettings) -> Vec<Check> {
     let mut out = Vec::new();
     // The operator's identity inspects (roles, rules, access entries); the controller's makes
     // the controller's own calls.
-    let operator = rt.block_on(settings.aws.sdk_config());
-    let aws_ok = match rt.block_on(crate::cloud::aws::credentials_problem(&operator)) {
+    let operator = rt.wait(settings.aws.sdk_config());
+    let aws_ok = match rt.wait(crate::cloud::aws::credentials_problem(&operator)) {
         None => {
             out.push(check(
                 "AWS credentials",
@@ -94,7 +94,7 @@ pub fn run(settings: DoctorSettings) -> Vec<Check> {
     };
     let mut aws = settings.aws.clone();
     let as_controller = aws_ok && {
-        let (verdict, credentials) = rt.block_on(identity::controller(
+        let (verdict, credentials) = rt.wait(identity::controller(
             &operator,
             settings.role_arn.as_deref(),
         ));
@@ -103,10 +103,10 @@ pub fn run(settings: DoctorSettings) -> Vec<Check> {
         aws.credentials = credentials;
         ok
     };
-    let controller = rt.block_on(aws.sdk_config());
+    let controller = rt.wait(aws.sdk_config());
 
     let client = {
-        let _enter = rt.enter();
+        let _enter = rt.handle().enter();
         kube::Client::try_from(settings.kube.clone())
     };
     let client = match client {
@@ -120,7 +120,7 @@ pub fn run(settings: DoctorSettings) -> Vec<Check> {
         }
     };
     if let Some(client) = &client {
-        out.push(match rt.block_on(crate::kubernetes::crd_versions(client)) {
+        out.push(match rt.wait(crate::kubernetes::crd_versions(client)) {
             Ok(found) => match crate::api::crds_problem(&found) {
                 None => check(
                     "CRDs",
@@ -139,7 +139,7 @@ pub fn run(settings: DoctorSettings) -> Vec<Check> {
     // The cluster as the nodes will see it, learnt the way the controller learns it, and
     // compared with the one KUBECONFIG reaches.
     let discovered = as_controller && {
-        let found = rt.block_on(aws.discover(&controller));
+        let found = rt.wait(aws.discover(&controller));
         out.push(match &found {
             Ok(()) => check(
                 "cluster",
@@ -156,15 +156,13 @@ pub fn run(settings: DoctorSettings) -> Vec<Check> {
         found.is_ok()
     };
     if discovered && let Some(client) = &client {
-        out.extend(rt.block_on(cluster::matches_kubeconfig(&aws, &settings.kube, client)));
+        out.extend(rt.wait(cluster::matches_kubeconfig(&aws, &settings.kube, client)));
     }
 
     // Node classes, through the provider's own resolution, as the controller.
     let classes: Vec<crate::api::EC2NodeClass> = match &client {
         Some(c) => rt
-            .block_on(
-                kube::Api::<crate::api::EC2NodeClass>::all(c.clone()).list(&Default::default()),
-            )
+            .wait(kube::Api::<crate::api::EC2NodeClass>::all(c.clone()).list(&Default::default()))
             .map(|l| l.items)
             .unwrap_or_default(),
         None => Vec::new(),
@@ -217,13 +215,13 @@ pub fn run(settings: DoctorSettings) -> Vec<Check> {
         }
         if let Some(role) = &class.spec.role {
             let what = format!("node role {role}");
-            let arn = rt.block_on(cluster::role_arn(&operator, role));
+            let arn = rt.wait(cluster::role_arn(&operator, role));
             out.push(match &arn {
                 Ok(_) => check(&what, Verdict::Ok("exists".into())),
                 Err(why) => check(&what, why.clone()),
             });
             if let (Ok(arn), Some(client)) = (&arn, &client) {
-                out.push(rt.block_on(cluster::node_access(
+                out.push(rt.wait(cluster::node_access(
                     &operator,
                     client,
                     &aws.cluster_name,
@@ -247,18 +245,18 @@ pub fn run(settings: DoctorSettings) -> Vec<Check> {
             "interruption queue",
             Verdict::Skipped("no AWS credentials".into()),
         )),
-        (Some(queue_ref), true) => out.extend(rt.block_on(queue(&operator, queue_ref))),
+        (Some(queue_ref), true) => out.extend(rt.wait(queue(&operator, queue_ref))),
     }
 
     if let Some(client) = &client {
         // The controller itself: running, ready, and what it has been warning about.
-        out.extend(rt.block_on(cluster::controller(client, &settings.namespace)));
+        out.extend(rt.wait(cluster::controller(client, &settings.namespace)));
         // Pending pods no NodePool can serve, in the zones the node classes reach (the
         // region's first three when none resolved).
         if zones.is_empty() {
             zones.extend(["a", "b", "c"].map(|z| format!("{}{z}", settings.aws.region)));
         }
-        out.push(rt.block_on(pending(client, &zones)));
+        out.push(rt.wait(pending(client, &zones)));
     }
     out
 }

@@ -434,17 +434,17 @@ impl Queue {
 /// The queue driven from a thread outside the runtime (the controller core is synchronous):
 /// the core's [`Interruptions`].
 pub struct BlockingQueue {
-    pub rt: tokio::runtime::Handle,
+    pub bridge: crate::bridge::Bridge,
     pub queue: Queue,
 }
 
 impl Interruptions for BlockingQueue {
     fn poll(&mut self) -> Result<Vec<Received>, QueueError> {
-        self.rt.block_on(self.queue.poll())
+        self.bridge.wait(self.queue.poll())
     }
 
     fn done(&mut self, r: &Received, action: Action) -> Result<(), QueueError> {
-        self.rt.block_on(self.queue.done(r, action))
+        self.bridge.wait(self.queue.done(r, action))
     }
 }
 
@@ -452,18 +452,18 @@ impl Interruptions for BlockingQueue {
 /// notices arrive on a channel the core drains each tick, and handled messages are deleted
 /// from the controller's thread.
 pub struct Poller {
-    rt: tokio::runtime::Handle,
+    bridge: crate::bridge::Bridge,
     rx: tokio::sync::mpsc::UnboundedReceiver<Received>,
     /// Deletes handled messages (and counts the actions taken).
     deleter: Queue,
 }
 
 impl Poller {
-    /// Starts long-polling `queue` on `rt`.
-    pub fn spawn(rt: &tokio::runtime::Handle, mut queue: Queue) -> Poller {
+    /// Starts long-polling `queue` on the bridge's runtime.
+    pub fn spawn(bridge: &crate::bridge::Bridge, mut queue: Queue) -> Poller {
         let deleter = Queue::new(queue.sqs.clone(), &queue.url);
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        rt.spawn(async move {
+        bridge.handle().spawn(async move {
             loop {
                 match queue.poll().await {
                     Ok(received) => {
@@ -484,7 +484,7 @@ impl Poller {
             }
         });
         Poller {
-            rt: rt.clone(),
+            bridge: bridge.clone(),
             rx,
             deleter,
         }
@@ -501,7 +501,7 @@ impl Interruptions for Poller {
     }
 
     fn done(&mut self, r: &Received, action: Action) -> Result<(), QueueError> {
-        self.rt.block_on(self.deleter.done(r, action))
+        self.bridge.wait(self.deleter.done(r, action))
     }
 }
 

@@ -208,7 +208,8 @@ impl Shutdown {
 #[derive(Clone)]
 pub struct Kube {
     pub client: Client,
-    pub rt: tokio::runtime::Handle,
+    /// Every call is waited on here.
+    pub rt: crate::bridge::Bridge,
     pub events: Events,
     pub metrics: Arc<Metrics>,
 }
@@ -216,7 +217,7 @@ pub struct Kube {
 /// Deletes an object the controller holds a finalizer on and releases it: once its instance
 /// is gone nothing is left to wait for. An object already gone is not an error.
 pub fn delete_released<K>(
-    rt: &tokio::runtime::Handle,
+    rt: &crate::bridge::Bridge,
     api: &kube::Api<K>,
     name: &str,
 ) -> Result<(), kube::Error>
@@ -228,7 +229,7 @@ where
         other => other,
     };
     gone(
-        rt.block_on(api.delete(name, &kube::api::DeleteParams::default()))
+        rt.wait(api.delete(name, &kube::api::DeleteParams::default()))
             .map(|_| ()),
     )?;
     release_finalizer(rt, api, name)
@@ -238,7 +239,7 @@ where
 /// object as it is now, with its resourceVersion as the precondition, retried on 409 Conflict
 /// with the fresh object. An object gone, or without the finalizer, is not an error.
 pub fn release_finalizer<K>(
-    rt: &tokio::runtime::Handle,
+    rt: &crate::bridge::Bridge,
     api: &kube::Api<K>,
     name: &str,
 ) -> Result<(), kube::Error>
@@ -247,7 +248,7 @@ where
 {
     let mut attempts = 0;
     loop {
-        let object = match rt.block_on(api.get(name)) {
+        let object = match rt.wait(api.get(name)) {
             Ok(o) => o,
             Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
             Err(e) => return Err(e),
@@ -262,7 +263,7 @@ where
             "finalizers": left,
             "resourceVersion": meta.resource_version,
         }});
-        match rt.block_on(api.patch(
+        match rt.wait(api.patch(
             name,
             &kube::api::PatchParams::default(),
             &kube::api::Patch::Merge(&release),
@@ -478,6 +479,7 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
         .build()
         .map_err(|e| Error::Runtime(e.to_string()))?;
     let handle = rt.handle().clone();
+    let bridge = crate::bridge::Bridge::on(handle.clone());
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(serve::Health::new(settings.operation.stuck_after));
     serve::start(
@@ -500,12 +502,12 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
         let client = client(config, &settings.operation, &settings.instance)?;
         (client, events_client)
     };
-    rt.block_on(check_crds(&client))?;
+    bridge.wait(check_crds(&client))?;
     let stores = {
         let _enter = rt.enter();
         stores::start(&client, &settings.policy_config_map_namespaces)
     };
-    let synced = rt.block_on(async {
+    let synced = bridge.wait(async {
         tokio::time::timeout(settings.sync_timeout, async {
             let _ = stores.pods.wait_until_ready().await;
             let _ = stores.nodes.wait_until_ready().await;
@@ -529,7 +531,7 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
     tracing::info!("caches synced");
     let kube = Kube {
         client: client.clone(),
-        rt: handle.clone(),
+        rt: bridge.clone(),
         events: Events::start(
             &handle,
             Recorder::new(
@@ -583,19 +585,19 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
 
     let mut queue = match &settings.interruption_queue {
         Some(queue) => {
-            let sdk = handle.block_on(settings.aws.sdk_config());
+            let sdk = bridge.wait(settings.aws.sdk_config());
             let sqs = aws_sdk_sqs::Client::new(&sdk);
-            let url = handle.block_on(crate::interruption::queue_url(&sqs, queue))?;
+            let url = bridge.wait(crate::interruption::queue_url(&sqs, queue))?;
             let mut q = crate::interruption::Queue::new(sqs, &url);
             q.prom = Some(metrics.clone());
-            Some(crate::interruption::Poller::spawn(&handle, q))
+            Some(crate::interruption::Poller::spawn(&bridge, q))
         }
         None => None,
     };
     let leadership = match &settings.operation.leader_election {
         Some(election) => {
             tracing::info!(lease = %election.lease, namespace = %election.namespace, identity = %settings.instance, "campaigning for the leader lease");
-            handle.block_on(leader::Leadership::campaign(
+            bridge.wait(leader::Leadership::campaign(
                 client.clone(),
                 election,
                 &settings.instance,
@@ -614,7 +616,7 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
     while !shutdown.stopped() {
         let now = unix_now();
         health.beat(now);
-        handle.block_on(leadership.look());
+        bridge.wait(leadership.look());
         if leadership.leading() != leading {
             leading = !leading;
             metrics.leader.set(i64::from(leading));
@@ -694,7 +696,7 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
         }
         let changed = stores.changed.clone();
         let mut lease = leadership.changes();
-        handle.block_on(async move {
+        bridge.wait(async move {
             let lease_changed = async {
                 match lease.as_mut() {
                     Some(l) => {
@@ -719,7 +721,7 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
     }
     tracing::info!("controller stopping");
     drop(queue);
-    handle.block_on(leadership.release());
+    bridge.wait(leadership.release());
     metrics.leader.set(0);
     rt.shutdown_timeout(Duration::from_secs(5));
     tracing::info!("controller stopped");

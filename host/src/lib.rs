@@ -4,6 +4,7 @@
 pub mod api;
 pub mod bench;
 pub mod bounded;
+pub mod bridge;
 pub mod capacity;
 pub mod catalog;
 pub mod cloud;

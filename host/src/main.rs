@@ -433,10 +433,8 @@ fn run() -> Result<()> {
             role_arn,
             namespace,
         } => {
-            let kube = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?
-                .block_on(kube::Config::infer())
+            let kube = dovetail::bridge::Bridge::own()?
+                .wait(kube::Config::infer())
                 .context("no Kubernetes configuration: run in a cluster, or set KUBECONFIG")?;
             let mut aws = dovetail::cloud::aws::AwsSettings::new(&aws_region, &cluster_name);
             aws.endpoint = aws_endpoint;

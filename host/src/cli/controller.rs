@@ -7,10 +7,8 @@ use crate::{CloudKind, ControllerArgs};
 
 /// `dovetail controller`: until SIGTERM or Ctrl-C.
 pub(crate) fn controller(args: ControllerArgs) -> Result<()> {
-    let config = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(kube::Config::infer())
+    let config = dovetail::bridge::Bridge::own()?
+        .wait(kube::Config::infer())
         .context("no Kubernetes configuration: run in a cluster, or set KUBECONFIG")?;
     let mut aws = dovetail::cloud::aws::AwsSettings::new(&args.aws_region, &args.cluster_name);
     aws.endpoint = args.aws_endpoint;
@@ -78,10 +76,8 @@ pub(crate) fn controller(args: ControllerArgs) -> Result<()> {
 /// `dovetail record`: the cluster KUBECONFIG names, as a journal, until Ctrl-C, SIGTERM or
 /// `--duration`.
 pub(crate) fn record(opts: dovetail::kubernetes::record::RecordOptions) -> Result<()> {
-    let config = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(kube::Config::infer())
+    let config = dovetail::bridge::Bridge::own()?
+        .wait(kube::Config::infer())
         .context("no Kubernetes configuration: set KUBECONFIG to the cluster to record")?;
     let stop = dovetail::kubernetes::Shutdown::default();
     let on_signal = stop.clone();
@@ -106,17 +102,15 @@ pub(crate) fn record(opts: dovetail::kubernetes::record::RecordOptions) -> Resul
 
 /// Calls `then` on its own thread at the first SIGTERM or Ctrl-C.
 pub(crate) fn ctrlc_or_term(then: impl FnOnce() + Send + 'static) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = dovetail::bridge::Bridge::own()?;
     // Registered before returning, so a signal that comes at once is not lost.
     let mut term = {
-        let _enter = rt.enter();
+        let _enter = rt.handle().enter();
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("a SIGTERM handler")?
     };
     std::thread::spawn(move || {
-        rt.block_on(async {
+        rt.wait(async {
             tokio::select! {
                 _ = term.recv() => {},
                 _ = tokio::signal::ctrl_c() => {},

@@ -305,12 +305,9 @@ pub(crate) fn push(file: &std::path::Path, target: &str, plain_http: bool) -> Re
         .file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let pinned = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(dovetail::policy::source::push_oci(
-            &settings, bytes, &info, &title, reference,
-        ))?;
+    let pinned = dovetail::bridge::Bridge::own()?.wait(dovetail::policy::source::push_oci(
+        &settings, bytes, &info, &title, reference,
+    ))?;
     eprintln!(
         "pushed {} ({} bytes, dovetail:policy@{}) to {reference}",
         info.digest, info.size, info.wit_version

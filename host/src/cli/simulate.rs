@@ -276,10 +276,8 @@ pub(crate) fn top(
         bail!("--speed {speed}: give virtual seconds per real second, above 0");
     }
     let feed = if files.is_empty() {
-        let config = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
-            .block_on(kube::Config::infer())
+        let config = dovetail::bridge::Bridge::own()?
+            .wait(kube::Config::infer())
             .context(
                 "no Kubernetes configuration: set KUBECONFIG, or replay a simulation with -f FILE",
             )?;

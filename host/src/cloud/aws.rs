@@ -134,7 +134,8 @@ pub async fn credentials_problem(config: &aws_config::SdkConfig) -> Option<Strin
 
 /// The EC2 provider.
 pub struct AwsCloud {
-    rt: tokio::runtime::Runtime,
+    /// Every call to AWS is waited on here.
+    bridge: crate::bridge::Bridge,
     ec2: aws_sdk_ec2::Client,
     ssm: aws_sdk_ssm::Client,
     iam: aws_sdk_iam::Client,
@@ -158,15 +159,13 @@ pub struct AwsCloud {
 impl AwsCloud {
     /// Connects (nothing is called until the first request).
     pub fn new(mut settings: AwsSettings) -> Result<Self, CloudError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| api_error("", "runtime", e))?;
-        let config = rt.block_on(settings.sdk_config());
-        if let Some(problem) = rt.block_on(credentials_problem(&config)) {
+        let bridge = crate::bridge::Bridge::own().map_err(|e| api_error("", "runtime", e))?;
+        let config = bridge.wait(settings.sdk_config());
+        if let Some(problem) = bridge.wait(credentials_problem(&config)) {
             return Err(CloudError::Setup(problem));
         }
-        rt.block_on(settings.discover(&config))
+        bridge
+            .wait(settings.discover(&config))
             .map_err(CloudError::Setup)?;
         let arch = crate::catalog::embedded()
             .into_iter()
@@ -184,7 +183,7 @@ impl AwsCloud {
             ec2: aws_sdk_ec2::Client::new(&config),
             ssm: aws_sdk_ssm::Client::new(&config),
             iam: aws_sdk_iam::Client::new(&config),
-            rt,
+            bridge,
             settings,
             classes: BTreeMap::new(),
             templates: Default::default(),
@@ -221,8 +220,8 @@ impl AwsCloud {
     pub fn list(&mut self) -> Result<Vec<(String, Option<String>, i64)>, CloudError> {
         self.count("DescribeInstances");
         let out = self
-            .rt
-            .block_on(
+            .bridge
+            .wait(
                 self.ec2
                     .describe_instances()
                     .filters(tag_filter(tags::CLUSTER, &self.settings.cluster_name))
@@ -291,8 +290,8 @@ impl AwsCloud {
     ) -> Result<Option<(String, String, String, CapacityType)>, CloudError> {
         self.count("DescribeInstances");
         let out = self
-            .rt
-            .block_on(
+            .bridge
+            .wait(
                 self.ec2
                     .describe_instances()
                     .filters(tag_filter(tags::CLUSTER, &self.settings.cluster_name))
@@ -406,8 +405,8 @@ impl AwsCloud {
             .set_tag_specifications(Some(tag_specs));
         self.count("CreateFleet");
         let out = self
-            .rt
-            .block_on(req.send())
+            .bridge
+            .wait(req.send())
             .map_err(|e| api_error(&request.claim, "CreateFleet", sdk_message(&e)))?;
         let errors: Vec<FleetError> = out
             .errors()
@@ -616,8 +615,8 @@ impl CloudProvider for AwsCloud {
     fn delete(&mut self, id: &str) -> Result<(), CloudError> {
         self.count("TerminateInstances");
         match self
-            .rt
-            .block_on(self.ec2.terminate_instances().instance_ids(id).send())
+            .bridge
+            .wait(self.ec2.terminate_instances().instance_ids(id).send())
         {
             Ok(_) => Ok(()),
             Err(e) if sdk_message(&e).contains("InvalidInstanceID.NotFound") => Ok(()),

@@ -32,7 +32,7 @@ use crate::snapshot::NOMINATION_TTL;
 /// The Kubernetes world behind the controller core's port.
 pub struct KubePort {
     client: Client,
-    rt: tokio::runtime::Handle,
+    rt: crate::bridge::Bridge,
     recorder: super::Events,
     cluster: Cluster,
     signals: Vec<Signal>,
@@ -120,7 +120,7 @@ impl KubePort {
             tracing::warn!(writes = writes.len(), error = %e, "deferred writes not made");
             return;
         }
-        let results: Vec<Result<(), PortError>> = self.rt.block_on(
+        let results: Vec<Result<(), PortError>> = self.rt.wait(
             futures::stream::iter(writes)
                 .buffer_unordered(WRITE_CONCURRENCY)
                 .collect(),
@@ -139,7 +139,7 @@ impl KubePort {
     fn patch_claim(&self, name: &str, patch: serde_json::Value) -> Result<(), PortError> {
         let api = self.claims();
         self.rt
-            .block_on(api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)))
+            .wait(api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)))
             .map(|_| ())
             .map_err(|e| failed(&self.metrics, "patching NodeClaim", name, &e))
     }
@@ -315,7 +315,7 @@ impl ClusterPort for KubePort {
         let api = &api;
         let params = &params;
         let metrics = &*self.metrics;
-        self.rt.block_on(
+        self.rt.wait(
             futures::stream::iter(objects.into_iter().zip(claims))
                 .map(|(object, claim)| async move {
                     api.create(params, &object?)
@@ -451,7 +451,7 @@ impl ClusterPort for KubePort {
             let nodes: Api<KubeNode> = Api::all(self.client.clone());
             let mut attempts = 0;
             loop {
-                let Ok(current) = self.rt.block_on(nodes.get(&kube_name)) else {
+                let Ok(current) = self.rt.wait(nodes.get(&kube_name)) else {
                     break;
                 };
                 let mut taints = current
@@ -472,7 +472,7 @@ impl ClusterPort for KubePort {
                     "metadata": {"resourceVersion": current.metadata.resource_version},
                     "spec": {"taints": taints},
                 });
-                match self.rt.block_on(nodes.patch(
+                match self.rt.wait(nodes.patch(
                     &kube_name,
                     &PatchParams::default(),
                     &Patch::Merge(&patch),
@@ -485,7 +485,7 @@ impl ClusterPort for KubePort {
         }
         let api = self.claims();
         self.rt
-            .block_on(api.delete(node, &DeleteParams::default()))
+            .wait(api.delete(node, &DeleteParams::default()))
             .map_err(|e| failed(&self.metrics, "deleting NodeClaim", node, &e))?;
         let why = deletion
             .reason
@@ -513,7 +513,7 @@ impl ClusterPort for KubePort {
 
     fn evict(&mut self, pod: &str, node: &str) -> Result<(), PortError> {
         self.acting()?;
-        let answer = self.rt.block_on(evict_call(self.client.clone(), pod));
+        let answer = self.rt.wait(evict_call(self.client.clone(), pod));
         self.evicted(pod, node, answer)
     }
 
@@ -521,7 +521,7 @@ impl ClusterPort for KubePort {
         self.acting()?;
         let answer = self
             .rt
-            .block_on(delete_call(self.client.clone(), pod, grace_seconds));
+            .wait(delete_call(self.client.clone(), pod, grace_seconds));
         self.deleted(pod, node, answer)
     }
 
@@ -550,7 +550,7 @@ impl ClusterPort for KubePort {
                 })
             }
         });
-        let answers: Vec<Option<kube::Result<()>>> = self.rt.block_on(
+        let answers: Vec<Option<kube::Result<()>>> = self.rt.wait(
             futures::stream::iter(calls)
                 .buffered(EVICTIONS_IN_FLIGHT)
                 .collect(),

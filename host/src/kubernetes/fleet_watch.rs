@@ -15,7 +15,7 @@ use crate::scheduling::model::labels;
 
 /// Watches a cluster's nodes, NodeClaims, NodePools and pods.
 pub struct FleetWatch {
-    rt: tokio::runtime::Runtime,
+    rt: crate::bridge::Bridge,
     stores: stores::Stores,
     observer: observe::Observer,
     ctx: Context,
@@ -33,17 +33,18 @@ impl FleetWatch {
             .enable_all()
             .build()
             .map_err(|e| Error::Runtime(e.to_string()))?;
+        let rt = crate::bridge::Bridge::owning(rt);
         let server = config.cluster_url.to_string();
         let client = {
-            let _enter = rt.enter();
+            let _enter = rt.handle().enter();
             kube::Client::try_from(config)?
         };
-        rt.block_on(super::check_crds(&client))?;
+        rt.wait(super::check_crds(&client))?;
         let stores = {
-            let _enter = rt.enter();
+            let _enter = rt.handle().enter();
             stores::start(&client, &[])
         };
-        let synced = rt.block_on(async {
+        let synced = rt.wait(async {
             tokio::time::timeout(sync_timeout, async {
                 let _ = stores.pods.wait_until_ready().await;
                 let _ = stores.nodes.wait_until_ready().await;
@@ -95,7 +96,7 @@ impl FleetWatch {
 
     /// The fleet now.
     pub fn view(&mut self) -> FleetView {
-        let _enter = self.rt.enter();
+        let _enter = self.rt.handle().enter();
         let now = unix_now();
         let (cluster, _, _) = self.observer.snapshot(&self.stores, &self.ctx, now);
         let mut fleet = FleetView::of(&cluster, &self.ctx.its, now, &mut self.bounds);
@@ -116,7 +117,7 @@ impl FleetWatch {
     /// Waits until something the reflectors hold changes, or `at_most`.
     pub fn wait(&self, at_most: Duration) {
         let changed = self.stores.changed.clone();
-        self.rt.block_on(async {
+        self.rt.wait(async {
             let _ = tokio::time::timeout(at_most, changed.notified()).await;
         });
     }

@@ -134,7 +134,20 @@ impl PolicyLoader {
                 // In flight: its outcome sets the next try.
                 *at = std::time::Instant::now() + RETRY_MAX * 12;
             }
-            self.start(kube, registry, stores, p, key, input(p, stores), needs);
+            let load = Load {
+                name,
+                key,
+                input: input(p, stores),
+                needs,
+                config: p
+                    .spec
+                    .config
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                limits: limits(p),
+            };
+            self.start(kube, registry, stores, load);
         }
         let mut changed = false;
         while let Ok(outcome) = self.rx.try_recv() {
@@ -205,32 +218,24 @@ impl PolicyLoader {
         changed
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn start(
-        &self,
-        kube: &Kube,
-        registry: &Arc<PolicyRegistry>,
-        stores: &Stores,
-        p: &Policy,
-        key: String,
-        input: Input,
-        needs: Roles,
-    ) {
-        let name = p.name_any();
-        let config: Vec<(String, String)> = p
-            .spec
-            .config
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        let limits = limits(p);
+    /// Fetches and compiles one version of a Policy in the background; its outcome comes back
+    /// on the channel [`Self::reconcile`] takes in.
+    fn start(&self, kube: &Kube, registry: &Arc<PolicyRegistry>, stores: &Stores, load: Load) {
+        let Load {
+            name,
+            key,
+            input,
+            needs,
+            config,
+            limits,
+        } = load;
         let (registry, settings, tx, changed) = (
             registry.clone(),
             self.settings.clone(),
             self.tx.clone(),
             stores.changed.clone(),
         );
-        kube.rt.spawn(async move {
+        kube.rt.handle().spawn(async move {
             let fetched = match input {
                 Input::Bytes(bytes) => Ok(Fetched {
                     digest: crate::policy::inspect::digest(&bytes),
@@ -337,11 +342,10 @@ impl PolicyLoader {
             "shadow": shadow,
         }});
         let api: Api<Policy> = Api::all(kube.client.clone());
-        match kube.rt.block_on(api.patch_status(
-            &name,
-            &PatchParams::default(),
-            &Patch::Merge(&status),
-        )) {
+        match kube
+            .rt
+            .wait(api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)))
+        {
             Ok(_) => {
                 self.written.insert(name, key);
             }
@@ -350,6 +354,17 @@ impl PolicyLoader {
             }
         }
     }
+}
+
+/// One version of a Policy to load: what [`PolicyLoader::start`] needs of it.
+struct Load {
+    name: String,
+    /// Its [`version`]: an outcome for an older key is dropped.
+    key: String,
+    input: Input,
+    needs: Roles,
+    config: Vec<(String, String)>,
+    limits: Limits,
 }
 
 /// What a Policy's component is read from, once its bytes are not yet at hand.

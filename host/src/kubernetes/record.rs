@@ -115,15 +115,16 @@ pub fn record(
         .enable_all()
         .build()
         .map_err(|e| Error::Runtime(e.to_string()))?;
+    let rt = crate::bridge::Bridge::owning(rt);
     let source = config.cluster_url.to_string();
     let client = {
-        let _enter = rt.enter();
+        let _enter = rt.handle().enter();
         kube::Client::try_from(config)?
     };
-    rt.block_on(super::check_crds(&client))?;
+    rt.wait(super::check_crds(&client))?;
     let changed = std::sync::Arc::new(tokio::sync::Notify::new());
     let w = {
-        let _enter = rt.enter();
+        let _enter = rt.handle().enter();
         Watches {
             // Stripped as they arrive: the journal never needs the rest.
             pods: reflect(Api::all(client.clone()), changed.clone(), strip_pod),
@@ -142,7 +143,7 @@ pub fn record(
             policies: reflect(Api::all(client.clone()), changed.clone(), |_| {}),
         }
     };
-    let synced = rt.block_on(async {
+    let synced = rt.wait(async {
         tokio::time::timeout(opts.sync_timeout, async {
             let _ = w.pods.wait_until_ready().await;
             let _ = w.nodes.wait_until_ready().await;

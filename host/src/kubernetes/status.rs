@@ -107,7 +107,7 @@ impl NodeClasses {
             };
             let patch = json!({"status": status});
             if let Err(e) =
-                rt.block_on(api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)))
+                rt.wait(api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch)))
             {
                 tracing::warn!(node_class = %name, version, error = %e, "could not write the EC2NodeClass status");
             }
@@ -238,7 +238,7 @@ impl PoolStatus {
             for c in status["conditions"].as_array_mut().into_iter().flatten() {
                 c["lastTransitionTime"] = super::rfc3339(now).into();
             }
-            match rt.block_on(api.patch_status(
+            match rt.wait(api.patch_status(
                 &name,
                 &PatchParams::default(),
                 &Patch::Merge(&json!({"status": status})),

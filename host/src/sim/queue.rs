@@ -4,7 +4,7 @@ use super::*;
 
 /// The interruption queue with the runtime that drives it (the simulator is synchronous).
 pub(super) struct QueueClient {
-    rt: tokio::runtime::Runtime,
+    bridge: crate::bridge::Bridge,
     sqs: aws_sdk_sqs::Client,
     url: String,
     pub(super) queue: crate::interruption::BlockingQueue,
@@ -16,19 +16,15 @@ impl QueueClient {
         url: &str,
         events_endpoint: Option<&str>,
     ) -> Result<Self, SimError> {
-        // One worker drives the I/O, so the queue can block on the runtime's handle.
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .map_err(|e| SimError::Input(format!("runtime: {e}")))?;
-        let config = rt.block_on(settings.sdk_config());
+        let bridge =
+            crate::bridge::Bridge::own().map_err(|e| SimError::Input(format!("runtime: {e}")))?;
+        let config = bridge.wait(settings.sdk_config());
         let mut queue = crate::interruption::Queue::new(aws_sdk_sqs::Client::new(&config), url);
         let sqs = match events_endpoint {
             Some(endpoint) => {
                 let mut events = settings.clone();
                 events.endpoint = Some(endpoint.to_string());
-                aws_sdk_sqs::Client::new(&rt.block_on(events.sdk_config()))
+                aws_sdk_sqs::Client::new(&bridge.wait(events.sdk_config()))
             }
             None => aws_sdk_sqs::Client::new(&config),
         };
@@ -36,10 +32,10 @@ impl QueueClient {
         queue.wait = Duration::ZERO;
         Ok(QueueClient {
             queue: crate::interruption::BlockingQueue {
-                rt: rt.handle().clone(),
+                bridge: bridge.clone(),
                 queue,
             },
-            rt,
+            bridge,
             sqs,
             url: url.into(),
         })
@@ -52,8 +48,8 @@ impl QueueClient {
         instance: &str,
     ) -> Result<(), String> {
         let body = crate::interruption::example_message(kind, instance);
-        self.rt
-            .block_on(
+        self.bridge
+            .wait(
                 self.sqs
                     .send_message()
                     .queue_url(&self.url)

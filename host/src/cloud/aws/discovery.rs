@@ -75,8 +75,8 @@ impl AwsCloud {
         loop {
             self.count("DescribeInstanceTypes");
             let out = self
-                .rt
-                .block_on(
+                .bridge
+                .wait(
                     self.ec2
                         .describe_instance_types()
                         .set_next_token(token.clone())
@@ -143,8 +143,8 @@ impl AwsCloud {
         loop {
             self.count("DescribeInstanceTypeOfferings");
             let out = self
-                .rt
-                .block_on(
+                .bridge
+                .wait(
                     self.ec2
                         .describe_instance_type_offerings()
                         .location_type(LocationType::AvailabilityZone)
@@ -169,8 +169,8 @@ impl AwsCloud {
         loop {
             self.count("DescribeSpotPriceHistory");
             let out = self
-                .rt
-                .block_on(
+                .bridge
+                .wait(
                     self.ec2
                         .describe_spot_price_history()
                         .product_descriptions("Linux/UNIX")

@@ -97,7 +97,7 @@ impl AwsCloud {
 
         match template_data(class, &ami, capacity) {
             Ok(data) => {
-                let r = self.rt.block_on(
+                let r = self.bridge.wait(
                     self.ec2
                         .create_launch_template()
                         .dry_run(true)
@@ -118,8 +118,8 @@ impl AwsCloud {
         }
 
         let exists = self
-            .rt
-            .block_on(
+            .bridge
+            .wait(
                 self.ec2
                     .describe_launch_templates()
                     .launch_template_names(&name)
@@ -142,7 +142,7 @@ impl AwsCloud {
                         .build(),
                 )
                 .build();
-            let r = self.rt.block_on(
+            let r = self.bridge.wait(
                 self.ec2
                     .create_fleet()
                     .dry_run(true)
@@ -200,7 +200,7 @@ impl AwsCloud {
                     IamInstanceProfileSpecification::builder().name(p).build(),
                 );
             }
-            let r = self.rt.block_on(req.send());
+            let r = self.bridge.wait(req.send());
             out.push(DryRun {
                 call: "RunInstances",
                 outcome: outcome(r),

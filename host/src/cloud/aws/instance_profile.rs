@@ -23,7 +23,7 @@ impl AwsCloud {
     /// The error is the service's message.
     fn profile_roles(&mut self, name: &str) -> Result<Option<Vec<String>>, String> {
         self.count("GetInstanceProfile");
-        match self.rt.block_on(
+        match self.bridge.wait(
             self.iam
                 .get_instance_profile()
                 .instance_profile_name(name)
@@ -66,8 +66,8 @@ impl AwsCloud {
                         .expect("key and value are set")
                 };
                 self.count("CreateInstanceProfile");
-                self.rt
-                    .block_on(
+                self.bridge
+                    .wait(
                         self.iam
                             .create_instance_profile()
                             .instance_profile_name(&name)
@@ -84,8 +84,8 @@ impl AwsCloud {
         let role = role.rsplit('/').next().unwrap_or(role);
         for other in roles.iter().filter(|r| r.as_str() != role) {
             self.count("RemoveRoleFromInstanceProfile");
-            self.rt
-                .block_on(
+            self.bridge
+                .wait(
                     self.iam
                         .remove_role_from_instance_profile()
                         .instance_profile_name(&name)
@@ -96,8 +96,8 @@ impl AwsCloud {
         }
         if !roles.iter().any(|r| r == role) {
             self.count("AddRoleToInstanceProfile");
-            self.rt
-                .block_on(
+            self.bridge
+                .wait(
                     self.iam
                         .add_role_to_instance_profile()
                         .instance_profile_name(&name)
@@ -131,8 +131,8 @@ impl AwsCloud {
         loop {
             self.count("ListInstanceProfiles");
             let out = self
-                .rt
-                .block_on(
+                .bridge
+                .wait(
                     self.iam
                         .list_instance_profiles()
                         .set_marker(marker.clone())
@@ -176,7 +176,7 @@ impl AwsCloud {
         };
         for role in roles {
             self.count("RemoveRoleFromInstanceProfile");
-            match self.rt.block_on(
+            match self.bridge.wait(
                 self.iam
                     .remove_role_from_instance_profile()
                     .instance_profile_name(name)
@@ -189,7 +189,7 @@ impl AwsCloud {
             }
         }
         self.count("DeleteInstanceProfile");
-        match self.rt.block_on(
+        match self.bridge.wait(
             self.iam
                 .delete_instance_profile()
                 .instance_profile_name(name)

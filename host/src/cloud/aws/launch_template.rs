@@ -114,7 +114,7 @@ impl AwsCloud {
             return Ok(name);
         }
         self.count("DescribeLaunchTemplates");
-        let found = self.rt.block_on(
+        let found = self.bridge.wait(
             self.ec2
                 .describe_launch_templates()
                 .launch_template_names(&name)
@@ -132,8 +132,8 @@ impl AwsCloud {
                 spec = spec.tags(Tag::builder().key(k).value(v).build());
             }
             self.count("CreateLaunchTemplate");
-            self.rt
-                .block_on(
+            self.bridge
+                .wait(
                     self.ec2
                         .create_launch_template()
                         .launch_template_name(&name)
@@ -151,8 +151,8 @@ impl AwsCloud {
     pub fn collect_launch_templates(&mut self) -> Result<Vec<String>, CloudError> {
         self.count("DescribeLaunchTemplates");
         let out = self
-            .rt
-            .block_on(
+            .bridge
+            .wait(
                 self.ec2
                     .describe_launch_templates()
                     .filters(tag_filter(tags::CLUSTER, &self.settings.cluster_name))
@@ -168,8 +168,8 @@ impl AwsCloud {
             .collect();
         for name in &stale {
             self.count("DeleteLaunchTemplate");
-            self.rt
-                .block_on(
+            self.bridge
+                .wait(
                     self.ec2
                         .delete_launch_template()
                         .launch_template_name(name)

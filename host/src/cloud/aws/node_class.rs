@@ -126,8 +126,8 @@ impl AwsCloud {
             }
             self.count("DescribeSubnets");
             let out = self
-                .rt
-                .block_on(req.send())
+                .bridge
+                .wait(req.send())
                 .map_err(|e| fail(format!("DescribeSubnets: {}", sdk_message(&e))))?;
             for s in out.subnets() {
                 subnets.push(ResolvedSubnet {
@@ -160,8 +160,8 @@ impl AwsCloud {
             }
             self.count("DescribeSecurityGroups");
             let out = self
-                .rt
-                .block_on(req.send())
+                .bridge
+                .wait(req.send())
                 .map_err(|e| fail(format!("DescribeSecurityGroups: {}", sdk_message(&e))))?;
             for g in out.security_groups() {
                 groups.push(ResolvedId {
@@ -203,8 +203,8 @@ impl AwsCloud {
             }
             self.count("DescribeImages");
             let out = self
-                .rt
-                .block_on(req.send())
+                .bridge
+                .wait(req.send())
                 .map_err(|e| fail(format!("DescribeImages: {}", sdk_message(&e))))?;
             for img in out.images() {
                 let arch = img
@@ -270,8 +270,8 @@ impl AwsCloud {
             let name = alias_parameter(family, &k8s, path_arch, version);
             self.count("GetParameter");
             match self
-                .rt
-                .block_on(self.ssm.get_parameter().name(&name).send())
+                .bridge
+                .wait(self.ssm.get_parameter().name(&name).send())
             {
                 Ok(o) => {
                     if let Some(v) = o.parameter().and_then(|p| p.value()) {
