@@ -34,7 +34,9 @@ use crate::controller::{
 use crate::fleet::{BoundCache, FleetView};
 use crate::policy::{EngineConfig, PolicyEngine, PolicyError, PolicyRegistry};
 use crate::provisioning::Pool;
-use crate::scheduling::from_kube::{ConvertError, deployment_pods, node_pool, pending_pod};
+use crate::scheduling::from_kube::{
+    ConvertError, daemonset_requests, deployment_pods, node_pool, pending_pod,
+};
 use crate::scheduling::model::{add, capacity_type, zero};
 use crate::scheduling::{InstanceTypes, PendingPod};
 
@@ -365,6 +367,7 @@ fn run_files(
             _ => None,
         },
         bounds: BoundCache::default(),
+        pod_changes: Default::default(),
     };
     for (file, m) in docs {
         sim.apply(&file, m)?;
@@ -389,6 +392,9 @@ struct Sim {
     queue: Option<QueueClient>,
     /// LP bounds solved for the fleet views so far.
     bounds: BoundCache,
+    /// The controller's memory of when each node's pods last changed: the same code dates
+    /// them here as in a cluster, and a restarted controller starts without it.
+    pod_changes: crate::snapshot::PodChanges,
 }
 
 /// The in-memory world the controller acts on: the cluster, and what kubelet, kube-scheduler
@@ -455,6 +461,15 @@ impl Sim {
         })
     }
 
+    /// Dates each node's pods as a cluster's observer does ([`crate::snapshot::PodChanges`]),
+    /// before the controller reads the world and after it acted (so that the next step's
+    /// changes are dated when they happen).
+    fn date_pods(&mut self, now: i64) {
+        if self.pod_changes.date(&mut self.world.cluster, now) {
+            self.world.dirty();
+        }
+    }
+
     /// The controller stopped: a new one starts with nothing but what the world and the cloud
     /// hold (as a restarted process has the API server and the account), its names continuing
     /// past every claim that exists.
@@ -463,6 +478,7 @@ impl Sim {
         let settings = self.controller.settings.clone();
         let ctx = self.controller.ctx.clone();
         self.controller = Controller::new(settings, ctx, now);
+        self.pod_changes = Default::default();
         let instances = self.cloud.running().unwrap_or_default();
         let w = &self.world.cluster;
         self.controller.continue_names_past(
@@ -500,6 +516,7 @@ impl Sim {
             self.world.stop_pods();
             self.world.update_pdb_status();
             let now = self.now();
+            self.date_pods(now);
             let queue = self
                 .queue
                 .as_mut()
@@ -509,6 +526,7 @@ impl Sim {
             if let Some(q) = &self.queue {
                 self.world.report.interruption = q.queue.queue.metrics.clone();
             }
+            self.date_pods(now);
             self.world.observe();
             if self.world.opts.timeline {
                 let mut fleet = FleetView::of(

@@ -4,9 +4,9 @@
 //! when a node's pods are unchanged. They are decisions, so they live here; a world remembers
 //! what it saw and asks.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, HashMap};
 
-use crate::cluster::{IntOrPercent, Node, Pdb, Pool};
+use crate::cluster::{Cluster, IntOrPercent, Node, Pdb, Pool};
 
 /// How long a nomination holds before a pod counts as pending again (Karpenter's is the batch
 /// window plus the node's start-up; 5 minutes covers a slow launch).
@@ -71,24 +71,97 @@ pub fn template_hash(
 }
 
 /// Since when a node's pods are what they are now (`consolidateAfter` counts from here), from
-/// what was remembered last time: the same set keeps its time, another set starts now, and a
-/// node seen for the first time counts from when it became Ready (or launched). The flag says
-/// the set changed (disruption should look again).
+/// what was remembered last time: the same set keeps its time, another set starts now. Not
+/// before the node became Ready: Karpenter counts from a node's last pod event, or from its
+/// initialization before any (kubernetes-sigs/karpenter
+/// `pkg/controllers/nodeclaim/disruption/consolidation.go`), and a pod binds only once its
+/// node is Ready — once: a node Ready again after a kubelet restart keeps its time. A node
+/// seen for the first time counts from now: after a restart the controller does not know when
+/// its pods last changed, and waits `consolidateAfter` afresh rather than disrupt a node whose
+/// pods just came. The flag says the set changed (disruption should look again).
 pub fn pods_unchanged_since(
-    before: Option<&(BTreeSet<String>, i64)>,
-    pods: &BTreeSet<String>,
+    before: Option<Seen>,
+    pods: PodSet,
     node: &Node,
     now: i64,
 ) -> (i64, bool) {
     match before {
-        Some((seen, since)) if seen == pods => (*since, false),
+        Some(seen) if seen.pods == pods => match node.ready_at {
+            Some(ready) if !seen.ready => (seen.since.max(ready), false),
+            _ => (seen.since, false),
+        },
         Some(_) => (now, true),
-        None => (
-            node.ready_at
-                .unwrap_or(node.launched_at)
-                .max(node.launched_at),
-            false,
-        ),
+        None => (now, false),
+    }
+}
+
+/// What was remembered of a node's pods last time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seen {
+    pub pods: PodSet,
+    pub since: i64,
+    /// The node was Ready then.
+    pub ready: bool,
+}
+
+/// A set of pod names, by count and an order-free digest of the names: comparing two costs
+/// nothing and remembering one allocates nothing (a world dates every node's pods each pass).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PodSet {
+    count: u32,
+    digest: u64,
+}
+
+impl PodSet {
+    pub fn insert(&mut self, name: &str) {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        let h = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .hash_one(name);
+        self.count += 1;
+        // A sum, not an exclusive or: two pods of one name (on two nodes, briefly) do not
+        // cancel out.
+        self.digest = self.digest.wrapping_add(h);
+    }
+}
+
+/// What an observer remembers of each node's pods between snapshots, so that every world
+/// dates them by [`pods_unchanged_since`] alike. It is the controller's memory: a restarted
+/// controller starts without it.
+#[derive(Debug, Default)]
+pub struct PodChanges {
+    /// Node → what its pods were, and since when.
+    seen: HashMap<String, Seen>,
+}
+
+impl PodChanges {
+    /// Sets every node's `last_pod_change` in `cluster` (pods nominated to a node count as on
+    /// it). True when some node's pods changed since the last call.
+    pub fn date(&mut self, cluster: &mut Cluster, now: i64) -> bool {
+        let mut sets: HashMap<&str, PodSet> = HashMap::with_capacity(cluster.nodes.len());
+        for p in cluster.pods.values() {
+            if let Some(n) = &p.node {
+                sets.entry(n.as_str()).or_default().insert(&p.spec.name);
+            }
+        }
+        let mut changed = false;
+        let mut seen = HashMap::with_capacity(cluster.nodes.len());
+        for (name, node) in cluster.nodes.iter_mut() {
+            let pods = sets.get(name.as_str()).copied().unwrap_or_default();
+            let (since, moved) =
+                pods_unchanged_since(self.seen.get(name.as_str()).copied(), pods, node, now);
+            changed |= moved;
+            node.last_pod_change = since;
+            seen.insert(
+                name.clone(),
+                Seen {
+                    pods,
+                    since,
+                    ready: node.ready_at.is_some(),
+                },
+            );
+        }
+        self.seen = seen;
+        changed
     }
 }
 
@@ -143,24 +216,75 @@ mod tests {
     }
 
     #[test]
-    fn a_node_s_pods_keep_their_time_until_the_set_changes() {
+    fn a_node_s_pods_keep_their_time_until_the_set_changes_and_never_predate_readiness() {
         let mut n = Node::example("a");
         n.launched_at = 10;
         n.ready_at = Some(50);
-        let pods: BTreeSet<String> = ["p1".to_string()].into();
-        assert_eq!(pods_unchanged_since(None, &pods, &n, 99), (50, false));
-        n.ready_at = None;
-        assert_eq!(pods_unchanged_since(None, &pods, &n, 99), (10, false));
-        let seen = (pods.clone(), 70);
+        let set = |names: &[&str]| {
+            let mut s = PodSet::default();
+            names.iter().for_each(|p| s.insert(p));
+            s
+        };
+        let pods = set(&["p1"]);
+        let seen = |since, ready| Some(Seen { pods, since, ready });
+        // First seen (a restart): from now, not from readiness.
+        assert_eq!(pods_unchanged_since(None, pods, &n, 99), (99, false));
         assert_eq!(
-            pods_unchanged_since(Some(&seen), &pods, &n, 99),
+            pods_unchanged_since(seen(70, true), pods, &n, 99),
             (70, false)
         );
-        let other: BTreeSet<String> = ["p2".to_string()].into();
         assert_eq!(
-            pods_unchanged_since(Some(&seen), &other, &n, 99),
+            pods_unchanged_since(seen(70, true), set(&["p2"]), &n, 99),
             (99, true)
         );
+        // Nominated while in flight (at 20), Ready at 50: counted from readiness…
+        assert_eq!(
+            pods_unchanged_since(seen(20, false), pods, &n, 99),
+            (50, false)
+        );
+        // …once: Ready again later (a kubelet restart) changes nothing.
+        n.ready_at = Some(90);
+        assert_eq!(
+            pods_unchanged_since(seen(50, true), pods, &n, 99),
+            (50, false)
+        );
+        // The set is the names, in any order; a name twice is not no name.
+        assert_eq!(set(&["a", "b"]), set(&["b", "a"]));
+        assert_ne!(set(&["a", "a"]), set(&[]));
+        assert_ne!(set(&["a"]), set(&["b"]));
+    }
+
+    #[test]
+    fn dating_a_cluster_keeps_a_node_s_time_until_its_pods_change() {
+        let mut c = Cluster::default();
+        let mut n = Node::example("a");
+        n.launched_at = 0;
+        n.ready_at = Some(10);
+        c.nodes.insert("a".into(), n);
+        let pod = |name: &str| crate::cluster::Pod {
+            spec: crate::scheduling::PendingPod::new(name, &[], 100, 1 << 20),
+            owner: None,
+            created_at: 0,
+            node: Some("a".into()),
+            running_since: Some(10),
+            ready: true,
+            do_not_disrupt: false,
+        };
+        c.pods.insert("p1".into(), pod("p1"));
+        let mut changes = PodChanges::default();
+        assert!(!changes.date(&mut c, 20), "first seen is no change");
+        assert_eq!(c.nodes["a"].last_pod_change, 20);
+        assert!(!changes.date(&mut c, 30));
+        assert_eq!(
+            c.nodes["a"].last_pod_change, 20,
+            "the same pods keep their time"
+        );
+        c.pods.insert("p2".into(), pod("p2"));
+        assert!(changes.date(&mut c, 40));
+        assert_eq!(c.nodes["a"].last_pod_change, 40);
+        c.pods.remove("p1");
+        assert!(changes.date(&mut c, 50), "one pod for another is a change");
+        assert_eq!(c.nodes["a"].last_pod_change, 50);
     }
 
     #[test]

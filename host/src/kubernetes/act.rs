@@ -419,6 +419,9 @@ impl ClusterPort for KubePort {
         if let Some(p) = self.cluster.pods.get_mut(pod) {
             p.node = Some(node.to_string());
         }
+        if let Some(n) = self.cluster.nodes.get_mut(node) {
+            n.last_pod_change = self.now;
+        }
         self.nominations
             .push((pod.into(), node.into(), self.now + NOMINATION_TTL));
         self.publish(

@@ -2,7 +2,7 @@
 //! into the [`Cluster`] the controller core decides on, applying the core's snapshot rules
 //! ([`crate::snapshot`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Node as KubeNode;
@@ -19,7 +19,7 @@ use crate::cluster::pdb::from_kube as pdb;
 use crate::cluster::{Cluster, DO_NOT_DISRUPT, Deletion, Node, Pod, UnlaunchedClaim};
 use crate::controller::{Context, Signal};
 use crate::provisioning::Pool;
-use crate::scheduling::from_kube::{node_pool, pending_pod};
+use crate::scheduling::from_kube::{daemonset_requests, node_pool};
 use crate::scheduling::model::capacity_type;
 use crate::scheduling::model::{Taint, TaintEffect, add, labels, zero};
 
@@ -34,8 +34,8 @@ pub struct PoolProblem {
 /// `consolidateAfter`), the pods seen pending (a new one opens a batch) and nominations.
 #[derive(Debug, Default)]
 pub struct Observer {
-    /// NodeClaim → (its pods, when that set last changed).
-    pods_of: HashMap<String, (BTreeSet<String>, i64)>,
+    /// When each node's pods last changed.
+    pod_changes: crate::snapshot::PodChanges,
     pending: BTreeSet<String>,
     /// Pod → (NodeClaim, until when the nomination holds).
     pub nominated: HashMap<String, (String, i64)>,
@@ -104,17 +104,8 @@ impl Observer {
         // DaemonSet overhead: every node runs one of each.
         let mut overhead = zero();
         for d in stores.daemonsets.state() {
-            let name = format!("{}/{}", d.namespace().unwrap_or_default(), d.name_any());
-            if let Some(spec) = d.spec.template.spec.as_ref()
-                && let Ok(p) = pending_pod(
-                    &format!("DaemonSet/{name}"),
-                    "spec.template.spec",
-                    &name,
-                    &BTreeMap::new(),
-                    spec,
-                )
-            {
-                overhead = add(&overhead, &p.requests);
+            if let Ok(Some((_, requests))) = daemonset_requests(&d) {
+                overhead = add(&overhead, &requests);
             }
         }
         for object in stores.node_pools.state() {
@@ -401,34 +392,11 @@ impl Observer {
         self.unbound = unbound_now;
     }
 
-    /// Since when each node's pods are what they are ([`crate::snapshot::pods_unchanged_since`]).
+    /// Since when each node's pods are what they are ([`crate::snapshot::PodChanges`]).
     fn observe_pod_changes(&mut self, cluster: &mut Cluster, signals: &mut Vec<Signal>, now: i64) {
-        // When each node's pods last changed.
-        let mut by_node: HashMap<String, BTreeSet<String>> = HashMap::new();
-        for p in cluster.pods.values() {
-            if let Some(n) = &p.node {
-                by_node
-                    .entry(n.clone())
-                    .or_default()
-                    .insert(p.spec.name.clone());
-            }
+        if self.pod_changes.date(cluster, now) {
+            signals.push(Signal::Changed(now));
         }
-        let mut seen = HashMap::new();
-        for (name, node) in cluster.nodes.iter_mut() {
-            let pods = by_node.remove(name).unwrap_or_default();
-            let (since, changed) = crate::snapshot::pods_unchanged_since(
-                self.pods_of.get(name.as_str()),
-                &pods,
-                node,
-                now,
-            );
-            if changed {
-                signals.push(Signal::Changed(now));
-            }
-            node.last_pod_change = since;
-            seen.insert(name.clone(), (pods, since));
-        }
-        self.pods_of = seen;
     }
 
     /// A pod as decisions see it, or `None` for pods that are not ours to place: finished,

@@ -135,22 +135,14 @@ impl Sim {
                 "DaemonSet" => {
                     let d: k8s_openapi::api::apps::v1::DaemonSet = serde_json::from_value(document)
                         .map_err(|e| SimError::Input(format!("{file}: DaemonSet: {e}")))?;
-                    let key = format!(
-                        "{}/{}",
-                        d.metadata.namespace.as_deref().unwrap_or("default"),
-                        d.metadata.name.as_deref().unwrap_or_default()
-                    );
-                    let spec = d.spec.template.spec.as_ref().ok_or_else(|| {
-                        SimError::Input(format!("{file}: DaemonSet {key}: no pod template"))
+                    let (key, requests) = daemonset_requests(&d)?.ok_or_else(|| {
+                        SimError::Input(format!(
+                            "{file}: DaemonSet {}/{}: no pod template",
+                            d.metadata.namespace.as_deref().unwrap_or("default"),
+                            d.metadata.name.as_deref().unwrap_or_default()
+                        ))
                     })?;
-                    let pod = pending_pod(
-                        &format!("DaemonSet/{key}"),
-                        "spec.template.spec",
-                        &key,
-                        &Default::default(),
-                        spec,
-                    )?;
-                    self.world.daemonsets.insert(key, pod.requests);
+                    self.world.daemonsets.insert(key, requests);
                     self.world.daemonset_overhead_changed();
                 }
                 "PodDisruptionBudget" => {

@@ -47,7 +47,6 @@ impl World {
                 continue;
             };
             node.ready_at = Some(t);
-            node.last_pod_change = t;
             // kubelet registers the Node and reports it Ready at once; the Node is named as
             // its claim is (the simulator keeps one name for both).
             node.lifecycle.joined = Some(crate::cluster::Joined {
@@ -381,7 +380,7 @@ impl World {
                     },
                 );
             }
-            _ => self.left_node(node),
+            _ => self.pod_left(),
         }
         if let Some(owner) = owner {
             self.reconcile(&owner);
@@ -402,15 +401,12 @@ impl World {
             if let Some(n) = self.cluster.nodes.get_mut(&s.node) {
                 n.terminating.remove(&name);
             }
-            self.left_node(&s.node);
+            self.pod_left();
         }
     }
 
-    /// A pod left `node`: disruption looks again, and waiting pods may fit there now.
-    pub(super) fn left_node(&mut self, node: &str) {
-        if let Some(n) = self.cluster.nodes.get_mut(node) {
-            n.last_pod_change = self.opts.start + self.t;
-        }
+    /// A pod left its node: disruption looks again, and waiting pods may fit there now.
+    pub(super) fn pod_left(&mut self) {
         self.dirty();
         if self.cluster.pods.values().any(|p| p.node.is_none()) {
             self.kick();
@@ -539,9 +535,8 @@ impl World {
 
     pub(super) fn delete_pod(&mut self, name: &str) {
         if let Some(p) = self.cluster.pods.remove(name)
-            && let Some(n) = p.node.and_then(|n| self.cluster.nodes.get_mut(&n))
+            && p.node.is_some()
         {
-            n.last_pod_change = self.opts.start + self.t;
             self.dirty();
             // Room on a node: kube-scheduler would bind pods that wait and now fit there, so
             // they are looked at again.
