@@ -132,13 +132,18 @@ struct World {
 
 impl World {
     fn round(&mut self, api: &ApiServer) -> usize {
-        for c in api.list(CLAIMS) {
-            let Some(pid) = c["status"]["providerID"].as_str() else {
-                continue;
-            };
-            if self.registered.contains_key(pid) || !c["metadata"]["deletionTimestamp"].is_null() {
-                continue;
+        // Launched claims not registered yet (copied: registering writes to the double).
+        let mut launched = Vec::new();
+        api.visit(CLAIMS, |c| {
+            if let Some(pid) = c["status"]["providerID"].as_str()
+                && !self.registered.contains_key(pid)
+                && c["metadata"]["deletionTimestamp"].is_null()
+            {
+                launched.push(c.clone());
             }
+        });
+        for c in launched {
+            let pid = c["status"]["providerID"].as_str().unwrap_or_default();
             let node = api.register_node(
                 &c,
                 &format!("ip-{}", pid.rsplit('/').next().unwrap_or_default()),
@@ -150,32 +155,39 @@ impl World {
                 .unwrap_or(0);
             self.registered.insert(pid.to_string(), (node, cpu));
         }
-        let nodes: BTreeMap<String, (u64, bool)> = api
-            .list(NODES)
-            .iter()
-            .map(|n| {
-                let usable = n["metadata"]["deletionTimestamp"].is_null()
-                    && n["spec"]["taints"].as_array().is_none_or(|t| t.is_empty());
+        // Usable nodes and their room.
+        let mut free: BTreeMap<String, u64> = BTreeMap::new();
+        api.visit(NODES, |n| {
+            let usable = n["metadata"]["deletionTimestamp"].is_null()
+                && n["spec"]["taints"].as_array().is_none_or(|t| t.is_empty());
+            if usable {
                 let cpu = self
                     .registered
                     .get(n["spec"]["providerID"].as_str().unwrap_or_default())
                     .map_or(0, |r| r.1);
-                (name(n), (cpu, usable))
-            })
-            .collect();
-        let pods = api.list(PODS);
-        let present: std::collections::HashSet<String> = pods.iter().map(name).collect();
+                free.insert(name(n), cpu);
+            }
+        });
+        // Pods: which exist, which wait (copied), and what the bound ones take.
+        let mut present = std::collections::HashSet::new();
+        let mut pending: Vec<Value> = Vec::new();
+        api.visit(PODS, |p| {
+            present.insert(name(p));
+            match p["spec"]["nodeName"].as_str() {
+                None => pending.push(p.clone()),
+                Some(n) => {
+                    if let Some(f) = free.get_mut(n) {
+                        *f = f.saturating_sub(POD_CPU_MILLIS);
+                    }
+                }
+            }
+        });
         // The ReplicaSet: evicted replicas come back pending.
         let missing: Vec<String> = self
             .replicas
             .iter()
             .filter(|(_, current)| !present.contains(*current))
             .map(|(base, _)| base.clone())
-            .collect();
-        let mut pending: Vec<Value> = pods
-            .iter()
-            .filter(|p| p["spec"]["nodeName"].is_null())
-            .cloned()
             .collect();
         for base in missing {
             self.next += 1;
@@ -185,18 +197,6 @@ impl World {
             self.replicas.insert(base, fresh);
             api.put(PODS, p.clone());
             pending.push(p);
-        }
-        let mut free: BTreeMap<String, u64> = nodes
-            .iter()
-            .filter(|(_, (_, usable))| *usable)
-            .map(|(n, (cpu, _))| (n.clone(), *cpu))
-            .collect();
-        for p in &pods {
-            if let Some(n) = p["spec"]["nodeName"].as_str()
-                && let Some(f) = free.get_mut(n)
-            {
-                *f = f.saturating_sub(POD_CPU_MILLIS);
-            }
         }
         // First fit, as before, with a cursor: every pod asks the same POD_CPU_MILLIS and a
         // node's room only shrinks, so the nodes before the first with room stay full (a scan
