@@ -156,7 +156,10 @@ impl PodChanges {
                 Seen {
                     pods,
                     since,
-                    ready: node.ready_at.is_some(),
+                    // Once Ready, for good: a node NotReady for a while (a kubelet restart)
+                    // and Ready again keeps its time.
+                    ready: node.ready_at.is_some()
+                        || self.seen.get(name.as_str()).is_some_and(|s| s.ready),
                 },
             );
         }
@@ -284,6 +287,12 @@ mod tests {
         assert_eq!(c.nodes["a"].last_pod_change, 40);
         c.pods.remove("p1");
         assert!(changes.date(&mut c, 50), "one pod for another is a change");
+        assert_eq!(c.nodes["a"].last_pod_change, 50);
+        // NotReady for a pass (a kubelet restart), then Ready again: the time stands.
+        c.nodes.get_mut("a").unwrap().ready_at = None;
+        assert!(!changes.date(&mut c, 60));
+        c.nodes.get_mut("a").unwrap().ready_at = Some(70);
+        assert!(!changes.date(&mut c, 80));
         assert_eq!(c.nodes["a"].last_pod_change, 50);
     }
 

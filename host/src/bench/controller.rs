@@ -144,6 +144,9 @@ impl World {
         });
         for c in launched {
             let pid = c["status"]["providerID"].as_str().unwrap_or_default();
+            if self.registered.contains_key(pid) {
+                continue;
+            }
             let node = api.register_node(
                 &c,
                 &format!("ip-{}", pid.rsplit('/').next().unwrap_or_default()),

@@ -1497,11 +1497,7 @@ mod tests {
     /// `visit` shows what `list` returns, in the same order, and only that collection.
     #[test]
     fn visit_shows_a_collection_as_list_does() {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = tokio::runtime::Runtime::new().unwrap();
         let api = ApiServer::start(&rt);
         for name in ["b", "a"] {
             api.put(
