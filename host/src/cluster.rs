@@ -317,6 +317,19 @@ impl Cluster {
         self.pools.iter().position(|p| p.spec.name == name)
     }
 
+    /// A pod nominated to a node, as the snapshot shows it until the next one is taken: on
+    /// the node, whose pods changed now (as [`crate::snapshot::PodChanges`] will date them),
+    /// so that a later decision of the same tick does not take the node for one long still.
+    /// Every world's [`crate::controller::ClusterPort::nominate`] applies it.
+    pub fn nominate(&mut self, pod: &str, node: &str, now: i64) {
+        if let Some(n) = self.nodes.get_mut(node) {
+            n.last_pod_change = now;
+        }
+        if let Some(p) = self.pods.get_mut(pod) {
+            p.node = Some(node.to_string());
+        }
+    }
+
     /// Pods no node holds, in name order.
     pub fn pending(&self) -> Vec<&Pod> {
         self.pods.values().filter(|p| p.node.is_none()).collect()
@@ -635,6 +648,19 @@ mod tests {
             ready: running,
             do_not_disrupt: false,
         }
+    }
+
+    #[test]
+    fn a_nominated_pod_is_on_its_node_whose_pods_changed_now() {
+        let mut c = Cluster::default();
+        let mut n = Node::example("n1");
+        n.last_pod_change = 10;
+        c.nodes.insert("n1".into(), n);
+        c.pods.insert("p".into(), pod("p", "web", false));
+        c.nominate("p", "n1", 50);
+        assert_eq!(c.pods["p"].node.as_deref(), Some("n1"));
+        assert_eq!(c.nodes["n1"].last_pod_change, 50);
+        assert!(c.pending().is_empty());
     }
 
     fn pool_with(requirements: serde_json::Value, taints: serde_json::Value) -> Pool {

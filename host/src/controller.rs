@@ -96,10 +96,8 @@ pub trait ClusterPort {
     fn launched(&mut self, claim: &NewClaim, node: Node) -> Result<(), PortError>;
     /// A claim that could not be launched goes away again.
     fn abandon_claim(&mut self, claim: &str, reason: &str);
-    /// A pending pod is to land on a node (Ready or in flight). The snapshot shows it there
-    /// from now on, and the node's pods as changed now, as the next snapshot will date them
-    /// ([`crate::snapshot::PodChanges`]): a later decision of the same tick must not take the
-    /// node for one whose pods have long been still.
+    /// A pending pod is to land on a node (Ready or in flight); the snapshot shows it there
+    /// from now on ([`Cluster::nominate`]).
     fn nominate(&mut self, pod: &str, node: &str);
     /// The node is tainted `dovetail.sh/disrupted:NoSchedule` and marked for deletion.
     fn mark_deleting(&mut self, node: &str, deletion: Deletion) -> Result<(), PortError>;

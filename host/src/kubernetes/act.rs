@@ -416,12 +416,7 @@ impl ClusterPort for KubePort {
     }
 
     fn nominate(&mut self, pod: &str, node: &str) {
-        if let Some(p) = self.cluster.pods.get_mut(pod) {
-            p.node = Some(node.to_string());
-        }
-        if let Some(n) = self.cluster.nodes.get_mut(node) {
-            n.last_pod_change = self.now;
-        }
+        self.cluster.nominate(pod, node, self.now);
         self.nominations
             .push((pod.into(), node.into(), self.now + NOMINATION_TTL));
         self.publish(

@@ -104,7 +104,7 @@ impl Observer {
         // DaemonSet overhead: every node runs one of each.
         let mut overhead = zero();
         for d in stores.daemonsets.state() {
-            if let Ok(Some((_, requests))) = daemonset_requests(&d) {
+            if let Ok((_, Some(requests))) = daemonset_requests(&d) {
                 overhead = add(&overhead, &requests);
             }
         }

@@ -288,19 +288,18 @@ pub fn workload_owner(
     Some(format!("{}/{}", c.kind, c.name))
 }
 
-/// What a DaemonSet's pod asks of every node its NodePools launch, with the DaemonSet's
-/// `namespace/name`; `None` for one without a pod template. Both worlds count a pool's
-/// DaemonSet overhead from this.
+/// A DaemonSet's `namespace/name`, and what its pod asks of every node its NodePools launch
+/// (`None` without a pod template). Both worlds count a pool's DaemonSet overhead from this.
 pub fn daemonset_requests(
     d: &k8s_openapi::api::apps::v1::DaemonSet,
-) -> Result<Option<(String, Resources)>, ConvertError> {
+) -> Result<(String, Option<Resources>), ConvertError> {
     let key = format!(
         "{}/{}",
         d.metadata.namespace.as_deref().unwrap_or("default"),
         d.metadata.name.as_deref().unwrap_or_default()
     );
     let Some(spec) = d.spec.template.spec.as_ref() else {
-        return Ok(None);
+        return Ok((key, None));
     };
     let pod = pending_pod(
         &format!("DaemonSet/{key}"),
@@ -309,7 +308,7 @@ pub fn daemonset_requests(
         &BTreeMap::new(),
         spec,
     )?;
-    Ok(Some((key, pod.requests)))
+    Ok((key, Some(pod.requests)))
 }
 
 pub fn operator(op: &str) -> Option<Operator> {

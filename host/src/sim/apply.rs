@@ -135,12 +135,9 @@ impl Sim {
                 "DaemonSet" => {
                     let d: k8s_openapi::api::apps::v1::DaemonSet = serde_json::from_value(document)
                         .map_err(|e| SimError::Input(format!("{file}: DaemonSet: {e}")))?;
-                    let (key, requests) = daemonset_requests(&d)?.ok_or_else(|| {
-                        SimError::Input(format!(
-                            "{file}: DaemonSet {}/{}: no pod template",
-                            d.metadata.namespace.as_deref().unwrap_or("default"),
-                            d.metadata.name.as_deref().unwrap_or_default()
-                        ))
+                    let (key, requests) = daemonset_requests(&d)?;
+                    let requests = requests.ok_or_else(|| {
+                        SimError::Input(format!("{file}: DaemonSet {key}: no pod template"))
                     })?;
                     self.world.daemonsets.insert(key, requests);
                     self.world.daemonset_overhead_changed();

@@ -148,13 +148,10 @@ impl ClusterPort for World {
             .get(node)
             .and_then(|n| n.ready_at)
             .is_some();
-        if let Some(n) = self.cluster.nodes.get_mut(node) {
-            n.last_pod_change = t;
-        }
-        let Some(p) = self.cluster.pods.get_mut(pod) else {
+        self.cluster.nominate(pod, node, t);
+        let Some(p) = self.cluster.pods.get(pod) else {
             return;
         };
-        p.node = Some(node.to_string());
         if !p.spec.volume_claims.is_empty() {
             // The CSI provisioner makes a waiting claim's volume in the zone its pod landed in.
             let zone = self.cluster.nodes.get(node).and_then(|n| {
