@@ -15,11 +15,13 @@ pub mod pods;
 pub mod policies;
 pub mod record;
 pub mod serve;
+pub mod spam;
 pub mod status;
 pub mod stores;
 pub mod throttle;
 
-use std::collections::HashMap;
+pub use spam::{EVENT_BURST, EVENT_REFILL};
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -288,19 +290,12 @@ pub struct Events {
         k8s_openapi::api::core::v1::ObjectReference,
         kube::runtime::events::Event,
     )>,
-    spam: Arc<std::sync::Mutex<SpamFilter>>,
+    spam: Arc<std::sync::Mutex<spam::SpamFilter>>,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
-/// (object, reason) → (tokens left, when last refilled).
-type SpamFilter = HashMap<(String, String), (u32, i64)>;
-
 /// Events waiting to be published, at most.
 const EVENT_QUEUE: usize = 1024;
-/// Events of one object and reason published back to back before the filter holds them back.
-pub const EVENT_BURST: u32 = 10;
-/// …then one more each this many seconds.
-pub const EVENT_REFILL: i64 = 60;
 
 impl Events {
     /// Starts the publishing task on `rt`.
@@ -327,25 +322,10 @@ impl Events {
         }
     }
 
-    /// Whether an Event of this object and reason may go out now.
+    /// Whether an Event of this object and reason may go out now ([`spam::SpamFilter`]).
     fn admit(&self, object: String, reason: &str, now: i64) -> bool {
         let mut spam = self.spam.lock().unwrap_or_else(|p| p.into_inner());
-        if spam.len() > 10_000 {
-            spam.retain(|_, (_, at)| now - *at < 10 * EVENT_REFILL);
-        }
-        let (tokens, at) = spam
-            .entry((object, reason.to_string()))
-            .or_insert((EVENT_BURST, now));
-        let refill = ((now - *at) / EVENT_REFILL).max(0) as u32;
-        if refill > 0 {
-            *tokens = (*tokens + refill).min(EVENT_BURST);
-            *at = now;
-        }
-        if *tokens == 0 {
-            return false;
-        }
-        *tokens -= 1;
-        true
+        spam.admit(object, reason, now)
     }
 
     /// Queues an Event; the note is bounded (the API takes at most 1 kB).
@@ -672,8 +652,11 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
             let q = queue.as_mut().map(|q| q as &mut dyn Interruptions);
             controller.tick(now, &mut port, cloud, q);
             port.flush();
+            // The grace a launch stands in for the cache counts from when its write was made,
+            // not from the tick's start: a big batch's tick outlasts the grace by itself.
+            let flushed = unix_now();
             for claim in std::mem::take(&mut port.launched) {
-                observer.launched.insert(claim, now);
+                observer.launched.insert(claim, flushed);
             }
             for (pod, claim, until) in std::mem::take(&mut port.nominations) {
                 observer.nominated.insert(pod, (claim, until));
