@@ -113,7 +113,9 @@ struct WatchEvent {
     collection: String,
     namespace: String,
     kind: &'static str,
-    object: Value,
+    /// Shared: every watcher's receiver gets its own copy of the event, and a deep copy of the
+    /// object for each was most of the double's work under a scale-up.
+    object: Arc<Value>,
 }
 
 #[derive(Default)]
@@ -500,7 +502,7 @@ impl ApiServer {
             collection: key.collection.clone(),
             namespace: key.namespace.clone(),
             kind,
-            object: object.clone(),
+            object: Arc::new(object.clone()),
         };
         st.unindex(&key);
         if kind == "DELETED" {
@@ -1418,7 +1420,10 @@ pub(crate) fn now_rfc3339() -> String {
 }
 
 fn line(e: &WatchEvent) -> Bytes {
-    Bytes::from(format!("{}\n", json!({"type": e.kind, "object": e.object})))
+    Bytes::from(format!(
+        "{}\n",
+        json!({"type": e.kind, "object": &*e.object})
+    ))
 }
 
 fn json_response(code: u16, v: Value) -> Response {
