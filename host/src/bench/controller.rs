@@ -171,13 +171,21 @@ impl World {
                 free.insert(name(n), cpu);
             }
         });
-        // Pods: which exist, which wait (copied), and what the bound ones take.
+        // Pods: which exist, which wait (by name: one is copied only to be bound, as a
+        // scale-up's first rounds find every pod waiting and no node), and what the bound ones
+        // take.
         let mut present = std::collections::HashSet::new();
-        let mut pending: Vec<Value> = Vec::new();
+        let mut pending: Vec<Pending> = Vec::new();
         api.visit(PODS, |p| {
             present.insert(name(p));
             match p["spec"]["nodeName"].as_str() {
-                None => pending.push(p.clone()),
+                None => pending.push(Pending::Stored(
+                    p["metadata"]["namespace"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    name(p),
+                )),
                 Some(n) => {
                     if let Some(f) = free.get_mut(n) {
                         *f = f.saturating_sub(POD_CPU_MILLIS);
@@ -199,7 +207,7 @@ impl World {
             p["metadata"]["name"] = fresh.clone().into();
             self.replicas.insert(base, fresh);
             api.put(PODS, p.clone());
-            pending.push(p);
+            pending.push(Pending::New(p));
         }
         // First fit, as before, with a cursor: every pod asks the same POD_CPU_MILLIS and a
         // node's room only shrinks, so the nodes before the first with room stay full (a scan
@@ -207,12 +215,19 @@ impl World {
         let mut free: Vec<(String, u64)> = free.into_iter().collect();
         let mut at = 0;
         let mut left = 0;
-        for mut p in pending {
+        for p in pending {
             while at < free.len() && free[at].1 < POD_CPU_MILLIS {
                 at += 1;
             }
             match free.get_mut(at) {
                 Some((node, f)) => {
+                    let mut p = match p {
+                        Pending::New(p) => p,
+                        Pending::Stored(ns, n) => match api.get(PODS, &ns, &n) {
+                            Some(p) => p,
+                            None => continue,
+                        },
+                    };
                     *f -= POD_CPU_MILLIS;
                     p["spec"]["nodeName"] = node.clone().into();
                     p["status"] = json!({"phase": "Running", "startTime": "2026-12-02T00:00:00Z",
@@ -224,6 +239,12 @@ impl World {
         }
         left
     }
+}
+
+/// A pod waiting to be bound: in the double (namespace, name), or just created.
+enum Pending {
+    Stored(String, String),
+    New(Value),
 }
 
 /// Runs the benchmark with `pods` pods (ten per node).
