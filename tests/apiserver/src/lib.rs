@@ -940,16 +940,22 @@ impl ApiServer {
     ) -> Result<(), String> {
         let key = path.key();
         let mut st = self.state.lock().unwrap();
-        let current = st.objects.get(&key).cloned().unwrap_or(Value::Null);
+        // Read in place (a copy of the object per patch was a good part of a scale-up's work).
+        let State {
+            objects, owners, ..
+        } = &mut *st;
+        let current = objects.get(&key);
         let mut fields = Vec::new();
         leaves(patch, String::new(), &mut fields);
-        let owners = st.owners.entry(key).or_default();
+        let owners = owners.entry(key.clone()).or_default();
         if check {
             let conflicts: Vec<String> = fields
                 .iter()
                 .filter(|(field, value)| {
                     owners.get(field).is_some_and(|o| o != manager)
-                        && current.pointer(field).is_some_and(|v| v != *value)
+                        && current
+                            .and_then(|c| c.pointer(field))
+                            .is_some_and(|v| v != *value)
                 })
                 .map(|(field, _)| format!("conflict with \"{}\": {field}", owners[field]))
                 .collect();
