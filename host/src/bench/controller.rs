@@ -225,7 +225,11 @@ impl World {
                         Pending::New(p) => p,
                         Pending::Stored(ns, n) => match api.get(PODS, &ns, &n) {
                             Some(p) => p,
-                            None => continue,
+                            // Gone meanwhile: its replacement comes next round; still waiting.
+                            None => {
+                                left += 1;
+                                continue;
+                            }
                         },
                     };
                     *f -= POD_CPU_MILLIS;

@@ -39,8 +39,9 @@ pub struct Observer {
     pending: BTreeSet<String>,
     /// Pod → (NodeClaim, until when the nomination holds).
     pub nominated: HashMap<String, (String, i64)>,
-    /// NodeClaim → when this process launched it: until the cache shows the launch, the claim
-    /// is neither launched again nor does a nomination to it end.
+    /// NodeClaim → when this process wrote its launch (the tick's writes flushed): until the
+    /// cache shows the launch, the claim is neither launched again nor does a nomination to it
+    /// end.
     pub launched: HashMap<String, i64>,
     /// PodDisruptionBudgets (name@resourceVersion) already reported as unreadable.
     unreadable: BTreeSet<String>,

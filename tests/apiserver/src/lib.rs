@@ -947,7 +947,7 @@ impl ApiServer {
         let current = objects.get(&key);
         let mut fields = Vec::new();
         leaves(patch, String::new(), &mut fields);
-        let owners = owners.entry(key.clone()).or_default();
+        let owners = owners.entry(key).or_default();
         if check {
             let conflicts: Vec<String> = fields
                 .iter()
@@ -1426,9 +1426,10 @@ pub(crate) fn now_rfc3339() -> String {
 }
 
 fn line(e: &WatchEvent) -> Bytes {
+    // Written straight from the shared object: `json!` would copy it into a new value first.
     Bytes::from(format!(
-        "{}\n",
-        json!({"type": e.kind, "object": &*e.object})
+        "{{\"type\":\"{}\",\"object\":{}}}\n",
+        e.kind, e.object
     ))
 }
 
