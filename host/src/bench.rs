@@ -234,9 +234,9 @@ pub struct ProvisioningFigures {
     pub top_types: Vec<(String, usize)>,
 }
 
-/// The capacity-diversity rule of the spot benchmark: no spot pool (instance type in a zone)
-/// supplies more than this share of a round's CPU, so one reclamation takes at most a fifth.
-pub const SPOT_POOL_SHARE: f64 = 0.2;
+/// The capacity-diversity rule the solver plans by and the benchmark's fleet follows: no spot
+/// pool (instance type in a zone) supplies more than this share of a round's CPU.
+pub use crate::scheduling::solver::SPOT_POOL_SHARE;
 
 /// Karpenter's scheduling-benchmark pod mix: one fifth each of plain pods, zone topology spread,
 /// hostname topology spread, zone pod affinity and hostname pod anti-affinity; CPU from
@@ -431,10 +431,7 @@ pub fn provisioning(
                             || workload != BenchWorkload::MixSpot
                             || pool_cpu
                                 .get(&crate::capacity::unpack(r.option))
-                                .copied()
-                                .unwrap_or(0.0)
-                                + f64::from(l.vcpus)
-                                <= cpu_cap
+                                .is_none_or(|&used| used + f64::from(l.vcpus) <= cpu_cap)
                     })
                     .unwrap_or(&ranked[0]);
                 let l = round.launch(pick.option);

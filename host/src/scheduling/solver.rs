@@ -17,6 +17,7 @@
 
 mod claims;
 mod cursor;
+mod diversity;
 mod sizing;
 mod topology;
 
@@ -33,6 +34,8 @@ use super::requirements::Requirements;
 use crate::capacity::pack;
 use crate::capacity::{CapacityType, LaunchOption, Resources};
 use cursor::{Cursor, lasting};
+pub use diversity::SPOT_POOL_SHARE;
+use diversity::SpotPools;
 
 /// How much dearer than the 10th-percentile value a type's capacity may be before a claim
 /// avoids growing into it.
@@ -244,6 +247,8 @@ struct Solver<'a> {
     demand: Vec<[f64; DIMS]>,
     /// Per (pool, zones): each type's cheapest price on the pool's requirements (NaN: none).
     prices: HashMap<(usize, u64), Vec<f64>>,
+    /// CPU planned per spot pool, for the diversity rule.
+    spot: SpotPools,
     /// Per pool: the last new claim's requirements, types and premium cut-off.
     efficient: HashMap<usize, (Requirements, Vec<u32>, Vec<bool>)>,
     /// Per (pool, pod class): where first fit may start for pods of the class (see [`Cursor`]).
@@ -460,6 +465,7 @@ impl<'a> Solver<'a> {
             bounds: vec![None; pools.len()],
             demand: vec![[0.0; DIMS]; pools.len()],
             prices: HashMap::new(),
+            spot: SpotPools::default(),
             efficient: HashMap::new(),
             cursors: HashMap::default(),
             use_cursors: true,
@@ -570,6 +576,15 @@ impl<'a> Solver<'a> {
             }
         }
         self.demand = demand;
+        let total_cpu: f64 = self.demand.iter().map(|a| a[0]).sum();
+        self.spot = SpotPools::new(self.demand.iter().map(|a| {
+            // A pool no pod calls home takes overflow: its share is of everything.
+            if a.iter().all(|&x| x == 0.0) {
+                total_cpu
+            } else {
+                a[0]
+            }
+        }));
         let mut rank = vec![usize::MAX; self.pools.len()];
         for (i, &pool) in self.pool_order.iter().enumerate() {
             rank[pool] = i;

@@ -42,6 +42,9 @@ impl<'a> Solver<'a> {
         let requests = np.daemonset_overhead;
         let efficient = self.efficient_among(pool, &requirements, &types);
         let target = self.target(pool, p, &types, zones, &requirements);
+        if let Some(t) = target {
+            self.plan_spot(pool, t, zones, &requirements);
+        }
         let types = self.within_target(pool, types, target);
         let target = target.map(|t| self.pools[pool].allocatable(&self.its.types[t as usize]));
         let c = self.claims.len();

@@ -45,15 +45,16 @@ impl<'a> Solver<'a> {
 
     /// The type a new claim for pod `p` grows to: of `types`, the cheapest whose value per dollar
     /// is within [`SIZE_TOLERANCE`] of the best. What a type would hold is estimated from the pods
-    /// from `p` on in visiting order, the ones first fit places next: their sum as a fluid, up to
-    /// the node's room (first fit tops nodes up with later, smaller pods, so a mixed backlog
-    /// fills them). When the next [`LOOKAHEAD`] are all alike (a Deployment's replicas) or are
-    /// the last, they are placed one by one as they fit first — pods are whole: a 2-vCPU node
-    /// holds one 1.5-vCPU pod, not 1.3 of them — and the fluid tops up only what the smallest
-    /// pending pod still fits in. What it holds is valued at the pool's LP unit prices, so a node's shape, its DaemonSet overhead
-    /// (small nodes pay it each) and its price all count, and the last pods get a node their size.
-    /// Under a NodePool limit its pods would overrun, what a node holds is weighed against the
-    /// capacity it reserves instead of its price.
+    /// from `p` on in visiting order: the next [`LOOKAHEAD`] placed one by one as they fit first —
+    /// pods are whole: a 2-vCPU node holds one 1.5-vCPU pod, not 1.3 of them — then the room left
+    /// topped up in the shape of the pods past them. In their shape, not dimension by dimension: a
+    /// node with ten GiB per vCPU holds the backlog's memory only as far as its CPU goes (counted
+    /// per dimension, a spot round's first claims were cut for memory-rich types that the large
+    /// pods then filled on CPU alone, leaving half a c6g.12xlarge idle). What it holds is valued
+    /// at the pool's LP unit prices, so a node's shape, its DaemonSet overhead (small nodes pay it
+    /// each) and its price all count, and the last pods get a node their size. Prices are the
+    /// spot pools' with room (see `diversity`). Under a NodePool limit its pods would overrun,
+    /// what a node holds is weighed against the capacity it reserves instead of its price.
     pub(super) fn target(
         &mut self,
         pool: usize,
@@ -75,41 +76,29 @@ impl<'a> Solver<'a> {
         let start = self.position[p];
         let window = &self.sequence[start..(start + LOOKAHEAD).min(self.sequence.len())];
         let beyond = start + window.len();
-        // Few pods left, or a run of identical ones (a Deployment's replicas): count them whole.
-        let whole = beyond == self.sequence.len() || window.iter().all(|a| *a == window[0]);
         let (base, total) = (self.ahead[beyond], self.ahead[self.ahead.len() - 1]);
         let rest: [f64; DIMS] = std::array::from_fn(|d| total[d] - base[d]);
         let lookahead = Lookahead {
             window,
-            whole,
             rest,
             smallest: cost::amount(&self.smallest),
         };
-        // Prices per type for claims on the pool's own requirements, computed once per zone set.
-        let table = (*requirements == self.pools[pool].requirements).then(|| {
-            let its = self.its;
-            self.prices.remove(&(pool, zones)).unwrap_or_else(|| {
-                (0..its.types.len() as u32)
-                    .map(|t| its.cheapest(t, zones, requirements).unwrap_or(f64::NAN))
+        // Prices per type for claims on the pool's own requirements, computed once per zone set
+        // (and moved on as spot pools fill, see `plan_spot`).
+        let own = *requirements == self.pools[pool].requirements;
+        let cached = own.then(|| self.prices.remove(&(pool, zones))).flatten();
+        let mut table = own.then(|| {
+            cached.unwrap_or_else(|| {
+                (0..self.its.types.len() as u32)
+                    .map(|t| {
+                        self.offer(pool, t, zones, requirements, true)
+                            .map_or(f64::NAN, |o| o.0)
+                    })
                     .collect()
             })
         });
-        // (value per dollar, price, type)
-        let mut scored: Vec<(f64, f64, u32)> = Vec::with_capacity(types.len());
-        for &t in types {
-            let price = match &table {
-                Some(prices) => Some(prices[t as usize]).filter(|p| !p.is_nan()),
-                None => self.its.cheapest(t, zones, requirements),
-            };
-            let Some(price) = price else {
-                continue;
-            };
-            let alloc = cost::amount(&self.pools[pool].allocatable(&self.its.types[t as usize]));
-            let room: [f64; DIMS] = std::array::from_fn(|d| alloc[d] - overhead[d]);
-            let Some(held) = held_by(room, &lookahead) else {
-                continue;
-            };
-            let worth = if scarce_cpu || scarce_mem {
+        let worth = |held: &[f64; DIMS], t: u32, price: f64| {
+            if scarce_cpu || scarce_mem {
                 let cap = self.its.types[t as usize].capacity;
                 let mut fill = f64::INFINITY;
                 if scarce_cpu {
@@ -120,11 +109,54 @@ impl<'a> Solver<'a> {
                 }
                 fill
             } else {
-                bound.value(&held) / price
-            };
-            scored.push((worth, price, t));
+                bound.value(held) / price
+            }
+        };
+        // At most what the window and the rest bring, per dimension: an upper bound of what a
+        // node holds, so the exact estimate is made only for types that may come within the
+        // size rule of the best (a round of 10,000 claims asks for it 10,000 × 400 times).
+        let brought: [f64; DIMS] =
+            std::array::from_fn(|d| rest[d] + window.iter().map(|a| a[d]).sum::<f64>());
+        // (value per dollar, price, type), on the pools with room; when every one is full
+        // (see `diversity`), on every pool.
+        let mut scored: Vec<(f64, f64, u32)> = Vec::with_capacity(types.len());
+        for capped in [true, false] {
+            let mut candidates: Vec<(f64, f64, u32, [f64; DIMS])> = types
+                .iter()
+                .filter_map(|&t| {
+                    let price = match (&table, capped) {
+                        (Some(prices), true) => Some(prices[t as usize]).filter(|p| !p.is_nan()),
+                        _ => self
+                            .offer(pool, t, zones, requirements, capped)
+                            .map(|o| o.0),
+                    }?;
+                    let alloc =
+                        cost::amount(&self.pools[pool].allocatable(&self.its.types[t as usize]));
+                    let room: [f64; DIMS] = std::array::from_fn(|d| alloc[d] - overhead[d]);
+                    if (0..DIMS).any(|d| window[0][d] > room[d] + 1e-9) {
+                        return None;
+                    }
+                    let most = std::array::from_fn(|d| room[d].max(0.0).min(brought[d]));
+                    Some((worth(&most, t, price), price, t, room))
+                })
+                .collect();
+            candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let mut best = 0.0f64;
+            for (most, price, t, room) in candidates {
+                if most < best * (1.0 - SIZE_TOLERANCE) {
+                    break;
+                }
+                let held = held_by(room, &lookahead);
+                let w = worth(&held, t, price);
+                best = best.max(w);
+                scored.push((w, price, t));
+            }
+            if best > 0.0 {
+                break;
+            }
+            scored.clear();
         }
-        if let Some(prices) = table {
+        if let Some(prices) = table.take() {
             self.prices.insert((pool, zones), prices);
         }
         let best = scored.iter().map(|s| s.0).fold(0.0, f64::max);
@@ -178,46 +210,35 @@ impl<'a> Solver<'a> {
 struct Lookahead<'w> {
     /// Requests of the next pods in visiting order.
     window: &'w [[f64; DIMS]],
-    /// Few pods left, or a run of identical ones (a Deployment's replicas): count them whole.
-    whole: bool,
     /// Requests of every pod past the window, summed.
     rest: [f64; DIMS],
     /// The smallest pod's requests.
     smallest: [f64; DIMS],
 }
 
-/// What a node with `room` would hold of the pods ahead, or `None` when the next one does not
-/// fit. Counted whole, the window is first fit pod by pod and the room left is topped up in the
-/// rest's own shape (identical pods use no resource apart); otherwise, the room the rest fills.
-fn held_by(mut room: [f64; DIMS], ahead: &Lookahead) -> Option<[f64; DIMS]> {
+/// What a node with `room` (which fits the next pod) would hold of the pods ahead: the window
+/// first fit pod by pod, and the room left topped up in the rest's own shape (nothing once the
+/// smallest pod no longer fits).
+fn held_by(mut room: [f64; DIMS], ahead: &Lookahead) -> [f64; DIMS] {
     let window = ahead.window;
-    if (0..DIMS).any(|d| window[0][d] > room[d] + 1e-9) {
-        return None;
-    }
     let mut held = [0.0; DIMS];
-    if ahead.whole {
-        for a in window {
-            if (0..DIMS).all(|d| a[d] <= room[d] + 1e-9) {
-                for d in 0..DIMS {
-                    room[d] -= a[d];
-                    held[d] += a[d];
-                }
+    for a in window {
+        if (0..DIMS).all(|d| a[d] <= room[d] + 1e-9) {
+            for d in 0..DIMS {
+                room[d] -= a[d];
+                held[d] += a[d];
             }
         }
-        if (0..DIMS).any(|d| ahead.smallest[d] > room[d] + 1e-9) {
-            room = [0.0; DIMS];
-        }
-        let scale = (0..DIMS)
-            .filter(|&d| ahead.rest[d] > 0.0)
-            .map(|d| room[d].max(0.0) / ahead.rest[d])
-            .fold(1.0, f64::min);
-        for (h, r) in held.iter_mut().zip(ahead.rest) {
-            *h += r * scale;
-        }
-    } else {
-        for (d, h) in held.iter_mut().enumerate() {
-            *h += room[d].max(0.0).min(ahead.rest[d]);
-        }
     }
-    Some(held)
+    if (0..DIMS).any(|d| ahead.smallest[d] > room[d] + 1e-9) {
+        room = [0.0; DIMS];
+    }
+    let scale = (0..DIMS)
+        .filter(|&d| ahead.rest[d] > 0.0)
+        .map(|d| room[d].max(0.0) / ahead.rest[d])
+        .fold(1.0, f64::min);
+    for (h, r) in held.iter_mut().zip(ahead.rest) {
+        *h += r * scale;
+    }
+    held
 }

@@ -679,3 +679,43 @@ fn cursors_change_no_plan_only_how_fast_it_is_found() {
     }
     assert_sound(&with, &pods, &its);
 }
+
+#[test]
+fn a_large_spot_round_is_sized_over_many_pools_none_above_its_share() {
+    let its = its();
+    let np = pool(
+        "default",
+        &[
+            (labels::CATEGORY, In, &["c", "m", "r"]),
+            (labels::CAPACITY_TYPE, In, &["spot"]),
+        ],
+    );
+    let pools = [np];
+    // 600 vCPUs demanded: a pool may take 120.
+    let pods = pods(600, "web", 1000, 2048);
+    let mut solver = Solver::new(&pods, &[], &[], &pools, &its);
+    for p in solver.visiting_order() {
+        solver.place(p).unwrap();
+    }
+    let cap = (600.0 * SPOT_POOL_SHARE * 1000.0) as u64;
+    let planned = &solver.spot.planned;
+    assert!(planned.len() >= 5, "{} pools", planned.len());
+    for (&(t, zone), &cpu) in planned {
+        // A pool is full once the next node would pass its share: it ends at most one over.
+        let node = its.types[t as usize].capacity.0;
+        assert!(
+            cpu <= cap + node,
+            "{} in zone {zone}: {cpu}m planned, cap {cap}m",
+            its.types[t as usize].name
+        );
+    }
+    // Every pod is placed.
+    assert_eq!(
+        solver
+            .claims
+            .iter()
+            .map(|c| c.planned.pods.len())
+            .sum::<usize>(),
+        600
+    );
+}

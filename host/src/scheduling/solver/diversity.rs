@@ -1,0 +1,117 @@
+//! Spot diversity: a round's spot claims are planned over many capacity pools (an instance type
+//! in a zone), none above [`SPOT_POOL_SHARE`] of the NodePool's demanded CPU. Spot capacity is
+//! reclaimed per pool, so a fleet on one pool is one reclamation away from losing everything —
+//! which is why EC2 Fleet's `price-capacity-optimized` spreads a request over pools. A claim is
+//! sized for the pool it will likely land in: once the cheapest pools are full, for the next
+//! cheapest, which may be of another size (a claim cut for a full 2-vCPU pool strands pods on
+//! whatever dearer 2-vCPU type is left).
+//!
+//! A pool always takes its first node, so a small round spreads one node per pool. When every
+//! pool of every type is full — a NodePool with few types — the rule cannot hold and types are
+//! priced as without it.
+
+use super::*;
+
+/// The most of a NodePool's demanded CPU a round plans on one spot pool: one reclamation takes
+/// at most this share of the new capacity.
+pub const SPOT_POOL_SHARE: f64 = 0.2;
+
+/// CPU planned per spot pool in this round.
+#[derive(Default)]
+pub(super) struct SpotPools {
+    /// Millicores of new claims planned per (instance type, zone) on spot.
+    pub(super) planned: HashMap<(u32, u32), u64>,
+    /// Per NodePool: the most millicores one pool may take (its share of the demand).
+    cap: Vec<u64>,
+}
+
+impl SpotPools {
+    /// Caps from each NodePool's demanded CPU (cores).
+    pub(super) fn new(demand_cpu: impl Iterator<Item = f64>) -> Self {
+        SpotPools {
+            planned: HashMap::new(),
+            cap: demand_cpu
+                .map(|cores| (cores * 1000.0 * SPOT_POOL_SHARE) as u64)
+                .collect(),
+        }
+    }
+
+    /// Whether a node of `cpu` millicores more stays within the pool's share. A pool always
+    /// takes one node: a round too small to spread (ten pods) is not cut into nodes of one
+    /// vCPU to keep every pool under a share smaller than a node.
+    fn room(&self, pool: usize, t: u32, zone: u32, cpu: u64) -> bool {
+        let cap = self.cap.get(pool).copied().unwrap_or(u64::MAX);
+        let planned = self.planned.get(&(t, zone)).copied().unwrap_or(0);
+        planned == 0 || planned.saturating_add(cpu) <= cap
+    }
+}
+
+impl<'a> Solver<'a> {
+    /// Type `t`'s cheapest available offering in `zones` on `reqs`'s capacity types whose pool
+    /// has room (on-demand always has): its price and, on spot, its zone. With `capped` off,
+    /// the cheapest regardless of room.
+    pub(super) fn offer(
+        &self,
+        pool: usize,
+        t: u32,
+        zones: u64,
+        reqs: &Requirements,
+        capped: bool,
+    ) -> Option<(f64, Option<u32>)> {
+        let capacity = reqs.get(crate::scheduling::model::labels::CAPACITY_TYPE);
+        let ty = &self.its.types[t as usize];
+        ty.offerings
+            .iter()
+            .filter(|o| {
+                o.available
+                    && zones & (1 << o.zone) != 0
+                    && capacity.is_none_or(|a| a.allows(Some(capacity_type_label(o.capacity_type))))
+                    && (!capped
+                        || o.capacity_type != CapacityType::Spot
+                        || self.spot.room(pool, t, o.zone, ty.capacity.0))
+            })
+            .min_by(|a, b| a.price.total_cmp(&b.price))
+            .map(|o| {
+                let spot = (o.capacity_type == CapacityType::Spot).then_some(o.zone);
+                (o.price, spot)
+            })
+    }
+
+    /// Counts a new claim of `pool` sized for type `t` against the spot pool it will likely
+    /// land in; once that pool is full, the cached prices of `t` move to its next offering.
+    pub(super) fn plan_spot(&mut self, pool: usize, t: u32, zones: u64, reqs: &Requirements) {
+        let Some((_, Some(zone))) = self.offer(pool, t, zones, reqs, true) else {
+            return;
+        };
+        let cpu = self.its.types[t as usize].capacity.0;
+        *self.spot.planned.entry((t, zone)).or_default() += cpu;
+        if self.spot.room(pool, t, zone, cpu) {
+            return;
+        }
+        let mut prices = std::mem::take(&mut self.prices);
+        for (&(pl, zs), table) in prices.iter_mut() {
+            let reqs = &self.pools[pl].requirements;
+            table[t as usize] = self.offer(pl, t, zs, reqs, true).map_or(f64::NAN, |o| o.0);
+        }
+        self.prices = prices;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_takes_its_first_node_and_is_full_once_another_would_pass_its_share() {
+        // 10 cores demanded: a pool may take 2 cores.
+        let mut s = SpotPools::new([10.0].into_iter());
+        assert!(s.room(0, 7, 1, 2000));
+        // Its first node, whatever its size.
+        assert!(s.room(0, 7, 1, 96_000));
+        s.planned.insert((7, 1), 1000);
+        assert!(s.room(0, 7, 1, 1000));
+        assert!(!s.room(0, 7, 1, 2000));
+        // Another zone of the same type is another pool.
+        assert!(s.room(0, 7, 2, 2000));
+    }
+}
