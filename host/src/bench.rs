@@ -431,7 +431,10 @@ pub fn provisioning(
                             || workload != BenchWorkload::MixSpot
                             || pool_cpu
                                 .get(&crate::capacity::unpack(r.option))
-                                .is_none_or(|&used| used + f64::from(l.vcpus) <= cpu_cap)
+                                .copied()
+                                .unwrap_or(0.0)
+                                + f64::from(l.vcpus)
+                                <= cpu_cap
                     })
                     .unwrap_or(&ranked[0]);
                 let l = round.launch(pick.option);

@@ -6,15 +6,18 @@
 //! cheapest, which may be of another size (a claim cut for a full 2-vCPU pool strands pods on
 //! whatever dearer 2-vCPU type is left).
 //!
-//! A pool always takes its first node, so a small round spreads one node per pool. When every
-//! pool of every type is full — a NodePool with few types — the rule cannot hold and types are
-//! priced as without it.
+//! A round too small to spread is planned without the rule, and when every pool of every type is
+//! full — a NodePool with few types — the rule cannot hold and types are priced as without it.
 
 use super::*;
 
 /// The most of a NodePool's demanded CPU a round plans on one spot pool: one reclamation takes
 /// at most this share of the new capacity.
 pub const SPOT_POOL_SHARE: f64 = 0.2;
+
+/// Below this share (16 vCPUs, a round of under 80) the rule is off: it could hold only by
+/// cutting the round into nodes smaller than its pods want (ten pods on ten 1-vCPU nodes).
+const MIN_SHARE_MILLIS: u64 = 16_000;
 
 /// CPU planned per spot pool in this round.
 #[derive(Default)]
@@ -32,17 +35,22 @@ impl SpotPools {
             planned: HashMap::new(),
             cap: demand_cpu
                 .map(|cores| (cores * 1000.0 * SPOT_POOL_SHARE) as u64)
+                .map(|cap| {
+                    if cap < MIN_SHARE_MILLIS {
+                        u64::MAX
+                    } else {
+                        cap
+                    }
+                })
                 .collect(),
         }
     }
 
-    /// Whether a node of `cpu` millicores more stays within the pool's share. A pool always
-    /// takes one node: a round too small to spread (ten pods) is not cut into nodes of one
-    /// vCPU to keep every pool under a share smaller than a node.
+    /// Whether a node of `cpu` millicores more stays within the pool's share.
     fn room(&self, pool: usize, t: u32, zone: u32, cpu: u64) -> bool {
         let cap = self.cap.get(pool).copied().unwrap_or(u64::MAX);
         let planned = self.planned.get(&(t, zone)).copied().unwrap_or(0);
-        planned == 0 || planned.saturating_add(cpu) <= cap
+        planned.saturating_add(cpu) <= cap
     }
 }
 
@@ -102,16 +110,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_pool_takes_its_first_node_and_is_full_once_another_would_pass_its_share() {
-        // 10 cores demanded: a pool may take 2 cores.
-        let mut s = SpotPools::new([10.0].into_iter());
-        assert!(s.room(0, 7, 1, 2000));
-        // Its first node, whatever its size.
-        assert!(s.room(0, 7, 1, 96_000));
-        s.planned.insert((7, 1), 1000);
-        assert!(s.room(0, 7, 1, 1000));
-        assert!(!s.room(0, 7, 1, 2000));
+    fn a_pool_is_full_once_another_node_would_pass_its_share() {
+        // 100 cores demanded: a pool may take 20.
+        let mut s = SpotPools::new([100.0].into_iter());
+        assert!(s.room(0, 7, 1, 16_000));
+        assert!(!s.room(0, 7, 1, 24_000));
+        s.planned.insert((7, 1), 16_000);
+        assert!(s.room(0, 7, 1, 4_000));
+        assert!(!s.room(0, 7, 1, 8_000));
         // Another zone of the same type is another pool.
-        assert!(s.room(0, 7, 2, 2000));
+        assert!(s.room(0, 7, 2, 16_000));
+    }
+
+    #[test]
+    fn a_round_too_small_to_spread_has_no_cap() {
+        // 10 cores: a share of 2 would cut the round into 1- and 2-vCPU nodes.
+        let mut s = SpotPools::new([10.0].into_iter());
+        s.planned.insert((7, 1), 8_000);
+        assert!(s.room(0, 7, 1, 8_000));
     }
 }
