@@ -47,8 +47,8 @@ pub const PREMIUM_TOLERANCE: f64 = 0.3;
 /// is larger only when that is cheaper per unit by more than this — big nodes are a blast radius.
 pub const SIZE_TOLERANCE: f64 = 0.03;
 
-/// Below this many pods still to place, the size estimate of a new node places them one by one
-/// rather than as a fluid (see `Solver::target`).
+/// How many of the pods still to place the size estimate of a new node places one by one before
+/// it tops up with the rest (see `Solver::target`).
 const LOOKAHEAD: usize = 32;
 
 /// A NodeClaim the simulation decided to create.

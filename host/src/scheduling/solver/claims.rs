@@ -41,12 +41,9 @@ impl<'a> Solver<'a> {
         let zones = self.pool_zones[pool] & self.its.zones_admitted_by(&requirements);
         let requests = np.daemonset_overhead;
         let efficient = self.efficient_among(pool, &requirements, &types);
-        let target = self.target(pool, p, &types, zones, &requirements);
-        if let Some(t) = target {
-            self.plan_spot(pool, t, zones, &requirements);
-        }
-        let types = self.within_target(pool, types, target);
-        let target = target.map(|t| self.pools[pool].allocatable(&self.its.types[t as usize]));
+        let target_type = self.target(pool, p, &types, zones, &requirements);
+        let types = self.within_target(pool, types, target_type);
+        let target = target_type.map(|t| self.pools[pool].allocatable(&self.its.types[t as usize]));
         let c = self.claims.len();
         self.claims.push(Claim {
             planned: PlannedClaim {
@@ -71,6 +68,12 @@ impl<'a> Solver<'a> {
         match self.try_add(p, c) {
             Ok(()) => {
                 self.order[pool].push(c);
+                if let Some(t) = target_type {
+                    // Counted once the claim exists, in the zones its first pod pinned it to.
+                    let claim = &self.claims[c].planned;
+                    let (zones, requirements) = (claim.zones, claim.requirements.clone());
+                    self.plan_spot(pool, t, zones, &requirements);
+                }
                 Ok(())
             }
             Err(r) => {

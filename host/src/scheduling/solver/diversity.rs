@@ -6,8 +6,9 @@
 //! cheapest, which may be of another size (a claim cut for a full 2-vCPU pool strands pods on
 //! whatever dearer 2-vCPU type is left).
 //!
-//! A round too small to spread is planned without the rule, and when every pool of every type is
-//! full — a NodePool with few types — the rule cannot hold and types are priced as without it.
+//! A round too small to spread is planned without the rule, and when no type with room holds the
+//! next pod — every pool full (a NodePool with few types), or only full pools' types big enough —
+//! the rule cannot hold and types are priced as without it.
 
 use super::*;
 
@@ -22,8 +23,9 @@ const MIN_SHARE_MILLIS: u64 = 16_000;
 /// CPU planned per spot pool in this round.
 #[derive(Default)]
 pub(super) struct SpotPools {
-    /// Millicores of new claims planned per (instance type, zone) on spot.
-    pub(super) planned: HashMap<(u32, u32), u64>,
+    /// Millicores of new claims planned per (NodePool, instance type, zone) on spot: each
+    /// NodePool's share is of its own demand.
+    pub(super) planned: HashMap<(usize, u32, u32), u64>,
     /// Per NodePool: the most millicores one pool may take (its share of the demand).
     cap: Vec<u64>,
 }
@@ -49,7 +51,7 @@ impl SpotPools {
     /// Whether a node of `cpu` millicores more stays within the pool's share.
     fn room(&self, pool: usize, t: u32, zone: u32, cpu: u64) -> bool {
         let cap = self.cap.get(pool).copied().unwrap_or(u64::MAX);
-        let planned = self.planned.get(&(t, zone)).copied().unwrap_or(0);
+        let planned = self.planned.get(&(pool, t, zone)).copied().unwrap_or(0);
         planned.saturating_add(cpu) <= cap
     }
 }
@@ -86,18 +88,15 @@ impl<'a> Solver<'a> {
     }
 
     /// Counts a new claim of `pool` sized for type `t` against the spot pool it will likely
-    /// land in; once that pool is full, the cached prices of `t` move to its next offering.
+    /// land in; the cached prices of `t` move on to its next offering once that pool is full.
     pub(super) fn plan_spot(&mut self, pool: usize, t: u32, zones: u64, reqs: &Requirements) {
         let Some((_, Some(zone))) = self.offer(pool, t, zones, reqs, true) else {
             return;
         };
         let cpu = self.its.types[t as usize].capacity.0;
-        *self.spot.planned.entry((t, zone)).or_default() += cpu;
-        if self.spot.room(pool, t, zone, cpu) {
-            return;
-        }
+        *self.spot.planned.entry((pool, t, zone)).or_default() += cpu;
         let mut prices = std::mem::take(&mut self.prices);
-        for (&(pl, zs), table) in prices.iter_mut() {
+        for (&(pl, zs), table) in prices.iter_mut().filter(|((pl, _), _)| *pl == pool) {
             let reqs = &self.pools[pl].requirements;
             table[t as usize] = self.offer(pl, t, zs, reqs, true).map_or(f64::NAN, |o| o.0);
         }
@@ -115,18 +114,24 @@ mod tests {
         let mut s = SpotPools::new([100.0].into_iter());
         assert!(s.room(0, 7, 1, 16_000));
         assert!(!s.room(0, 7, 1, 24_000));
-        s.planned.insert((7, 1), 16_000);
+        s.planned.insert((0, 7, 1), 16_000);
         assert!(s.room(0, 7, 1, 4_000));
         assert!(!s.room(0, 7, 1, 8_000));
         // Another zone of the same type is another pool.
         assert!(s.room(0, 7, 2, 16_000));
+        // Another NodePool's share is its own.
+        let s = SpotPools {
+            cap: vec![20_000, 20_000],
+            ..s
+        };
+        assert!(s.room(1, 7, 1, 16_000));
     }
 
     #[test]
     fn a_round_too_small_to_spread_has_no_cap() {
         // 10 cores: a share of 2 would cut the round into 1- and 2-vCPU nodes.
         let mut s = SpotPools::new([10.0].into_iter());
-        s.planned.insert((7, 1), 8_000);
+        s.planned.insert((0, 7, 1), 8_000);
         assert!(s.room(0, 7, 1, 8_000));
     }
 }
