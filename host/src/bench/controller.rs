@@ -3,7 +3,7 @@
 //! kube-scheduler, creates the pods, and reads the double's request log and the controller's
 //! peak memory.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -125,12 +125,110 @@ fn pod(i: usize) -> Value {
 struct World {
     /// providerIDs registered, with their node's allocatable CPU millis.
     registered: HashMap<String, (String, u64)>,
-    /// The replicas that should exist: base name → current pod name.
+    /// The replicas that should exist: base name → current pod name, and back.
     replicas: BTreeMap<String, String>,
+    current: HashMap<String, String>,
     next: usize,
+    /// The pods as kube-scheduler's informer holds them.
+    pods: PodCache,
+}
+
+/// The pods, kept as an informer keeps them: listed once, then followed by the changes since
+/// (a new list only where the double's history no longer reaches back). A round then costs
+/// what changed, not 100,000 pods read again (reading them all each round was more than half
+/// of the benchmark's own CPU at 100k, and its rounds slowed the binding it measures).
+#[derive(Default)]
+struct PodCache {
+    /// The resourceVersion the cache is at; `None` until the first list.
+    at: Option<u64>,
+    /// Every pod, (namespace, name) → the node it is bound to.
+    bound: HashMap<(String, String), Option<String>>,
+    /// The pods with no node, in list order (the order the scheduler binds them).
+    waiting: BTreeSet<(String, String)>,
+    /// CPU millis the bound pods take, by node.
+    taken: HashMap<String, u64>,
+    /// Pods deleted since the ReplicaSet last looked; `None` after a new list (it checks all).
+    deleted: Option<Vec<String>>,
+}
+
+impl PodCache {
+    /// Brings the cache up to the double's present.
+    fn sync(&mut self, api: &ApiServer) {
+        if let Some(at) = self.at
+            && let Some((now, changes)) = api.changes(PODS, at)
+        {
+            for c in changes {
+                self.apply(c.kind, &c.object);
+            }
+            self.at = Some(now);
+            return;
+        }
+        *self = PodCache::default();
+        let mut listed = Vec::new();
+        let at = api.visit(PODS, |p| listed.push(key_and_node(p)));
+        for (key, node) in listed {
+            self.add(key, node);
+        }
+        self.at = Some(at);
+    }
+
+    fn apply(&mut self, kind: &str, pod: &Value) {
+        let (key, node) = key_and_node(pod);
+        if let Some(old) = self.bound.remove(&key) {
+            match old {
+                Some(n) => {
+                    if let Some(t) = self.taken.get_mut(&n) {
+                        *t = t.saturating_sub(POD_CPU_MILLIS);
+                    }
+                }
+                None => {
+                    self.waiting.remove(&key);
+                }
+            }
+        }
+        if kind == "DELETED" {
+            if let Some(d) = &mut self.deleted {
+                d.push(key.1);
+            }
+        } else {
+            self.add(key, node);
+        }
+    }
+
+    fn add(&mut self, key: (String, String), node: Option<String>) {
+        match &node {
+            Some(n) => *self.taken.entry(n.clone()).or_default() += POD_CPU_MILLIS,
+            None => {
+                self.waiting.insert(key.clone());
+            }
+        }
+        self.bound.insert(key, node);
+    }
+}
+
+fn key_and_node(pod: &Value) -> ((String, String), Option<String>) {
+    let meta = &pod["metadata"];
+    let key = (
+        meta["namespace"].as_str().unwrap_or_default().to_string(),
+        meta["name"].as_str().unwrap_or_default().to_string(),
+    );
+    (key, pod["spec"]["nodeName"].as_str().map(str::to_string))
 }
 
 impl World {
+    /// A replica the ReplicaSet keeps.
+    fn keep(&mut self, base: String, current: String) {
+        self.current.insert(current.clone(), base.clone());
+        self.replicas.insert(base, current);
+    }
+
+    /// A replica the ReplicaSet no longer keeps: its pod's name, to delete.
+    fn forget(&mut self, base: &str) -> Option<String> {
+        let current = self.replicas.remove(base)?;
+        self.current.remove(&current);
+        Some(current)
+    }
+
     fn round(&mut self, api: &ApiServer) -> usize {
         // Launched claims not registered yet (copied: registering writes to the double).
         let mut launched = Vec::new();
@@ -158,6 +256,35 @@ impl World {
                 .unwrap_or(0);
             self.registered.insert(pid.to_string(), (node, cpu));
         }
+        // The ReplicaSet: evicted replicas come back pending.
+        self.pods.sync(api);
+        let missing: Vec<String> = match self.pods.deleted.replace(Vec::new()) {
+            Some(deleted) => deleted
+                .into_iter()
+                .filter_map(|name| self.current.get(&name).cloned())
+                .collect(),
+            None => self
+                .replicas
+                .iter()
+                .filter(|(_, current)| {
+                    !self
+                        .pods
+                        .bound
+                        .contains_key(&("default".to_string(), (*current).clone()))
+                })
+                .map(|(base, _)| base.clone())
+                .collect(),
+        };
+        for base in missing {
+            self.next += 1;
+            let mut p = pod(0);
+            let fresh = format!("{base}-r{}", self.next);
+            p["metadata"]["name"] = fresh.clone().into();
+            self.forget(&base);
+            self.keep(base, fresh);
+            api.put(PODS, p);
+        }
+        self.pods.sync(api);
         // Usable nodes and their room.
         let mut free: BTreeMap<String, u64> = BTreeMap::new();
         api.visit(NODES, |n| {
@@ -168,87 +295,40 @@ impl World {
                     .registered
                     .get(n["spec"]["providerID"].as_str().unwrap_or_default())
                     .map_or(0, |r| r.1);
-                free.insert(name(n), cpu);
+                let taken = self
+                    .pods
+                    .taken
+                    .get(n["metadata"]["name"].as_str().unwrap_or_default());
+                free.insert(name(n), cpu.saturating_sub(taken.copied().unwrap_or(0)));
             }
         });
-        // Pods: which exist, which wait (by name: one is copied only to be bound, as a
-        // scale-up's first rounds find every pod waiting and no node), and what the bound ones
-        // take.
-        let mut present = std::collections::HashSet::new();
-        let mut pending: Vec<Pending> = Vec::new();
-        api.visit(PODS, |p| {
-            present.insert(name(p));
-            match p["spec"]["nodeName"].as_str() {
-                None => pending.push(Pending::Stored(
-                    p["metadata"]["namespace"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
-                    name(p),
-                )),
-                Some(n) => {
-                    if let Some(f) = free.get_mut(n) {
-                        *f = f.saturating_sub(POD_CPU_MILLIS);
-                    }
-                }
-            }
-        });
-        // The ReplicaSet: evicted replicas come back pending.
-        let missing: Vec<String> = self
-            .replicas
-            .iter()
-            .filter(|(_, current)| !present.contains(*current))
-            .map(|(base, _)| base.clone())
-            .collect();
-        for base in missing {
-            self.next += 1;
-            let mut p = pod(0);
-            let fresh = format!("{base}-r{}", self.next);
-            p["metadata"]["name"] = fresh.clone().into();
-            self.replicas.insert(base, fresh);
-            api.put(PODS, p.clone());
-            pending.push(Pending::New(p));
-        }
         // First fit, as before, with a cursor: every pod asks the same POD_CPU_MILLIS and a
         // node's room only shrinks, so the nodes before the first with room stay full (a scan
         // from the start per pod was quadratic at 100k).
         let mut free: Vec<(String, u64)> = free.into_iter().collect();
         let mut at = 0;
         let mut left = 0;
-        for p in pending {
+        for (ns, n) in &self.pods.waiting {
             while at < free.len() && free[at].1 < POD_CPU_MILLIS {
                 at += 1;
             }
-            match free.get_mut(at) {
-                Some((node, f)) => {
-                    let mut p = match p {
-                        Pending::New(p) => p,
-                        Pending::Stored(ns, n) => match api.get(PODS, &ns, &n) {
-                            Some(p) => p,
-                            // Gone meanwhile: its replacement comes next round; still waiting.
-                            None => {
-                                left += 1;
-                                continue;
-                            }
-                        },
-                    };
-                    *f -= POD_CPU_MILLIS;
-                    p["spec"]["nodeName"] = node.clone().into();
-                    p["status"] = json!({"phase": "Running", "startTime": "2026-12-02T00:00:00Z",
-                        "conditions": [{"type": "PodScheduled", "status": "True"}]});
-                    api.put(PODS, p);
-                }
-                None => left += 1,
-            }
+            let Some((node, f)) = free.get_mut(at) else {
+                left += 1;
+                continue;
+            };
+            // Gone meanwhile: its replacement comes next round; still waiting.
+            let Some(mut p) = api.get(PODS, ns, n) else {
+                left += 1;
+                continue;
+            };
+            *f -= POD_CPU_MILLIS;
+            p["spec"]["nodeName"] = node.clone().into();
+            p["status"] = json!({"phase": "Running", "startTime": "2026-12-02T00:00:00Z",
+                "conditions": [{"type": "PodScheduled", "status": "True"}]});
+            api.put(PODS, p);
         }
         left
     }
-}
-
-/// A pod waiting to be bound: in the double (namespace, name), or just created.
-enum Pending {
-    Stored(String, String),
-    New(Value),
 }
 
 /// Runs the benchmark with `pods` pods (ten per node).
@@ -362,7 +442,7 @@ pub fn run(pods: usize) -> Result<ControllerFigures, String> {
     let mut world = World::default();
     for i in 0..pods {
         let p = pod(i);
-        world.replicas.insert(name(&p), name(&p));
+        world.keep(name(&p), name(&p));
         api.put(PODS, p);
     }
     let created = Instant::now();
@@ -443,7 +523,7 @@ pub fn run(pods: usize) -> Result<ControllerFigures, String> {
     let down_started = std::time::Instant::now();
     for i in (0..pods).filter(|i| i % 5 < 2) {
         let base = name(&pod(i));
-        if let Some(current) = world.replicas.remove(&base) {
+        if let Some(current) = world.forget(&base) {
             api.delete(PODS, "default", &current);
         }
     }
@@ -547,4 +627,66 @@ fn writes_by_kind(requests: &[dovetail_apiserver_double::Request]) -> Vec<(Strin
     kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
     kinds.truncate(5);
     kinds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(name: &str, cpu_millis: u64) -> Value {
+        json!({"apiVersion": "dovetail.sh/v1", "kind": "NodeClaim", "metadata": {"name": name},
+               "status": {"providerID": format!("aws:///us-east-1a/i-{name}"),
+                          "allocatable": {"cpu": format!("{cpu_millis}m")}}})
+    }
+
+    fn bound(api: &ApiServer) -> BTreeMap<String, usize> {
+        let mut on = BTreeMap::new();
+        api.visit(PODS, |p| {
+            if let Some(n) = p["spec"]["nodeName"].as_str() {
+                *on.entry(n.to_string()).or_default() += 1;
+            }
+        });
+        on
+    }
+
+    /// The actors bind first-fit within a node's CPU, learn of later pods and nodes from the
+    /// changes alone, and bring a deleted replica back pending under a new name (not one the
+    /// benchmark scaled down).
+    #[test]
+    fn the_actors_bind_what_fits_and_replace_what_goes() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let api = ApiServer::start(&rt);
+        let mut world = World::default();
+        for i in 0..25 {
+            let p = pod(i);
+            world.keep(name(&p), name(&p));
+            api.put(PODS, p);
+        }
+        assert_eq!(world.round(&api), 25, "no node yet");
+        api.put(CLAIMS, claim("a", 10 * POD_CPU_MILLIS + 50));
+        assert_eq!(world.round(&api), 15);
+        assert_eq!(bound(&api).values().sum::<usize>(), 10);
+        api.put(CLAIMS, claim("b", 20 * POD_CPU_MILLIS));
+        assert_eq!(world.round(&api), 0);
+        assert_eq!(
+            bound(&api).into_values().collect::<Vec<_>>(),
+            [10, 15],
+            "first fit: the first node full, the rest on the second"
+        );
+        // Evicted: the replica comes back, and binds where its pod left room.
+        let gone = name(&pod(3));
+        api.delete(PODS, "default", &gone);
+        let scaled_down = world.forget(&name(&pod(4))).unwrap();
+        api.delete(PODS, "default", &scaled_down);
+        assert_eq!(world.round(&api), 0);
+        let names: Vec<String> = api.list(PODS).iter().map(name).collect();
+        assert_eq!(names.len(), 24);
+        assert!(names.iter().any(|n| n.starts_with(&format!("{gone}-r"))));
+        assert!(
+            !names
+                .iter()
+                .any(|n| n.starts_with(&format!("{scaled_down}-r")))
+        );
+        assert_eq!(bound(&api).values().sum::<usize>(), 24);
+    }
 }

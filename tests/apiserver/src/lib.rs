@@ -118,10 +118,20 @@ struct WatchEvent {
     object: Arc<Value>,
 }
 
+/// One change to a stored object, as a watch event carries it (see `ApiServer::changes`).
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// `ADDED`, `MODIFIED` or `DELETED`.
+    pub kind: &'static str,
+    /// The object as written (for `DELETED`, as it was last).
+    pub object: Arc<Value>,
+}
+
 #[derive(Default)]
 struct State {
     rv: u64,
-    objects: BTreeMap<Key, Value>,
+    /// Shared with the watch events that carry them: a write copies no object.
+    objects: BTreeMap<Key, Arc<Value>>,
     history: VecDeque<WatchEvent>,
     log: Vec<Request>,
     /// Status codes to answer the next writes with.
@@ -164,9 +174,17 @@ impl State {
             name: String::new(),
         };
         let (collection, namespace) = (collection.to_string(), namespace.map(str::to_string));
-        self.objects.range(from..).take_while(move |(k, _)| {
-            k.collection == collection && namespace.as_ref().is_none_or(|n| *n == k.namespace)
-        })
+        self.objects
+            .range(from..)
+            .take_while(move |(k, _)| {
+                k.collection == collection && namespace.as_ref().is_none_or(|n| *n == k.namespace)
+            })
+            .map(|(k, v)| (k, &**v))
+    }
+
+    /// A stored object, to change and write back.
+    fn copy(&self, key: &Key) -> Option<Value> {
+        self.objects.get(key).map(|o| Value::clone(o))
     }
 
     /// Takes `key`'s stored version out of the collector's graph.
@@ -431,21 +449,48 @@ impl ApiServer {
     /// Shows `f` every object of a collection, in list order, without copying them: a test's
     /// actor that reads a large collection each round (a benchmark's kube-scheduler over 100k
     /// pods) keeps out of the way of the requests it serves. The double is locked meanwhile.
-    pub fn visit(&self, collection: &str, mut f: impl FnMut(&Value)) {
+    /// Returns the resourceVersion the objects were read at, as a list's `metadata` does: a
+    /// reader that keeps a cache follows on from it with `changes`.
+    pub fn visit(&self, collection: &str, mut f: impl FnMut(&Value)) -> u64 {
         let st = self.state.lock().unwrap();
         st.range(collection, None).for_each(|(_, v)| f(v));
+        st.rv
+    }
+
+    /// What a watch of `collection` from resourceVersion `since` would deliver now: each
+    /// change after it, oldest first (`ADDED`, `MODIFIED`, `DELETED` and the object as
+    /// written), and the version the reader is then at. `None` where the watch answers
+    /// `410 Gone` (the history no longer reaches back to `since`): the reader lists again, as
+    /// an informer does. For a test's actors that keep a cache of a large collection, as
+    /// kube-scheduler's informer does, instead of reading all of it each round.
+    pub fn changes(&self, collection: &str, since: u64) -> Option<(u64, Vec<Change>)> {
+        let st = self.state.lock().unwrap();
+        let oldest = st.history.front().map_or(st.rv + 1, |e| e.rv);
+        if since + 1 < oldest {
+            return None;
+        }
+        // The history is in resourceVersion order: start at the first event after `since`.
+        let from = st.history.partition_point(|e| e.rv <= since);
+        let changes = st
+            .history
+            .range(from..)
+            .filter(|e| e.collection == collection)
+            .map(|e| Change {
+                kind: e.kind,
+                object: e.object.clone(),
+            })
+            .collect();
+        Some((st.rv, changes))
     }
 
     /// One object.
     pub fn get(&self, collection: &str, namespace: &str, name: &str) -> Option<Value> {
         let st = self.state.lock().unwrap();
-        st.objects
-            .get(&Key {
-                collection: collection.into(),
-                namespace: namespace.into(),
-                name: name.into(),
-            })
-            .cloned()
+        st.copy(&Key {
+            collection: collection.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+        })
     }
 
     /// Creates or replaces an object as a client would (status included): test fixtures and
@@ -484,7 +529,7 @@ impl ApiServer {
             name: name.into(),
         };
         let mut st = self.state.lock().unwrap();
-        if let Some(obj) = st.objects.get(&key).cloned() {
+        if let Some(obj) = st.copy(&key) {
             self.delete_gracefully(&mut st, key, obj);
         }
     }
@@ -502,8 +547,9 @@ impl ApiServer {
             collection: key.collection.clone(),
             namespace: key.namespace.clone(),
             kind,
-            object: Arc::new(object.clone()),
+            object: Arc::new(object),
         };
+        let object = event.object.clone();
         st.unindex(&key);
         if kind == "DELETED" {
             st.owners.remove(&key);
@@ -541,7 +587,7 @@ impl ApiServer {
                 owner_uids(o).all(|u| u == uid || !st.uids.contains_key(u))
                     && o["metadata"]["deletionTimestamp"].is_null()
             })
-            .map(|(k, o)| (k, o.clone()))
+            .map(|(k, o)| (k, Value::clone(o)))
             .collect();
         for (k, o) in orphans {
             if k.collection == disruption::PODS {
@@ -727,7 +773,7 @@ impl ApiServer {
                             .ok()
                             .and_then(|o| o["gracePeriodSeconds"].as_i64())
                     });
-                match st.objects.get(&key).cloned() {
+                match st.copy(&key) {
                     Some(obj) if key.collection == "v1/pods" => {
                         let obj = self.delete_pod(&mut st, key, obj, requested);
                         json_response(200, obj)
@@ -751,7 +797,7 @@ impl ApiServer {
             return;
         };
         let (_, change) = st.races.remove(i);
-        if let Some(mut obj) = st.objects.get(key).cloned() {
+        if let Some(mut obj) = st.copy(&key) {
             change(&mut obj);
             self.commit(&mut st, key.clone(), obj, "MODIFIED");
         }
@@ -876,12 +922,12 @@ impl ApiServer {
             return refused;
         }
         stamp_new(&mut obj, st.rv + 1);
-        self.commit(&mut st, key, obj.clone(), "ADDED");
+        self.commit(&mut st, key, obj, "ADDED");
         let obj = st
             .objects
             .get(&path.key_named(&name))
             .cloned()
-            .unwrap_or(obj);
+            .unwrap_or_default();
         warned(json_response(201, obj), &warnings)
     }
 
@@ -987,7 +1033,8 @@ impl ApiServer {
     ) -> Response {
         let key = path.key();
         let mut st = self.state.lock().unwrap();
-        let Some(old) = st.objects.get(&key).cloned() else {
+        // Read, not copied: `f` makes the one copy a write needs.
+        let Some(old) = st.copy(&key) else {
             return not_found(path);
         };
         let mut new = match f(&old) {
@@ -1016,8 +1063,8 @@ impl ApiServer {
         }
         let status_only = path.subresource.as_deref() == Some("status");
         if status_only {
-            let mut kept = old.clone();
-            kept["status"] = new["status"].clone();
+            let mut kept = Value::clone(&old);
+            kept["status"] = new["status"].take();
             new = kept;
         } else if old.get("status").is_some() || new.get("status").is_some() {
             new["status"] = old.get("status").cloned().unwrap_or(Value::Null);
@@ -1059,7 +1106,7 @@ impl ApiServer {
             json_response(200, new)
         } else {
             self.commit(&mut st, key.clone(), new, "MODIFIED");
-            json_response(200, st.objects.get(&key).cloned().unwrap_or(Value::Null))
+            json_response(200, st.copy(&key).unwrap_or_default())
         };
         warned(response, &warnings)
     }
@@ -1072,7 +1119,7 @@ impl ApiServer {
             .ok()
             .and_then(|e| e["deleteOptions"]["gracePeriodSeconds"].as_i64());
         let mut st = self.state.lock().unwrap();
-        let Some(mut pod) = st.objects.get(&key).cloned() else {
+        let Some(mut pod) = st.copy(&key) else {
             return not_found(path);
         };
         let answer = {
@@ -1080,7 +1127,7 @@ impl ApiServer {
                 .objects
                 .iter()
                 .filter(|(k, _)| k.collection == disruption::PDBS && k.namespace == key.namespace)
-                .map(|(_, v)| v)
+                .map(|(_, v)| &**v)
                 .collect();
             disruption::evict(&pod, &pdbs, &now_rfc3339())
         };
@@ -1108,7 +1155,7 @@ impl ApiServer {
                         namespace: key.namespace.clone(),
                         name,
                     };
-                    if let Some(mut b) = st.objects.get(&pdb_key).cloned() {
+                    if let Some(mut b) = st.copy(&pdb_key) {
                         b["status"] = after;
                         self.commit(&mut st, pdb_key, b, "MODIFIED");
                     }
@@ -1116,7 +1163,7 @@ impl ApiServer {
                 if pod["metadata"]["deletionTimestamp"].is_null() {
                     disruption::disruption_target(&mut pod);
                     self.commit(&mut st, key.clone(), pod.clone(), "MODIFIED");
-                    pod = st.objects.get(&key).cloned().unwrap_or(pod);
+                    pod = st.copy(&key).unwrap_or(pod);
                 }
                 self.delete_pod(&mut st, key, pod, grace);
                 json_response(
@@ -1433,7 +1480,7 @@ fn line(e: &WatchEvent) -> Bytes {
     ))
 }
 
-fn json_response(code: u16, v: Value) -> Response {
+fn json_response(code: u16, v: impl std::fmt::Display) -> Response {
     (
         StatusCode::from_u16(code).unwrap(),
         [("content-type", "application/json")],
@@ -1522,5 +1569,51 @@ mod tests {
         api.visit("v1/pods", |p| seen.push(p.clone()));
         assert_eq!(seen, api.list("v1/pods"));
         assert_eq!(seen.len(), 2);
+    }
+
+    /// A reader that listed at a version and follows with `changes` sees every later write to
+    /// its collection once, in order, and none of another collection's.
+    #[test]
+    fn changes_follow_on_from_a_visit() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let api = ApiServer::start(&rt);
+        let pod =
+            |name: &str| serde_json::json!({"metadata": {"name": name, "namespace": "default"}});
+        api.put("v1/pods", pod("a"));
+        let at = api.visit("v1/pods", |_| {});
+        api.put("v1/pods", pod("b"));
+        api.put("v1/nodes", serde_json::json!({"metadata": {"name": "n"}}));
+        let mut b = pod("b");
+        b["spec"] = serde_json::json!({"nodeName": "n"});
+        api.put("v1/pods", b);
+        api.delete("v1/pods", "default", "a");
+        let (now, changes) = api.changes("v1/pods", at).expect("within the history");
+        let seen: Vec<(&str, &str)> = changes
+            .iter()
+            .map(|c| (c.kind, c.object["metadata"]["name"].as_str().unwrap()))
+            .collect();
+        assert_eq!(seen, [("ADDED", "b"), ("MODIFIED", "b"), ("DELETED", "a")]);
+        assert_eq!(changes[1].object["spec"]["nodeName"], "n");
+        let (again, none) = api.changes("v1/pods", now).unwrap();
+        assert_eq!((again, none.len()), (now, 0));
+    }
+
+    /// Past the history, `changes` is the watch's 410 Gone: the reader must list again.
+    #[test]
+    fn changes_from_before_the_history_are_gone() {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let api = ApiServer::start(&rt);
+        for i in 0..HISTORY + 2 {
+            api.put(
+                "v1/nodes",
+                serde_json::json!({"metadata": {"name": format!("n{i}")}}),
+            );
+        }
+        assert!(api.changes("v1/nodes", 1).is_none());
+        let at = api.visit("v1/nodes", |_| {});
+        assert!(
+            api.changes("v1/nodes", at)
+                .is_some_and(|(_, c)| c.is_empty())
+        );
     }
 }
