@@ -10,6 +10,7 @@
 pub mod act;
 pub mod fleet_watch;
 pub mod leader;
+mod main_loop;
 pub mod observe;
 pub mod pods;
 pub mod policies;
@@ -20,6 +21,7 @@ pub mod status;
 pub mod stores;
 pub mod throttle;
 
+pub use main_loop::run;
 pub use spam::{EVENT_BURST, EVENT_REFILL};
 
 use std::sync::Arc;
@@ -27,15 +29,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Recorder;
 
-use crate::cloud::aws::{AwsCloud, AwsSettings};
-use crate::cloud::sim::SimCloud;
-use crate::cloud::{CloudProvider, Offer};
-use crate::controller::{Context, Controller, Interruptions};
-use crate::metrics::{MeasuredCloud, Metrics};
-use crate::policy::{EngineConfig, PolicyEngine, PolicyRegistry};
-use crate::scheduling::InstanceTypes;
+use crate::cloud::Offer;
+use crate::cloud::aws::AwsSettings;
+use crate::metrics::Metrics;
 use crate::scheduling::model::{capacity_type, capacity_type_label};
 
 /// The finalizer on NodeClaims and Nodes: removed only once the instance is terminated.
@@ -422,294 +420,6 @@ pub fn parse_offers(s: &str) -> Vec<Offer> {
         .collect()
 }
 
-/// The client: kube's stack behind a buffer, under the client-side rate limit, with a
-/// User-Agent naming this replica (so an API server's audit log tells replicas apart).
-fn client(
-    mut config: kube::Config,
-    operation: &Operation,
-    instance: &str,
-) -> Result<Client, Error> {
-    // kube retries a 429 up to 15 times with a backoff that doubles to 1000 s: one eviction a
-    // PodDisruptionBudget keeps refusing, or an API server shedding load, would hold the tick
-    // for minutes. A refused write is the core's to plan again on its next pass.
-    config.default_retry = false;
-    let agent = format!("dovetail/{} ({instance})", env!("CARGO_PKG_VERSION"));
-    if let Ok(v) = http::HeaderValue::from_str(&agent) {
-        config.headers.push((http::header::USER_AGENT, v));
-    }
-    let bucket = throttle::Bucket::new(operation.kube_qps, operation.kube_burst);
-    let client = kube::client::ClientBuilder::try_from(config)?
-        .with_layer(&tower::buffer::BufferLayer::new(1024))
-        .with_layer(&throttle::Throttle(bucket))
-        .build();
-    Ok(client)
-}
-
-/// Runs the controller against the cluster `config` points at until `shutdown` is set. Must be
-/// called outside a Tokio runtime (it owns one).
-///
-/// With leader election, every replica keeps its caches warm; only the one holding the Lease
-/// decides and writes, and it starts each term afresh (no batch or timer from an earlier term).
-/// On shutdown the tick in progress finishes, its deferred writes are made, and the Lease is
-/// released so the other replica takes over at once.
-pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Result<(), Error> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Runtime(e.to_string()))?;
-    let handle = rt.handle().clone();
-    let bridge = crate::bridge::Bridge::on(handle.clone());
-    let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(serve::Health::new(settings.operation.stuck_after));
-    serve::start(
-        &handle,
-        settings.operation.metrics_addr,
-        settings.operation.health_addr,
-        metrics.clone(),
-        health.clone(),
-    )?;
-    let (client, events_client) = {
-        let _enter = rt.enter();
-        // Events have their own quarter of the budget: a storm of them never delays a
-        // decision's writes.
-        let events_budget = Operation {
-            kube_qps: (settings.operation.kube_qps / 4.0).max(1.0),
-            kube_burst: (settings.operation.kube_burst / 4).max(1),
-            ..settings.operation.clone()
-        };
-        let events_client = client(config.clone(), &events_budget, &settings.instance)?;
-        let client = client(config, &settings.operation, &settings.instance)?;
-        (client, events_client)
-    };
-    bridge.wait(check_crds(&client))?;
-    let stores = {
-        let _enter = rt.enter();
-        stores::start(&client, &settings.policy_config_map_namespaces)
-    };
-    let synced = bridge.wait(async {
-        tokio::time::timeout(settings.sync_timeout, async {
-            let _ = stores.pods.wait_until_ready().await;
-            let _ = stores.nodes.wait_until_ready().await;
-            let _ = stores.node_pools.wait_until_ready().await;
-            let _ = stores.node_claims.wait_until_ready().await;
-            let _ = stores.node_classes.wait_until_ready().await;
-            let _ = stores.pdbs.wait_until_ready().await;
-            let _ = stores.volume_attachments.wait_until_ready().await;
-            let _ = stores.daemonsets.wait_until_ready().await;
-            let _ = stores.policies.wait_until_ready().await;
-            for s in &stores.policy_config_maps {
-                let _ = s.wait_until_ready().await;
-            }
-        })
-        .await
-    });
-    if synced.is_err() {
-        return Err(Error::NotSynced(settings.sync_timeout));
-    }
-    health.set_synced(true);
-    tracing::info!("caches synced");
-    let kube = Kube {
-        client: client.clone(),
-        rt: bridge.clone(),
-        events: Events::start(
-            &handle,
-            Recorder::new(
-                events_client,
-                Reporter {
-                    controller: "dovetail".into(),
-                    instance: Some(settings.instance.clone()),
-                },
-            ),
-            metrics.clone(),
-        ),
-        metrics: metrics.clone(),
-    };
-
-    let mut provider: Box<dyn CloudProvider> = match settings.cloud {
-        Cloud::Aws => Box::new(AwsCloud::new(settings.aws.clone())?),
-        Cloud::Sim => Box::new(SimCloud::new()),
-    };
-    let mut cloud = MeasuredCloud {
-        inner: provider.as_mut(),
-        metrics: &metrics,
-    };
-    let cloud: &mut dyn CloudProvider = &mut cloud;
-    let mut zones = cloud.zones();
-    if zones.is_empty() {
-        zones = settings.zones.clone();
-    }
-    let zone_refs: Vec<&str> = zones.iter().map(String::as_str).collect();
-    let (entries, cat) = match cloud.catalog(&zone_refs) {
-        Some(found) => found?,
-        None => {
-            let entries = crate::catalog::embedded();
-            let cat = crate::catalog::policy_catalog(&entries, &zone_refs);
-            (entries, cat)
-        }
-    };
-    health.set_cloud(true);
-    let its = InstanceTypes::new(&entries, &cat);
-    let capacities = act::capacities(&its);
-    let registry = Arc::new(PolicyRegistry::new(PolicyEngine::new(
-        EngineConfig::default(),
-    )?));
-    registry.observe(metrics.clone());
-    // A decision never waits for a shadow candidate.
-    registry.judge_shadows_in_background();
-    let mut controller = Controller::new(
-        settings.core.clone(),
-        Context::new(its, cat, registry),
-        unix_now(),
-    );
-
-    let mut queue = match &settings.interruption_queue {
-        Some(queue) => {
-            let sdk = bridge.wait(settings.aws.sdk_config());
-            let sqs = aws_sdk_sqs::Client::new(&sdk);
-            let url = bridge.wait(crate::interruption::queue_url(&sqs, queue))?;
-            let mut q = crate::interruption::Queue::new(sqs, &url);
-            q.prom = Some(metrics.clone());
-            Some(crate::interruption::Poller::spawn(&bridge, q))
-        }
-        None => None,
-    };
-    let leadership = match &settings.operation.leader_election {
-        Some(election) => {
-            tracing::info!(lease = %election.lease, namespace = %election.namespace, identity = %settings.instance, "campaigning for the leader lease");
-            bridge.wait(leader::Leadership::campaign(
-                client.clone(),
-                election,
-                &settings.instance,
-            ))?
-        }
-        None => leader::Leadership::Alone,
-    };
-    let mut leadership = leadership;
-    let mut observer = observe::Observer::default();
-    let mut pools = status::PoolStatus::default();
-    let mut classes = status::NodeClasses::default();
-    let mut loader = policies::PolicyLoader::new(settings.policy_fetch.clone());
-    let mut waiting_for: Option<String> = None;
-    let mut leading = false;
-    tracing::info!(zones = ?zones, "controller started");
-    while !shutdown.stopped() {
-        let now = unix_now();
-        health.beat(now);
-        bridge.wait(leadership.look());
-        if leadership.leading() != leading {
-            leading = !leading;
-            metrics.leader.set(i64::from(leading));
-            if leading {
-                tracing::info!(identity = %settings.instance, "became the leader");
-                // A new term: nothing carried over from an earlier one.
-                controller = Controller::new(settings.core.clone(), controller.into_context(), now);
-                let claims = stores.node_claims.state();
-                controller.continue_names_past(
-                    claims
-                        .iter()
-                        .map(|c| c.metadata.name.as_deref().unwrap_or_default()),
-                );
-                observer = observe::Observer::default();
-                pools = status::PoolStatus::default();
-                classes = status::NodeClasses::default();
-                loader.forget_written();
-            } else {
-                tracing::warn!(identity = %settings.instance, "lost the leader lease; stopped acting");
-            }
-        }
-        // Sleep until the next timer or the next change, at most a second: the clock moves
-        // batch windows and liveness along.
-        let mut wake = 1;
-        loader.reconcile(&stores, &controller.ctx.registry, &kube, leading, now);
-        let loading = loader.loading().map(str::to_string);
-        if loading != waiting_for {
-            if let Some(p) = &loading {
-                tracing::info!(policy = %p, "waiting for Policies to load before deciding");
-            }
-            waiting_for = loading;
-        }
-        if leading && waiting_for.is_none() {
-            classes.resolve(&stores, cloud, &kube, now);
-            let (cluster, signals, problems) = observer.snapshot(&stores, &controller.ctx, now);
-            pools.write(
-                &cluster,
-                &controller.ctx.its,
-                &controller.ctx.registry,
-                &problems,
-                &kube,
-                now,
-            );
-            let mut port = act::KubePort::new(
-                &kube,
-                &stores,
-                cluster,
-                signals,
-                capacities.clone(),
-                now,
-                leadership.changes(),
-            );
-            let q = queue.as_mut().map(|q| q as &mut dyn Interruptions);
-            controller.tick(now, &mut port, cloud, q);
-            port.flush();
-            // The grace a launch stands in for the cache counts from when its write was made,
-            // not from the tick's start: a big batch's tick outlasts the grace by itself.
-            let flushed = unix_now();
-            for claim in std::mem::take(&mut port.launched) {
-                observer.launched.insert(claim, flushed);
-            }
-            for (pod, claim, until) in std::mem::take(&mut port.nominations) {
-                observer.nominated.insert(pod, (claim, until));
-            }
-            for s in std::mem::take(&mut observer.started) {
-                metrics.pods_startup_duration.observe(s.max(0) as f64);
-            }
-            metrics.observe_cluster(
-                crate::controller::ClusterPort::cluster(&port),
-                &controller.ctx.its,
-                &|pod| controller.unschedulable_reason(pod).map(str::to_string),
-            );
-            wake = controller
-                .next_wake(crate::controller::ClusterPort::cluster(&port), now)
-                .map_or(1, |t| (t - now).clamp(0, 1));
-            if let Some(ok) = port.cloud_reached {
-                health.set_cloud(ok);
-            }
-            drop(port);
-        }
-        let changed = stores.changed.clone();
-        let mut lease = leadership.changes();
-        bridge.wait(async move {
-            let lease_changed = async {
-                match lease.as_mut() {
-                    Some(l) => {
-                        // Only a change from now on wakes the loop (a clone has seen nothing).
-                        l.borrow_and_update();
-                        let _ = l.changed().await;
-                    }
-                    None => std::future::pending().await,
-                }
-            };
-            let _ = tokio::time::timeout(
-                Duration::from_millis(250).max(Duration::from_secs(wake as u64)),
-                async {
-                    tokio::select! {
-                        _ = changed.notified() => {},
-                        _ = lease_changed => {},
-                    }
-                },
-            )
-            .await;
-        });
-    }
-    tracing::info!("controller stopping");
-    drop(queue);
-    bridge.wait(leadership.release());
-    metrics.leader.set(0);
-    rt.shutdown_timeout(Duration::from_secs(5));
-    tracing::info!("controller stopped");
-    Ok(())
-}
 /// Why a watch failed, naming the resource; a 403 names the RBAC rule that is missing.
 pub fn watch_failure(resource: &str, error: &dyn std::fmt::Display) -> String {
     let text = error.to_string();
