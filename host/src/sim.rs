@@ -225,6 +225,39 @@ fn run_files(
     opts: &SimOptions,
     watch: Watch<'_>,
 ) -> Result<Report, SimError> {
+    let Manifests { docs, scenario } = read_manifests(files)?;
+    let mut opts = opts.clone();
+    let steps = match &scenario {
+        Some((file, s)) => scenario_steps(file, s, &mut opts)?,
+        None => Vec::new(),
+    };
+    let mut sim = Sim::new(&opts)?;
+    for (file, m) in docs {
+        sim.apply(&file, m)?;
+    }
+    if sim.world.cluster.pools.is_empty()
+        && !steps
+            .iter()
+            .any(|(_, _, _, a)| a.iter().any(|m| matches!(m, Manifest::NodePool(_))))
+    {
+        return Err(SimError::Input("no NodePool in the given manifests".into()));
+    }
+    sim.run(steps, watch)?;
+    Ok(sim.world.report)
+}
+
+/// A Scenario step: when (seconds from the start), its place in the Scenario, the step, and
+/// the manifests it applies (read before the run, so a bad one fails first).
+type TimedStep = (i64, usize, Step, Vec<Manifest>);
+
+/// What the given files hold: the manifests, each with its file's name, and the one Scenario.
+struct Manifests {
+    docs: Vec<(String, Manifest)>,
+    scenario: Option<(String, Scenario)>,
+}
+
+/// The manifests of `files`; a second Scenario is an error that names both files.
+fn read_manifests(files: &[(String, String)]) -> Result<Manifests, SimError> {
     let mut docs = Vec::new();
     let mut scenario: Option<(String, Scenario)> = None;
     for (name, text) in files {
@@ -242,100 +275,138 @@ fn run_files(
             }
         }
     }
-    let mut opts = opts.clone();
-    let mut steps = Vec::new();
-    if let Some((file, s)) = &scenario {
-        let field = |f: &str, v: &str| -> Result<Duration, SimError> {
-            duration::parse(v).ok().flatten().ok_or_else(|| {
-                SimError::Input(format!(
-                    "{file}: Scenario spec.{f}: {v:?} is not a duration"
-                ))
-            })
-        };
-        if let Some(d) = &s.spec.duration {
-            opts.duration = field("duration", d)?;
-        }
-        if let Some(d) = &s.spec.launch_delay {
-            opts.launch_delay = field("launchDelay", d)?;
-            let ttl = crate::lifecycle::REGISTRATION_TTL;
-            if opts.launch_delay >= ttl {
-                return Err(SimError::Input(format!(
-                    "{file}: Scenario spec.launchDelay: {d:?} is not less than the registration TTL ({}m): a node that takes that long to become Ready is deleted as never joined",
-                    ttl.as_secs() / 60
-                )));
-            }
-        }
-        if let Some(d) = &s.spec.batch_idle {
-            opts.batch_idle = field("batchIdle", d)?;
-        }
-        if let Some(d) = &s.spec.batch_max {
-            opts.batch_max = field("batchMax", d)?;
-        }
-        if let Some(z) = &s.spec.zones {
-            opts.zones = z.clone();
-        }
-        for (i, step) in s.spec.steps.iter().enumerate() {
-            let at = field(&format!("steps[{i}].at"), &step.at)?.as_secs() as i64;
-            let actions = [
-                step.scale.is_some(),
-                step.apply.is_some(),
-                step.delete.is_some(),
-                step.exhaust.is_some(),
-                step.interrupt.is_some(),
-            ];
-            if actions.iter().filter(|&&a| a).count() != 1 {
-                return Err(SimError::Input(format!(
-                    "{file}: Scenario spec.steps[{i}] (at {}): needs exactly one of scale, apply, delete, exhaust, interrupt",
-                    step.at
-                )));
-            }
-            // Inline manifests are read now, so a bad one fails before the run.
-            let applied = match &step.apply {
-                Some(v) => {
-                    let text = serde_json::to_string(v).expect("a JSON value serializes");
-                    let label = format!("{file} spec.steps[{i}].apply");
-                    manifest::parse(&label, &text)?
-                }
-                None => Vec::new(),
-            };
-            steps.push((at, i, step.clone(), applied));
-        }
-        steps.sort_by_key(|(at, i, ..)| (*at, *i));
-    }
+    Ok(Manifests { docs, scenario })
+}
 
-    let engine = PolicyEngine::new(EngineConfig::default())?;
-    let registry = PolicyRegistry::new(engine);
-    for (name, wasm, config) in &opts.policies {
-        registry.apply(name, wasm, config.clone(), Default::default())?;
+/// The Scenario `s` (from `file`): its settings go into `opts`, and its steps are returned in
+/// the order they run. A bad duration or step names its field.
+fn scenario_steps(
+    file: &str,
+    s: &Scenario,
+    opts: &mut SimOptions,
+) -> Result<Vec<TimedStep>, SimError> {
+    let field = |f: &str, v: &str| -> Result<Duration, SimError> {
+        duration::parse(v).ok().flatten().ok_or_else(|| {
+            SimError::Input(format!(
+                "{file}: Scenario spec.{f}: {v:?} is not a duration"
+            ))
+        })
+    };
+    if let Some(d) = &s.spec.duration {
+        opts.duration = field("duration", d)?;
     }
-    let zones: Vec<&str> = opts.zones.iter().map(String::as_str).collect();
-    let mut cloud: Box<dyn CloudProvider> = match &opts.aws {
-        Some(settings) => Box::new(
-            crate::cloud::aws::AwsCloud::new(settings.clone())
-                .map_err(|e| SimError::Input(e.to_string()))?,
-        ),
-        None => Box::new(SimCloud::new()),
-    };
-    // Against AWS, decisions use what the account offers; otherwise the embedded catalog.
-    let (entries, cat) = match cloud.catalog(&zones) {
-        Some(found) => found.map_err(|e| SimError::Input(e.to_string()))?,
-        None => {
-            let entries = catalog::embedded();
-            let cat = catalog::policy_catalog(&entries, &zones);
-            (entries, cat)
+    if let Some(d) = &s.spec.launch_delay {
+        opts.launch_delay = field("launchDelay", d)?;
+        let ttl = crate::lifecycle::REGISTRATION_TTL;
+        if opts.launch_delay >= ttl {
+            return Err(SimError::Input(format!(
+                "{file}: Scenario spec.launchDelay: {d:?} is not less than the registration TTL ({}m): a node that takes that long to become Ready is deleted as never joined",
+                ttl.as_secs() / 60
+            )));
         }
-    };
-    let its = InstanceTypes::new(&entries, &cat);
-    let settings = crate::controller::Settings {
-        batch_idle: opts.batch_idle,
-        batch_max: opts.batch_max,
-        disruption_interval: opts.disruption_interval,
-        ..Default::default()
-    };
-    let ctx = Context::new(its, cat, std::sync::Arc::new(registry));
-    let mut sim = Sim {
-        controller: Controller::new(settings, ctx, opts.start),
-        world: World {
+    }
+    if let Some(d) = &s.spec.batch_idle {
+        opts.batch_idle = field("batchIdle", d)?;
+    }
+    if let Some(d) = &s.spec.batch_max {
+        opts.batch_max = field("batchMax", d)?;
+    }
+    if let Some(z) = &s.spec.zones {
+        opts.zones = z.clone();
+    }
+    let mut steps = Vec::new();
+    for (i, step) in s.spec.steps.iter().enumerate() {
+        let at = field(&format!("steps[{i}].at"), &step.at)?.as_secs() as i64;
+        let actions = [
+            step.scale.is_some(),
+            step.apply.is_some(),
+            step.delete.is_some(),
+            step.exhaust.is_some(),
+            step.interrupt.is_some(),
+        ];
+        if actions.iter().filter(|&&a| a).count() != 1 {
+            return Err(SimError::Input(format!(
+                "{file}: Scenario spec.steps[{i}] (at {}): needs exactly one of scale, apply, delete, exhaust, interrupt",
+                step.at
+            )));
+        }
+        // Inline manifests are read now, so a bad one fails before the run.
+        let applied = match &step.apply {
+            Some(v) => {
+                let text = serde_json::to_string(v).expect("a JSON value serializes");
+                let label = format!("{file} spec.steps[{i}].apply");
+                manifest::parse(&label, &text)?
+            }
+            None => Vec::new(),
+        };
+        steps.push((at, i, step.clone(), applied));
+    }
+    steps.sort_by_key(|(at, i, ..)| (*at, *i));
+    Ok(steps)
+}
+
+impl Sim {
+    /// The controller core with its policies and catalog, an empty world, the cloud (in
+    /// memory, or AWS) and the interruption queue `opts` names.
+    fn new(opts: &SimOptions) -> Result<Sim, SimError> {
+        let engine = PolicyEngine::new(EngineConfig::default())?;
+        let registry = PolicyRegistry::new(engine);
+        for (name, wasm, config) in &opts.policies {
+            registry.apply(name, wasm, config.clone(), Default::default())?;
+        }
+        let zones: Vec<&str> = opts.zones.iter().map(String::as_str).collect();
+        let mut cloud: Box<dyn CloudProvider> = match &opts.aws {
+            Some(settings) => Box::new(
+                crate::cloud::aws::AwsCloud::new(settings.clone())
+                    .map_err(|e| SimError::Input(e.to_string()))?,
+            ),
+            None => Box::new(SimCloud::new()),
+        };
+        // Against AWS, decisions use what the account offers; otherwise the embedded catalog.
+        let (entries, cat) = match cloud.catalog(&zones) {
+            Some(found) => found.map_err(|e| SimError::Input(e.to_string()))?,
+            None => {
+                let entries = catalog::embedded();
+                let cat = catalog::policy_catalog(&entries, &zones);
+                (entries, cat)
+            }
+        };
+        let its = InstanceTypes::new(&entries, &cat);
+        let settings = crate::controller::Settings {
+            batch_idle: opts.batch_idle,
+            batch_max: opts.batch_max,
+            disruption_interval: opts.disruption_interval,
+            ..Default::default()
+        };
+        let ctx = Context::new(its, cat, std::sync::Arc::new(registry));
+        let queue = match (&opts.aws, &opts.interruption_queue) {
+            (Some(settings), Some(url)) => Some(QueueClient::new(
+                settings,
+                url,
+                opts.events_endpoint.as_deref(),
+            )?),
+            (None, Some(_)) => {
+                return Err(SimError::Input(
+                    "an interruption queue needs the aws cloud".into(),
+                ));
+            }
+            _ => None,
+        };
+        Ok(Sim {
+            controller: Controller::new(settings, ctx, opts.start),
+            world: World::new(opts),
+            cloud,
+            queue,
+            bounds: BoundCache::default(),
+            pod_changes: Default::default(),
+        })
+    }
+}
+
+impl World {
+    /// An empty cluster at time zero.
+    fn new(opts: &SimOptions) -> World {
+        World {
             opts: opts.clone(),
             t: 0,
             cluster: Cluster::default(),
@@ -351,36 +422,8 @@ fn run_files(
             refused: Vec::new(),
             stopping: BTreeMap::new(),
             stop_seconds: BTreeMap::new(),
-        },
-        cloud,
-        queue: match (&opts.aws, &opts.interruption_queue) {
-            (Some(settings), Some(url)) => Some(QueueClient::new(
-                settings,
-                url,
-                opts.events_endpoint.as_deref(),
-            )?),
-            (None, Some(_)) => {
-                return Err(SimError::Input(
-                    "an interruption queue needs the aws cloud".into(),
-                ));
-            }
-            _ => None,
-        },
-        bounds: BoundCache::default(),
-        pod_changes: Default::default(),
-    };
-    for (file, m) in docs {
-        sim.apply(&file, m)?;
+        }
     }
-    if sim.world.cluster.pools.is_empty()
-        && !steps
-            .iter()
-            .any(|(_, _, _, a)| a.iter().any(|m| matches!(m, Manifest::NodePool(_))))
-    {
-        return Err(SimError::Input("no NodePool in the given manifests".into()));
-    }
-    sim.run(steps, watch)?;
-    Ok(sim.world.report)
 }
 
 /// The simulator: the controller core acting on the in-memory world, with the cloud it
@@ -494,11 +537,7 @@ impl Sim {
         self.world.dirty();
     }
 
-    fn run(
-        &mut self,
-        steps: Vec<(i64, usize, Step, Vec<Manifest>)>,
-        mut watch: Watch<'_>,
-    ) -> Result<(), SimError> {
+    fn run(&mut self, steps: Vec<TimedStep>, mut watch: Watch<'_>) -> Result<(), SimError> {
         let end = self.world.opts.duration.as_secs() as i64;
         let start = self.world.opts.start;
         let mut steps = steps.into_iter().peekable();
