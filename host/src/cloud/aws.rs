@@ -456,105 +456,112 @@ impl AwsCloud {
     }
 }
 
-impl CloudProvider for AwsCloud {
-    fn create(&mut self, request: &LaunchRequest) -> Result<Instance, CloudError> {
-        if let Some(i) = self.launched.get(&request.claim) {
-            return Ok(i.clone());
-        }
-        if request.offers.is_empty() {
-            return Err(CloudError::NoOffers {
-                claim: request.claim.clone(),
-            });
-        }
-        let class = self
-            .classes
-            .get(&request.node_class)
-            .cloned()
-            .ok_or_else(|| CloudError::NotReady {
-                claim: request.claim.clone(),
-                reason: format!("EC2NodeClass {} is not resolved", request.node_class),
-            })?;
-        if let Some((id, instance_type, zone, capacity_type)) = self.existing(&request.claim)? {
-            tracing::info!(nodeclaim = %request.claim, instance = %id, %instance_type, %zone, "instance already launched for this nodeclaim");
-            // The price of what runs: the claim's offer for it, else any offer of its type.
-            let price = request
-                .offers
-                .iter()
-                .find(|o| {
-                    o.instance_type == instance_type
-                        && o.zone == zone
-                        && o.capacity_type == capacity_type
-                })
-                .or_else(|| {
-                    request
-                        .offers
-                        .iter()
-                        .find(|o| o.instance_type == instance_type)
-                })
-                .map_or(0.0, |o| o.price);
-            let instance = Instance {
-                id,
-                claim: request.claim.clone(),
-                node_pool: request.node_pool.clone(),
-                offer: Offer {
-                    instance_type,
-                    zone,
-                    capacity_type,
-                    price,
-                },
-            };
-            self.launched
-                .insert(request.claim.clone(), instance.clone());
-            return Ok(instance);
-        }
-        // Only offers the class has an image for: a Graviton type on a class with x86_64 AMIs
-        // alone is not an option (Karpenter drops such types the same way).
-        let arch_of = |t: &str| self.arch.get(t).map_or("x86_64", String::as_str);
-        if !request
+impl AwsCloud {
+    /// The claim's instance, when an earlier attempt (or an earlier controller) launched one:
+    /// found by its tag, priced from the claim's offer for it, and remembered.
+    fn adopt(&mut self, request: &LaunchRequest) -> Result<Option<Instance>, CloudError> {
+        let Some((id, instance_type, zone, capacity_type)) = self.existing(&request.claim)? else {
+            return Ok(None);
+        };
+        tracing::info!(nodeclaim = %request.claim, instance = %id, %instance_type, %zone, "instance already launched for this nodeclaim");
+        // The price of what runs: the claim's offer for it, else any offer of its type.
+        let price = request
             .offers
             .iter()
-            .any(|o| class.amis.contains_key(arch_of(&o.instance_type)))
+            .find(|o| {
+                o.instance_type == instance_type
+                    && o.zone == zone
+                    && o.capacity_type == capacity_type
+            })
+            .or_else(|| {
+                request
+                    .offers
+                    .iter()
+                    .find(|o| o.instance_type == instance_type)
+            })
+            .map_or(0.0, |o| o.price);
+        let instance = Instance {
+            id,
+            claim: request.claim.clone(),
+            node_pool: request.node_pool.clone(),
+            offer: Offer {
+                instance_type,
+                zone,
+                capacity_type,
+                price,
+            },
+        };
+        self.launched
+            .insert(request.claim.clone(), instance.clone());
+        Ok(Some(instance))
+    }
+
+    /// An instance type's architecture (`x86_64` when the catalog does not say).
+    fn arch_of(&self, instance_type: &str) -> &str {
+        self.arch
+            .get(instance_type)
+            .map_or("x86_64", String::as_str)
+    }
+
+    /// Only offers the class has an image for: a Graviton type on a class with x86_64 AMIs
+    /// alone is not an option (Karpenter drops such types the same way).
+    fn check_images(
+        &self,
+        request: &LaunchRequest,
+        class: &ResolvedClass,
+    ) -> Result<(), CloudError> {
+        if request
+            .offers
+            .iter()
+            .any(|o| class.amis.contains_key(self.arch_of(&o.instance_type)))
         {
-            return Err(CloudError::NotReady {
-                claim: request.claim.clone(),
-                reason: format!(
-                    "EC2NodeClass {} has no AMI for the architecture of any offer (it has {})",
-                    class.name,
-                    class.amis.keys().cloned().collect::<Vec<_>>().join(", ")
-                ),
-            });
+            return Ok(());
         }
+        Err(CloudError::NotReady {
+            claim: request.claim.clone(),
+            reason: format!(
+                "EC2NodeClass {} has no AMI for the architecture of any offer (it has {})",
+                class.name,
+                class.amis.keys().cloned().collect::<Vec<_>>().join(", ")
+            ),
+        })
+    }
+
+    /// The claim's offers EC2 may still have capacity for, that the class has an image and a
+    /// subnet for, each with that subnet, in ranked order.
+    fn usable(&self, request: &LaunchRequest, class: &ResolvedClass) -> Vec<(Offer, String)> {
+        request
+            .offers
+            .iter()
+            .filter(|o| {
+                !self.is_unavailable(&(
+                    o.instance_type.clone(),
+                    o.zone.clone(),
+                    capacity_type_label(o.capacity_type),
+                )) && class.amis.contains_key(self.arch_of(&o.instance_type))
+            })
+            .filter_map(|o| {
+                let subnet = class.subnets.iter().find(|s| s.zone == o.zone)?;
+                Some((o.clone(), subnet.id.clone()))
+            })
+            .collect()
+    }
+
+    /// Up to three CreateFleet calls: each asks for the best usable offer's capacity type and
+    /// architecture, with every usable offer of that kind as an override; offerings EC2 had no
+    /// capacity for are left out a while, and the next call tries what is left.
+    fn launch(
+        &mut self,
+        request: &LaunchRequest,
+        class: &ResolvedClass,
+    ) -> Result<Instance, CloudError> {
         let mut tried = 0;
         for _attempt in 0..3 {
-            // The best remaining offer decides capacity type and architecture; the fleet gets
-            // every remaining offer of the same kind that has a subnet, in ranked order.
-            let usable: Vec<(Offer, String)> = request
-                .offers
-                .iter()
-                .filter(|o| {
-                    !self.is_unavailable(&(
-                        o.instance_type.clone(),
-                        o.zone.clone(),
-                        capacity_type_label(o.capacity_type),
-                    )) && class.amis.contains_key(
-                        self.arch
-                            .get(&o.instance_type)
-                            .map_or("x86_64", String::as_str),
-                    )
-                })
-                .filter_map(|o| {
-                    let subnet = class.subnets.iter().find(|s| s.zone == o.zone)?;
-                    Some((o.clone(), subnet.id.clone()))
-                })
-                .collect();
+            let usable = self.usable(request, class);
             let Some((first, _)) = usable.first() else {
                 break;
             };
-            let arch = self
-                .arch
-                .get(&first.instance_type)
-                .cloned()
-                .unwrap_or_else(|| "x86_64".into());
+            let arch = self.arch_of(&first.instance_type).to_string();
             let Some(ami) = class.amis.get(&arch).cloned() else {
                 return Err(CloudError::NotReady {
                     claim: request.claim.clone(),
@@ -565,19 +572,14 @@ impl CloudProvider for AwsCloud {
             let batch: Vec<(Offer, String)> = usable
                 .iter()
                 .filter(|(o, _)| {
-                    o.capacity_type == capacity
-                        && self
-                            .arch
-                            .get(&o.instance_type)
-                            .map_or("x86_64", String::as_str)
-                            == arch
+                    o.capacity_type == capacity && self.arch_of(&o.instance_type) == arch
                 })
                 .take(MAX_OVERRIDES)
                 .cloned()
                 .collect();
             tried += batch.len();
-            let template = self.template(&request.claim, &class, &ami, capacity)?;
-            let (instance, errors) = self.fleet(request, &class, &batch, &template)?;
+            let template = self.template(&request.claim, class, &ami, capacity)?;
+            let (instance, errors) = self.fleet(request, class, &batch, &template)?;
             // Offerings EC2 had no capacity for are left out a while, whether or not another
             // override launched.
             let mut capacity_errors = 0;
@@ -610,6 +612,34 @@ impl CloudProvider for AwsCloud {
             claim: request.claim.clone(),
             tried,
         })
+    }
+}
+
+impl CloudProvider for AwsCloud {
+    /// Launches the claim's instance once: an instance already launched for it (by this or an
+    /// earlier controller) is returned, not launched again.
+    fn create(&mut self, request: &LaunchRequest) -> Result<Instance, CloudError> {
+        if let Some(i) = self.launched.get(&request.claim) {
+            return Ok(i.clone());
+        }
+        if request.offers.is_empty() {
+            return Err(CloudError::NoOffers {
+                claim: request.claim.clone(),
+            });
+        }
+        let class = self
+            .classes
+            .get(&request.node_class)
+            .cloned()
+            .ok_or_else(|| CloudError::NotReady {
+                claim: request.claim.clone(),
+                reason: format!("EC2NodeClass {} is not resolved", request.node_class),
+            })?;
+        if let Some(instance) = self.adopt(request)? {
+            return Ok(instance);
+        }
+        self.check_images(request, &class)?;
+        self.launch(request, &class)
     }
 
     fn delete(&mut self, id: &str) -> Result<(), CloudError> {

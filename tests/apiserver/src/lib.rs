@@ -797,7 +797,7 @@ impl ApiServer {
             return;
         };
         let (_, change) = st.races.remove(i);
-        if let Some(mut obj) = st.copy(&key) {
+        if let Some(mut obj) = st.copy(key) {
             change(&mut obj);
             self.commit(&mut st, key.clone(), obj, "MODIFIED");
         }
