@@ -22,9 +22,27 @@ pub const BENCH_QPS: u32 = 5000;
 /// Per pod: fits ten to an m5.large (1,930m allocatable).
 const POD_CPU_MILLIS: u64 = 180;
 
+/// The controller's client-side rate limit in a run (`--kube-client-qps`, `--kube-client-burst`).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientLimits {
+    pub qps: u32,
+    pub burst: u32,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            qps: BENCH_QPS,
+            burst: BENCH_QPS,
+        }
+    }
+}
+
 /// What the benchmark measured.
 #[derive(Debug, Clone)]
 pub struct ControllerFigures {
+    /// The client limits the controller ran with.
+    pub limits: ClientLimits,
     pub pods: usize,
     pub nodes: usize,
     /// From the last pending pod's creation to the last NodeClaim created.
@@ -147,6 +165,8 @@ struct PodCache {
     waiting: BTreeSet<(String, String)>,
     /// CPU millis the bound pods take, by node.
     taken: HashMap<String, u64>,
+    /// Bound pods being deleted (`deletionTimestamp` set): kubelet stops them and deletes them.
+    stopping: BTreeSet<(String, String)>,
     /// Pods deleted since the ReplicaSet last looked; `None` after a new list (it checks all).
     deleted: Option<Vec<String>>,
 }
@@ -166,14 +186,15 @@ impl PodCache {
         *self = PodCache::default();
         let mut listed = Vec::new();
         let at = api.visit(PODS, |p| listed.push(key_and_node(p)));
-        for (key, node) in listed {
-            self.add(key, node);
+        for (key, node, deleting) in listed {
+            self.add(key, node, deleting);
         }
         self.at = Some(at);
     }
 
     fn apply(&mut self, kind: &str, pod: &Value) {
-        let (key, node) = key_and_node(pod);
+        let (key, node, deleting) = key_and_node(pod);
+        self.stopping.remove(&key);
         if let Some(old) = self.bound.remove(&key) {
             match old {
                 Some(n) => {
@@ -191,11 +212,14 @@ impl PodCache {
                 d.push(key.1);
             }
         } else {
-            self.add(key, node);
+            self.add(key, node, deleting);
         }
     }
 
-    fn add(&mut self, key: (String, String), node: Option<String>) {
+    fn add(&mut self, key: (String, String), node: Option<String>, deleting: bool) {
+        if deleting && node.is_some() {
+            self.stopping.insert(key.clone());
+        }
         match &node {
             Some(n) => *self.taken.entry(n.clone()).or_default() += POD_CPU_MILLIS,
             None => {
@@ -206,13 +230,15 @@ impl PodCache {
     }
 }
 
-fn key_and_node(pod: &Value) -> ((String, String), Option<String>) {
+/// A pod's (namespace, name), its node, and whether it is being deleted.
+fn key_and_node(pod: &Value) -> ((String, String), Option<String>, bool) {
     let meta = &pod["metadata"];
     let key = (
         meta["namespace"].as_str().unwrap_or_default().to_string(),
         meta["name"].as_str().unwrap_or_default().to_string(),
     );
-    (key, pod["spec"]["nodeName"].as_str().map(str::to_string))
+    let node = pod["spec"]["nodeName"].as_str().map(str::to_string);
+    (key, node, !meta["deletionTimestamp"].is_null())
 }
 
 impl World {
@@ -255,6 +281,13 @@ impl World {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0);
             self.registered.insert(pid.to_string(), (node, cpu));
+        }
+        // kubelet: a bound pod being deleted is stopped (the pause container exits on SIGTERM)
+        // and deleted with grace 0, as the status manager does once its containers are gone
+        // (pkg/kubelet/status/status_manager.go, `canBeDeleted` then a delete with grace 0).
+        self.pods.sync(api);
+        for (ns, n) in std::mem::take(&mut self.pods.stopping) {
+            api.delete(PODS, &ns, &n);
         }
         // The ReplicaSet: evicted replicas come back pending.
         self.pods.sync(api);
@@ -332,7 +365,7 @@ impl World {
 }
 
 /// Runs the benchmark with `pods` pods (ten per node).
-pub fn run(pods: usize) -> Result<ControllerFigures, String> {
+pub fn run(pods: usize, limits: ClientLimits) -> Result<ControllerFigures, String> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -399,9 +432,9 @@ pub fn run(pods: usize) -> Result<ControllerFigures, String> {
             "text",
             "--leader-elect=false",
             "--kube-client-qps",
-            &BENCH_QPS.to_string(),
+            &limits.qps.to_string(),
             "--kube-client-burst",
-            &BENCH_QPS.to_string(),
+            &limits.burst.to_string(),
             "--metrics-port",
             "0",
             "--health-probe-port",
@@ -573,6 +606,7 @@ pub fn run(pods: usize) -> Result<ControllerFigures, String> {
         .collect::<std::collections::HashSet<_>>()
         .len();
     Ok(ControllerFigures {
+        limits,
         pods,
         nodes,
         to_claims,
@@ -650,8 +684,8 @@ mod tests {
     }
 
     /// The actors bind first-fit within a node's CPU, learn of later pods and nodes from the
-    /// changes alone, and bring a deleted replica back pending under a new name (not one the
-    /// benchmark scaled down).
+    /// changes alone, finish a graceful deletion as kubelet does, and bring a deleted replica
+    /// back pending under a new name (not one the benchmark scaled down).
     #[test]
     fn the_actors_bind_what_fits_and_replace_what_goes() {
         let rt = tokio::runtime::Runtime::new().unwrap();
@@ -688,5 +722,16 @@ mod tests {
                 .any(|n| n.starts_with(&format!("{scaled_down}-r")))
         );
         assert_eq!(bound(&api).values().sum::<usize>(), 24);
+        // Evicted through the API, a running pod is only marked (its grace runs): kubelet
+        // stops it and deletes it, and its replica comes back.
+        let evicted = name(&pod(5));
+        let mut p = api.get(PODS, "default", &evicted).unwrap();
+        p["metadata"]["deletionTimestamp"] = "2026-12-02T00:00:30Z".into();
+        api.put(PODS, p);
+        assert_eq!(world.round(&api), 0);
+        assert!(api.get(PODS, "default", &evicted).is_none());
+        let names: Vec<String> = api.list(PODS).iter().map(name).collect();
+        assert_eq!(names.len(), 24);
+        assert!(names.iter().any(|n| n.starts_with(&format!("{evicted}-r"))));
     }
 }
