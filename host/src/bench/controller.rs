@@ -286,7 +286,8 @@ impl World {
         // and deleted with grace 0, as the status manager does once its containers are gone
         // (pkg/kubelet/status/status_manager.go, `canBeDeleted` then a delete with grace 0).
         self.pods.sync(api);
-        for (ns, n) in std::mem::take(&mut self.pods.stopping) {
+        // (Kept until its deletion is seen: a pod a finalizer holds is asked again.)
+        for (ns, n) in self.pods.stopping.clone() {
             api.delete(PODS, &ns, &n);
         }
         // The ReplicaSet: evicted replicas come back pending.
@@ -566,7 +567,7 @@ pub fn run(pods: usize, limits: ClientLimits) -> Result<ControllerFigures, Strin
     let mut last = nodes;
     wait(
         "consolidation settles",
-        // 600 s for 20,000 pods, more for more: a round of the actors lists every pod.
+        // 600 s for 20,000 pods, more for more.
         Duration::from_secs(600.max(pods as u64 / 30)),
         &mut || {
             let pending = world.round(&api);

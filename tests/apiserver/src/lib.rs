@@ -130,7 +130,7 @@ pub struct Change {
 #[derive(Default)]
 struct State {
     rv: u64,
-    /// Shared with the watch events that carry them: a write copies no object.
+    /// Shared with the watch events that carry them: a commit stores and sends one object.
     objects: BTreeMap<Key, Arc<Value>>,
     history: VecDeque<WatchEvent>,
     log: Vec<Request>,
@@ -447,8 +447,8 @@ impl ApiServer {
     }
 
     /// Shows `f` every object of a collection, in list order, without copying them: a test's
-    /// actor that reads a large collection each round (a benchmark's kube-scheduler over 100k
-    /// pods) keeps out of the way of the requests it serves. The double is locked meanwhile.
+    /// actor that reads a large collection (a benchmark's kube-scheduler listing 100k pods)
+    /// keeps out of the way of the requests it serves. The double is locked meanwhile.
     /// Returns the resourceVersion the objects were read at, as a list's `metadata` does: a
     /// reader that keeps a cache follows on from it with `changes`.
     pub fn visit(&self, collection: &str, mut f: impl FnMut(&Value)) -> u64 {
@@ -460,7 +460,8 @@ impl ApiServer {
     /// What a watch of `collection` from resourceVersion `since` would deliver now: each
     /// change after it, oldest first (`ADDED`, `MODIFIED`, `DELETED` and the object as
     /// written), and the version the reader is then at. `None` where the watch answers
-    /// `410 Gone` (the history no longer reaches back to `since`): the reader lists again, as
+    /// `410 Gone` (the history no longer reaches back to `since`; for `since` 0, once any of
+    /// the history is gone, where the watch would start from now): the reader lists again, as
     /// an informer does. For a test's actors that keep a cache of a large collection, as
     /// kube-scheduler's informer does, instead of reading all of it each round.
     pub fn changes(&self, collection: &str, since: u64) -> Option<(u64, Vec<Change>)> {
@@ -922,12 +923,12 @@ impl ApiServer {
             return refused;
         }
         stamp_new(&mut obj, st.rv + 1);
-        self.commit(&mut st, key, obj, "ADDED");
+        self.commit(&mut st, key.clone(), obj, "ADDED");
         let obj = st
             .objects
-            .get(&path.key_named(&name))
+            .get(&key)
             .cloned()
-            .unwrap_or_default();
+            .expect("an object just created is stored");
         warned(json_response(201, obj), &warnings)
     }
 
@@ -1033,8 +1034,8 @@ impl ApiServer {
     ) -> Response {
         let key = path.key();
         let mut st = self.state.lock().unwrap();
-        // Read, not copied: `f` makes the one copy a write needs.
-        let Some(old) = st.copy(&key) else {
+        // Shared, not copied: `f` makes the one copy a write needs.
+        let Some(old) = st.objects.get(&key).cloned() else {
             return not_found(path);
         };
         let mut new = match f(&old) {
