@@ -69,6 +69,58 @@ fn a_patch_naming_a_stale_resource_version_is_refused_with_409_conflict() {
     .unwrap();
 }
 
+/// The registry's `Delete` answers the object as the deletion left it: with finalizers, its
+/// deletionTimestamp and new resourceVersion, so the finalizer can be released against that
+/// answer without another read; deleted at once, a Status of success
+/// (`apiserver/pkg/registry/generic/registry/store.go`, `Delete` and `finalizeDelete`).
+#[test]
+fn a_delete_answers_the_object_it_left_with_its_new_resource_version() {
+    let (rt, api, client) = server();
+    api.put(
+        "v1/nodes",
+        json!({"apiVersion": "v1", "kind": "Node",
+               "metadata": {"name": "n1", "finalizers": ["dovetail.sh/termination"]}}),
+    );
+    let nodes: Api<Node> = Api::all(client);
+    let before = rt.block_on(nodes.get("n1")).unwrap();
+    let answer = rt
+        .block_on(nodes.delete("n1", &DeleteParams::default()))
+        .unwrap()
+        .left()
+        .expect("the object, not a Status: a finalizer holds it");
+    assert!(answer.metadata.deletion_timestamp.is_some());
+    assert_ne!(
+        answer.metadata.resource_version,
+        before.metadata.resource_version
+    );
+    let stored = api.get("v1/nodes", "", "n1").unwrap();
+    assert_eq!(
+        answer.metadata.resource_version.as_deref(),
+        stored["metadata"]["resourceVersion"].as_str()
+    );
+    // A write against the answer's version goes through: the finalizer goes, and the Node with it.
+    rt.block_on(nodes.patch(
+        "n1",
+        &PatchParams::default(),
+        &Patch::Merge(
+            json!({"metadata": {"resourceVersion": answer.metadata.resource_version,
+                                          "finalizers": []}}),
+        ),
+    ))
+    .unwrap();
+    assert!(api.get("v1/nodes", "", "n1").is_none());
+    // With no finalizer the object goes at once, and the answer is a Status of success.
+    api.put(
+        "v1/nodes",
+        json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n2"}}),
+    );
+    let answer = rt
+        .block_on(nodes.delete("n2", &DeleteParams::default()))
+        .unwrap();
+    assert!(answer.is_right(), "{answer:?}");
+    assert!(api.get("v1/nodes", "", "n2").is_none());
+}
+
 #[test]
 fn a_bound_pod_is_deleted_gracefully_and_an_unbound_one_at_once() {
     let (rt, api, client) = server();

@@ -181,6 +181,30 @@ fn inflate_scales_up_through_nodeclaims_and_ec2_then_consolidates_to_zero() {
         |api, ids| api.list(CLAIMS).is_empty() && api.list(NODES).is_empty() && ids.is_empty(),
     );
     controller.stop();
+    // What a removal costs: the taint and the finalizers are written against the informer's
+    // object or the deletion's answer, so no Node or NodeClaim is read by name, and a claim
+    // already deleting is not deleted again (hundreds of nodes drain on one client budget).
+    let log = api.log();
+    let removed: Vec<String> = claims.iter().map(name).collect();
+    for claim in &removed {
+        let path = format!("/nodeclaims/{claim}");
+        let deletes = log
+            .iter()
+            .filter(|r| r.method == "DELETE" && r.path.ends_with(&path))
+            .count();
+        assert_eq!(deletes, 1, "{claim} deleted once");
+    }
+    let reads: Vec<&str> = log
+        .iter()
+        .filter(|r| {
+            r.method == "GET"
+                && r.code == 200
+                && (r.path.contains("/nodes/") || r.path.contains("/nodeclaims/"))
+                && !r.path.contains("watch")
+        })
+        .map(|r| r.path.as_str())
+        .collect();
+    assert!(reads.is_empty(), "read by name: {reads:?}");
 }
 
 #[test]

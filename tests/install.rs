@@ -286,6 +286,18 @@ fn rbac_allows(rule: &Value, req: &RbacRequest) -> bool {
 /// What the chart grants but the run did not exercise, and why it stays.
 const RBAC_KEPT: &[(&str, &str, &str, &str)] = &[
     (
+        "",
+        "nodes",
+        "delete",
+        "the controller deletes a Node it disrupted once drained; the run's node is deleted by hand, and one already deleting is not deleted again",
+    ),
+    (
+        "dovetail.sh",
+        "nodeclaims",
+        "get",
+        "finalizers are released against the informer's claim or the deletion's answer; a claim is read by name only after a 409 Conflict",
+    ),
+    (
         "events.k8s.io",
         "events",
         "patch",
@@ -307,7 +319,7 @@ const RBAC_KEPT: &[(&str, &str, &str, &str)] = &[
         "",
         "nodes",
         "get",
-        "disruption reads a node's taints before it adds its own; the run's node is deleted by hand, not consolidated",
+        "the disrupted taint is written against the informer's Node, read by name only after a 409 Conflict; the run's node is deleted by hand, not consolidated",
     ),
 ];
 

@@ -212,46 +212,72 @@ pub struct Kube {
     pub rt: crate::bridge::Bridge,
     pub events: Events,
     pub metrics: Arc<Metrics>,
+    /// NodeClaims this process deleted, as the deletion answered, until their finalizer is
+    /// released: the informer may not have seen a deletion by the next tick (an empty node is
+    /// removed one tick after it is marked), and a claim being deleted is not deleted again.
+    pub deleted_claims: DeletedClaims,
 }
 
+/// See [`Kube::deleted_claims`].
+pub type DeletedClaims =
+    Arc<std::sync::Mutex<std::collections::HashMap<String, crate::api::NodeClaim>>>;
+
 /// Deletes an object the controller holds a finalizer on and releases it: once its instance
-/// is gone nothing is left to wait for. An object already gone is not an error.
+/// is gone nothing is left to wait for. An object already gone is not an error. `cached` is the
+/// object as the informer holds it: a deletion it already shows is not asked for again, and the
+/// finalizer is released against it, or against the deletion's answer (the object as the
+/// deletion left it) — a read only when that version is stale (409 Conflict). Two writes per
+/// object in a drain of hundreds of nodes, not four requests.
 pub fn delete_released<K>(
     rt: &crate::bridge::Bridge,
     api: &kube::Api<K>,
     name: &str,
+    cached: Option<&K>,
 ) -> Result<(), kube::Error>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    let gone = |r: Result<(), kube::Error>| match r {
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        other => other,
+    let current = match cached {
+        Some(o) if o.meta().deletion_timestamp.is_some() => Some(o.clone()),
+        _ => match rt.wait(api.delete(name, &kube::api::DeleteParams::default())) {
+            // A Status instead of the object: gone at once, no finalizer held it.
+            Ok(answer) => match answer.left() {
+                Some(o) => Some(o),
+                None => return Ok(()),
+            },
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+            Err(e) => return Err(e),
+        },
     };
-    gone(
-        rt.wait(api.delete(name, &kube::api::DeleteParams::default()))
-            .map(|_| ()),
-    )?;
-    release_finalizer(rt, api, name)
+    release_finalizer(rt, api, name, current)
 }
 
 /// Removes the controller's own finalizer — only it: another controller's stays — from the
 /// object as it is now, with its resourceVersion as the precondition, retried on 409 Conflict
-/// with the fresh object. An object gone, or without the finalizer, is not an error.
+/// with the fresh object. `known` is the object as last seen (read first when `None`). An
+/// object gone (or replaced by another of its name), or without the finalizer, is not an error.
 pub fn release_finalizer<K>(
     rt: &crate::bridge::Bridge,
     api: &kube::Api<K>,
     name: &str,
+    mut known: Option<K>,
 ) -> Result<(), kube::Error>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     let mut attempts = 0;
+    // The object meant: one of the same name read later (a Node named for a reused address)
+    // is another, and its finalizer not this release's to remove.
+    let uid = known.as_ref().and_then(|o| o.meta().uid.clone());
     loop {
-        let object = match rt.wait(api.get(name)) {
-            Ok(o) => o,
-            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
-            Err(e) => return Err(e),
+        let object = match known.take() {
+            Some(o) => o,
+            None => match rt.wait(api.get(name)) {
+                Ok(o) if uid.is_some() && o.meta().uid != uid => return Ok(()),
+                Ok(o) => o,
+                Err(kube::Error::Api(s)) if s.code == 404 => return Ok(()),
+                Err(e) => return Err(e),
+            },
         };
         let meta = object.meta();
         let finalizers = meta.finalizers.clone().unwrap_or_default();

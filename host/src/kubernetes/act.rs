@@ -53,6 +53,7 @@ pub struct KubePort {
     /// and resourceVersion, a claim's conditions).
     node_store: Store<KubeNode>,
     claim_store: Store<NodeClaim>,
+    deleted_claims: super::DeletedClaims,
     /// Whether the core's last garbage collection reached the cloud (`/readyz`).
     pub cloud_reached: Option<bool>,
 }
@@ -79,6 +80,7 @@ impl KubePort {
             client: kube.client.clone(),
             rt: kube.rt.clone(),
             recorder: kube.events.clone(),
+            deleted_claims: kube.deleted_claims.clone(),
             cluster,
             signals,
             nominations: Vec::new(),
@@ -131,6 +133,83 @@ impl KubePort {
         let failed: Vec<PortError> = results.into_iter().filter_map(Result::err).collect();
         if let Some(first) = failed.first() {
             tracing::warn!(failed = failed.len(), first = %first, "deferred writes failed; the next ticks adopt what they launched");
+        }
+    }
+
+    /// A claim as this process knows it: the informer's, unless it does not show the deletion
+    /// this process made and remembers (the cache lags its own writes).
+    fn known_claim(&self, name: &str) -> Option<NodeClaim> {
+        let cached = self.claim_store.get(&ObjectRef::new(name));
+        if let Some(c) = &cached
+            && c.metadata.deletion_timestamp.is_some()
+        {
+            return Some(NodeClaim::clone(c));
+        }
+        let remembered = self.deleted_claims.lock().ok()?.get(name).cloned();
+        remembered.or_else(|| cached.map(|c| NodeClaim::clone(&c)))
+    }
+
+    fn remember_deleted(&self, claim: NodeClaim) {
+        if let Ok(mut d) = self.deleted_claims.lock() {
+            // Bounded: entries go as finalizers are released; a claim someone else finished
+            // is forgotten with the rest should thousands pile up.
+            if d.len() >= 10_000 {
+                d.clear();
+            }
+            d.insert(claim.name_any(), claim);
+        }
+    }
+
+    fn forget_deleted(&self, name: &str) {
+        if let Ok(mut d) = self.deleted_claims.lock() {
+            d.remove(name);
+        }
+    }
+
+    /// Adds the disrupted taint to a Node. The taints are one list: written against the
+    /// version read — the informer's first, a fresh read only after a 409 Conflict — so another
+    /// controller's taint is never lost, and a drain of hundreds of nodes reads none of them.
+    fn taint(&self, kube_name: &str) -> Result<(), PortError> {
+        let nodes: Api<KubeNode> = Api::all(self.client.clone());
+        let mut known = self.node_store.get(&ObjectRef::new(kube_name));
+        let mut attempts = 0;
+        loop {
+            let current = match known.take() {
+                Some(n) => n,
+                None => match self.rt.wait(nodes.get(kube_name)) {
+                    Ok(n) => Arc::new(n),
+                    // Gone: nothing left to keep pods off.
+                    Err(e) if not_found(&e) => return Ok(()),
+                    Err(e) => return Err(failed(&self.metrics, "reading Node", kube_name, &e)),
+                },
+            };
+            let mut taints = current
+                .spec
+                .as_ref()
+                .and_then(|s| s.taints.clone())
+                .unwrap_or_default();
+            let t = disrupted_taint();
+            if taints.iter().any(|x| x.key == t.key) {
+                return Ok(());
+            }
+            taints.push(k8s_openapi::api::core::v1::Taint {
+                key: t.key,
+                effect: "NoSchedule".into(),
+                ..Default::default()
+            });
+            let patch = json!({
+                "metadata": {"resourceVersion": current.metadata.resource_version},
+                "spec": {"taints": taints},
+            });
+            match self.rt.wait(nodes.patch(
+                kube_name,
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )) {
+                Ok(_) => return Ok(()),
+                Err(kube::Error::Api(s)) if s.code == 409 && attempts < 5 => attempts += 1,
+                Err(e) => return Err(failed(&self.metrics, "tainting Node", kube_name, &e)),
+            }
         }
     }
 
@@ -412,7 +491,8 @@ impl ClusterPort for KubePort {
             "LaunchFailed",
             reason.to_string(),
         );
-        if let Err(e) = super::delete_released(&self.rt, &self.claims(), claim) {
+        let known = self.known_claim(claim);
+        if let Err(e) = super::delete_released(&self.rt, &self.claims(), claim, known.as_ref()) {
             tracing::warn!(nodeclaim = claim, error = %e, "could not delete an abandoned NodeClaim");
         }
     }
@@ -444,49 +524,18 @@ impl ClusterPort for KubePort {
         if !annotations.is_empty() {
             self.patch_claim(node, json!({"metadata": {"annotations": annotations}}))?;
         }
-        // The taint first, so nothing new lands on the node while it drains. The taints are
-        // one list: written against the version read (409 on a concurrent change, then read
-        // again), so another controller's taint is never lost.
+        // The taint first, so nothing new lands on the node while it drains.
         if let Some(kube_name) = self.kube_node_name(node) {
-            let nodes: Api<KubeNode> = Api::all(self.client.clone());
-            let mut attempts = 0;
-            loop {
-                let Ok(current) = self.rt.wait(nodes.get(&kube_name)) else {
-                    break;
-                };
-                let mut taints = current
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.taints.clone())
-                    .unwrap_or_default();
-                let t = disrupted_taint();
-                if taints.iter().any(|x| x.key == t.key) {
-                    break;
-                }
-                taints.push(k8s_openapi::api::core::v1::Taint {
-                    key: t.key,
-                    effect: "NoSchedule".into(),
-                    ..Default::default()
-                });
-                let patch = json!({
-                    "metadata": {"resourceVersion": current.metadata.resource_version},
-                    "spec": {"taints": taints},
-                });
-                match self.rt.wait(nodes.patch(
-                    &kube_name,
-                    &PatchParams::default(),
-                    &Patch::Merge(&patch),
-                )) {
-                    Ok(_) => break,
-                    Err(kube::Error::Api(s)) if s.code == 409 && attempts < 5 => attempts += 1,
-                    Err(e) => return Err(failed(&self.metrics, "tainting Node", &kube_name, &e)),
-                }
-            }
+            self.taint(&kube_name)?;
         }
         let api = self.claims();
-        self.rt
+        let answer = self
+            .rt
             .wait(api.delete(node, &DeleteParams::default()))
             .map_err(|e| failed(&self.metrics, "deleting NodeClaim", node, &e))?;
+        if let Some(deleting) = answer.left() {
+            self.remember_deleted(deleting);
+        }
         let why = deletion
             .reason
             .map_or("deleted or interrupted".to_string(), |r| {
@@ -571,11 +620,14 @@ impl ClusterPort for KubePort {
         self.acting()?;
         if let Some(kube_name) = self.kube_node_name(node) {
             let nodes: Api<KubeNode> = Api::all(self.client.clone());
-            super::delete_released(&self.rt, &nodes, &kube_name)
+            let cached = self.node_store.get(&ObjectRef::new(&kube_name));
+            super::delete_released(&self.rt, &nodes, &kube_name, cached.as_deref())
                 .map_err(|e| failed(&self.metrics, "deleting Node", &kube_name, &e))?;
         }
-        super::delete_released(&self.rt, &self.claims(), node)
+        let known = self.known_claim(node);
+        super::delete_released(&self.rt, &self.claims(), node, known.as_ref())
             .map_err(|e| failed(&self.metrics, "deleting NodeClaim", node, &e))?;
+        self.forget_deleted(node);
         if let Some(n) = self.cluster.nodes.remove(node) {
             let reason = n
                 .deletion

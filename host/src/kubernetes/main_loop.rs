@@ -70,6 +70,7 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
             metrics.clone(),
         ),
         metrics: metrics.clone(),
+        deleted_claims: Default::default(),
     };
     let mut provider: Box<dyn CloudProvider> = match settings.cloud {
         Cloud::Aws => Box::new(AwsCloud::new(settings.aws.clone())?),

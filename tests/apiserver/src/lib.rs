@@ -535,7 +535,15 @@ impl ApiServer {
         }
     }
 
-    fn commit(&self, st: &mut State, key: Key, mut object: Value, kind: &'static str) {
+    /// Returns the object as stored: with its new resourceVersion, which the answer to the write
+    /// carries (a client writes its next change against it).
+    fn commit(
+        &self,
+        st: &mut State,
+        key: Key,
+        mut object: Value,
+        kind: &'static str,
+    ) -> Arc<Value> {
         if kind == "MODIFIED"
             && let Some(old) = st.objects.get(&key)
         {
@@ -557,7 +565,7 @@ impl ApiServer {
             st.objects.remove(&key);
         } else {
             st.index(&key, &object);
-            st.objects.insert(key, object);
+            st.objects.insert(key, object.clone());
         }
         if st.history.len() == HISTORY {
             st.history.pop_front();
@@ -568,6 +576,7 @@ impl ApiServer {
         if kind == "DELETED" && !uid.is_null() {
             self.collect_dependents(st, &uid);
         }
+        object
     }
 
     /// Background garbage collection: the dependents of a deleted owner with no other owner
@@ -634,11 +643,12 @@ impl ApiServer {
             .unwrap_or_default();
         pod["metadata"]["deletionTimestamp"] = at.to_string().into();
         pod["metadata"]["deletionGracePeriodSeconds"] = grace.into();
-        self.commit(st, key, pod.clone(), "MODIFIED");
-        pod
+        Value::clone(&self.commit(st, key, pod, "MODIFIED"))
     }
 
-    /// Deletion with finalizers: a deletionTimestamp while any remain, then gone.
+    /// Deletion with finalizers: a deletionTimestamp while any remain, then gone. The answer is
+    /// the object as the deletion left it (its new resourceVersion included), as the registry's
+    /// `Delete` returns it (`staging/src/k8s.io/apiserver/pkg/registry/generic/registry/store.go`).
     fn delete_gracefully(&self, st: &mut State, key: Key, mut obj: Value) -> Value {
         let finalizers = obj["metadata"]["finalizers"]
             .as_array()
@@ -646,12 +656,12 @@ impl ApiServer {
         if finalizers {
             if obj["metadata"]["deletionTimestamp"].is_null() {
                 obj["metadata"]["deletionTimestamp"] = now_rfc3339().into();
-                self.commit(st, key, obj.clone(), "MODIFIED");
+                return Value::clone(&self.commit(st, key, obj, "MODIFIED"));
             }
+            obj
         } else {
-            self.commit(st, key, obj.clone(), "DELETED");
+            Value::clone(&self.commit(st, key, obj, "DELETED"))
         }
-        obj
     }
 
     /// Answers a request and records it, with its status code, in the log.
@@ -780,8 +790,25 @@ impl ApiServer {
                         json_response(200, obj)
                     }
                     Some(obj) => {
+                        let held = obj["metadata"]["finalizers"]
+                            .as_array()
+                            .is_some_and(|f| !f.is_empty());
+                        let name = key.name.clone();
+                        let resource = path.plural.clone();
                         let obj = self.delete_gracefully(&mut st, key, obj);
-                        json_response(200, obj)
+                        // Deleted at once, the registry answers a Status of success, not the
+                        // object (`finalizeDelete`: only pods set `ReturnDeletedObject`).
+                        if held {
+                            json_response(200, obj)
+                        } else {
+                            json_response(
+                                200,
+                                json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                                       "status": "Success",
+                                       "details": {"name": name, "kind": resource,
+                                                   "uid": obj["metadata"]["uid"]}}),
+                            )
+                        }
                     }
                     None => not_found(&path),
                 }
