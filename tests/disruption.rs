@@ -295,8 +295,9 @@ fn quiet_hours_blocks_disruption_inside_its_window_and_allows_it_outside() {
 
 #[test]
 fn no_churn_replacements_are_other_types_and_cheaper_by_the_margin_then_nothing_for_a_day() {
-    // c and m families on demand; 10 × 500m, then scale to 3: the node is replaced by a smaller
-    // one; after that a steady day disrupts nothing.
+    // c and m families on demand; 7 × 500m on one node, then scale to 3: the node is replaced
+    // by a smaller one; after that a steady day disrupts nothing. (With 10 the pods took two
+    // nodes, and the scale-down emptied the larger: it went, and no replacement was needed.)
     let text = lab(
         "    consolidationPolicy: WhenEmptyOrUnderutilized\n    consolidateAfter: 1m\n",
         "    - at: 10m\n      scale: {deployment: inflate, replicas: 3}\n",
@@ -306,7 +307,7 @@ fn no_churn_replacements_are_other_types_and_cheaper_by_the_margin_then_nothing_
         "        - key: node.kubernetes.io/instance-type\n          operator: In\n          values: [\"c5.large\"]\n",
         "        - key: aws.dovetail.sh/instance-category\n          operator: In\n          values: [\"c\", \"m\"]\n        - key: kubernetes.io/arch\n          operator: In\n          values: [\"amd64\"]\n",
     )
-    .replace("replicas: 9", "replicas: 10")
+    .replace("replicas: 9", "replicas: 7")
     .replace("cpu: 220m", "cpu: 500m")
     .replace("duration: 30m", "duration: 24h");
     let r = run(&text);
@@ -394,6 +395,43 @@ fn an_unsafe_action_is_overruled_and_logged() {
     assert_eq!(r.nodes.len(), 1, "one of the two goes, not both");
     assert_eq!(r.pods.len(), 5);
     all_running(&r);
+}
+
+/// Three nodes of a steady Deployment and three of a burst that is then scaled down: the
+/// scale-down's lightly used nodes become candidates only consolidateAfter later, and the
+/// steady nodes, full and settled long ago, are candidates at once. Draining a full node into
+/// the room the burst left would move ten pods that need not move; consolidation holds the
+/// busier nodes back until the lighter ones have settled, and removes those.
+#[test]
+fn a_scale_down_removes_the_nodes_it_emptied_not_the_full_ones_beside_them() {
+    let deployment = |name: &str, replicas: u32| {
+        format!(
+            "---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels:\n      app: {name}\n  template:\n    metadata:\n      labels:\n        app: {name}\n    spec:\n      containers:\n        - name: app\n          image: pause\n          resources:\n            requests:\n              cpu: 180m\n"
+        )
+    };
+    let text = format!(
+        "apiVersion: dovetail.sh/v1\nkind: NodePool\nmetadata:\n  name: default\nspec:\n  template:\n    spec:\n      requirements:\n        - key: node.kubernetes.io/instance-type\n          operator: In\n          values: [\"m5.large\"]\n        - key: dovetail.sh/capacity-type\n          operator: In\n          values: [\"on-demand\"]\n      nodeClassRef:\n        group: aws.dovetail.sh\n        kind: EC2NodeClass\n        name: default\n  disruption:\n    consolidationPolicy: WhenEmptyOrUnderutilized\n    consolidateAfter: 1m\n{}{}---\napiVersion: sim.dovetail.sh/v1\nkind: Scenario\nmetadata:\n  name: burst\nspec:\n  duration: 30m\n  steps:\n    - at: 2m\n      scale: {{deployment: burst, replicas: 30}}\n    - at: 10m\n      scale: {{deployment: burst, replicas: 12}}\n",
+        deployment("steady", 30),
+        deployment("burst", 0),
+    );
+    let r = run(&text);
+    all_running(&r);
+    assert_eq!(
+        r.launched, 6,
+        "ten pods a node: three nodes, then three more"
+    );
+    assert_eq!(r.nodes.len(), 5, "42 pods on five nodes: {:?}", r.nodes);
+    let d = disruptions(&r);
+    assert!(
+        d.iter().all(|(at, ..)| *at >= 600 + 60),
+        "nothing moves before the burst's nodes have settled: {d:?}"
+    );
+    assert!(
+        r.evictions < 10,
+        "no full node drained: {} evictions ({:?})",
+        r.evictions,
+        evictions(&r)
+    );
 }
 
 fn evictions(r: &Report) -> Vec<(i64, String)> {

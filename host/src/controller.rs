@@ -401,6 +401,9 @@ pub struct Controller {
     /// Last reason given per unschedulable pod (told again only when it changes).
     unschedulable: HashMap<String, String>,
     recent: VecDeque<EventKind>,
+    /// Per NodePool, since when consolidation has held its busier nodes back while lighter
+    /// ones settle (`disruption::decide`).
+    holding_since: BTreeMap<String, i64>,
 }
 
 impl Controller {
@@ -421,6 +424,7 @@ impl Controller {
             lifecycle_asked: HashMap::new(),
             unschedulable: HashMap::new(),
             recent: VecDeque::new(),
+            holding_since: BTreeMap::new(),
         }
     }
 

@@ -26,7 +26,18 @@ impl Controller {
             &self.ctx.registry,
             now,
             &self.settings.feature_gates,
+            &self.holding_since,
         );
+        // A pool's hold lasts while lighter nodes are settling; once it has run its course it
+        // is not taken up again until a pass finds none (see `disruption::held_back`).
+        self.holding_since
+            .retain(|pool, _| decision.holding.iter().any(|(p, _)| p == pool));
+        for (pool, held) in &decision.holding {
+            if *held {
+                self.holding_since.entry(pool.clone()).or_insert(now);
+                tracing::debug!(nodepool = %pool, "busier nodes held back while lighter ones settle");
+            }
+        }
         if decision.candidates > 0 {
             let round = DisruptionRound {
                 at: now,

@@ -73,7 +73,12 @@ pub(super) fn candidates<'a>(
 }
 
 /// Why the host never disrupts this node voluntarily, if it must not.
-fn protected(cluster: &Cluster, node: &Node, pods: &[&Pod], allowance: &[u32]) -> Option<String> {
+pub(super) fn protected(
+    cluster: &Cluster,
+    node: &Node,
+    pods: &[&Pod],
+    allowance: &[u32],
+) -> Option<String> {
     if node.do_not_disrupt {
         return Some(format!(
             "node has annotation {}",
