@@ -69,9 +69,16 @@ pub struct ControllerFigures {
     pub disrupted: usize,
     pub requests_per_disrupted: f64,
     pub writes_per_disrupted: f64,
-    /// From the pods' deletion to the last disrupted NodeClaim's deletion (the consolidation
+    /// What the scale-down's writes were: (method and resource, count), most first.
+    pub down_writes_by_kind: Vec<(String, usize)>,
+    /// Evictions of a pod that had already moved once (the ReplicaSet's replacement of an
+    /// evicted pod, evicted in turn): a pod moved twice where once would do.
+    pub evicted_again: usize,
+    /// From the pods' deletion to the last disrupted NodeClaim's removal (the consolidation
     /// window included).
     pub scale_down: Duration,
+    /// The drain alone: from the first NodeClaim's deletion to the last one's removal.
+    pub drain: Duration,
     /// Eviction requests the scale-down made, and their rate from the first to the last.
     pub evictions: usize,
     pub evictions_per_second: f64,
@@ -246,6 +253,30 @@ impl World {
     fn keep(&mut self, base: String, current: String) {
         self.current.insert(current.clone(), base.clone());
         self.replicas.insert(base, current);
+    }
+
+    /// The replicas a scale-down removes: `share` of each node's pods (the first by name), so
+    /// that every node keeps some. Returns the pods to delete.
+    fn forget_share_of_each_node(&mut self, api: &ApiServer, share: f64) -> Vec<String> {
+        self.pods.sync(api);
+        let mut by_node: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for ((_, pod), node) in &self.pods.bound {
+            if let Some(node) = node {
+                by_node.entry(node).or_default().push(pod);
+            }
+        }
+        let mut gone = Vec::new();
+        for pods in by_node.values_mut() {
+            pods.sort_unstable();
+            let k = (pods.len() as f64 * share).round() as usize;
+            gone.extend(pods[..k].iter().map(|p| p.to_string()));
+        }
+        for current in &gone {
+            if let Some(base) = self.current.remove(current) {
+                self.replicas.remove(&base);
+            }
+        }
+        gone
     }
 
     /// A replica the ReplicaSet no longer keeps: its pod's name, to delete.
@@ -552,14 +583,13 @@ pub fn run(pods: usize, limits: ClientLimits) -> Result<ControllerFigures, Strin
     eprintln!("idle done: {steady_requests_per_minute:.0} requests per minute");
     let steady_writes_by_kind = writes_by_kind(steady);
 
-    // 40% of every deployment goes: consolidation.
+    // 40% of the pods go, four of every node's ten: every node stays in use, so consolidation
+    // drains 40% of them into the room the others have left (deleting the pods of a fixed
+    // 40% of the replicas instead emptied whole nodes, which go without an eviction).
     let mark = api.requests();
     let down_started = std::time::Instant::now();
-    for i in (0..pods).filter(|i| i % 5 < 2) {
-        let base = name(&pod(i));
-        if let Some(current) = world.forget(&base) {
-            api.delete(PODS, "default", &current);
-        }
+    for current in world.forget_share_of_each_node(&api, 0.4) {
+        api.delete(PODS, "default", &current);
     }
     // Settled once the fleet has changed (40% of the pods went: consolidation must act) and then
     // held for 30 s.
@@ -583,13 +613,23 @@ pub fn run(pods: usize, limits: ClientLimits) -> Result<ControllerFigures, Strin
     )?;
     let log = api.log();
     let down = &log[mark..];
-    let claim_deletions: Vec<_> = down
+    // Nothing but disruption writes to a claim in the scale-down (no pod is pending, so none is
+    // launched): the drain is from the first claim's deletion to the last write to a claim,
+    // the release of its finalizer (the deletion is not asked again).
+    let claim_writes: Vec<_> = down
         .iter()
-        .filter(|r| r.method == "DELETE" && r.path.contains("/nodeclaims/"))
+        .filter(|r| r.method != "GET" && r.path.contains("/nodeclaims/"))
         .collect();
-    let scale_down = claim_deletions.last().map_or(Duration::ZERO, |r| {
+    let scale_down = claim_writes.last().map_or(Duration::ZERO, |r| {
         r.at.saturating_duration_since(down_started)
     });
+    let drain = match (
+        claim_writes.iter().find(|r| r.method == "DELETE"),
+        claim_writes.last(),
+    ) {
+        (Some(a), Some(b)) => b.at.saturating_duration_since(a.at),
+        _ => Duration::ZERO,
+    };
     let evictions: Vec<_> = down
         .iter()
         .filter(|r| r.method == "POST" && r.path.ends_with("/eviction"))
@@ -600,6 +640,7 @@ pub fn run(pods: usize, limits: ClientLimits) -> Result<ControllerFigures, Strin
         }
         _ => 0.0,
     };
+    let evicted_again = evictions.iter().filter(|r| r.path.contains("-r")).count();
     let disrupted = down
         .iter()
         .filter(|r| r.method == "DELETE" && r.path.contains("/nodeclaims/"))
@@ -624,14 +665,17 @@ pub fn run(pods: usize, limits: ClientLimits) -> Result<ControllerFigures, Strin
         disrupted,
         requests_per_disrupted: down.len() as f64 / disrupted.max(1) as f64,
         writes_per_disrupted: writes(down) as f64 / disrupted.max(1) as f64,
+        down_writes_by_kind: writes_by_kind(down),
+        evicted_again,
         scale_down,
+        drain,
         evictions: evictions.len(),
         evictions_per_second,
         scale_up_cpu,
     })
 }
 
-/// Writes by method and resource (`POST pods/eviction`, `PATCH nodeclaims/status`), the five
+/// Writes by method and resource (`POST pods/eviction`, `PATCH nodeclaims/status`), the eight
 /// most frequent first.
 fn writes_by_kind(requests: &[dovetail_apiserver_double::Request]) -> Vec<(String, usize)> {
     let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
@@ -660,7 +704,7 @@ fn writes_by_kind(requests: &[dovetail_apiserver_double::Request]) -> Vec<(Strin
     }
     let mut kinds: Vec<(String, usize)> = by_kind.into_iter().collect();
     kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
-    kinds.truncate(5);
+    kinds.truncate(8);
     kinds
 }
 

@@ -259,13 +259,22 @@ pub(crate) fn print_controller_figures(f: &bench::controller::ControllerFigures)
         }
     );
     println!(
-        "40% scale-down: {} nodes disrupted, {:.1} requests per disrupted node ({:.1} writes)",
-        f.disrupted, f.requests_per_disrupted, f.writes_per_disrupted
+        "40% scale-down: {} nodes disrupted, {:.1} requests per disrupted node ({:.1} writes: {})",
+        f.disrupted,
+        f.requests_per_disrupted,
+        f.writes_per_disrupted,
+        f.down_writes_by_kind
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!(
-        "40% scale-down: {:.1} s from the pods' deletion to the last node's (consolidateAfter included); {} evictions, {:.0} per second",
+        "40% scale-down: {:.1} s from the pods' deletion to the last node's removal (consolidateAfter included), the drain {:.1} s of it; {} evictions ({} of a pod that had moved already), {:.0} per second",
         f.scale_down.as_secs_f64(),
+        f.drain.as_secs_f64(),
         f.evictions,
+        f.evicted_again,
         f.evictions_per_second
     );
 }
