@@ -63,111 +63,126 @@ impl<'a> Solver<'a> {
         zones: u64,
         requirements: &Requirements,
     ) -> Option<u32> {
-        let bound = self.bound(pool)?;
-        // Under a limit the pool's pods would overrun, capacity is what is scarce, not dollars:
-        // a node is then worth what it holds per unit of limit it takes.
-        let limits = &self.pools[pool].limits;
-        let (cpu_room, mem_room) = self.headroom[pool];
-        let demand = self.demand[pool];
-        let scarce_cpu = limits.cpu_millis.is_some() && demand[0] * 1000.0 > cpu_room as f64;
-        let scarce_mem =
-            limits.memory_bytes.is_some() && demand[1] * f64::from(1u32 << 30) > mem_room as f64;
-        let overhead = cost::amount(&self.pools[pool].daemonset_overhead);
-        let start = self.position[p];
-        let window = &self.sequence[start..(start + LOOKAHEAD).min(self.sequence.len())];
-        let beyond = start + window.len();
-        let (base, total) = (self.ahead[beyond], self.ahead[self.ahead.len() - 1]);
-        let rest: [f64; DIMS] = std::array::from_fn(|d| total[d] - base[d]);
-        let lookahead = Lookahead {
-            window,
-            rest,
-            smallest: cost::amount(&self.smallest),
-        };
+        let worth = self.worth(pool)?;
         // Prices per type for claims on the pool's own requirements, computed once per zone set
         // (and moved on as spot pools fill, see `plan_spot`).
         let own = *requirements == self.pools[pool].requirements;
-        let cached = own.then(|| self.prices.remove(&(pool, zones))).flatten();
-        let mut table = own.then(|| {
-            cached.unwrap_or_else(|| {
-                (0..self.its.types.len() as u32)
-                    .map(|t| {
-                        self.offer(pool, t, zones, requirements, true)
-                            .map_or(f64::NAN, |o| o.0)
-                    })
-                    .collect()
-            })
-        });
-        let worth = |held: &[f64; DIMS], t: u32, price: f64| {
-            if scarce_cpu || scarce_mem {
-                let cap = self.its.types[t as usize].capacity;
-                let mut fill = f64::INFINITY;
-                if scarce_cpu {
-                    fill = fill.min(held[0] * 1000.0 / cap.0.max(1) as f64);
-                }
-                if scarce_mem {
-                    fill = fill.min(held[1] * f64::from(1u32 << 30) / cap.1.max(1) as f64);
-                }
-                fill
-            } else {
-                bound.value(held) / price
-            }
+        let table = own.then(|| self.price_table(pool, zones, requirements));
+        let sizing = Sizing {
+            pool,
+            zones,
+            requirements,
+            types,
+            table: table.as_deref(),
+            worth,
+            ahead: self.lookahead(p),
         };
-        // At most what the window and the rest bring, per dimension: an upper bound of what a
-        // node holds, so the exact estimate is made only for types that may come within the
-        // size rule of the best (a round of 10,000 claims asks for it 10,000 × 400 times).
-        let brought: [f64; DIMS] =
-            std::array::from_fn(|d| rest[d] + window.iter().map(|a| a[d]).sum::<f64>());
-        // (value per dollar, price, type), on the pools with room; when every one is full
-        // (see `diversity`), on every pool.
-        let mut scored: Vec<(f64, f64, u32)> = Vec::with_capacity(types.len());
-        for capped in [true, false] {
-            let mut candidates: Vec<(f64, f64, u32, [f64; DIMS])> = types
-                .iter()
-                .filter_map(|&t| {
-                    let price = match (&table, capped) {
-                        (Some(prices), true) => Some(prices[t as usize]).filter(|p| !p.is_nan()),
-                        _ => self
-                            .offer(pool, t, zones, requirements, capped)
-                            .map(|o| o.0),
-                    }?;
-                    let alloc =
-                        cost::amount(&self.pools[pool].allocatable(&self.its.types[t as usize]));
-                    let room: [f64; DIMS] = std::array::from_fn(|d| alloc[d] - overhead[d]);
-                    if (0..DIMS).any(|d| window[0][d] > room[d] + 1e-9) {
-                        return None;
-                    }
-                    let most = std::array::from_fn(|d| room[d].max(0.0).min(brought[d]));
-                    Some((worth(&most, t, price), price, t, room))
-                })
-                .collect();
-            candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
-            let mut best = 0.0f64;
-            for (most, price, t, room) in candidates {
-                if most < best * (1.0 - SIZE_TOLERANCE) {
-                    break;
-                }
-                let held = held_by(room, &lookahead);
-                let w = worth(&held, t, price);
-                best = best.max(w);
-                scored.push((w, price, t));
-            }
-            if best > 0.0 {
-                break;
-            }
-            scored.clear();
-        }
-        if let Some(prices) = table.take() {
+        // On the pools with room; when every one is full (see `diversity`), on every pool.
+        let scored = [true, false]
+            .into_iter()
+            .map(|capped| self.score(&sizing, capped))
+            .find(|scored| scored.iter().any(|s| s.0 > 0.0))
+            .unwrap_or_default();
+        if let Some(prices) = table {
             self.prices.insert((pool, zones), prices);
         }
         let best = scored.iter().map(|s| s.0).fold(0.0, f64::max);
-        if best <= 0.0 {
-            return None;
-        }
-        let r = scored
+        scored
             .iter()
             .filter(|s| s.0 >= best * (1.0 - SIZE_TOLERANCE))
-            .min_by(|a, b| a.1.total_cmp(&b.1));
-        r.map(|s| s.2)
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|s| s.2)
+    }
+
+    /// How the pool values a node: at its LP unit prices per dollar, or — under a limit its
+    /// pods would overrun, where capacity is scarce, not dollars — per unit of limit it takes.
+    fn worth(&mut self, pool: usize) -> Option<Worth> {
+        let bound = self.bound(pool)?;
+        let limits = &self.pools[pool].limits;
+        let (cpu_room, mem_room) = self.headroom[pool];
+        let demand = self.demand[pool];
+        Some(Worth {
+            bound,
+            scarce_cpu: limits.cpu_millis.is_some() && demand[0] * 1000.0 > cpu_room as f64,
+            scarce_mem: limits.memory_bytes.is_some()
+                && demand[1] * f64::from(1u32 << 30) > mem_room as f64,
+        })
+    }
+
+    /// The pods from `p` on in visiting order: the next [`LOOKAHEAD`] one by one, the rest summed.
+    fn lookahead(&self, p: usize) -> Lookahead<'_> {
+        let start = self.position[p];
+        let window = &self.sequence[start..(start + LOOKAHEAD).min(self.sequence.len())];
+        let (base, total) = (
+            self.ahead[start + window.len()],
+            self.ahead[self.ahead.len() - 1],
+        );
+        Lookahead {
+            window,
+            rest: std::array::from_fn(|d| total[d] - base[d]),
+            smallest: cost::amount(&self.smallest),
+        }
+    }
+
+    /// The price of every type on the pool's own requirements in `zones` (NaN: not offered
+    /// there), from the cache when it holds them.
+    fn price_table(&mut self, pool: usize, zones: u64, requirements: &Requirements) -> Vec<f64> {
+        if let Some(cached) = self.prices.remove(&(pool, zones)) {
+            return cached;
+        }
+        (0..self.its.types.len() as u32)
+            .map(|t| {
+                self.offer(pool, t, zones, requirements, true)
+                    .map_or(f64::NAN, |o| o.0)
+            })
+            .collect()
+    }
+
+    /// (worth, price, type) of the types that may come within the size rule of the best. What
+    /// the window and the rest bring, per dimension, bounds what a node holds from above, so
+    /// the exact estimate is made only for those types (a round of 10,000 claims asks for it
+    /// 10,000 × 400 times).
+    fn score(&self, s: &Sizing, capped: bool) -> Vec<(f64, f64, u32)> {
+        let ahead = &s.ahead;
+        let first = ahead.window[0];
+        let brought: [f64; DIMS] =
+            std::array::from_fn(|d| ahead.rest[d] + ahead.window.iter().map(|a| a[d]).sum::<f64>());
+        let overhead = cost::amount(&self.pools[s.pool].daemonset_overhead);
+        let mut candidates: Vec<(f64, f64, u32, [f64; DIMS])> = s
+            .types
+            .iter()
+            .filter_map(|&t| {
+                let price = match (s.table, capped) {
+                    (Some(prices), true) => Some(prices[t as usize]).filter(|p| !p.is_nan()),
+                    _ => self
+                        .offer(s.pool, t, s.zones, s.requirements, capped)
+                        .map(|o| o.0),
+                }?;
+                let ty = &self.its.types[t as usize];
+                let alloc = cost::amount(&self.pools[s.pool].allocatable(ty));
+                let room: [f64; DIMS] = std::array::from_fn(|d| alloc[d] - overhead[d]);
+                if (0..DIMS).any(|d| first[d] > room[d] + 1e-9) {
+                    return None;
+                }
+                let most = std::array::from_fn(|d| room[d].max(0.0).min(brought[d]));
+                Some((s.worth.of(&most, ty.capacity, price), price, t, room))
+            })
+            .collect();
+        candidates.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut best = 0.0f64;
+        let mut scored = Vec::new();
+        for (most, price, t, room) in candidates {
+            if most < best * (1.0 - SIZE_TOLERANCE) {
+                break;
+            }
+            let held = held_by(room, ahead);
+            let w = s
+                .worth
+                .of(&held, self.its.types[t as usize].capacity, price);
+            best = best.max(w);
+            scored.push((w, price, t));
+        }
+        scored
     }
 
     /// Where first fit starts for pod `p` in `pool`: past the closed prefix, and past the claims
@@ -214,6 +229,42 @@ struct Lookahead<'w> {
     rest: [f64; DIMS],
     /// The smallest pod's requests.
     smallest: [f64; DIMS],
+}
+
+/// How a pool values what a node holds (see `Solver::worth`).
+struct Worth {
+    bound: Bound,
+    scarce_cpu: bool,
+    scarce_mem: bool,
+}
+
+impl Worth {
+    /// What holding `held` on a node of `capacity` at `price` is worth.
+    fn of(&self, held: &[f64; DIMS], capacity: (u64, u64), price: f64) -> f64 {
+        if !(self.scarce_cpu || self.scarce_mem) {
+            return self.bound.value(held) / price;
+        }
+        let mut fill = f64::INFINITY;
+        if self.scarce_cpu {
+            fill = fill.min(held[0] * 1000.0 / capacity.0.max(1) as f64);
+        }
+        if self.scarce_mem {
+            fill = fill.min(held[1] * f64::from(1u32 << 30) / capacity.1.max(1) as f64);
+        }
+        fill
+    }
+}
+
+/// One claim's sizing question: the types to weigh for `pool` in `zones`, priced from `table`
+/// when it is the pool's own requirements, against the pods `ahead`.
+struct Sizing<'s> {
+    pool: usize,
+    zones: u64,
+    requirements: &'s Requirements,
+    types: &'s [u32],
+    table: Option<&'s [f64]>,
+    worth: Worth,
+    ahead: Lookahead<'s>,
 }
 
 /// What a node with `room` (which fits the next pod) would hold of the pods ahead: the window
