@@ -217,11 +217,12 @@ struct Settling<'s, 'p> {
 /// simulated scale-down of 20,000 pods from ten Deployments evicted 8,000 pods from 800 full
 /// nodes, where the 800 nodes it had emptied could go without an eviction). A candidate is
 /// held back while a settling node of the pool — one that could itself go: not protected, not
-/// a replacement a deletion waits for — holds fewer pods, for at most one `consolidateAfter`
-/// from the pass that first held (`since`): a pool whose pods churn without pause is still
-/// consolidated, and is not held again until a pass finds no lighter node settling. Empty
-/// nodes, drift and expiry are never held. Returns `None` when no lighter node is settling,
-/// else whether it held.
+/// a replacement a deletion waits for — holds fewer pods, within one `consolidateAfter` from
+/// the pass that first held (`since`; the hold ends at the first pass after that): a pool whose
+/// pods churn without pause is still consolidated, and is not held again until a pass finds no
+/// lighter node settling. Empty nodes, drift and expiry are never held. Returns whether it held
+/// (`false`: a window is open but held nothing, or has ended), `None` when no window is open
+/// and none was needed.
 fn held_back(
     cluster: &Cluster,
     pool: &Pool,
@@ -266,11 +267,10 @@ fn held_back(
             .all(|r| *r == DisruptionReason::Underutilized)
             && c.pods.len() > lightest_settling
     };
-    if !candidates.iter().any(busier) {
-        return None;
-    }
-    if s.since.is_some_and(|since| s.now - since >= after) {
-        return Some(false);
+    // A window once opened runs on while lighter nodes are settling, whether or not a pass
+    // finds busier candidates in it: no wave of them waits longer than its end.
+    if !candidates.iter().any(busier) || s.since.is_some_and(|since| s.now - since >= after) {
+        return s.since.map(|_| false);
     }
     candidates.retain(|c| !busier(c));
     Some(true)
@@ -755,8 +755,16 @@ mod tests {
         // at 150, though `light` is still settling — a pool whose pods never stop changing is
         // consolidated.
         assert_eq!(hold(&c, "60s", 155, Some(90)), (Some(false), 1));
-        // `light` has settled: nothing to wait for.
-        assert_eq!(hold(&c, "60s", 200, None), (None, 1));
+        // `light` has settled: nothing to wait for, and the window closes.
+        assert_eq!(hold(&c, "60s", 200, Some(130)), (None, 1));
+        // A window open while no candidate is busier stays open (and is not restarted), so a
+        // busier node that comes and goes as a candidate waits no longer than its end.
+        let mut lighter = cluster();
+        lighter
+            .pods
+            .retain(|name, _| !name.starts_with("full-") || name.as_str() < "full-2");
+        assert_eq!(hold(&lighter, "60s", 130, Some(120)), (Some(false), 1));
+        assert_eq!(hold(&lighter, "60s", 130, None), (None, 1));
     }
 
     #[test]

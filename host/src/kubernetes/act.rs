@@ -137,7 +137,8 @@ impl KubePort {
     }
 
     /// A claim as this process knows it: the informer's, unless it does not show the deletion
-    /// this process made and remembers (the cache lags its own writes).
+    /// this process made and remembers (the cache lags its own writes). A remembered claim the
+    /// informer holds under another uid is another claim of that name: forgotten.
     fn known_claim(&self, name: &str) -> Option<NodeClaim> {
         let cached = self.claim_store.get(&ObjectRef::new(name));
         if let Some(c) = &cached
@@ -145,7 +146,14 @@ impl KubePort {
         {
             return Some(NodeClaim::clone(c));
         }
-        let remembered = self.deleted_claims.lock().ok()?.get(name).cloned();
+        let mut deleted = self.deleted_claims.lock().ok()?;
+        let remembered = match (deleted.get(name), &cached) {
+            (Some(r), Some(c)) if r.metadata.uid != c.metadata.uid => {
+                deleted.remove(name);
+                None
+            }
+            (r, _) => r.cloned(),
+        };
         remembered.or_else(|| cached.map(|c| NodeClaim::clone(&c)))
     }
 
@@ -172,11 +180,14 @@ impl KubePort {
     fn taint(&self, kube_name: &str) -> Result<(), PortError> {
         let nodes: Api<KubeNode> = Api::all(self.client.clone());
         let mut known = self.node_store.get(&ObjectRef::new(kube_name));
+        let uid = known.as_ref().and_then(|n| n.metadata.uid.clone());
         let mut attempts = 0;
         loop {
             let current = match known.take() {
                 Some(n) => n,
                 None => match self.rt.wait(nodes.get(kube_name)) {
+                    // Another Node of that name (a reused address): this one is gone.
+                    Ok(n) if uid.is_some() && n.metadata.uid != uid => return Ok(()),
                     Ok(n) => Arc::new(n),
                     // Gone: nothing left to keep pods off.
                     Err(e) if not_found(&e) => return Ok(()),
@@ -492,8 +503,11 @@ impl ClusterPort for KubePort {
             reason.to_string(),
         );
         let known = self.known_claim(claim);
-        if let Err(e) = super::delete_released(&self.rt, &self.claims(), claim, known.as_ref()) {
-            tracing::warn!(nodeclaim = claim, error = %e, "could not delete an abandoned NodeClaim");
+        match super::delete_released(&self.rt, &self.claims(), claim, known.as_ref()) {
+            Ok(()) => self.forget_deleted(claim),
+            Err(e) => {
+                tracing::warn!(nodeclaim = claim, error = %e, "could not delete an abandoned NodeClaim")
+            }
         }
     }
 
@@ -511,6 +525,18 @@ impl ClusterPort for KubePort {
 
     fn mark_deleting(&mut self, node: &str, deletion: Deletion) -> Result<(), PortError> {
         self.acting()?;
+        if self
+            .known_claim(node)
+            .is_some_and(|c| c.metadata.deletion_timestamp.is_some())
+        {
+            // Marked already, by a tick whose deletion the cache has not shown yet (the
+            // snapshot offered the node again): nothing to write twice.
+            if let Some(n) = self.cluster.nodes.get_mut(node) {
+                n.taints.push(disrupted_taint());
+                n.deletion = Some(deletion);
+            }
+            return Ok(());
+        }
         let mut annotations = serde_json::Map::new();
         if let Some(r) = deletion.reason {
             annotations.insert(ANNOTATION_DISRUPTION.into(), reason_label(r).into());

@@ -114,6 +114,10 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
                 tracing::info!(identity = %settings.instance, "became the leader");
                 term = term.next(&settings, &stores, now);
                 loader.forget_written();
+                // What another leader did meanwhile is in the caches, not here.
+                if let Ok(mut d) = kube.deleted_claims.lock() {
+                    d.clear();
+                }
             } else {
                 tracing::warn!(identity = %settings.instance, "lost the leader lease; stopped acting");
             }
