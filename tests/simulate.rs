@@ -393,13 +393,17 @@ fn the_summary_prints_what_the_report_holds_and_a_comparison_its_difference() {
         text.contains(&format!("{:.4} $/hour at the end", spot.cost_per_hour())),
         "{text}"
     );
-    // Beside it, the LP bound of the running pods: below what runs, and above nothing.
+    // Beside it, the LP bound of the running pods: below what runs, and above nothing; and
+    // the looser one that pools each resource over the fleet, below it.
     let bound = spot.bound_per_hour().expect("a bound");
     assert!(bound > 0.0 && bound <= spot.cost_per_hour(), "{bound}");
+    let pooled = spot.pooled_bound_per_hour.expect("a pooled bound");
+    assert!(pooled > 0.0 && pooled <= bound + 1e-9, "{pooled} {bound}");
     assert!(
         text.contains(&format!(
-            "(LP bound for the running pods {bound:.4} $/hour: {:.2}×)",
-            spot.cost_per_hour() / bound
+            "(LP bound for the running pods, each on a type it fits, {bound:.4} $/hour: {:.2}×; with each resource pooled over the fleet {pooled:.4} $/hour: {:.2}×)",
+            spot.cost_per_hour() / bound,
+            spot.cost_per_hour() / pooled
         )),
         "{text}"
     );

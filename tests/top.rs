@@ -155,7 +155,7 @@ fn top_replays_a_simulation_and_shows_what_the_summary_prints() {
         .expect("a cost line");
     let cost = cost_line.split(' ').next().unwrap();
     let bound = cost_line
-        .split("LP bound for the running pods ")
+        .split("LP bound for the running pods, each on a type it fits, ")
         .nth(1)
         .unwrap()
         .split(' ')

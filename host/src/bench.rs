@@ -228,6 +228,10 @@ pub struct ProvisioningFigures {
     /// With spot: the LP when no pool (type and zone) may supply more than
     /// [`SPOT_POOL_SHARE`] of the CPU; the fleet follows the same rule.
     pub diverse_bound: Option<f64>,
+    /// The topology bound (and with spot, the diverse one) with every pod on a node of a type
+    /// it fits ([`crate::scheduling::cost::fitting_lower_bound`]), rather than each resource
+    /// pooled over the fleet.
+    pub fit_bound: f64,
     /// The most pods any one node holds, as a share of all scheduled pods.
     pub largest_share: f64,
     /// Nodes by instance type, most used first (the first few).
@@ -413,8 +417,10 @@ pub fn provisioning(
             let round = ScoringRound::pruned(1_790_000_000, &cat, claims);
             let scores = policy.score(&round)?;
             let mut demand = Demand::default();
+            let mut shapes = cost::Shapes::default();
             for p in &pods {
                 demand.add(&cost::amount(&p.requests));
+                shapes.add(&cost::amount(&p.requests));
             }
             // Spot pools used so far, vCPUs, for the diversity rule.
             let cpu_cap = demand.amount[0] * SPOT_POOL_SHARE;
@@ -477,18 +483,28 @@ pub fn provisioning(
             };
             let topology_bound =
                 cost::lower_bound(&supplies, &topology_demand).map_or(f64::NAN, |b| b.cost);
-            let diverse_bound = (workload == BenchWorkload::MixSpot)
-                .then(|| {
-                    let pools = cost::offering_supplies(
-                        &its,
-                        &admitted,
-                        &requirements,
-                        &crate::scheduling::model::zero(),
-                        None,
-                    );
-                    cost::diverse_lower_bound(&pools, &topology_demand, SPOT_POOL_SHARE)
-                })
+            let spot = workload == BenchWorkload::MixSpot;
+            let pools = cost::offering_supplies(
+                &its,
+                &admitted,
+                &requirements,
+                &crate::scheduling::model::zero(),
+                None,
+            );
+            let diverse_bound = spot
+                .then(|| cost::diverse_lower_bound(&pools, &topology_demand, SPOT_POOL_SHARE))
                 .flatten();
+            let fit_bound = if spot {
+                let cap = demand.amount[0] * SPOT_POOL_SHARE;
+                cost::fitting_lower_bound(&pools, &shapes, topology_demand.nodes, |_, s| {
+                    cap / s.amount[0].max(1e-9)
+                })
+            } else {
+                cost::fitting_lower_bound(&supplies, &shapes, topology_demand.nodes, |_, _| {
+                    f64::INFINITY
+                })
+            }
+            .unwrap_or(f64::NAN);
             let scheduled = n - plan.unschedulable.len();
             let largest = plan.claims.iter().map(|c| c.pods.len()).max().unwrap_or(0);
             let mut top_types: Vec<(String, usize)> = by_type.into_iter().collect();
@@ -507,6 +523,7 @@ pub fn provisioning(
                 lp_bound,
                 topology_bound,
                 diverse_bound,
+                fit_bound,
                 largest_share: largest as f64 / scheduled.max(1) as f64,
                 top_types,
             });
@@ -648,10 +665,10 @@ const DISRUPTION_POOL: [(&str, &[&str]); 4] = [
 ];
 
 /// The LP bound of the benchmark pool's own offerings ([`DISRUPTION_POOL`]) for the pods that
-/// remain: what its fleet cannot beat. A bound over the whole catalog would count types the pool
+/// remain, each on a type it fits: what its fleet cannot beat. A bound over the whole catalog would count types the pool
 /// may not launch.
 fn pool_lower_bound(pods: &[crate::cluster::Pod]) -> f64 {
-    use crate::scheduling::cost::{self, Demand};
+    use crate::scheduling::cost;
     use crate::scheduling::{InstanceTypes, Operator, Requirement, Requirements};
 
     let entries = catalog::embedded();
@@ -671,11 +688,11 @@ fn pool_lower_bound(pods: &[crate::cluster::Pod]) -> f64 {
         &crate::scheduling::model::zero(),
         None,
     );
-    let mut demand = Demand::default();
+    let mut shapes = cost::Shapes::default();
     for p in pods {
-        demand.add(&cost::amount(&p.spec.requests));
+        shapes.add(&cost::amount(&p.spec.requests));
     }
-    cost::lower_bound(&supplies, &demand).map_or(f64::NAN, |b| b.cost)
+    cost::fitting_lower_bound(&supplies, &shapes, 0.0, |_, _| f64::INFINITY).unwrap_or(f64::NAN)
 }
 
 /// What loading a new version of a policy costs, per built-in component.

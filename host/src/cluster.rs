@@ -367,24 +367,36 @@ impl Cluster {
     }
 
     /// The LP lower bound of what runs, USD per hour: per NodePool, the pods running on its
-    /// nodes priced as the cheapest fractional fleet of the pool's types would hold them
-    /// ([`cost::lower_bound`], DaemonSet overhead paid per node), summed. The summary prints it
-    /// beside the real cost so a user sees how close a NodePool and its policy get. `None` when
-    /// some pool's types cannot hold its pods at all (a dimension nothing supplies).
+    /// nodes, each on a node of a type it fits, priced as the cheapest fractional fleet of the
+    /// pool's types would hold them ([`cost::fitting_lower_bound`], DaemonSet overhead paid per
+    /// node), summed. The summary prints it beside the real cost so a user sees how close a
+    /// NodePool and its policy get. `None` when some pool's types cannot hold its pods at all.
     pub fn running_bound(&self, its: &InstanceTypes) -> Option<f64> {
         let mut total = 0.0;
-        for (i, d) in self.running_demands().iter().enumerate() {
-            if d.amount.iter().all(|&a| a == 0.0) {
-                continue;
+        for (i, shapes) in self.running_shapes().iter().enumerate() {
+            if !shapes.is_empty() {
+                total += self.pool_bound(its, i, shapes)?;
             }
-            total += self.pool_bound(its, i, d)?;
         }
         Some(total)
     }
 
-    /// What the pods running on each NodePool's nodes need, by pool index.
-    pub fn running_demands(&self) -> Vec<cost::Demand> {
-        let mut demand = vec![cost::Demand::default(); self.pools.len()];
+    /// The same with each resource pooled over the fleet ([`cost::lower_bound`]): lower, as it
+    /// may buy CPU and memory from types no pod could use together. Printed beside the other
+    /// so a figure can be compared with one measured against it.
+    pub fn pooled_running_bound(&self, its: &InstanceTypes) -> Option<f64> {
+        let mut total = 0.0;
+        for (i, shapes) in self.running_shapes().iter().enumerate() {
+            if !shapes.is_empty() {
+                total += cost::lower_bound(&self.pool_supplies(its, i), &shapes.demand())?.cost;
+            }
+        }
+        Some(total)
+    }
+
+    /// The pods running on each NodePool's nodes, by shape, by pool index.
+    pub fn running_shapes(&self) -> Vec<cost::Shapes> {
+        let mut shapes = vec![cost::Shapes::default(); self.pools.len()];
         for p in self.pods.values() {
             let (Some(node), Some(_)) = (&p.node, p.running_since) else {
                 continue;
@@ -396,28 +408,35 @@ impl Cluster {
             else {
                 continue;
             };
-            demand[i].add(&cost::amount(&p.spec.requests));
+            shapes[i].add(&cost::amount(&p.spec.requests));
         }
-        demand
+        shapes
     }
 
-    /// The LP lower bound of `demand` on pool `pool`'s instance types, USD per hour.
+    /// The LP lower bound of `shapes` on pool `pool`'s instance types, each pod on a node it
+    /// fits, USD per hour.
     pub fn pool_bound(
         &self,
         its: &InstanceTypes,
         pool: usize,
-        demand: &cost::Demand,
+        shapes: &cost::Shapes,
     ) -> Option<f64> {
+        cost::fitting_lower_bound(&self.pool_supplies(its, pool), shapes, 0.0, |_, _| {
+            f64::INFINITY
+        })
+    }
+
+    /// What a node of each of pool `pool`'s types holds for pods, at its cheapest offering.
+    fn pool_supplies(&self, its: &InstanceTypes, pool: usize) -> Vec<cost::Supply> {
         let spec = &self.pools[pool].spec;
         let reqs = &spec.requirements;
-        let supplies = cost::supplies(
+        cost::supplies(
             its,
             &its.admitted_by(reqs),
             reqs,
             &spec.daemonset_overhead,
             spec.node.as_ref(),
-        );
-        Some(cost::lower_bound(&supplies, demand)?.cost)
+        )
     }
 
     /// The nodes new pods may go on (not being deleted, not excluded), as the simulation sees

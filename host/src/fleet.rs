@@ -8,7 +8,7 @@ use crate::capacity::Resources;
 use crate::cluster::Cluster;
 use crate::controller::reason_label;
 use crate::scheduling::InstanceTypes;
-use crate::scheduling::cost::Demand;
+use crate::scheduling::cost::Shapes;
 use crate::scheduling::model::{add, capacity_type_label, zero};
 
 /// One node as an operator reads it.
@@ -130,9 +130,9 @@ impl BoundCache {
         cluster: &Cluster,
         its: &InstanceTypes,
         pool: usize,
-        d: &Demand,
+        shapes: &Shapes,
     ) -> Option<f64> {
-        let key = (pool, d.amount.iter().map(|a| a.to_bits()).collect());
+        let key = (pool, shapes.key());
         if let Some(b) = self.solved.get(&key) {
             return *b;
         }
@@ -140,7 +140,7 @@ impl BoundCache {
         if self.solved.len() > 4096 {
             self.solved.clear();
         }
-        let b = cluster.pool_bound(its, pool, d);
+        let b = cluster.pool_bound(its, pool, shapes);
         self.solved.insert(key, b);
         b
     }
@@ -223,13 +223,13 @@ impl FleetView {
                 age_secs: 0,
             });
         }
-        let demands = cluster.running_demands();
+        let running = cluster.running_shapes();
         let mut bound = Some(0.0);
-        for (i, d) in demands.iter().enumerate() {
-            let b = if d.amount.iter().all(|&a| a == 0.0) {
+        for (i, shapes) in running.iter().enumerate() {
+            let b = if shapes.is_empty() {
                 Some(0.0)
             } else {
-                cache.bound(cluster, its, i, d)
+                cache.bound(cluster, its, i, shapes)
             };
             pools[i].bound_per_hour = b;
             bound = bound.zip(b).map(|(a, b)| a + b);

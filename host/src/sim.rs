@@ -623,6 +623,7 @@ impl Sim {
             w.now(),
             &mut self.bounds,
         );
+        w.report.pooled_bound_per_hour = w.cluster.pooled_running_bound(&self.controller.ctx.its);
         if w.opts.timeline {
             let frame = w.frame(w.report.end.clone());
             w.record_frame(frame, true);

@@ -12,6 +12,12 @@
 //! Dual feasibility is what makes the prices useful: no node can hold more value than it costs,
 //! so `value(what it holds) / price` is an efficiency ≤ 1 for every type, and equal to 1 only for
 //! a full node of a type the optimum uses.
+//!
+//! Pooled over the fleet, the bound may buy CPU and memory from types no pod could use together;
+//! [`fitting`] is the tighter bound with every pod on a type it fits, which the figures compare
+//! against.
+
+mod fitting;
 
 use microlp::{ComparisonOp, OptimizationDirection, Problem};
 
@@ -20,6 +26,8 @@ use super::kubelet::NodeSettings;
 use super::model::{capacity_type_label, labels};
 use super::requirements::Requirements;
 use crate::capacity::Resources;
+
+pub use fitting::{Shapes, fitting_lower_bound, fitting_mix};
 
 /// CPU (vCPUs), memory (GiB), pods, GPUs.
 pub const DIMS: usize = 4;

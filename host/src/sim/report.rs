@@ -35,6 +35,9 @@ pub struct Report {
     pub cost_usd: f64,
     /// The fleet at the end: what the summary's table and cost line print.
     pub end: FleetView,
+    /// The bound of the pods running at the end with each resource pooled over the fleet
+    /// ([`crate::cluster::Cluster::pooled_running_bound`]): printed beside the other.
+    pub pooled_bound_per_hour: Option<f64>,
     /// The fleet after every step (with [`super::SimOptions::timeline`]): what the HTML report
     /// charts and `dovetail top` replays. Its last frame is `end`.
     pub timeline: Vec<Frame>,
@@ -147,9 +150,17 @@ impl Report {
         );
         let hours = self.duration_secs as f64 / 3600.0;
         let now = self.cost_per_hour();
+        let pooled = match self.pooled_bound_per_hour {
+            Some(p) if p > 0.0 => format!(
+                "; with each resource pooled over the fleet {} $/hour: {:.2}×",
+                plain(p, 4),
+                now / p
+            ),
+            _ => String::new(),
+        };
         let bound = match self.bound_per_hour() {
             Some(b) if b > 0.0 => format!(
-                " (LP bound for the running pods {} $/hour: {:.2}×)",
+                " (LP bound for the running pods, each on a type it fits, {} $/hour: {:.2}×{pooled})",
                 plain(b, 4),
                 now / b
             ),
