@@ -195,6 +195,15 @@ struct Claim {
     target: Option<Resources>,
 }
 
+/// An offering the cheapest fractional fleet uses (see `Solver::favoured`).
+#[derive(Debug, Clone, Copy)]
+struct Favoured {
+    ty: u32,
+    zone: u32,
+    spot: bool,
+    price: f64,
+}
+
 struct Solver<'a> {
     /// Pods with their preferences held as requirements (borrowed when none has any).
     pods: Cow<'a, [PendingPod]>,
@@ -245,6 +254,11 @@ struct Solver<'a> {
     bounds: Vec<Option<Option<Bound>>>,
     /// Per pool: the requests of the pending pods it is the first to admit, summed.
     demand: Vec<[f64; DIMS]>,
+    /// Per pool: the same pods by shape.
+    shapes: Vec<cost::Shapes>,
+    /// Per pool: the offerings its cheapest fractional fleet with whole pods uses, by type;
+    /// computed when first needed.
+    favoured: Vec<Option<Vec<Favoured>>>,
     /// Per (pool, zones): each type's cheapest price on the pool's requirements (NaN: none).
     prices: HashMap<(usize, u64), Vec<f64>>,
     /// CPU planned per spot pool, for the diversity rule.
@@ -464,6 +478,8 @@ impl<'a> Solver<'a> {
             sequence: Vec::new(),
             bounds: vec![None; pools.len()],
             demand: vec![[0.0; DIMS]; pools.len()],
+            shapes: vec![cost::Shapes::default(); pools.len()],
+            favoured: vec![None; pools.len()],
             prices: HashMap::new(),
             spot: SpotPools::default(),
             efficient: HashMap::new(),
@@ -561,6 +577,7 @@ impl<'a> Solver<'a> {
         let n = self.pods.len();
         let mut home: Vec<Option<usize>> = vec![None; n];
         let mut demand = vec![[0.0; DIMS]; self.pools.len()];
+        let mut shapes = vec![cost::Shapes::default(); self.pools.len()];
         for (p, h) in home.iter_mut().enumerate() {
             let pod = &self.pods[p];
             *h = self
@@ -573,9 +590,11 @@ impl<'a> Solver<'a> {
                 for d in 0..DIMS {
                     demand[pool][d] += a[d];
                 }
+                shapes[pool].add(&a);
             }
         }
         self.demand = demand;
+        self.shapes = shapes;
         let total_cpu: f64 = self.demand.iter().map(|a| a[0]).sum();
         self.spot = SpotPools::new(self.demand.iter().map(|a| {
             // A pool no pod calls home takes overflow: its share is of everything.

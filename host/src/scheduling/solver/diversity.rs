@@ -48,8 +48,17 @@ impl SpotPools {
         }
     }
 
+    /// The most nodes of `cpu` millicores one spot pool of NodePool `pool` may take in a round:
+    /// whole nodes, as [`SpotPools::room`] counts them (a node larger than the share has none).
+    pub(super) fn most_nodes(&self, pool: usize, cpu: u64) -> f64 {
+        match self.cap.get(pool).copied().unwrap_or(u64::MAX) {
+            u64::MAX => f64::INFINITY,
+            cap => (cap / cpu.max(1)) as f64,
+        }
+    }
+
     /// Whether a node of `cpu` millicores more stays within the pool's share.
-    fn room(&self, pool: usize, t: u32, zone: u32, cpu: u64) -> bool {
+    pub(super) fn room(&self, pool: usize, t: u32, zone: u32, cpu: u64) -> bool {
         let cap = self.cap.get(pool).copied().unwrap_or(u64::MAX);
         let planned = self.planned.get(&(pool, t, zone)).copied().unwrap_or(0);
         planned.saturating_add(cpu) <= cap

@@ -3,6 +3,11 @@
 
 use super::*;
 
+/// Below this many vCPUs a round is sized from its pods alone, not for the favoured offerings:
+/// its nodes hold few whole pods, which the fractional optimum does not see (ten 500m pods are
+/// five "full" 1-vCPU nodes to it, and ten on them).
+const FAVOURED_MIN_CPU: f64 = 64.0;
+
 impl<'a> Solver<'a> {
     /// The pool's LP bound over every pending pod: its unit prices value what a node holds.
     pub(super) fn bound(&mut self, pool: usize) -> Option<Bound> {
@@ -23,6 +28,76 @@ impl<'a> Solver<'a> {
         let b = cost::lower_bound(&supplies, &demand);
         self.bounds[pool] = Some(b);
         b
+    }
+
+    /// The offerings the pool's cheapest fractional fleet buys when every pod is on a type it
+    /// fits and no spot pool passes its share ([`cost::fitting_mix`]), by type: what its claims
+    /// are cut for while one of them has room and holds the pod. Pricing every type at its
+    /// cheapest pool instead cut claims for a 2-vCPU type whose cheap pool was full, which then
+    /// launched as whatever 2-vCPU type was cheapest next — twice the price per vCPU of the
+    /// larger nodes the optimum turns to.
+    fn favoured(&mut self, pool: usize) -> &[Favoured] {
+        if self.favoured[pool].is_none() {
+            let (offers, supplies, most) = self.pool_offerings(pool);
+            let mut shapes = &self.shapes[pool];
+            let all;
+            if shapes.is_empty() {
+                all = self
+                    .shapes
+                    .iter()
+                    .fold(cost::Shapes::default(), |mut a, s| {
+                        a.extend(s);
+                        a
+                    });
+                shapes = &all;
+            }
+            let mut used: Vec<Favoured> = cost::fitting_mix(&supplies, shapes, 0.0, |i, _| most[i])
+                .map(|(_, used)| used.into_iter().map(|(i, _)| offers[i]).collect())
+                .unwrap_or_default();
+            used.sort_by_key(|f| (f.ty, f.zone, f.spot));
+            self.favoured[pool] = Some(used);
+        }
+        self.favoured[pool].as_deref().unwrap_or_default()
+    }
+
+    /// Every offering the pool allows, with what a node of it holds and the most nodes of it a
+    /// round may plan (spot pools are capped by the diversity rule).
+    fn pool_offerings(&self, pool: usize) -> (Vec<Favoured>, Vec<cost::Supply>, Vec<f64>) {
+        let np = &self.pools[pool];
+        let zones = self.pool_zones[pool];
+        let capacity = np
+            .requirements
+            .get(crate::scheduling::model::labels::CAPACITY_TYPE);
+        let (mut types, mut supplies, mut most) = (Vec::new(), Vec::new(), Vec::new());
+        for &t in &self.pool_types[pool] {
+            let ty = &self.its.types[t as usize];
+            let alloc = np.allocatable(ty);
+            for o in &ty.offerings {
+                let allowed = o.available
+                    && zones & (1 << o.zone) != 0
+                    && capacity
+                        .is_none_or(|a| a.allows(Some(capacity_type_label(o.capacity_type))));
+                let Some(s) = allowed
+                    .then(|| cost::supply(o.price, &alloc, &np.daemonset_overhead))
+                    .flatten()
+                else {
+                    continue;
+                };
+                types.push(Favoured {
+                    ty: t,
+                    zone: o.zone,
+                    spot: o.capacity_type == CapacityType::Spot,
+                    price: o.price,
+                });
+                supplies.push(s);
+                most.push(if o.capacity_type == CapacityType::Spot {
+                    self.spot.most_nodes(pool, ty.capacity.0)
+                } else {
+                    f64::INFINITY
+                });
+            }
+        }
+        (types, supplies, most)
     }
 
     /// The pool's types with what a node of each holds after DaemonSet overhead, at its
@@ -67,22 +142,43 @@ impl<'a> Solver<'a> {
         // Prices per type for claims on the pool's own requirements, computed once per zone set
         // (and moved on as spot pools fill, see `plan_spot`).
         let own = *requirements == self.pools[pool].requirements;
+        let large = self.demand[pool][0] >= FAVOURED_MIN_CPU;
+        let favoured = if own && large && !worth.scarce_cpu && !worth.scarce_mem {
+            self.favoured(pool).to_vec()
+        } else {
+            Vec::new()
+        };
+        let favoured_types: Vec<u32> = types
+            .iter()
+            .copied()
+            .filter(|&t| {
+                let at = favoured.partition_point(|f| f.ty < t);
+                favoured.get(at).is_some_and(|f| f.ty == t)
+            })
+            .collect();
         let table = own.then(|| self.price_table(pool, zones, requirements));
-        let sizing = Sizing {
+        let mut sizing = Sizing {
             pool,
             zones,
             requirements,
-            types,
+            types: &favoured_types,
+            favoured: Some(&favoured),
             table: table.as_deref(),
             worth,
             ahead: self.lookahead(p),
         };
-        // On the pools with room; when every one is full (see `diversity`), on every pool.
-        let scored = [true, false]
-            .into_iter()
-            .map(|capped| self.score(&sizing, capped))
-            .find(|scored| scored.iter().any(|s| s.0 > 0.0))
-            .unwrap_or_default();
+        // Of the favoured offerings with room; else of every type on the pools with room; when
+        // every pool is full (see `diversity`), on every pool.
+        let mut scored = self.score(&sizing, true);
+        if !scored.iter().any(|s| s.0 > 0.0) {
+            sizing.types = types;
+            sizing.favoured = None;
+            scored = [true, false]
+                .into_iter()
+                .map(|capped| self.score(&sizing, capped))
+                .find(|scored| scored.iter().any(|s| s.0 > 0.0))
+                .unwrap_or_default();
+        }
         if let Some(prices) = table {
             self.prices.insert((pool, zones), prices);
         }
@@ -152,8 +248,9 @@ impl<'a> Solver<'a> {
             .types
             .iter()
             .filter_map(|&t| {
-                let price = match (s.table, capped) {
-                    (Some(prices), true) => Some(prices[t as usize]).filter(|p| !p.is_nan()),
+                let price = match (s.favoured, s.table, capped) {
+                    (Some(f), _, _) => self.favoured_price(s, f, t),
+                    (None, Some(prices), true) => Some(prices[t as usize]).filter(|p| !p.is_nan()),
                     _ => self
                         .offer(s.pool, t, s.zones, s.requirements, capped)
                         .map(|o| o.0),
@@ -183,6 +280,19 @@ impl<'a> Solver<'a> {
             scored.push((w, price, t));
         }
         scored
+    }
+
+    /// Type `t`'s cheapest favoured offering in the claim's zones whose spot pool has room.
+    fn favoured_price(&self, s: &Sizing, favoured: &[Favoured], t: u32) -> Option<f64> {
+        let cpu = self.its.types[t as usize].capacity.0;
+        favoured[favoured.partition_point(|f| f.ty < t)..]
+            .iter()
+            .take_while(|f| f.ty == t)
+            .filter(|f| {
+                s.zones & (1 << f.zone) != 0 && (!f.spot || self.spot.room(s.pool, t, f.zone, cpu))
+            })
+            .map(|f| f.price)
+            .min_by(f64::total_cmp)
     }
 
     /// Where first fit starts for pod `p` in `pool`: past the closed prefix, and past the claims
@@ -262,6 +372,8 @@ struct Sizing<'s> {
     zones: u64,
     requirements: &'s Requirements,
     types: &'s [u32],
+    /// When set, types are priced at these offerings only (see `Solver::favoured`).
+    favoured: Option<&'s [Favoured]>,
     table: Option<&'s [f64]>,
     worth: Worth,
     ahead: Lookahead<'s>,
