@@ -665,8 +665,8 @@ const DISRUPTION_POOL: [(&str, &[&str]); 4] = [
 ];
 
 /// The LP bound of the benchmark pool's own offerings ([`DISRUPTION_POOL`]) for the pods that
-/// remain, each on a type it fits: what its fleet cannot beat. A bound over the whole catalog would count types the pool
-/// may not launch.
+/// remain, each on a type it fits: what its fleet cannot beat. A bound over the whole catalog
+/// would count types the pool may not launch.
 fn pool_lower_bound(pods: &[crate::cluster::Pod]) -> f64 {
     use crate::scheduling::cost;
     use crate::scheduling::{InstanceTypes, Operator, Requirement, Requirements};

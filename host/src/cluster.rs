@@ -414,16 +414,17 @@ impl Cluster {
     }
 
     /// The LP lower bound of `shapes` on pool `pool`'s instance types, each pod on a node it
-    /// fits, USD per hour.
+    /// fits, USD per hour; pooled over the fleet when some running pod fits none of the types
+    /// the pool now admits (its requirements narrowed under it).
     pub fn pool_bound(
         &self,
         its: &InstanceTypes,
         pool: usize,
         shapes: &cost::Shapes,
     ) -> Option<f64> {
-        cost::fitting_lower_bound(&self.pool_supplies(its, pool), shapes, 0.0, |_, _| {
-            f64::INFINITY
-        })
+        let supplies = self.pool_supplies(its, pool);
+        cost::fitting_lower_bound(&supplies, shapes, 0.0, |_, _| f64::INFINITY)
+            .or_else(|| Some(cost::lower_bound(&supplies, &shapes.demand())?.cost))
     }
 
     /// What a node of each of pool `pool`'s types holds for pods, at its cheapest offering.

@@ -117,8 +117,8 @@ impl Default for FleetView {
     }
 }
 
-/// LP bounds already solved, by NodePool and demand: a fleet sampled every step solves one LP
-/// per pool only when what runs there changed.
+/// LP bounds already solved, by NodePool and the shapes of its running pods: a fleet sampled
+/// every step solves one LP per pool only when what runs there changed.
 #[derive(Debug, Default)]
 pub struct BoundCache {
     solved: HashMap<(usize, Vec<u64>), Option<f64>>,

@@ -167,7 +167,9 @@ pub fn solve_on(
 }
 
 /// [`solve_on`] as if the existing nodes with `excluded[i]` set were gone: consolidation asks
-/// "where would these nodes' pods go" many times over one snapshot without copying it.
+/// "where would these nodes' pods go" many times over one snapshot without copying it. Claims
+/// are sized from the pods alone, not for the favoured offerings: a what-if asked per candidate
+/// would solve that LP each time, and its plan is kept only when it needs at most one claim.
 pub fn solve_excluding(
     pods: &[PendingPod],
     existing: &[ExistingNode],
@@ -175,7 +177,9 @@ pub fn solve_excluding(
     pools: &[NodePoolSpec],
     its: &InstanceTypes,
 ) -> Plan {
-    Solver::new(pods, existing, excluded, pools, its).run()
+    let mut solver = Solver::new(pods, existing, excluded, pools, its);
+    solver.favour = false;
+    solver.run()
 }
 
 struct Claim {
@@ -269,6 +273,8 @@ struct Solver<'a> {
     cursors: HashMap<(usize, u64), Cursor, FastHash>,
     /// Off only in the test that checks cursors change no plan.
     use_cursors: bool,
+    /// Whether big rounds are cut for the favoured offerings (off for what-if solves).
+    favour: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -485,6 +491,7 @@ impl<'a> Solver<'a> {
             efficient: HashMap::new(),
             cursors: HashMap::default(),
             use_cursors: true,
+            favour: true,
         };
         solver.add_existing(excluded, &repels, &selectors);
         solver

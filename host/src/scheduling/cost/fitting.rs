@@ -37,15 +37,6 @@ impl Shapes {
         self.counts[i].1 += 1.0;
     }
 
-    /// Every pod of `other` too.
-    pub fn extend(&mut self, other: &Shapes) {
-        for (a, n) in &other.counts {
-            self.add(a);
-            let i = self.index[&a.map(f64::to_bits)];
-            self.counts[i].1 += n - 1.0;
-        }
-    }
-
     /// Whether no pod was counted.
     pub fn is_empty(&self) -> bool {
         self.counts.is_empty()
@@ -91,7 +82,8 @@ impl Shapes {
 
 /// The cheapest fractional fleet of `supplies` (one per offering; offerings with the same room
 /// are one type) in which every pod is on a node it fits, with at least `nodes` nodes and no
-/// offering used for more than `most(its index, offering)` nodes. `None` when some pod fits no type.
+/// offering used for more than `most(its index, offering)` nodes. `None` when some pod fits no
+/// type (or the caps leave too little room).
 pub fn fitting_lower_bound(
     supplies: &[Supply],
     shapes: &Shapes,
@@ -235,14 +227,20 @@ fn undominated(supplies: &[Supply], types: Vec<Type>, nodes: bool) -> Vec<Type> 
     });
     let mut kept: Vec<(Vec<f64>, Type)> = Vec::new();
     for (v, t) in types {
-        let dominated = kept.iter().any(|(kv, k)| {
-            kv.iter().zip(&v).all(|(a, b)| a >= b) && t.fits.iter().all(|s| k.fits.contains(s))
-        });
+        let dominated = kept
+            .iter()
+            .any(|(kv, k)| kv.iter().zip(&v).all(|(a, b)| a >= b) && subset(&t.fits, &k.fits));
         if !dominated {
             kept.push((v, t));
         }
     }
     kept.into_iter().map(|(_, t)| t).collect()
+}
+
+/// Whether every element of sorted `a` is in sorted `b`.
+fn subset(a: &[usize], b: &[usize]) -> bool {
+    let mut b = b.iter();
+    a.iter().all(|x| b.any(|y| y == x))
 }
 
 #[cfg(test)]

@@ -36,22 +36,14 @@ impl<'a> Solver<'a> {
     /// cheapest pool instead cut claims for a 2-vCPU type whose cheap pool was full, which then
     /// launched as whatever 2-vCPU type was cheapest next — twice the price per vCPU of the
     /// larger nodes the optimum turns to.
-    fn favoured(&mut self, pool: usize) -> &[Favoured] {
+    pub(super) fn favoured(&mut self, pool: usize) -> &[Favoured] {
         if self.favoured[pool].is_none() {
             let (offers, supplies, most) = self.pool_offerings(pool);
-            let mut shapes = &self.shapes[pool];
-            let all;
-            if shapes.is_empty() {
-                all = self
-                    .shapes
-                    .iter()
-                    .fold(cost::Shapes::default(), |mut a, s| {
-                        a.extend(s);
-                        a
-                    });
-                shapes = &all;
-            }
+            let shapes = &self.shapes[pool];
+            // A pod only types larger than a spot pool's share fit makes the capped optimum
+            // infeasible; the solver lets such pods exceed the share, so the optimum does too.
             let mut used: Vec<Favoured> = cost::fitting_mix(&supplies, shapes, 0.0, |i, _| most[i])
+                .or_else(|| cost::fitting_mix(&supplies, shapes, 0.0, |_, _| f64::INFINITY))
                 .map(|(_, used)| used.into_iter().map(|(i, _)| offers[i]).collect())
                 .unwrap_or_default();
             used.sort_by_key(|f| (f.ty, f.zone, f.spot));
@@ -142,7 +134,7 @@ impl<'a> Solver<'a> {
         // Prices per type for claims on the pool's own requirements, computed once per zone set
         // (and moved on as spot pools fill, see `plan_spot`).
         let own = *requirements == self.pools[pool].requirements;
-        let large = self.demand[pool][0] >= FAVOURED_MIN_CPU;
+        let large = self.favour && self.demand[pool][0] >= FAVOURED_MIN_CPU;
         let favoured = if own && large && !worth.scarce_cpu && !worth.scarce_mem {
             self.favoured(pool).to_vec()
         } else {

@@ -782,3 +782,27 @@ fn a_large_round_of_mixed_shapes_is_cut_for_the_types_its_pods_fit_cheapest() {
         fleet / bound
     );
 }
+
+#[test]
+fn a_pod_only_a_type_above_a_spot_pools_share_fits_leaves_the_rest_favoured() {
+    let its = its();
+    let np = pool(
+        "default",
+        &[
+            (labels::CATEGORY, In, &["c", "m", "r"]),
+            (labels::CAPACITY_TYPE, In, &["spot"]),
+        ],
+    );
+    let pools = [np];
+    // 140 vCPUs: a pool's share is 28, and the 40-vCPU pod fits only types larger than that.
+    let mut all = pods(100, "web", 1000, 1024);
+    all.extend(pods(1, "batch", 40_000, 8192));
+    let mut solver = Solver::new(&all, &[], &[], &pools, &its);
+    let order = solver.visiting_order();
+    assert!(!solver.favoured(0).is_empty(), "no favoured offering");
+    for p in order {
+        solver.place(p).unwrap();
+    }
+    let placed: usize = solver.claims.iter().map(|c| c.planned.pods.len()).sum();
+    assert_eq!(placed, 101);
+}
