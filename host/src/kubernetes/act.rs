@@ -152,9 +152,42 @@ impl KubePort {
                 deleted.remove(name);
                 None
             }
+            // Released, and the informer shows it gone: nothing more to remember.
+            (Some(r), None) if !holds_finalizer(r) => {
+                deleted.remove(name);
+                None
+            }
             (r, _) => r.cloned(),
         };
         remembered.or_else(|| cached.map(|c| NodeClaim::clone(&c)))
+    }
+
+    /// The claim's finalizer is released: it is gone or going. It is remembered so — deleting,
+    /// without the finalizer — until the informer shows it gone: a tick whose cache still shows
+    /// the claim, even as it was before its deletion, then writes nothing to it (forgotten at
+    /// once, an empty node's claim was deleted a second time by the tick after its removal).
+    fn released(&self, name: &str, known: Option<NodeClaim>) {
+        let Ok(mut d) = self.deleted_claims.lock() else {
+            return;
+        };
+        let Some(mut claim) = d.remove(name).or(known) else {
+            return;
+        };
+        claim
+            .metadata
+            .finalizers
+            .get_or_insert_default()
+            .retain(|f| f != super::FINALIZER);
+        if claim.metadata.deletion_timestamp.is_none() {
+            claim.metadata.deletion_timestamp =
+                Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    k8s_openapi::jiff::Timestamp::from_second(self.now).unwrap_or_default(),
+                ));
+        }
+        if d.len() >= 10_000 {
+            d.clear();
+        }
+        d.insert(name.to_string(), claim);
     }
 
     fn remember_deleted(&self, claim: NodeClaim) {
@@ -165,12 +198,6 @@ impl KubePort {
                 d.clear();
             }
             d.insert(claim.name_any(), claim);
-        }
-    }
-
-    fn forget_deleted(&self, name: &str) {
-        if let Ok(mut d) = self.deleted_claims.lock() {
-            d.remove(name);
         }
     }
 
@@ -504,7 +531,7 @@ impl ClusterPort for KubePort {
         );
         let known = self.known_claim(claim);
         match super::delete_released(&self.rt, &self.claims(), claim, known.as_ref()) {
-            Ok(()) => self.forget_deleted(claim),
+            Ok(()) => self.released(claim, known),
             Err(e) => {
                 tracing::warn!(nodeclaim = claim, error = %e, "could not delete an abandoned NodeClaim")
             }
@@ -653,7 +680,7 @@ impl ClusterPort for KubePort {
         let known = self.known_claim(node);
         super::delete_released(&self.rt, &self.claims(), node, known.as_ref())
             .map_err(|e| failed(&self.metrics, "deleting NodeClaim", node, &e))?;
-        self.forget_deleted(node);
+        self.released(node, known);
         if let Some(n) = self.cluster.nodes.remove(node) {
             let reason = n
                 .deletion
@@ -772,4 +799,13 @@ pub fn condition(
         "message": message,
         "lastTransitionTime": super::rfc3339(now),
     })
+}
+
+/// Whether the controller's finalizer is still on the claim.
+fn holds_finalizer(claim: &NodeClaim) -> bool {
+    claim
+        .metadata
+        .finalizers
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|f| f == super::FINALIZER))
 }
