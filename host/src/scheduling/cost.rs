@@ -343,7 +343,8 @@ pub fn mix(supplies: &[Supply], demand: &Demand) -> Option<Vec<(usize, f64)>> {
 mod tests {
     use super::*;
 
-    fn supply(price: f64, cpu: f64, mem: f64) -> Supply {
+    /// A type of `cpu` vCPUs and `mem` GiB for `price`, with room for 100 pods.
+    pub(super) fn supply(price: f64, cpu: f64, mem: f64) -> Supply {
         Supply {
             price,
             amount: [cpu, mem, 100.0, 0.0],

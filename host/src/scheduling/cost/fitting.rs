@@ -246,14 +246,8 @@ fn subset(a: &[usize], b: &[usize]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::super::lower_bound;
+    use super::super::tests::supply;
     use super::*;
-
-    fn supply(price: f64, cpu: f64, mem: f64) -> Supply {
-        Supply {
-            price,
-            amount: [cpu, mem, 100.0, 0.0],
-        }
-    }
 
     fn shapes(pods: &[(f64, f64, usize)]) -> Shapes {
         let mut s = Shapes::default();
