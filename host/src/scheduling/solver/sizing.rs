@@ -120,8 +120,11 @@ impl<'a> Solver<'a> {
     /// pods then filled on CPU alone, leaving half a c6g.12xlarge idle). What it holds is valued
     /// at the pool's LP unit prices, so a node's shape, its DaemonSet overhead (small nodes pay it
     /// each) and its price all count, and the last pods get a node their size. Prices are the
-    /// spot pools' with room (see `diversity`). Under a NodePool limit its pods would overrun,
-    /// what a node holds is weighed against the capacity it reserves instead of its price.
+    /// spot pools' with room (see `diversity`). In a round of [`FAVOURED_MIN_CPU`] or more, only
+    /// the offerings the whole-pod optimum buys are weighed first (see `favoured`), the rest
+    /// only when none of them has room and holds the pod. Under a NodePool limit its pods would
+    /// overrun, what a node holds is weighed against the capacity it reserves instead of its
+    /// price.
     pub(super) fn target(
         &mut self,
         pool: usize,
