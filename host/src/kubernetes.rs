@@ -213,7 +213,7 @@ pub struct Kube {
     pub events: Events,
     pub metrics: Arc<Metrics>,
     /// NodeClaims this process deleted, as the deletion answered, and once their finalizer is
-    /// released, as tombstones until the informer shows them gone: the informer may not have
+    /// released, as tombstones for a few minutes: the informer may not have
     /// seen a deletion by the next tick (an empty node is removed one tick after it is marked),
     /// and a claim being deleted, or gone, is not deleted again.
     pub deleted_claims: DeletedClaims,

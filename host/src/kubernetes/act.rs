@@ -152,20 +152,16 @@ impl KubePort {
                 deleted.remove(name);
                 None
             }
-            // Released, and the informer shows it gone: nothing more to remember.
-            (Some(r), None) if !holds_finalizer(r) => {
-                deleted.remove(name);
-                None
-            }
             (r, _) => r.cloned(),
         };
         remembered.or_else(|| cached.map(|c| NodeClaim::clone(&c)))
     }
 
     /// The claim's finalizer is released: it is gone or going. It is remembered so — deleting,
-    /// without the finalizer — until the informer shows it gone: a tick whose cache still shows
-    /// the claim, even as it was before its deletion, then writes nothing to it (forgotten at
-    /// once, an empty node's claim was deleted a second time by the tick after its removal).
+    /// without the finalizer — for [`TOMBSTONE_SECONDS`]: a tick whose cache or snapshot still
+    /// shows the claim, even as it was before its deletion, then writes nothing to it (forgotten
+    /// at once, or once the informer showed it gone, an empty node's claim was deleted a second
+    /// time: the tick's snapshot is older than the store read when it acts).
     fn released(&self, name: &str, known: Option<NodeClaim>) {
         let Ok(mut d) = self.deleted_claims.lock() else {
             return;
@@ -184,6 +180,16 @@ impl KubePort {
                     k8s_openapi::jiff::Timestamp::from_second(self.now).unwrap_or_default(),
                 ));
         }
+        // Kept even once the informer shows the claim gone: a decision made on the tick's
+        // older snapshot may still name it. Tombstones go after TOMBSTONE_SECONDS.
+        let now = self.now;
+        d.retain(|_, c| {
+            holds_finalizer(c)
+                || c.metadata
+                    .deletion_timestamp
+                    .as_ref()
+                    .is_none_or(|t| now - super::timestamp(t) < TOMBSTONE_SECONDS)
+        });
         if d.len() >= 10_000 {
             d.clear();
         }
@@ -800,6 +806,9 @@ pub fn condition(
         "lastTransitionTime": super::rfc3339(now),
     })
 }
+
+/// How long a released claim is remembered: far longer than any informer lags.
+const TOMBSTONE_SECONDS: i64 = 600;
 
 /// Whether the controller's finalizer is still on the claim.
 fn holds_finalizer(claim: &NodeClaim) -> bool {
