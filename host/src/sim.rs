@@ -12,6 +12,7 @@ pub mod html;
 mod pdb;
 mod queue;
 pub mod report;
+mod scheduler;
 mod world;
 
 use queue::QueueClient;
@@ -392,9 +393,14 @@ impl Sim {
             }
             _ => None,
         };
+        let mut world = World::new(opts);
+        world.kubelet = entries
+            .iter()
+            .map(|e| (e.name.clone(), (e.allocatable, e.vcpus)))
+            .collect();
         Ok(Sim {
             controller: Controller::new(settings, ctx, opts.start),
-            world: World::new(opts),
+            world,
             cloud,
             queue,
             bounds: BoundCache::default(),
@@ -422,6 +428,9 @@ impl World {
             refused: Vec::new(),
             stopping: BTreeMap::new(),
             stop_seconds: BTreeMap::new(),
+            kubelet: HashMap::new(),
+            nominations: BTreeMap::new(),
+            next_start: 0,
         }
     }
 }
@@ -467,6 +476,14 @@ struct World {
     stopping: BTreeMap<String, Stopping>,
     /// How long a pod takes to stop once asked (its preStop sleep), by workload or bare pod.
     stop_seconds: BTreeMap<String, i64>,
+    /// What kubelet reports on a node of each instance type: allocatable with the AMI's
+    /// defaults, and the vCPUs (for `podsPerCore`).
+    kubelet: HashMap<String, (crate::capacity::Resources, u32)>,
+    /// The controller's nominations the snapshot shows (pod → until when it holds, as the
+    /// kube port remembers them): what a restarted controller has lost.
+    nominations: BTreeMap<String, i64>,
+    /// Where kube-scheduler's next search for feasible nodes starts (`nextStartNodeIndex`).
+    next_start: usize,
 }
 
 /// A pod with a deletionTimestamp: it leaves its node at `gone_at`.
@@ -522,6 +539,7 @@ impl Sim {
         let ctx = self.controller.ctx.clone();
         self.controller = Controller::new(settings, ctx, now);
         self.pod_changes = Default::default();
+        self.world.forget_nominations();
         let instances = self.cloud.running().unwrap_or_default();
         let w = &self.world.cluster;
         self.controller.continue_names_past(
@@ -553,6 +571,8 @@ impl Sim {
             }
             self.world.become_ready();
             self.world.stop_pods();
+            self.world.schedule();
+            self.world.lapse_nominations();
             self.world.update_pdb_status();
             let now = self.now();
             self.date_pods(now);
@@ -565,6 +585,8 @@ impl Sim {
             if let Some(q) = &self.queue {
                 self.world.report.interruption = q.queue.queue.metrics.clone();
             }
+            // What the tick's evictions and deletions sent back pending binds where it fits.
+            self.world.schedule();
             self.date_pods(now);
             self.world.observe();
             if self.world.opts.timeline {
@@ -593,6 +615,9 @@ impl Sim {
             }
             if let Some(gone) = self.world.stopping.values().map(|s| s.gone_at).min() {
                 next = next.min(gone);
+            }
+            if let Some(lapse) = self.world.next_lapse() {
+                next = next.min(lapse - start);
             }
             if let Some(wake) = self.controller.next_wake(&self.world.cluster, now) {
                 next = next.min(wake - start);

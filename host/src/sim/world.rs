@@ -55,15 +55,68 @@ impl World {
                 startup_taints_left: false,
                 deleting: false,
             });
-            for p in self.cluster.pods.values_mut() {
-                if p.node.as_deref() == Some(name.as_str()) && p.running_since.is_none() {
-                    p.running_since = Some(t);
-                    p.ready = true;
-                    self.report.pending_seconds.push((t - p.created_at) as f64);
-                }
-            }
             self.event(EventKind::Ready { node: name });
             self.dirty();
+        }
+    }
+
+    /// Nominations that no longer hold ([`crate::snapshot::nomination_holds`]): their pods show
+    /// as pending again, and provisioning looks at them anew.
+    pub(super) fn lapse_nominations(&mut self) {
+        let now = self.now();
+        let lapsed: Vec<String> = self
+            .nominations
+            .iter()
+            .filter(|&(pod, &until)| {
+                let Some(node) = self.cluster.pods.get(pod).and_then(|p| {
+                    p.running_since
+                        .is_none()
+                        .then_some(p.node.as_deref())
+                        .flatten()
+                }) else {
+                    return true;
+                };
+                let n = self.cluster.nodes.get(node);
+                let exists = n.is_some() || self.cluster.unlaunched.iter().any(|u| u.name == node);
+                !crate::snapshot::nomination_holds(until, n, exists, now)
+            })
+            .map(|(pod, _)| pod.clone())
+            .collect();
+        for pod in lapsed {
+            self.nominations.remove(&pod);
+            if let Some(p) = self.cluster.pods.get_mut(&pod)
+                && p.running_since.is_none()
+                && p.node.take().is_some()
+            {
+                self.kick();
+            }
+        }
+    }
+
+    /// When the next nomination lapses, if one may: at its expiry, or once its Ready node has
+    /// not taken the pod for the window.
+    pub(super) fn next_lapse(&self) -> Option<i64> {
+        self.nominations
+            .iter()
+            .filter_map(|(pod, &until)| {
+                let node = self.cluster.pods.get(pod)?.node.as_deref()?;
+                let ready = self.cluster.nodes.get(node).and_then(|n| n.ready_at);
+                let nominated = until - crate::snapshot::NOMINATION_TTL;
+                Some(ready.map_or(until, |r| {
+                    until.min(r.max(nominated) + crate::snapshot::NOMINATION_READY_WINDOW)
+                }))
+            })
+            .min()
+    }
+
+    /// A restarted controller remembers no nomination: its snapshot shows their pods pending.
+    pub(super) fn forget_nominations(&mut self) {
+        for pod in std::mem::take(&mut self.nominations).into_keys() {
+            if let Some(p) = self.cluster.pods.get_mut(&pod)
+                && p.running_since.is_none()
+            {
+                p.node = None;
+            }
         }
     }
 
@@ -83,6 +136,7 @@ impl World {
                 if let Some(pod) = self.cluster.pods.get_mut(&p.spec.name) {
                     pod.node = None;
                 }
+                self.nominations.remove(&p.spec.name);
                 continue;
             }
             self.cluster.pods.remove(&p.spec.name);
@@ -136,45 +190,24 @@ impl ClusterPort for World {
         }
     }
 
-    /// kube-scheduler binds the pod once the node exists; it runs once the node is Ready.
+    /// The snapshot shows the pod on its node until the nomination lapses
+    /// ([`crate::snapshot::nomination_holds`]); kube-scheduler never sees it (`scheduler.rs`).
     fn nominate(&mut self, pod: &str, node: &str) {
         if self.effect().is_err() {
             return;
         }
         let t = self.now();
-        let ready = self
+        if self
             .cluster
-            .nodes
-            .get(node)
-            .and_then(|n| n.ready_at)
-            .is_some();
+            .pods
+            .get(pod)
+            .is_none_or(|p| p.running_since.is_some())
+        {
+            return;
+        }
         self.cluster.nominate(pod, node, t);
-        let Some(p) = self.cluster.pods.get(pod) else {
-            return;
-        };
-        if !p.spec.volume_claims.is_empty() {
-            // The CSI provisioner makes a waiting claim's volume in the zone its pod landed in.
-            let zone = self.cluster.nodes.get(node).and_then(|n| {
-                n.labels
-                    .iter()
-                    .find(|(k, _)| k == crate::scheduling::model::labels::ZONE)
-                    .map(|(_, v)| v.clone())
-            });
-            let claims = p.spec.volume_claims.clone();
-            if let Some(zone) = zone
-                && self.cluster.volumes.provision(&claims, &zone)
-            {
-                self.resolve_volumes();
-            }
-        }
-        let Some(p) = self.cluster.pods.get_mut(pod) else {
-            return;
-        };
-        if ready {
-            p.running_since = Some(t);
-            p.ready = true;
-            self.report.pending_seconds.push((t - p.created_at) as f64);
-        }
+        self.nominations
+            .insert(pod.to_string(), t + crate::snapshot::NOMINATION_TTL);
     }
 
     fn mark_deleting(&mut self, node: &str, deletion: Deletion) -> Result<(), PortError> {
@@ -573,9 +606,13 @@ impl World {
             self.workloads.get_mut(key).expect("present").next = next;
         } else if have > w.replicas {
             let mut per_node: HashMap<&str, usize> = HashMap::new();
+            // Assigned means bound (`spec.nodeName`); a nomination is not an assignment.
+            fn bound(p: &Pod) -> Option<&str> {
+                p.node.as_deref().filter(|_| p.running_since.is_some())
+            }
             for p in &mine {
-                if let Some(n) = &p.node {
-                    *per_node.entry(n.as_str()).or_default() += 1;
+                if let Some(n) = bound(p) {
+                    *per_node.entry(n).or_default() += 1;
                 }
             }
             let mut ranked: Vec<(
@@ -587,8 +624,8 @@ impl World {
                 .iter()
                 .map(|p| {
                     (
-                        p.node.is_some(),
-                        std::cmp::Reverse(p.node.as_deref().map_or(0, |n| per_node[n])),
+                        bound(p).is_some(),
+                        std::cmp::Reverse(bound(p).map_or(0, |n| per_node[n])),
                         std::cmp::Reverse(p.created_at),
                         p.spec.name.clone(),
                     )
