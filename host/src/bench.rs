@@ -326,9 +326,7 @@ pub fn provisioning(
     sizes: &[usize],
     types: usize,
 ) -> Result<Vec<ProvisioningFigures>, PolicyError> {
-    use crate::policy::ranking::rank;
-    use crate::scheduling::cost::{self, Demand};
-    use crate::scheduling::model::{TopologyKey, labels};
+    use crate::scheduling::model::labels;
     use crate::scheduling::{
         InstanceTypes, NodePoolSpec, Operator, Requirement, Requirements, solve,
     };
@@ -374,14 +372,6 @@ pub fn provisioning(
                 per_gib = per_gib.min(o.price / (t.memory_mib.max(1) as f64 / 1024.0));
             }
         }
-        let admitted = its.admitted_by(&requirements);
-        let supplies = cost::supplies(
-            &its,
-            &admitted,
-            &requirements,
-            &crate::scheduling::model::zero(),
-            None,
-        );
         for &n in sizes {
             let mut pods = karpenter_mix(n, 42);
             if workload == BenchWorkload::PlainOnDemand {
@@ -416,95 +406,10 @@ pub fn provisioning(
             // As provisioning hands it over: the types the claims may launch.
             let round = ScoringRound::pruned(1_790_000_000, &cat, claims);
             let scores = policy.score(&round)?;
-            let mut demand = Demand::default();
-            let mut shapes = cost::Shapes::default();
-            for p in &pods {
-                demand.add(&cost::amount(&p.requests));
-                shapes.add(&cost::amount(&p.requests));
-            }
-            // Spot pools used so far, vCPUs, for the diversity rule.
-            let cpu_cap = demand.amount[0] * SPOT_POOL_SHARE;
-            let mut pool_cpu: std::collections::HashMap<(usize, usize), f64> = Default::default();
-            let mut by_type: std::collections::BTreeMap<String, usize> = Default::default();
-            let mut fleet_cost = 0.0;
-            for (i, claim_scores) in scores.iter().enumerate() {
-                let ranked = rank(&round, i, claim_scores).ranked;
-                let pick = ranked
-                    .iter()
-                    .find(|r| {
-                        let l = round.launch(r.option);
-                        l.capacity_type != CapacityType::Spot
-                            || workload != BenchWorkload::MixSpot
-                            || pool_cpu
-                                .get(&crate::capacity::unpack(r.option))
-                                .copied()
-                                .unwrap_or(0.0)
-                                + f64::from(l.vcpus)
-                                <= cpu_cap
-                    })
-                    .unwrap_or(&ranked[0]);
-                let l = round.launch(pick.option);
-                if l.capacity_type == CapacityType::Spot {
-                    *pool_cpu
-                        .entry(crate::capacity::unpack(pick.option))
-                        .or_default() += f64::from(l.vcpus);
-                }
-                *by_type.entry(l.instance_type.to_string()).or_default() += 1;
-                fleet_cost += l.price;
-            }
-            let decision = started.elapsed();
-            let (cpu, mem) = pods.iter().fold((0u64, 0u64), |(c, m), p| {
-                (c + p.requests.cpu_millis, m + p.requests.memory_bytes)
-            });
-            let naive_bound =
-                (cpu as f64 / 1000.0 * per_vcpu).max(mem as f64 / f64::from(1u32 << 30) * per_gib);
-            let lp_bound = cost::lower_bound(&supplies, &demand).map_or(f64::NAN, |b| b.cost);
-            // Hostname anti-affinity and maxSkew-1 hostname spread put each selector's pods on
-            // nodes of their own: the largest such group is a node count.
-            let mut groups: std::collections::HashMap<String, f64> = Default::default();
-            for p in &pods {
-                let own_host = p
-                    .anti_affinity
-                    .iter()
-                    .any(|a| a.key == TopologyKey::Hostname)
-                    || p.spread.iter().any(|s| s.key == TopologyKey::Hostname);
-                if own_host {
-                    let app = p
-                        .labels
-                        .iter()
-                        .find(|(k, _)| k == "app")
-                        .map(|l| l.1.clone());
-                    *groups.entry(app.unwrap_or_default()).or_default() += 1.0;
-                }
-            }
-            let topology_demand = Demand {
-                nodes: groups.values().copied().fold(0.0, f64::max),
-                ..demand
-            };
-            let topology_bound =
-                cost::lower_bound(&supplies, &topology_demand).map_or(f64::NAN, |b| b.cost);
             let spot = workload == BenchWorkload::MixSpot;
-            let pools = cost::offering_supplies(
-                &its,
-                &admitted,
-                &requirements,
-                &crate::scheduling::model::zero(),
-                None,
-            );
-            let diverse_bound = spot
-                .then(|| cost::diverse_lower_bound(&pools, &topology_demand, SPOT_POOL_SHARE))
-                .flatten();
-            let fit_bound = if spot {
-                let cap = demand.amount[0] * SPOT_POOL_SHARE;
-                cost::fitting_lower_bound(&pools, &shapes, topology_demand.nodes, |_, s| {
-                    cap / s.amount[0].max(1e-9)
-                })
-            } else {
-                cost::fitting_lower_bound(&supplies, &shapes, topology_demand.nodes, |_, _| {
-                    f64::INFINITY
-                })
-            }
-            .unwrap_or(f64::NAN);
+            let (fleet_cost, by_type) = launch_fleet(&round, &scores, spot, &pods);
+            let decision = started.elapsed();
+            let bounds = Bounds::of(&pods, &its, &requirements, spot, (per_vcpu, per_gib));
             let scheduled = n - plan.unschedulable.len();
             let largest = plan.claims.iter().map(|c| c.pods.len()).max().unwrap_or(0);
             let mut top_types: Vec<(String, usize)> = by_type.into_iter().collect();
@@ -519,17 +424,150 @@ pub fn provisioning(
                 decision,
                 peak_rss: peak_rss(),
                 fleet_cost,
-                naive_bound,
-                lp_bound,
-                topology_bound,
-                diverse_bound,
-                fit_bound,
+                naive_bound: bounds.naive,
+                lp_bound: bounds.lp,
+                topology_bound: bounds.topology,
+                diverse_bound: bounds.diverse,
+                fit_bound: bounds.fit,
                 largest_share: largest as f64 / scheduled.max(1) as f64,
                 top_types,
             });
         }
     }
     Ok(out)
+}
+
+/// Launches each claim's top option — with spot, the top option whose pool (type and zone)
+/// still has room under [`SPOT_POOL_SHARE`] of the round's CPU. Returns the fleet's USD/hour
+/// and its nodes by instance type.
+fn launch_fleet(
+    round: &ScoringRound,
+    scores: &[crate::capacity::claim::ClaimScores],
+    spot: bool,
+    pods: &[crate::scheduling::PendingPod],
+) -> (f64, std::collections::BTreeMap<String, usize>) {
+    use crate::policy::ranking::rank;
+    let cpu: u64 = pods.iter().map(|p| p.requests.cpu_millis).sum();
+    let cpu_cap = cpu as f64 / 1000.0 * SPOT_POOL_SHARE;
+    // Spot pools used so far, vCPUs, for the diversity rule.
+    let mut pool_cpu: std::collections::HashMap<(usize, usize), f64> = Default::default();
+    let mut by_type: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut fleet_cost = 0.0;
+    for (i, claim_scores) in scores.iter().enumerate() {
+        let ranked = rank(round, i, claim_scores).ranked;
+        let pick = ranked
+            .iter()
+            .find(|r| {
+                let l = round.launch(r.option);
+                l.capacity_type != CapacityType::Spot
+                    || !spot
+                    || pool_cpu
+                        .get(&crate::capacity::unpack(r.option))
+                        .copied()
+                        .unwrap_or(0.0)
+                        + f64::from(l.vcpus)
+                        <= cpu_cap
+            })
+            .unwrap_or(&ranked[0]);
+        let l = round.launch(pick.option);
+        if l.capacity_type == CapacityType::Spot {
+            *pool_cpu
+                .entry(crate::capacity::unpack(pick.option))
+                .or_default() += f64::from(l.vcpus);
+        }
+        *by_type.entry(l.instance_type.to_string()).or_default() += 1;
+        fleet_cost += l.price;
+    }
+    (fleet_cost, by_type)
+}
+
+/// The bounds a provisioning run's fleet is compared with, USD/hour (see
+/// [`ProvisioningFigures`]).
+struct Bounds {
+    naive: f64,
+    lp: f64,
+    topology: f64,
+    diverse: Option<f64>,
+    fit: f64,
+}
+
+impl Bounds {
+    /// For `pods` on the offerings `requirements` admit; `rates` are the catalog's cheapest
+    /// USD per vCPU and per GiB (the old bound's).
+    fn of(
+        pods: &[crate::scheduling::PendingPod],
+        its: &crate::scheduling::InstanceTypes,
+        requirements: &crate::scheduling::Requirements,
+        spot: bool,
+        rates: (f64, f64),
+    ) -> Bounds {
+        use crate::scheduling::cost::{self, Demand};
+        let zero = crate::scheduling::model::zero();
+        let admitted = its.admitted_by(requirements);
+        let supplies = cost::supplies(its, &admitted, requirements, &zero, None);
+        let mut demand = Demand::default();
+        let mut shapes = cost::Shapes::default();
+        for p in pods {
+            demand.add(&cost::amount(&p.requests));
+            shapes.add(&cost::amount(&p.requests));
+        }
+        let (cpu, mem) = pods.iter().fold((0u64, 0u64), |(c, m), p| {
+            (c + p.requests.cpu_millis, m + p.requests.memory_bytes)
+        });
+        let naive =
+            (cpu as f64 / 1000.0 * rates.0).max(mem as f64 / f64::from(1u32 << 30) * rates.1);
+        let lp = cost::lower_bound(&supplies, &demand).map_or(f64::NAN, |b| b.cost);
+        let topology_demand = Demand {
+            nodes: own_host_nodes(pods),
+            ..demand
+        };
+        let topology = cost::lower_bound(&supplies, &topology_demand).map_or(f64::NAN, |b| b.cost);
+        let pools = cost::offering_supplies(its, &admitted, requirements, &zero, None);
+        let diverse = spot
+            .then(|| cost::diverse_lower_bound(&pools, &topology_demand, SPOT_POOL_SHARE))
+            .flatten();
+        let fit = if spot {
+            let cap = demand.amount[0] * SPOT_POOL_SHARE;
+            cost::fitting_lower_bound(&pools, &shapes, topology_demand.nodes, |_, s| {
+                cap / s.amount[0].max(1e-9)
+            })
+        } else {
+            cost::fitting_lower_bound(&supplies, &shapes, topology_demand.nodes, |_, _| {
+                f64::INFINITY
+            })
+        }
+        .unwrap_or(f64::NAN);
+        Bounds {
+            naive,
+            lp,
+            topology,
+            diverse,
+            fit,
+        }
+    }
+}
+
+/// The nodes hostname topology forces: hostname anti-affinity and maxSkew-1 hostname spread
+/// put each selector's pods on nodes of their own, so the largest such group is a node count.
+fn own_host_nodes(pods: &[crate::scheduling::PendingPod]) -> f64 {
+    use crate::scheduling::model::TopologyKey;
+    let mut groups: std::collections::HashMap<String, f64> = Default::default();
+    for p in pods {
+        let own_host = p
+            .anti_affinity
+            .iter()
+            .any(|a| a.key == TopologyKey::Hostname)
+            || p.spread.iter().any(|s| s.key == TopologyKey::Hostname);
+        if own_host {
+            let app = p
+                .labels
+                .iter()
+                .find(|(k, _)| k == "app")
+                .map(|l| l.1.clone());
+            *groups.entry(app.unwrap_or_default()).or_default() += 1.0;
+        }
+    }
+    groups.values().copied().fold(0.0, f64::max)
 }
 
 /// Figures of the disruption benchmark.

@@ -105,36 +105,7 @@ pub fn run(settings: DoctorSettings) -> Vec<Check> {
     };
     let controller = rt.wait(aws.sdk_config());
 
-    let client = {
-        let _enter = rt.handle().enter();
-        kube::Client::try_from(settings.kube.clone())
-    };
-    let client = match client {
-        Ok(c) => Some(c),
-        Err(e) => {
-            out.push(check(
-                "Kubernetes API",
-                Verdict::Problem(format!("{e}: set KUBECONFIG or run in the cluster")),
-            ));
-            None
-        }
-    };
-    if let Some(client) = &client {
-        out.push(match rt.wait(crate::kubernetes::crd_versions(client)) {
-            Ok(found) => match crate::api::crds_problem(&found) {
-                None => check(
-                    "CRDs",
-                    Verdict::Ok(format!(
-                        "{} installed, version {} or newer",
-                        found.len(),
-                        env!("CARGO_PKG_VERSION")
-                    )),
-                ),
-                Some(p) => check("CRDs", Verdict::Problem(p)),
-            },
-            Err(e) => check("CRDs", Verdict::Problem(e.to_string())),
-        });
-    }
+    let client = kube_client(&rt, &settings, &mut out);
 
     // The cluster as the nodes will see it, learnt the way the controller learns it, and
     // compared with the one KUBECONFIG reaches.
@@ -172,81 +143,17 @@ pub fn run(settings: DoctorSettings) -> Vec<Check> {
     } else {
         None
     };
-    if classes.is_empty() {
-        out.push(check(
-            "EC2NodeClasses",
-            Verdict::Skipped("none found: apply one (docs/install.md, step 5)".into()),
-        ));
-    }
-    let mut zones = std::collections::BTreeSet::new();
-    for class in &classes {
-        let name = format!("EC2NodeClass {}", class.name_any());
-        let Some(cloud) = cloud.as_mut() else {
-            let why = if aws_ok {
-                "the cluster was not discovered"
-            } else {
-                "no AWS credentials"
-            };
-            out.push(check(&name, Verdict::Skipped(why.into())));
-            continue;
-        };
-        match cloud.resolve(&class.name_any(), &class.spec) {
-            Ok(r) => {
-                let here: std::collections::BTreeSet<&str> =
-                    r.subnets.iter().map(|s| s.zone.as_str()).collect();
-                zones.extend(here.iter().map(|z| z.to_string()));
-                out.push(check(
-                    &name,
-                    Verdict::Ok(format!(
-                        "{} subnet(s) in {}, {} security group(s), AMIs for {}",
-                        r.subnets.len(),
-                        here.into_iter().collect::<Vec<_>>().join(", "),
-                        r.security_groups.len(),
-                        r.amis.keys().cloned().collect::<Vec<_>>().join(", ")
-                    )),
-                ));
-                out.push(identity::dry_runs(
-                    &format!("launch as the controller ({name})"),
-                    cloud.dry_run_launch(&r),
-                    settings.role_arn.is_some(),
-                ));
-            }
-            Err(e) => out.push(check(&name, Verdict::Problem(e.reason))),
-        }
-        if let Some(role) = &class.spec.role {
-            let what = format!("node role {role}");
-            let arn = rt.wait(cluster::role_arn(&operator, role));
-            out.push(match &arn {
-                Ok(_) => check(&what, Verdict::Ok("exists".into())),
-                Err(why) => check(&what, why.clone()),
-            });
-            if let (Ok(arn), Some(client)) = (&arn, &client) {
-                out.push(rt.wait(cluster::node_access(
-                    &operator,
-                    client,
-                    &aws.cluster_name,
-                    role,
-                    arn,
-                )));
-            }
-        }
-    }
+    let probe = Probe {
+        rt: &rt,
+        operator: &operator,
+        aws: &aws,
+        client: client.as_ref(),
+        aws_ok,
+        assumed_role: settings.role_arn.is_some(),
+    };
+    let mut zones = probe.node_classes(&classes, cloud.as_mut(), &mut out);
 
-    // The interruption queue and what feeds it.
-    match (&settings.interruption_queue, aws_ok) {
-        (None, _) => out.push(check(
-            "interruption queue",
-            Verdict::Skipped(
-                "none set (INTERRUPTION_QUEUE / settings.interruptionQueue): spot interruptions are not handled ahead of time"
-                    .into(),
-            ),
-        )),
-        (Some(_), false) => out.push(check(
-            "interruption queue",
-            Verdict::Skipped("no AWS credentials".into()),
-        )),
-        (Some(queue_ref), true) => out.extend(rt.wait(queue(&operator, queue_ref))),
-    }
+    out.extend(interruption(&rt, &settings, &operator, aws_ok));
 
     if let Some(client) = &client {
         // The controller itself: running, ready, and what it has been warning about.
@@ -259,6 +166,158 @@ pub fn run(settings: DoctorSettings) -> Vec<Check> {
         out.push(rt.wait(pending(client, &zones)));
     }
     out
+}
+
+/// What the per-resource checks share: the runtime, the operator's AWS identity, the settings
+/// with the cluster as discovered, and the API server, when each was reached.
+struct Probe<'a> {
+    rt: &'a crate::bridge::Bridge,
+    operator: &'a aws_config::SdkConfig,
+    aws: &'a AwsSettings,
+    client: Option<&'a kube::Client>,
+    aws_ok: bool,
+    /// The controller's identity is an assumed role (`--role-arn`), not the operator's.
+    assumed_role: bool,
+}
+
+impl Probe<'_> {
+    /// Each EC2NodeClass resolved as the controller resolves it, a dry-run launch, and its node
+    /// role with its access to the cluster. Returns the zones their subnets reach.
+    fn node_classes(
+        &self,
+        classes: &[crate::api::EC2NodeClass],
+        mut cloud: Option<&mut AwsCloud>,
+        out: &mut Vec<Check>,
+    ) -> std::collections::BTreeSet<String> {
+        if classes.is_empty() {
+            out.push(check(
+                "EC2NodeClasses",
+                Verdict::Skipped("none found: apply one (docs/install.md, step 5)".into()),
+            ));
+        }
+        let mut zones = std::collections::BTreeSet::new();
+        for class in classes {
+            let name = format!("EC2NodeClass {}", class.name_any());
+            let Some(cloud) = cloud.as_deref_mut() else {
+                let why = if self.aws_ok {
+                    "the cluster was not discovered"
+                } else {
+                    "no AWS credentials"
+                };
+                out.push(check(&name, Verdict::Skipped(why.into())));
+                continue;
+            };
+            match cloud.resolve(&class.name_any(), &class.spec) {
+                Ok(r) => {
+                    let here: std::collections::BTreeSet<&str> =
+                        r.subnets.iter().map(|s| s.zone.as_str()).collect();
+                    zones.extend(here.iter().map(|z| z.to_string()));
+                    out.push(check(
+                        &name,
+                        Verdict::Ok(format!(
+                            "{} subnet(s) in {}, {} security group(s), AMIs for {}",
+                            r.subnets.len(),
+                            here.into_iter().collect::<Vec<_>>().join(", "),
+                            r.security_groups.len(),
+                            r.amis.keys().cloned().collect::<Vec<_>>().join(", ")
+                        )),
+                    ));
+                    out.push(identity::dry_runs(
+                        &format!("launch as the controller ({name})"),
+                        cloud.dry_run_launch(&r),
+                        self.assumed_role,
+                    ));
+                }
+                Err(e) => out.push(check(&name, Verdict::Problem(e.reason))),
+            }
+            if let Some(role) = &class.spec.role {
+                self.node_role(role, out);
+            }
+        }
+        zones
+    }
+
+    /// A node role exists, and the cluster lets its nodes join.
+    fn node_role(&self, role: &str, out: &mut Vec<Check>) {
+        let what = format!("node role {role}");
+        let arn = self.rt.wait(cluster::role_arn(self.operator, role));
+        out.push(match &arn {
+            Ok(_) => check(&what, Verdict::Ok("exists".into())),
+            Err(why) => check(&what, why.clone()),
+        });
+        if let (Ok(arn), Some(client)) = (&arn, self.client) {
+            out.push(self.rt.wait(cluster::node_access(
+                self.operator,
+                client,
+                &self.aws.cluster_name,
+                role,
+                arn,
+            )));
+        }
+    }
+}
+
+/// The API server KUBECONFIG (or the pod's service account) reaches, and whether it has our
+/// CRDs at this version or newer.
+fn kube_client(
+    rt: &crate::bridge::Bridge,
+    settings: &DoctorSettings,
+    out: &mut Vec<Check>,
+) -> Option<kube::Client> {
+    let client = {
+        let _enter = rt.handle().enter();
+        kube::Client::try_from(settings.kube.clone())
+    };
+    let client = match client {
+        Ok(c) => Some(c),
+        Err(e) => {
+            out.push(check(
+                "Kubernetes API",
+                Verdict::Problem(format!("{e}: set KUBECONFIG or run in the cluster")),
+            ));
+            None
+        }
+    };
+    if let Some(client) = &client {
+        out.push(match rt.wait(crate::kubernetes::crd_versions(client)) {
+            Ok(found) => match crate::api::crds_problem(&found) {
+                None => check(
+                    "CRDs",
+                    Verdict::Ok(format!(
+                        "{} installed, version {} or newer",
+                        found.len(),
+                        env!("CARGO_PKG_VERSION")
+                    )),
+                ),
+                Some(p) => check("CRDs", Verdict::Problem(p)),
+            },
+            Err(e) => check("CRDs", Verdict::Problem(e.to_string())),
+        });
+    }
+    client
+}
+
+/// The interruption queue and what feeds it.
+fn interruption(
+    rt: &crate::bridge::Bridge,
+    settings: &DoctorSettings,
+    operator: &aws_config::SdkConfig,
+    aws_ok: bool,
+) -> Vec<Check> {
+    match (&settings.interruption_queue, aws_ok) {
+        (None, _) => vec![check(
+            "interruption queue",
+            Verdict::Skipped(
+                "none set (INTERRUPTION_QUEUE / settings.interruptionQueue): spot interruptions are not handled ahead of time"
+                    .into(),
+            ),
+        )],
+        (Some(_), false) => vec![check(
+            "interruption queue",
+            Verdict::Skipped("no AWS credentials".into()),
+        )],
+        (Some(queue_ref), true) => rt.wait(queue(operator, queue_ref)),
+    }
 }
 
 /// Whether an error is the identity's lack of a right (AWS's AccessDenied or

@@ -557,7 +557,6 @@ impl Sim {
 
     fn run(&mut self, steps: Vec<TimedStep>, mut watch: Watch<'_>) -> Result<(), SimError> {
         let end = self.world.opts.duration.as_secs() as i64;
-        let start = self.world.opts.start;
         let mut steps = steps.into_iter().peekable();
         loop {
             let span = tracing::info_span!("sim", t = %report::clock(self.world.t));
@@ -606,23 +605,9 @@ impl Sim {
                 continue;
             }
             let t = self.world.t;
-            let mut next = i64::MAX;
-            if let Some((at, ..)) = steps.peek() {
-                next = next.min(*at);
-            }
-            if let Some(&due) = self.world.ready_due.values().min() {
-                next = next.min(due);
-            }
-            if let Some(gone) = self.world.stopping.values().map(|s| s.gone_at).min() {
-                next = next.min(gone);
-            }
-            if let Some(lapse) = self.world.next_lapse() {
-                next = next.min(lapse - start);
-            }
-            if let Some(wake) = self.controller.next_wake(&self.world.cluster, now) {
-                next = next.min(wake - start);
-            }
-            let next = next.max(t + 1);
+            let next = self
+                .next_moment(steps.peek().map(|(at, ..)| *at), now)
+                .max(t + 1);
             let until = next.min(end);
             let price: f64 = self
                 .world
@@ -638,6 +623,32 @@ impl Sim {
             }
             self.world.t = next;
         }
+        self.finish(end);
+        Ok(())
+    }
+
+    /// When something next can happen (seconds since the start): the next step, a node's
+    /// readiness, a pod done stopping, a nomination lapsing, or the controller's own wake-up.
+    fn next_moment(&self, step: Option<i64>, now: i64) -> i64 {
+        let start = self.world.opts.start;
+        [
+            step,
+            self.world.ready_due.values().min().copied(),
+            self.world.stopping.values().map(|s| s.gone_at).min(),
+            self.world.next_lapse().map(|l| l - start),
+            self.controller
+                .next_wake(&self.world.cluster, now)
+                .map(|w| w - start),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(i64::MAX)
+    }
+
+    /// The report's end: what the world holds, the fleet and its bounds, what still waits and
+    /// why, and the policies' record.
+    fn finish(&mut self, end: i64) {
         let w = &mut self.world;
         w.report.duration_secs = end;
         w.report.nodes = w.cluster.nodes.values().cloned().collect();
@@ -678,7 +689,6 @@ impl Sim {
         {
             c.at -= w.opts.start;
         }
-        Ok(())
     }
 }
 

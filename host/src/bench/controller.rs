@@ -404,10 +404,51 @@ pub fn run(pods: usize, limits: ClientLimits) -> Result<ControllerFigures, Strin
         .build()
         .map_err(|e| e.to_string())?;
     let api = ApiServer::start(&rt);
-    let dir = std::env::temp_dir().join(format!("dovetail-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-    let kubeconfig = dir.join("kubeconfig");
-    std::fs::write(&kubeconfig, api.kubeconfig()).map_err(|e| e.to_string())?;
+    seed(&api)?;
+    let controller = start_controller(&api, limits)?;
+    let pid = controller.0.id().to_string();
+    wait_until(
+        "the controller's first status write",
+        Duration::from_secs(60),
+        &mut || {
+            api.get("dovetail.sh/v1/nodepools", "", "default")
+                .is_some_and(|np| !np["status"].is_null())
+        },
+    )?;
+    let mut world = World::default();
+    let up = scale_up(&api, &mut world, pods, &pid)?;
+    let steady = settle(&api, &mut world, up.before, up.nodes)?;
+    let down = scale_down(&api, &mut world, pods, up.nodes)?;
+    Ok(ControllerFigures {
+        limits,
+        pods,
+        nodes: up.nodes,
+        to_claims: up.to_claims,
+        to_bound: up.to_bound,
+        peak_rss: super::peak_rss_of(&pid),
+        requests_per_launched: up.requests_per_launched,
+        writes_per_launched: up.writes_per_launched,
+        requests_through_initialized: steady.requests_through_initialized,
+        writes_through_initialized: steady.writes_through_initialized,
+        launch_writes_by_kind: steady.launch_writes_by_kind,
+        steady_requests_per_minute: steady.requests_per_minute,
+        steady_writes_per_minute: steady.writes_per_minute,
+        steady_writes_by_kind: steady.writes_by_kind,
+        disrupted: down.disrupted,
+        requests_per_disrupted: down.requests_per_disrupted,
+        writes_per_disrupted: down.writes_per_disrupted,
+        down_writes_by_kind: down.writes_by_kind,
+        evicted_again: down.evicted_again,
+        scale_down: down.wall,
+        drain: down.drain,
+        evictions: down.evictions,
+        evictions_per_second: down.evictions_per_second,
+        scale_up_cpu: up.cpu,
+    })
+}
+
+/// The CRDs, the EC2NodeClass and a NodePool of m5.large that consolidates 20 s after a change.
+fn seed(api: &ApiServer) -> Result<(), String> {
     for crd in crate::api::crds() {
         api.put(
             "apiextensions.k8s.io/v1/customresourcedefinitions",
@@ -432,6 +473,16 @@ pub fn run(pods: usize, limits: ClientLimits) -> Result<ControllerFigures, Strin
                         "disruption": {"consolidationPolicy": "WhenEmptyOrUnderutilized", "consolidateAfter": "20s",
                                        "budgets": [{"nodes": "100%"}]}}}),
     );
+    Ok(())
+}
+
+/// `dovetail controller` as its own process (this binary), with the in-memory cloud, against
+/// the double; killed when dropped.
+fn start_controller(api: &ApiServer, limits: ClientLimits) -> Result<Controller, String> {
+    let dir = std::env::temp_dir().join(format!("dovetail-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(&kubeconfig, api.kubeconfig()).map_err(|e| e.to_string())?;
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     // The controller's log lines, at info, into a file (`DOVETAIL_BENCH_LOG=/tmp/ctl.log`).
     let log = std::env::var("DOVETAIL_BENCH_LOG")
@@ -480,44 +531,52 @@ pub fn run(pods: usize, limits: ClientLimits) -> Result<ControllerFigures, Strin
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("starting the controller: {e}"))?;
-    let controller = Controller(child);
-    let pid = controller.0.id().to_string();
-    let wait =
-        |what: &str, limit: Duration, done: &mut dyn FnMut() -> bool| -> Result<(), String> {
-            let started = Instant::now();
-            while !done() {
-                if started.elapsed() > limit {
-                    return Err(format!("{what}: not within {limit:?}"));
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            Ok(())
-        };
-    wait(
-        "the controller's first status write",
-        Duration::from_secs(60),
-        &mut || {
-            api.get("dovetail.sh/v1/nodepools", "", "default")
-                .is_some_and(|np| !np["status"].is_null())
-        },
-    )?;
+    Ok(Controller(child))
+}
 
-    // Scale up: every pod at once, pending and Unschedulable.
+/// Polls `done` every 200 ms until it holds, or fails naming `what` after `limit`.
+fn wait_until(what: &str, limit: Duration, done: &mut dyn FnMut() -> bool) -> Result<(), String> {
+    let started = Instant::now();
+    while !done() {
+        if started.elapsed() > limit {
+            return Err(format!("{what}: not within {limit:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
+fn writes(requests: &[dovetail_apiserver_double::Request]) -> usize {
+    requests.iter().filter(|r| r.method != "GET").count()
+}
+
+/// What the scale-up measured; `before` is where its requests start in the double's log.
+struct ScaleUp {
+    before: usize,
+    nodes: usize,
+    to_claims: Duration,
+    to_bound: Duration,
+    requests_per_launched: f64,
+    writes_per_launched: f64,
+    cpu: (f64, f64),
+}
+
+/// Every pod at once, pending and Unschedulable, until every one is bound.
+fn scale_up(api: &ApiServer, world: &mut World, pods: usize, pid: &str) -> Result<ScaleUp, String> {
     let before = api.requests();
-    let mut world = World::default();
     for i in 0..pods {
         let p = pod(i);
         world.keep(name(&p), name(&p));
         api.put(PODS, p);
     }
     let created = Instant::now();
-    let cpu_before = (cpu_seconds(&pid), cpu_seconds("self"));
-    wait("every pod bound", Duration::from_secs(600), &mut || {
-        world.round(&api) == 0
+    let cpu_before = (cpu_seconds(pid), cpu_seconds("self"));
+    wait_until("every pod bound", Duration::from_secs(600), &mut || {
+        world.round(api) == 0
     })?;
     let to_bound = created.elapsed();
-    let scale_up_cpu = (
-        cpu_seconds(&pid) - cpu_before.0,
+    let cpu = (
+        cpu_seconds(pid) - cpu_before.0,
         cpu_seconds("self") - cpu_before.1,
     );
     let log = api.log();
@@ -530,8 +589,6 @@ pub fn run(pods: usize, limits: ClientLimits) -> Result<ControllerFigures, Strin
     let to_claims = last_claim.saturating_duration_since(created);
     let nodes = api.list(CLAIMS).len();
     let scale_up = &log[before..];
-    let writes =
-        |rs: &[dovetail_apiserver_double::Request]| rs.iter().filter(|r| r.method != "GET").count();
     let requests_per_launched = scale_up.len() as f64 / nodes.max(1) as f64;
     let writes_per_launched = writes(scale_up) as f64 / nodes.max(1) as f64;
     // As each phase ends, so a run that fails later still shows what it measured.
@@ -541,25 +598,51 @@ pub fn run(pods: usize, limits: ClientLimits) -> Result<ControllerFigures, Strin
          double and actors {:.1}",
         to_claims.as_secs_f64(),
         to_bound.as_secs_f64(),
-        scale_up_cpu.0,
-        scale_up_cpu.1
+        cpu.0,
+        cpu.1
     );
+    Ok(ScaleUp {
+        before,
+        nodes,
+        to_claims,
+        to_bound,
+        requests_per_launched,
+        writes_per_launched,
+        cpu,
+    })
+}
 
-    // Steady: once every claim is Initialized and the controller has written nothing for 5 s,
-    // 30 s with nothing to do. (A lull of 5 s alone came before the last of 10,000 claims were
-    // initialized, and their writes were counted as idle.)
+/// What a launch costs through initialization, and the requests with nothing to do.
+struct Steady {
+    requests_through_initialized: f64,
+    writes_through_initialized: f64,
+    launch_writes_by_kind: Vec<(String, usize)>,
+    requests_per_minute: f64,
+    writes_per_minute: f64,
+    writes_by_kind: Vec<(String, usize)>,
+}
+
+/// Once every claim is Initialized and the controller has written nothing for 5 s, 30 s with
+/// nothing to do. (A lull of 5 s alone came before the last of 10,000 claims were initialized,
+/// and their writes were counted as idle.)
+fn settle(
+    api: &ApiServer,
+    world: &mut World,
+    before: usize,
+    nodes: usize,
+) -> Result<Steady, String> {
     let initialized = |c: &Value| {
         c["status"]["conditions"].as_array().is_some_and(|cs| {
             cs.iter()
                 .any(|k| k["type"] == "Initialized" && k["status"] == "True")
         })
     };
-    wait(
+    wait_until(
         "the controller goes quiet",
         Duration::from_secs(300),
         &mut || {
             // kubelet keeps registering the nodes of claims that launch late.
-            world.round(&api);
+            world.round(api);
             let log = api.log();
             api.list(CLAIMS).iter().all(initialized)
                 && log
@@ -574,33 +657,56 @@ pub fn run(pods: usize, limits: ClientLimits) -> Result<ControllerFigures, Strin
     let log = api.log();
     // Everything a launch costs, through registration and initialization.
     let launch = &log[before..quiet];
-    let requests_through_initialized = launch.len() as f64 / nodes.max(1) as f64;
-    let writes_through_initialized = writes(launch) as f64 / nodes.max(1) as f64;
-    let launch_writes_by_kind = writes_by_kind(launch);
     let steady = &log[quiet..];
-    let steady_requests_per_minute = steady.len() as f64 * 2.0;
-    let steady_writes_per_minute = writes(steady) as f64 * 2.0;
-    eprintln!("idle done: {steady_requests_per_minute:.0} requests per minute");
-    let steady_writes_by_kind = writes_by_kind(steady);
+    let requests_per_minute = steady.len() as f64 * 2.0;
+    eprintln!("idle done: {requests_per_minute:.0} requests per minute");
+    Ok(Steady {
+        requests_through_initialized: launch.len() as f64 / nodes.max(1) as f64,
+        writes_through_initialized: writes(launch) as f64 / nodes.max(1) as f64,
+        launch_writes_by_kind: writes_by_kind(launch),
+        requests_per_minute,
+        writes_per_minute: writes(steady) as f64 * 2.0,
+        writes_by_kind: writes_by_kind(steady),
+    })
+}
 
-    // 40% of the pods go, four of every node's ten: every node stays in use, so consolidation
-    // drains 40% of them into the room the others have left (deleting the pods of a fixed
-    // 40% of the replicas instead emptied whole nodes, which go without an eviction).
+/// What the scale-down measured.
+struct ScaleDown {
+    disrupted: usize,
+    requests_per_disrupted: f64,
+    writes_per_disrupted: f64,
+    writes_by_kind: Vec<(String, usize)>,
+    evicted_again: usize,
+    wall: Duration,
+    drain: Duration,
+    evictions: usize,
+    evictions_per_second: f64,
+}
+
+/// 40% of the pods go, four of every node's ten: every node stays in use, so consolidation
+/// drains 40% of them into the room the others have left (deleting the pods of a fixed 40% of
+/// the replicas instead emptied whole nodes, which go without an eviction).
+fn scale_down(
+    api: &ApiServer,
+    world: &mut World,
+    pods: usize,
+    nodes: usize,
+) -> Result<ScaleDown, String> {
     let mark = api.requests();
     let down_started = std::time::Instant::now();
-    for current in world.forget_share_of_each_node(&api, 0.4) {
+    for current in world.forget_share_of_each_node(api, 0.4) {
         api.delete(PODS, "default", &current);
     }
     // Settled once the fleet has changed (40% of the pods went: consolidation must act) and then
     // held for 30 s.
     let mut changed: Option<Instant> = None;
     let mut last = nodes;
-    wait(
+    wait_until(
         "consolidation settles",
         // 600 s for 20,000 pods, more for more.
         Duration::from_secs(600.max(pods as u64 / 30)),
         &mut || {
-            let pending = world.round(&api);
+            let pending = world.round(api);
             let now = api.list(CLAIMS).len() + pending;
             if now != last {
                 changed = Some(Instant::now());
@@ -620,7 +726,7 @@ pub fn run(pods: usize, limits: ClientLimits) -> Result<ControllerFigures, Strin
         .iter()
         .filter(|r| r.method != "GET" && r.path.contains("/nodeclaims/"))
         .collect();
-    let scale_down = claim_writes.last().map_or(Duration::ZERO, |r| {
+    let wall = claim_writes.last().map_or(Duration::ZERO, |r| {
         r.at.saturating_duration_since(down_started)
     });
     let drain = match (
@@ -640,38 +746,22 @@ pub fn run(pods: usize, limits: ClientLimits) -> Result<ControllerFigures, Strin
         }
         _ => 0.0,
     };
-    let evicted_again = evictions.iter().filter(|r| r.path.contains("-r")).count();
     let disrupted = down
         .iter()
         .filter(|r| r.method == "DELETE" && r.path.contains("/nodeclaims/"))
         .map(|r| r.path.clone())
         .collect::<std::collections::HashSet<_>>()
         .len();
-    Ok(ControllerFigures {
-        limits,
-        pods,
-        nodes,
-        to_claims,
-        to_bound,
-        peak_rss: super::peak_rss_of(&pid),
-        requests_per_launched,
-        writes_per_launched,
-        requests_through_initialized,
-        writes_through_initialized,
-        launch_writes_by_kind,
-        steady_requests_per_minute,
-        steady_writes_per_minute,
-        steady_writes_by_kind,
+    Ok(ScaleDown {
         disrupted,
         requests_per_disrupted: down.len() as f64 / disrupted.max(1) as f64,
         writes_per_disrupted: writes(down) as f64 / disrupted.max(1) as f64,
-        down_writes_by_kind: writes_by_kind(down),
-        evicted_again,
-        scale_down,
+        writes_by_kind: writes_by_kind(down),
+        evicted_again: evictions.iter().filter(|r| r.path.contains("-r")).count(),
+        wall,
         drain,
         evictions: evictions.len(),
         evictions_per_second,
-        scale_up_cpu,
     })
 }
 

@@ -53,104 +53,151 @@ pub fn render(title: &str, runs: &[Run<'_>]) -> String {
         esc(title),
         esc(title)
     );
-    let compare = runs.len() == 2;
-    if compare {
-        let d = runs[0].report.difference(runs[1].report);
-        let _ = write!(
-            out,
-            "<section id=\"difference\"><h2>{} against {}</h2><pre>{}</pre></section>",
-            esc(runs[1].label),
-            esc(runs[0].label),
-            esc(&d.to_string())
-        );
-    }
-    out.push_str("<section id=\"summary\">");
+    let charts = Charts::new(runs);
+    charts.summaries(&mut out);
+    let end = charts.end;
     for r in runs {
-        let _ = write!(
-            out,
-            "<div class=\"run\"><h2>{}</h2><pre>{}</pre></div>",
-            esc(r.label),
-            esc(&r.report.summary())
-        );
-    }
-    out.push_str("</section>\n");
-    let end = runs
-        .iter()
-        .map(|r| r.report.duration_secs)
-        .max()
-        .unwrap_or(0)
-        .max(1) as f64;
-    let dash = |i: usize| compare && i == 1;
-    let named = |r: &Run<'_>, what: &str| {
-        if compare {
-            format!("{what} ({})", r.label)
-        } else {
-            what.to_string()
-        }
-    };
-    let tag = |i: usize, what: &str| {
-        if compare {
-            format!("{what} ({})", if i == 0 { "A" } else { "B" })
-        } else {
-            what.to_string()
-        }
-    };
-    if compare {
-        let _ = write!(
-            out,
-            "<p class=\"key\">A: {} (solid lines) · B: {} (dashed lines)</p>",
-            esc(runs[0].label),
-            esc(runs[1].label)
-        );
-    }
-
-    for r in runs {
-        let title = if compare {
+        let title = if charts.compare {
             format!("Nodes by instance type and capacity type — {}", r.label)
         } else {
             "Nodes by instance type and capacity type".into()
         };
         out.push_str(&stacked("nodes", &title, &node_layers(r.report), end));
     }
-
-    let mut cost = Vec::new();
-    for (i, r) in runs.iter().enumerate() {
-        let frames = &r.report.timeline;
-        cost.push(Series {
-            name: named(r, "cost $/hour"),
-            legend: tag(i, "cost $/hour"),
-            points: frames
-                .iter()
-                .map(|f| (f.at as f64, f.fleet.cost_per_hour))
-                .collect(),
-            color: PALETTE[0],
-            dashed: dash(i),
-        });
-        cost.push(Series {
-            name: named(r, "LP bound $/hour"),
-            legend: tag(i, "LP bound $/hour"),
-            points: frames
-                .iter()
-                .filter_map(|f| Some((f.at as f64, f.fleet.bound_per_hour?)))
-                .collect(),
-            color: PALETTE[2],
-            dashed: dash(i),
-        });
-    }
     out.push_str(&lines(
         "cost",
         "Cost per hour, and the LP lower bound for the running pods",
         "$/h",
-        &cost,
+        &charts.cost(),
         end,
     ));
+    out.push_str(&lines(
+        "pending",
+        "Pending pods (waiting for a node, or for theirs to be Ready)",
+        "pods",
+        &charts.per_run("pending pods", 3, &|f| f.fleet.pending as f64),
+        end,
+    ));
+    out.push_str(&lines(
+        "wait",
+        "Longest wait of a pending pod",
+        "s",
+        &charts.waits(),
+        end,
+    ));
+    out.push_str(&lines(
+        "disruptions",
+        "Nodes disrupted so far, by reason",
+        "nodes",
+        &charts.disruptions(),
+        end,
+    ));
+    out.push_str(&lines(
+        "evictions",
+        "Pods evicted so far",
+        "pods",
+        &charts.per_run("evictions", 8, &|f| f64::from(f.evictions)),
+        end,
+    ));
+    for r in runs {
+        shadows(&mut out, r, charts.compare);
+        decisions(&mut out, r, charts.compare);
+    }
+    out.push_str("</body></html>\n");
+    out
+}
 
-    let per_run = |what: &str, color: usize, value: &dyn Fn(&super::report::Frame) -> f64| {
-        runs.iter()
+/// The runs a page charts: one, or two compared (A solid, B dashed), over a common time axis.
+struct Charts<'a> {
+    runs: &'a [Run<'a>],
+    compare: bool,
+    /// The longest run's end, seconds.
+    end: f64,
+}
+
+impl<'a> Charts<'a> {
+    fn new(runs: &'a [Run<'a>]) -> Self {
+        let end = runs
+            .iter()
+            .map(|r| r.report.duration_secs)
+            .max()
+            .unwrap_or(0)
+            .max(1) as f64;
+        Charts {
+            runs,
+            compare: runs.len() == 2,
+            end,
+        }
+    }
+
+    fn dashed(&self, i: usize) -> bool {
+        self.compare && i == 1
+    }
+
+    /// A series' name, with its run's label when two are compared.
+    fn named(&self, r: &Run<'_>, what: &str) -> String {
+        if self.compare {
+            format!("{what} ({})", r.label)
+        } else {
+            what.to_string()
+        }
+    }
+
+    /// A legend entry, with A or B when two are compared.
+    fn tag(&self, i: usize, what: &str) -> String {
+        if self.compare {
+            format!("{what} ({})", if i == 0 { "A" } else { "B" })
+        } else {
+            what.to_string()
+        }
+    }
+
+    /// The difference (when compared), each run's summary, and the key to the lines.
+    fn summaries(&self, out: &mut String) {
+        let runs = self.runs;
+        if self.compare {
+            let d = runs[0].report.difference(runs[1].report);
+            let _ = write!(
+                out,
+                "<section id=\"difference\"><h2>{} against {}</h2><pre>{}</pre></section>",
+                esc(runs[1].label),
+                esc(runs[0].label),
+                esc(&d.to_string())
+            );
+        }
+        out.push_str("<section id=\"summary\">");
+        for r in runs {
+            let _ = write!(
+                out,
+                "<div class=\"run\"><h2>{}</h2><pre>{}</pre></div>",
+                esc(r.label),
+                esc(&r.report.summary())
+            );
+        }
+        out.push_str("</section>\n");
+        if self.compare {
+            let _ = write!(
+                out,
+                "<p class=\"key\">A: {} (solid lines) · B: {} (dashed lines)</p>",
+                esc(runs[0].label),
+                esc(runs[1].label)
+            );
+        }
+    }
+
+    /// One series per run of a figure each frame holds.
+    fn per_run(
+        &self,
+        what: &str,
+        color: usize,
+        value: &dyn Fn(&super::report::Frame) -> f64,
+    ) -> Vec<Series> {
+        self.runs
+            .iter()
             .enumerate()
             .map(|(i, r)| Series {
-                name: named(r, what),
-                legend: tag(i, what),
+                name: self.named(r, what),
+                legend: self.tag(i, what),
                 points: r
                     .report
                     .timeline
@@ -158,98 +205,94 @@ pub fn render(title: &str, runs: &[Run<'_>]) -> String {
                     .map(|f| (f.at as f64, value(f)))
                     .collect(),
                 color: PALETTE[color],
-                dashed: dash(i),
+                dashed: self.dashed(i),
             })
-            .collect::<Vec<_>>()
-    };
-    out.push_str(&lines(
-        "pending",
-        "Pending pods (waiting for a node, or for theirs to be Ready)",
-        "pods",
-        &per_run("pending pods", 3, &|f| f.fleet.pending as f64),
-        end,
-    ));
-    // A frame holds until the next; a waiting pod's wait grows in between, so each frame adds
-    // the wait reached just before the next one.
-    let waits: Vec<Series> = runs
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let frames = &r.report.timeline;
-            let mut points = Vec::new();
-            for (k, f) in frames.iter().enumerate() {
-                points.push((f.at as f64, f.fleet.oldest_pending_secs.unwrap_or(0) as f64));
-                if let (Some(next), Some(w)) = (frames.get(k + 1), f.fleet.oldest_pending_secs)
-                    && next.at - f.at > 1
-                {
-                    points.push(((next.at - 1) as f64, (w + next.at - 1 - f.at) as f64));
-                }
-            }
-            Series {
-                name: named(r, "longest wait"),
-                legend: tag(i, "longest wait"),
-                points,
-                color: PALETTE[4],
-                dashed: dash(i),
-            }
-        })
-        .collect();
-    out.push_str(&lines(
-        "wait",
-        "Longest wait of a pending pod",
-        "s",
-        &waits,
-        end,
-    ));
+            .collect()
+    }
 
-    let reasons: BTreeSet<&str> = runs
-        .iter()
-        .flat_map(|r| r.report.timeline.iter())
-        .flat_map(|f| f.disruptions.keys().map(String::as_str))
-        .collect();
-    let mut disrupted = Vec::new();
-    for (k, reason) in reasons.iter().enumerate() {
-        for (i, r) in runs.iter().enumerate() {
-            disrupted.push(Series {
-                name: named(r, reason),
-                legend: tag(i, reason),
-                points: r
-                    .report
-                    .timeline
-                    .iter()
-                    .map(|f| {
-                        (
-                            f.at as f64,
-                            f64::from(f.disruptions.get(*reason).copied().unwrap_or(0)),
-                        )
-                    })
-                    .collect(),
-                color: PALETTE[k % PALETTE.len()],
-                dashed: dash(i),
-            });
+    /// Cost per hour and the LP bound, per run.
+    fn cost(&self) -> Vec<Series> {
+        let mut cost = self.per_run("cost $/hour", 0, &|f| f.fleet.cost_per_hour);
+        for (i, r) in self.runs.iter().enumerate() {
+            cost.insert(
+                2 * i + 1,
+                Series {
+                    name: self.named(r, "LP bound $/hour"),
+                    legend: self.tag(i, "LP bound $/hour"),
+                    points: r
+                        .report
+                        .timeline
+                        .iter()
+                        .filter_map(|f| Some((f.at as f64, f.fleet.bound_per_hour?)))
+                        .collect(),
+                    color: PALETTE[2],
+                    dashed: self.dashed(i),
+                },
+            );
         }
+        cost
     }
-    out.push_str(&lines(
-        "disruptions",
-        "Nodes disrupted so far, by reason",
-        "nodes",
-        &disrupted,
-        end,
-    ));
-    out.push_str(&lines(
-        "evictions",
-        "Pods evicted so far",
-        "pods",
-        &per_run("evictions", 8, &|f| f64::from(f.evictions)),
-        end,
-    ));
 
-    for r in runs {
-        shadows(&mut out, r, compare);
-        decisions(&mut out, r, compare);
+    /// The longest wait, per run. A frame holds until the next; a waiting pod's wait grows in
+    /// between, so each frame adds the wait reached just before the next one.
+    fn waits(&self) -> Vec<Series> {
+        self.runs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let frames = &r.report.timeline;
+                let mut points = Vec::new();
+                for (k, f) in frames.iter().enumerate() {
+                    points.push((f.at as f64, f.fleet.oldest_pending_secs.unwrap_or(0) as f64));
+                    if let (Some(next), Some(w)) = (frames.get(k + 1), f.fleet.oldest_pending_secs)
+                        && next.at - f.at > 1
+                    {
+                        points.push(((next.at - 1) as f64, (w + next.at - 1 - f.at) as f64));
+                    }
+                }
+                Series {
+                    name: self.named(r, "longest wait"),
+                    legend: self.tag(i, "longest wait"),
+                    points,
+                    color: PALETTE[4],
+                    dashed: self.dashed(i),
+                }
+            })
+            .collect()
     }
-    out.push_str("</body></html>\n");
-    out
+
+    /// Nodes disrupted so far, per reason and run.
+    fn disruptions(&self) -> Vec<Series> {
+        let reasons: BTreeSet<&str> = self
+            .runs
+            .iter()
+            .flat_map(|r| r.report.timeline.iter())
+            .flat_map(|f| f.disruptions.keys().map(String::as_str))
+            .collect();
+        let mut out = Vec::new();
+        for (k, reason) in reasons.iter().enumerate() {
+            for (i, r) in self.runs.iter().enumerate() {
+                out.push(Series {
+                    name: self.named(r, reason),
+                    legend: self.tag(i, reason),
+                    points: r
+                        .report
+                        .timeline
+                        .iter()
+                        .map(|f| {
+                            (
+                                f.at as f64,
+                                f64::from(f.disruptions.get(*reason).copied().unwrap_or(0)),
+                            )
+                        })
+                        .collect(),
+                    color: PALETTE[k % PALETTE.len()],
+                    dashed: self.dashed(i),
+                });
+            }
+        }
+        out
+    }
 }
 
 /// Per (instance type, capacity type), the node count over time.
