@@ -168,30 +168,7 @@ impl FleetView {
         for n in cluster.nodes.values() {
             let pool = cluster.pool_index(&n.instance.node_pool);
             let pods = by_node.get(n.name.as_str()).map_or(&[][..], Vec::as_slice);
-            let overhead = pool.map_or(zero(), |i| cluster.pools[i].spec.daemonset_overhead);
-            let requested = pods.iter().fold(overhead, |r, p| add(&r, &p.spec.requests));
-            let allocatable = its.types.get(n.type_index as usize).map_or(zero(), |t| {
-                pool.map_or(t.allocatable, |i| cluster.pools[i].spec.allocatable(t))
-            });
-            let offer = &n.instance.offer;
-            let view = NodeView {
-                name: n.name.clone(),
-                node_pool: n.instance.node_pool.clone(),
-                instance_type: offer.instance_type.clone(),
-                capacity_type: capacity_type_label(offer.capacity_type),
-                zone: offer.zone.clone(),
-                age_secs: (now - n.launched_at).max(0),
-                ready: n.ready_at.is_some(),
-                requested,
-                allocatable,
-                pods: pods.len(),
-                price: offer.price,
-                disrupting: n.deletion.as_ref().map(|d| Disrupting {
-                    reason: d.reason.map_or("deleted", reason_label),
-                    policy: d.policy.clone(),
-                    since_secs: (now - d.since).max(0),
-                }),
-            };
+            let view = NodeView::of(n, pods, cluster, its, now);
             if !view.ready {
                 in_flight.push(ClaimView {
                     name: n.name.clone(),
@@ -259,7 +236,47 @@ impl FleetView {
             shadows: Vec::new(),
         }
     }
+}
 
+impl NodeView {
+    /// A node with its pods (bound or nominated), its pool's DaemonSet overhead and the room its
+    /// pool's settings give it.
+    fn of(
+        n: &crate::cluster::Node,
+        pods: &[&crate::cluster::Pod],
+        cluster: &Cluster,
+        its: &InstanceTypes,
+        now: i64,
+    ) -> NodeView {
+        let pool = cluster.pool_index(&n.instance.node_pool);
+        let overhead = pool.map_or(zero(), |i| cluster.pools[i].spec.daemonset_overhead);
+        let requested = pods.iter().fold(overhead, |r, p| add(&r, &p.spec.requests));
+        let allocatable = its.types.get(n.type_index as usize).map_or(zero(), |t| {
+            pool.map_or(t.allocatable, |i| cluster.pools[i].spec.allocatable(t))
+        });
+        let offer = &n.instance.offer;
+        NodeView {
+            name: n.name.clone(),
+            node_pool: n.instance.node_pool.clone(),
+            instance_type: offer.instance_type.clone(),
+            capacity_type: capacity_type_label(offer.capacity_type),
+            zone: offer.zone.clone(),
+            age_secs: (now - n.launched_at).max(0),
+            ready: n.ready_at.is_some(),
+            requested,
+            allocatable,
+            pods: pods.len(),
+            price: offer.price,
+            disrupting: n.deletion.as_ref().map(|d| Disrupting {
+                reason: d.reason.map_or("deleted", reason_label),
+                policy: d.policy.clone(),
+                since_secs: (now - d.since).max(0),
+            }),
+        }
+    }
+}
+
+impl FleetView {
     /// The same fleet `secs` later with nothing changed: every age grows (a replay between two
     /// recorded moments).
     pub fn later(&self, secs: i64) -> FleetView {

@@ -49,39 +49,8 @@ pub fn node_settings(
         };
         out.max_pods = positive("maxPods", k.max_pods)?;
         out.pods_per_core = positive("podsPerCore", k.pods_per_core)?;
-        let reserved = |field: &str,
-                        map: &BTreeMap<String, String>|
-         -> Result<Reserved, ConvertError> {
-            let mut r = Reserved::default();
-            for (key, value) in map {
-                let at = || format!("spec.kubelet.{field}.{key}");
-                match key.as_str() {
-                    "cpu" => {
-                        r.cpu_millis = Some(
-                            quantity::cpu_millis(value).map_err(|e| err(at(), e.to_string()))?,
-                        )
-                    }
-                    "memory" => {
-                        r.memory_bytes =
-                            Some(quantity::bytes(value).map_err(|e| err(at(), e.to_string()))?)
-                    }
-                    "ephemeral-storage" => {
-                        r.ephemeral_storage_bytes =
-                            Some(quantity::bytes(value).map_err(|e| err(at(), e.to_string()))?)
-                    }
-                    "pid" => {}
-                    _ => {
-                        return Err(err(
-                            at(),
-                            "kubelet reserves only cpu, memory, ephemeral-storage and pid".into(),
-                        ));
-                    }
-                }
-            }
-            Ok(r)
-        };
-        out.kube_reserved = reserved("kubeReserved", &k.kube_reserved)?;
-        out.system_reserved = reserved("systemReserved", &k.system_reserved)?;
+        out.kube_reserved = kubelet_reserved(name, "kubeReserved", &k.kube_reserved)?;
+        out.system_reserved = kubelet_reserved(name, "systemReserved", &k.system_reserved)?;
         for (i, (field, map)) in [
             ("evictionHard", &k.eviction_hard),
             ("evictionSoft", &k.eviction_soft),
@@ -91,19 +60,7 @@ pub fn node_settings(
         {
             for (key, value) in map {
                 let at = format!("spec.kubelet.{field}.{key}");
-                let threshold = match value.strip_suffix('%') {
-                    Some(p) => Threshold::Percent(
-                        p.parse::<f64>()
-                            .ok()
-                            .filter(|p| (0.0..=100.0).contains(p))
-                            .ok_or_else(|| {
-                                err(at.clone(), format!("{value:?} is not a percentage"))
-                            })?,
-                    ),
-                    None => Threshold::Bytes(
-                        quantity::bytes(value).map_err(|e| err(at.clone(), e.to_string()))?,
-                    ),
-                };
+                let threshold = eviction_threshold(value).map_err(|m| err(at, m))?;
                 match key.as_str() {
                     "memory.available" => out.eviction_memory[i] = Some(threshold),
                     "nodefs.available" => out.eviction_nodefs[i] = Some(threshold),
@@ -139,6 +96,57 @@ pub fn node_settings(
         })?);
     }
     Ok(out)
+}
+
+/// `kubeReserved` or `systemReserved` of an EC2NodeClass named `name`: kubelet reserves only
+/// cpu, memory, ephemeral-storage and pid.
+fn kubelet_reserved(
+    name: &str,
+    field: &str,
+    map: &BTreeMap<String, String>,
+) -> Result<Reserved, ConvertError> {
+    let mut r = Reserved::default();
+    for (key, value) in map {
+        let err = |message: String| ConvertError {
+            object: format!("EC2NodeClass/{name}"),
+            field: format!("spec.kubelet.{field}.{key}"),
+            message,
+        };
+        match key.as_str() {
+            "cpu" => {
+                r.cpu_millis = Some(quantity::cpu_millis(value).map_err(|e| err(e.to_string()))?)
+            }
+            "memory" => {
+                r.memory_bytes = Some(quantity::bytes(value).map_err(|e| err(e.to_string()))?)
+            }
+            "ephemeral-storage" => {
+                r.ephemeral_storage_bytes =
+                    Some(quantity::bytes(value).map_err(|e| err(e.to_string()))?)
+            }
+            "pid" => {}
+            _ => {
+                return Err(err(
+                    "kubelet reserves only cpu, memory, ephemeral-storage and pid".into(),
+                ));
+            }
+        }
+    }
+    Ok(r)
+}
+
+/// An eviction threshold: a percentage (0–100) or a quantity.
+fn eviction_threshold(value: &str) -> Result<Threshold, String> {
+    match value.strip_suffix('%') {
+        Some(p) => p
+            .parse::<f64>()
+            .ok()
+            .filter(|p| (0.0..=100.0).contains(p))
+            .map(Threshold::Percent)
+            .ok_or_else(|| format!("{value:?} is not a percentage")),
+        None => quantity::bytes(value)
+            .map(Threshold::Bytes)
+            .map_err(|e| e.to_string()),
+    }
 }
 
 /// A NodePool resource as the simulation sees it. `daemonset_overhead` and `in_use` come from

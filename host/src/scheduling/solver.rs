@@ -18,6 +18,7 @@
 mod claims;
 mod cursor;
 mod diversity;
+mod preferences;
 mod sizing;
 mod topology;
 
@@ -36,6 +37,7 @@ use crate::capacity::{CapacityType, LaunchOption, Resources};
 use cursor::{Cursor, lasting};
 pub use diversity::SPOT_POOL_SHARE;
 use diversity::SpotPools;
+use preferences::{prefers, relaxations, strict, with_volume_topology};
 
 /// How much dearer than the 10th-percentile value a type's capacity may be before a claim
 /// avoids growing into it.
@@ -345,31 +347,6 @@ impl Selectors {
             .filter(move |(_, (n, s))| n == ns && s.matches(labels))
             .map(|(i, _)| i as u32)
     }
-}
-
-/// Preferences (preferred node affinity, ScheduleAnyway spread) are first held like
-/// requirements; a pod that cannot be placed so is placed again without them.
-fn prefers(p: &PendingPod) -> bool {
-    !p.preferred.is_empty() || !p.soft_spread.is_empty()
-}
-
-/// What to try when a pod with preferences does not fit, in order, last first (they are
-/// popped): its preferred node affinity terms dropped one at a time, lowest weight first, then
-/// its ScheduleAnyway spreads one at a time, last written first, down to the pod with none — the
-/// most important preferences are kept longest.
-fn relaxations(p: &PendingPod, selectors: &mut Selectors) -> Vec<(PendingPod, Vec<Term>)> {
-    if !prefers(p) {
-        return Vec::new();
-    }
-    let mut stages = Vec::new();
-    let mut q = p.clone();
-    while q.preferred.pop().is_some() || q.soft_spread.pop().is_some() {
-        let s = strict(&q);
-        let t = selectors.terms(&s);
-        stages.push((s, t));
-    }
-    stages.reverse();
-    stages
 }
 
 /// Per pool: limit headroom (cpu millis, memory bytes) after what it already uses.
@@ -786,43 +763,6 @@ impl std::hash::Hasher for FastHasher {
     fn write_usize(&mut self, n: usize) {
         self.write_u64(n as u64);
     }
-}
-
-/// A pod with the topology of its volumes joined to its node terms.
-fn with_volume_topology(p: &PendingPod) -> PendingPod {
-    let mut q = p.clone();
-    if let Some(v) = q.volume_requirements.take() {
-        q.node_terms = if p.node_terms.is_empty() {
-            vec![v]
-        } else {
-            p.node_terms.iter().map(|t| t.intersection(&v)).collect()
-        };
-    }
-    q
-}
-
-/// A pod with its preferences as requirements: the preferred terms joined to every required
-/// term, `ScheduleAnyway` spread held like `DoNotSchedule`.
-fn strict(p: &PendingPod) -> PendingPod {
-    let mut s = p.clone();
-    if !p.preferred.is_empty() {
-        let preferred = p
-            .preferred
-            .iter()
-            .fold(Requirements::default(), |a, r| a.intersection(r));
-        s.node_terms = if p.node_terms.is_empty() {
-            vec![preferred]
-        } else {
-            p.node_terms
-                .iter()
-                .map(|t| t.intersection(&preferred))
-                .collect()
-        };
-    }
-    s.spread.extend(p.soft_spread.iter().cloned());
-    s.preferred.clear();
-    s.soft_spread.clear();
-    s
 }
 
 fn namespace(name: &str) -> &str {
