@@ -43,6 +43,10 @@ pub struct Report {
     pub timeline: Vec<Frame>,
     pub duration_secs: i64,
     pub launched: u32,
+    /// Pods kube-scheduler bound while the controller's nomination held, and how many of them
+    /// it bound elsewhere than nominated (it never reads nominations).
+    pub nominated_binds: u32,
+    pub off_plan_binds: u32,
     /// Nodes disrupted, by reason.
     pub disruptions: BTreeMap<String, u32>,
     pub evictions: u32,
@@ -196,6 +200,13 @@ impl Report {
             "nodes launched: {}; disrupted: {disruptions}; pods evicted: {}",
             self.launched, self.evictions
         );
+        if self.nominated_binds > 0 {
+            let _ = writeln!(
+                out,
+                "kube-scheduler bound {} of {} nominated pods elsewhere than planned",
+                self.off_plan_binds, self.nominated_binds
+            );
+        }
         for (pod, reason) in &self.still_pending {
             let _ = writeln!(out, "pending {pod}: {reason}");
         }

@@ -410,6 +410,7 @@ impl World {
         if cache.nodes.is_empty() {
             return;
         }
+        let mut bound = false;
         for name in queue {
             let Some(pod) = self.cluster.pods.get(&name) else {
                 continue;
@@ -418,9 +419,14 @@ impl World {
                 cache.place(&pod.spec, i, false);
                 let node = cache.nodes[i].name.clone();
                 self.bind(&name, &node);
+                bound = true;
             }
         }
         self.next_start = cache.next_start;
+        if bound {
+            // Disruption looks again at nodes whose pods changed.
+            self.dirty();
+        }
     }
 
     /// The binding: the pod is on the node and its kubelet starts it at once; a volume that
@@ -428,7 +434,11 @@ impl World {
     /// reads the scheduler's selected node).
     fn bind(&mut self, pod: &str, node: &str) {
         let t = self.now();
-        self.nominations.remove(pod);
+        if self.nominations.remove(pod).is_some() {
+            let planned = self.cluster.pods.get(pod).and_then(|p| p.node.as_deref());
+            self.report.nominated_binds += 1;
+            self.report.off_plan_binds += u32::from(planned != Some(node));
+        }
         let zone = self.cluster.nodes.get(node).and_then(|n| {
             n.labels
                 .iter()
@@ -453,7 +463,6 @@ impl World {
         {
             self.resolve_volumes();
         }
-        self.dirty();
     }
 }
 
@@ -599,6 +608,11 @@ mod tests {
         };
         assert_eq!((on("a"), on("b")), (2, 2));
         assert!(w.nominations.is_empty(), "a bound pod's nomination is over");
+        assert_eq!(
+            (w.report.nominated_binds, w.report.off_plan_binds),
+            (4, 2),
+            "two of the four went elsewhere than planned"
+        );
     }
 
     #[test]
