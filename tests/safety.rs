@@ -655,7 +655,15 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
                     .cluster
                     .pods
                     .values()
-                    .filter(|p| p.node.is_none() && m.now - p.created_at > 1800)
+                    // Unbound, and not waiting on a node still booting (a pod nominated to a
+                    // Ready node that kube-scheduler did not bind there waits all the same).
+                    .filter(|p| {
+                        p.running_since.is_none()
+                            && m.now - p.created_at > 1800
+                            && p.node.as_ref().is_none_or(|n| {
+                                m.cluster.nodes.get(n).is_none_or(|n| n.ready_at.is_some())
+                            })
+                    })
                     .map(|p| p.spec.clone())
                     .collect();
                 let (existing, _) = m.cluster.schedulable_nodes(m.its, |_| false);

@@ -9,6 +9,7 @@
 mod apply;
 pub mod decisions;
 pub mod html;
+mod kubelet;
 mod pdb;
 mod queue;
 pub mod report;
@@ -396,7 +397,15 @@ impl Sim {
         let mut world = World::new(opts);
         world.kubelet = entries
             .iter()
-            .map(|e| (e.name.clone(), (e.allocatable, e.vcpus)))
+            .map(|e| {
+                let machine = kubelet::Machine {
+                    vcpus: e.vcpus,
+                    memory_mib: e.memory_mib,
+                    gpus: e.allocatable.gpus,
+                    eni_pods: e.allocatable.pods,
+                };
+                (e.name.clone(), machine)
+            })
             .collect();
         Ok(Sim {
             controller: Controller::new(settings, ctx, opts.start),
@@ -476,9 +485,9 @@ struct World {
     stopping: BTreeMap<String, Stopping>,
     /// How long a pod takes to stop once asked (its preStop sleep), by workload or bare pod.
     stop_seconds: BTreeMap<String, i64>,
-    /// What kubelet reports on a node of each instance type: allocatable with the AMI's
-    /// defaults, and the vCPUs (for `podsPerCore`).
-    kubelet: HashMap<String, (crate::capacity::Resources, u32)>,
+    /// The machine of each instance type, as EC2 describes it: what kubelet computes a node's
+    /// allocatable from.
+    kubelet: HashMap<String, kubelet::Machine>,
     /// The controller's nominations the snapshot shows (pod → until when it holds, as the
     /// kube port remembers them): what a restarted controller has lost.
     nominations: BTreeMap<String, i64>,
@@ -668,13 +677,16 @@ impl Sim {
             .cluster
             .pods
             .values()
-            .filter(|p| p.node.is_none())
+            .filter(|p| p.running_since.is_none())
             .map(|p| {
-                let reason = self
-                    .controller
-                    .unschedulable_reason(&p.spec.name)
-                    .unwrap_or("waiting for a provisioning batch")
-                    .to_string();
+                let reason = match &p.node {
+                    Some(node) => format!("nominated to {node}, not bound by kube-scheduler"),
+                    None => self
+                        .controller
+                        .unschedulable_reason(&p.spec.name)
+                        .unwrap_or("waiting for a provisioning batch")
+                        .to_string(),
+                };
                 (p.spec.name.clone(), reason)
             })
             .collect();

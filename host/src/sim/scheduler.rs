@@ -8,11 +8,12 @@
 //! `pkg/scheduler/framework/plugins/…`). What it does not play: preemption, the soft rules'
 //! scores (preferred affinity, `ScheduleAnyway` spread, image locality), ties broken at random
 //! (here: the first node examined; nodes in name order, not zone by zone), and pods it reads in
-//! the model's parsed form.
+//! the model's parsed form (node terms are matched with the model's requirement sets).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::World;
+use super::kubelet;
 use crate::capacity::Resources;
 use crate::cluster::Pod;
 use crate::scheduling::PendingPod;
@@ -21,25 +22,20 @@ use crate::scheduling::model::{AffinityTerm, LabelSelector, TaintEffect, Topolog
 /// A registered node as the scheduler's cache holds it.
 struct NodeInfo {
     name: String,
-    zone: Option<String>,
+    /// Index into [`Cache::zones`].
+    zone: Option<usize>,
     labels: Vec<(String, String)>,
     taints: Vec<crate::scheduling::model::Taint>,
     /// `status.allocatable`, as its kubelet reported it.
     allocatable: Resources,
     /// Requests of every pod on it: bound, still terminating, and its DaemonSets' pods.
     requested: Resources,
+    /// CPU millis and memory bytes as scoring counts them: a pod that requests none counts
+    /// 100m and 200 MiB (`NonZeroRequested`, pkg/scheduler/util/pod_resources.go).
+    scored: (u64, u64),
     /// Whether it is Ready: a NotReady node carries `node.kubernetes.io/not-ready:NoSchedule`
     /// (the node lifecycle controller's TaintNodesByCondition), which no pod here tolerates.
     ready: bool,
-}
-
-impl NodeInfo {
-    fn domain(&self, key: TopologyKey) -> Option<&str> {
-        match key {
-            TopologyKey::Hostname => Some(&self.name),
-            TopologyKey::Zone => self.zone.as_deref(),
-        }
-    }
 }
 
 /// A pod that holds a place in the cache: where it is and what topology rules it brings.
@@ -56,34 +52,47 @@ fn namespace(pod: &str) -> &str {
     pod.split_once('/').map_or("default", |(ns, _)| ns)
 }
 
+/// Which pods a count is of: a namespace, selectors they all match, terminating ones or not.
+type CountKey = (String, Vec<LabelSelector>, bool);
+
 /// The scheduler's view for one pass: nodes, the pods on them, and the anti-affinity terms those
 /// pods bring (InterPodAffinity checks an incoming pod against them too).
 struct Cache {
     nodes: Vec<NodeInfo>,
+    zones: Vec<String>,
     placed: Vec<Placed>,
     /// Existing pods' required anti-affinity: (namespace, term) → the nodes of the pods with it.
-    anti: HashMap<(String, AffinityTerm), Vec<usize>>,
-    /// Per-node counts of the pods a selector picks, by (namespace, selector, with terminating).
-    counted: HashMap<(String, Vec<LabelSelector>, bool), Vec<u32>>,
+    anti: HashMap<(String, AffinityTerm), HashSet<usize>>,
+    /// Per-node counts of the pods a [`CountKey`] picks, kept for the pass.
+    counted: HashMap<CountKey, Vec<u32>>,
     /// Where the next pod's search for feasible nodes starts.
     next_start: usize,
 }
 
 impl Cache {
-    /// Pods of `namespace` that every one of `selectors` selects, per node; terminating ones too when
-    /// `terminating`. Kept for the pass and updated as pods are placed.
-    fn counts(
-        &mut self,
-        namespace: &str,
-        selectors: &[LabelSelector],
-        terminating: bool,
-    ) -> &[u32] {
-        let key = (namespace.to_string(), selectors.to_vec(), terminating);
+    /// A node's topology domain under `key`, as an index (a node for hostname, a zone).
+    fn domain(&self, node: usize, key: TopologyKey) -> Option<usize> {
+        match key {
+            TopologyKey::Hostname => Some(node),
+            TopologyKey::Zone => self.nodes[node].zone,
+        }
+    }
+
+    fn domains(&self, key: TopologyKey) -> usize {
+        match key {
+            TopologyKey::Hostname => self.nodes.len(),
+            TopologyKey::Zone => self.zones.len(),
+        }
+    }
+
+    /// Per node, the pods a key picks (computed once a pass, then kept as pods are placed).
+    fn counts(&mut self, key: CountKey) -> &[u32] {
         if !self.counted.contains_key(&key) {
+            let (ns, selectors, terminating) = &key;
             let mut out = vec![0; self.nodes.len()];
             for p in &self.placed {
-                if (terminating || !p.terminating)
-                    && p.namespace == namespace
+                if (*terminating || !p.terminating)
+                    && p.namespace == *ns
                     && selectors.iter().all(|s| s.matches(&p.labels))
                 {
                     out[p.node] += 1;
@@ -94,23 +103,25 @@ impl Cache {
         &self.counted[&key]
     }
 
-    /// Per topology domain, the sum of `per_node` over the nodes `eligible` keeps.
+    /// Per domain under `key`, the sum of `per_node` over the nodes `eligible` keeps, and
+    /// which domains such a node is in.
     fn by_domain(
         &self,
         key: TopologyKey,
         per_node: &[u32],
         eligible: impl Fn(&NodeInfo) -> bool,
-    ) -> HashMap<String, u32> {
-        let mut out: HashMap<String, u32> = HashMap::new();
+    ) -> (Vec<u32>, Vec<bool>) {
+        let mut counts = vec![0; self.domains(key)];
+        let mut present = vec![false; counts.len()];
         for (i, n) in self.nodes.iter().enumerate() {
-            if !eligible(n) {
-                continue;
-            }
-            if let Some(d) = n.domain(key) {
-                *out.entry(d.to_string()).or_default() += per_node[i];
+            if let Some(d) = self.domain(i, key)
+                && eligible(n)
+            {
+                counts[d] += per_node[i];
+                present[d] = true;
             }
         }
-        out
+        (counts, present)
     }
 
     /// A pod takes its place on `node`: its requests, the counts kept so far, and the
@@ -120,6 +131,8 @@ impl Cache {
         let pods = n.requested.pods + 1;
         n.requested = crate::scheduling::model::add(&n.requested, &pod.requests);
         n.requested.pods = pods;
+        let (cpu, memory) = nonzero(&pod.requests);
+        n.scored = (n.scored.0 + cpu, n.scored.1 + memory);
         let ns = namespace(&pod.name).to_string();
         for ((cns, selectors, with_terminating), per_node) in &mut self.counted {
             if *cns == ns
@@ -133,7 +146,7 @@ impl Cache {
             self.anti
                 .entry((ns.clone(), t.clone()))
                 .or_default()
-                .push(node);
+                .insert(node);
         }
         self.placed.push(Placed {
             namespace: ns,
@@ -144,21 +157,38 @@ impl Cache {
     }
 }
 
-/// Whether `labels` satisfy the pod's `nodeSelector` and required node affinity (NodeAffinity:
-/// any one term) and its volumes' node affinity (VolumeBinding, VolumeZone).
-fn node_affinity_allows(pod: &PendingPod, labels: &[(String, String)]) -> bool {
-    let get = |k: &str| {
+/// A pod's CPU and memory as scoring counts them (`NonZeroRequested`).
+fn nonzero(r: &Resources) -> (u64, u64) {
+    let cpu = if r.cpu_millis == 0 { 100 } else { r.cpu_millis };
+    let memory = if r.memory_bytes == 0 {
+        200 << 20
+    } else {
+        r.memory_bytes
+    };
+    (cpu, memory)
+}
+
+/// A label lookup over a node's labels.
+fn label<'a>(labels: &'a [(String, String)]) -> impl Fn(&str) -> Option<&'a str> {
+    move |k: &str| {
         labels
             .iter()
             .find(|(lk, _)| lk == k)
             .map(|(_, v)| v.as_str())
-    };
-    let terms = pod.node_terms.is_empty() || pod.node_terms.iter().any(|t| t.matches(get));
-    terms
-        && pod
-            .volume_requirements
-            .as_ref()
-            .is_none_or(|r| r.matches(get))
+    }
+}
+
+/// NodeAffinity's filter: `labels` satisfy the pod's `nodeSelector` and required node affinity
+/// (any one term).
+fn node_terms_allow(pod: &PendingPod, labels: &[(String, String)]) -> bool {
+    pod.node_terms.is_empty() || pod.node_terms.iter().any(|t| t.matches(label(labels)))
+}
+
+/// VolumeBinding and VolumeZone: the node is where the pod's volumes can be used.
+fn volumes_allow(pod: &PendingPod, labels: &[(String, String)]) -> bool {
+    pod.volume_requirements
+        .as_ref()
+        .is_none_or(|r| r.matches(label(labels)))
 }
 
 /// TaintToleration's filter: every `NoSchedule` and `NoExecute` taint is tolerated
@@ -191,14 +221,9 @@ fn score(pod: &Resources, node: &NodeInfo) -> f64 {
             (req as f64 / alloc as f64).min(1.0)
         }
     };
-    let cpu = share(
-        node.requested.cpu_millis + pod.cpu_millis,
-        node.allocatable.cpu_millis,
-    );
-    let mem = share(
-        node.requested.memory_bytes + pod.memory_bytes,
-        node.allocatable.memory_bytes,
-    );
+    let (cpu, memory) = nonzero(pod);
+    let cpu = share(node.scored.0 + cpu, node.allocatable.cpu_millis);
+    let mem = share(node.scored.1 + memory, node.allocatable.memory_bytes);
     // least_allocated.go: (allocatable − requested) × 100 / allocatable, averaged by weight.
     let least = ((1.0 - cpu) + (1.0 - mem)) * 100.0 / 2.0;
     // balanced_allocation.go: (1 − standard deviation of the shares) × 100.
@@ -206,122 +231,144 @@ fn score(pod: &Resources, node: &NodeInfo) -> f64 {
     least + balanced
 }
 
-/// PodTopologySpread's filter for every `DoNotSchedule` constraint: placing the pod on a node
+/// PodTopologySpread's filter for one `DoNotSchedule` constraint: placing the pod on a node
 /// must leave its domain no more than `maxSkew` above the emptiest eligible domain. Eligible
 /// nodes are those the pod's node affinity allows (`nodeAffinityPolicy: Honor`), taints or not
-/// (`nodeTaintsPolicy: Ignore`); terminating pods do not count.
-fn spread_allows(cache: &mut Cache, pod: &PendingPod, candidates: &mut [bool]) {
-    let ns = namespace(&pod.name);
-    for c in &pod.spread {
-        let per_node = cache
-            .counts(ns, std::slice::from_ref(&c.selector), false)
-            .to_vec();
-        let domains = cache.by_domain(c.key, &per_node, |n| node_affinity_allows(pod, &n.labels));
-        let Some(&min) = domains.values().min() else {
-            continue;
+/// (`nodeTaintsPolicy: Ignore`); terminating pods do not count. A node outside every eligible
+/// domain, or a constraint with no domain at all, refuses the pod.
+struct Spread {
+    key: TopologyKey,
+    max_skew: u32,
+    own: u32,
+    counts: Vec<u32>,
+    present: Vec<bool>,
+    min: Option<u32>,
+}
+
+impl Spread {
+    fn of(cache: &mut Cache, pod: &PendingPod) -> Vec<Spread> {
+        let ns = namespace(&pod.name).to_string();
+        pod.spread
+            .iter()
+            .map(|c| {
+                cache.counts((ns.clone(), vec![c.selector.clone()], false));
+                let per_node = &cache.counted[&(ns.clone(), vec![c.selector.clone()], false)];
+                let (counts, present) =
+                    cache.by_domain(c.key, per_node, |n| node_terms_allow(pod, &n.labels));
+                let min = counts
+                    .iter()
+                    .zip(&present)
+                    .filter(|(_, p)| **p)
+                    .map(|(c, _)| *c)
+                    .min();
+                Spread {
+                    key: c.key,
+                    max_skew: c.max_skew,
+                    own: u32::from(c.selector.matches(&pod.labels)),
+                    counts,
+                    present,
+                    min,
+                }
+            })
+            .collect()
+    }
+
+    fn allows(&self, cache: &Cache, node: usize) -> bool {
+        let (Some(min), Some(d)) = (self.min, cache.domain(node, self.key)) else {
+            return false;
         };
-        let own = u32::from(c.selector.matches(&pod.labels));
-        for (i, n) in cache.nodes.iter().enumerate() {
-            if !candidates[i] {
-                continue;
-            }
-            let count = n.domain(c.key).and_then(|d| domains.get(d).copied());
-            candidates[i] = match count {
-                Some(count) => count + own <= min + c.max_skew,
-                // A node without the key, or one the pod's affinity excludes: not a domain.
-                None => false,
-            };
-        }
+        self.present[d] && self.counts[d] + self.own <= min + self.max_skew
     }
 }
 
 /// InterPodAffinity's filter. Required affinity: a pod that every term selects runs in the
 /// node's domain of each term — or no such pod runs anywhere and the pod matches its own terms,
-/// so the first of a group can start. Required anti-affinity, both ways: no pod the incoming
-/// pod's term selects is in the node's domain, and no pod there has a term that selects the
-/// incoming one. Terms look in the pod's own namespace; terminating pods count.
-fn affinity_allows(cache: &mut Cache, pod: &PendingPod, candidates: &mut [bool]) {
-    let ns = namespace(&pod.name);
-    let all = |_: &NodeInfo| true;
-    if !pod.affinity.is_empty() {
-        let selectors: Vec<LabelSelector> =
-            pod.affinity.iter().map(|t| t.selector.clone()).collect();
-        let per_node = cache.counts(ns, &selectors, true).to_vec();
-        let first_of_group =
-            per_node.iter().all(|&c| c == 0) && selectors.iter().all(|s| s.matches(&pod.labels));
-        if !first_of_group {
-            for t in &pod.affinity {
-                let domains = cache.by_domain(t.key, &per_node, all);
-                for (i, n) in cache.nodes.iter().enumerate() {
-                    candidates[i] &= n
-                        .domain(t.key)
-                        .is_some_and(|d| domains.get(d).is_some_and(|&c| c > 0));
+/// so the first of a group can start (on a node with each term's key). Required anti-affinity,
+/// both ways: no pod the incoming pod's term selects is in the node's domain, and no pod there
+/// has a term that selects the incoming one. Terms look in the pod's own namespace; terminating
+/// pods count.
+#[derive(Default)]
+struct Affinity {
+    /// Per required term: its key and the domains where a pod matching every term runs; `None`
+    /// for the first of a group.
+    required: Option<Vec<(TopologyKey, Vec<u32>)>>,
+    keys: Vec<TopologyKey>,
+    anti: Vec<(TopologyKey, Vec<u32>)>,
+    /// Domains an existing pod's anti-affinity keeps this pod out of.
+    forbidden: HashSet<(TopologyKey, usize)>,
+}
+
+impl Affinity {
+    fn of(cache: &mut Cache, pod: &PendingPod) -> Affinity {
+        let ns = namespace(&pod.name).to_string();
+        let mut out = Affinity {
+            keys: pod.affinity.iter().map(|t| t.key).collect(),
+            ..Default::default()
+        };
+        if !pod.affinity.is_empty() {
+            let selectors: Vec<LabelSelector> =
+                pod.affinity.iter().map(|t| t.selector.clone()).collect();
+            let key = (ns.clone(), selectors.clone(), true);
+            cache.counts(key.clone());
+            let per_node = &cache.counted[&key];
+            let first = per_node.iter().all(|&c| c == 0)
+                && selectors.iter().all(|s| s.matches(&pod.labels));
+            if !first {
+                out.required = Some(
+                    pod.affinity
+                        .iter()
+                        .map(|t| (t.key, cache.by_domain(t.key, per_node, |_| true).0))
+                        .collect(),
+                );
+            }
+        }
+        for t in &pod.anti_affinity {
+            let key = (ns.clone(), vec![t.selector.clone()], true);
+            cache.counts(key.clone());
+            let per_node = &cache.counted[&key];
+            out.anti
+                .push((t.key, cache.by_domain(t.key, per_node, |_| true).0));
+        }
+        for ((term_ns, term), nodes) in &cache.anti {
+            if *term_ns != ns || !term.selector.matches(&pod.labels) {
+                continue;
+            }
+            for &at in nodes {
+                if let Some(d) = cache.domain(at, term.key) {
+                    out.forbidden.insert((term.key, d));
                 }
             }
         }
+        out
     }
-    for t in &pod.anti_affinity {
-        let per_node = cache
-            .counts(ns, std::slice::from_ref(&t.selector), true)
-            .to_vec();
-        let domains = cache.by_domain(t.key, &per_node, all);
-        for (i, n) in cache.nodes.iter().enumerate() {
-            candidates[i] &= n
-                .domain(t.key)
-                .is_none_or(|d| domains.get(d).is_none_or(|&c| c == 0));
+
+    fn allows(&self, cache: &Cache, node: usize) -> bool {
+        if !self.keys.iter().all(|&k| cache.domain(node, k).is_some()) {
+            return false;
         }
-    }
-    // Existing pods' anti-affinity: the domains where a pod whose term selects this one runs.
-    let mut forbidden: std::collections::HashSet<(TopologyKey, &str)> = Default::default();
-    for ((term_ns, term), nodes) in &cache.anti {
-        if term_ns != ns || !term.selector.matches(&pod.labels) {
-            continue;
+        if let Some(required) = &self.required
+            && !required
+                .iter()
+                .all(|(k, counts)| cache.domain(node, *k).is_some_and(|d| counts[d] > 0))
+        {
+            return false;
         }
-        for &at in nodes {
-            if let Some(d) = cache.nodes[at].domain(term.key) {
-                forbidden.insert((term.key, d));
-            }
-        }
-    }
-    if !forbidden.is_empty() {
-        for (i, n) in cache.nodes.iter().enumerate() {
-            candidates[i] &= [TopologyKey::Hostname, TopologyKey::Zone]
+        let anti_ok = self
+            .anti
+            .iter()
+            .all(|(k, counts)| cache.domain(node, *k).is_none_or(|d| counts[d] == 0));
+        anti_ok
+            && [TopologyKey::Hostname, TopologyKey::Zone]
                 .into_iter()
-                .all(|k| n.domain(k).is_none_or(|d| !forbidden.contains(&(k, d))));
-        }
+                .all(|k| {
+                    cache
+                        .domain(node, k)
+                        .is_none_or(|d| !self.forbidden.contains(&(k, d)))
+                })
     }
 }
 
 impl World {
-    /// The node kubelet registered, as it reports it: the instance type's allocatable (the EKS
-    /// AMI's defaults, from the catalog) with the pod count its node class sets — kubelet's
-    /// `maxPods`, capped by `podsPerCore` × cores when that is set.
-    fn allocatable(&self, node: &crate::cluster::Node) -> Resources {
-        let ty = &node.instance.offer.instance_type;
-        let (mut a, cores) = self.kubelet.get(ty).copied().unwrap_or_default();
-        let class = self
-            .cluster
-            .pools
-            .iter()
-            .find(|p| p.spec.name == node.instance.node_pool)
-            .and_then(|p| {
-                let name = &p.resource.spec.template.spec.node_class_ref.name;
-                self.cluster.node_classes.get(name)
-            })
-            .and_then(|json| serde_json::from_str::<serde_json::Value>(json).ok());
-        if let Some(kubelet) = class.as_ref().and_then(|c| c.get("kubelet")) {
-            if let Some(max) = kubelet.get("maxPods").and_then(|v| v.as_u64()) {
-                a.pods = max as u32;
-            }
-            if let Some(per_core) = kubelet.get("podsPerCore").and_then(|v| v.as_u64())
-                && per_core > 0
-            {
-                a.pods = a.pods.min((per_core * u64::from(cores)) as u32);
-            }
-        }
-        a
-    }
-
     /// The scheduler's cache now: registered nodes and the pods on them.
     fn cache(&self) -> Cache {
         let overhead = self
@@ -330,7 +377,10 @@ impl World {
             .fold(crate::scheduling::model::zero(), |a, r| {
                 crate::scheduling::model::add(&a, r)
             });
+        let daemon_pods = self.daemonsets.len() as u32;
         let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut zones: Vec<String> = Vec::new();
+        let mut reported: HashMap<(&str, &str), Resources> = HashMap::new();
         let mut nodes = Vec::new();
         for n in self
             .cluster
@@ -338,26 +388,38 @@ impl World {
             .values()
             .filter(|n| n.lifecycle.joined.is_some())
         {
+            let zone = n
+                .labels
+                .iter()
+                .find(|(k, _)| k == labels::ZONE)
+                .map(|(_, v)| match zones.iter().position(|z| z == v) {
+                    Some(i) => i,
+                    None => {
+                        zones.push(v.clone());
+                        zones.len() - 1
+                    }
+                });
+            let allocatable = *reported
+                .entry((&n.instance.node_pool, &n.instance.offer.instance_type))
+                .or_insert_with(|| self.allocatable(n));
             index.insert(&n.name, nodes.len());
             nodes.push(NodeInfo {
                 name: n.name.clone(),
-                zone: n
-                    .labels
-                    .iter()
-                    .find(|(k, _)| k == labels::ZONE)
-                    .map(|(_, v)| v.clone()),
+                zone,
                 labels: n.labels.clone(),
                 taints: n.taints.clone(),
-                allocatable: self.allocatable(n),
+                allocatable,
                 requested: Resources {
-                    pods: self.daemonsets.len() as u32,
+                    pods: daemon_pods,
                     ..overhead
                 },
+                scored: (overhead.cpu_millis, overhead.memory_bytes),
                 ready: n.ready_at.is_some(),
             });
         }
         let mut cache = Cache {
             nodes,
+            zones,
             placed: Vec::new(),
             anti: HashMap::new(),
             counted: HashMap::new(),
@@ -379,6 +441,26 @@ impl World {
             }
         }
         cache
+    }
+
+    /// What the node's kubelet reports: its machine and its node class's kubelet settings.
+    fn allocatable(&self, node: &crate::cluster::Node) -> Resources {
+        let machine = self
+            .kubelet
+            .get(&node.instance.offer.instance_type)
+            .copied()
+            .unwrap_or_default();
+        let class = self
+            .cluster
+            .pools
+            .iter()
+            .find(|p| p.spec.name == node.instance.node_pool)
+            .and_then(|p| {
+                let name = &p.resource.spec.template.spec.node_class_ref.name;
+                self.cluster.node_classes.get(name)
+            })
+            .and_then(|json| serde_json::from_str::<serde_json::Value>(json).ok());
+        kubelet::allocatable(machine, class.as_ref())
     }
 
     /// kube-scheduler's pass: the pods no node holds, highest priority first and then oldest
@@ -466,35 +548,31 @@ impl World {
     }
 }
 
-/// The node a pod binds to: the highest-scoring node among those that pass every filter.
+/// The node a pod binds to: the highest-scoring of the feasible nodes found. Filtering stops
+/// once enough are found, starting where the last pod's search stopped
+/// (findNodesThatPassFilters, `nextStartNodeIndex`).
 fn pick(cache: &mut Cache, pod: &PendingPod) -> Option<usize> {
-    let mut candidates: Vec<bool> = cache
-        .nodes
-        .iter()
-        .map(|n| {
-            n.ready
-                && fits(&pod.requests, n)
-                && tolerated(pod, n)
-                && node_affinity_allows(pod, &n.labels)
-        })
-        .collect();
-    if !candidates.iter().any(|&c| c) {
-        return None;
-    }
-    if !pod.spread.is_empty() {
-        spread_allows(cache, pod, &mut candidates);
-    }
-    if !pod.affinity.is_empty() || !pod.anti_affinity.is_empty() || !cache.anti.is_empty() {
-        affinity_allows(cache, pod, &mut candidates);
-    }
-    // Filtering stops once enough feasible nodes are found, starting where the last pod's
-    // search stopped (findNodesThatPassFilters, `nextStartNodeIndex`).
+    let spread = Spread::of(cache, pod);
+    let affinity =
+        if !pod.affinity.is_empty() || !pod.anti_affinity.is_empty() || !cache.anti.is_empty() {
+            Some(Affinity::of(cache, pod))
+        } else {
+            None
+        };
     let n = cache.nodes.len();
     let wanted = feasible_to_find(n);
     let (mut found, mut examined) = (Vec::new(), n);
     for k in 0..n {
         let i = (cache.next_start + k) % n;
-        if candidates[i] {
+        let node = &cache.nodes[i];
+        let feasible = node.ready
+            && fits(&pod.requests, node)
+            && tolerated(pod, node)
+            && node_terms_allow(pod, &node.labels)
+            && volumes_allow(pod, &node.labels)
+            && spread.iter().all(|s| s.allows(cache, i))
+            && affinity.as_ref().is_none_or(|a| a.allows(cache, i));
+        if feasible {
             found.push(i);
             if found.len() == wanted {
                 examined = k + 1;
@@ -532,13 +610,11 @@ mod tests {
     use crate::controller::ClusterPort;
     use crate::scheduling::model::{SpreadConstraint, Taint, Toleration};
 
-    const GIB: u64 = 1 << 30;
-
-    /// A world whose nodes (name, zone, CPU millis) are registered and Ready, each of its own
-    /// instance type with that much CPU, 4 GiB and 10 pods allocatable.
-    fn world(nodes: &[(&str, &str, u64)]) -> World {
+    /// A world whose nodes (name, zone, vCPUs) are registered and Ready, each of its own
+    /// instance type with that many vCPUs, 4 GiB and 10 pods (940m allocatable of one vCPU).
+    fn world(nodes: &[(&str, &str, u32)]) -> World {
         let mut w = World::new(&super::super::SimOptions::default());
-        for &(name, zone, cpu) in nodes {
+        for &(name, zone, vcpus) in nodes {
             let mut n = Node::example(name);
             n.instance.offer.instance_type = format!("t-{name}");
             n.labels = vec![(labels::ZONE.to_string(), zone.to_string())];
@@ -548,14 +624,13 @@ mod tests {
                 startup_taints_left: false,
                 deleting: false,
             });
-            let allocatable = Resources {
-                cpu_millis: cpu,
-                memory_bytes: 4 * GIB,
-                ephemeral_storage_bytes: 10 * GIB,
-                pods: 10,
+            let machine = kubelet::Machine {
+                vcpus,
+                memory_mib: 4096,
                 gpus: 0,
+                eni_pods: 10,
             };
-            w.kubelet.insert(format!("t-{name}"), (allocatable, 2));
+            w.kubelet.insert(format!("t-{name}"), machine);
             w.cluster.nodes.insert(name.into(), n);
         }
         w
@@ -572,7 +647,7 @@ mod tests {
 
     #[test]
     fn a_pod_binds_only_to_a_ready_node_its_requests_and_one_more_pod_fit() {
-        let mut w = world(&[("a", "z1", 1000), ("b", "z1", 4000)]);
+        let mut w = world(&[("a", "z1", 1), ("b", "z1", 4)]);
         w.cluster.nodes.get_mut("b").unwrap().ready_at = None;
         w.create_pod(pod("p1", "x", 700), None, false);
         w.create_pod(pod("p2", "x", 700), None, false);
@@ -581,7 +656,7 @@ mod tests {
         assert_eq!(node_of(&w, "p2"), None, "a is full and b is not Ready");
         assert!(w.cluster.pods["default/p2"].node.is_none());
         // NodeResourcesFit counts pods: a node of 10 holding 10 takes no 11th, however small.
-        let mut w = world(&[("a", "z1", 4000)]);
+        let mut w = world(&[("a", "z1", 4)]);
         for i in 0..11 {
             w.create_pod(pod(&format!("q{i:02}"), "x", 1), None, false);
         }
@@ -592,7 +667,7 @@ mod tests {
 
     #[test]
     fn pods_spread_over_equal_nodes_by_least_allocated_whatever_the_nomination() {
-        let mut w = world(&[("a", "z1", 2000), ("b", "z1", 2000)]);
+        let mut w = world(&[("a", "z1", 2), ("b", "z1", 2)]);
         for i in 0..4 {
             w.create_pod(pod(&format!("p{i}"), "x", 200), None, false);
         }
@@ -625,8 +700,7 @@ mod tests {
         // 300 empty equal nodes: the first pod takes the first of the 144 it finds, the next
         // search starts after them, so the second pod lands on the 145th node.
         let names: Vec<String> = (0..300).map(|i| format!("n{i:03}")).collect();
-        let nodes: Vec<(&str, &str, u64)> =
-            names.iter().map(|n| (n.as_str(), "z1", 1000)).collect();
+        let nodes: Vec<(&str, &str, u32)> = names.iter().map(|n| (n.as_str(), "z1", 1)).collect();
         let mut w = world(&nodes);
         w.create_pod(pod("p1", "x", 100), None, false);
         w.create_pod(pod("p2", "x", 100), None, false);
@@ -637,7 +711,7 @@ mod tests {
 
     #[test]
     fn higher_priority_pods_are_placed_first() {
-        let mut w = world(&[("a", "z1", 1000)]);
+        let mut w = world(&[("a", "z1", 1)]);
         w.create_pod(pod("low", "x", 700), None, false);
         let mut high = pod("high", "x", 700);
         high.priority = 1000;
@@ -649,7 +723,7 @@ mod tests {
 
     #[test]
     fn a_no_schedule_taint_keeps_pods_off_unless_they_tolerate_it() {
-        let mut w = world(&[("a", "z1", 2000)]);
+        let mut w = world(&[("a", "z1", 2)]);
         let taint = |effect| Taint {
             key: "dedicated".into(),
             value: "gpu".into(),
@@ -676,7 +750,7 @@ mod tests {
 
     #[test]
     fn hostname_spread_counts_every_eligible_node_as_a_domain() {
-        let mut w = world(&[("a", "z1", 4000), ("b", "z1", 4000), ("c", "z1", 100)]);
+        let mut w = world(&[("a", "z1", 4), ("b", "z1", 4), ("c", "z1", 0)]);
         let spread = |mut p: PendingPod| {
             p.spread = vec![SpreadConstraint {
                 key: TopologyKey::Hostname,
@@ -709,7 +783,7 @@ mod tests {
 
     #[test]
     fn anti_affinity_holds_both_ways_and_affinity_lets_a_group_start() {
-        let mut w = world(&[("a", "z1", 4000), ("b", "z2", 4000)]);
+        let mut w = world(&[("a", "z1", 4), ("b", "z2", 4)]);
         let mut db = pod("db", "db", 100);
         db.anti_affinity = vec![AffinityTerm {
             key: TopologyKey::Zone,
@@ -747,7 +821,7 @@ mod tests {
     #[test]
     fn a_terminating_pod_holds_its_requests_until_it_is_gone() {
         // With a preStop sleep it stays on the node, holding its CPU, until it has stopped.
-        let mut w = world(&[("a", "z1", 1000)]);
+        let mut w = world(&[("a", "z1", 1)]);
         w.create_pod(pod("old", "x", 800), None, false);
         w.schedule();
         w.stop_seconds.insert("default/old".into(), 20);

@@ -556,7 +556,7 @@ impl World {
     pub(super) fn resolve_volumes(&mut self) {
         let volumes = &self.cluster.volumes;
         for p in self.cluster.pods.values_mut() {
-            if p.node.is_none() && !p.spec.volume_claims.is_empty() {
+            if p.running_since.is_none() && !p.spec.volume_claims.is_empty() {
                 p.spec.volume_requirements = volumes.requirements(&p.spec.volume_claims);
             }
         }
