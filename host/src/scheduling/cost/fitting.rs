@@ -245,8 +245,8 @@ fn subset(a: &[usize], b: &[usize]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::lower_bound;
     use super::super::tests::supply;
+    use super::super::{Bound, lower_bound};
     use super::*;
 
     fn shapes(pods: &[(f64, f64, usize)]) -> Shapes {
@@ -259,6 +259,19 @@ mod tests {
         s
     }
 
+    /// The pooled LP bound of `pods`, the smallest of which is `smallest` vCPU and GiB.
+    fn pooled_bound(types: &[Supply], pods: &Shapes, smallest: f64) -> Bound {
+        lower_bound(
+            types,
+            &Demand {
+                amount: pods.total(),
+                nodes: 0.0,
+                smallest: Some([smallest, smallest, 1.0, 0.0]),
+            },
+        )
+        .unwrap()
+    }
+
     #[test]
     fn cpu_from_a_type_no_pod_fits_is_not_counted() {
         // A 2-vCPU node with half a GiB for 0.1, a memory-rich node for 1, a balanced one for 1.
@@ -269,15 +282,7 @@ mod tests {
         ];
         // Eight 1-vCPU/1-GiB pods: none fits the first type.
         let pods = shapes(&[(1.0, 1.0, 8)]);
-        let pooled = lower_bound(
-            &types,
-            &Demand {
-                amount: pods.total(),
-                nodes: 0.0,
-                smallest: Some([1.0, 1.0, 1.0, 0.0]),
-            },
-        )
-        .unwrap();
+        let pooled = pooled_bound(&types, &pods, 1.0);
         // No pod fits the first type, so even pooled it supplies nothing (the smallest-pod rule).
         let fitting = fitting_lower_bound(&types, &pods, 0.0, |_, _| f64::INFINITY).unwrap();
         assert!(
@@ -288,15 +293,7 @@ mod tests {
         // One 0.25-vCPU pod fits it: pooled, every pod's CPU now comes from it.
         let mut mixed = pods.clone();
         mixed.add(&[0.25, 0.25, 1.0, 0.0]);
-        let pooled_mixed = lower_bound(
-            &types,
-            &Demand {
-                amount: mixed.total(),
-                nodes: 0.0,
-                smallest: Some([0.25, 0.25, 1.0, 0.0]),
-            },
-        )
-        .unwrap();
+        let pooled_mixed = pooled_bound(&types, &mixed, 0.25);
         let fitting_mixed = fitting_lower_bound(&types, &mixed, 0.0, |_, _| f64::INFINITY).unwrap();
         assert!(
             pooled_mixed.cost < 1.5,

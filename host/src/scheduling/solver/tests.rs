@@ -12,6 +12,17 @@ fn its() -> InstanceTypes {
     InstanceTypes::new(&entries, &cat)
 }
 
+/// The pool of the spot tests: spot c, m and r instances.
+fn spot_cmr() -> NodePoolSpec {
+    pool(
+        "default",
+        &[
+            (labels::CATEGORY, In, &["c", "m", "r"]),
+            (labels::CAPACITY_TYPE, In, &["spot"]),
+        ],
+    )
+}
+
 fn pool(name: &str, reqs: &[(&str, crate::scheduling::Operator, &[&str])]) -> NodePoolSpec {
     let list: Vec<Requirement> = reqs
         .iter()
@@ -65,13 +76,7 @@ fn assert_sound(plan: &Plan, pods: &[PendingPod], its: &InstanceTypes) {
 #[test]
 fn packs_every_pod_on_types_the_pool_allows() {
     let its = its();
-    let np = pool(
-        "default",
-        &[
-            (labels::CATEGORY, In, &["c", "m", "r"]),
-            (labels::CAPACITY_TYPE, In, &["spot"]),
-        ],
-    );
+    let np = spot_cmr();
     let pods = pods(10, "inflate", 500, 128);
     let plan = solve(&pods, &[np], &its);
     assert!(plan.unschedulable.is_empty(), "{:?}", plan.unschedulable);
@@ -683,13 +688,7 @@ fn cursors_change_no_plan_only_how_fast_it_is_found() {
 #[test]
 fn a_large_spot_round_is_sized_over_many_pools_none_above_its_share() {
     let its = its();
-    let np = pool(
-        "default",
-        &[
-            (labels::CATEGORY, In, &["c", "m", "r"]),
-            (labels::CAPACITY_TYPE, In, &["spot"]),
-        ],
-    );
+    let np = spot_cmr();
     let pools = [np];
     // 600 vCPUs demanded: a pool may take 120.
     let pods = pods(600, "web", 1000, 2048);
@@ -786,13 +785,7 @@ fn a_large_round_of_mixed_shapes_is_cut_for_the_types_its_pods_fit_cheapest() {
 #[test]
 fn a_pod_only_a_type_above_a_spot_pools_share_fits_leaves_the_rest_favoured() {
     let its = its();
-    let np = pool(
-        "default",
-        &[
-            (labels::CATEGORY, In, &["c", "m", "r"]),
-            (labels::CAPACITY_TYPE, In, &["spot"]),
-        ],
-    );
+    let np = spot_cmr();
     let pools = [np];
     // 140 vCPUs: a pool's share is 28, and the 40-vCPU pod fits only types larger than that.
     let mut all = pods(100, "web", 1000, 1024);
