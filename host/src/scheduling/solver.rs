@@ -264,7 +264,7 @@ struct Solver<'a> {
     shapes: Vec<cost::Shapes>,
     /// Per pool: the offerings its cheapest fractional fleet with whole pods uses, by type;
     /// computed when first needed.
-    favoured: Vec<Option<Vec<Favoured>>>,
+    favoured: Vec<Option<std::rc::Rc<[Favoured]>>>,
     /// Per (pool, zones): each type's cheapest price on the pool's requirements (NaN: none).
     prices: HashMap<(usize, u64), Vec<f64>>,
     /// CPU planned per spot pool, for the diversity rule.

@@ -36,7 +36,7 @@ impl<'a> Solver<'a> {
     /// cheapest pool instead cut claims for a 2-vCPU type whose cheap pool was full, which then
     /// launched as whatever 2-vCPU type was cheapest next — twice the price per vCPU of the
     /// larger nodes the optimum turns to.
-    pub(super) fn favoured(&mut self, pool: usize) -> &[Favoured] {
+    pub(super) fn favoured(&mut self, pool: usize) -> std::rc::Rc<[Favoured]> {
         if self.favoured[pool].is_none() {
             let (offers, supplies, most) = self.pool_offerings(pool);
             let shapes = &self.shapes[pool];
@@ -47,9 +47,11 @@ impl<'a> Solver<'a> {
                 .map(|(_, used)| used.into_iter().map(|(i, _)| offers[i]).collect())
                 .unwrap_or_default();
             used.sort_by_key(|f| (f.ty, f.zone, f.spot));
-            self.favoured[pool] = Some(used);
+            self.favoured[pool] = Some(used.into());
         }
-        self.favoured[pool].as_deref().unwrap_or_default()
+        self.favoured[pool]
+            .clone()
+            .unwrap_or_else(|| Vec::new().into())
     }
 
     /// Every offering the pool allows, with what a node of it holds and the most nodes of it a
@@ -139,9 +141,9 @@ impl<'a> Solver<'a> {
         let own = *requirements == self.pools[pool].requirements;
         let large = self.favour && self.demand[pool][0] >= FAVOURED_MIN_CPU;
         let favoured = if own && large && !worth.scarce_cpu && !worth.scarce_mem {
-            self.favoured(pool).to_vec()
+            self.favoured(pool)
         } else {
-            Vec::new()
+            Vec::new().into()
         };
         let favoured_types: Vec<u32> = types
             .iter()
