@@ -3,7 +3,7 @@
 //! step is a function here; what a tick decides is the core's.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
@@ -104,6 +104,7 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
     let mut leading = false;
     tracing::info!(zones = ?zones, "controller started");
     while !shutdown.stopped() {
+        let started = SystemTime::now();
         let now = unix_now();
         health.beat(now);
         bridge.wait(leadership.look());
@@ -130,12 +131,13 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
             }
             waiting_for = loading;
         }
-        let wake = if leading && waiting_for.is_none() {
+        let due = if leading && waiting_for.is_none() {
             let queue = queue.as_mut().map(|q| q as &mut dyn Interruptions);
             term.tick(&edge, cloud, queue, leadership.changes(), now)
         } else {
-            1
+            None
         };
+        let wake = pause(started, due, SystemTime::now());
         sleep_until_change(&bridge, &stores, &leadership, wake);
     }
     tracing::info!("controller stopping");
@@ -190,7 +192,7 @@ impl Term {
     }
 
     /// Observes, lets the core decide and act, and records what the tick wrote. Returns the
-    /// seconds until the core's next timer (at most one).
+    /// core's next timer (Unix seconds), if it has one.
     fn tick(
         &mut self,
         edge: &Edge,
@@ -198,7 +200,7 @@ impl Term {
         queue: Option<&mut dyn Interruptions>,
         lease: Option<tokio::sync::watch::Receiver<bool>>,
         now: i64,
-    ) -> i64 {
+    ) -> Option<i64> {
         self.classes.resolve(edge.stores, cloud, edge.kube, now);
         let (cluster, signals, problems) =
             self.observer
@@ -246,19 +248,35 @@ impl Term {
         if let Some(ok) = port.cloud_reached {
             edge.health.set_cloud(ok);
         }
-        self.controller
-            .next_wake(ClusterPort::cluster(&port), now)
-            .map_or(1, |t| (t - now).clamp(0, 1))
+        self.controller.next_wake(ClusterPort::cluster(&port), now)
     }
 }
 
-/// Sleeps until the caches or the Lease change, or `wake` seconds pass (at least 250 ms): the
-/// clock moves batch windows and liveness along.
+/// The longest the loop sleeps: the clock moves batch windows and liveness along.
+const MAX_PAUSE: Duration = Duration::from_secs(1);
+/// The shortest time between two ticks' starts without a change: a timer the tick could not
+/// act on yet does not spin the loop.
+const MIN_TICK_GAP: Duration = Duration::from_millis(250);
+
+/// How long the loop sleeps after a tick that started at `started` and ended at `ended`: until
+/// the core's next timer `due` (Unix seconds) on the clock, not counted from the `now` the tick
+/// read. A big batch's tick lasts over a second, and a timer that fell due meanwhile (the batch
+/// window of pods that arrived during it) is acted on at once, not a second later.
+fn pause(started: SystemTime, due: Option<i64>, ended: SystemTime) -> Duration {
+    let until_due = due.map_or(MAX_PAUSE, |t| {
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(t.max(0) as u64);
+        at.duration_since(ended).unwrap_or(Duration::ZERO)
+    });
+    let floor = MIN_TICK_GAP.saturating_sub(ended.duration_since(started).unwrap_or_default());
+    until_due.min(MAX_PAUSE).max(floor)
+}
+
+/// Sleeps until the caches or the Lease change, or `wake` passes.
 fn sleep_until_change(
     bridge: &Bridge,
     stores: &stores::Stores,
     leadership: &leader::Leadership,
-    wake: i64,
+    wake: Duration,
 ) {
     let changed = stores.changed.clone();
     let mut lease = leadership.changes();
@@ -273,15 +291,12 @@ fn sleep_until_change(
                 None => std::future::pending().await,
             }
         };
-        let _ = tokio::time::timeout(
-            Duration::from_millis(250).max(Duration::from_secs(wake.max(0) as u64)),
-            async {
-                tokio::select! {
-                    _ = changed.notified() => {},
-                    _ = lease_changed => {},
-                }
-            },
-        )
+        let _ = tokio::time::timeout(wake, async {
+            tokio::select! {
+                _ = changed.notified() => {},
+                _ = lease_changed => {},
+            }
+        })
         .await;
     });
 }
@@ -422,4 +437,37 @@ fn client(
         .with_layer(&throttle::Throttle(bucket))
         .build();
     Ok(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(unix_millis: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(unix_millis)
+    }
+
+    #[test]
+    fn a_timer_that_fell_due_during_a_long_tick_is_acted_on_at_once() {
+        // The tick read now = 53 at 53.670 s and ended at 54.100 s; the batch closes at 54.
+        assert_eq!(pause(at(53_670), Some(54), at(54_100)), Duration::ZERO);
+    }
+
+    #[test]
+    fn the_loop_sleeps_until_the_timer_on_the_clock() {
+        assert_eq!(
+            pause(at(53_670), Some(55), at(54_100)),
+            Duration::from_millis(900)
+        );
+        assert_eq!(pause(at(10_000), Some(99), at(10_010)), MAX_PAUSE);
+        assert_eq!(pause(at(10_000), None, at(10_010)), MAX_PAUSE);
+    }
+
+    #[test]
+    fn a_due_timer_after_a_short_tick_does_not_spin_the_loop() {
+        assert_eq!(
+            pause(at(10_000), Some(10), at(10_050)),
+            Duration::from_millis(200)
+        );
+    }
 }
