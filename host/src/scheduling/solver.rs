@@ -199,6 +199,9 @@ struct Claim {
     domain: u64,
     /// The allocatable of the type packing aims at: it grows no larger (see [`SIZE_TOLERANCE`]).
     target: Option<Resources>,
+    /// The zone where that type is cheapest with room: a pod that pins the claim to a zone of
+    /// its choice picks this one (see `pin_zone`).
+    prefer: Option<u32>,
 }
 
 /// An offering the cheapest fractional fleet uses (see `Solver::favoured`).
@@ -519,6 +522,7 @@ impl<'a> Solver<'a> {
                 open: !gone,
                 domain,
                 target: None,
+                prefer: None,
             });
         }
         for c in 0..self.existing.len() {

@@ -41,7 +41,16 @@ impl<'a> Solver<'a> {
         let zones = self.pool_zones[pool] & self.its.zones_admitted_by(&requirements);
         let requests = np.daemonset_overhead;
         let efficient = self.efficient_among(pool, &requirements, &types);
-        let target_type = self.target(pool, p, &types, zones, &requirements);
+        // Sized for the zones its first pod may pin it to, and pinned where that size is
+        // cheapest with room.
+        let choices = self
+            .zones_on(p, None, zones, self.pool_zones[pool])
+            .map_or(zones, |z| self.pin_choices(p, z));
+        let sized_for = if choices != 0 { choices } else { zones };
+        let target_type = self.target(pool, p, &types, sized_for, &requirements);
+        let prefer = target_type
+            .and_then(|t| self.offer(pool, t, sized_for, &requirements, true))
+            .map(|o| o.1);
         let types = self.within_target(pool, types, target_type);
         let target = target_type.map(|t| self.pools[pool].allocatable(&self.its.types[t as usize]));
         let c = self.claims.len();
@@ -63,6 +72,7 @@ impl<'a> Solver<'a> {
             open: true,
             domain: self.pool_zones[pool],
             target,
+            prefer,
         });
         self.refresh(c);
         match self.try_add(p, c) {
@@ -219,7 +229,7 @@ impl<'a> Solver<'a> {
                 return Err(Reject::Requirements);
             }
         }
-        let pin = self.pin_zone(p, zones);
+        let pin = self.pin_zone(p, zones, claim.prefer);
         let its = self.its;
         let pool = &self.pools[claim.planned.node_pool];
         let capacity = requirements

@@ -67,8 +67,8 @@ impl SpotPools {
 
 impl<'a> Solver<'a> {
     /// Type `t`'s cheapest available offering in `zones` on `reqs`'s capacity types whose pool
-    /// has room (on-demand always has): its price and, on spot, its zone. With `capped` off,
-    /// the cheapest regardless of room.
+    /// has room (on-demand always has): its price, zone and whether it is spot. With `capped`
+    /// off, the cheapest regardless of room.
     pub(super) fn offer(
         &self,
         pool: usize,
@@ -76,7 +76,7 @@ impl<'a> Solver<'a> {
         zones: u64,
         reqs: &Requirements,
         capped: bool,
-    ) -> Option<(f64, Option<u32>)> {
+    ) -> Option<(f64, u32, bool)> {
         let capacity = reqs.get(crate::scheduling::model::labels::CAPACITY_TYPE);
         let ty = &self.its.types[t as usize];
         ty.offerings
@@ -90,16 +90,13 @@ impl<'a> Solver<'a> {
                         || self.spot.room(pool, t, o.zone, ty.capacity.0))
             })
             .min_by(|a, b| a.price.total_cmp(&b.price))
-            .map(|o| {
-                let spot = (o.capacity_type == CapacityType::Spot).then_some(o.zone);
-                (o.price, spot)
-            })
+            .map(|o| (o.price, o.zone, o.capacity_type == CapacityType::Spot))
     }
 
     /// Counts a new claim of `pool` sized for type `t` against the spot pool it will likely
     /// land in; the cached prices of `t` move on to its next offering once that pool is full.
     pub(super) fn plan_spot(&mut self, pool: usize, t: u32, zones: u64, reqs: &Requirements) {
-        let Some((_, Some(zone))) = self.offer(pool, t, zones, reqs, true) else {
+        let Some((_, zone, true)) = self.offer(pool, t, zones, reqs, true) else {
             return;
         };
         let cpu = self.its.types[t as usize].capacity.0;

@@ -799,3 +799,57 @@ fn a_pod_only_a_type_above_a_spot_pools_share_fits_leaves_the_rest_favoured() {
     let placed: usize = solver.claims.iter().map(|c| c.planned.pods.len()).sum();
     assert_eq!(placed, 101);
 }
+
+#[test]
+fn a_zone_affinity_group_starts_where_its_type_is_cheapest_not_in_the_first_zone() {
+    let its = its();
+    // A spot type cheaper in a later zone than in the first: the pool allows only it.
+    let spot_by_zone = |t: &crate::scheduling::instance_types::SchedType| {
+        let mut by_zone = [f64::INFINITY; 3];
+        for o in t
+            .offerings
+            .iter()
+            .filter(|o| o.capacity_type == CapacityType::Spot)
+        {
+            by_zone[o.zone as usize] = by_zone[o.zone as usize].min(o.price);
+        }
+        by_zone
+    };
+    let ty = its
+        .types
+        .iter()
+        .find(|t| {
+            let p = spot_by_zone(t);
+            t.capacity.0 >= 4000 && p.iter().all(|x| x.is_finite()) && p[1].min(p[2]) < p[0]
+        })
+        .expect("the catalog has such a type");
+    let prices = spot_by_zone(ty);
+    let cheapest = (0..3)
+        .min_by(|&a, &b| prices[a].total_cmp(&prices[b]))
+        .unwrap() as u32;
+    let np = pool(
+        "default",
+        &[
+            (labels::INSTANCE_TYPE, In, &[ty.name.as_str()]),
+            (labels::CAPACITY_TYPE, In, &["spot"]),
+        ],
+    );
+    let sel = crate::scheduling::model::LabelSelector::labels(&[("app", "cache")]);
+    let mut cache = pods(12, "cache", 500, 512);
+    for p in &mut cache {
+        p.affinity = vec![AffinityTerm {
+            key: TopologyKey::Zone,
+            selector: sel.clone(),
+        }];
+    }
+    let plan = solve(&cache, &[np], &its);
+    assert!(plan.unschedulable.is_empty());
+    for c in &plan.claims {
+        assert_eq!(
+            zone_of(&plan, c),
+            cheapest,
+            "{} costs {prices:?} by zone",
+            ty.name
+        );
+    }
+}

@@ -7,12 +7,22 @@ impl<'a> Solver<'a> {
     /// Zones the pod may use on claim `c`, given its topology terms.
     pub(super) fn allowed_zones(&self, p: usize, c: usize) -> Result<u64, Reject> {
         let claim = &self.claims[c];
-        let mut zones = claim.planned.zones;
-        let pool_zones = claim.domain;
+        self.zones_on(p, Some(c), claim.planned.zones, claim.domain)
+    }
+
+    /// Zones of `zones` the pod may use on claim `c`, or on a claim not yet opened (`None`: a
+    /// host with no pods), whose topology domains are `pool_zones`.
+    pub(super) fn zones_on(
+        &self,
+        p: usize,
+        c: Option<usize>,
+        mut zones: u64,
+        pool_zones: u64,
+    ) -> Result<u64, Reject> {
         let self_match = |s: u32| self.matches[p].contains(&s);
         // The other way round: pods already placed whose anti-affinity selects this one.
         for &s in &self.matches[p] {
-            if self.repel_host.contains(&(s, c)) {
+            if c.is_some_and(|c| self.repel_host.contains(&(s, c))) {
                 return Err(Reject::Topology(
                     "the anti-affinity of a pod on the node excludes it",
                 ));
@@ -26,10 +36,8 @@ impl<'a> Solver<'a> {
         }
         for term in &self.terms[p] {
             let s = term.selector as usize;
-            let here = self
-                .host_counts
-                .get(&(term.selector, c))
-                .copied()
+            let here = c
+                .and_then(|c| self.host_counts.get(&(term.selector, c)).copied())
                 .unwrap_or(0);
             match (term.kind, term.key) {
                 (TermKind::Spread(skew), TopologyKey::Hostname) => {
@@ -83,17 +91,37 @@ impl<'a> Solver<'a> {
         Ok(zones)
     }
 
-    /// A pod with zone terms pins its claim to one zone (the least used by its first zone term's
-    /// selector); others keep the claim's zones.
-    pub(super) fn pin_zone(&self, p: usize, zones: u64) -> u64 {
+    /// The zones of `zones` a pod with zone terms may pin its claim to: the most used by its
+    /// first zone term's selector for affinity (a group stays together), the least used
+    /// otherwise (a spread evens out). Without zone terms, all of them.
+    pub(super) fn pin_choices(&self, p: usize, zones: u64) -> u64 {
         let Some(term) = self.terms[p].iter().find(|t| t.key == TopologyKey::Zone) else {
             return zones;
         };
         let counts = &self.zone_counts[term.selector as usize];
-        let pick = match term.kind {
-            TermKind::Affinity => bits(zones).max_by_key(|&z| (counts[z], std::cmp::Reverse(z))),
-            _ => bits(zones).min_by_key(|&z| (counts[z], z)),
+        let best = match term.kind {
+            TermKind::Affinity => bits(zones).map(|z| counts[z]).max(),
+            _ => bits(zones).map(|z| counts[z]).min(),
         };
-        pick.map_or(zones, |z| 1 << z)
+        bits(zones)
+            .filter(|&z| Some(counts[z]) == best)
+            .fold(0, |m, z| m | 1 << z)
+    }
+
+    /// A pod with zone terms pins its claim to one zone of its [`Solver::pin_choices`]: the
+    /// claim's `prefer`red one (where the type it is sized for is cheapest with room) when it
+    /// may, else the first. Choosing the first alone put every zone-affinity group, and the
+    /// spread's ties, in the first zone, whose spot pools then filled with claims sized for a
+    /// type that is cheap in another zone. Pods without zone terms keep the claim's zones.
+    pub(super) fn pin_zone(&self, p: usize, zones: u64, prefer: Option<u32>) -> u64 {
+        if !self.terms[p].iter().any(|t| t.key == TopologyKey::Zone) {
+            return zones;
+        }
+        let choices = self.pin_choices(p, zones);
+        match prefer {
+            Some(z) if choices & (1 << z) != 0 => 1 << z,
+            _ if choices != 0 => 1 << choices.trailing_zeros(),
+            _ => zones,
+        }
     }
 }
