@@ -199,9 +199,13 @@ struct Claim {
     domain: u64,
     /// The allocatable of the type packing aims at: it grows no larger (see [`SIZE_TOLERANCE`]).
     target: Option<Resources>,
-    /// The zone where that type is cheapest with room: a pod that pins the claim to a zone of
-    /// its choice picks this one (see `pin_zone`).
-    prefer: Option<u32>,
+    /// That type: a pod that pins the claim to a zone of its choice picks the zone where it is
+    /// cheapest with room (see `pin_zone`).
+    sized: Option<u32>,
+    /// The spot pool (type, zone) the claim is counted against (see `diversity`).
+    counted: Option<(u32, u32)>,
+    /// The zone its first pod chose, and the claim was sized in (see `zone_for`).
+    chosen_zone: Option<u32>,
 }
 
 /// An offering the cheapest fractional fleet uses (see `Solver::favoured`).
@@ -211,6 +215,8 @@ struct Favoured {
     zone: u32,
     spot: bool,
     price: f64,
+    /// The nodes of it the fractional optimum buys.
+    nodes: f64,
 }
 
 struct Solver<'a> {
@@ -522,7 +528,9 @@ impl<'a> Solver<'a> {
                 open: !gone,
                 domain,
                 target: None,
-                prefer: None,
+                sized: None,
+                counted: None,
+                chosen_zone: None,
             });
         }
         for c in 0..self.existing.len() {
@@ -546,9 +554,14 @@ impl<'a> Solver<'a> {
             .flat_map(|(i, c)| c.planned.pods.iter().map(move |&p| (p, i)))
             .collect();
         bound.sort_unstable();
+        // Claims pinned to a zone launch first: the spot pools they were counted against are
+        // theirs, and the claims free to go anywhere take what the pools have left (see
+        // `diversity`).
+        let mut claims: Vec<PlannedClaim> = self.claims.drain(n..).map(|c| c.planned).collect();
+        claims.sort_by_key(|c| c.zones.count_ones());
         Plan {
             bound,
-            claims: self.claims.drain(n..).map(|c| c.planned).collect(),
+            claims,
             unschedulable,
         }
     }

@@ -46,11 +46,16 @@ impl<'a> Solver<'a> {
         let choices = self
             .zones_on(p, None, zones, self.pool_zones[pool])
             .map_or(zones, |z| self.pin_choices(p, z));
-        let sized_for = if choices != 0 { choices } else { zones };
+        let mut sized_for = if choices != 0 { choices } else { zones };
+        // A pod with zone terms and a choice of zones chooses before the claim is sized.
+        let chosen_zone = (sized_for.count_ones() > 1
+            && self.terms[p].iter().any(|t| t.key == TopologyKey::Zone))
+        .then(|| self.zone_for(pool, None, sized_for, &requirements))
+        .flatten();
+        if let Some(z) = chosen_zone {
+            sized_for = 1 << z;
+        }
         let target_type = self.target(pool, p, &types, sized_for, &requirements);
-        let prefer = target_type
-            .and_then(|t| self.offer(pool, t, sized_for, &requirements, true))
-            .map(|o| o.1);
         let types = self.within_target(pool, types, target_type);
         let target = target_type.map(|t| self.pools[pool].allocatable(&self.its.types[t as usize]));
         let c = self.claims.len();
@@ -72,7 +77,9 @@ impl<'a> Solver<'a> {
             open: true,
             domain: self.pool_zones[pool],
             target,
-            prefer,
+            sized: target_type,
+            counted: None,
+            chosen_zone,
         });
         self.refresh(c);
         match self.try_add(p, c) {
@@ -82,7 +89,9 @@ impl<'a> Solver<'a> {
                     // Counted once the claim exists, in the zones its first pod pinned it to.
                     let claim = &self.claims[c].planned;
                     let (zones, requirements) = (claim.zones, claim.requirements.clone());
-                    self.plan_spot(pool, t, zones, &requirements);
+                    self.claims[c].counted = self
+                        .plan_spot(pool, t, zones, &requirements)
+                        .map(|zone| (t, zone));
                 }
                 Ok(())
             }
@@ -229,7 +238,12 @@ impl<'a> Solver<'a> {
                 return Err(Reject::Requirements);
             }
         }
-        let pin = self.pin_zone(p, zones, claim.prefer);
+        let prefer = claim.chosen_zone.or_else(|| {
+            let reqs = requirements.as_ref().unwrap_or(&claim.planned.requirements);
+            let choices = self.pin_choices(p, zones);
+            self.zone_for(claim.planned.node_pool, claim.sized, choices, reqs)
+        });
+        let pin = self.pin_zone(p, zones, prefer);
         let its = self.its;
         let pool = &self.pools[claim.planned.node_pool];
         let capacity = requirements
@@ -263,6 +277,7 @@ impl<'a> Solver<'a> {
         if !claim.planned.pods.is_empty() && !types.iter().any(|&t| claim.efficient[t as usize]) {
             return Err(Reject::Premium);
         }
+        self.recount(c, pin);
         let claim = &mut self.claims[c];
         claim.planned.instance_types = types;
         claim.planned.zones = pin;

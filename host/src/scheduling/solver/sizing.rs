@@ -44,7 +44,11 @@ impl<'a> Solver<'a> {
             // infeasible; the solver lets such pods exceed the share, so the optimum does too.
             let mut used: Vec<Favoured> = cost::fitting_mix(&supplies, shapes, 0.0, |i, _| most[i])
                 .or_else(|| cost::fitting_mix(&supplies, shapes, 0.0, |_, _| f64::INFINITY))
-                .map(|(_, used)| used.into_iter().map(|(i, _)| offers[i]).collect())
+                .map(|(_, used)| {
+                    used.into_iter()
+                        .map(|(i, nodes)| Favoured { nodes, ..offers[i] })
+                        .collect()
+                })
                 .unwrap_or_default();
             used.sort_by_key(|f| (f.ty, f.zone, f.spot));
             self.favoured[pool] = Some(used.into());
@@ -82,6 +86,7 @@ impl<'a> Solver<'a> {
                     zone: o.zone,
                     spot: o.capacity_type == CapacityType::Spot,
                     price: o.price,
+                    nodes: 0.0,
                 });
                 supplies.push(s);
                 most.push(if o.capacity_type == CapacityType::Spot {
@@ -281,12 +286,12 @@ impl<'a> Solver<'a> {
 
     /// Type `t`'s cheapest favoured offering in the claim's zones whose spot pool has room.
     fn favoured_price(&self, s: &Sizing, favoured: &[Favoured], t: u32) -> Option<f64> {
-        let cpu = self.its.types[t as usize].capacity.0;
         favoured[favoured.partition_point(|f| f.ty < t)..]
             .iter()
             .take_while(|f| f.ty == t)
             .filter(|f| {
-                s.zones & (1 << f.zone) != 0 && (!f.spot || self.spot.room(s.pool, t, f.zone, cpu))
+                s.zones & (1 << f.zone) != 0
+                    && (!f.spot || self.spot_room(s.pool, t, f.zone, s.zones))
             })
             .map(|f| f.price)
             .min_by(f64::total_cmp)

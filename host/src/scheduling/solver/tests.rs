@@ -853,3 +853,62 @@ fn a_zone_affinity_group_starts_where_its_type_is_cheapest_not_in_the_first_zone
         );
     }
 }
+
+#[test]
+fn zone_pinned_claims_moving_flexible_ones_keep_every_spot_pool_within_its_share() {
+    let its = its();
+    let pools = [spot_cmr()];
+    // 600 vCPUs: plain pods, a zone spread and two zone-affinity groups, interleaved.
+    let mut all = Vec::new();
+    for (i, app) in ["web", "spread", "cache-a", "cache-b"].iter().enumerate() {
+        let mut group = pods(150, app, 1000, 2048);
+        let sel = crate::scheduling::model::LabelSelector::labels(&[("app", app)]);
+        for p in &mut group {
+            match i {
+                1 => {
+                    p.spread = vec![SpreadConstraint {
+                        key: TopologyKey::Zone,
+                        max_skew: 1,
+                        selector: sel.clone(),
+                    }]
+                }
+                2 | 3 => {
+                    p.affinity = vec![AffinityTerm {
+                        key: TopologyKey::Zone,
+                        selector: sel.clone(),
+                    }]
+                }
+                _ => {}
+            }
+        }
+        all.extend(group);
+    }
+    let mut solver = Solver::new(&all, &[], &[], &pools, &its);
+    for p in solver.visiting_order() {
+        solver.place(p).unwrap();
+    }
+    let cap = (600.0 * SPOT_POOL_SHARE * 1000.0) as u64;
+    for (&(_, t, zone), &cpu) in &solver.spot.planned {
+        assert!(
+            cpu <= cap,
+            "{} in zone {zone}: {cpu}m planned, cap {cap}m",
+            its.types[t as usize].name
+        );
+    }
+    // What is counted is what the claims are: one node of its type per claim.
+    let counted: u64 = solver
+        .claims
+        .iter()
+        .filter_map(|c| c.counted)
+        .map(|(t, _)| its.types[t as usize].capacity.0)
+        .sum();
+    assert_eq!(counted, solver.spot.planned.values().sum::<u64>());
+    assert_eq!(
+        solver
+            .claims
+            .iter()
+            .map(|c| c.planned.pods.len())
+            .sum::<usize>(),
+        600
+    );
+}
