@@ -104,7 +104,6 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
     let mut leading = false;
     tracing::info!(zones = ?zones, "controller started");
     while !shutdown.stopped() {
-        let started = SystemTime::now();
         let now = unix_now();
         health.beat(now);
         bridge.wait(leadership.look());
@@ -137,7 +136,7 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
         } else {
             None
         };
-        let wake = pause(started, due, SystemTime::now());
+        let wake = pause(now, due, SystemTime::now());
         sleep_until_change(&bridge, &stores, &leadership, wake);
     }
     tracing::info!("controller stopping");
@@ -254,21 +253,24 @@ impl Term {
 
 /// The longest the loop sleeps: the clock moves batch windows and liveness along.
 const MAX_PAUSE: Duration = Duration::from_secs(1);
-/// The shortest time between two ticks' starts without a change: a timer the tick could not
-/// act on yet does not spin the loop.
-const MIN_TICK_GAP: Duration = Duration::from_millis(250);
+/// The pause after a tick whose timer was already due when it read the clock and that it could
+/// not act on yet: such a timer does not spin the loop.
+const DUE_PAUSE: Duration = Duration::from_millis(250);
 
-/// How long the loop sleeps after a tick that started at `started` and ended at `ended`: until
-/// the core's next timer `due` (Unix seconds) on the clock, not counted from the `now` the tick
-/// read. A big batch's tick lasts over a second, and a timer that fell due meanwhile (the batch
-/// window of pods that arrived during it) is acted on at once, not a second later.
-fn pause(started: SystemTime, due: Option<i64>, ended: SystemTime) -> Duration {
-    let until_due = due.map_or(MAX_PAUSE, |t| {
-        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(t.max(0) as u64);
-        at.duration_since(ended).unwrap_or(Duration::ZERO)
-    });
-    let floor = MIN_TICK_GAP.saturating_sub(ended.duration_since(started).unwrap_or_default());
-    until_due.min(MAX_PAUSE).max(floor)
+/// How long the loop sleeps after a tick that read `now` (Unix seconds) and ended at `ended`:
+/// until the core's next timer `due` (Unix seconds) on the clock, not counted from `now`. A big
+/// batch's tick lasts over a second, and a timer that fell due meanwhile (the batch window of
+/// pods that arrived during it) is acted on at once, not a second later.
+fn pause(now: i64, due: Option<i64>, ended: SystemTime) -> Duration {
+    let until_due = match due {
+        None => MAX_PAUSE,
+        Some(t) if t <= now => DUE_PAUSE,
+        Some(t) => {
+            let at = SystemTime::UNIX_EPOCH + Duration::from_secs(t.max(0) as u64);
+            at.duration_since(ended).unwrap_or(Duration::ZERO)
+        }
+    };
+    until_due.min(MAX_PAUSE)
 }
 
 /// Sleeps until the caches or the Lease change, or `wake` passes.
@@ -449,25 +451,20 @@ mod tests {
 
     #[test]
     fn a_timer_that_fell_due_during_a_long_tick_is_acted_on_at_once() {
-        // The tick read now = 53 at 53.670 s and ended at 54.100 s; the batch closes at 54.
-        assert_eq!(pause(at(53_670), Some(54), at(54_100)), Duration::ZERO);
+        // The tick read now = 53 (at 53.670 s) and ended at 54.100 s; the batch closes at 54.
+        assert_eq!(pause(53, Some(54), at(54_100)), Duration::ZERO);
     }
 
     #[test]
     fn the_loop_sleeps_until_the_timer_on_the_clock() {
-        assert_eq!(
-            pause(at(53_670), Some(55), at(54_100)),
-            Duration::from_millis(900)
-        );
-        assert_eq!(pause(at(10_000), Some(99), at(10_010)), MAX_PAUSE);
-        assert_eq!(pause(at(10_000), None, at(10_010)), MAX_PAUSE);
+        assert_eq!(pause(53, Some(55), at(54_100)), Duration::from_millis(900));
+        assert_eq!(pause(10, Some(99), at(10_010)), MAX_PAUSE);
+        assert_eq!(pause(10, None, at(10_010)), MAX_PAUSE);
     }
 
     #[test]
-    fn a_due_timer_after_a_short_tick_does_not_spin_the_loop() {
-        assert_eq!(
-            pause(at(10_000), Some(10), at(10_050)),
-            Duration::from_millis(200)
-        );
+    fn a_timer_due_before_the_tick_that_it_could_not_act_on_does_not_spin_the_loop() {
+        assert_eq!(pause(10, Some(10), at(10_050)), DUE_PAUSE);
+        assert_eq!(pause(12, Some(10), at(12_900)), DUE_PAUSE);
     }
 }

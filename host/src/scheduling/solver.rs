@@ -199,10 +199,12 @@ struct Claim {
     domain: u64,
     /// The allocatable of the type packing aims at: it grows no larger (see [`SIZE_TOLERANCE`]).
     target: Option<Resources>,
-    /// That type: a pod that pins the claim to a zone of its choice picks the zone where it is
-    /// cheapest with room (see `pin_zone`).
+    /// That type: a pod that pins the claim to a zone of its choice weighs the room it has
+    /// there (see `zone_for`).
     sized: Option<u32>,
-    /// The spot pool (type, zone) the claim is counted against (see `diversity`).
+    /// The spot pool (type, zone) the claim is counted against (see `diversity`); for a claim
+    /// free to launch in any zone, the zone its node was first counted in (such nodes of a
+    /// type are interchangeable and move between zones, see `SpotPools::count`).
     counted: Option<(u32, u32)>,
     /// The zone its first pod chose, and the claim was sized in (see `zone_for`).
     chosen_zone: Option<u32>,

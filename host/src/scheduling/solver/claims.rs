@@ -41,8 +41,7 @@ impl<'a> Solver<'a> {
         let zones = self.pool_zones[pool] & self.its.zones_admitted_by(&requirements);
         let requests = np.daemonset_overhead;
         let efficient = self.efficient_among(pool, &requirements, &types);
-        // Sized for the zones its first pod may pin it to, and pinned where that size is
-        // cheapest with room.
+        // Sized for the zones its first pod may pin it to.
         let choices = self
             .zones_on(p, None, zones, self.pool_zones[pool])
             .map_or(zones, |z| self.pin_choices(p, z));
@@ -238,12 +237,26 @@ impl<'a> Solver<'a> {
                 return Err(Reject::Requirements);
             }
         }
-        let prefer = claim.chosen_zone.or_else(|| {
-            let reqs = requirements.as_ref().unwrap_or(&claim.planned.requirements);
-            let choices = self.pin_choices(p, zones);
-            self.zone_for(claim.planned.node_pool, claim.sized, choices, reqs)
-        });
-        let pin = self.pin_zone(p, zones, prefer);
+        let has_zone_terms = self.terms[p].iter().any(|t| t.key == TopologyKey::Zone);
+        let pin = if has_zone_terms {
+            // A zone the claim's types have no allowed offering in is no choice.
+            let mut choices = self.pin_choices(p, zones);
+            if choices.count_ones() > 1 {
+                let offered = choices & self.offered_zones(c, requirements.as_ref());
+                if offered != 0 {
+                    choices = offered;
+                }
+            }
+            let prefer = claim.chosen_zone.or_else(|| {
+                let reqs = requirements.as_ref().unwrap_or(&claim.planned.requirements);
+                (choices.count_ones() > 1)
+                    .then(|| self.zone_for(claim.planned.node_pool, claim.sized, choices, reqs))
+                    .flatten()
+            });
+            self.pin_zone(choices, zones, prefer)
+        } else {
+            zones
+        };
         let its = self.its;
         let pool = &self.pools[claim.planned.node_pool];
         let capacity = requirements
@@ -277,7 +290,13 @@ impl<'a> Solver<'a> {
         if !claim.planned.pods.is_empty() && !types.iter().any(|&t| claim.efficient[t as usize]) {
             return Err(Reject::Premium);
         }
-        self.recount(c, pin);
+        if claim.counted.is_some() && claim.planned.zones.count_ones() > 1 {
+            let reqs = requirements
+                .clone()
+                .unwrap_or_else(|| claim.planned.requirements.clone());
+            self.recount(c, pin, &reqs);
+        }
+        self.count_pinned_pods(c, pin);
         let claim = &mut self.claims[c];
         claim.planned.instance_types = types;
         claim.planned.zones = pin;
@@ -286,6 +305,43 @@ impl<'a> Solver<'a> {
         }
         self.commit(p, c, requests);
         Ok(())
+    }
+
+    /// The zones where claim `c`'s types have an offering its requirements (or `narrowed`)
+    /// allow.
+    fn offered_zones(&self, c: usize, narrowed: Option<&Requirements>) -> u64 {
+        let claim = &self.claims[c];
+        let reqs = narrowed.unwrap_or(&claim.planned.requirements);
+        let capacity = reqs.get(crate::scheduling::model::labels::CAPACITY_TYPE);
+        let mut zones = 0u64;
+        for &t in &claim.planned.instance_types {
+            for o in &self.its.types[t as usize].offerings {
+                if o.available
+                    && capacity.is_none_or(|a| a.allows(Some(capacity_type_label(o.capacity_type))))
+                {
+                    zones |= 1 << o.zone;
+                }
+            }
+            if zones & claim.planned.zones == claim.planned.zones {
+                break;
+            }
+        }
+        zones
+    }
+
+    /// A claim that several zones allowed and a pod now pins to one: the pods already on it
+    /// count in that zone for the selectors they match (a spread's skew, an affinity group's
+    /// zone), as a pod placed on a pinned claim does.
+    fn count_pinned_pods(&mut self, c: usize, pin: u64) {
+        if self.claims[c].planned.zones.count_ones() == 1 || pin.count_ones() != 1 {
+            return;
+        }
+        let z = pin.trailing_zeros() as usize;
+        for &q in &self.claims[c].planned.pods {
+            for &s in &self.matches[q] {
+                self.zone_counts[s as usize][z] += 1;
+            }
+        }
     }
 
     /// Puts pod `p` on claim `c` (whose types and zones already allow it) and counts it.

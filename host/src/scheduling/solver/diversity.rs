@@ -31,7 +31,7 @@ pub(super) struct SpotPools {
     pub(super) planned: HashMap<(usize, u32, u32), u64>,
     /// Of those, the millicores of claims free to launch in any of the type's zones: a claim
     /// pinned to a zone may take their room there, they being counted in another zone instead.
-    flexible: HashMap<(usize, u32, u32), u64>,
+    pub(super) flexible: HashMap<(usize, u32, u32), u64>,
     /// Per NodePool: the most millicores one pool may take (its share of the demand).
     cap: Vec<u64>,
 }
@@ -102,11 +102,12 @@ impl SpotPools {
     /// Takes back a node counted with [`SpotPools::count`] (flexible or not).
     fn uncount(&mut self, pool: usize, t: u32, zone: u32, cpu: u64, flexible: bool) {
         let key = (pool, t, zone);
-        if let Some(v) = self.planned.get_mut(&key) {
-            *v = v.saturating_sub(cpu);
-        }
-        if flexible && let Some(v) = self.flexible.get_mut(&key) {
-            *v = v.saturating_sub(cpu);
+        for (map, take) in [(&mut self.planned, true), (&mut self.flexible, flexible)] {
+            if take {
+                let v = map.entry(key).or_default();
+                debug_assert!(*v >= cpu, "taking back a node not counted");
+                *v = v.saturating_sub(cpu);
+            }
         }
     }
 
@@ -172,7 +173,7 @@ impl<'a> Solver<'a> {
     /// types although the same pool in another zone had room.
     pub(super) fn spot_room(&self, pool: usize, t: u32, zone: u32, zones: u64) -> bool {
         let cpu = self.its.types[t as usize].capacity.0;
-        if zones.count_ones() != 1 {
+        if zones.count_ones() != 1 || self.spot.room(pool, t, zone, cpu) {
             return self.spot.room(pool, t, zone, cpu);
         }
         let elsewhere = self.spot_zones(pool, t, zone);
@@ -210,7 +211,9 @@ impl<'a> Solver<'a> {
         zones: u64,
         reqs: &Requirements,
     ) -> Option<u32> {
-        let favoured = self.favoured.get(pool).cloned().flatten();
+        // As `target` weighs them: in a round large enough, once the pool's are known.
+        let large = self.favour && self.demand[pool][0] >= sizing::FAVOURED_MIN_CPU;
+        let favoured = self.favoured.get(pool).cloned().flatten().filter(|_| large);
         let room = |z: u32, only: Option<u32>| -> f64 {
             favoured
                 .iter()
@@ -286,8 +289,11 @@ impl<'a> Solver<'a> {
     }
 
     /// A claim free to launch in several zones that a pod pins to `pin` is counted there now,
-    /// pinned, rather than where it was counted as flexible.
-    pub(super) fn recount(&mut self, c: usize, pin: u64) {
+    /// pinned, rather than as one of the type's flexible nodes — if the type has a spot pool
+    /// with room there; else it is counted nowhere, as a claim sized for an on-demand
+    /// offering is. Flexible nodes of a type are interchangeable (moves in `count` do not
+    /// follow claims), so the one taken back is one in the zone it pins to if there is one.
+    pub(super) fn recount(&mut self, c: usize, pin: u64, reqs: &Requirements) {
         let claim = &self.claims[c];
         let Some((t, zone)) = claim.counted else {
             return;
@@ -300,10 +306,22 @@ impl<'a> Solver<'a> {
             self.its.types[t as usize].capacity.0,
         );
         let to = pin.trailing_zeros();
-        self.spot.uncount(pool, t, zone, cpu, true);
-        let elsewhere = self.spot_zones(pool, t, to);
-        self.spot.count(pool, t, to, cpu, Some(&elsewhere));
-        self.claims[c].counted = Some((t, to));
+        let held = |z: u32| self.spot.flexible.get(&(pool, t, z)).copied().unwrap_or(0) >= cpu;
+        let from = [to, zone]
+            .into_iter()
+            .chain(self.spot_zones(pool, t, to))
+            .find(|&z| held(z));
+        if let Some(from) = from {
+            self.spot.uncount(pool, t, from, cpu, true);
+        }
+        self.claims[c].counted = match self.offer(pool, t, pin, reqs, true) {
+            Some((_, z, true)) if z == to => {
+                let elsewhere = self.spot_zones(pool, t, to);
+                self.spot.count(pool, t, to, cpu, Some(&elsewhere));
+                Some((t, to))
+            }
+            _ => None,
+        };
         self.refresh_prices(pool, t);
     }
 

@@ -6,7 +6,7 @@ use super::*;
 /// Below this many vCPUs a round is sized from its pods alone, not for the favoured offerings:
 /// its nodes hold few whole pods, which the fractional optimum does not see (ten 500m pods are
 /// five "full" 1-vCPU nodes to it, and ten on them).
-const FAVOURED_MIN_CPU: f64 = 64.0;
+pub(super) const FAVOURED_MIN_CPU: f64 = 64.0;
 
 impl<'a> Solver<'a> {
     /// The pool's LP bound over every pending pod: its unit prices value what a node holds.

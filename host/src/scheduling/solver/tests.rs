@@ -895,14 +895,44 @@ fn zone_pinned_claims_moving_flexible_ones_keep_every_spot_pool_within_its_share
             its.types[t as usize].name
         );
     }
-    // What is counted is what the claims are: one node of its type per claim.
-    let counted: u64 = solver
-        .claims
-        .iter()
-        .filter_map(|c| c.counted)
-        .map(|(t, _)| its.types[t as usize].capacity.0)
-        .sum();
-    assert_eq!(counted, solver.spot.planned.values().sum::<u64>());
+    // What is counted is what the claims are: per pool, its pinned claims' nodes and flexible
+    // nodes; per type, as many flexible nodes as flexible claims.
+    let mut pinned: HashMap<(usize, u32, u32), u64> = HashMap::new();
+    let mut flexible: HashMap<u32, u64> = HashMap::new();
+    for c in &solver.claims {
+        let Some((t, zone)) = c.counted else {
+            continue;
+        };
+        let cpu = its.types[t as usize].capacity.0;
+        if c.planned.zones.count_ones() == 1 {
+            assert_eq!(c.planned.zones, 1 << zone, "counted where it is pinned");
+            *pinned.entry((0, t, zone)).or_default() += cpu;
+        } else {
+            *flexible.entry(t).or_default() += cpu;
+        }
+    }
+    for (&key, &cpu) in &solver.spot.planned {
+        let flex = solver.spot.flexible.get(&key).copied().unwrap_or(0);
+        assert_eq!(
+            cpu,
+            pinned.get(&key).copied().unwrap_or(0) + flex,
+            "{key:?}"
+        );
+    }
+    for (&t, &cpu) in &flexible {
+        let counted: u64 = solver
+            .spot
+            .flexible
+            .iter()
+            .filter(|((_, u, _), _)| *u == t)
+            .map(|(_, v)| v)
+            .sum();
+        assert_eq!(
+            counted, cpu,
+            "flexible nodes of {}",
+            its.types[t as usize].name
+        );
+    }
     assert_eq!(
         solver
             .claims

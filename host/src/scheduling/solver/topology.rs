@@ -108,16 +108,12 @@ impl<'a> Solver<'a> {
             .fold(0, |m, z| m | 1 << z)
     }
 
-    /// A pod with zone terms pins its claim to one zone of its [`Solver::pin_choices`]: the
-    /// claim's `prefer`red one (where the type it is sized for is cheapest with room) when it
-    /// may, else the first. Choosing the first alone put every zone-affinity group, and the
-    /// spread's ties, in the first zone, whose spot pools then filled with claims sized for a
-    /// type that is cheap in another zone. Pods without zone terms keep the claim's zones.
-    pub(super) fn pin_zone(&self, p: usize, zones: u64, prefer: Option<u32>) -> u64 {
-        if !self.terms[p].iter().any(|t| t.key == TopologyKey::Zone) {
-            return zones;
-        }
-        let choices = self.pin_choices(p, zones);
+    /// A pod with zone terms pins its claim to one zone of its `choices` (see
+    /// [`Solver::pin_choices`]): the `prefer`red one (see `Solver::zone_for`) when it may, else
+    /// the first. Choosing the first alone put every zone-affinity group, and the spread's ties,
+    /// in the first zone, whose spot pools then filled with claims sized for a type that is
+    /// cheap in another zone.
+    pub(super) fn pin_zone(&self, choices: u64, zones: u64, prefer: Option<u32>) -> u64 {
         match prefer {
             Some(z) if choices & (1 << z) != 0 => 1 << z,
             _ if choices != 0 => 1 << choices.trailing_zeros(),
