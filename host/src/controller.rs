@@ -75,7 +75,9 @@ pub struct NewClaim {
 /// node became Ready, an object changed): how batches open and disruption wakes up.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Signal {
-    /// A pod became pending at this time: it opens or extends the provisioning batch.
+    /// A pod became pending at this time (Unix milliseconds: a one-second idle window is
+    /// measured finer than the whole second a tick reads): it opens or extends the
+    /// provisioning batch.
     PodPending(i64),
     /// Something changed that disruption should look at.
     Changed(i64),
@@ -88,6 +90,9 @@ pub enum Signal {
 pub trait ClusterPort {
     /// The snapshot decisions read.
     fn cluster(&self) -> &Cluster;
+    /// The world's clock now, Unix milliseconds: a provisioning batch closes on it once its
+    /// pods have been idle for the whole window, not at the next whole second.
+    fn clock_ms(&self) -> i64;
     /// Creates the NodeClaim objects (each with its termination finalizer) before their
     /// launch; one result per claim, in order. One call per batch, so a world that talks to an
     /// API server can make the writes concurrently.
@@ -388,7 +393,7 @@ pub struct Controller {
     pub ctx: Context,
     /// Times are aligned to whole intervals from here.
     origin: i64,
-    /// Open provisioning batch: (first pod, last pod).
+    /// Open provisioning batch: (first pod, last pod), Unix milliseconds.
     batch: Option<(i64, i64)>,
     next_claim: u64,
     next_disruption: Option<i64>,
@@ -454,18 +459,19 @@ impl Controller {
         self.origin + (t - self.origin + step - 1).div_euclid(step) * step
     }
 
-    /// A pod became pending: it opens or extends the provisioning batch.
-    pub fn pod_pending(&mut self, now: i64) {
+    /// A pod became pending at `at_ms` (Unix milliseconds): it opens or extends the
+    /// provisioning batch.
+    pub fn pod_pending(&mut self, at_ms: i64) {
         self.batch = Some(match self.batch {
-            Some((first, _)) => (first, now),
-            None => (now, now),
+            Some((first, last)) => (first, last.max(at_ms)),
+            None => (at_ms, at_ms),
         });
     }
 
     /// Pending pods, if any, get a batch.
     pub fn kick(&mut self, cluster: &Cluster, now: i64) {
         if self.batch.is_none() && cluster.pods.values().any(|p| p.node.is_none()) {
-            self.batch = Some((now, now));
+            self.batch = Some((now * 1000, now * 1000));
         }
     }
 
@@ -476,21 +482,29 @@ impl Controller {
         self.next_disruption = Some(self.next_disruption.map_or(next, |n| n.min(next)));
     }
 
+    /// When the open batch closes, Unix milliseconds.
     fn batch_close(&self) -> Option<i64> {
         let (first, last) = self.batch?;
         Some(
-            (last + self.settings.batch_idle.as_secs() as i64)
-                .min(first + self.settings.batch_max.as_secs() as i64),
+            (last + self.settings.batch_idle.as_millis() as i64)
+                .min(first + self.settings.batch_max.as_millis() as i64),
         )
     }
 
-    /// When the controller next has something to do (Unix seconds), if anything.
+    /// When the controller next has something to do (Unix seconds, rounded up), if anything.
     pub fn next_wake(&self, cluster: &Cluster, now: i64) -> Option<i64> {
+        self.next_wake_ms(cluster, now)
+            .map(|t| (t + 999).div_euclid(1000))
+    }
+
+    /// When the controller next has something to do, Unix milliseconds, if anything.
+    pub fn next_wake_ms(&self, cluster: &Cluster, now: i64) -> Option<i64> {
         let mut next: Option<i64> = None;
-        let mut at = |t: i64| next = Some(next.map_or(t, |n: i64| n.min(t)));
+        let mut at_ms = |t: i64| next = Some(next.map_or(t, |n: i64| n.min(t)));
         if let Some(close) = self.batch_close() {
-            at(close);
+            at_ms(close);
         }
+        let mut at = |t: i64| at_ms(t * 1000);
         if cluster.nodes.values().any(|n| n.deletion.is_some()) {
             at(now + self.settings.drain_retry.as_secs() as i64);
         }
@@ -582,7 +596,7 @@ impl Controller {
         self.terminate(now, port, cloud);
         self.absorb(port);
         if let Some(close) = self.batch_close()
-            && close <= now
+            && close <= port.clock_ms()
         {
             self.provision(now, port, cloud);
         }
@@ -619,6 +633,37 @@ pub fn drain_order(asks: Vec<Ask>) -> Vec<Ask> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn controller(now: i64) -> Controller {
+        let its = InstanceTypes {
+            types: Vec::new(),
+            zones: Vec::new(),
+        };
+        let engine = crate::policy::PolicyEngine::new(Default::default()).expect("an engine");
+        let registry = std::sync::Arc::new(PolicyRegistry::new(engine));
+        let ctx = Context::new(its, Catalog::default(), registry);
+        Controller::new(Settings::default(), ctx, now)
+    }
+
+    #[test]
+    fn a_batch_closes_once_its_pods_have_been_idle_for_the_whole_window() {
+        let mut c = controller(50);
+        let cluster = Cluster::default();
+        c.pod_pending(53_670);
+        c.pod_pending(53_900);
+        // One second after the last pod, not at the next whole second (54).
+        assert_eq!(c.batch_close(), Some(54_900));
+        assert_eq!(c.next_wake_ms(&cluster, 53), Some(54_900));
+        assert_eq!(c.next_wake(&cluster, 53), Some(55));
+        // A pod seen late but stamped earlier does not shorten the window.
+        c.pod_pending(53_100);
+        assert_eq!(c.batch_close(), Some(54_900));
+        // Pods that keep coming close it at the longest window after the first.
+        for t in (54_000..70_000).step_by(500) {
+            c.pod_pending(t);
+        }
+        assert_eq!(c.batch_close(), Some(63_670));
+    }
 
     #[test]
     fn a_drain_takes_one_pod_of_each_node_in_turn() {

@@ -426,6 +426,10 @@ impl ClusterPort for KubePort {
         &self.cluster
     }
 
+    fn clock_ms(&self) -> i64 {
+        super::unix_now_ms()
+    }
+
     fn create_claims(&mut self, claims: &[NewClaim]) -> Vec<Result<(), PortError>> {
         if let Err(e) = self.acting() {
             return claims.iter().map(|_| Err(e.clone())).collect();

@@ -104,7 +104,8 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
     let mut leading = false;
     tracing::info!(zones = ?zones, "controller started");
     while !shutdown.stopped() {
-        let now = unix_now();
+        let read_ms = super::unix_now_ms();
+        let now = read_ms.div_euclid(1000);
         health.beat(now);
         bridge.wait(leadership.look());
         if leadership.leading() != leading {
@@ -136,7 +137,7 @@ pub fn run(config: kube::Config, settings: Settings, shutdown: Shutdown) -> Resu
         } else {
             None
         };
-        let wake = pause(now, due, SystemTime::now());
+        let wake = pause(read_ms, due, SystemTime::now());
         sleep_until_change(&bridge, &stores, &leadership, wake);
     }
     tracing::info!("controller stopping");
@@ -191,7 +192,7 @@ impl Term {
     }
 
     /// Observes, lets the core decide and act, and records what the tick wrote. Returns the
-    /// core's next timer (Unix seconds), if it has one.
+    /// core's next timer (Unix milliseconds), if it has one.
     fn tick(
         &mut self,
         edge: &Edge,
@@ -247,7 +248,8 @@ impl Term {
         if let Some(ok) = port.cloud_reached {
             edge.health.set_cloud(ok);
         }
-        self.controller.next_wake(ClusterPort::cluster(&port), now)
+        self.controller
+            .next_wake_ms(ClusterPort::cluster(&port), now)
     }
 }
 
@@ -257,16 +259,16 @@ const MAX_PAUSE: Duration = Duration::from_secs(1);
 /// not act on yet: such a timer does not spin the loop.
 const DUE_PAUSE: Duration = Duration::from_millis(250);
 
-/// How long the loop sleeps after a tick that read `now` (Unix seconds) and ended at `ended`:
-/// until the core's next timer `due` (Unix seconds) on the clock, not counted from `now`. A big
-/// batch's tick lasts over a second, and a timer that fell due meanwhile (the batch window of
-/// pods that arrived during it) is acted on at once, not a second later.
-fn pause(now: i64, due: Option<i64>, ended: SystemTime) -> Duration {
+/// How long the loop sleeps after a tick that read the clock at `read_ms` and ended at `ended`
+/// (Unix milliseconds): until the core's next timer `due` on the clock, not counted from what
+/// the tick read. A big batch's tick lasts over a second, and a timer that fell due meanwhile
+/// (the batch window of pods that arrived during it) is acted on at once, not a second later.
+fn pause(read_ms: i64, due: Option<i64>, ended: SystemTime) -> Duration {
     let until_due = match due {
         None => MAX_PAUSE,
-        Some(t) if t <= now => DUE_PAUSE,
+        Some(t) if t <= read_ms => DUE_PAUSE,
         Some(t) => {
-            let at = SystemTime::UNIX_EPOCH + Duration::from_secs(t.max(0) as u64);
+            let at = SystemTime::UNIX_EPOCH + Duration::from_millis(t.max(0) as u64);
             at.duration_since(ended).unwrap_or(Duration::ZERO)
         }
     };
@@ -451,20 +453,23 @@ mod tests {
 
     #[test]
     fn a_timer_that_fell_due_during_a_long_tick_is_acted_on_at_once() {
-        // The tick read now = 53 (at 53.670 s) and ended at 54.100 s; the batch closes at 54.
-        assert_eq!(pause(53, Some(54), at(54_100)), Duration::ZERO);
+        // The tick read the clock at 53.670 s and ended at 54.100 s; the batch closed at 54.
+        assert_eq!(pause(53_670, Some(54_000), at(54_100)), Duration::ZERO);
     }
 
     #[test]
     fn the_loop_sleeps_until_the_timer_on_the_clock() {
-        assert_eq!(pause(53, Some(55), at(54_100)), Duration::from_millis(900));
-        assert_eq!(pause(10, Some(99), at(10_010)), MAX_PAUSE);
-        assert_eq!(pause(10, None, at(10_010)), MAX_PAUSE);
+        assert_eq!(
+            pause(53_670, Some(54_370), at(54_100)),
+            Duration::from_millis(270)
+        );
+        assert_eq!(pause(10_000, Some(99_000), at(10_010)), MAX_PAUSE);
+        assert_eq!(pause(10_000, None, at(10_010)), MAX_PAUSE);
     }
 
     #[test]
     fn a_timer_due_before_the_tick_that_it_could_not_act_on_does_not_spin_the_loop() {
-        assert_eq!(pause(10, Some(10), at(10_050)), DUE_PAUSE);
-        assert_eq!(pause(12, Some(10), at(12_900)), DUE_PAUSE);
+        assert_eq!(pause(10_000, Some(10_000), at(10_050)), DUE_PAUSE);
+        assert_eq!(pause(12_000, Some(10_000), at(12_900)), DUE_PAUSE);
     }
 }

@@ -384,7 +384,7 @@ impl Observer {
             if pod.node.is_none() {
                 pending_now.insert(pod.spec.name.clone());
                 if !self.pending.contains(&pod.spec.name) {
-                    signals.push(Signal::PodPending(now));
+                    signals.push(Signal::PodPending(super::unix_now_ms()));
                 }
             }
             cluster.pods.insert(pod.spec.name.clone(), pod);

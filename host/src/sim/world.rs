@@ -152,6 +152,11 @@ impl ClusterPort for World {
         &self.cluster
     }
 
+    /// The virtual clock moves in whole seconds.
+    fn clock_ms(&self) -> i64 {
+        self.now() * 1000
+    }
+
     /// A NodeClaim object exists from here until its node does (what a restart resumes).
     fn create_claims(&mut self, claims: &[NewClaim]) -> Vec<Result<(), PortError>> {
         claims
@@ -549,7 +554,7 @@ impl World {
             do_not_disrupt,
         };
         self.cluster.pods.insert(pod.spec.name.clone(), pod);
-        self.signals.push(Signal::PodPending(self.now()));
+        self.signals.push(Signal::PodPending(self.now() * 1000));
     }
 
     /// Resolves again where each waiting pod's volumes let it run (volumes or claims changed).
