@@ -44,6 +44,35 @@ fn pods(n: usize, app: &str, cpu: u64, mem_mib: u64) -> Vec<PendingPod> {
         .collect()
 }
 
+/// No spot pool is planned for more than `cap` millicores.
+fn assert_within_share(solver: &Solver, its: &InstanceTypes, cap: u64) {
+    for (&(_, t, zone), &cpu) in &solver.spot.planned {
+        assert!(
+            cpu <= cap,
+            "{} in zone {zone}: {cpu}m planned, cap {cap}m",
+            its.types[t as usize].name
+        );
+    }
+}
+
+/// The pods the solver's claims hold.
+fn pods_placed(solver: &Solver) -> usize {
+    solver.claims.iter().map(|c| c.planned.pods.len()).sum()
+}
+
+/// `n` pods of `app` that want to be in one zone with each other (zone pod affinity).
+fn zone_group(n: usize, app: &str, cpu: u64, mem_mib: u64) -> Vec<PendingPod> {
+    let sel = crate::scheduling::model::LabelSelector::labels(&[("app", app)]);
+    let mut group = pods(n, app, cpu, mem_mib);
+    for p in &mut group {
+        p.affinity = vec![AffinityTerm {
+            key: TopologyKey::Zone,
+            selector: sel.clone(),
+        }];
+    }
+    group
+}
+
 fn zone_of(plan: &Plan, c: &PlannedClaim) -> u32 {
     assert_eq!(
         c.zones.count_ones(),
@@ -273,14 +302,7 @@ fn zone_affinity_keeps_pods_together_and_overhead_counts() {
         pods: 2,
         gpus: 0,
     };
-    let sel = crate::scheduling::model::LabelSelector::labels(&[("app", "cache")]);
-    let mut cache = pods(30, "cache", 1000, 2048);
-    for p in &mut cache {
-        p.affinity = vec![AffinityTerm {
-            key: TopologyKey::Zone,
-            selector: sel.clone(),
-        }];
-    }
+    let cache = zone_group(30, "cache", 1000, 2048);
     let plan = solve(&cache, &[np], &its);
     assert!(plan.unschedulable.is_empty());
     let zones: std::collections::BTreeSet<u32> =
@@ -699,22 +721,9 @@ fn a_large_spot_round_is_sized_over_many_pools_none_above_its_share() {
     let cap = (600.0 * SPOT_POOL_SHARE * 1000.0) as u64;
     let planned = &solver.spot.planned;
     assert!(planned.len() >= 5, "{} pools", planned.len());
-    for (&(_, t, zone), &cpu) in planned {
-        assert!(
-            cpu <= cap,
-            "{} in zone {zone}: {cpu}m planned, cap {cap}m",
-            its.types[t as usize].name
-        );
-    }
+    assert_within_share(&solver, &its, cap);
     // Every pod is placed.
-    assert_eq!(
-        solver
-            .claims
-            .iter()
-            .map(|c| c.planned.pods.len())
-            .sum::<usize>(),
-        600
-    );
+    assert_eq!(pods_placed(&solver), 600);
 }
 
 #[test]
@@ -834,14 +843,7 @@ fn a_zone_affinity_group_starts_where_its_type_is_cheapest_not_in_the_first_zone
             (labels::CAPACITY_TYPE, In, &["spot"]),
         ],
     );
-    let sel = crate::scheduling::model::LabelSelector::labels(&[("app", "cache")]);
-    let mut cache = pods(12, "cache", 500, 512);
-    for p in &mut cache {
-        p.affinity = vec![AffinityTerm {
-            key: TopologyKey::Zone,
-            selector: sel.clone(),
-        }];
-    }
+    let cache = zone_group(12, "cache", 500, 512);
     let plan = solve(&cache, &[np], &its);
     assert!(plan.unschedulable.is_empty());
     for c in &plan.claims {
@@ -888,13 +890,7 @@ fn zone_pinned_claims_moving_flexible_ones_keep_every_spot_pool_within_its_share
         solver.place(p).unwrap();
     }
     let cap = (600.0 * SPOT_POOL_SHARE * 1000.0) as u64;
-    for (&(_, t, zone), &cpu) in &solver.spot.planned {
-        assert!(
-            cpu <= cap,
-            "{} in zone {zone}: {cpu}m planned, cap {cap}m",
-            its.types[t as usize].name
-        );
-    }
+    assert_within_share(&solver, &its, cap);
     // What is counted is what the claims are: per pool, its pinned claims' nodes and flexible
     // nodes; per type, as many flexible nodes as flexible claims.
     let mut pinned: HashMap<(usize, u32, u32), u64> = HashMap::new();
@@ -933,12 +929,5 @@ fn zone_pinned_claims_moving_flexible_ones_keep_every_spot_pool_within_its_share
             its.types[t as usize].name
         );
     }
-    assert_eq!(
-        solver
-            .claims
-            .iter()
-            .map(|c| c.planned.pods.len())
-            .sum::<usize>(),
-        600
-    );
+    assert_eq!(pods_placed(&solver), 600);
 }
