@@ -44,6 +44,9 @@ pub struct Metrics {
     pub pods_startup_duration: Histogram,
     /// One provisioning batch's scheduling simulation and scoring.
     pub scheduling_duration: Histogram,
+    /// One disruption pass that had candidates: finding them, simulating their moves, the
+    /// policy and enforcement. The loop decides nothing else meanwhile.
+    pub disruption_duration: Histogram,
     /// Pods in one provisioning batch.
     pub batch_size: Histogram,
     /// Pending pods by why they wait (nominated to a launching node, or the failing
@@ -105,6 +108,7 @@ impl Metrics {
             nodeclaims_not_launched: Counter::default(),
             pods_startup_duration: startup_seconds(),
             scheduling_duration: seconds(),
+            disruption_duration: seconds(),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 16)),
             pods_pending: Family::default(),
             disruption_decisions: Family::default(),
@@ -153,6 +157,11 @@ impl Metrics {
             "provisioner_scheduling_duration_seconds",
             "One provisioning batch's simulation and scoring",
             m.scheduling_duration.clone(),
+        );
+        r.register(
+            "disruption_evaluation_duration_seconds",
+            "One disruption pass with candidates: simulation, policy and enforcement",
+            m.disruption_duration.clone(),
         );
         r.register(
             "provisioner_batch_size",

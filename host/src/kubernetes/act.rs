@@ -715,6 +715,44 @@ impl ClusterPort for KubePort {
         self.metrics.scheduling_duration.observe(took.as_secs_f64());
     }
 
+    fn disruption_round(&mut self, round: crate::controller::DisruptionRound) {
+        let t = round.timings;
+        let took = t.moves + t.policy + t.enforce;
+        self.metrics.disruption_duration.observe(took.as_secs_f64());
+        let fields = (
+            round.nodes,
+            round.candidates,
+            round.moves,
+            t.moves.as_millis() as u64,
+            t.policy.as_millis() as u64,
+            t.enforce.as_millis() as u64,
+        );
+        // A pass holds the loop: one that takes a second or more is worth an operator's eye.
+        if took >= Duration::from_secs(1) {
+            tracing::info!(
+                nodes = fields.0,
+                candidates = fields.1,
+                moves = fields.2,
+                commands = round.commands,
+                moves_ms = fields.3,
+                policy_ms = fields.4,
+                enforce_ms = fields.5,
+                "slow disruption pass"
+            );
+        } else {
+            tracing::debug!(
+                nodes = fields.0,
+                candidates = fields.1,
+                moves = fields.2,
+                commands = round.commands,
+                moves_ms = fields.3,
+                policy_ms = fields.4,
+                enforce_ms = fields.5,
+                "disruption pass"
+            );
+        }
+    }
+
     fn record(&mut self, event: EventKind) {
         self.publish_event(event);
     }

@@ -351,11 +351,10 @@ impl Selectors {
         name: &'s str,
         labels: &'s [(String, String)],
     ) -> impl Iterator<Item = u32> + 's {
-        let ns = namespace(name);
         self.0
             .iter()
             .enumerate()
-            .filter(move |(_, (n, s))| n == ns && s.matches(labels))
+            .filter(move |(_, (n, s))| in_namespace(name, n) && s.matches(labels))
             .map(|(i, _)| i as u32)
     }
 }
@@ -504,7 +503,14 @@ impl<'a> Solver<'a> {
                     TopologyKey::Zone => self.repel_zone[s as usize] |= 1 << node.zone,
                 }
             }
-            for (name, labels) in node.pods.iter().filter(|_| !gone) {
+            // With no topology term to count for, the running pods are not read at all: a
+            // disruption pass builds a solver per candidate over every running pod.
+            let counted = if gone || selectors.0.is_empty() {
+                &[][..]
+            } else {
+                &node.pods[..]
+            };
+            for (name, labels) in counted {
                 for s in selectors.matching(name, labels) {
                     self.placed[s as usize] += 1;
                     *self.host_counts.entry((s, i)).or_default() += 1;
@@ -786,6 +792,15 @@ impl std::hash::Hasher for FastHasher {
 
 fn namespace(name: &str) -> &str {
     name.split_once('/').map_or("default", |(ns, _)| ns)
+}
+
+/// Whether the pod `name` (`namespace/name`, or a bare name in `default`) is in `ns`, without
+/// scanning the whole name for its namespace first.
+fn in_namespace(name: &str, ns: &str) -> bool {
+    match name.strip_prefix(ns) {
+        Some(rest) if rest.starts_with('/') => true,
+        _ => ns == "default" && !name.contains('/'),
+    }
 }
 
 fn bits(mask: u64) -> impl Iterator<Item = usize> {

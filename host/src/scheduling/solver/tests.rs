@@ -931,3 +931,13 @@ fn zone_pinned_claims_moving_flexible_ones_keep_every_spot_pool_within_its_share
     }
     assert_eq!(pods_placed(&solver), 600);
 }
+
+#[test]
+fn a_pod_is_in_its_namespace_and_a_bare_name_in_default() {
+    assert!(in_namespace("shop/web-1", "shop"));
+    assert!(!in_namespace("shopping/web-1", "shop"));
+    assert!(!in_namespace("shop/web-1", "default"));
+    assert!(in_namespace("web-1", "default"));
+    assert!(!in_namespace("web-1", "web-1"));
+    assert!(in_namespace("default/web-1", "default"));
+}
