@@ -664,7 +664,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
                                 m.cluster.nodes.get(n).is_none_or(|n| n.ready_at.is_some())
                             })
                     })
-                    .map(|p| p.spec.clone())
+                    .map(|p| dovetail::scheduling::PendingPod::clone(&p.spec))
                     .collect();
                 let (existing, _) = m.cluster.schedulable_nodes(m.its, |_| false);
                 let plan = dovetail::scheduling::solve_on(

@@ -308,7 +308,7 @@ impl<'a> Pass<'a> {
             .values()
             .filter(|n| n.deletion.is_some())
             .flat_map(|n| by_node.get(n.name.as_str()).into_iter().flatten())
-            .map(|p| p.spec.clone())
+            .map(|p| PendingPod::clone(&p.spec))
             .collect();
         if !draining.is_empty() {
             let plan = solve_excluding(&draining, &pass.existing, &pass.gone, &[], its);
@@ -494,7 +494,7 @@ impl Pass<'_> {
         if required.is_none() && !c.reasons.contains(&DisruptionReason::Underutilized) {
             return None;
         }
-        let pods: Vec<PendingPod> = c.pods.iter().map(|p| p.spec.clone()).collect();
+        let pods: Vec<PendingPod> = c.pods.iter().map(|p| PendingPod::clone(&p.spec)).collect();
         let relocation = self.relocate(&pods, &self.mask(&[c.node]));
         match (relocation, required) {
             (Relocation::Fits, Some(reason)) => Some((None, reason)),
@@ -536,7 +536,12 @@ impl Pass<'_> {
             let nodes: Vec<&Node> = order[..mid].iter().map(|&i| candidates[i].node).collect();
             let pods: Vec<PendingPod> = order[..mid]
                 .iter()
-                .flat_map(|&i| candidates[i].pods.iter().map(|p| p.spec.clone()))
+                .flat_map(|&i| {
+                    candidates[i]
+                        .pods
+                        .iter()
+                        .map(|p| PendingPod::clone(&p.spec))
+                })
                 .collect();
             let ok = match self.relocate(&pods, &self.mask(&nodes)) {
                 Relocation::Fits => Some(None),
@@ -705,7 +710,7 @@ mod tests {
                 c.pods.insert(
                     name.clone(),
                     Pod {
-                        spec: PendingPod::new(&name, &[("app", "web")], 180, 128 << 20),
+                        spec: PendingPod::new(&name, &[("app", "web")], 180, 128 << 20).into(),
                         owner: Some("default/web".into()),
                         created_at: 0,
                         node: Some(node.into()),

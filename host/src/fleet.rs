@@ -378,7 +378,7 @@ mod tests {
 
     fn pod(name: &str, node: Option<&str>, cpu: u64, running: bool) -> Pod {
         Pod {
-            spec: PendingPod::new(name, &[], cpu, 1 << 30),
+            spec: PendingPod::new(name, &[], cpu, 1 << 30).into(),
             owner: None,
             created_at: 50,
             node: node.map(Into::into),

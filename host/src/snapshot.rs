@@ -206,7 +206,8 @@ mod tests {
         let b = unreadable_pdb("shop", "web");
         assert_eq!(b.max_unavailable, Some(IntOrPercent::Count(0)));
         let pod = |name: &str| crate::cluster::Pod {
-            spec: crate::scheduling::PendingPod::new(name, &[("app", "anything")], 100, 1 << 20),
+            spec: crate::scheduling::PendingPod::new(name, &[("app", "anything")], 100, 1 << 20)
+                .into(),
             owner: None,
             created_at: 0,
             node: Some("n".into()),
@@ -265,7 +266,7 @@ mod tests {
         n.ready_at = Some(10);
         c.nodes.insert("a".into(), n);
         let pod = |name: &str| crate::cluster::Pod {
-            spec: crate::scheduling::PendingPod::new(name, &[], 100, 1 << 20),
+            spec: crate::scheduling::PendingPod::new(name, &[], 100, 1 << 20).into(),
             owner: None,
             created_at: 0,
             node: Some("a".into()),

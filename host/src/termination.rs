@@ -205,7 +205,7 @@ mod tests {
             c.pods.insert(
                 name.into(),
                 Pod {
-                    spec,
+                    spec: spec.into(),
                     owner: Some("default/rs".into()),
                     created_at: 0,
                     node: Some("n1".into()),

@@ -50,7 +50,7 @@ impl Controller {
         let cluster = port.cluster();
         let specs: Vec<PendingPod> = pending
             .iter()
-            .map(|n| cluster.pods[n].spec.clone())
+            .map(|n| PendingPod::clone(&cluster.pods[n].spec))
             .collect();
         let (existing, names) = cluster.schedulable_nodes(&self.ctx.its, |_| false);
         let pool_specs = cluster.pool_specs(&self.ctx.its);

@@ -198,7 +198,7 @@ impl Pass<'_> {
         let moving: Vec<PendingPod> = nodes
             .iter()
             .flat_map(|n| self.by_node.get(n.as_str()).into_iter().flatten())
-            .map(|p| p.spec.clone())
+            .map(|p| PendingPod::clone(&p.spec))
             .collect();
         let plan = solve_excluding(&moving, &self.existing, &gone, &[], self.its);
         if !plan.unschedulable.is_empty() {

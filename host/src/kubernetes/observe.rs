@@ -2,7 +2,7 @@
 //! into the [`Cluster`] the controller core decides on, applying the core's snapshot rules
 //! ([`crate::snapshot`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Node as KubeNode;
@@ -36,7 +36,7 @@ pub struct PoolProblem {
 pub struct Observer {
     /// When each node's pods last changed.
     pod_changes: crate::snapshot::PodChanges,
-    pending: BTreeSet<String>,
+    pending: HashSet<String>,
     /// Pod → (NodeClaim, until when the nomination holds).
     pub nominated: HashMap<String, (String, i64)>,
     /// NodeClaim → when this process wrote its launch (the tick's writes flushed): until the
@@ -330,7 +330,12 @@ impl Observer {
                 || launched.contains_key(claim);
             crate::snapshot::nomination_holds(*until, node, exists, now)
         });
-        let mut pending_now = BTreeSet::new();
+        let mut pending_now = HashSet::new();
+        // The pods, sorted once and built into the map in one go (the cache's order is a
+        // hash's: inserting 100,000 pods one by one costs a tree walk each).
+        let mut pods = Vec::new();
+        // When this snapshot saw a pod pending for the first time.
+        let seen_ms = super::unix_now_ms();
         let mut unbound_now = HashMap::new();
         // Attachments of PersistentVolumes (an inline volume's goes with its pod, as
         // Karpenter also leaves it).
@@ -358,7 +363,7 @@ impl Observer {
                 continue;
             };
             if pod.node.is_none() && !pod.spec.volume_claims.is_empty() {
-                pod.spec.volume_requirements =
+                std::sync::Arc::make_mut(&mut pod.spec).volume_requirements =
                     cluster.volumes.requirements(&pod.spec.volume_claims);
             }
             match p.node_name.as_ref() {
@@ -384,11 +389,12 @@ impl Observer {
             if pod.node.is_none() {
                 pending_now.insert(pod.spec.name.clone());
                 if !self.pending.contains(&pod.spec.name) {
-                    signals.push(Signal::PodPending(super::unix_now_ms()));
+                    signals.push(Signal::PodPending(seen_ms));
                 }
             }
-            cluster.pods.insert(pod.spec.name.clone(), pod);
+            pods.push((pod.spec.name.clone(), pod));
         }
+        cluster.pods = pods.into_iter().collect();
         self.pending = pending_now;
         self.unbound = unbound_now;
     }

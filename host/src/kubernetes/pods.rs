@@ -43,7 +43,7 @@ pub struct ObservedPod {
     pub controller: Option<String>,
     pub do_not_disrupt: bool,
     /// Its scheduling model, or why it cannot be read.
-    pub spec: Result<PendingPod, String>,
+    pub spec: Result<Arc<PendingPod>, String>,
 }
 
 impl ObservedPod {
@@ -79,7 +79,7 @@ impl ObservedPod {
                 pending_pod(&format!("Pod/{id}"), "spec", &id, p.labels(), spec)
                     .map(|mut s| {
                         s.owner = workload_owner(p.owner_references(), p.labels());
-                        s
+                        Arc::new(s)
                     })
                     .map_err(|e| {
                         tracing::warn!(pod = %id, error = %e, "ignoring a pod that cannot be read");

@@ -771,12 +771,8 @@ mod tests {
         // A node the pod's node affinity excludes is no domain (nodeAffinityPolicy: Honor).
         w.cluster.nodes.get_mut("c").unwrap().labels[0].1 = "z2".into();
         let only_z1 = crate::scheduling::Requirements::from_labels([(labels::ZONE, "z1")]);
-        w.cluster
-            .pods
-            .get_mut("default/w2")
-            .unwrap()
-            .spec
-            .node_terms = vec![only_z1];
+        let w2 = w.cluster.pods.get_mut("default/w2").unwrap();
+        std::sync::Arc::make_mut(&mut w2.spec).node_terms = vec![only_z1];
         w.schedule();
         assert_eq!(node_of(&w, "w2"), Some("a"));
     }

@@ -545,7 +545,7 @@ impl World {
     ) {
         spec.volume_requirements = self.cluster.volumes.requirements(&spec.volume_claims);
         let pod = Pod {
-            spec,
+            spec: spec.into(),
             owner,
             created_at: self.now(),
             node: None,
@@ -562,7 +562,8 @@ impl World {
         let volumes = &self.cluster.volumes;
         for p in self.cluster.pods.values_mut() {
             if p.running_since.is_none() && !p.spec.volume_claims.is_empty() {
-                p.spec.volume_requirements = volumes.requirements(&p.spec.volume_claims);
+                let requirements = volumes.requirements(&p.spec.volume_claims);
+                std::sync::Arc::make_mut(&mut p.spec).volume_requirements = requirements;
             }
         }
         self.dirty();
