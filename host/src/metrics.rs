@@ -643,4 +643,21 @@ mod tests {
         );
         assert!(text.ends_with("# EOF\n"));
     }
+
+    #[test]
+    fn a_disruption_pass_is_timed_under_karpenters_name() {
+        let m = Metrics::new();
+        m.disruption_duration.observe(6.2);
+        let text = m.encode();
+        assert!(
+            text.contains("dovetail_disruption_evaluation_duration_seconds_count 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"dovetail_disruption_evaluation_duration_seconds_bucket{le="8.192"} 1"#
+            ),
+            "{text}"
+        );
+    }
 }
