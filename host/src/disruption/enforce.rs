@@ -59,6 +59,12 @@ impl Pass<'_> {
             let cap = self.its.types[n.type_index as usize].capacity;
             (c + cap.0, m + cap.1)
         });
+        // The pool's nodes disrupting, counted once and kept up as moves are accepted: a
+        // count per move over every node of the pool made a pass quadratic.
+        let mut disrupting = pool_nodes
+            .iter()
+            .filter(|n| leaving.contains(&n.name))
+            .count() as u32;
         for action in actions.iter() {
             let i = match action {
                 Action::Execute(i) => *i as usize,
@@ -76,7 +82,9 @@ impl Pass<'_> {
                 Err("a node of the move is already being disrupted".to_string())
             } else {
                 self.within_limits(pool, in_use, replacements[i])
-                    .and_then(|()| self.within_budget(pool, &pool_nodes, leaving, m, &nodes))
+                    .and_then(|()| {
+                        self.within_budget(pool, pool_nodes.len() as u32, disrupting, m, &nodes)
+                    })
                     .and_then(|()| self.fits_elsewhere(pool, &nodes, replacements[i]))
             };
             let fit = match refused {
@@ -89,7 +97,9 @@ impl Pass<'_> {
             };
             // Accepted.
             for n in &nodes {
-                leaving.insert(n.clone());
+                if leaving.insert(n.clone()) {
+                    disrupting += 1;
+                }
             }
             if let Some((t, _)) = replacements[i] {
                 let cap = self.its.types[t as usize].capacity;
@@ -149,12 +159,11 @@ impl Pass<'_> {
     fn within_budget(
         &self,
         pool: &Pool,
-        pool_nodes: &[&Node],
-        leaving: &BTreeSet<String>,
+        total: u32,
+        disrupting: u32,
         m: &Move,
         nodes: &[String],
     ) -> Result<(), String> {
-        let total = pool_nodes.len() as u32;
         let allowed = budget::allowed(
             &pool.resource.spec.disruption.budgets,
             total,
@@ -162,10 +171,6 @@ impl Pass<'_> {
             self.now,
         )
         .map_err(|e| format!("disruption budget unreadable: {e}"))?;
-        let disrupting = pool_nodes
-            .iter()
-            .filter(|n| leaving.contains(&n.name))
-            .count() as u32;
         if disrupting + nodes.len() as u32 > allowed {
             return Err(format!(
                 "disruption budget allows {allowed} of {total} nodes for {:?}, {disrupting} already disrupting",
@@ -200,7 +205,7 @@ impl Pass<'_> {
             .flat_map(|n| self.by_node.get(n.as_str()).into_iter().flatten())
             .map(|p| PendingPod::clone(&p.spec))
             .collect();
-        let plan = solve_excluding(&moving, &self.existing, &gone, &[], self.its);
+        let plan = solve_excluding(&moving, &self.existing, &gone, &[], self.its, None);
         if !plan.unschedulable.is_empty() {
             if replacement.is_some() {
                 self.existing.pop();
