@@ -29,7 +29,7 @@ use crate::cluster::{Cluster, Node, Pod, node_labels};
 use crate::policy::PolicyRegistry;
 use crate::policy::shadow::{ShadowJob, ShadowRole};
 use crate::scheduling::model::{ExistingNode, PendingPod, capacity_type_label};
-use crate::scheduling::{InstanceTypes, NodePoolSpec, solve_excluding};
+use crate::scheduling::{Admitted, InstanceTypes, NodePoolSpec, solve_excluding};
 
 /// The consolidation policy used when a NodePool's own fails and `onFailure` is `Fallback`.
 pub const FALLBACK_CONSOLIDATOR: &str = "balanced";
@@ -109,6 +109,8 @@ struct Pass<'a> {
     /// The SpotToSpotConsolidation gate.
     spot_to_spot: bool,
     specs: Vec<NodePoolSpec>,
+    /// What `specs` admit, for every what-if of the pass.
+    admitted: Admitted,
     /// Schedulable nodes (not being deleted), then replacements accepted this pass. Pods of
     /// accepted moves are counted on the nodes they would move to.
     existing: Vec<ExistingNode>,
@@ -292,12 +294,14 @@ impl<'a> Pass<'a> {
             .enumerate()
             .map(|(i, n)| (n.clone(), i))
             .collect();
+        let specs = cluster.pool_specs(its);
         let mut pass = Pass {
             cluster,
             its,
             now,
             spot_to_spot: gates.spot_to_spot_consolidation,
-            specs: cluster.pool_specs(its),
+            admitted: Admitted::new(&specs, its),
+            specs,
             gone: vec![false; existing.len()],
             existing,
             index,
@@ -311,7 +315,7 @@ impl<'a> Pass<'a> {
             .map(|p| PendingPod::clone(&p.spec))
             .collect();
         if !draining.is_empty() {
-            let plan = solve_excluding(&draining, &pass.existing, &pass.gone, &[], its);
+            let plan = solve_excluding(&draining, &pass.existing, &pass.gone, &[], its, None);
             pass.place(&draining, &plan.bound);
         }
         pass
@@ -394,7 +398,14 @@ impl Pass<'_> {
                 specs[p].in_use.memory_bytes = specs[p].in_use.memory_bytes.saturating_sub(mem);
             }
         }
-        let plan = solve_excluding(pods, &self.existing, excluded, &specs, self.its);
+        let plan = solve_excluding(
+            pods,
+            &self.existing,
+            excluded,
+            &specs,
+            self.its,
+            Some(&self.admitted),
+        );
         if !plan.unschedulable.is_empty() || plan.claims.len() > 1 {
             return Relocation::No;
         }

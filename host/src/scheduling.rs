@@ -18,4 +18,4 @@ pub use instance_types::InstanceTypes;
 pub use model::ExistingNode;
 pub use model::{NodePoolSpec, PendingPod};
 pub use requirements::{Operator, Requirement, Requirements};
-pub use solver::{Plan, PlannedClaim, solve, solve_excluding, solve_on};
+pub use solver::{Admitted, Plan, PlannedClaim, solve, solve_excluding, solve_on};

@@ -691,7 +691,7 @@ fn cursors_change_no_plan_only_how_fast_it_is_found() {
         p.requests.cpu_millis = if cache { 3500 } else { 7000 };
     }
     let plan = |cursors: bool| {
-        let mut solver = Solver::new(&pods, &[], &[], &pools, &its);
+        let mut solver = Solver::new(&pods, &[], &[], &pools, &its, None);
         solver.use_cursors = cursors;
         solver.run()
     };
@@ -714,7 +714,7 @@ fn a_large_spot_round_is_sized_over_many_pools_none_above_its_share() {
     let pools = [np];
     // 600 vCPUs demanded: a pool may take 120.
     let pods = pods(600, "web", 1000, 2048);
-    let mut solver = Solver::new(&pods, &[], &[], &pools, &its);
+    let mut solver = Solver::new(&pods, &[], &[], &pools, &its, None);
     for p in solver.visiting_order() {
         solver.place(p).unwrap();
     }
@@ -799,7 +799,7 @@ fn a_pod_only_a_type_above_a_spot_pools_share_fits_leaves_the_rest_favoured() {
     // 140 vCPUs: a pool's share is 28, and the 40-vCPU pod fits only types larger than that.
     let mut all = pods(100, "web", 1000, 1024);
     all.extend(pods(1, "batch", 40_000, 8192));
-    let mut solver = Solver::new(&all, &[], &[], &pools, &its);
+    let mut solver = Solver::new(&all, &[], &[], &pools, &its, None);
     let order = solver.visiting_order();
     assert!(!solver.favoured(0).is_empty(), "no favoured offering");
     for p in order {
@@ -885,7 +885,7 @@ fn zone_pinned_claims_moving_flexible_ones_keep_every_spot_pool_within_its_share
         }
         all.extend(group);
     }
-    let mut solver = Solver::new(&all, &[], &[], &pools, &its);
+    let mut solver = Solver::new(&all, &[], &[], &pools, &its, None);
     for p in solver.visiting_order() {
         solver.place(p).unwrap();
     }
