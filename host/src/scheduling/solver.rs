@@ -253,7 +253,7 @@ struct Solver<'a> {
     /// Per pod with preferences: the pod with fewer of them and its topology terms, the next
     /// to try last (see [`relaxations`]).
     relaxed: Vec<Vec<(PendingPod, Vec<Term>)>>,
-    /// Existing nodes; claim `i < existing.len()` is existing node `i`.
+    /// Existing nodes (see `existing_of` for the claims that stand for them).
     existing: &'a [ExistingNode],
     pools: &'a [NodePoolSpec],
     its: &'a InstanceTypes,
@@ -266,10 +266,11 @@ struct Solver<'a> {
     /// Per pool: limit headroom (cpu millis, memory bytes) after in-use and reserved capacity.
     headroom: Vec<(u64, u64)>,
     claims: Vec<Claim>,
-    /// The existing nodes' claims open when the solver started, in order: a claim closes as
-    /// it fills and never reopens, so first fit over the running nodes reads only these (a
-    /// disruption pass solves once per candidate over a cluster that is mostly full).
-    open_existing: Vec<usize>,
+    /// The first claims stand for the running nodes with room for the smallest pod when the
+    /// solver started, in order: claim `c < existing_of.len()` is `existing[existing_of[c]]`.
+    /// A claim closes as it fills and never reopens, so the full nodes need none (a disruption
+    /// pass solves once per candidate over a cluster that is mostly full).
+    existing_of: Vec<usize>,
     /// Per pool: its claims in creation order (first fit scans in this order).
     order: Vec<Vec<usize>>,
     /// Per pool: position in `order` before which every claim is closed.
@@ -485,7 +486,7 @@ impl<'a> Solver<'a> {
             pool_zones: admitted.zones,
             headroom: headroom(pools),
             claims: Vec::with_capacity(existing.len()),
-            open_existing: Vec::new(),
+            existing_of: Vec::new(),
             order: vec![Vec::new(); pools.len()],
             first_open: vec![0; pools.len()],
             skip: HashMap::default(),
@@ -525,17 +526,28 @@ impl<'a> Solver<'a> {
         let all_zones = (1u64 << self.its.zones.len()) - 1;
         for (i, node) in self.existing.iter().enumerate() {
             let gone = excluded.get(i).copied().unwrap_or(false);
-            for &(s, key) in repels[i].iter().filter(|_| !gone) {
+            if gone {
+                continue;
+            }
+            // A node with no room for the smallest pod never takes one: it has no claim, and
+            // only its pods' and terms' counts by zone matter.
+            let (r, small, max) = (&node.requested, &self.smallest, &node.allocatable);
+            let open = r.cpu_millis.saturating_add(small.cpu_millis) <= max.cpu_millis
+                && r.memory_bytes.saturating_add(small.memory_bytes) <= max.memory_bytes
+                && r.pods < max.pods;
+            let c = open.then_some(self.claims.len());
+            for &(s, key) in &repels[i] {
                 match key {
                     TopologyKey::Hostname => {
-                        self.repel_host.insert((s, i));
+                        if let Some(c) = c {
+                            self.repel_host.insert((s, c));
+                        }
                     }
                     TopologyKey::Zone => self.repel_zone[s as usize] |= 1 << node.zone,
                 }
             }
-            // With no topology term to count for, the running pods are not read at all: a
-            // disruption pass builds a solver per candidate over every running pod.
-            let counted = if gone || selectors.0.is_empty() {
+            // With no topology term to count for, the running pods are not read at all.
+            let counted = if selectors.0.is_empty() {
                 &[][..]
             } else {
                 &node.pods[..]
@@ -543,14 +555,20 @@ impl<'a> Solver<'a> {
             for (name, labels) in counted {
                 for s in selectors.matching(name, labels) {
                     self.placed[s as usize] += 1;
-                    *self.host_counts.entry((s, i)).or_default() += 1;
+                    if let Some(c) = c {
+                        *self.host_counts.entry((s, c)).or_default() += 1;
+                    }
                     self.zone_counts[s as usize][node.zone as usize] += 1;
                 }
+            }
+            if !open {
+                continue;
             }
             let domain = node
                 .node_pool
                 .and_then(|p| self.pool_zones.get(p).copied())
                 .unwrap_or(all_zones);
+            self.existing_of.push(i);
             self.claims.push(Claim {
                 planned: PlannedClaim {
                     node_pool: node.node_pool.unwrap_or(usize::MAX),
@@ -560,10 +578,10 @@ impl<'a> Solver<'a> {
                     instance_types: Vec::new(),
                     zones: 1 << node.zone,
                 },
-                max_alloc: if gone { zero() } else { node.allocatable },
+                max_alloc: node.allocatable,
                 reserved: (0, 0),
                 efficient: Vec::new(),
-                open: !gone,
+                open: true,
                 domain,
                 target: None,
                 sized: None,
@@ -571,12 +589,11 @@ impl<'a> Solver<'a> {
                 chosen_zone: None,
             });
         }
-        for c in 0..self.existing.len() {
-            self.refresh(c);
-        }
-        self.open_existing = (0..self.existing.len())
-            .filter(|&c| self.claims[c].open)
-            .collect();
+    }
+
+    /// The running node claim `c` stands for, if it stands for one.
+    fn existing_node(&self, c: usize) -> Option<&'a ExistingNode> {
+        self.existing_of.get(c).map(|&i| &self.existing[i])
     }
 
     fn run(mut self) -> Plan {
@@ -588,11 +605,12 @@ impl<'a> Solver<'a> {
             }
         }
         unschedulable.sort_by_key(|u| u.pod);
-        let n = self.existing.len();
+        let n = self.existing_of.len();
+        let existing_of = &self.existing_of;
         let mut bound: Vec<(usize, usize)> = self.claims[..n]
             .iter()
             .enumerate()
-            .flat_map(|(i, c)| c.planned.pods.iter().map(move |&p| (p, i)))
+            .flat_map(|(c, claim)| claim.planned.pods.iter().map(move |&p| (p, existing_of[c])))
             .collect();
         bound.sort_unstable();
         // Claims pinned to a zone launch first: the spot pools they were counted against are
@@ -722,8 +740,7 @@ impl<'a> Solver<'a> {
     }
 
     fn place_once(&mut self, p: usize) -> Result<(), String> {
-        for i in 0..self.open_existing.len() {
-            let c = self.open_existing[i];
+        for c in 0..self.existing_of.len() {
             if self.claims[c].open && self.try_add(p, c).is_ok() {
                 return Ok(());
             }

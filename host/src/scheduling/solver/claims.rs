@@ -198,7 +198,7 @@ impl<'a> Solver<'a> {
         if !fits(&requests, &claim.max_alloc) {
             return Err(Reject::TooBig(requests));
         }
-        if let Some(node) = self.existing.get(c) {
+        if let Some(node) = self.existing_node(c) {
             if untolerated(&pod.tolerations, &node.taints).is_some() {
                 return Err(Reject::Requirements);
             }
@@ -397,7 +397,7 @@ impl<'a> Solver<'a> {
 
     /// Recomputes a claim's quick-fit bound and limit reservation after its types changed.
     pub(super) fn refresh(&mut self, c: usize) {
-        if c < self.existing.len() {
+        if c < self.existing_of.len() {
             let claim = &mut self.claims[c];
             let (r, s, max) = (&claim.planned.requests, &self.smallest, &claim.max_alloc);
             claim.open = r.cpu_millis.saturating_add(s.cpu_millis) <= max.cpu_millis
