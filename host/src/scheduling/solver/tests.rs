@@ -941,3 +941,48 @@ fn a_pod_is_in_its_namespace_and_a_bare_name_in_default() {
     assert!(!in_namespace("web-1", "web-1"));
     assert!(in_namespace("default/web-1", "default"));
 }
+
+#[test]
+fn full_running_nodes_take_no_pod_yet_their_pods_count_by_zone_and_binds_name_the_right_node() {
+    let its = its();
+    let pools = [pool("default", &[])];
+    // m5.xlarge: 4 vCPU. n0 and n2 full, n1 with room, n3 excluded (leaving).
+    let mut full = pods(1, "full", 3900, 1024);
+    full[0].labels = vec![("app".into(), "web".into())];
+    let nodes = vec![
+        node(&its, "n0", "m5.xlarge", 0, &full),
+        node(&its, "n1", "m5.xlarge", 1, &[]),
+        node(&its, "n2", "m5.xlarge", 2, &full),
+        node(&its, "n3", "m5.xlarge", 0, &[]),
+    ];
+    let excluded = [false, false, false, true];
+    let plan = solve_excluding(
+        &pods(2, "api", 1000, 1024),
+        &nodes,
+        &excluded,
+        &pools,
+        &its,
+        None,
+    );
+    assert_eq!(plan.bound, vec![(0, 1), (1, 1)], "both on n1, by its index");
+    assert!(plan.claims.is_empty());
+
+    // Zone spread still counts the web pods on the full nodes (zones 0 and 2): the first new
+    // one must go to zone 1 (n1), the second may (all zones level at one).
+    let mut web = pods(3, "web-new", 1000, 1024);
+    for p in &mut web {
+        p.labels = vec![("app".into(), "web".into())];
+        p.spread = vec![SpreadConstraint {
+            key: TopologyKey::Zone,
+            max_skew: 1,
+            selector: crate::scheduling::model::LabelSelector::labels(&[("app", "web")]),
+        }];
+    }
+    let plan = solve_excluding(&web, &nodes, &excluded, &pools, &its, None);
+    let on_n1 = plan.bound.iter().filter(|(_, n)| *n == 1).count();
+    assert_eq!(on_n1, 2, "{plan:?}");
+    assert!(plan.bound.iter().all(|(_, n)| *n == 1));
+    // The third would put zone 1 two ahead of zones 0 and 2: a new claim, in zone 0 or 2.
+    assert_eq!(plan.claims.len(), 1);
+    assert_eq!(plan.claims[0].zones & 0b010, 0, "not zone 1");
+}
