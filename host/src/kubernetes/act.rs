@@ -719,36 +719,18 @@ impl ClusterPort for KubePort {
         let t = round.timings;
         let took = t.moves + t.policy + t.enforce;
         self.metrics.disruption_duration.observe(took.as_secs_f64());
-        let fields = (
-            round.nodes,
-            round.candidates,
-            round.moves,
-            t.moves.as_millis() as u64,
-            t.policy.as_millis() as u64,
-            t.enforce.as_millis() as u64,
-        );
-        // A pass holds the loop: one that takes a second or more is worth an operator's eye.
+        // A pass holds the loop: one that takes a second or more is worth an operator's eye
+        // (the histogram has the others).
         if took >= Duration::from_secs(1) {
             tracing::info!(
-                nodes = fields.0,
-                candidates = fields.1,
-                moves = fields.2,
+                nodes = round.nodes,
+                candidates = round.candidates,
+                moves = round.moves,
                 commands = round.commands,
-                moves_ms = fields.3,
-                policy_ms = fields.4,
-                enforce_ms = fields.5,
+                moves_ms = t.moves.as_millis() as u64,
+                policy_ms = t.policy.as_millis() as u64,
+                enforce_ms = t.enforce.as_millis() as u64,
                 "slow disruption pass"
-            );
-        } else {
-            tracing::debug!(
-                nodes = fields.0,
-                candidates = fields.1,
-                moves = fields.2,
-                commands = round.commands,
-                moves_ms = fields.3,
-                policy_ms = fields.4,
-                enforce_ms = fields.5,
-                "disruption pass"
             );
         }
     }

@@ -314,6 +314,19 @@ fn zone_affinity_keeps_pods_together_and_overhead_counts() {
     }
 }
 
+/// `pods` labelled `app=web`, spread over zones with a skew of one.
+fn web_spread_by_zone(mut pods: Vec<PendingPod>) -> Vec<PendingPod> {
+    for p in &mut pods {
+        p.labels = vec![("app".into(), "web".into())];
+        p.spread = vec![SpreadConstraint {
+            key: TopologyKey::Zone,
+            max_skew: 1,
+            selector: crate::scheduling::model::LabelSelector::labels(&[("app", "web")]),
+        }];
+    }
+    pods
+}
+
 fn node(its: &InstanceTypes, name: &str, ty: &str, zone: u32, on: &[PendingPod]) -> ExistingNode {
     let t = its.types.iter().position(|t| t.name == ty).unwrap();
     let requested = on.iter().fold(zero(), |r, p| add(&r, &p.requests));
@@ -418,15 +431,7 @@ fn existing_nodes_are_filled_first_and_their_pods_count_for_topology() {
     assert_eq!(plan.claims.len(), 1);
 
     // Zone spread counts the running pods: with web in zone 0, the next two go elsewhere.
-    let mut spread = pods(2, "web-3", 100, 128);
-    for p in &mut spread {
-        p.labels = vec![("app".into(), "web".into())];
-        p.spread = vec![SpreadConstraint {
-            key: TopologyKey::Zone,
-            max_skew: 1,
-            selector: crate::scheduling::model::LabelSelector::labels(&[("app", "web")]),
-        }];
-    }
+    let spread = web_spread_by_zone(pods(2, "web-3", 100, 128));
     let plan = solve_on(&spread, &nodes, &pools, &its);
     assert!(plan.bound.is_empty());
     let zones: std::collections::BTreeSet<u32> =
@@ -969,15 +974,7 @@ fn full_running_nodes_take_no_pod_yet_their_pods_count_by_zone_and_binds_name_th
 
     // Zone spread still counts the web pods on the full nodes (zones 0 and 2): the first new
     // one must go to zone 1 (n1), the second may (all zones level at one).
-    let mut web = pods(3, "web-new", 1000, 1024);
-    for p in &mut web {
-        p.labels = vec![("app".into(), "web".into())];
-        p.spread = vec![SpreadConstraint {
-            key: TopologyKey::Zone,
-            max_skew: 1,
-            selector: crate::scheduling::model::LabelSelector::labels(&[("app", "web")]),
-        }];
-    }
+    let web = web_spread_by_zone(pods(3, "web-new", 1000, 1024));
     let plan = solve_excluding(&web, &nodes, &excluded, &pools, &its, None);
     let on_n1 = plan.bound.iter().filter(|(_, n)| *n == 1).count();
     assert_eq!(on_n1, 2, "{plan:?}");
