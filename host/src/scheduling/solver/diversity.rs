@@ -58,7 +58,7 @@ impl SpotPools {
     /// The most nodes of `cpu` millicores one spot pool of NodePool `pool` may take in a round:
     /// whole nodes, as [`SpotPools::room`] counts them (a node larger than the share has none).
     pub(super) fn most_nodes(&self, pool: usize, cpu: u64) -> f64 {
-        match self.cap.get(pool).copied().unwrap_or(u64::MAX) {
+        match self.cap(pool) {
             u64::MAX => f64::INFINITY,
             cap => (cap / cpu.max(1)) as f64,
         }
@@ -66,34 +66,33 @@ impl SpotPools {
 
     /// Whether a node of `cpu` millicores more stays within the pool's share.
     pub(super) fn room(&self, pool: usize, t: u32, zone: u32, cpu: u64) -> bool {
-        let cap = self.cap(pool);
-        let planned = self.planned.get(&(pool, t, zone)).copied().unwrap_or(0);
-        planned.saturating_add(cpu) <= cap
+        self.planned(pool, t, zone).saturating_add(cpu) <= self.cap(pool)
     }
 
     fn cap(&self, pool: usize) -> u64 {
         self.cap.get(pool).copied().unwrap_or(u64::MAX)
     }
 
+    /// Millicores counted against the spot pool of type `t` in `zone`.
+    fn planned(&self, pool: usize, t: u32, zone: u32) -> u64 {
+        self.planned.get(&(pool, t, zone)).copied().unwrap_or(0)
+    }
+
     /// Whole nodes of `cpu` millicores the spot pool of type `t` in `zone` still has room for.
     pub(super) fn nodes_left(&self, pool: usize, t: u32, zone: u32, cpu: u64) -> u64 {
-        let planned = self.planned.get(&(pool, t, zone)).copied().unwrap_or(0);
-        self.cap(pool).saturating_sub(planned) / cpu.max(1)
+        self.cap(pool).saturating_sub(self.planned(pool, t, zone)) / cpu.max(1)
     }
 
     /// Whether a claim pinned to `zone` has room there for a node of `cpu` millicores once
     /// flexible claims counted there move to `elsewhere` (the type's other zones).
+    /// (With room as it is, nothing needs to move: `over` is 0.)
     fn room_pinned(&self, pool: usize, t: u32, zone: u32, cpu: u64, elsewhere: &[u32]) -> bool {
-        if self.room(pool, t, zone, cpu) {
-            return true;
-        }
         let movable = self.flexible.get(&(pool, t, zone)).copied().unwrap_or(0) / cpu.max(1);
         let room: u64 = elsewhere
             .iter()
             .map(|&z| self.nodes_left(pool, t, z, cpu))
             .sum();
-        let planned = self.planned.get(&(pool, t, zone)).copied().unwrap_or(0);
-        let over = (planned + cpu)
+        let over = (self.planned(pool, t, zone) + cpu)
             .saturating_sub(self.cap(pool))
             .div_ceil(cpu.max(1));
         over <= movable.min(room)
@@ -173,8 +172,9 @@ impl<'a> Solver<'a> {
     /// types although the same pool in another zone had room.
     pub(super) fn spot_room(&self, pool: usize, t: u32, zone: u32, zones: u64) -> bool {
         let cpu = self.its.types[t as usize].capacity.0;
-        if zones.count_ones() != 1 || self.spot.room(pool, t, zone, cpu) {
-            return self.spot.room(pool, t, zone, cpu);
+        let room = self.spot.room(pool, t, zone, cpu);
+        if room || zones.count_ones() != 1 {
+            return room;
         }
         let elsewhere = self.spot_zones(pool, t, zone);
         self.spot.room_pinned(pool, t, zone, cpu, &elsewhere)
